@@ -1,0 +1,31 @@
+# StreamRL developer targets. `make setup` is idempotent: it only reinstalls when pyproject.toml changed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v uv >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check uv
+	@test -x $(BIN)/python || uv venv -q --python $(PY) $(VENV)
+	uv pip install -q --python $(BIN)/python -e '.[dev]'
+	@touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+demo: setup
+	$(BIN)/streamrl demo
+
+bench: setup
+	$(BIN)/python -m bench.coordination
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
