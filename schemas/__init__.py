@@ -1,0 +1,67 @@
+"""StreamRL records: Avro schemas (`schemas/avsc/`), the pydantic models that mirror them, and serde.
+
+Light by design: importing it loads pydantic and fastavro only (no torch, faust, vllm, confluent-kafka).
+
+    from schemas import LLMRequest, SchemaError
+    from schemas.serde import Serde
+"""
+
+from schemas.digest import digest_bytes, digest_dir, digest_file
+from schemas.errors import SchemaError, StreamRLError
+from schemas.records import (
+    TOP_RECORDS,
+    TOPIC_RECORDS,
+    CheckpointEvent,
+    CheckpointKind,
+    ClaimCheck,
+    DeadLetter,
+    LLMRequest,
+    Mode,
+    Record,
+    Reward,
+    RolloutStatus,
+    Sample,
+    Split,
+    Task,
+    TopRecord,
+    TrainingBatch,
+    TrainingRow,
+    Trajectory,
+    utc_now,
+)
+
+__all__ = [
+    "TOPIC_RECORDS",
+    "TOP_RECORDS",
+    "CheckpointEvent",
+    "CheckpointKind",
+    "ClaimCheck",
+    "DeadLetter",
+    "LLMRequest",
+    "Mode",
+    "Record",
+    "Reward",
+    "RolloutStatus",
+    "Sample",
+    "SchemaError",
+    "Serde",
+    "Split",
+    "StreamRLError",
+    "Task",
+    "TopRecord",
+    "TrainingBatch",
+    "TrainingRow",
+    "Trajectory",
+    "digest_bytes",
+    "digest_dir",
+    "digest_file",
+    "utc_now",
+]
+
+
+def __getattr__(name: str):  # `from schemas import Serde` works too, without loading fastavro eagerly
+    if name == "Serde":
+        from schemas.serde import Serde
+
+        return Serde
+    raise AttributeError(f"module 'schemas' has no attribute {name!r}")

@@ -1,0 +1,60 @@
+"""Content digests (``sha256:<hex>``) for checkpoint directories and claim-check payloads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+_CHUNK = 1 << 20  # bytes read per step
+
+
+def digest_bytes(data: bytes) -> str:
+    """``"sha256:<64 hex>"`` of `data`."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def digest_file(path: str | os.PathLike[str]) -> str:
+    """``"sha256:<64 hex>"`` of one file's bytes (e.g. a claim-check payload).
+
+    Raises:
+        FileNotFoundError / IsADirectoryError: `path` is not a readable file.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def digest_dir(path: str | os.PathLike[str]) -> str:
+    """Stable digest of a directory tree: ``"sha256:<64 hex>"``.
+
+    Covers every regular file below `path` (symlinks to files are followed; directories, empty ones
+    included, only through the files in them), in order of their relative POSIX path sorted by UTF-8
+    bytes. For each file the hash takes ``len(relpath)`` (8 bytes, big-endian), the relpath (UTF-8),
+    ``size`` (8 bytes, big-endian) and the file bytes, so no two different trees share an input stream.
+    Independent of mtimes, permissions, absolute location and filesystem listing order.
+
+    Raises:
+        NotADirectoryError: `path` does not exist or is not a directory (message names the path).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise NotADirectoryError(f"digest_dir: {root} is not a directory")
+    files: list[tuple[bytes, Path]] = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            full = Path(dirpath) / name
+            if full.is_file():
+                files.append((full.relative_to(root).as_posix().encode("utf-8"), full))
+    files.sort(key=lambda item: item[0])
+    h = hashlib.sha256()
+    for rel, full in files:
+        h.update(len(rel).to_bytes(8, "big"))
+        h.update(rel)
+        h.update(full.stat().st_size.to_bytes(8, "big"))
+        with open(full, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()

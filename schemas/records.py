@@ -1,0 +1,452 @@
+"""Pydantic models of every StreamRL record; each mirrors `schemas/avsc/<Name>/v<latest>.avsc`.
+
+The `.avsc` files are the contract (field docs and units live there); these models add what Avro cannot
+express. A unit test fails if a model and its latest `.avsc` drift apart (names, types, nullability,
+defaults).
+
+Type conventions (checked by that test):
+- ``Int32`` fields are Avro ``int``; ``Int64`` fields are Avro ``long``.
+- scalar ``float`` is Avro ``double``; ``list[float]`` is ``array<float>`` (float32 on the wire: values that
+  are not float32-representable come back rounded; logprobs from engines and torch float32 are exact).
+- ``UtcDatetime`` is ``timestamp-millis``: naive datetimes are taken as UTC, aware ones converted to UTC,
+  and all are truncated to whole milliseconds so that a round trip returns an equal value.
+- ``str | None`` is the union ``["null", "string"]`` with default null.
+
+Invariants (``check_invariants``) run on construction (as a pydantic validator, so a bad value raises
+``pydantic.ValidationError``), and again inside ``Serde.encode`` and ``Serde.decode`` (which raise
+``SchemaError``), because decode builds models with ``model_construct`` after fastavro has checked types.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, ClassVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def _to_utc_ms(value: datetime) -> datetime:
+    """Normalise to an aware UTC datetime with whole milliseconds (the precision of timestamp-millis)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    elif value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+
+
+def utc_now() -> datetime:
+    """Current time as an aware UTC datetime truncated to milliseconds."""
+    return _to_utc_ms(datetime.now(timezone.utc))
+
+
+Int32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+UtcDatetime = Annotated[datetime, AfterValidator(_to_utc_ms)]
+
+
+class Split(str, Enum):
+    """Dataset split of a Task."""
+
+    train = "train"
+    val = "val"
+
+
+class Mode(str, Enum):
+    """Whether a rollout trains the policy or validates it."""
+
+    train = "train"
+    val = "val"
+
+
+class RolloutStatus(str, Enum):
+    """How a rollout attempt ended."""
+
+    succeeded = "succeeded"
+    failed = "failed"
+    timeout = "timeout"
+
+
+class CheckpointKind(str, Enum):
+    """What a checkpoint contains."""
+
+    full = "full"
+    lora = "lora"
+    prompt_template = "prompt_template"
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def _non_negative(model: BaseModel, *names: str) -> None:
+    for name in names:
+        value = getattr(model, name)
+        if value is not None and value < 0:
+            raise ValueError(f"{type(model).__name__}.{name} must be >= 0, got {value}")
+
+
+def _finite(model: BaseModel, *names: str) -> None:
+    for name in names:
+        value = getattr(model, name)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{type(model).__name__}.{name} must be finite, got {value}")
+
+
+def _finite_list(model: BaseModel, name: str) -> None:
+    """Every element finite and within float32 range (the list is array<float> on the wire)."""
+    values: list[float] = getattr(model, name)
+    if not values:
+        return
+    # Fast path (C loops): a finite sum means no inf/nan (inf - inf = nan); then check float32 range.
+    if math.isfinite(sum(values)) and min(values) >= -FLOAT32_MAX and max(values) <= FLOAT32_MAX:
+        return
+    for i, value in enumerate(values):
+        if not (math.isfinite(value) and -FLOAT32_MAX <= value <= FLOAT32_MAX):
+            raise ValueError(f"{type(model).__name__}.{name}[{i}] must be finite float32, got {value}")
+
+
+def _token_ids(model: BaseModel, name: str) -> None:
+    ids: list[int] = getattr(model, name)
+    if ids and (min(ids) < 0 or max(ids) > INT32_MAX):
+        raise ValueError(
+            f"{type(model).__name__}.{name}: token ids must be in [0, 2^31), got min {min(ids)}, max {max(ids)}"
+        )
+
+
+def _json_object(model: BaseModel, name: str) -> None:
+    text: str = getattr(model, name)
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{type(model).__name__}.{name} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{type(model).__name__}.{name} must be a JSON object, got {type(value).__name__}")
+
+
+def _group_index(model: BaseModel) -> None:
+    group_size, k = model.group_size, model.k  # type: ignore[attr-defined]
+    if group_size < 1:
+        raise ValueError(f"{type(model).__name__}.group_size must be >= 1, got {group_size}")
+    if not 0 <= k < group_size:
+        raise ValueError(f"{type(model).__name__}.k must be in [0, group_size={group_size}), got {k}")
+
+
+def _digest(model: BaseModel, name: str) -> None:
+    value: str = getattr(model, name)
+    if not _DIGEST_RE.match(value):
+        raise ValueError(
+            f"{type(model).__name__}.{name} must look like 'sha256:<64 lowercase hex>', got {value!r}"
+        )
+
+
+class Record(BaseModel):
+    """Base of all records: `extra="forbid"`, invariants checked by `check_invariants` after validation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def check_invariants(self) -> None:
+        """Raise ValueError naming the field if a rule Avro cannot express is broken; no-op by default."""
+
+    @model_validator(mode="after")
+    def _run_invariants(self):  # pydantic hook
+        self.check_invariants()
+        return self
+
+
+class TopRecord(Record):
+    """A record that is the value of a topic message (has its own `.avsc` and `schema_version`)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1  # latest version of this record's schema; must match the .avsc
+
+    def check_invariants(self) -> None:
+        _non_negative(self, "schema_version")
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+class Task(TopRecord):
+    """One dataset item (topic `tasks`, key `task_id`). `payload` must be a JSON object."""
+
+    schema_version: Int32 = 1
+    task_id: str
+    split: Split
+    payload: str
+    source: str | None = None
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+
+    def check_invariants(self) -> None:
+        super().check_invariants()
+        _json_object(self, "payload")
+
+
+class Sample(TopRecord):
+    """One rollout to run (topic `samples`, key `rollout_id` = `task_id/epoch/k`)."""
+
+    schema_version: Int32 = 1
+    rollout_id: str
+    task_id: str
+    group_id: str
+    group_size: Int32
+    k: Int32
+    epoch: Int32
+    retry: Int32 = 0
+    mode: Mode
+    payload: str
+    policy_version: Int32
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+
+    def check_invariants(self) -> None:
+        super().check_invariants()
+        _non_negative(self, "epoch", "retry", "policy_version")
+        _group_index(self)
+        _json_object(self, "payload")
+
+
+class LLMRequest(TopRecord):
+    """One LLM call / choice (topic `requests`, key `rollout_id`).
+
+    Invariants: ``len(response_logprobs) == len(response_token_ids)``; token ids in [0, 2^31);
+    logprobs finite; ``sequence``, ``choice_index``, ``policy_version``, ``latency_ms``, ``ttft_ms`` >= 0.
+    Schema v2 added ``ttft_ms`` (default None); v1 records decode with ``ttft_ms=None, schema_version=1``.
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+
+    schema_version: Int32 = 2
+    request_id: str
+    rollout_id: str
+    attempt_id: str
+    agent_name: str | None = None
+    sequence: Int32
+    model: str
+    prompt_token_ids: list[int]
+    response_token_ids: list[int]
+    response_logprobs: list[float]
+    finish_reason: str | None = None
+    policy_version: Int32
+    latency_ms: float
+    started_at: UtcDatetime
+    choice_index: Int32 = 0
+    ttft_ms: float | None = None
+
+    def check_invariants(self) -> None:
+        super().check_invariants()
+        if len(self.response_logprobs) != len(self.response_token_ids):
+            raise ValueError(
+                f"LLMRequest {self.request_id!r}: len(response_logprobs)={len(self.response_logprobs)} "
+                f"!= len(response_token_ids)={len(self.response_token_ids)}"
+            )
+        _non_negative(self, "sequence", "choice_index", "policy_version", "latency_ms", "ttft_ms")
+        _finite(self, "latency_ms", "ttft_ms")
+        _token_ids(self, "prompt_token_ids")
+        _token_ids(self, "response_token_ids")
+        _finite_list(self, "response_logprobs")
+
+
+class Reward(Record):
+    """One reward emitted during a rollout (nested in Trajectory). `value` must be finite."""
+
+    name: str
+    value: float
+    primary: bool = False
+    request_id: str | None = None
+    emitted_at: UtcDatetime = Field(default_factory=utc_now)
+
+    def check_invariants(self) -> None:
+        _finite(self, "value")
+
+
+class Trajectory(TopRecord):
+    """Outcome of one rollout attempt (topic `trajectories`, key `rollout_id`). Rewards must be finite."""
+
+    schema_version: Int32 = 1
+    rollout_id: str
+    attempt_id: str
+    task_id: str
+    group_id: str
+    group_size: Int32
+    k: Int32
+    epoch: Int32
+    retry: Int32 = 0
+    mode: Mode
+    status: RolloutStatus
+    reward: float | None = None
+    rewards: list[Reward] = Field(default_factory=list)
+    request_ids: list[str] = Field(default_factory=list)
+    error: str | None = None
+    worker_id: str
+    policy_version: Int32
+    started_at: UtcDatetime
+    finished_at: UtcDatetime
+
+    def check_invariants(self) -> None:
+        super().check_invariants()
+        _non_negative(self, "epoch", "retry", "policy_version")
+        _group_index(self)
+        _finite(self, "reward")
+
+
+class TrainingRow(Record):
+    """One training row (nested in TrainingBatch).
+
+    Shapes: ``prompt_ids`` (P,); ``response_ids``, ``response_mask``, ``behaviour_logprobs``,
+    ``token_rewards`` all (R,) with R >= 1. Mask values in {0, 1}; logprobs, rewards, weight finite;
+    weight >= 0.
+    """
+
+    rollout_id: str
+    group_id: str
+    agent_name: str | None = None
+    prompt_ids: list[int]
+    response_ids: list[int]
+    response_mask: list[int]
+    behaviour_logprobs: list[float]
+    token_rewards: list[float]
+    reward: float
+    policy_version: Int32
+    weight: float = 1.0
+
+    def check_invariants(self) -> None:
+        n = len(self.response_ids)
+        if n == 0:
+            raise ValueError(f"TrainingRow {self.rollout_id!r}: response_ids is empty")
+        for name in ("response_mask", "behaviour_logprobs", "token_rewards"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"TrainingRow {self.rollout_id!r}: len({name})={len(getattr(self, name))} != len(response_ids)={n}"
+                )
+        if min(self.response_mask) < 0 or max(self.response_mask) > 1:
+            raise ValueError(f"TrainingRow {self.rollout_id!r}: response_mask values must be 0 or 1")
+        _token_ids(self, "prompt_ids")
+        _token_ids(self, "response_ids")
+        _finite_list(self, "behaviour_logprobs")
+        _finite_list(self, "token_rewards")
+        _finite(self, "reward", "weight")
+        _non_negative(self, "policy_version", "weight")
+
+
+class ClaimCheck(Record):
+    """Pointer to a batch payload outside Kafka (nested in TrainingBatch)."""
+
+    uri: str
+    digest: str
+    size_bytes: Int64
+    num_rows: Int32
+
+    def check_invariants(self) -> None:
+        _digest(self, "digest")
+        _non_negative(self, "size_bytes")
+        if self.num_rows < 1:
+            raise ValueError(f"ClaimCheck.num_rows must be >= 1, got {self.num_rows}")
+
+
+class TrainingBatch(TopRecord):
+    """One training batch (topic `batches`, key `batch_id`). Exactly one of `rows` / `claim_check` is set."""
+
+    schema_version: Int32 = 1
+    batch_id: str
+    policy_name: str
+    num_groups: Int32
+    rows: list[TrainingRow] | None = None
+    claim_check: ClaimCheck | None = None
+    min_policy_version: Int32
+    max_policy_version: Int32
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+
+    def check_invariants(self) -> None:
+        super().check_invariants()
+        if (self.rows is None) == (self.claim_check is None):
+            raise ValueError(
+                f"TrainingBatch {self.batch_id!r}: exactly one of rows / claim_check must be set"
+            )
+        if self.rows is not None and not self.rows:
+            raise ValueError(
+                f"TrainingBatch {self.batch_id!r}: rows is empty (use None with a claim_check instead)"
+            )
+        _non_negative(self, "num_groups", "min_policy_version")
+        if self.min_policy_version > self.max_policy_version:
+            raise ValueError(
+                f"TrainingBatch {self.batch_id!r}: min_policy_version={self.min_policy_version} "
+                f"> max_policy_version={self.max_policy_version}"
+            )
+
+    @property
+    def num_rows(self) -> int:
+        """Number of rows, inline or behind the claim-check."""
+        return len(self.rows) if self.rows is not None else self.claim_check.num_rows  # type: ignore[union-attr]
+
+
+class CheckpointEvent(TopRecord):
+    """A new policy version (topic `checkpoints`, key policy name). `metrics` values may be any float."""
+
+    schema_version: Int32 = 1
+    policy_name: str
+    version: Int32
+    kind: CheckpointKind
+    uri: str
+    digest: str
+    base_model: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    last_batch_id: str | None = None
+    last_batch_offset: Int64 | None = None
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+
+    def check_invariants(self) -> None:
+        super().check_invariants()
+        _non_negative(self, "version", "last_batch_offset")
+        _digest(self, "digest")
+
+
+class DeadLetter(TopRecord):
+    """A record that could not be processed (topic `dlq`, key = original key)."""
+
+    schema_version: Int32 = 1
+    original_topic: str
+    original_partition: Int32
+    original_offset: Int64
+    original_key: bytes | None = None
+    original_value: bytes | None = None
+    stage: str
+    error_type: str
+    reason: str
+    failed_at: UtcDatetime = Field(default_factory=utc_now)
+
+    def check_invariants(self) -> None:
+        super().check_invariants()
+        if self.original_partition < -1 or self.original_offset < -1:
+            raise ValueError(
+                f"DeadLetter: original_partition/original_offset must be >= -1 (unknown), got "
+                f"{self.original_partition}/{self.original_offset}"
+            )
+
+
+TOP_RECORDS: tuple[type[TopRecord], ...] = (
+    Task,
+    Sample,
+    LLMRequest,
+    Trajectory,
+    TrainingBatch,
+    CheckpointEvent,
+    DeadLetter,
+)
+"""Every record type that is a topic value, in pipeline order."""
+
+TOPIC_RECORDS: dict[str, type[TopRecord]] = {
+    "tasks": Task,
+    "samples": Sample,
+    "requests": LLMRequest,
+    "trajectories": Trajectory,
+    "batches": TrainingBatch,
+    "checkpoints": CheckpointEvent,
+    "dlq": DeadLetter,
+}
+"""Logical topic name (without prefix) -> record type of its values."""
