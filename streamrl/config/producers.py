@@ -1,0 +1,53 @@
+"""Config sections of the producers stage: ``publish`` (dataset → ``tasks``) and ``sampler`` (``tasks`` → ``samples``).
+
+Shared RL knobs (``group_size``, ``train_batch_size``, ``max_staleness``, ``policy_name``, ``seed``)
+live in ``settings.rl``; only what the producers alone read is here.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from streamrl.config.base import Section
+
+
+class PublishSettings(Section):
+    """``streamrl publish``: how dataset rows become ``Task`` records."""
+
+    max_task_bytes: int = Field(900_000, ge=256)
+    """Largest encoded Task record in bytes; bigger rows are reported as invalid and skipped.
+    Keep it below ``topics.max_message_bytes``."""
+    id_hash_chars: int = Field(24, ge=16, le=64)
+    """Hex characters of the SHA-256 row hash used as ``task_id`` when no ``--id-field`` is given
+    (24 hex = 96 bits: collision odds ~1e-15 for 10M rows)."""
+    flush_timeout_s: float = Field(60.0, gt=0)
+    """Seconds to wait for the broker to acknowledge every record at the end."""
+
+
+class SamplerSettings(Section):
+    """``streamrl sampler``: group fan-out, epochs, admission control, validation and retries."""
+
+    max_epochs: int | None = Field(None, ge=1)
+    """Passes over the train split of ``tasks``; None = endless."""
+    shuffle: bool = True
+    """Shuffle the task order of every epoch (seeded by ``rl.seed`` and the epoch); False = by task_id."""
+    val_every: int = Field(0, ge=0)
+    """Publish the val split once every this many policy versions (version % val_every == 0); 0 = never."""
+    val_at_start: bool = True
+    """With ``val_every > 0``: also validate version 0 (the initial policy)."""
+    val_samples_per_task: int = Field(1, ge=1)
+    """Rollouts per val task per validation."""
+    max_retries: int = Field(2, ge=0)
+    """Re-issues of a rollout whose trajectory is failed/timeout; after that the sample goes to ``dlq``."""
+    poll_interval_s: float = Field(0.2, gt=0)
+    """Longest wait for new records in one poll of ``tasks``/``checkpoints``/``trajectories``, in seconds."""
+    commit_interval_s: float = Field(5.0, gt=0)
+    """How often the sampler commits its consumer positions (they show its lag; state is rebuilt
+    from the topics on restart), in seconds."""
+    flush_interval_s: float = Field(1.0, gt=0)
+    """How often emitted samples are flushed and their delivery reports checked, in seconds."""
+    exit_when_done: bool = True
+    """With ``max_epochs``: exit once every epoch is emitted and every emitted sample has a final
+    outcome (succeeded, or dead-lettered). False keeps serving (validation, late retries)."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Port of the Prometheus ``/metrics`` endpoint; None or 0 = off."""

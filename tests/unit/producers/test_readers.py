@@ -1,0 +1,125 @@
+"""Readers: every format yields rows with their position; bad rows come back with an error, never dropped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from producers.readers import DatasetError, open_dataset
+
+
+def rows_of(path: Path, **kw):
+    return list(open_dataset(path, **kw).rows)
+
+
+def test_jsonl_reports_line_numbers_of_malformed_lines(tmp_path: Path) -> None:
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"a": 1}\n\n{"a": 2\n[1, 2]\n{"a": 3}\n')
+    rows = rows_of(p)
+    assert [(r.position, r.error is None) for r in rows] == [(1, True), (3, False), (4, True), (5, True)]
+    assert "malformed JSON" in rows[1].error and rows[1].where == "line 3"
+    assert rows[2].value == [1, 2]  # parsed; the publisher rejects non-objects
+
+
+def test_jsonl_non_utf8_is_reported(tmp_path: Path) -> None:
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(b'{"a": 1}\n{"a": "\xff"}\n')
+    rows = rows_of(p)
+    assert rows[0].value == {"a": 1}
+    assert rows[-1].error is not None and "UTF-8" in rows[-1].error
+
+
+def test_json_array_elements_carry_their_line(tmp_path: Path) -> None:
+    p = tmp_path / "d.json"
+    p.write_text('[\n  {"a": 1},\n  {"a": 2,\n   "b": 3},\n  "x"\n]\n')
+    rows = rows_of(p)
+    assert [(r.position, r.value) for r in rows] == [(2, {"a": 1}), (3, {"a": 2, "b": 3}), (5, "x")]
+
+
+def test_json_array_malformed_element_stops_with_its_line(tmp_path: Path) -> None:
+    p = tmp_path / "d.json"
+    p.write_text('[{"a": 1},\n{"a": }]')
+    rows = rows_of(p)
+    assert rows[0].value == {"a": 1}
+    assert rows[1].error is not None and rows[1].position == 2
+
+
+def test_json_that_is_not_an_array_is_one_error(tmp_path: Path) -> None:
+    p = tmp_path / "d.json"
+    p.write_text('{"a": 1}')
+    (row,) = rows_of(p)
+    assert row.error is not None and "JSON array" in row.error
+
+
+def test_empty_json_array(tmp_path: Path) -> None:
+    p = tmp_path / "d.json"
+    p.write_text(" [ ] ")
+    assert rows_of(p) == []
+
+
+def test_csv_rows_are_dicts_and_bad_field_counts_are_reported(tmp_path: Path) -> None:
+    p = tmp_path / "d.csv"
+    p.write_text('q,a\n"two\nlines",1\nonly\nx,y\n')
+    rows = rows_of(p)
+    assert rows[0].value == {"q": "two\nlines", "a": "1"} and rows[0].position == 2
+    assert rows[1].error is not None and rows[1].position == 4 and "1 fields" in rows[1].error
+    assert rows[2].value == {"q": "x", "a": "y"} and rows[2].position == 5
+
+
+def test_csv_duplicate_header_is_rejected(tmp_path: Path) -> None:
+    p = tmp_path / "d.csv"
+    p.write_text("a,a\n1,2\n")
+    (row,) = rows_of(p)
+    assert row.error is not None and "unique" in row.error
+
+
+def test_parquet_rows_and_total(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"q": ["a", "b", "c"], "n": [1, 2, 3]}), p)
+    ds = open_dataset(p)
+    assert ds.total == 3
+    assert [(r.position, r.value) for r in ds.rows] == [(1, {"q": "a", "n": 1}), (2, {"q": "b", "n": 2}), (3, {"q": "c", "n": 3})]
+
+
+def test_hf_save_to_disk_directory_and_dataset_dict(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    one = tmp_path / "one"
+    datasets.Dataset.from_dict({"q": ["a", "b"]}).save_to_disk(str(one))
+    ds = open_dataset(one)
+    assert ds.format == "hf" and ds.total == 2 and [r.value for r in ds.rows] == [{"q": "a"}, {"q": "b"}]
+
+    dd = tmp_path / "dd"
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_dict({"q": ["t"]}), "test": datasets.Dataset.from_dict({"q": ["v1", "v2"]})}
+    ).save_to_disk(str(dd))
+    with pytest.raises(DatasetError, match="--hf-split"):
+        open_dataset(dd)
+    with pytest.raises(DatasetError, match="no split 'nope'"):
+        open_dataset(dd, hf_split="nope")
+    assert [r.value["q"] for r in open_dataset(dd, hf_split="test").rows] == ["v1", "v2"]
+
+
+def test_unknown_suffix_and_missing_path(tmp_path: Path) -> None:
+    p = tmp_path / "d.txt"
+    p.write_text("x")
+    with pytest.raises(DatasetError, match="unknown dataset format"):
+        open_dataset(p)
+    with pytest.raises(DatasetError, match="no such file"):
+        open_dataset(tmp_path / "missing.jsonl")
+    with pytest.raises(DatasetError, match="not a Hugging Face"):
+        open_dataset(tmp_path)
+
+
+def test_gsm8k_first_rows(tmp_path: Path) -> None:
+    path = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    rows = open_dataset(path).rows
+    first = next(rows)
+    assert first.position == 1 and set(first.value) == {"question", "answer"}
+    assert json.dumps(first.value)
