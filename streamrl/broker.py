@@ -1,0 +1,354 @@
+"""A real single-node Apache Kafka 4.x broker for development and tests, without Docker.
+
+The jars come from Maven Central (``compose/kafka/pom.xml``, resolved with ``mvn`` into a cache
+outside the repo); the node runs KRaft in combined mode (broker + controller) on 127.0.0.1, its
+storage formatted once with ``kafka.tools.StorageTool format --standalone`` and kept, so a restart
+keeps the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from streamrl.config.kafka import LocalBrokerSettings
+from streamrl.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+POM_PATH = Path(__file__).resolve().parents[1] / "compose" / "kafka" / "pom.xml"
+_LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = {level}
+rootLogger.appenderRef.out.ref = OUT
+logger.kafka.name = kafka
+logger.kafka.level = {level}
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+def check_java_and_maven() -> None:
+    """Fail early, in one line, when Java 17+ or Maven is missing.
+
+    Raises:
+        BrokerError: ``java`` or ``mvn`` is not on PATH, or Java is older than 17.
+    """
+    if shutil.which("java") is None:
+        raise BrokerError(
+            "java not found: install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)"
+        )
+    out = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if m:
+        major = int(m.group(1)) if m.group(1) != "1" else int(m.group(2) or 0)
+        if major < 17:
+            raise BrokerError(f"Java {major} found, Kafka 4 needs Java 17+: install openjdk-17 or newer")
+    if shutil.which("mvn") is None:
+        raise BrokerError(
+            "mvn not found: install Apache Maven (e.g. `apt-get install maven`) to fetch the Kafka jars"
+        )
+
+
+def _kafka_uuid() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+@dataclass
+class BrokerStatus:
+    """What ``streamrl kafka status`` reports."""
+
+    running: bool
+    pid: int | None
+    bootstrap: str
+    data_dir: Path
+    answering: bool
+
+
+class LocalKafka:
+    """Launcher of one local Kafka node (KRaft combined mode).
+
+    Args:
+        cfg: the ``kafka.local`` settings (versions, ports, home directory, heap).
+        data_dir: where the node keeps its log and state; default ``<home>/kafka-data``.
+            Tests pass a temporary directory; the jar cache under ``<home>/lib`` is shared.
+        log_level: root log4j2 level of the broker.
+    """
+
+    def __init__(
+        self, cfg: LocalBrokerSettings, *, data_dir: Path | None = None, log_level: str = "WARN"
+    ) -> None:
+        self.cfg = cfg
+        self.home = Path(cfg.home).expanduser()
+        self.data_dir = Path(data_dir) if data_dir is not None else self.home / "kafka-data"
+        self.lib_dir = self.home / "lib" / f"kafka-{cfg.kafka_version}-log4j-{cfg.log4j_version}"
+        self.log_level = log_level
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` of the client listener."""
+        return f"{self.cfg.host}:{self.cfg.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's stdout/stderr."""
+        return self.data_dir / "broker.log"
+
+    # -- jars -------------------------------------------------------------------------------
+    def ensure_jars(self) -> Path:
+        """Resolve the broker's jars from Maven Central once; later calls reuse the cache.
+
+        Returns:
+            The directory holding the jars.
+
+        Raises:
+            BrokerError: Java/Maven missing, or Maven failed (its output tail is in the message).
+        """
+        marker = self.lib_dir / ".complete"
+        if marker.exists():
+            return self.lib_dir
+        check_java_and_maven()
+        if not POM_PATH.is_file():
+            raise BrokerError(
+                f"{POM_PATH} is missing: the local broker needs the repo's compose/kafka/pom.xml"
+            )
+        tmp = self.lib_dir.with_name(self.lib_dir.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = [
+            "mvn", "-q", "-B", "-f", str(POM_PATH), "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+            f"-Dkafka.version={self.cfg.kafka_version}", f"-Dlog4j.version={self.cfg.log4j_version}",
+        ]  # fmt: skip
+        log.info("resolving Kafka %s jars with Maven into %s", self.cfg.kafka_version, self.lib_dir)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+            raise BrokerError("mvn could not resolve the Kafka jars:\n" + "\n".join(tail))
+        (tmp / ".complete").write_text(self.cfg.kafka_version)
+        try:
+            tmp.rename(self.lib_dir)
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self.lib_dir
+
+    def _classpath(self) -> str:
+        return str(self.ensure_jars() / "*")
+
+    # -- storage and config --------------------------------------------------------------------
+    def _write_config(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        host, port, cport = self.cfg.host, self.cfg.port, self.cfg.controller_port
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"{host}:{cport}",
+            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "log"),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "message.max.bytes": str(16 * 1024 * 1024),
+            "replica.fetch.max.bytes": str(16 * 1024 * 1024),
+            "log.cleaner.min.compaction.lag.ms": "0",
+            "log.retention.check.interval.ms": "60000",
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(level=self.log_level))
+        return path
+
+    def _java(self, main: str, *args: str, heap: str = "256m") -> list[str]:
+        return [
+            "java", f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp", self._classpath(), main, *args,
+        ]  # fmt: skip
+
+    def format_storage(self) -> bool:
+        """Format the log directory once (``StorageTool format --standalone``).
+
+        Returns:
+            True if it formatted, False if the storage was already formatted (kept as is).
+
+        Raises:
+            BrokerError: the tool failed.
+        """
+        config = self._write_config()
+        if (self.data_dir / "log" / "meta.properties").exists():
+            return False
+        cmd = self._java(
+            "kafka.tools.StorageTool", "format", "--standalone", "-t", _kafka_uuid(), "-c", str(config)
+        )
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BrokerError("kafka storage format failed:\n" + (proc.stdout + proc.stderr).strip()[-2000:])
+        return True
+
+    # -- process ---------------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        """PID of the running broker, or None if it is not running."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        try:  # a reused pid is not our broker
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"kafka.Kafka" not in cmdline:
+                return None
+        except OSError:
+            pass
+        return pid
+
+    def answers(self, timeout_s: float = 2.0) -> bool:
+        """True if a metadata request to the client listener succeeds within ``timeout_s``."""
+        admin = AdminClient(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "socket.connection.setup.timeout.ms": 1000,
+                "log_level": 0,  # "connection refused" while it boots is expected, not news
+                "logger": log,
+            }
+        )
+        try:
+            admin.list_topics(timeout=timeout_s)
+            return True
+        except KafkaException:
+            return False
+
+    def start(self, timeout_s: float | None = None) -> tuple[str, bool]:
+        """Start the broker (formatting its storage the first time) and wait until it answers.
+
+        Returns:
+            ``(bootstrap address, started)``: ``started`` is False when it was already running.
+
+        Raises:
+            BrokerError: Java/Maven missing, jars unresolvable, the process died (log tail in the
+                message), or it did not answer a metadata request within ``timeout_s``.
+        """
+        timeout_s = timeout_s or self.cfg.start_timeout_s
+        if self.pid() is not None:
+            return self.bootstrap, False
+        if self.answers(timeout_s=1.0):
+            log.warning(
+                "another Kafka broker already answers on %s; not starting a second one", self.bootstrap
+            )
+            return self.bootstrap, False
+        self.ensure_jars()
+        self.format_storage()
+        config = self.data_dir / "server.properties"
+        with open(self.log_file, "ab") as out:
+            proc = subprocess.Popen(
+                self._java("kafka.Kafka", str(config), heap=self.cfg.heap),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(f"Kafka exited with code {proc.returncode}:\n{self.log_tail()}")
+            if self.answers(timeout_s=2.0):
+                return self.bootstrap, True
+            time.sleep(0.3)
+        self.stop()
+        raise BrokerError(
+            f"Kafka did not answer on {self.bootstrap} within {timeout_s:.0f} s:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``). Data is kept.
+
+        Returns:
+            True if a running broker was stopped, False if none was running.
+        """
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self._alive(pid):
+                break
+            time.sleep(0.2)
+        else:
+            log.warning("Kafka (pid %d) ignored SIGTERM for %.0f s; killing it", pid, timeout_s)
+            os.kill(pid, signal.SIGKILL)
+            while self._alive(pid):
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+            return state != "Z"
+        except OSError:
+            return False
+
+    def status(self) -> BrokerStatus:
+        """Whether the broker runs and answers."""
+        pid = self.pid()
+        return BrokerStatus(
+            running=pid is not None,
+            pid=pid,
+            bootstrap=self.bootstrap,
+            data_dir=self.data_dir,
+            answering=pid is not None and self.answers(),
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of the broker's output."""
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no broker log)"

@@ -1,0 +1,113 @@
+"""``streamrl kafka start|stop|status`` and ``streamrl topics create|list``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from streamrl.cli.common import ConfigOption, settings_from
+
+kafka_app = typer.Typer(
+    help="Run a local single-node Apache Kafka broker (KRaft, no Docker).", no_args_is_help=True
+)
+topics_app = typer.Typer(help="Create and inspect the StreamRL topics.", no_args_is_help=True)
+
+
+def _external() -> str | None:
+    return os.environ.get("STREAMRL_BOOTSTRAP_SERVERS") or None
+
+
+@kafka_app.command("start")
+def kafka_start(config: Path | None = ConfigOption) -> None:
+    """Start the local broker (resolving its jars with Maven the first time) and print its address."""
+    from streamrl.broker import LocalKafka
+
+    settings = settings_from(config)
+    if _external():
+        typer.echo(f"STREAMRL_BOOTSTRAP_SERVERS is set ({_external()}): using that cluster, not starting one")
+        return
+    broker = LocalKafka(settings.kafka.local)
+    bootstrap, started = broker.start()
+    if started:
+        typer.echo(f"Kafka started (pid {broker.pid()}), data in {broker.data_dir}")
+    else:
+        typer.echo("Kafka is already running")
+    typer.echo(bootstrap)
+
+
+@kafka_app.command("stop")
+def kafka_stop(config: Path | None = ConfigOption) -> None:
+    """Stop the local broker; its data directory is kept."""
+    from streamrl.broker import LocalKafka
+
+    broker = LocalKafka(settings_from(config).kafka.local)
+    typer.echo("Kafka stopped" if broker.stop() else "Kafka was not running")
+
+
+@kafka_app.command("status")
+def kafka_status(config: Path | None = ConfigOption) -> None:
+    """Say whether the local broker runs and answers; exit 1 if it does not."""
+    from streamrl.broker import LocalKafka
+
+    st = LocalKafka(settings_from(config).kafka.local).status()
+    if st.running:
+        state = "answering" if st.answering else "not answering yet"
+        typer.echo(f"Kafka running (pid {st.pid}) on {st.bootstrap}, {state}; data in {st.data_dir}")
+    else:
+        typer.echo(f"Kafka not running (data in {st.data_dir})")
+    raise typer.Exit(0 if st.running and st.answering else 1)
+
+
+@topics_app.command("create")
+def topics_create(config: Path | None = ConfigOption) -> None:
+    """Create every StreamRL topic that does not exist yet (idempotent)."""
+    from streamrl.topics import ensure_topics
+
+    for name, state in ensure_topics(settings_from(config)).items():
+        typer.echo(f"{name}: {state}")
+
+
+@topics_app.command("list")
+def topics_list(config: Path | None = ConfigOption) -> None:
+    """Show every StreamRL topic with its partition count and end offsets."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from streamrl.topics import describe_topics
+
+    settings = settings_from(config)
+    table = Table("topic", "partitions", "records", "end offsets")
+    for info in describe_topics(settings):
+        table.add_row(
+            info.name, str(info.partitions), str(info.records), " ".join(map(str, info.end_offsets))
+        )
+    Console().print(table)
+
+
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+
+
+@config_app.command("example")
+def config_example() -> None:
+    """Print the commented example config with every key and its default."""
+    from streamrl.config.example import render_example
+
+    typer.echo(render_example(), nl=False)
+
+
+@config_app.command("show")
+def config_show(config: Path | None = ConfigOption) -> None:
+    """Validate the config (file + environment) and print the effective values as YAML."""
+    import yaml
+
+    settings = settings_from(config)
+    typer.echo(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), nl=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``kafka``, ``topics`` and ``config`` command groups."""
+    app.add_typer(kafka_app, name="kafka")
+    app.add_typer(topics_app, name="topics")
+    app.add_typer(config_app, name="config")

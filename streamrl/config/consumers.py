@@ -1,0 +1,90 @@
+"""Config sections of the consumers stage: the rollout worker (``worker``) and the gateway (``gateway``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+
+from streamrl.config.base import Section
+
+
+class WorkerSettings(Section):
+    """A rollout worker: one member of the consumer group ``<prefix>workers`` on ``samples``."""
+
+    agent: str | None = None
+    """The agent to run, ``package.module:function`` (or ``:Class`` for an ``Agent`` subclass).
+    ``streamrl worker --agent`` overrides it. Which code runs is never read from a record."""
+    concurrency: int = Field(8, ge=1, le=4096)
+    """Rollouts run at once by this worker; partitions are paused while it is at capacity."""
+    sync_threads: int | None = Field(None, ge=1)
+    """Threads for synchronous agents; None = ``concurrency``."""
+    rollout_timeout_s: float = Field(600.0, gt=0)
+    """Wall-clock limit of one rollout, in seconds; past it the rollout becomes a ``timeout`` trajectory."""
+    shutdown_timeout_s: float = Field(60.0, ge=0)
+    """On SIGTERM, how long running rollouts may still run before they are timed out, in seconds."""
+    poll_timeout_s: float = Field(0.05, gt=0, le=5)
+    """Longest block of one consumer poll, in seconds (bounds the reaction time to capacity changes)."""
+    commit_interval_s: float = Field(0.2, ge=0)
+    """Least time between two offset commits, in seconds (commits are also made on revoke and shutdown)."""
+    revoke_grace_s: float = Field(5.0, ge=0)
+    """On a rebalance, how long running rollouts of revoked partitions may finish before the last
+    commit for those partitions, in seconds. Rollouts still running afterwards are re-run by the
+    partition's new owner (with a fresh ``attempt_id``)."""
+    session_timeout_ms: int = Field(45_000, ge=1_000)
+    """Kafka ``session.timeout.ms``: a worker whose heartbeats stop this long is removed from the group."""
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    """Kafka ``max.poll.interval.ms``. The poll loop keeps running while rollouts run, so a rollout
+    may last longer than this."""
+    delivery_timeout_s: float = Field(30.0, gt=0)
+    """How long a finished rollout waits for its LLMRequest records to be acknowledged before its
+    Trajectory is produced, in seconds; past it the rollout is failed with the reason."""
+    model: str | None = None
+    """Model name handed to agents (``llm.model``); None = ``rl.policy_name``."""
+    sampling: dict[str, Any] = Field(default_factory=dict)
+    """Sampling defaults handed to agents (``llm.sampling``), e.g. ``{temperature: 1.0, max_tokens: 256}``."""
+    api_key: SecretStr = SecretStr("streamrl")
+    """API key handed to agents (``llm.api_key``); the gateway forwards its own upstream key."""
+    worker_id: str | None = None
+    """Name of this worker in trajectories and logs; None = ``<hostname>-<pid>``."""
+    gateway_port: int = Field(0, ge=0, le=65535)
+    """Port of the in-process gateway on ``gateway.host``; 0 = an ephemeral port."""
+    gateway_url: str | None = None
+    """Base URL of a standalone gateway (``streamrl gateway``) to use instead of the in-process one,
+    e.g. ``http://10.0.0.5:8100``."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Prometheus port of the worker; None or 0 = off."""
+    consumer_properties: dict[str, str] = Field(default_factory=dict)
+    """Extra librdkafka properties of the samples consumer."""
+
+    @model_validator(mode="after")
+    def _poll_interval_covers_session(self) -> WorkerSettings:
+        if self.max_poll_interval_ms < self.session_timeout_ms:
+            raise ValueError(
+                f"worker.max_poll_interval_ms ({self.max_poll_interval_ms}) must be >= "
+                f"worker.session_timeout_ms ({self.session_timeout_ms}); raise it or lower the session timeout"
+            )
+        return self
+
+
+class GatewaySettings(Section):
+    """The recording OpenAI-compatible gateway between agents and the inference service."""
+
+    host: str = "127.0.0.1"
+    """Address the gateway binds to (in-process and standalone)."""
+    port: int = Field(8100, ge=0, le=65535)
+    """Port of the standalone gateway (``streamrl gateway``); 0 = an ephemeral port."""
+    advertise_host: str | None = None
+    """Host put in the ``base_url`` given to agents; None = ``host`` (set it when binding 0.0.0.0)."""
+    upstream_url: str = "http://127.0.0.1:8000/v1"
+    """Base URL of the inference service's OpenAI API (vLLM or the CPU server), ending in ``/v1``."""
+    upstream_api_key: SecretStr | None = None
+    """Bearer token sent to the inference service; None forwards the agent's Authorization header."""
+    upstream_timeout_s: float = Field(600.0, gt=0)
+    """Total time limit of one upstream call, in seconds; past it the agent gets HTTP 504."""
+    max_connections: int = Field(512, ge=1)
+    """Size of the pooled upstream connection pool."""
+    force_token_ids: bool = True
+    """Force ``return_token_ids`` and ``logprobs`` on every forwarded generation request (training needs them)."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Prometheus port of the standalone gateway; None or 0 = off."""

@@ -1,0 +1,140 @@
+"""Kafka connection, security, local broker and topic settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from streamrl.config.base import Section
+
+#: Every topic of DESIGN.md, by base name (the configured prefix is prepended).
+TOPIC_NAMES: tuple[str, ...] = (
+    "tasks",
+    "samples",
+    "requests",
+    "trajectories",
+    "batches",
+    "checkpoints",
+    "dlq",
+)
+#: Topics whose cleanup policy is ``compact``: the latest record per key is the state.
+COMPACTED_TOPICS: frozenset[str] = frozenset({"tasks", "checkpoints"})
+
+
+def _default_home() -> Path:
+    return Path.home() / ".cache" / "streamrl"
+
+
+class LocalBrokerSettings(Section):
+    """The single-node Apache Kafka that ``streamrl kafka start`` runs (KRaft, combined mode)."""
+
+    kafka_version: str = "4.1.1"
+    """Version of ``org.apache.kafka:kafka_2.13`` resolved from Maven Central."""
+    log4j_version: str = "2.25.3"
+    """Version of the log4j2 binding (``log4j-core``, ``log4j-slf4j2-impl``)."""
+    host: str = "127.0.0.1"
+    """Address the broker listens on and advertises."""
+    port: int = Field(9092, ge=1, le=65535)
+    """Broker (client) listener port."""
+    controller_port: int = Field(9093, ge=1, le=65535)
+    """KRaft controller listener port."""
+    home: Path = Field(default_factory=_default_home)
+    """Directory outside the repo for the jar cache (``lib/``), data (``kafka-data/``) and logs."""
+    heap: str = "768m"
+    """JVM heap (``-Xms``/``-Xmx``), e.g. ``512m`` or ``1g``."""
+    start_timeout_s: float = Field(90.0, gt=0)
+    """How long ``start`` waits for the broker to answer a metadata request."""
+
+
+class KafkaSettings(Section):
+    """How every StreamRL client reaches the cluster.
+
+    ``STREAMRL_BOOTSTRAP_SERVERS`` overrides ``bootstrap_servers`` for every command.
+    """
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated ``host:port`` list."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """Kafka ``security.protocol``; passed to every client."""
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
+    """``sasl.mechanism`` when the protocol is SASL_*."""
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    """CA bundle to verify the brokers (``ssl.ca.location``)."""
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    compression_type: Literal["zstd", "lz4", "snappy", "gzip", "none"] = "lz4"
+    """Producer compression codec."""
+    client_properties: dict[str, str] = Field(default_factory=dict)
+    """Extra librdkafka properties passed verbatim to every confluent-kafka client."""
+    schema_registry_url: str | None = None
+    """Confluent Schema Registry URL; when set, records use its framing instead of single-object encoding."""
+    local: LocalBrokerSettings = Field(default_factory=LocalBrokerSettings)
+
+    @model_validator(mode="after")
+    def _sasl_needs_mechanism(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(
+                f"security_protocol={self.security_protocol} needs kafka.sasl_mechanism (e.g. PLAIN or SCRAM-SHA-512)"
+            )
+        return self
+
+
+class TopicsSettings(Section):
+    """Names and layout of the StreamRL topics. ``STREAMRL_TOPIC_PREFIX`` overrides ``prefix``."""
+
+    prefix: str = "streamrl."
+    """Prepended to every topic name (and consumer group id), so pipelines can share a cluster."""
+    partitions: dict[str, int] = Field(
+        default_factory=lambda: {
+            "tasks": 4,
+            "samples": 6,
+            "requests": 6,
+            "trajectories": 6,
+            "batches": 1,
+            "checkpoints": 1,
+            "dlq": 1,
+        }
+    )
+    """Partition count per topic (base name). ``requests`` and ``trajectories`` must be equal."""
+    replication_factor: int = Field(1, ge=1)
+    """Replication factor of every topic (1 for the local single-node broker)."""
+    max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    """``max.message.bytes`` of every topic and ``message.max.bytes`` of producers, in bytes."""
+    retention_ms: int | None = None
+    """``retention.ms`` of the non-compacted topics; None keeps the broker default (7 days)."""
+    configs: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Extra topic configs per base name, e.g. ``{samples: {retention.ms: "86400000"}}``."""
+
+    @model_validator(mode="after")
+    def _check_topics(self) -> TopicsSettings:
+        unknown = sorted(set(self.partitions) | set(self.configs) - set(TOPIC_NAMES))
+        unknown = [t for t in unknown if t not in TOPIC_NAMES]
+        if unknown:
+            raise ValueError(f"unknown topic name(s) {unknown}; topics are {list(TOPIC_NAMES)}")
+        for name, count in self.partitions.items():
+            if count < 1:
+                raise ValueError(f"partitions.{name} must be >= 1, got {count}")
+        missing = [t for t in TOPIC_NAMES if t not in self.partitions]
+        if missing:
+            raise ValueError(f"partitions is missing {missing}; give a count for every topic")
+        if self.partitions["requests"] != self.partitions["trajectories"]:
+            raise ValueError(
+                "partitions.requests and partitions.trajectories must be equal (the join by rollout_id "
+                f"is co-partitioned); got {self.partitions['requests']} and {self.partitions['trajectories']}"
+            )
+        return self
+
+    def name(self, base: str) -> str:
+        """Full topic name of a base name: ``name("samples") -> "streamrl.samples"``.
+
+        Raises:
+            KeyError: ``base`` is not a StreamRL topic.
+        """
+        if base not in TOPIC_NAMES:
+            raise KeyError(f"unknown topic {base!r}; topics are {list(TOPIC_NAMES)}")
+        return f"{self.prefix}{base}"

@@ -1,0 +1,89 @@
+"""Config section of the streams stage: the Faust aggregator (join → rows → groups → batches)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from streamrl.config.base import Section
+
+
+class StreamsSettings(Section):
+    """How the Faust aggregator joins, builds rows, groups and batches (section ``streams``).
+
+    Group size, groups per batch (``train_batch_size``), ``max_staleness`` and the policy name come
+    from the shared ``rl`` section; everything here is specific to this stage.
+    """
+
+    app_id: str | None = None
+    """Faust application id (consumer group and changelog topic stem); None derives it from the topic
+    prefix: ``<prefix>streams`` (``streamrl.streams``)."""
+    row_mode: Literal["transition", "trajectory"] = "transition"
+    """``transition``: one row per LLM call. ``trajectory``: consecutive calls whose prompt extends the
+    previous prompt+response token-for-token are merged into one row, observation tokens masked."""
+    train_agents: list[str] = Field(default_factory=list)
+    """Regular expressions (full match) of agent names whose calls become rows; empty = every call."""
+    reward_placement: Literal["final", "per_call"] = "final"
+    """``final``: the rollout reward on the last response token of every row. ``per_call``: each primary
+    reward on the last token of the call it follows (falls back to ``final`` when none was emitted)."""
+    max_prompt_tokens: int = Field(4096, ge=1)
+    """Longest prompt of a row, in tokens."""
+    max_response_tokens: int = Field(2048, ge=1)
+    """Longest response of a row (merged observations included), in tokens."""
+    overlong: Literal["truncate", "drop"] = "truncate"
+    """Rows over a limit: ``truncate`` (prompt keeps its last tokens, response its first) or ``drop``."""
+    join_timeout_s: float = Field(30.0, gt=0)
+    """Seconds a succeeded trajectory waits for the calls it lists before the attempt is dropped (dlq)."""
+    orphan_call_timeout_s: float = Field(900.0, gt=0)
+    """Seconds calls of an attempt without a trajectory are kept before they are dropped and counted."""
+    straggler_timeout_s: float = Field(300.0, gt=0)
+    """Seconds after a group's first complete rollout before it is closed with what it has."""
+    min_group_size: int = Field(2, ge=1)
+    """Complete rollouts a straggling group needs to be trained after ``straggler_timeout_s``."""
+    staleness: Literal["drop", "weight"] = "drop"
+    """Rows older than ``rl.max_staleness`` versions: ``drop``, or keep with a decayed ``weight``."""
+    stale_weight_decay: float = Field(0.5, gt=0, le=1)
+    """With ``staleness: weight``: ``weight = decay ** (staleness - max_staleness)`` for a stale row."""
+    filter_zero_variance: bool = True
+    """Drop groups whose rollout rewards are all equal (no GRPO signal)."""
+    batch_timeout_s: float = Field(30.0, gt=0)
+    """Seconds a partial batch waits for more groups before it is emitted as it is."""
+    claim_check_bytes: int = Field(1_000_000, ge=1)
+    """Batches whose inline record would exceed this many bytes go to ``blob_dir`` (claim-check)."""
+    blob_dir: str = "runs/blobs"
+    """Where claim-check payloads are written: a local path or a ``file://`` URI."""
+    state_dir: str = "runs/streams"
+    """Faust data directory; also holds ``validation.json`` (per-version validation rewards)."""
+    tick_interval_s: float = Field(1.0, gt=0)
+    """Period of the timer that drives timeouts (join, straggler, batch), in seconds."""
+    commit_interval_s: float = Field(1.0, gt=0)
+    """Faust offset commit period, in seconds (outputs are flushed before every commit)."""
+    dedup_retention_s: float = Field(3600.0, gt=0)
+    """Seconds finished rollouts and groups are remembered to drop late duplicates."""
+    group_partitions: int = Field(1, ge=1)
+    """Partitions of the internal group topic; every partition forms its own batches."""
+    web_port: int | None = Field(None, ge=1, le=65535)
+    """Port of the Faust web server (``/streamrl/validation/``); None disables it."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Prometheus port for ``streamrl_streams_*`` metrics; None or 0 disables it."""
+
+    @field_validator("train_agents")
+    @classmethod
+    def _valid_patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"train_agents pattern {pattern!r} is not a regular expression: {exc}") from exc
+        return patterns
+
+    @model_validator(mode="after")
+    def _timeouts_consistent(self) -> StreamsSettings:
+        if self.tick_interval_s > self.join_timeout_s:
+            raise ValueError(
+                f"tick_interval_s ({self.tick_interval_s}) must not exceed join_timeout_s ({self.join_timeout_s}); "
+                "lower tick_interval_s"
+            )
+        return self

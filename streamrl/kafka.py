@@ -1,0 +1,214 @@
+"""Kafka client factories: the one place that turns :class:`Settings` into client configs.
+
+Stages never hand-build a confluent-kafka config; they call :func:`make_producer`,
+:func:`make_consumer` or :func:`make_admin`, or use :class:`EventProducer` for the common
+"produce, and know that it was acknowledged" pattern.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient
+
+from streamrl.config import Settings
+from streamrl.errors import DeliveryError
+
+log = logging.getLogger(__name__)
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """The properties every client shares: bootstrap servers, security, extra client properties.
+
+    Returns:
+        librdkafka property dict (``bootstrap.servers``, ``security.protocol``, ``sasl.*``, ``ssl.*``,
+        plus ``kafka.client_properties`` verbatim). Secrets are revealed here and nowhere else.
+    """
+    k = settings.kafka
+    conf: dict[str, Any] = {
+        "bootstrap.servers": k.bootstrap_servers,
+        "security.protocol": k.security_protocol,
+    }
+    if k.sasl_mechanism:
+        conf["sasl.mechanism"] = k.sasl_mechanism
+    if k.sasl_username is not None:
+        conf["sasl.username"] = k.sasl_username
+    if k.sasl_password is not None:
+        conf["sasl.password"] = k.sasl_password.get_secret_value()
+    if k.ssl_ca_location is not None:
+        conf["ssl.ca.location"] = str(k.ssl_ca_location)
+    if k.ssl_certificate_location is not None:
+        conf["ssl.certificate.location"] = str(k.ssl_certificate_location)
+    if k.ssl_key_location is not None:
+        conf["ssl.key.location"] = str(k.ssl_key_location)
+    if k.ssl_key_password is not None:
+        conf["ssl.key.password"] = k.ssl_key_password.get_secret_value()
+    conf.update(k.client_properties)
+    return conf
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Config of an idempotent, ``acks=all``, compressed producer (see :func:`make_producer`)."""
+    conf = client_config(settings)
+    conf.update(
+        {
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": settings.kafka.compression_type,
+            "linger.ms": 2,
+            "message.max.bytes": settings.topics.max_message_bytes,
+        }
+    )
+    conf.update(overrides)
+    return conf
+
+
+def make_producer(settings: Settings, **overrides: Any) -> Producer:
+    """An idempotent producer (``acks=all``, ``enable.idempotence``, lz4/zstd compression).
+
+    Delivery callbacks run only inside ``poll()``/``flush()``; use :class:`EventProducer` to get a
+    background poll thread. ``overrides`` are librdkafka properties (dots in names), e.g.
+    ``make_producer(s, **{"transactional.id": "sampler-0"})``.
+    """
+    return Producer(producer_config(settings, **overrides))
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """Config of a manual-commit, cooperative-sticky consumer (see :func:`make_consumer`)."""
+    conf = client_config(settings)
+    conf.update(
+        {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "isolation.level": "read_committed",
+            "fetch.max.bytes": max(settings.topics.max_message_bytes * 2, 52428800),
+            "max.partition.fetch.bytes": settings.topics.max_message_bytes,
+        }
+    )
+    conf.update(overrides)
+    return conf
+
+
+def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    """A consumer in ``group_id`` with manual commits and cooperative-sticky assignment.
+
+    Offsets are neither auto-committed nor auto-stored: commit explicitly once the output of a
+    record is acknowledged. New groups start at the earliest offset. With cooperative-sticky,
+    rebalance callbacks must use ``incremental_assign``/``incremental_unassign``.
+    """
+    return Consumer(consumer_config(settings, group_id, **overrides))
+
+
+def make_admin(settings: Settings, **overrides: Any) -> AdminClient:
+    """An admin client for topic management."""
+    conf = client_config(settings)
+    conf.update(overrides)
+    return AdminClient(conf)
+
+
+class EventProducer:
+    """An idempotent producer with a background poll thread and checked deliveries.
+
+    ``produce`` never blocks on the network; a full local queue is drained (``BufferError`` →
+    poll → retry). Every delivery failure is remembered, and :meth:`flush` raises
+    :class:`DeliveryError` if any happened since the last flush.
+
+    Args:
+        settings: the StreamRL settings (cluster, security, compression).
+        poll_interval_s: how often the background thread serves delivery callbacks, in seconds.
+        **overrides: librdkafka properties for this producer.
+    """
+
+    def __init__(self, settings: Settings, *, poll_interval_s: float = 0.05, **overrides: Any) -> None:
+        self._producer = make_producer(settings, **overrides)
+        self._failures: list[tuple[str, object, str]] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._poll_interval_s = poll_interval_s
+        self._thread = threading.Thread(target=self._poll_loop, name="streamrl-producer-poll", daemon=True)
+        self._thread.start()
+
+    @property
+    def producer(self) -> Producer:
+        """The underlying confluent-kafka producer."""
+        return self._producer
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(self._poll_interval_s)
+
+    def _record_failure(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            with self._lock:
+                self._failures.append((msg.topic() or "?", msg.key(), str(err)))
+            log.error("delivery failed: %s key=%r: %s", msg.topic(), msg.key(), err)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None = None,
+        headers: list[tuple[str, bytes]] | dict[str, bytes] | None = None,
+        on_delivery: DeliveryCallback | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Queue one record. ``on_delivery(err, msg)`` runs on the poll thread once it is acked or failed."""
+
+        def callback(err: KafkaError | None, msg: Message) -> None:
+            self._record_failure(err, msg)
+            if on_delivery is not None:
+                on_delivery(err, msg)
+
+        kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": callback}
+        if headers:
+            kwargs["headers"] = headers
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every queued record is acknowledged.
+
+        Raises:
+            DeliveryError: a record failed since the last flush, or records were still queued after
+                ``timeout_s`` seconds.
+        """
+        deadline = time.monotonic() + timeout_s
+        remaining = self._producer.flush(timeout_s)
+        while remaining and time.monotonic() < deadline:
+            remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            failures, self._failures = self._failures, []
+        if remaining:
+            failures.append(("?", None, f"{remaining} record(s) still queued after {timeout_s:.1f} s"))
+        if failures:
+            raise DeliveryError(failures)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush, then stop the poll thread. Raises :class:`DeliveryError` like :meth:`flush`."""
+        try:
+            self.flush(timeout_s)
+        finally:
+            self._closed.set()
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,145 @@
+"""Topic admin: create every StreamRL topic idempotently, and describe them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamrl.config import COMPACTED_TOPICS, TOPIC_NAMES, Settings
+from streamrl.errors import BrokerError
+from streamrl.kafka import client_config, make_admin
+
+
+def topic_configs(settings: Settings, base: str) -> dict[str, str]:
+    """Topic-level configs of one topic: cleanup policy, ``max.message.bytes``, retention, overrides."""
+    t = settings.topics
+    conf = {
+        "cleanup.policy": "compact" if base in COMPACTED_TOPICS else "delete",
+        "max.message.bytes": str(t.max_message_bytes),
+    }
+    if t.retention_ms is not None and base not in COMPACTED_TOPICS:
+        conf["retention.ms"] = str(t.retention_ms)
+    conf.update(t.configs.get(base, {}))
+    return conf
+
+
+def ensure_topics(
+    settings: Settings, *, admin: AdminClient | None = None, timeout_s: float = 30.0
+) -> dict[str, str]:
+    """Create every topic of DESIGN.md that does not exist yet.
+
+    Existing topics are left as they are (their partition count is checked, not changed).
+
+    Returns:
+        ``{full topic name: "created" | "exists"}``.
+
+    Raises:
+        BrokerError: the cluster is unreachable, a creation failed, or an existing topic has a
+            different partition count than configured.
+    """
+    admin = admin or make_admin(settings)
+    try:
+        existing = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        raise BrokerError(f"{settings.kafka.bootstrap_servers}: cannot list topics: {exc}") from exc
+    result: dict[str, str] = {}
+    new: list[NewTopic] = []
+    for base in TOPIC_NAMES:
+        name = settings.topics.name(base)
+        want = settings.topics.partitions[base]
+        if name in existing:
+            have = len(existing[name].partitions)
+            if have != want:
+                raise BrokerError(
+                    f"topic {name} exists with {have} partitions but topics.partitions.{base} is {want}; "
+                    "use the existing count in the config or a new topic prefix"
+                )
+            result[name] = "exists"
+            continue
+        new.append(
+            NewTopic(
+                name,
+                num_partitions=want,
+                replication_factor=settings.topics.replication_factor,
+                config=topic_configs(settings, base),
+            )
+        )
+    if new:
+        futures = admin.create_topics(new, operation_timeout=timeout_s, request_timeout=timeout_s)
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=timeout_s)
+                result[name] = "created"
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() == 36:  # TOPIC_ALREADY_EXISTS: a concurrent creator won
+                    result[name] = "exists"
+                    continue
+                raise BrokerError(f"cannot create topic {name}: {exc}") from exc
+        _wait_for_leaders(admin, [t.topic for t in new], timeout_s)
+    return result
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    """Block until every partition of ``names`` has a leader (a new topic needs a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = admin.list_topics(timeout=timeout_s).topics
+        pending = [
+            n
+            for n in names
+            if n not in meta
+            or meta[n].error is not None
+            or any(p.leader < 0 for p in meta[n].partitions.values())
+        ]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(f"topics {pending} have no leader after {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """One topic as ``streamrl topics list`` shows it."""
+
+    name: str
+    partitions: int
+    end_offsets: tuple[int, ...]
+    """High watermark of each partition (offset of the next record), in partition order."""
+
+    @property
+    def records(self) -> int:
+        """Sum of end offsets (records ever written; compaction and retention not subtracted)."""
+        return sum(self.end_offsets)
+
+
+def describe_topics(settings: Settings, *, timeout_s: float = 15.0) -> list[TopicInfo]:
+    """Partition counts and end offsets of every StreamRL topic that exists.
+
+    Raises:
+        BrokerError: the cluster is unreachable.
+    """
+    conf = client_config(settings)
+    conf.update({"group.id": settings.group_id("admin-describe"), "enable.auto.commit": False})
+    consumer = Consumer(conf)
+    try:
+        try:
+            meta = consumer.list_topics(timeout=timeout_s).topics
+        except KafkaException as exc:
+            raise BrokerError(f"{settings.kafka.bootstrap_servers}: cannot list topics: {exc}") from exc
+        out = []
+        for base in TOPIC_NAMES:
+            name = settings.topics.name(base)
+            if name not in meta:
+                continue
+            ends = []
+            for p in sorted(meta[name].partitions):
+                _, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s)
+                ends.append(high)
+            out.append(TopicInfo(name, len(ends), tuple(ends)))
+        return out
+    finally:
+        consumer.close()

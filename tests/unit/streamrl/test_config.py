@@ -1,0 +1,140 @@
+"""Config loading: YAML + env precedence, and clear errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamrl.config import Settings, load_settings
+from streamrl.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for k in list(os.environ):
+        if k.startswith("STREAMRL_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(Path(__file__).parent)  # no streamrl.yaml here
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "streamrl.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_without_file() -> None:
+    s = load_settings()
+    assert s.topics.name("samples") == "streamrl.samples"
+    assert s.group_id("workers") == "streamrl-workers"
+    assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
+
+
+def test_yaml_values_are_read(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "rl:\n  group_size: 4\ntopics:\n  prefix: exp1.\n"))
+    assert s.rl.group_size == 4
+    assert s.topics.name("tasks") == "exp1.tasks"
+    assert s.group_id("workers") == "exp1-workers"
+
+
+def test_env_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write(tmp_path, "rl:\n  group_size: 4\n  max_staleness: 2\nkafka:\n  bootstrap_servers: a:1\n")
+    monkeypatch.setenv("STREAMRL_RL__GROUP_SIZE", "16")
+    monkeypatch.setenv("STREAMRL_BOOTSTRAP_SERVERS", "broker-x:9092")
+    monkeypatch.setenv("STREAMRL_TOPIC_PREFIX", "shared.")
+    s = load_settings(cfg)
+    assert s.rl.group_size == 16
+    assert s.rl.max_staleness == 2  # untouched by env: the file's value stays
+    assert s.kafka.bootstrap_servers == "broker-x:9092"
+    assert s.topics.name("dlq") == "shared.dlq"
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "rl:\n  group_sise: 4\n"))
+    assert "rl.group_sise: unknown key" in str(err.value)
+    assert "streamrl.yaml" in str(err.value)
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"samplr: unknown key"):
+        load_settings(write(tmp_path, "samplr:\n  x: 1\n"))
+
+
+def test_wrong_type_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "rl:\n  group_size: many\n"))
+    msg = str(err.value)
+    assert "rl.group_size" in msg and "'many'" in msg
+
+
+def test_constraint_violation_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"rl.max_staleness: .*greater than or equal to 0"):
+        load_settings(write(tmp_path, "rl:\n  max_staleness: -1\n"))
+
+
+def test_bad_env_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMRL_RL__TRAIN_BATCH_SIZE", "zero")
+    with pytest.raises(ConfigError, match=r"rl.train_batch_size.*STREAMRL_RL__TRAIN_BATCH_SIZE"):
+        load_settings()
+
+
+def test_copartitioning_is_enforced(tmp_path: Path) -> None:
+    text = "topics:\n  partitions: {tasks: 1, samples: 2, requests: 4, trajectories: 2, batches: 1, checkpoints: 1, dlq: 1}\n"
+    with pytest.raises(ConfigError, match="co-partitioned"):
+        load_settings(write(tmp_path, text))
+
+
+def test_not_yaml_and_not_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(write(tmp_path, "rl: [1, 2\n"))
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_settings(write(tmp_path, "- 1\n- 2\n"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml")
+
+
+def test_sasl_needs_mechanism(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="sasl_mechanism"):
+        load_settings(write(tmp_path, "kafka:\n  security_protocol: SASL_SSL\n"))
+
+
+def test_security_passes_through_to_clients(tmp_path: Path) -> None:
+    from streamrl.kafka import consumer_config, producer_config
+
+    cfg = write(
+        tmp_path,
+        "kafka:\n  security_protocol: SASL_SSL\n  sasl_mechanism: SCRAM-SHA-512\n"
+        "  sasl_username: u\n  sasl_password: secret\n  ssl_ca_location: /etc/ca.pem\n"
+        "  client_properties: {client.id: me}\n",
+    )
+    s = load_settings(cfg)
+    assert "secret" not in repr(s)  # SecretStr
+    for conf in (producer_config(s), consumer_config(s, "g")):
+        assert conf["security.protocol"] == "SASL_SSL"
+        assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert conf["sasl.password"] == "secret"
+        assert conf["ssl.ca.location"] == "/etc/ca.pem"
+        assert conf["client.id"] == "me"
+    assert producer_config(s)["enable.idempotence"] is True
+    assert producer_config(s)["acks"] == "all"
+    c = consumer_config(s, "g")
+    assert c["enable.auto.commit"] is False
+    assert c["partition.assignment.strategy"] == "cooperative-sticky"
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[3] / "streamrl.example.yaml"
+    s = load_settings(example)
+    assert isinstance(s, Settings)
+
+
+def test_example_config_is_current() -> None:
+    """streamrl.example.yaml is generated from the models; regenerate with `streamrl config example`."""
+    from streamrl.config.example import render_example
+
+    example = Path(__file__).resolve().parents[3] / "streamrl.example.yaml"
+    assert example.read_text() == render_example(), "run: streamrl config example > streamrl.example.yaml"
