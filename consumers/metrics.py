@@ -1,0 +1,47 @@
+"""Prometheus metrics of the rollout worker (``streamrl_worker_*``) and the gateway (``streamrl_gateway_*``).
+
+Defined once per process (prometheus-client's default registry); served by
+``streamrl.metrics.serve_metrics(port)`` when ``worker.metrics_port``/``gateway.metrics_port`` is set.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+_OVERHEAD_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+ROLLOUTS_RUNNING = Gauge("streamrl_worker_rollouts_running", "Rollouts running now in this process")
+ROLLOUTS = Counter("streamrl_worker_rollouts_total", "Finished rollout attempts by status", ["status"])
+ROLLOUT_SECONDS = Histogram(
+    "streamrl_worker_rollout_duration_seconds", "Wall-clock duration of one rollout attempt", buckets=_LATENCY_BUCKETS_S
+)
+SAMPLES_RECEIVED = Counter("streamrl_worker_samples_received_total", "Samples received from the samples topic")
+SAMPLES_DEAD_LETTERED = Counter(
+    "streamrl_worker_samples_dead_lettered_total", "Samples that could not be decoded and went to the DLQ"
+)
+TRAJECTORY_DELIVERY_FAILURES = Counter(
+    "streamrl_worker_trajectory_delivery_failures_total", "Trajectories the broker did not acknowledge"
+)
+COMMITS = Counter("streamrl_worker_commits_total", "Offset commits of the samples consumer", ["outcome"])
+PAUSED = Gauge("streamrl_worker_paused", "1 while the worker is at capacity and its partitions are paused")
+
+LLM_CALLS = Counter(
+    "streamrl_gateway_llm_calls_total", "LLM calls through the gateway by endpoint and outcome", ["endpoint", "outcome"]
+)
+LLM_RECORDS = Counter("streamrl_gateway_records_total", "LLMRequest records produced")
+RECORDING_ERRORS = Counter(
+    "streamrl_gateway_recording_errors_total", "Calls whose response could not be recorded", ["reason"]
+)
+VERSION_MISSING = Counter(
+    "streamrl_gateway_policy_version_missing_total",
+    "Calls whose response had no policy version (the sample's version was recorded instead)",
+)
+UPSTREAM_SECONDS = Histogram(
+    "streamrl_gateway_upstream_seconds", "Time from forwarding a call to its last response byte", buckets=_LATENCY_BUCKETS_S
+)
+OVERHEAD_SECONDS = Histogram(
+    "streamrl_gateway_overhead_seconds",
+    "Time the gateway adds to a call (handling before and after the upstream call)",
+    buckets=_OVERHEAD_BUCKETS_S,
+)

@@ -1,0 +1,192 @@
+"""Extract what training needs from an inference response: token ids, logprobs, finish reason, version.
+
+Two servers speak this dialect of the OpenAI API:
+
+- vLLM (>= 0.10.2) with ``return_token_ids: true``: chat responses carry top-level
+  ``prompt_token_ids`` and per choice ``token_ids``; completion choices carry ``prompt_token_ids``
+  and ``token_ids``. Streams send ``prompt_token_ids`` in the first chunk and ``token_ids`` deltas.
+  With ``return_tokens_as_token_ids`` the logprob tokens read ``token_id:<id>``, used as a fallback.
+- The StreamRL CPU inference server: the same fields, plus ``policy_version`` in every response
+  (body field and ``X-Policy-Version`` header).
+
+Logprobs: chat ``choices[i].logprobs.content[j].logprob``; completions
+``choices[i].logprobs.token_logprobs[j]`` (either form is accepted for either endpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streamrl.errors import StreamRLError
+
+__all__ = ["ChoiceTokens", "ParsedResponse", "RecordingError", "parse_response", "parse_sse"]
+
+
+class RecordingError(StreamRLError):
+    """An inference response lacks what training needs (token ids, logprobs) or is malformed."""
+
+
+@dataclass
+class ChoiceTokens:
+    """One choice of a generation call, token in / token out.
+
+    Shapes: ``prompt_token_ids`` (P,), ``response_token_ids`` (R,), ``response_logprobs`` (R,) in nats.
+    """
+
+    index: int
+    prompt_token_ids: list[int] = field(default_factory=list)
+    response_token_ids: list[int] = field(default_factory=list)
+    response_logprobs: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+    _saw_tokens: bool = False
+    _token_texts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParsedResponse:
+    """The recordable content of one generation response."""
+
+    model: str | None
+    policy_version: int | None
+    choices: list[ChoiceTokens]
+
+
+def _version(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _absorb_choice(acc: ChoiceTokens, ch: dict[str, Any], top_prompt: Any) -> None:
+    """Merge one choice object (full response or stream delta) into ``acc``."""
+    prompt = ch.get("prompt_token_ids")
+    if prompt is None:
+        prompt = top_prompt
+    if prompt and not acc.prompt_token_ids:
+        acc.prompt_token_ids = list(prompt)
+    ids = ch.get("token_ids")
+    if ids is not None:
+        acc.response_token_ids.extend(ids)
+        acc._saw_tokens = True
+    lp = ch.get("logprobs")
+    if isinstance(lp, dict):
+        content = lp.get("content")
+        if isinstance(content, list):
+            for item in content:
+                acc.response_logprobs.append(float(item["logprob"]))
+                tok = item.get("token")
+                acc._token_texts.append(tok if isinstance(tok, str) else "")
+        else:
+            token_lps = lp.get("token_logprobs")
+            if isinstance(token_lps, list):
+                acc.response_logprobs.extend(float(x) for x in token_lps)
+                toks = lp.get("tokens")
+                if isinstance(toks, list):
+                    acc._token_texts.extend(t if isinstance(t, str) else "" for t in toks)
+    fr = ch.get("finish_reason")
+    if fr is not None:
+        acc.finish_reason = fr
+
+
+def _finalize(choices: dict[int, ChoiceTokens], where: str) -> list[ChoiceTokens]:
+    out = []
+    for idx in sorted(choices):
+        c = choices[idx]
+        if not c._saw_tokens:
+            # vLLM's return_tokens_as_token_ids form: logprob tokens read "token_id:<id>".
+            texts = c._token_texts
+            if texts and all(t.startswith("token_id:") for t in texts):
+                c.response_token_ids = [int(t[9:]) for t in texts]
+            else:
+                raise RecordingError(
+                    f"{where}: choice {idx} has no token_ids; the inference server must support "
+                    "return_token_ids (vLLM >= 0.10.2 or the StreamRL inference server)"
+                )
+        if not c.prompt_token_ids:
+            raise RecordingError(f"{where}: choice {idx} has no prompt_token_ids (return_token_ids unsupported?)")
+        if len(c.response_logprobs) != len(c.response_token_ids):
+            raise RecordingError(
+                f"{where}: choice {idx} has {len(c.response_token_ids)} token ids but "
+                f"{len(c.response_logprobs)} logprobs (logprobs must be returned for every token)"
+            )
+        out.append(c)
+    if not out:
+        raise RecordingError(f"{where}: response has no choices")
+    return out
+
+
+def parse_response(body: dict[str, Any] | bytes, *, where: str = "response") -> ParsedResponse:
+    """Parse a non-streaming chat or completion response.
+
+    Args:
+        body: the response JSON (bytes or already decoded).
+        where: names the call in error messages.
+
+    Raises:
+        RecordingError: not JSON, no choices, no token ids, or logprobs not matching token ids.
+    """
+    if isinstance(body, bytes | bytearray | memoryview):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise RecordingError(f"{where}: response is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise RecordingError(f"{where}: response is not a JSON object")
+    choices: dict[int, ChoiceTokens] = {}
+    top_prompt = body.get("prompt_token_ids")
+    try:
+        for ch in body.get("choices") or []:
+            idx = int(ch.get("index", 0))
+            _absorb_choice(choices.setdefault(idx, ChoiceTokens(idx)), ch, top_prompt)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise RecordingError(f"{where}: malformed choice: {exc!r}") from exc
+    return ParsedResponse(body.get("model"), _version(body.get("policy_version")), _finalize(choices, where))
+
+
+def parse_sse(raw: bytes, *, where: str = "stream") -> ParsedResponse:
+    """Parse a whole server-sent-events body (``data: {...}`` chunks, ``data: [DONE]``).
+
+    Raises:
+        RecordingError: a chunk is not JSON, the stream carries an ``error`` object, or the
+            accumulated choices fail the checks of :func:`parse_response`.
+    """
+    choices: dict[int, ChoiceTokens] = {}
+    top_prompt: Any = None
+    model: str | None = None
+    version: int | None = None
+    for line in raw.splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if not data or data == b"[DONE]":
+            continue
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise RecordingError(f"{where}: chunk is not JSON: {exc}: {data[:80]!r}") from exc
+        if not isinstance(chunk, dict):
+            raise RecordingError(f"{where}: chunk is not a JSON object: {data[:80]!r}")
+        if "error" in chunk and not chunk.get("choices"):
+            raise RecordingError(f"{where}: the stream reported an error: {chunk['error']!r}"[:500])
+        if chunk.get("prompt_token_ids") is not None:
+            top_prompt = chunk["prompt_token_ids"]
+        model = chunk.get("model") or model
+        v = _version(chunk.get("policy_version"))
+        version = v if v is not None else version
+        try:
+            for ch in chunk.get("choices") or []:
+                idx = int(ch.get("index", 0))
+                _absorb_choice(choices.setdefault(idx, ChoiceTokens(idx)), ch, None)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise RecordingError(f"{where}: malformed stream choice: {exc!r}") from exc
+    if top_prompt is not None:
+        for c in choices.values():
+            if not c.prompt_token_ids:
+                c.prompt_token_ids = list(top_prompt)
+    return ParsedResponse(model, version, _finalize(choices, where))

@@ -1,0 +1,203 @@
+"""Load an agent by name and run one rollout of it: timeout, thread pool, rewards, outcome.
+
+Nothing here raises because of the agent: an exception, a timeout or a bad reward becomes an
+:class:`Outcome` with status ``failed``/``timeout`` and the reason, so the worker never crashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import time
+import traceback
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumers.sdk import (
+    LLM,
+    Agent,
+    EmittedReward,
+    Reduction,
+    RewardError,
+    RewardLog,
+    RolloutFunction,
+    as_reward,
+    bind_reward_log,
+    reduce_rewards,
+)
+from streamrl.errors import StreamRLError
+
+__all__ = ["AgentLoadError", "AgentRunner", "Outcome", "load_agent"]
+
+MAX_ERROR_CHARS = 4000
+
+
+class AgentLoadError(StreamRLError):
+    """``--agent`` does not name an importable agent (message says what and where)."""
+
+
+@dataclass
+class Outcome:
+    """How one rollout attempt ended.
+
+    Attributes:
+        status: ``succeeded``, ``failed`` or ``timeout``.
+        reward: the rollout reward (None unless succeeded).
+        rewards: every emitted reward, in order (the returned value last).
+        error: the reason when not succeeded (exception type, message and the agent's frames).
+        duration_s: wall-clock duration of the agent call in seconds.
+    """
+
+    status: str
+    reward: float | None = None
+    rewards: list[EmittedReward] = field(default_factory=list)
+    error: str | None = None
+    duration_s: float = 0.0
+
+
+class AgentRunner:
+    """One loaded agent: a :class:`RolloutFunction` or an :class:`Agent` instance.
+
+    Args:
+        target: what ``--agent`` named: a ``@rollout`` function, a plain function, an ``Agent``
+            subclass (instantiated here with no arguments) or an ``Agent`` instance.
+        spec: the ``module:attr`` it came from (for messages).
+
+    Raises:
+        AgentLoadError: ``target`` is none of the above.
+    """
+
+    def __init__(self, target: Any, spec: str = "<agent>") -> None:
+        self.spec = spec
+        self.instance: Agent | None = None
+        if isinstance(target, type) and issubclass(target, Agent):
+            try:
+                target = target()
+            except Exception as exc:
+                raise AgentLoadError(f"--agent {spec}: {target.__name__}() failed: {exc!r}") from exc
+        if isinstance(target, Agent):
+            self.instance = target
+            self.fn: Any = target.rollout
+            self.name = target.name
+            self.timeout_s = target.timeout_s
+            self.reduction: Reduction = target.reduction
+        elif isinstance(target, RolloutFunction):
+            self.fn = target.fn
+            self.name, self.timeout_s, self.reduction = target.name, target.timeout_s, target.reduction
+        elif callable(target) and not isinstance(target, type):
+            self.fn = target
+            self.name, self.timeout_s, self.reduction = None, None, "last"
+        else:
+            raise AgentLoadError(
+                f"--agent {spec}: {type(target).__name__} is not an agent; name a @rollout function, "
+                "a function (task, llm) -> reward, or an Agent subclass"
+            )
+        self.is_async = inspect.iscoroutinefunction(self.fn)
+
+    async def setup(self, worker_id: str) -> None:
+        """Run ``Agent.setup`` (sync or async) once."""
+        if self.instance is not None:
+            result = self.instance.setup(worker_id)
+            if inspect.isawaitable(result):
+                await result
+
+    async def teardown(self) -> None:
+        """Run ``Agent.teardown`` (sync or async) once."""
+        if self.instance is not None:
+            result = self.instance.teardown()
+            if inspect.isawaitable(result):
+                await result
+
+    async def run(self, task: Any, llm: LLM, *, timeout_s: float, executor: Executor | None) -> Outcome:
+        """Run one rollout attempt; never raises because of the agent.
+
+        Args:
+            task: the decoded sample payload.
+            llm: the attempt's :class:`LLM`.
+            timeout_s: time limit in seconds (the agent's own ``timeout_s`` wins when set).
+            executor: thread pool for sync agents (a timed-out sync agent's thread runs on; its
+                result is discarded).
+
+        Returns:
+            The :class:`Outcome`. Cancelling this coroutine (worker shutdown) cancels the agent.
+        """
+        limit = self.timeout_s if self.timeout_s is not None else timeout_s
+        log = RewardLog(llm.rollout_id, llm.attempt_id)
+        ctx = bind_reward_log(log)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        if self.is_async:
+            fut: asyncio.Future[Any] = ctx.run(asyncio.ensure_future, self.fn(task, llm))
+        else:
+            fut = loop.run_in_executor(executor, ctx.run, self.fn, task, llm)
+        try:
+            done, _ = await asyncio.wait({fut}, timeout=limit)
+        except asyncio.CancelledError:
+            fut.cancel()
+            log.closed = True
+            raise
+        duration = loop.time() - t0
+        log.closed = True
+        if not done:
+            fut.cancel()
+            return Outcome("timeout", None, log.rewards, f"rollout exceeded its time limit of {limit:g} s", duration)
+        exc = fut.exception()
+        if exc is not None:
+            return Outcome("failed", None, log.rewards, _format_exception(exc), duration)
+        return finish(fut.result(), log.rewards, self.reduction, duration)
+
+
+def finish(returned: Any, rewards: list[EmittedReward], reduction: Reduction, duration_s: float) -> Outcome:
+    """Turn an agent's return value and emitted rewards into an :class:`Outcome`.
+
+    The returned value (if not None) is appended as the last primary reward named ``reward``.
+    """
+    rewards = list(rewards)
+    if returned is not None:
+        try:
+            value = as_reward(returned, "the agent's return value")
+        except RewardError as exc:
+            return Outcome("failed", None, rewards, str(exc), duration_s)
+        emitted_at = rewards[-1].emitted_at if rewards else 0.0
+        rewards.append(EmittedReward("reward", value, True, max(time.time(), emitted_at)))
+    reward = reduce_rewards(rewards, reduction)
+    if reward is None:
+        return Outcome(
+            "failed",
+            None,
+            rewards,
+            "no reward: the agent returned None and emitted no primary reward (emit_reward(value) or return a float)",
+            duration_s,
+        )
+    return Outcome("succeeded", reward, rewards, None, duration_s)
+
+
+def _format_exception(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS // 4] + "\n...\n" + text[-(3 * MAX_ERROR_CHARS) // 4 :]
+    return text.rstrip()
+
+
+def load_agent(spec: str) -> AgentRunner:
+    """Import ``package.module:attr`` and wrap it in an :class:`AgentRunner`.
+
+    Raises:
+        AgentLoadError: bad syntax, module not importable, attribute missing or not an agent.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise AgentLoadError(f"--agent {spec!r}: expected package.module:function (or :Class)")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise AgentLoadError(f"--agent {spec}: cannot import {module_name!r}: {exc!r}") from exc
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as exc:
+            raise AgentLoadError(f"--agent {spec}: {module_name} has no attribute {attr!r}") from exc
+    return AgentRunner(target, spec)

@@ -1,0 +1,80 @@
+"""Produce records from asyncio code and await their acknowledgement.
+
+``KafkaSink.publish`` encodes a record, queues it on the shared :class:`streamrl.kafka.EventProducer`
+and returns an ``asyncio.Future`` resolved (on the loop thread) when the broker acknowledges it, or
+failed with :class:`streamrl.errors.DeliveryError`. Delivery callbacks run on the producer's poll
+thread, so they hop to the loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, Message
+
+from streamrl.errors import DeliveryError
+
+__all__ = ["KafkaSink", "RecordSink"]
+
+
+class RecordSink(Protocol):
+    """Where the gateway and the worker put their records."""
+
+    def publish(
+        self, topic: str, key: str, record: Any, on_ack: Callable[[], None] | None = None
+    ) -> asyncio.Future[None]:
+        """Queue ``record`` on ``topic`` (base name) with ``key``; the future completes on acknowledgement.
+
+        ``on_ack`` (optional) runs on the producer's poll thread right at acknowledgement.
+        """
+        ...
+
+
+class KafkaSink:
+    """A :class:`RecordSink` over an ``EventProducer`` and a ``Serde``.
+
+    Args:
+        producer: a started :class:`streamrl.kafka.EventProducer` (shared; closed by its owner).
+        serde: the record encoder (``schemas.serde.Serde``).
+        topic_name: maps a base topic name to the full one (``settings.topics.name``).
+        loop: the event loop futures belong to.
+    """
+
+    def __init__(
+        self, producer: Any, serde: Any, topic_name: Callable[[str], str], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._producer = producer
+        self._serde = serde
+        self._topic_name = topic_name
+        self._topics: dict[str, str] = {}
+        self._loop = loop
+
+    def publish(
+        self, topic: str, key: str, record: Any, on_ack: Callable[[], None] | None = None
+    ) -> asyncio.Future[None]:
+        """See :meth:`RecordSink.publish`. Encoding errors raise ``SchemaError`` right here."""
+        full = self._topics.get(topic)
+        if full is None:
+            full = self._topics[topic] = self._topic_name(topic)
+        value = self._serde.encode(record)
+        fut: asyncio.Future[None] = self._loop.create_future()
+        loop = self._loop
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is None and on_ack is not None:
+                on_ack()
+            loop.call_soon_threadsafe(_resolve, fut, err, full, key)
+
+        self._producer.produce(full, value, key=key, on_delivery=delivered)
+        return fut
+
+
+def _resolve(fut: asyncio.Future[None], err: KafkaError | None, topic: str, key: str) -> None:
+    if fut.done():
+        return
+    if err is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(DeliveryError([(topic, key, str(err))]))
