@@ -162,3 +162,129 @@ def build_catalog(avsc_dir: Path = AVSC_DIR) -> SchemaCatalog:
 def catalog() -> SchemaCatalog:
     """The catalog of the packaged `.avsc` files, loaded once per process (files are read-only data)."""
     return build_catalog(AVSC_DIR)
+
+
+# ------------------------------------------------------------------------------ evolution (BACKWARD)
+
+_PROMOTIONS = {
+    "int": {"int", "long", "float", "double"},
+    "long": {"long", "float", "double"},
+    "float": {"float", "double"},
+    "string": {"string", "bytes"},
+    "bytes": {"bytes", "string"},
+}
+
+
+def _type_name(schema: Any) -> str:
+    if isinstance(schema, list):
+        return "union"
+    if isinstance(schema, dict):
+        return (
+            schema["type"]
+            if schema["type"] in ("record", "enum", "array", "map", "fixed")
+            else _type_name(schema["type"])
+        )
+    return schema
+
+
+def _named(schema: Any, names: dict[str, Any], namespace: str) -> Any:
+    """Resolve a reference to a named type defined earlier in the same file."""
+    if isinstance(schema, str) and schema not in _PROMOTIONS and schema not in ("null", "boolean", "double"):
+        return names.get(schema) or names.get(f"{namespace}.{schema}") or schema
+    return schema
+
+
+def _collect(schema: Any, names: dict[str, Any], namespace: str) -> None:
+    if isinstance(schema, list):
+        for branch in schema:
+            _collect(branch, names, namespace)
+    elif isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind in ("record", "enum", "fixed"):
+            ns = schema.get("namespace", namespace)
+            names[schema["name"]] = names[f"{ns}.{schema['name']}"] = schema
+            for f in schema.get("fields", []):
+                _collect(f["type"], names, ns)
+        elif kind == "array":
+            _collect(schema["items"], names, namespace)
+        elif kind == "map":
+            _collect(schema["values"], names, namespace)
+        elif isinstance(kind, dict | list):
+            _collect(kind, names, namespace)
+
+
+def _resolution_errors(
+    reader: Any, writer: Any, rn: dict[str, Any], wn: dict[str, Any], path: str
+) -> list[str]:
+    """Why data written with `writer` cannot be read with `reader` (Avro spec "Schema Resolution")."""
+    reader, writer = _named(reader, rn, NAMESPACE), _named(writer, wn, NAMESPACE)
+    if isinstance(writer, list):  # every writer branch must resolve
+        errors = []
+        for branch in writer:
+            errors += _resolution_errors(reader, branch, rn, wn, f"{path}<{_type_name(branch)}>")
+        return errors
+    if isinstance(reader, list):  # some reader branch must accept the writer type
+        if any(not _resolution_errors(b, writer, rn, wn, path) for b in reader):
+            return []
+        return [f"{path}: writer type {_type_name(writer)} matches no branch of the reader union"]
+    rt, wt = _type_name(reader), _type_name(writer)
+    if rt != wt:
+        if rt in _PROMOTIONS.get(wt, set()):
+            return []
+        return [f"{path}: type changed from {wt} to {rt}"]
+    if rt == "record":
+        return _record_errors(reader, writer, rn, wn, path)
+    if rt == "enum":
+        missing = set(writer["symbols"]) - set(reader["symbols"])
+        if missing and "default" not in reader:
+            return [f"{path}: enum symbols {sorted(missing)} removed without an enum default"]
+        return []
+    if rt == "array":
+        return _resolution_errors(reader["items"], writer["items"], rn, wn, f"{path}[]")
+    if rt == "map":
+        return _resolution_errors(reader["values"], writer["values"], rn, wn, f"{path}{{}}")
+    if rt == "fixed" and reader.get("size") != writer.get("size"):
+        return [f"{path}: fixed size changed"]
+    if (
+        isinstance(reader, dict)
+        and isinstance(writer, dict)
+        and reader.get("logicalType") != writer.get("logicalType")
+    ):
+        return [
+            f"{path}: logicalType changed from {writer.get('logicalType')} to {reader.get('logicalType')}"
+        ]
+    return []
+
+
+def _record_errors(
+    reader: dict, writer: dict, rn: dict[str, Any], wn: dict[str, Any], path: str
+) -> list[str]:
+    errors = []
+    if reader["name"] != writer["name"] and writer["name"] not in reader.get("aliases", []):
+        errors.append(f"{path}: record renamed from {writer['name']} to {reader['name']}")
+    written = {f["name"]: f for f in writer["fields"]}
+    for field_ in reader["fields"]:
+        name = field_["name"]
+        source = written.get(name) or next(
+            (written[a] for a in field_.get("aliases", []) if a in written), None
+        )
+        if source is None:
+            if "default" not in field_:
+                errors.append(f"{path}.{name}: added without a default")
+        else:
+            errors += _resolution_errors(field_["type"], source["type"], rn, wn, f"{path}.{name}")
+    return errors
+
+
+def backward_compatibility_errors(new: SchemaInfo, old: SchemaInfo) -> list[str]:
+    """Reasons a reader with schema `new` cannot read data written with `old` (empty list = BACKWARD ok).
+
+    Rules (Avro spec, "Schema Resolution"): fields the reader has and the writer lacks need a default;
+    fields the writer has and the reader lacks are skipped; types must match or be promotable
+    (int->long->float->double, string<->bytes); enums may add symbols; unions resolve branch by branch.
+    """
+    rn: dict[str, Any] = {}
+    wn: dict[str, Any] = {}
+    _collect(new.raw, rn, NAMESPACE)
+    _collect(old.raw, wn, NAMESPACE)
+    return _resolution_errors(new.raw, old.raw, rn, wn, new.name)

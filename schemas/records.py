@@ -407,7 +407,10 @@ class CheckpointEvent(TopRecord):
 
 
 class DeadLetter(TopRecord):
-    """A record that could not be processed (topic `dlq`, key = original key)."""
+    """A record that could not be processed (topic `dlq`, key = original key).
+
+    No invariants beyond Avro types: a dead letter must always be writable (partition/offset -1 = unknown).
+    """
 
     schema_version: Int32 = 1
     original_topic: str
@@ -419,14 +422,6 @@ class DeadLetter(TopRecord):
     error_type: str
     reason: str
     failed_at: UtcDatetime = Field(default_factory=utc_now)
-
-    def check_invariants(self) -> None:
-        super().check_invariants()
-        if self.original_partition < -1 or self.original_offset < -1:
-            raise ValueError(
-                f"DeadLetter: original_partition/original_offset must be >= -1 (unknown), got "
-                f"{self.original_partition}/{self.original_offset}"
-            )
 
 
 TOP_RECORDS: tuple[type[TopRecord], ...] = (

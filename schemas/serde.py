@@ -84,6 +84,8 @@ class _Plan:
 def _converters(annotation: Any) -> tuple[Convert | None, Convert | None]:
     """(decode, encode) converters for a field annotation; None means identity."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _converters(typing.get_args(annotation)[0])
     if origin is typing.Union or origin is UnionType:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) != 1:
