@@ -1,0 +1,242 @@
+"""``streamrl publish``: dataset rows → ``Task`` records on the compacted ``tasks`` topic.
+
+One Task per row, keyed by ``task_id``: either the row's ``--id-field`` or a stable hash of the row,
+so publishing the same file again rewrites the same keys (compaction keeps the latest value per
+key) instead of adding tasks. Invalid rows (not an object, missing/empty id field, not
+JSON-serializable, over ``publish.max_task_bytes``) are reported with their line/row number and
+skipped; rows whose ``task_id`` already appeared earlier in the same run are skipped as duplicates.
+Every delivery report is checked before returning.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from producers.readers import Row, open_dataset
+from schemas import Split, Task, utc_now
+from schemas.errors import StreamRLError
+from schemas.serde import Serde
+
+log = logging.getLogger(__name__)
+
+MAX_ID_CHARS = 1024
+"""Longest accepted ``task_id`` (it becomes a Kafka key and part of every rollout id)."""
+
+
+class InvalidRow(StreamRLError):
+    """A dataset row that cannot become a Task; ``where`` is ``line N`` / ``row N``."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where, self.reason = where, reason
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass
+class PublishReport:
+    """Outcome of one publish run.
+
+    Attributes:
+        rows: rows read (including invalid ones; blank JSONL lines are not rows).
+        published: Tasks produced and acknowledged (counted before the final flush in a dry run).
+        skipped: rows whose ``task_id`` already appeared in this run.
+        invalid: rows that could not become a Task.
+        problems: ``(where, reason)`` for every skipped or invalid row, in file order.
+        elapsed_s: wall time from first read to last acknowledgement, in seconds.
+    """
+
+    rows: int = 0
+    published: int = 0
+    skipped: int = 0
+    invalid: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Rows per second (0 if nothing was read)."""
+        return self.rows / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"a {type(value).__name__} value is not JSON-serializable")
+
+
+def row_payload(value: Any, where: str) -> str:
+    """The JSON object text of a row (keys in file order; dates → ISO 8601, decimals → strings).
+
+    Raises:
+        InvalidRow: not an object, or a value JSON cannot represent (bytes, NaN, infinity).
+    """
+    if not isinstance(value, dict):
+        raise InvalidRow(where, f"not a JSON object (got {type(value).__name__})")
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRow(where, f"not JSON-serializable: {exc}") from None
+
+
+def row_hash_id(payload: str, split: Split, chars: int) -> str:
+    """Stable task id of a row: ``sha256(split + "\\n" + canonical JSON)[:chars]`` (hex).
+
+    Canonical = keys sorted, compact separators, so key order in the file does not matter; the
+    split is included so the same row published as train and as val gives two tasks.
+    """
+    canonical = json.dumps(json.loads(payload), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(f"{split.value}\n{canonical}".encode()).hexdigest()[:chars]
+
+
+def row_field_id(value: dict[str, Any], id_field: str, where: str) -> str:
+    """The task id from ``value[id_field]`` (a non-empty string, or an integer).
+
+    Raises:
+        InvalidRow: the field is missing, empty, not a string/integer, or too long.
+    """
+    if id_field not in value:
+        raise InvalidRow(where, f"missing id field {id_field!r} (has {sorted(value)[:8]})")
+    raw = value[id_field]
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise InvalidRow(where, f"id field {id_field!r} must be a string or integer, got {type(raw).__name__}")
+    task_id = str(raw)
+    if not task_id.strip():
+        raise InvalidRow(where, f"id field {id_field!r} is empty")
+    if len(task_id) > MAX_ID_CHARS:
+        raise InvalidRow(where, f"id field {id_field!r} is {len(task_id)} characters (max {MAX_ID_CHARS})")
+    return task_id
+
+
+def build_task(
+    row: Row, *, split: Split, id_field: str | None, source: str, hash_chars: int, now: dt.datetime | None = None
+) -> Task:
+    """The Task of one dataset row.
+
+    Args:
+        row: a parsed row (``row.error`` set means it was unparseable).
+        split: the Task split.
+        id_field: the row field that holds the task id; None = :func:`row_hash_id`.
+        source: provenance prefix (the file name); the Task's ``source`` is ``"<source>:<line|row N>"``.
+        hash_chars: hex characters of the hash id.
+
+    Raises:
+        InvalidRow: unparseable row, not an object, bad id field, not JSON-serializable.
+    """
+    if row.error is not None:
+        raise InvalidRow(row.where, row.error)
+    payload = row_payload(row.value, row.where)
+    task_id = row_field_id(row.value, id_field, row.where) if id_field else row_hash_id(payload, split, hash_chars)
+    return Task(
+        task_id=task_id, split=split, payload=payload, source=f"{source}:{row.where}", created_at=now or utc_now()
+    )
+
+
+Progress = Callable[[int], None]
+
+
+def publish_file(
+    settings: Any,
+    path: str | Path,
+    *,
+    split: Split = Split.train,
+    id_field: str | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+    fmt: str | None = None,
+    hf_split: str | None = None,
+    on_rows: Progress | None = None,
+    on_total: Callable[[int | None], None] | None = None,
+) -> PublishReport:
+    """Publish every row of a dataset file as a Task to the ``tasks`` topic.
+
+    Args:
+        settings: StreamRL ``Settings`` (cluster, topic prefix, ``publish`` section).
+        path: dataset file or Hugging Face ``save_to_disk`` directory (see :mod:`producers.readers`).
+        split: ``train`` or ``val``.
+        id_field: row field holding the task id; None = stable row hash.
+        limit: read at most this many rows; None = all.
+        dry_run: read and validate only; nothing is produced (no broker needed).
+        fmt, hf_split: see :func:`producers.readers.open_dataset`.
+        on_rows: called with the number of rows just read (progress display).
+        on_total: called once with the row count when the format knows it upfront, else None.
+
+    Returns:
+        The :class:`PublishReport`; invalid and duplicate rows are listed in ``problems``.
+
+    Raises:
+        producers.readers.DatasetError: the dataset cannot be opened.
+        streamrl.errors.DeliveryError: a record was not acknowledged by the broker.
+    """
+    from producers.metrics import PUBLISH_INVALID, PUBLISH_PUBLISHED, PUBLISH_SKIPPED
+
+    ds = open_dataset(path, fmt, hf_split=hf_split)
+    if on_total is not None:
+        on_total(min(ds.total, limit) if ds.total is not None and limit is not None else ds.total)
+    cfg = settings.publish
+    serde = Serde(registry_url=settings.kafka.schema_registry_url)
+    topic = settings.topics.name("tasks")
+    producer = None
+    if not dry_run:
+        from streamrl.kafka import EventProducer
+
+        producer = EventProducer(settings)
+    report = PublishReport()
+    first_seen: dict[str, str] = {}
+    source = Path(path).name
+    start = time.perf_counter()
+    pending = 0
+    try:
+        for row in ds.rows:
+            if limit is not None and report.rows >= limit:
+                break
+            report.rows += 1
+            pending += 1
+            if pending >= 256 and on_rows is not None:
+                on_rows(pending)
+                pending = 0
+            try:
+                task = build_task(row, split=split, id_field=id_field, source=source, hash_chars=cfg.id_hash_chars)
+                value = serde.encode(task, topic=topic)
+                if len(value) > cfg.max_task_bytes:
+                    raise InvalidRow(row.where, f"task is {len(value)} bytes encoded, over publish.max_task_bytes={cfg.max_task_bytes}")
+            except (InvalidRow, StreamRLError) as exc:
+                reason = exc.reason if isinstance(exc, InvalidRow) else str(exc)
+                report.invalid += 1
+                report.problems.append((row.where, reason))
+                PUBLISH_INVALID.inc()
+                continue
+            if task.task_id in first_seen:
+                report.skipped += 1
+                report.problems.append((row.where, f"duplicate task_id {task.task_id!r} (first at {first_seen[task.task_id]}); skipped"))
+                PUBLISH_SKIPPED.inc()
+                continue
+            first_seen[task.task_id] = row.where
+            if producer is not None:
+                producer.produce(topic, value, key=task.task_id)
+            report.published += 1
+        if producer is not None:
+            producer.flush(cfg.flush_timeout_s)
+            PUBLISH_PUBLISHED.inc(report.published)
+    finally:
+        if on_rows is not None and pending:
+            on_rows(pending)
+        if producer is not None:
+            try:
+                producer.close(timeout_s=5.0)
+            except StreamRLError:
+                log.exception("publish: records still undelivered at close")
+                raise
+        report.elapsed_s = time.perf_counter() - start
+    return report

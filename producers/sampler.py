@@ -1,0 +1,468 @@
+"""The sampler service: ``tasks`` → ``samples`` with group fan-out, epochs, admission control,
+validation rounds and retries. Restart-safe without local state.
+
+Loop: poll ``tasks`` / ``checkpoints`` / ``trajectories`` → update the :class:`~producers.ledger.Ledger`
+→ emit what is allowed, in this order: re-issues of failed rollouts, validation samples, then train
+samples of the current epoch while the in-flight bound has room (see :mod:`producers.ledger` for
+exactly what is counted).
+
+Recovery (every start): read ``samples`` and the sampler's own ``dlq`` records from the beginning to
+their end offsets (what was emitted and dead-lettered), then ``tasks``, ``checkpoints`` and
+``trajectories`` to their end offsets (dataset, trainer version, outcomes). The current epoch is the
+highest epoch with a train sample; its missing ``(task, k)`` samples are emitted in the same seeded
+order (:mod:`producers.plan`), failed rollouts without a re-issue are re-issued, and the loop goes on
+live from the recovered positions. A sample produced but not acknowledged before a crash is emitted
+again with the same ``rollout_id`` and ``retry`` (downstream dedupes by rollout id); nothing is
+skipped. One sampler per topic prefix: two would both emit.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from producers import metrics as m
+from producers.ledger import DeadLetter as DeadLetterAction
+from producers.ledger import Ledger, Reissue
+from producers.plan import (
+    EpochCursor,
+    epoch_order,
+    train_group_id,
+    train_rollout_id,
+    val_group_id,
+    val_rollout_id,
+)
+from schemas import CheckpointEvent, DeadLetter, Mode, Sample, SchemaError, Split, Task, Trajectory, utc_now
+from schemas.serde import Serde
+from streamrl.config import Settings
+from streamrl.dlq import DeadLetterSink
+from streamrl.errors import BrokerError
+from streamrl.kafka import EventProducer, make_consumer
+
+log = logging.getLogger(__name__)
+
+MAX_EMIT_PER_STEP = 2000
+"""Samples emitted per loop iteration at most, so polling (checkpoints, trajectories) stays timely."""
+
+
+def read_to_end(
+    consumer: Consumer, topics: Iterable[str], handle: Callable[[Message], None], *, timeout_s: float = 60.0
+) -> dict[str, int]:
+    """Assign every partition of ``topics`` from the beginning and feed ``handle`` each record up to the
+    end offsets taken at the start (records written meanwhile may be handled too). The consumer stays
+    assigned, so live reading continues where recovery stopped.
+
+    Returns:
+        records read per topic.
+
+    Raises:
+        BrokerError: metadata or watermarks unavailable, a fetch error, or the end not reached in ``timeout_s``.
+    """
+    topics = list(topics)
+    try:
+        meta = consumer.list_topics(timeout=10).topics
+    except KafkaException as exc:
+        raise BrokerError(f"cannot list topics: {exc}") from exc
+    tps, ends = [], {}
+    for topic in topics:
+        if topic not in meta or meta[topic].error is not None:
+            raise BrokerError(f"topic {topic} does not exist; run `streamrl topics create` first")
+        for p in sorted(meta[topic].partitions):
+            tp = TopicPartition(topic, p, OFFSET_BEGINNING)
+            try:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            except KafkaException as exc:
+                raise BrokerError(f"{topic}[{p}]: cannot read watermarks: {exc}") from exc
+            tps.append(tp)
+            if high > low:
+                ends[(topic, p)] = high
+    consumer.assign(tps)
+    counts = dict.fromkeys(topics, 0)
+    deadline = time.monotonic() + timeout_s
+    while ends:
+        if time.monotonic() > deadline:
+            raise BrokerError(f"recovery did not reach the end of {sorted(ends)} within {timeout_s:.0f} s")
+        for msg in consumer.consume(num_messages=1000, timeout=0.5):
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise BrokerError(f"{msg.topic()}[{msg.partition()}]: fetch error: {msg.error()}")
+            handle(msg)  # records past the end offsets are handled too: nothing is skipped
+            counts[msg.topic()] += 1
+            key = (msg.topic(), msg.partition())
+            if key in ends and msg.offset() + 1 >= ends[key]:
+                del ends[key]
+        for tp in consumer.position([TopicPartition(t, p) for t, p in list(ends)]):
+            if tp.offset >= 0 and tp.offset >= ends[(tp.topic, tp.partition)]:
+                del ends[(tp.topic, tp.partition)]  # compaction gaps / control records at the end
+    return counts
+
+
+class Sampler:
+    """The sampler process state. Use :meth:`recover` once, then :meth:`step` in a loop (or :meth:`run`).
+
+    Args:
+        settings: StreamRL settings (``rl`` knobs, ``sampler`` section, topics, cluster).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.cfg = settings.sampler
+        rl = settings.rl
+        self.group_size = rl.group_size
+        self.ledger = Ledger(
+            group_size=rl.group_size,
+            train_batch_size=rl.train_batch_size,
+            max_staleness=rl.max_staleness,
+            max_retries=self.cfg.max_retries,
+        )
+        self.topic = {name: settings.topics.name(name) for name in ("tasks", "samples", "trajectories", "checkpoints", "dlq")}
+        self.serde = Serde(registry_url=settings.kafka.schema_registry_url)
+        self.producer = EventProducer(settings)
+        self.dlq = DeadLetterSink(settings, self.producer, stage="sampler", serde=self.serde)
+        self.consumer = make_consumer(settings, settings.group_id("sampler"), **{"enable.partition.eof": False})
+        self.tasks: dict[str, Task] = {}
+        self.epoch = 0
+        self.cursor: EpochCursor | None = None
+        self.train_done = False
+        self.retry_queue: deque[Sample] = deque()
+        self.val_queue: deque[Sample] = deque()
+        self._recovered_emitted: dict[int, set[tuple[str, int]]] = {}
+        self._where: dict[tuple[str, int], tuple[int, int]] = {}  # (rollout_id, retry) -> (partition, offset)
+        self._dead_lettered: set[tuple[str, int]] = set()
+        self._dlq_sources: set[tuple[str, int, int]] = set()
+        self._replaying = False
+        self._wait_since: float | None = None
+        self._last_flush = self._last_commit = time.monotonic()
+
+    # ------------------------------------------------------------------------------------ recovery
+    def recover(self) -> dict[str, Any]:
+        """Rebuild the state from the topics (see the module docstring); returns a summary for the log."""
+        t0 = time.perf_counter()
+        reader = make_consumer(self.settings, self.settings.group_id("sampler-recovery"), **{"enable.partition.eof": False})
+        try:
+            read = read_to_end(reader, [self.topic["samples"], self.topic["dlq"]], self._replay_emitted)
+        finally:
+            reader.close()
+        self._replaying = True
+        try:
+            read |= read_to_end(
+                self.consumer, [self.topic["tasks"], self.topic["checkpoints"], self.topic["trajectories"]], self._on_message
+            )
+        finally:
+            self._replaying = False
+        for rid, retry in self._dead_lettered:
+            self.ledger.on_dead_lettered(rid, retry)
+        for action in self.ledger.pending_actions():
+            self._act(action)
+        self.epoch = max(self._recovered_emitted, default=0)
+        self._recovered_emitted = {self.epoch: self._recovered_emitted.get(self.epoch, set())}
+        self._schedule_validation_after_recovery()
+        self._update_gauges()
+        summary = {
+            "records": read,
+            "epoch": self.epoch,
+            "emitted_in_epoch": len(self._recovered_emitted.get(self.epoch, ())),
+            "version": self.ledger.version,
+            "in_flight": self.ledger.in_flight,
+            "owed_reissues": len(self.retry_queue),
+            "tasks": len(self.tasks),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        log.info("sampler recovered: %s", summary)
+        return summary
+
+    def _replay_emitted(self, msg: Message) -> None:
+        if msg.topic() == self.topic["dlq"]:
+            try:
+                dl = self.serde.decode_message(msg, DeadLetter)
+            except SchemaError:
+                return  # another stage's problem
+            if dl.stage != "sampler":
+                return
+            self._dlq_sources.add((dl.original_topic, dl.original_partition, dl.original_offset))
+            if dl.original_topic == self.topic["samples"] and dl.original_value:
+                try:
+                    s = self.serde.decode(dl.original_value, Sample)
+                except SchemaError:
+                    return
+                self._dead_lettered.add((s.rollout_id, s.retry))
+            return
+        try:
+            sample = self.serde.decode_message(msg, Sample)
+        except SchemaError as exc:
+            log.error("%s (not ours? skipped in recovery)", exc)
+            return
+        self._where[(sample.rollout_id, sample.retry)] = (msg.partition(), msg.offset())
+        self.ledger.on_emitted(sample.rollout_id, sample.retry, sample.group_id, sample.mode.value, sample)
+        if sample.mode is Mode.train and sample.retry == 0:
+            self._recovered_emitted.setdefault(sample.epoch, set()).add((sample.task_id, sample.k))
+
+    # ------------------------------------------------------------------------------------ inputs
+    def _on_message(self, msg: Message) -> None:
+        topic = msg.topic()
+        try:
+            if topic == self.topic["tasks"]:
+                self._on_task(msg)
+            elif topic == self.topic["checkpoints"]:
+                self._on_checkpoint(msg)
+            elif topic == self.topic["trajectories"]:
+                self._on_trajectory(msg)
+        except SchemaError as exc:
+            self._bad_record(msg, exc)
+
+    def _bad_record(self, msg: Message, exc: SchemaError) -> None:
+        m.BAD_RECORDS.labels(msg.topic()).inc()
+        if (msg.topic(), msg.partition(), msg.offset()) in self._dlq_sources:
+            return  # dead-lettered before a restart
+        self.dlq.send(msg, reason=str(exc), error=exc)
+
+    def _on_task(self, msg: Message) -> None:
+        m.TASKS_READ.inc()
+        key = msg.key().decode() if msg.key() else None
+        if msg.value() is None:  # tombstone: the task is deleted
+            if key is not None:
+                self.tasks.pop(key, None)
+                if self.cursor is not None:
+                    self.cursor.drop(key)
+            return
+        task = self.serde.decode_message(msg, Task)
+        self.tasks[task.task_id] = task
+
+    def _on_checkpoint(self, msg: Message) -> None:
+        if msg.key() is not None and msg.key().decode(errors="replace") != self.settings.rl.policy_name:
+            return
+        event = self.serde.decode_message(msg, CheckpointEvent)
+        if event.policy_name != self.settings.rl.policy_name:
+            return
+        prev = self.ledger.version
+        if self.ledger.on_checkpoint(event.version) and not self._replaying:
+            log.info(
+                "trainer version %d: in flight %d / bound %d, epoch %d", event.version, self.ledger.in_flight,
+                self.ledger.bound, self.epoch,
+            )
+            every = self.cfg.val_every
+            if every and event.version // every > prev // every:
+                self._schedule_validation(event.version)
+
+    def _on_trajectory(self, msg: Message) -> None:
+        traj = self.serde.decode_message(msg, Trajectory)
+        m.TRAJECTORIES_READ.labels(traj.status.value).inc()
+        action = self.ledger.on_trajectory(traj.rollout_id, traj.retry, traj.status.value, traj.error)
+        if action is not None and not self._replaying:
+            self._act(action)
+
+    def _act(self, action: Reissue | DeadLetterAction) -> None:
+        em = action.emission
+        sample: Sample = em.sample
+        if isinstance(action, Reissue):
+            again = sample.model_copy(update={"retry": em.retry + 1, "policy_version": self.ledger.version, "created_at": utc_now()})
+            self.retry_queue.append(again)
+            return
+        partition, offset = self._where.get((em.rollout_id, em.retry), (-1, -1))
+        self.dlq.send(
+            None, reason=action.reason, topic=self.topic["samples"], partition=partition, offset=offset,
+            key=em.rollout_id, value=self.serde.encode(sample),
+        )
+        m.DEAD_LETTERED.inc()
+        self.ledger.on_dead_lettered(em.rollout_id, em.retry)
+
+    # ------------------------------------------------------------------------------------ validation
+    def _schedule_validation_after_recovery(self) -> None:
+        every, v = self.cfg.val_every, self.ledger.version
+        if not every or (v // every == 0 and not self.cfg.val_at_start):
+            return
+        start = (v // every) * every
+        started = [u for u in range(start, v + 1) if any(e.mode == "val" for e in self._val_emissions(u))]
+        self._schedule_validation(max(started) if started else v)
+
+    def _val_emissions(self, version: int) -> list[Any]:
+        return [em for t in self.tasks for em in self.ledger.group_emissions(val_group_id(version, t))]
+
+    def _schedule_validation(self, version: int) -> None:
+        """Queue the val samples of ``version`` that are not emitted yet (one pass over the val split)."""
+        n = self.cfg.val_samples_per_task
+        queued = 0
+        for task_id in sorted(t for t, task in self.tasks.items() if task.split is Split.val):
+            for k in range(n):
+                rid = val_rollout_id(version, task_id, k)
+                if self.ledger.has_emitted(rid, 0):
+                    continue
+                self.val_queue.append(
+                    Sample(
+                        rollout_id=rid, task_id=task_id, group_id=val_group_id(version, task_id), group_size=n, k=k,
+                        epoch=self.epoch, retry=0, mode=Mode.val, payload=self.tasks[task_id].payload,
+                        policy_version=version,
+                    )
+                )
+                queued += 1
+        if queued:
+            log.info("validation of version %d: %d val sample(s) queued", version, queued)
+
+    # ------------------------------------------------------------------------------------ output
+    def _emit(self, sample: Sample) -> None:
+        key = (sample.rollout_id, sample.retry)
+
+        def delivered(err: KafkaError | None, msg: Message, key: tuple[str, int] = key) -> None:
+            if err is None:
+                self._where[key] = (msg.partition(), msg.offset())
+
+        self.producer.produce(self.topic["samples"], self.serde.encode(sample), key=sample.rollout_id, on_delivery=delivered)
+        self.ledger.on_emitted(sample.rollout_id, sample.retry, sample.group_id, sample.mode.value, sample)
+        m.SAMPLES_EMITTED.labels(sample.mode.value, str(sample.retry > 0).lower()).inc()
+
+    def _ensure_cursor(self) -> EpochCursor | None:
+        while not self.train_done:
+            if self.cursor is not None and not self.cursor.done:
+                return self.cursor
+            if self.cursor is not None:  # epoch fully emitted
+                log.info("epoch %d fully emitted (%d tasks x %d)", self.epoch, len(self.cursor.order), self.group_size)
+                self.epoch += 1
+                self.cursor = None
+            if self.cfg.max_epochs is not None and self.epoch >= self.cfg.max_epochs:
+                self.train_done = True
+                log.info("all %d epoch(s) emitted", self.cfg.max_epochs)
+                return None
+            train_ids = [t for t, task in self.tasks.items() if task.split is Split.train]
+            if not train_ids:
+                return None  # wait for tasks
+            order = epoch_order(train_ids, self.epoch, self.settings.rl.seed, self.cfg.shuffle)
+            self.cursor = EpochCursor(self.epoch, order, self.group_size, emitted=self._recovered_emitted.pop(self.epoch, set()))
+            if not self.cursor.done:
+                log.info("epoch %d: %d train tasks, %d sample(s) to emit", self.epoch, len(order), sum(1 for _ in self.cursor.remaining()))
+        return None
+
+    def emit_ready(self) -> int:
+        """Emit what is allowed now: re-issues, val samples, then train samples under the bound.
+
+        Returns:
+            samples emitted.
+        """
+        n = 0
+        while self.retry_queue and n < MAX_EMIT_PER_STEP:
+            if self.retry_queue[0].mode is Mode.train and not self.ledger.can_admit():
+                break
+            self._emit(self.retry_queue.popleft())
+            n += 1
+        while self.val_queue and n < MAX_EMIT_PER_STEP:
+            self._emit(self.val_queue.popleft())
+            n += 1
+        blocked = False
+        while n < MAX_EMIT_PER_STEP and (cursor := self._ensure_cursor()) is not None:
+            nxt = cursor.peek()
+            if nxt is None:
+                continue
+            if not self.ledger.can_admit():
+                blocked = True
+                break
+            task_id, k = nxt
+            cursor.mark(task_id, k)
+            task = self.tasks.get(task_id)
+            if task is None:  # deleted after the epoch began: its remaining samples are not emitted
+                continue
+            self._emit(
+                Sample(
+                    rollout_id=train_rollout_id(task_id, cursor.epoch, k), task_id=task_id,
+                    group_id=train_group_id(task_id, cursor.epoch), group_size=self.group_size, k=k,
+                    epoch=cursor.epoch, retry=0, mode=Mode.train, payload=task.payload,
+                    policy_version=self.ledger.version,
+                )
+            )
+            n += 1
+        blocked = blocked or bool(self.retry_queue)
+        now = time.monotonic()
+        if blocked and self._wait_since is None:
+            self._wait_since = now
+            m.ADMISSION_WAITS.inc()
+        elif not blocked and self._wait_since is not None:
+            m.ADMISSION_WAIT_SECONDS.inc(now - self._wait_since)
+            self._wait_since = None
+        return n
+
+    # ------------------------------------------------------------------------------------ loop
+    @property
+    def done(self) -> bool:
+        """Every epoch is emitted and every emitted rollout has a final outcome (with ``max_epochs``)."""
+        return (
+            self.train_done and not self.retry_queue and not self.val_queue and self.ledger.open_rollouts == 0
+        )
+
+    def step(self) -> int:
+        """One iteration: poll inputs, emit what is allowed, flush/commit on their intervals. Returns samples emitted."""
+        emitted = self.emit_ready()
+        timeout = 0.0 if emitted else self.cfg.poll_interval_s
+        for msg in self.consumer.consume(num_messages=1000, timeout=timeout):
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                if msg.error().fatal():
+                    raise BrokerError(f"sampler consumer: fatal error: {msg.error()}")
+                log.warning("sampler consumer: %s", msg.error())
+                continue
+            self._on_message(msg)
+        emitted += self.emit_ready()
+        now = time.monotonic()
+        if now - self._last_flush >= self.cfg.flush_interval_s:
+            self.producer.flush(60.0)
+            self._last_flush = now
+        if now - self._last_commit >= self.cfg.commit_interval_s:
+            self._commit()
+            self._last_commit = now
+        self._update_gauges()
+        return emitted
+
+    def _commit(self) -> None:
+        """Commit the consumer positions (they show the sampler's lag; recovery does not depend on them)."""
+        try:
+            positions = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset >= 0]
+            if positions:
+                self.consumer.commit(offsets=positions, asynchronous=True)
+        except KafkaException as exc:
+            log.warning("sampler: offset commit failed: %s", exc)
+
+    def _update_gauges(self) -> None:
+        m.IN_FLIGHT.set(self.ledger.in_flight)
+        m.IN_FLIGHT_BOUND.set(self.ledger.bound)
+        m.EPOCH.set(self.epoch)
+        m.POLICY_VERSION.set(self.ledger.version)
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """:meth:`recover`, then :meth:`step` until ``stop`` is set or :attr:`done` (with ``exit_when_done``)."""
+        stop = stop or threading.Event()
+        self.recover()
+        while not stop.is_set():
+            self.step()
+            if self.cfg.exit_when_done and self.done:
+                log.info("sampler done: %d epoch(s) emitted, every rollout finished", self.cfg.max_epochs or 0)
+                break
+
+    def close(self) -> None:
+        """Flush every emitted sample (raises ``DeliveryError`` on a failed one), commit, close the clients."""
+        try:
+            self.producer.close(60.0)
+            self._commit()
+        finally:
+            self.consumer.close()
+
+
+def run_sampler(settings: Settings, stop: threading.Event | None = None) -> None:
+    """Run the sampler until SIGINT/SIGTERM or done; serves metrics on ``sampler.metrics_port``."""
+    from streamrl.metrics import serve_metrics
+
+    serve_metrics(settings.sampler.metrics_port)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    sampler = Sampler(settings)
+    try:
+        sampler.run(stop)
+    finally:
+        sampler.close()

@@ -1,0 +1,64 @@
+"""Publish logic without a broker: row → Task, stable ids, invalid rows with positions (dry run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from producers.publish import InvalidRow, build_task, publish_file, row_hash_id, row_payload
+from producers.readers import Row
+from schemas import Split
+from streamrl.config import load_settings
+
+
+def test_hash_id_is_stable_ignores_key_order_and_depends_on_split() -> None:
+    a = row_hash_id(row_payload({"q": 1, "a": 2}, "line 1"), Split.train, 24)
+    b = row_hash_id(row_payload({"a": 2, "q": 1}, "line 9"), Split.train, 24)
+    assert a == b and len(a) == 24
+    assert row_hash_id(row_payload({"q": 1, "a": 2}, "x"), Split.val, 24) != a
+
+
+def test_build_task_uses_id_field_and_records_source() -> None:
+    t = build_task(Row(3, "line", {"id": 7, "q": "x"}), split=Split.val, id_field="id", source="f.jsonl", hash_chars=24)
+    assert t.task_id == "7" and t.split is Split.val and t.source == "f.jsonl:line 3"
+    assert json.loads(t.payload) == {"id": 7, "q": "x"}
+
+
+@pytest.mark.parametrize(
+    ("value", "id_field", "match"),
+    [
+        ([1, 2], None, "not a JSON object"),
+        ({"q": 1}, "id", "missing id field 'id'"),
+        ({"id": ""}, "id", "is empty"),
+        ({"id": 1.5}, "id", "string or integer"),
+        ({"id": "a", "b": b"\x00"}, "id", "not JSON-serializable"),
+        ({"x": float("nan")}, None, "not JSON-serializable"),
+    ],
+)
+def test_invalid_rows_say_where_and_why(value: object, id_field: str | None, match: str) -> None:
+    with pytest.raises(InvalidRow, match=match) as info:
+        build_task(Row(12, "line", value), split=Split.train, id_field=id_field, source="f", hash_chars=24)
+    assert info.value.where == "line 12"
+
+
+def test_dry_run_counts_and_lists_problems(tmp_path: Path) -> None:
+    p = tmp_path / "d.jsonl"
+    big = "x" * 5000
+    lines = ['{"q": 1}', '{"q": 1}', "not json", "[1]", '{"q": "' + big + '"}', '{"q": 2}']
+    p.write_text("\n".join(lines) + "\n")
+    s = load_settings(None, publish={"max_task_bytes": 1000})
+    report = publish_file(s, p, dry_run=True)
+    assert (report.rows, report.published, report.skipped, report.invalid) == (6, 2, 1, 3)
+    wheres = [w for w, _ in report.problems]
+    assert wheres == ["line 2", "line 3", "line 4", "line 5"]
+    assert "duplicate task_id" in report.problems[0][1] and "first at line 1" in report.problems[0][1]
+    assert "max_task_bytes=1000" in report.problems[3][1]
+
+
+def test_limit_stops_reading(tmp_path: Path) -> None:
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(10)))
+    report = publish_file(load_settings(None), p, dry_run=True, limit=4)
+    assert report.rows == 4 and report.published == 4
