@@ -1,0 +1,245 @@
+"""From a ``TrainingBatch`` record to a ``verl.DataProto``: resolve, validate, filter, pad.
+
+Layout (VERL's convention, see ``verl.trainer.ppo.ray_trainer``): ``B`` rows, prompts left-padded to
+``P`` tokens, responses right-padded to ``T`` tokens.
+
+``batch``:
+  - ``prompts`` (B, P) int64, ``responses`` (B, T) int64, ``input_ids`` (B, P+T) int64
+  - ``attention_mask`` (B, P+T) int64 (1 = real token), ``position_ids`` (B, P+T) int64
+  - ``response_mask`` (B, T) float32 (1 = trained token; observation and padding tokens are 0)
+  - ``token_level_scores`` = ``token_level_rewards`` (B, T) float32 (no KL-in-reward)
+  - ``rollout_log_probs`` (B, T) float32 (behaviour logprobs from the inference engine)
+  - ``row_weights`` (B,) float32, ``policy_versions`` (B,) int64
+``non_tensor_batch``: ``uid`` (B,) object = group id, ``rollout_id`` (B,) object.
+``meta_info``: ``batch_id``, ``num_groups``, ``num_rows_in``, ``dropped_stale``, ``dropped_no_tokens``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import torch
+from verl import DataProto
+
+from schemas import TrainingBatch, TrainingRow
+from trainer.errors import BadBatchError
+
+#: Largest behaviour logprob accepted (a logprob is <= 0; a little slack for float32 rounding).
+MAX_LOGPROB = 1e-3
+
+RowsDecoder = Callable[[bytes], list[TrainingRow]]
+
+
+def read_claim_check(batch: TrainingBatch, decode_rows: RowsDecoder) -> list[TrainingRow]:
+    """Read the rows behind ``batch.claim_check``: read the file, verify size and digest, decode.
+
+    Args:
+        batch: a batch whose ``claim_check`` is set (``uri`` is a local path or ``file://`` URI).
+        decode_rows: turns the payload bytes into rows (through ``schemas.serde``).
+
+    Returns:
+        The rows, ``len == claim_check.num_rows``.
+
+    Raises:
+        BadBatchError: unreadable file, unsupported URI scheme, size or digest mismatch, undecodable
+            payload, or a row count different from ``num_rows``.
+    """
+    cc = batch.claim_check
+    if cc is None:
+        raise BadBatchError(batch.batch_id, "no claim_check set")
+    parsed = urlparse(cc.uri)
+    if parsed.scheme not in ("", "file"):
+        raise BadBatchError(batch.batch_id, f"claim-check uri scheme {parsed.scheme!r} unsupported (local/file:// only)")
+    path = Path(unquote(parsed.path) if parsed.scheme == "file" else cc.uri)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadBatchError(batch.batch_id, f"claim-check {cc.uri}: cannot read: {exc.strerror or exc}") from exc
+    if len(data) != cc.size_bytes:
+        raise BadBatchError(batch.batch_id, f"claim-check {cc.uri}: size {len(data)} B != declared {cc.size_bytes} B")
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    if digest != cc.digest:
+        raise BadBatchError(batch.batch_id, f"claim-check {cc.uri}: digest {digest} != declared {cc.digest}")
+    try:
+        rows = decode_rows(data)
+    except Exception as exc:  # the decoder raises SchemaError or a validation error; report it as a bad batch
+        raise BadBatchError(batch.batch_id, f"claim-check {cc.uri}: undecodable payload: {exc}") from exc
+    if len(rows) != cc.num_rows:
+        raise BadBatchError(batch.batch_id, f"claim-check {cc.uri}: {len(rows)} rows != declared num_rows {cc.num_rows}")
+    return rows
+
+
+def resolve_rows(batch: TrainingBatch, decode_rows: RowsDecoder) -> list[TrainingRow]:
+    """The rows of a batch, inline or from its claim-check (see :func:`read_claim_check`)."""
+    if batch.rows is not None:
+        return list(batch.rows)
+    return read_claim_check(batch, decode_rows)
+
+
+def validate_row(batch_id: str, i: int, row: TrainingRow, vocab_size: int | None, max_positions: int | None) -> None:
+    """Check one row's shapes and values.
+
+    Raises:
+        BadBatchError: naming the row index and rollout id: empty prompt/response, per-token list length
+            != ``len(response_ids)``, mask values not 0/1, token id outside ``[0, vocab_size)``, sequence
+            longer than ``max_positions``, NaN/inf reward, token reward, logprob or weight, logprob > 0,
+            negative weight.
+    """
+    where = f"row {i} ({row.rollout_id!r})"
+    n = len(row.response_ids)
+    if not row.prompt_ids:
+        raise BadBatchError(batch_id, f"{where}: empty prompt_ids (the first response token needs a context)")
+    if n == 0:
+        raise BadBatchError(batch_id, f"{where}: empty response_ids")
+    for name in ("response_mask", "behaviour_logprobs", "token_rewards"):
+        if len(getattr(row, name)) != n:
+            raise BadBatchError(
+                batch_id, f"{where}: shape mismatch: len({name})={len(getattr(row, name))} != len(response_ids)={n}"
+            )
+    if any(m not in (0, 1) for m in row.response_mask):
+        raise BadBatchError(batch_id, f"{where}: response_mask values must be 0 or 1")
+    if vocab_size is not None:
+        lo = min(min(row.prompt_ids), min(row.response_ids))
+        hi = max(max(row.prompt_ids), max(row.response_ids))
+        if lo < 0 or hi >= vocab_size:
+            raise BadBatchError(batch_id, f"{where}: token id range [{lo}, {hi}] outside the vocabulary [0, {vocab_size})")
+    if max_positions is not None and len(row.prompt_ids) + n > max_positions:
+        raise BadBatchError(
+            batch_id, f"{where}: {len(row.prompt_ids)}+{n} tokens exceed the model's {max_positions} positions"
+        )
+    if not math.isfinite(row.reward):
+        raise BadBatchError(batch_id, f"{where}: non-finite reward {row.reward}")
+    if not math.isfinite(row.weight) or row.weight < 0:
+        raise BadBatchError(batch_id, f"{where}: weight must be finite and >= 0, got {row.weight}")
+    if not math.isfinite(math.fsum(row.token_rewards)) or any(not math.isfinite(r) for r in row.token_rewards):
+        raise BadBatchError(batch_id, f"{where}: non-finite token_rewards")
+    lp = row.behaviour_logprobs
+    if any(not math.isfinite(x) for x in lp):
+        raise BadBatchError(batch_id, f"{where}: non-finite behaviour_logprobs")
+    if max(lp) > MAX_LOGPROB:
+        raise BadBatchError(batch_id, f"{where}: behaviour logprob {max(lp)} > 0 (not a log-probability)")
+
+
+def filter_rows(
+    rows: Sequence[TrainingRow], trainer_version: int, max_staleness: int | None
+) -> tuple[list[TrainingRow], int, int]:
+    """Drop rows too stale to train and rows with no trained token.
+
+    Staleness of a row = ``trainer_version - row.policy_version`` (DESIGN.md); rows above
+    ``max_staleness`` are dropped (None keeps all).
+
+    Returns:
+        ``(kept, dropped_stale, dropped_no_tokens)``.
+    """
+    kept: list[TrainingRow] = []
+    stale = empty = 0
+    for row in rows:
+        if max_staleness is not None and trainer_version - row.policy_version > max_staleness:
+            stale += 1
+        elif not any(row.response_mask):
+            empty += 1
+        else:
+            kept.append(row)
+    return kept, stale, empty
+
+
+def rows_to_dataproto(
+    rows: Sequence[TrainingRow], *, pad_token_id: int = 0, meta: dict[str, object] | None = None
+) -> DataProto:
+    """Pad validated rows into a ``DataProto`` with the layout of the module docstring.
+
+    Args:
+        rows: non-empty, validated rows.
+        pad_token_id: id written into padding positions (masked out, never trained).
+        meta: copied into ``meta_info``.
+    """
+    b = len(rows)
+    p = max(len(r.prompt_ids) for r in rows)
+    t = max(len(r.response_ids) for r in rows)
+    prompts = torch.full((b, p), pad_token_id, dtype=torch.long)
+    responses = torch.full((b, t), pad_token_id, dtype=torch.long)
+    prompt_attn = torch.zeros((b, p), dtype=torch.long)
+    resp_attn = torch.zeros((b, t), dtype=torch.long)
+    response_mask = torch.zeros((b, t), dtype=torch.float32)
+    scores = torch.zeros((b, t), dtype=torch.float32)
+    rollout_lp = torch.zeros((b, t), dtype=torch.float32)
+    for i, r in enumerate(rows):
+        lp, lr = len(r.prompt_ids), len(r.response_ids)
+        prompts[i, p - lp :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+        prompt_attn[i, p - lp :] = 1
+        responses[i, :lr] = torch.tensor(r.response_ids, dtype=torch.long)
+        resp_attn[i, :lr] = 1
+        response_mask[i, :lr] = torch.tensor(r.response_mask, dtype=torch.float32)
+        scores[i, :lr] = torch.tensor(r.token_rewards, dtype=torch.float32)
+        rollout_lp[i, :lr] = torch.tensor(r.behaviour_logprobs, dtype=torch.float32)
+    attention_mask = torch.cat([prompt_attn, resp_attn], dim=1)
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    tensors = {
+        "prompts": prompts,
+        "responses": responses,
+        "input_ids": torch.cat([prompts, responses], dim=1),
+        "attention_mask": attention_mask,
+        "position_ids": position_ids,
+        "response_mask": response_mask,
+        "token_level_scores": scores,
+        "token_level_rewards": scores.clone(),
+        "rollout_log_probs": rollout_lp,
+        "row_weights": torch.tensor([r.weight for r in rows], dtype=torch.float32),
+        "policy_versions": torch.tensor([r.policy_version for r in rows], dtype=torch.long),
+    }
+    non_tensors = {
+        "uid": np.array([r.group_id for r in rows], dtype=object),
+        "rollout_id": np.array([r.rollout_id for r in rows], dtype=object),
+    }
+    return DataProto.from_dict(tensors=tensors, non_tensors=non_tensors, meta_info=dict(meta or {}))
+
+
+def prepare_batch(
+    batch: TrainingBatch,
+    *,
+    decode_rows: RowsDecoder,
+    trainer_version: int,
+    max_staleness: int | None,
+    vocab_size: int | None = None,
+    max_positions: int | None = None,
+    pad_token_id: int = 0,
+) -> DataProto:
+    """Resolve, validate, filter and pad one batch (the whole input path of a trainer step).
+
+    Args:
+        batch: the record from ``batches``.
+        decode_rows: claim-check payload decoder (through ``schemas.serde``).
+        trainer_version: current trainer step (for staleness).
+        max_staleness: rows staler than this are dropped; None keeps all.
+        vocab_size, max_positions: model limits checked per row (None skips the check).
+        pad_token_id: padding id.
+
+    Returns:
+        The ``DataProto`` (layout in the module docstring).
+
+    Raises:
+        BadBatchError: any row invalid, or no row left after filtering.
+    """
+    rows = resolve_rows(batch, decode_rows)
+    for i, row in enumerate(rows):
+        validate_row(batch.batch_id, i, row, vocab_size, max_positions)
+    kept, stale, empty = filter_rows(rows, trainer_version, max_staleness)
+    if not kept:
+        raise BadBatchError(
+            batch.batch_id,
+            f"empty after filtering: {len(rows)} rows in, {stale} staler than max_staleness={max_staleness} "
+            f"at trainer version {trainer_version}, {empty} without trained tokens",
+        )
+    meta = {
+        "batch_id": batch.batch_id,
+        "num_groups": batch.num_groups,
+        "num_rows_in": len(rows),
+        "dropped_stale": stale,
+        "dropped_no_tokens": empty,
+    }
+    return rows_to_dataproto(kept, pad_token_id=pad_token_id, meta=meta)

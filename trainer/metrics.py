@@ -1,0 +1,58 @@
+"""Prometheus metrics of the trainer (``streamrl_trainer_*``). Recording them never raises."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram
+
+log = logging.getLogger(__name__)
+
+STEPS = Counter("streamrl_trainer_steps_total", "Policy-update steps completed.")
+VERSION = Gauge("streamrl_trainer_version", "Current trainer version (= step).")
+SKIPPED = Counter(
+    "streamrl_trainer_batches_skipped_total",
+    "Batches not trained, by reason (duplicate, bad_batch, schema, policy_mismatch, nonfinite_loss).",
+    ["reason"],
+)
+ROWS_DROPPED = Counter(
+    "streamrl_trainer_rows_dropped_total", "Rows filtered out of batches, by reason (stale, no_tokens).", ["reason"]
+)
+STEP_SECONDS = Histogram(
+    "streamrl_trainer_step_seconds",
+    "Wall time of one policy-update step, in seconds.",
+    buckets=(0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300),
+)
+TOKENS_PER_S = Gauge("streamrl_trainer_tokens_per_second", "Prompt+response tokens per second of the last step.")
+LOSS = Gauge("streamrl_trainer_loss", "Actor loss of the last step.")
+PG_CLIPFRAC = Gauge("streamrl_trainer_pg_clipfrac", "Fraction of tokens whose PPO ratio was clipped (last step).")
+KL = Gauge("streamrl_trainer_kl", "KL estimate of the last step: to the reference if KL loss is on, else pi_old vs pi.")
+ENTROPY = Gauge("streamrl_trainer_entropy_nats", "Mean token entropy of the policy on the batch (last step), nats.")
+GRAD_NORM = Gauge("streamrl_trainer_grad_norm", "Global L2 gradient norm before clipping (last step).")
+REWARD_MEAN = Gauge("streamrl_trainer_reward_mean", "Mean rollout reward of the last batch.")
+CHECKPOINTS = Counter("streamrl_trainer_checkpoints_total", "Checkpoints written, by outcome.", ["outcome"])
+
+
+def record_step(version: int, metrics: dict[str, float], step_time_s: float, tokens: int) -> None:
+    """Update the per-step gauges; failures are logged, never raised."""
+    try:
+        STEPS.inc()
+        VERSION.set(version)
+        STEP_SECONDS.observe(step_time_s)
+        TOKENS_PER_S.set(tokens / step_time_s if step_time_s > 0 else 0.0)
+        LOSS.set(metrics.get("actor/loss", float("nan")))
+        PG_CLIPFRAC.set(metrics.get("actor/pg_clipfrac", 0.0))
+        KL.set(metrics.get("actor/kl_loss", metrics.get("actor/ppo_kl", 0.0)))
+        ENTROPY.set(metrics.get("actor/entropy", float("nan")))
+        GRAD_NORM.set(metrics.get("actor/grad_norm", float("nan")))
+        REWARD_MEAN.set(metrics.get("reward/mean", float("nan")))
+    except Exception as exc:  # metrics never crash the trainer
+        log.warning("recording trainer metrics failed: %s", exc)
+
+
+def count(counter: Counter, n: float = 1.0, **labels: str) -> None:
+    """``counter.labels(**labels).inc(n)`` that never raises."""
+    try:
+        (counter.labels(**labels) if labels else counter).inc(n)
+    except Exception as exc:
+        log.warning("recording trainer metric failed: %s", exc)

@@ -1,0 +1,333 @@
+"""The ``torch`` backend: one Hugging Face causal LM in this process (CPU or one GPU), optionally LoRA.
+
+One call of :meth:`TorchBackend.train_step` is one optimizer step over one batch: advantages from
+VERL's registered estimator, micro-batches with gradient accumulation (each micro-batch loss is its
+share of the whole-batch loss, VERL ``agg_loss`` with global batch info), gradient clipping, AdamW
+with a warmup/decay schedule.
+
+pi_old: with one optimizer step per batch the policy that VERL's separate ``compute_log_prob`` pass
+would score is exactly the policy of the training forward (same weights, no dropout in eval of the
+logprobs' values), so pi_old = ``log_prob.detach()`` of that forward; the saved forward pass is why
+the step costs about one forward+backward.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, get_scheduler
+from verl import DataProto
+from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
+
+from streamrl.config.trainer import TrainerSettings
+from trainer.algorithms import (
+    LossInputs,
+    build_actor_config,
+    check_algorithm_names,
+    compute_actor_loss,
+    compute_advantages,
+    set_global_batch_info,
+)
+from trainer.errors import CheckpointError, NonFiniteLossError
+
+log = logging.getLogger(__name__)
+
+#: Metrics that are shares of the batch value (summed over micro-batches); the rest are token-weighted means.
+SUMMED_METRICS = frozenset({"actor/pg_loss", "actor/entropy", "actor/kl_loss", "actor/loss"})
+STATE_FILE = "trainer_state.pt"
+
+
+@dataclass
+class StepResult:
+    """What one trainer step measured (units in the names)."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    """``actor/loss``, ``actor/pg_loss``, ``actor/pg_clipfrac``, ``actor/ppo_kl``, ``actor/entropy``,
+    ``actor/kl_loss``, ``actor/grad_norm``, ``actor/lr``, ``reward/mean``, ``rollout_corr/*``, ..."""
+    num_tokens: int = 0
+    """Real (non-padding) prompt+response tokens processed."""
+    num_rows: int = 0
+    step_time_s: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class TorchBackend:
+    """Policy, optional reference model, optimizer and schedule of the ``torch`` backend.
+
+    Args:
+        ts: trainer settings (``model_path`` required).
+        rollout_n: group size (VERL's ``ActorConfig.rollout_n``).
+        seed: RNG seed (torch, numpy, random).
+
+    Raises:
+        ConfigError: unknown VERL algorithm names.
+        CheckpointError: ``model_path`` is missing or not a Hugging Face model directory.
+    """
+
+    def __init__(self, ts: TrainerSettings, rollout_n: int, seed: int = 0) -> None:
+        check_algorithm_names(ts)
+        if ts.model_path is None:
+            raise CheckpointError("trainer.model_path is not set: point it at a Hugging Face model directory")
+        if not (Path(ts.model_path) / "config.json").is_file():
+            raise CheckpointError(f"trainer.model_path={ts.model_path}: no config.json (not a Hugging Face model dir)")
+        self.ts = ts
+        self.base_model_path = Path(ts.model_path)
+        self.device = resolve_device(ts.device)
+        self.dtype = torch.bfloat16 if ts.dtype == "bfloat16" else torch.float32
+        if ts.torch_threads is not None and self.device.type == "cpu":
+            torch.set_num_threads(ts.torch_threads)
+        self._seed_all(seed)
+        self.actor_cfg = build_actor_config(ts, rollout_n)
+        self.model = self._load_policy()
+        self.ref_model: PreTrainedModel | None = None
+        if ts.use_kl_loss and ts.lora is None:
+            self.ref_model = self._load_base().eval().requires_grad_(False)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=ts.lr, betas=ts.betas, eps=ts.eps, weight_decay=ts.weight_decay
+        )
+        horizon = ts.total_steps or ts.max_steps or 1
+        self.scheduler = get_scheduler(
+            ts.lr_schedule, self.optimizer, num_warmup_steps=ts.warmup_steps, num_training_steps=horizon
+        )
+        cfg = AutoConfig.from_pretrained(self.base_model_path)
+        self.vocab_size: int = int(cfg.vocab_size)
+        self.max_positions: int | None = getattr(cfg, "max_position_embeddings", None)
+        self.pad_token_id: int = int(cfg.pad_token_id) if getattr(cfg, "pad_token_id", None) is not None else 0
+
+    # ------------------------------------------------------------------ model loading
+    def _load_base(self) -> PreTrainedModel:
+        model = AutoModelForCausalLM.from_pretrained(self.base_model_path, dtype=self.dtype)
+        return model.to(self.device)
+
+    def _load_policy(self) -> PreTrainedModel:
+        model = self._load_base()
+        if self.ts.lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            lc = self.ts.lora
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=lc.target_modules,
+                    task_type="CAUSAL_LM",
+                ),
+            )
+        return model
+
+    @property
+    def kind(self) -> str:
+        """Checkpoint kind: ``lora`` (adapter only) or ``full``."""
+        return "lora" if self.ts.lora is not None else "full"
+
+    # ------------------------------------------------------------------ the step
+    def _forward_logprobs(
+        self, model: torch.nn.Module, mb: dict[str, torch.Tensor], with_entropy: bool, entropy_grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log pi(response token) ``(b, T)`` and entropy ``(b, T)`` of a trimmed micro-batch."""
+        p = mb["prompts"].shape[1]
+        t = mb["responses"].shape[1]
+        out = model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"], position_ids=mb["position_ids"])
+        logits = out.logits[:, p - 1 : p - 1 + t, :].float()  # (b, T, V): logit at i predicts token i+1
+        log_prob = logprobs_from_logits(logits, mb["responses"])
+        entropy = None
+        if with_entropy:
+            if entropy_grad:
+                entropy = entropy_from_logits(logits)
+            else:
+                with torch.no_grad():
+                    entropy = entropy_from_logits(logits.detach())
+        return log_prob, entropy
+
+    def _micro_batches(self, data: DataProto) -> list[dict[str, torch.Tensor]]:
+        """Split into micro-batches and trim each to its own longest prompt/response (less padding)."""
+        tensors = data.batch
+        n = len(data)
+        mbs = []
+        for start in range(0, n, self.ts.micro_batch_size):
+            sl = slice(start, min(n, start + self.ts.micro_batch_size))
+            prompts, responses = tensors["prompts"][sl], tensors["responses"][sl]
+            p_full, t_full = prompts.shape[1], responses.shape[1]
+            attn = tensors["attention_mask"][sl]
+            p_len = int(attn[:, :p_full].sum(-1).max())
+            t_len = int(attn[:, p_full:].sum(-1).max())
+            keep = torch.cat([torch.arange(p_full - p_len, p_full), torch.arange(p_full, p_full + t_len)])
+            mb = {
+                "prompts": prompts[:, p_full - p_len :],
+                "responses": responses[:, :t_len],
+                "input_ids": tensors["input_ids"][sl][:, keep],
+                "attention_mask": attn[:, keep],
+                "position_ids": tensors["position_ids"][sl][:, keep],
+            }
+            for key in ("response_mask", "rollout_log_probs", "advantages"):
+                mb[key] = tensors[key][sl][:, :t_len]
+            mbs.append({k: v.to(self.device) for k, v in mb.items()})
+            del t_full
+        return mbs
+
+    def train_step(self, data: DataProto) -> StepResult:
+        """One optimizer step on one prepared batch.
+
+        Args:
+            data: a ``DataProto`` from :func:`trainer.batch.prepare_batch`.
+
+        Returns:
+            The step's metrics.
+
+        Raises:
+            NonFiniteLossError: a micro-batch loss or the gradient norm was NaN/inf. Gradients are
+                dropped; weights, optimizer state and schedule are untouched.
+        """
+        t0 = time.perf_counter()
+        batch_id = str(data.meta_info.get("batch_id", "?"))
+        advantages, _returns = compute_advantages(data, self.ts)
+        # keep-with-weight rows (staleness) scale their advantage; all VERL policy losses are linear in A
+        data.batch["advantages"] = advantages * data.batch["row_weights"].unsqueeze(-1)
+        response_mask = data.batch["response_mask"]
+        set_global_batch_info(self.actor_cfg, response_mask)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        weighted: dict[str, float] = {}
+        total_tokens = float(response_mask.sum())
+        want_entropy_grad = self.ts.entropy_coeff > 0
+        for mb in self._micro_batches(data):
+            ref_log_prob = self._ref_logprobs(mb) if self.ts.use_kl_loss else None
+            log_prob, entropy = self._forward_logprobs(self.model, mb, True, want_entropy_grad)
+            assert entropy is not None
+            loss, m = compute_actor_loss(
+                LossInputs(
+                    log_prob=log_prob,
+                    entropy=entropy,
+                    old_log_prob=log_prob.detach(),
+                    rollout_log_prob=mb["rollout_log_probs"],
+                    advantages=mb["advantages"],
+                    response_mask=mb["response_mask"],
+                    ref_log_prob=ref_log_prob,
+                ),
+                self.actor_cfg,
+                self.ts,
+            )
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(batch_id, "loss", loss_value)
+            loss.backward()
+            m["actor/loss"] = loss_value
+            share = float(mb["response_mask"].sum()) / total_tokens
+            for k, v in m.items():
+                if k in SUMMED_METRICS:
+                    sums[k] = sums.get(k, 0.0) + v
+                else:
+                    weighted[k] = weighted.get(k, 0.0) + v * share
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.ts.max_grad_norm))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(batch_id, "grad norm", grad_norm)
+        lr = float(self.scheduler.get_last_lr()[0])
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        scores = data.batch["token_level_scores"].sum(-1)
+        metrics = {**weighted, **sums}
+        metrics.update(
+            {
+                "actor/grad_norm": grad_norm,
+                "actor/lr": lr,
+                "reward/mean": float(scores.mean()),
+                "reward/std": float(scores.std()) if len(scores) > 1 else 0.0,
+                "response_length/mean": float(data.batch["attention_mask"][:, data.batch["prompts"].shape[1] :].sum(-1).float().mean()),
+            }
+        )
+        return StepResult(
+            metrics=metrics,
+            num_tokens=int(data.batch["attention_mask"].sum()),
+            num_rows=len(data),
+            step_time_s=time.perf_counter() - t0,
+        )
+
+    @torch.no_grad()
+    def _ref_logprobs(self, mb: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.ref_model is not None:
+            lp, _ = self._forward_logprobs(self.ref_model, mb, False, False)
+            return lp
+        # LoRA: the reference is the base model, i.e. the policy with its adapter disabled
+        with self.model.disable_adapter():  # type: ignore[operator]
+            lp, _ = self._forward_logprobs(self.model, mb, False, False)
+        return lp
+
+    # ------------------------------------------------------------------ checkpoint I/O
+    def save_model(self, model_dir: Path) -> None:
+        """Write the policy in Hugging Face format (safetensors) into ``model_dir`` (adapter alone for LoRA)."""
+        self.model.save_pretrained(model_dir, safe_serialization=True)
+
+    def save_state(self, path: Path, extra: dict[str, Any]) -> None:
+        """Write optimizer, scheduler, RNG states and ``extra`` (step, offsets, ...) to ``path`` (torch.save)."""
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+            "extra": extra,
+        }
+        torch.save(state, path)
+
+    def load(self, ckpt_dir: Path) -> dict[str, Any]:
+        """Restore weights, optimizer, scheduler and RNG from a checkpoint written by this backend.
+
+        Returns:
+            The ``extra`` dict saved with the state.
+
+        Raises:
+            CheckpointError: files missing or unreadable.
+        """
+        model_dir, state_path = ckpt_dir / "model", ckpt_dir / STATE_FILE
+        if not model_dir.is_dir() or not state_path.is_file():
+            raise CheckpointError(f"{ckpt_dir}: missing model/ or {STATE_FILE}")
+        try:
+            if self.ts.lora is not None:
+                from peft import set_peft_model_state_dict
+                from safetensors.torch import load_file
+
+                set_peft_model_state_dict(self.model, load_file(model_dir / "adapter_model.safetensors"))
+            else:
+                loaded = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype)
+                self.model.load_state_dict(loaded.state_dict())
+                del loaded
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{ckpt_dir}: cannot load: {exc}") from exc
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        return dict(state["extra"])
+
+    @staticmethod
+    def _seed_all(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
