@@ -1,0 +1,165 @@
+"""Helpers for the producers' broker tests: read a topic to its end, and a simulated worker + trainer
+that checks the sampler's in-flight bound at every sample it observes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from schemas import CheckpointEvent, CheckpointKind, Mode, RolloutStatus, Sample, Trajectory
+from schemas.serde import Serde
+from streamrl.config import Settings
+from streamrl.kafka import EventProducer, make_consumer
+
+
+def assign_all(consumer: Consumer, topic: str) -> None:
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+
+
+def read_all(settings: Settings, base: str, *, timeout_s: float = 20.0) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) of a topic from the beginning to its current end offsets."""
+    topic = settings.topics.name(base)
+    c = make_consumer(settings, settings.group_id("test-reader"))
+    try:
+        meta = c.list_topics(topic, timeout=10).topics[topic]
+        ends = {}
+        for p in meta.partitions:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        assign_all(c, topic)
+        out = []
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            for msg in c.consume(500, timeout=0.5):
+                if msg.error() is None:
+                    out.append((msg.key(), msg.value()))
+                    if msg.partition() in ends and msg.offset() + 1 >= ends[msg.partition()]:
+                        del ends[msg.partition()]
+        assert not ends, f"{topic}: end not reached, missing partitions {ends}"
+        return out
+    finally:
+        c.close()
+
+
+@dataclass
+class TrainerSim:
+    """Plays the rollout workers and the trainer against a running sampler.
+
+    It reads ``samples``, answers each with a trajectory (``failed`` for rollouts in ``fail``), and
+    writes checkpoint ``v + 1`` whenever ``train_batch_size × group_size`` succeeded train samples are
+    waiting. At every observed train sample it checks ``E − failed − v × B × G ≤ bound`` where ``v`` is
+    the latest version it wrote (the sampler cannot have seen a later one).
+    """
+
+    settings: Settings
+    fail: set[tuple[str, int]] = field(default_factory=set)
+    samples: list[Sample] = field(default_factory=list)
+    version: int = 0
+    emitted: int = 0
+    failed: int = 0
+    ready: int = 0
+    max_in_flight: int = 0
+    answered: set[tuple[str, int]] = field(default_factory=set)
+    checks: int = 0
+
+    def __post_init__(self) -> None:
+        rl = self.settings.rl
+        self.per_version = rl.train_batch_size * rl.group_size
+        self.bound = (rl.max_staleness + 1) * self.per_version
+        self.serde = Serde()
+        self.consumer = make_consumer(self.settings, self.settings.group_id("test-sim"))
+        assign_all(self.consumer, self.settings.topics.name("samples"))
+        self.producer = EventProducer(self.settings)
+
+    @property
+    def in_flight(self) -> int:
+        return self.emitted - self.failed - self.version * self.per_version
+
+    def drain(self, quiet_s: float = 1.0, timeout_s: float = 30.0) -> int:
+        """Read samples until none arrives for ``quiet_s``; checks the bound at each one. Returns how many."""
+        n, last, start = 0, time.monotonic(), time.monotonic()
+        while time.monotonic() - last < quiet_s:
+            assert time.monotonic() - start < timeout_s, "samples kept coming"
+            for msg in self.consumer.consume(200, timeout=0.1):
+                assert msg.error() is None, msg.error()
+                s = self.serde.decode_message(msg, Sample)
+                self.samples.append(s)
+                if s.mode is Mode.train:
+                    self.emitted += 1
+                    self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                    self.checks += 1
+                    assert self.in_flight <= self.bound, (
+                        f"in-flight bound broken at {s.rollout_id} retry {s.retry}: E={self.emitted} "
+                        f"failed={self.failed} v={self.version} -> {self.in_flight} > {self.bound}"
+                    )
+                n += 1
+                last = time.monotonic()
+        return n
+
+    def answer(self) -> None:
+        """Write a trajectory for every observed, unanswered sample; then checkpoints while batches are ready."""
+        now = datetime.now(timezone.utc)
+        for s in self.samples:
+            key = (s.rollout_id, s.retry)
+            if key in self.answered:
+                continue
+            self.answered.add(key)
+            failed = key in self.fail
+            traj = Trajectory(
+                rollout_id=s.rollout_id, attempt_id=f"a-{s.rollout_id}-{s.retry}", task_id=s.task_id,
+                group_id=s.group_id, group_size=s.group_size, k=s.k, epoch=s.epoch, retry=s.retry, mode=s.mode,
+                status=RolloutStatus.failed if failed else RolloutStatus.succeeded, reward=None if failed else 1.0,
+                error="injected failure" if failed else None, worker_id="sim", policy_version=s.policy_version,
+                started_at=now, finished_at=now,
+            )
+            self.producer.produce(self.settings.topics.name("trajectories"), self.serde.encode(traj), key=s.rollout_id)
+            if s.mode is Mode.train:
+                if failed:
+                    self.failed += 1
+                else:
+                    self.ready += 1
+        self.producer.flush(10)
+        while self.ready >= self.per_version:
+            self.ready -= self.per_version
+            self.checkpoint(self.version + 1)
+
+    def checkpoint(self, version: int) -> None:
+        ev = CheckpointEvent(
+            policy_name=self.settings.rl.policy_name, version=version, kind=CheckpointKind.full,
+            uri=f"/tmp/ckpt/{version}", digest="sha256:" + "0" * 64,
+        )
+        self.version = version
+        self.producer.produce(self.settings.topics.name("checkpoints"), self.serde.encode(ev), key=ev.policy_name)
+        self.producer.flush(10)
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.producer.close()
+
+
+@pytest.fixture
+def trainer_sim() -> Callable[..., TrainerSim]:
+    """``trainer_sim(settings, fail=set()) -> TrainerSim``; closed at teardown."""
+    made: list[TrainerSim] = []
+
+    def make(settings: Settings, fail: set[tuple[str, int]] | None = None) -> TrainerSim:
+        sim = TrainerSim(settings, fail=fail or set())
+        made.append(sim)
+        return sim
+
+    yield make
+    for sim in made:
+        sim.close()
+
+
+@pytest.fixture
+def read_topic() -> Callable[..., list[tuple[bytes | None, bytes | None]]]:
+    """``read_topic(settings, base) -> [(key, value), ...]`` from the beginning to the current end."""
+    return read_all
