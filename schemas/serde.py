@@ -267,7 +267,7 @@ class Serde:
         except SchemaError:
             raise
         except EOFError as exc:
-            raise fail(f"truncated body ({len(data)} bytes): {exc or 'unexpected end of data'}") from exc
+            raise fail(f"truncated body ({len(data)} bytes): {str(exc) or 'unexpected end of data'}") from exc
         except Exception as exc:  # fastavro type/structure errors, invariant ValueErrors, registry errors
             raise fail(f"{type(exc).__name__}: {exc}") from exc
 
