@@ -84,5 +84,7 @@ class InferenceSettings(Section):
     @model_validator(mode="after")
     def _attach_needs_vllm_backend(self) -> InferenceSettings:
         if self.backend == "cpu" and self.vllm.attach_url is not None:
-            raise ValueError("inference.vllm.attach_url is set but inference.backend is 'cpu'; set backend: vllm")
+            raise ValueError(
+                "inference.vllm.attach_url is set but inference.backend is 'cpu'; set backend: vllm"
+            )
         return self

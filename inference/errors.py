@@ -1,0 +1,41 @@
+"""Errors of the inference service (all derive from ``StreamRLError``)."""
+
+from __future__ import annotations
+
+from schemas.errors import StreamRLError
+
+
+class InferenceError(StreamRLError):
+    """Base of the inference service's errors."""
+
+
+class ModelBuildError(InferenceError):
+    """The tiny model could not be built (bad preset/arch/tokenizer, missing training text)."""
+
+
+class RequestError(InferenceError):
+    """A request is invalid (HTTP 400): too long for the context, bad sampling parameters.
+
+    Attributes:
+        param: the offending request field, or None.
+    """
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class OverloadedError(InferenceError):
+    """The request queue is full (HTTP 503)."""
+
+
+class CheckpointError(InferenceError):
+    """A checkpoint cannot be loaded: missing directory, digest mismatch, unloadable weights.
+
+    Attributes:
+        reason: short label for the error metric (``missing``, ``digest``, ``load``, ``kind``).
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
