@@ -1,4 +1,4 @@
-"""CLI commands of this stage (placeholders until the stage lands)."""
+"""``streamrl worker`` (rollout worker) and ``streamrl gateway`` (standalone recording gateway)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,92 @@ from pathlib import Path
 
 import typer
 
-from streamrl.cli.common import ConfigOption, not_yet
+from streamrl.cli.common import ConfigOption, settings_from
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the root app."""
+    """Add ``worker`` and ``gateway`` to the root app."""
 
     @app.command("worker")
-    def _worker(config: Path | None = ConfigOption) -> None:
-        """Not yet available."""
-        not_yet("worker")
+    def worker(
+        agent: str | None = typer.Option(
+            None, "--agent", "-a", help="Agent to run: package.module:function (or :Class). Default: worker.agent."
+        ),
+        concurrency: int | None = typer.Option(None, "--concurrency", "-n", min=1, help="Rollouts at once."),
+        gateway_url: str | None = typer.Option(
+            None, "--gateway-url", help="Use a standalone gateway (streamrl gateway) instead of the in-process one."
+        ),
+        upstream_url: str | None = typer.Option(
+            None, "--upstream-url", help="Inference service OpenAI base URL (default: gateway.upstream_url)."
+        ),
+        worker_id: str | None = typer.Option(None, "--worker-id", help="Name in trajectories and logs."),
+        config: Path | None = ConfigOption,
+    ) -> None:
+        """Join the workers consumer group on samples and run rollouts through the agent until SIGTERM."""
+        settings = settings_from(config)
+        if concurrency is not None:
+            settings.worker.concurrency = concurrency
+        if gateway_url is not None:
+            settings.worker.gateway_url = gateway_url
+        if upstream_url is not None:
+            settings.gateway.upstream_url = upstream_url
+        spec = agent or settings.worker.agent
+        if not spec:
+            raise typer.BadParameter("give --agent package.module:function (or set worker.agent)")
+        import asyncio
+        import signal
+
+        from consumers.runner import load_agent
+        from consumers.worker import RolloutWorker
+
+        runner = load_agent(spec)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await RolloutWorker(settings, runner, worker_id=worker_id).run(stop)
+
+        asyncio.run(main())
 
     @app.command("gateway")
-    def _gateway(config: Path | None = ConfigOption) -> None:
-        """Not yet available."""
-        not_yet("gateway")
+    def gateway(
+        host: str | None = typer.Option(None, "--host", help="Bind address (default: gateway.host)."),
+        port: int | None = typer.Option(None, "--port", "-p", min=0, max=65535, help="Port (default: gateway.port)."),
+        upstream_url: str | None = typer.Option(
+            None, "--upstream-url", help="Inference service OpenAI base URL (default: gateway.upstream_url)."
+        ),
+        config: Path | None = ConfigOption,
+    ) -> None:
+        """Serve the recording OpenAI-compatible gateway standalone (workers attach with --gateway-url)."""
+        settings = settings_from(config)
+        if upstream_url is not None:
+            settings.gateway.upstream_url = upstream_url
+        import asyncio
+        import signal
+
+        from consumers.gateway import Gateway
+        from consumers.sink import KafkaSink
+        from schemas.serde import Serde
+        from streamrl.kafka import EventProducer
+        from streamrl.metrics import serve_metrics
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            serve_metrics(settings.gateway.metrics_port)
+            producer = EventProducer(settings)
+            serde = Serde(registry_url=settings.kafka.schema_registry_url)
+            gw = Gateway(settings.gateway, KafkaSink(producer, serde, settings.topics.name, loop), control=True)
+            url = await gw.start(host=host, port=port)
+            typer.echo(f"gateway listening on {url} (upstream {settings.gateway.upstream_url})", err=True)
+            try:
+                await stop.wait()
+            finally:
+                await gw.stop()
+                await loop.run_in_executor(None, producer.close, 30.0)
+
+        asyncio.run(main())

@@ -1,0 +1,257 @@
+"""The worker's ``samples`` consumer, on its own thread: poll, flow control, rebalances, commits.
+
+The thread owns the confluent-kafka consumer (every call on it happens here). It keeps calling
+``consume()`` every ``poll_timeout_s`` whatever the rollouts do, so a long rollout never exceeds
+``max.poll.interval.ms``; while the worker is at capacity it pauses every assigned partition.
+Each received sample is added to the :class:`OffsetTracker` and handed to the event loop
+(``dispatch``); the producer's poll thread acknowledges it once its Trajectory is acked. Commits
+(synchronous, at most every ``commit_interval_s``, and on revoke and close) only cover samples whose
+predecessors are all acknowledged.
+
+Rebalances (cooperative-sticky): on revoke, samples not started are dropped, running ones get up to
+``revoke_grace_s`` to be acknowledged, the acknowledged prefix is committed, then the partitions are
+unassigned; later acks for them are ignored, so no commit is lost or made twice by two owners.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumers import metrics as m
+from consumers.offsets import OffsetTracker, Partition
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SampleConsumer"]
+
+
+def _tp(msg_or_tp: Any) -> Partition:
+    if isinstance(msg_or_tp, TopicPartition):
+        return (msg_or_tp.topic, msg_or_tp.partition)
+    return (msg_or_tp.topic(), msg_or_tp.partition())
+
+
+class SampleConsumer:
+    """Runs the consumer thread.
+
+    Args:
+        consumer: a subscribed-to-nothing confluent-kafka consumer (manual commits, cooperative-sticky).
+        topic: the full ``samples`` topic name.
+        concurrency: most samples running at once.
+        dispatch: called (on this thread) with each sample to run; must hand it to the loop quickly.
+        poll_timeout_s / commit_interval_s / revoke_grace_s: see ``WorkerSettings``.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        topic: str,
+        concurrency: int,
+        dispatch: Callable[[Message], None],
+        *,
+        poll_timeout_s: float,
+        commit_interval_s: float,
+        revoke_grace_s: float,
+    ) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        self.concurrency = concurrency
+        self.dispatch = dispatch
+        self.poll_timeout_s = poll_timeout_s
+        self.commit_interval_s = commit_interval_s
+        self.revoke_grace_s = revoke_grace_s
+        self.tracker = OffsetTracker()
+        self._lock = threading.Lock()
+        self._running: set[tuple[Partition, int]] = set()  # dispatched, Trajectory not yet acknowledged
+        self._backlog: deque[Message] = deque()  # received while at capacity or draining
+        self._paused = False
+        self._draining = threading.Event()
+        self._closing = threading.Event()
+        self._last_commit = 0.0
+        self.error: BaseException | None = None
+        self.assigned: set[Partition] = set()
+        self._thread = threading.Thread(target=self._main, name="streamrl-samples-consumer", daemon=True)
+
+    # ------------------------------------------------------------------------------ control (any thread)
+    def start(self) -> None:
+        """Subscribe and start polling."""
+        self._thread.start()
+
+    def drain(self) -> None:
+        """Stop handing out samples (shutdown); keep polling, acknowledging and committing."""
+        self._draining.set()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Final commit, leave the group, join the thread."""
+        self._closing.set()
+        self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the consumer thread runs."""
+        return self._thread.is_alive()
+
+    def running(self) -> int:
+        """Samples dispatched whose Trajectory is not yet acknowledged."""
+        with self._lock:
+            return len(self._running)
+
+    def finished(self, tp: Partition, offset: int, acked: bool) -> None:
+        """A dispatched sample is done: ``acked`` = its Trajectory (or dead letter) was acknowledged.
+
+        Called from the producer's poll thread (acks) or the event loop (give-ups). An unacknowledged
+        sample is never committed past: it is redelivered after the next restart or rebalance.
+        """
+        if acked:
+            self.tracker.ack(tp, offset)
+        with self._lock:
+            self._running.discard((tp, offset))
+
+    # ------------------------------------------------------------------------------ the thread
+    def _main(self) -> None:
+        c = self.consumer
+        try:
+            c.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+            while not self._closing.is_set():
+                self._step()
+            self._commit(force=True)
+        except BaseException as exc:  # surfaced to the worker, which stops
+            log.exception("samples consumer failed")
+            self.error = exc
+        finally:
+            try:
+                c.close()  # revokes (our callback commits what is acknowledged), leaves the group
+            except Exception:
+                log.exception("closing the samples consumer failed")
+
+    def _free(self) -> int:
+        if self._draining.is_set():
+            return 0
+        with self._lock:
+            return self.concurrency - len(self._running)
+
+    def _step(self) -> None:
+        c = self.consumer
+        free = self._free()
+        while free > 0 and self._backlog:
+            self._run(self._backlog.popleft())
+            free -= 1
+        self._flow_control(free)
+        msgs = c.consume(num_messages=max(1, free), timeout=self.poll_timeout_s)
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("samples consumer: %s", err)
+                continue
+            tp = _tp(msg)
+            if tp not in self.assigned:
+                continue  # a late message of a partition revoked meanwhile
+            try:
+                self.tracker.add(tp, msg.offset())
+            except ValueError as exc:  # redelivered within this assignment: already handled
+                log.warning("%s; skipped", exc)
+                continue
+            m.SAMPLES_RECEIVED.inc()
+            if free > 0:
+                self._run(msg)
+                free -= 1
+            else:
+                self._backlog.append(msg)
+        self._commit()
+
+    def _run(self, msg: Message) -> None:
+        tp = _tp(msg)
+        with self._lock:
+            self._running.add((tp, msg.offset()))
+        self.dispatch(msg)
+
+    def _flow_control(self, free: int) -> None:
+        at_capacity = free <= 0 or bool(self._backlog)
+        if at_capacity and not self._paused:
+            parts = self.consumer.assignment()
+            if parts:
+                self.consumer.pause(parts)
+            self._paused = True
+            m.PAUSED.set(1)
+        elif not at_capacity and self._paused:
+            parts = self.consumer.assignment()
+            if parts:
+                self.consumer.resume(parts)
+            self._paused = False
+            m.PAUSED.set(0)
+
+    def _commit(self, force: bool = False, only: set[Partition] | None = None) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit < self.commit_interval_s:
+            return
+        self._last_commit = now
+        offsets = self.tracker.committable(only)
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+            )
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET:
+                return
+            m.COMMITS.labels("error").inc()
+            log.warning("commit of %s failed (retried later): %s", offsets, exc)
+            return
+        self.tracker.mark_committed(offsets)
+        m.COMMITS.labels("ok").inc()
+
+    # ------------------------------------------------------------------------------ rebalance callbacks
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_assign(partitions)
+        for p in partitions:
+            self.tracker.assign(_tp(p))
+            self.assigned.add(_tp(p))
+        if self._paused and partitions:
+            consumer.pause(partitions)
+        log.info("assigned %s", sorted(_tp(p)[1] for p in partitions))
+
+    def _drop(self, tps: set[Partition]) -> None:
+        self._backlog = deque(msg for msg in self._backlog if _tp(msg) not in tps)
+        with self._lock:
+            self._running = {r for r in self._running if r[0] not in tps}
+        for tp in tps:
+            self.assigned.discard(tp)
+            self.tracker.revoke(tp)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = {_tp(p) for p in partitions}
+        self._backlog = deque(msg for msg in self._backlog if _tp(msg) not in tps)
+        deadline = time.monotonic() + self.revoke_grace_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy = sum(1 for r in self._running if r[0] in tps)
+            if not busy:
+                break
+            time.sleep(0.01)
+        self._commit(force=True, only=tps)
+        with self._lock:
+            left = sum(1 for r in self._running if r[0] in tps)
+        if left:
+            log.warning("revoked %s with %d rollout(s) still running; their new owner re-runs them", sorted(tps), left)
+        self._drop(tps)
+        consumer.incremental_unassign(partitions)
+        log.info("revoked %s", sorted(tp[1] for tp in tps))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = {_tp(p) for p in partitions}
+        log.warning("lost %s (no commit: another member may own them now)", sorted(tp[1] for tp in tps))
+        self._drop(tps)
+        consumer.incremental_unassign(partitions)

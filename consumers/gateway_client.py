@@ -1,0 +1,101 @@
+"""How a worker opens and closes rollout attempts on a gateway: in-process, or a standalone one over HTTP."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import aiohttp
+import orjson
+
+from consumers.attempts import AttemptResult
+from consumers.gateway import Gateway
+from streamrl.errors import StreamRLError
+
+__all__ = ["GatewayClient", "GatewayControlError", "InProcessGatewayClient", "RemoteGatewayClient"]
+
+
+class GatewayControlError(StreamRLError):
+    """A standalone gateway refused or failed an open/close of an attempt."""
+
+
+class GatewayClient(Protocol):
+    """Open/close attempts; ``url`` is the gateway root agents are pointed at."""
+
+    url: str
+
+    async def open(self, rollout_id: str, attempt_id: str, agent_name: str | None, policy_version: int) -> None:
+        """Accept calls for this attempt from now on."""
+        ...
+
+    async def close(self, rollout_id: str, attempt_id: str, timeout_s: float) -> AttemptResult:
+        """Reject further calls; wait (≤ ``timeout_s`` s) until the attempt's records are acknowledged."""
+        ...
+
+
+class InProcessGatewayClient:
+    """The gateway runs on this event loop (the default)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.url = gateway.url
+
+    async def open(self, rollout_id: str, attempt_id: str, agent_name: str | None, policy_version: int) -> None:
+        self.gateway.registry.open(rollout_id, attempt_id, agent_name, policy_version)
+
+    async def close(self, rollout_id: str, attempt_id: str, timeout_s: float) -> AttemptResult:
+        state = self.gateway.registry.close(rollout_id, attempt_id)
+        if state is None:
+            return AttemptResult([], {}, [f"attempt {attempt_id!r} was not open on the gateway"])
+        return await state.settle(timeout_s)
+
+
+class RemoteGatewayClient:
+    """A standalone gateway (``streamrl gateway``) reached over its control routes.
+
+    Args:
+        url: the gateway root, e.g. ``http://10.0.0.5:8100``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    def _s(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        return self._session
+
+    async def _post(self, path: str, body: dict[str, object], timeout_s: float) -> dict[str, object]:
+        try:
+            async with self._s().post(
+                f"{self.url}{path}", data=orjson.dumps(body), timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as r:
+                raw = await r.read()
+                if r.status >= 300:
+                    raise GatewayControlError(f"gateway {self.url}{path}: HTTP {r.status}: {raw[:300]!r}")
+                return orjson.loads(raw)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise GatewayControlError(f"gateway {self.url}{path} unreachable: {exc!r}") from exc
+
+    async def open(self, rollout_id: str, attempt_id: str, agent_name: str | None, policy_version: int) -> None:
+        body = {"rollout_id": rollout_id, "attempt_id": attempt_id, "agent_name": agent_name,
+                "policy_version": policy_version}
+        await self._post("/control/attempts", body, 30.0)
+
+    async def close(self, rollout_id: str, attempt_id: str, timeout_s: float) -> AttemptResult:
+        body = {"rollout_id": rollout_id, "attempt_id": attempt_id, "timeout_s": timeout_s}
+        try:
+            out = await self._post("/control/attempts/close", body, timeout_s + 30.0)
+        except GatewayControlError as exc:
+            return AttemptResult([], {}, [str(exc)])
+        return AttemptResult(
+            list(out["request_ids"]),  # type: ignore[call-overload]
+            {str(k): float(v) for k, v in dict(out["completed_at"]).items()},  # type: ignore[call-overload]
+            list(out["errors"]),  # type: ignore[call-overload]
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,310 @@
+"""The rollout worker: runs samples from ``samples`` through the agent, publishes Trajectories.
+
+Threads: the event loop (rollouts of async agents, the in-process gateway, publishing), the
+samples consumer thread (:mod:`consumers.consumer_loop`), the producer's poll thread (delivery
+acknowledgements) and a pool for sync agents. For each sample:
+
+1. decode it (an undecodable record goes to ``dlq``, and counts as handled once that is acked);
+2. draw a fresh ``attempt_id``, open the attempt on the gateway, call the agent with an
+   :class:`~consumers.sdk.LLM` scoped to it, under the rollout time limit;
+3. close the attempt and wait until every LLMRequest of it is acknowledged (else the rollout fails
+   with the reason: the Trajectory must never name calls that streams cannot find);
+4. publish the Trajectory (rewards attached to the last call made before each was emitted); its
+   acknowledgement makes the sample's offset committable.
+
+SIGTERM (``stop`` set): stop taking samples, give running rollouts ``shutdown_timeout_s``, time out
+the rest, publish, commit, leave the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from confluent_kafka import Message
+
+from consumers import metrics as m
+from consumers.attempts import AttemptResult
+from consumers.consumer_loop import SampleConsumer
+from consumers.gateway import Gateway
+from consumers.gateway_client import GatewayClient, InProcessGatewayClient, RemoteGatewayClient
+from consumers.runner import AgentRunner, Outcome
+from consumers.sdk import LLM, EmittedReward
+from consumers.sink import KafkaSink
+from schemas import Mode, Reward, RolloutStatus, Sample, SchemaError, Trajectory
+from schemas.serde import Serde
+from streamrl.config import Settings
+from streamrl.dlq import DeadLetterSink
+from streamrl.kafka import EventProducer, make_consumer
+from streamrl.metrics import serve_metrics
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RolloutWorker", "attach_rewards", "default_worker_id"]
+
+PUBLISH_ATTEMPTS = 3
+
+
+def default_worker_id() -> str:
+    """``<hostname>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def attach_rewards(rewards: list[EmittedReward], result: AttemptResult) -> list[Reward]:
+    """Reward records, each pointing at the last recorded call completed before it was emitted.
+
+    Args:
+        rewards: emitted rewards in order (wall-clock ``emitted_at`` seconds).
+        result: the attempt's request ids and their completion times.
+    """
+    done = sorted((result.completed_at[r], r) for r in result.request_ids if r in result.completed_at)
+    out = []
+    for rw in rewards:
+        last = None
+        for t, rid in done:
+            if t <= rw.emitted_at:
+                last = rid
+            else:
+                break
+        out.append(
+            Reward(
+                name=rw.name,
+                value=rw.value,
+                primary=rw.primary,
+                request_id=last,
+                emitted_at=datetime.fromtimestamp(rw.emitted_at, timezone.utc) if rw.emitted_at else _now(),
+            )
+        )
+    return out
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _DlqProducer:
+    """Hands DeadLetterSink's produce to the EventProducer with our delivery callback."""
+
+    def __init__(self, producer: EventProducer) -> None:
+        self.producer = producer
+        self.on_delivery: Any = None
+
+    def produce(self, topic: str, value: bytes, key: Any = None, headers: Any = None) -> None:
+        self.producer.produce(topic, value, key=key, headers=headers, on_delivery=self.on_delivery)
+
+
+class RolloutWorker:
+    """One member of the ``workers`` consumer group.
+
+    Args:
+        settings: StreamRL settings (``worker``, ``gateway``, ``kafka``, ``topics``, ``rl``).
+        runner: the loaded agent.
+        worker_id: name in trajectories and logs (default ``worker.worker_id`` or ``<host>-<pid>``).
+    """
+
+    def __init__(self, settings: Settings, runner: AgentRunner, *, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.cfg = settings.worker
+        self.runner = runner
+        self.worker_id = worker_id or self.cfg.worker_id or default_worker_id()
+        self.model = self.cfg.model or settings.rl.policy_name
+        self.serde = Serde(registry_url=settings.kafka.schema_registry_url)
+        self.gateway: Gateway | None = None
+        self.client: GatewayClient | None = None
+        self.consumer: SampleConsumer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.completed = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set (or the consumer fails), then shut down gracefully.
+
+        Raises:
+            StreamRLError: the consumer thread died (the error is re-raised after shutdown).
+        """
+        self._loop = loop = asyncio.get_running_loop()
+        serve_metrics(self.cfg.metrics_port)
+        producer = EventProducer(self.settings)
+        sink = KafkaSink(producer, self.serde, self.settings.topics.name, loop)
+        self._sink = sink
+        self._dlq_producer = _DlqProducer(producer)
+        self._dlq = DeadLetterSink(self.settings, self._dlq_producer, "worker", self.serde)  # type: ignore[arg-type]
+        if self.cfg.gateway_url:
+            self.client = RemoteGatewayClient(self.cfg.gateway_url)
+        else:
+            self.gateway = Gateway(self.settings.gateway, sink)
+            await self.gateway.start(port=self.cfg.gateway_port)
+            self.client = InProcessGatewayClient(self.gateway)
+        self._executor = ThreadPoolExecutor(self.cfg.sync_threads or self.cfg.concurrency, thread_name_prefix="agent")
+        await self.runner.setup(self.worker_id)
+        overrides = {
+            "session.timeout.ms": self.cfg.session_timeout_ms,
+            "max.poll.interval.ms": self.cfg.max_poll_interval_ms,
+            "client.id": self.worker_id,
+            **self.cfg.consumer_properties,
+        }
+        kc = make_consumer(self.settings, self.settings.group_id("workers"), **overrides)
+        self.consumer = SampleConsumer(
+            kc,
+            self.settings.topics.name("samples"),
+            self.cfg.concurrency,
+            lambda msg: loop.call_soon_threadsafe(self._start, msg),
+            poll_timeout_s=self.cfg.poll_timeout_s,
+            commit_interval_s=self.cfg.commit_interval_s,
+            revoke_grace_s=self.cfg.revoke_grace_s,
+        )
+        self.consumer.start()
+        log.info(
+            "worker %s: agent %s, concurrency %d, gateway %s", self.worker_id, self.runner.spec,
+            self.cfg.concurrency, self.client.url,
+        )
+        try:
+            while not stop.is_set() and self.consumer.alive:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=0.5)
+                except TimeoutError:
+                    pass
+        finally:
+            await self._shutdown(producer)
+        if self.consumer.error is not None:
+            raise self.consumer.error
+
+    async def _shutdown(self, producer: EventProducer) -> None:
+        assert self.consumer is not None
+        loop = asyncio.get_running_loop()
+        self.consumer.drain()
+        if self._tasks:
+            log.info("shutting down: waiting up to %.0f s for %d rollout(s)", self.cfg.shutdown_timeout_s, len(self._tasks))
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.cfg.shutdown_timeout_s)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=self.cfg.delivery_timeout_s + 10)
+        try:
+            await loop.run_in_executor(None, producer.flush, self.cfg.delivery_timeout_s)
+        except Exception:
+            log.exception("flushing the producer at shutdown failed; unacknowledged samples will be redelivered")
+        await loop.run_in_executor(None, self.consumer.close, 60.0)
+        try:
+            await self.runner.teardown()
+        except Exception:
+            log.exception("agent teardown failed")
+        if self.gateway is not None:
+            await self.gateway.stop()
+        if isinstance(self.client, RemoteGatewayClient):
+            await self.client.aclose()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        await loop.run_in_executor(None, producer.close, 10.0)
+        log.info("worker %s stopped after %d rollout(s)", self.worker_id, self.completed)
+
+    # ------------------------------------------------------------------------------ one sample
+    def _start(self, msg: Message) -> None:
+        task = asyncio.ensure_future(self._execute(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, msg: Message) -> None:
+        assert self.consumer is not None and self.client is not None
+        tp, offset = (msg.topic(), msg.partition()), msg.offset()
+        where = f"{tp[0]}[{tp[1]}]@{offset}"
+        try:
+            sample = self.serde.decode(msg.value(), Sample, topic=tp[0], partition=tp[1], offset=offset)
+        except SchemaError as exc:
+            self._dead_letter(msg, tp, offset, f"{where}: cannot decode Sample: {exc}", exc)
+            return
+        try:
+            await self._rollout(sample, tp, offset)
+        except Exception as exc:  # a bug of ours must not lose the sample: leave it unacknowledged
+            log.exception("%s: rollout %s failed in the worker", where, sample.rollout_id)
+            self.consumer.finished(tp, offset, acked=False)
+            del exc
+
+    def _dead_letter(self, msg: Message, tp: tuple[str, int], offset: int, reason: str, exc: Exception) -> None:
+        assert self.consumer is not None
+        m.SAMPLES_DEAD_LETTERED.inc()
+        consumer = self.consumer
+
+        def delivered(err: Any, _msg: Any) -> None:
+            consumer.finished(tp, offset, acked=err is None)
+
+        self._dlq_producer.on_delivery = delivered
+        self._dlq.send(msg, reason, exc)
+        self._dlq_producer.on_delivery = None
+
+    async def _rollout(self, sample: Sample, tp: tuple[str, int], offset: int) -> None:
+        assert self.consumer is not None and self.client is not None
+        attempt_id = uuid.uuid4().hex
+        started_at = _now()
+        m.ROLLOUTS_RUNNING.inc()
+        outcome: Outcome
+        try:
+            await self.client.open(sample.rollout_id, attempt_id, self.runner.name, sample.policy_version)
+            llm = LLM(
+                base_url=LLM.scoped_base_url(self.client.url, sample.rollout_id, attempt_id, None),
+                model=self.model,
+                api_key=self.cfg.api_key.get_secret_value(),
+                sampling=dict(self.cfg.sampling),
+                rollout_id=sample.rollout_id,
+                attempt_id=attempt_id,
+                agent_name=self.runner.name,
+                gateway_url=self.client.url,
+            )
+            task = orjson.loads(sample.payload)
+            try:
+                outcome = await self.runner.run(task, llm, timeout_s=self.cfg.rollout_timeout_s, executor=self._executor)
+            except asyncio.CancelledError:
+                outcome = Outcome(
+                    "timeout", error=f"worker {self.worker_id} shut down before the rollout finished "
+                    f"(shutdown_timeout_s={self.cfg.shutdown_timeout_s:g})"
+                )
+        except Exception as exc:
+            outcome = Outcome("failed", error=f"the worker could not start the rollout: {exc!r}")
+        finally:
+            m.ROLLOUTS_RUNNING.dec()
+        result = await self.client.close(sample.rollout_id, attempt_id, self.cfg.delivery_timeout_s)
+        if result.errors and outcome.status == "succeeded":
+            outcome = Outcome("failed", None, outcome.rewards, "; ".join(result.errors)[:4000], outcome.duration_s)
+        traj = Trajectory(
+            rollout_id=sample.rollout_id,
+            attempt_id=attempt_id,
+            task_id=sample.task_id,
+            group_id=sample.group_id,
+            group_size=sample.group_size,
+            k=sample.k,
+            epoch=sample.epoch,
+            retry=sample.retry,
+            mode=Mode(sample.mode),
+            status=RolloutStatus(outcome.status),
+            reward=outcome.reward,
+            rewards=attach_rewards(outcome.rewards, result),
+            request_ids=result.request_ids,
+            error=outcome.error,
+            worker_id=self.worker_id,
+            policy_version=sample.policy_version,
+            started_at=started_at,
+            finished_at=_now(),
+        )
+        m.ROLLOUTS.labels(outcome.status).inc()
+        m.ROLLOUT_SECONDS.observe(outcome.duration_s)
+        await self._publish(traj, tp, offset)
+
+    async def _publish(self, traj: Trajectory, tp: tuple[str, int], offset: int) -> None:
+        assert self.consumer is not None
+        consumer = self.consumer
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            fut = self._sink.publish("trajectories", traj.rollout_id, traj, lambda: consumer.finished(tp, offset, True))
+            try:
+                await fut
+                self.completed += 1
+                return
+            except Exception as exc:
+                m.TRAJECTORY_DELIVERY_FAILURES.inc()
+                log.error("trajectory of %s not delivered (try %d/%d): %s", traj.rollout_id, attempt, PUBLISH_ATTEMPTS, exc)
+        consumer.finished(tp, offset, acked=False)

@@ -1,0 +1,116 @@
+"""A worker on the real broker with a real OpenAI-compatible HTTP server: records, ids, clients."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from consumers_testkit import (
+    TopicReader,
+    WorkerThread,
+    committed_offsets,
+    make_sample,
+    produce_samples,
+    requests_of,
+)
+
+from consumers.fake_inference import FakeInferenceServer, fake_logprob, render_chat, tokenize
+from schemas import LLMRequest, RolloutStatus, Trajectory
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def inference():
+    with FakeInferenceServer(policy_version=7) as srv:
+        yield srv
+
+
+def _settings(settings_factory, inference, **worker):
+    return settings_factory(
+        worker={"concurrency": 4, "session_timeout_ms": 6000, "max_poll_interval_ms": 6000, **worker},
+        gateway={"upstream_url": inference.url},
+    )
+
+
+def test_rollout_records_exact_tokens_ids_and_agent(settings_factory, inference) -> None:
+    s = _settings(settings_factory, inference)
+    samples = [make_sample(f"task{i}", 0, {"question": f"what is {i}?", "answer": str(i * 11)}) for i in range(4)]
+    where = produce_samples(s, samples)
+    trajs, reqs = TopicReader(s, "trajectories", Trajectory), TopicReader(s, "requests", LLMRequest)
+    with WorkerThread(s, "consumers_test_agents:two_calls") as w:
+        got = trajs.read_until(lambda r: len(r) >= 4)
+        records = reqs.read_until(lambda r: len(r) >= 8)
+    assert sorted(t.rollout_id for t in got) == sorted(x.rollout_id for x in samples)
+    by_sample = {x.rollout_id: x for x in samples}
+    for t in got:
+        assert t.status == RolloutStatus.succeeded, t.error
+        assert t.reward == 1.0 and t.worker_id == w.worker.worker_id and t.policy_version == 2
+        assert [(r.name, r.value, r.primary) for r in t.rewards] == [("format", 0.25, False), ("reward", 1.0, True)]
+        calls = requests_of(records, t)
+        assert [c.sequence for c in calls] == [0, 1]
+        assert t.rewards[0].request_id == calls[0].request_id  # emitted after call 0, before call 1
+        assert t.rewards[1].request_id == calls[1].request_id
+        q = by_sample[t.rollout_id]
+        task = json.loads(q.payload)
+        msgs = [{"role": "user", "content": task["question"]}]
+        for c in calls:
+            assert (c.rollout_id, c.attempt_id, c.agent_name) == (t.rollout_id, t.attempt_id, "solver")
+            assert c.policy_version == 7 and c.model == "policy" and c.finish_reason == "stop"
+            assert c.latency_ms > 0 and c.choice_index == 0
+        assert calls[0].prompt_token_ids == tokenize(render_chat(msgs))
+        assert calls[0].response_token_ids == tokenize("ok")
+        assert calls[0].ttft_ms is None
+        msgs2 = [*msgs, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "again REPLY:" + task["answer"]}]
+        assert calls[1].prompt_token_ids == tokenize(render_chat(msgs2))
+        assert calls[1].response_token_ids == tokenize(task["answer"])
+        assert calls[1].response_logprobs == pytest.approx([fake_logprob(t) for t in tokenize(task["answer"])])
+        assert calls[1].ttft_ms is not None  # streamed
+    # every offset committed once the worker stopped (its trajectories were acknowledged)
+    ends = {}
+    for p, o in where.values():
+        ends[p] = max(ends.get(p, -1), o + 1)
+    committed = committed_offsets(s, 6)
+    for p, end in ends.items():
+        assert committed[p] == end
+    assert inference.last_request is not None and inference.last_request["return_token_ids"] is True
+    trajs.close()
+    reqs.close()
+
+
+def test_clients_failures_and_class_agent(settings_factory, inference) -> None:
+    s = _settings(settings_factory, inference, rollout_timeout_s=3.0)
+    kinds = ["openai_sync", "openai_sync_stream", "openai_async", "openai_async_stream", "langchain",
+             "langchain_stream", "openai_tools"]
+    samples = [make_sample(f"c-{k}", 0, {"client": k, "question": "hi REPLY:yes CALL:lookup", "answer": "yes"})
+               for k in kinds]
+    produce_samples(s, samples)
+    trajs, reqs = TopicReader(s, "trajectories", Trajectory), TopicReader(s, "requests", LLMRequest)
+    with WorkerThread(s, "consumers_test_agents:sync_client_zoo"):
+        got = trajs.read_until(lambda r: len(r) >= len(kinds))
+        records = reqs.read_until(lambda r: len(r) >= len(kinds))
+    assert len(got) == len(kinds)
+    for t in got:
+        assert t.status == RolloutStatus.succeeded, (t.rollout_id, t.error)
+        assert t.reward == 1.0, t.rollout_id
+        (call,) = requests_of(records, t)
+        assert call.attempt_id == t.attempt_id and call.agent_name is None
+        expected = '{"name": "lookup"}' if t.rollout_id.startswith("c-openai_tools") else "yes"
+        assert call.response_token_ids == tokenize(expected)
+        assert call.finish_reason == ("tool_calls" if "tools" in t.rollout_id else "stop")
+
+    # failures become trajectories with reasons; a sleeping agent times out; the worker survives
+    s2 = _settings(settings_factory, inference, rollout_timeout_s=1.0)
+    bad = [make_sample("b-raise", 0, {"mode": "raise"}), make_sample("b-nan", 0, {"mode": "nan"}),
+           make_sample("b-ok", 0, {"mode": "ok"})]
+    produce_samples(s2, bad)
+    produce_samples(s2, [make_sample("b-slow", 0, {"mode": "sleep", "sleep_s": 5})])
+    reader = TopicReader(s2, "trajectories", Trajectory)
+    with WorkerThread(s2, "consumers_test_agents:broken"):
+        out = {t.rollout_id: t for t in reader.read_until(lambda r: len(r) >= 4)}
+    assert out["b-raise/0/0"].status == RolloutStatus.failed
+    assert "agent exploded on purpose" in out["b-raise/0/0"].error
+    assert out["b-nan/0/0"].status == RolloutStatus.failed and "finite" in out["b-nan/0/0"].error
+    assert out["b-ok/0/0"].status == RolloutStatus.succeeded and out["b-ok/0/0"].reward == 1.0
+    assert out["b-slow/0/0"].status == RolloutStatus.timeout and "time limit of 1 s" in out["b-slow/0/0"].error
+    reader.close()
