@@ -27,7 +27,9 @@ def registry_serde(registry) -> Serde:
     return Serde(registry_client=registry)
 
 
-@pytest.fixture(params=["single-object", "confluent"])
+@pytest.fixture(params=["single-object", "confluent", "full-validation"])
 def serde(request, soe_serde, registry_serde) -> Serde:
-    """Both wire formats."""
+    """Both wire formats, and the full-pydantic-validation decode path."""
+    if request.param == "full-validation":
+        return Serde(full_validation=True)
     return soe_serde if request.param == "single-object" else registry_serde
