@@ -166,6 +166,12 @@ class Engine:
         return old
 
     @property
+    def staged_version(self) -> int | None:
+        """Version of the policy waiting to be swapped in, or None."""
+        staged = self._staged
+        return None if staged is None else staged.version
+
+    @property
     def version(self) -> int:
         """Version of the policy serving the next batch (the staged one is not counted)."""
         return self.policy.version

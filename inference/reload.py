@@ -1,0 +1,259 @@
+"""Weight reload: consume ``checkpoints``, verify each new version, load it in the background, stage it.
+
+The :class:`CheckpointWatcher` thread reads ``checkpoints`` with its own consumer group (one per
+server instance: every replica must see every checkpoint), from the earliest offset, so a server
+started late catches up to the newest version. Per poll it takes the events of ``rl.policy_name``
+newer than what is loaded, newest first, and hands them to a :class:`ReloadTarget` until one loads:
+
+- the ``uri`` must be a directory and ``schemas.digest_dir(uri) == event.digest``;
+- ``full``: a Hugging Face model directory; ``lora``: a peft adapter directory applied to
+  ``event.base_model`` (or the served base model); ``prompt_template`` events are not weights and
+  are ignored by inference.
+
+A refused checkpoint (missing, digest mismatch, unloadable) is counted in
+``streamrl_inference_reload_errors_total{reason}``, logged as ``topic[partition]@offset: reason``,
+sent to ``dlq``, and the old version keeps serving. Undecodable records go to ``dlq`` too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from inference.errors import CheckpointError
+from inference.metrics import InferenceMetrics
+from schemas import CheckpointEvent, CheckpointKind, SchemaError, digest_dir
+from schemas.serde import Serde
+
+if TYPE_CHECKING:
+    from inference.engine import Policy
+    from streamrl.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ReloadTarget(Protocol):
+    """What a backend offers the watcher."""
+
+    @property
+    def loaded_version(self) -> int:
+        """Newest version loaded (serving or staged)."""
+        ...
+
+    def apply(self, event: CheckpointEvent, path: Path) -> None:
+        """Load the verified checkpoint at ``path`` and switch to it between requests.
+
+        Raises:
+            CheckpointError: it cannot be loaded; the old version keeps serving.
+        """
+        ...
+
+
+def checkpoint_path(uri: str) -> Path:
+    """Local path of a checkpoint ``uri`` (a path or ``file://`` URI).
+
+    Raises:
+        CheckpointError: unsupported scheme (``reason="uri"``).
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if not parsed.scheme:
+        return Path(uri)
+    raise CheckpointError(
+        f"checkpoint uri {uri!r}: scheme {parsed.scheme!r} unsupported (local/file:// only)", "uri"
+    )
+
+
+def verify_checkpoint(event: CheckpointEvent) -> Path:
+    """Check that the event's directory exists and matches its digest.
+
+    Returns:
+        The directory.
+
+    Raises:
+        CheckpointError: ``reason="missing"`` (not a directory) or ``"digest"`` (content differs).
+    """
+    path = checkpoint_path(event.uri)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint v{event.version}: {path} is not a directory", "missing")
+    actual = digest_dir(path)
+    if actual != event.digest:
+        raise CheckpointError(
+            f"checkpoint v{event.version}: digest of {path} is {actual}, event says {event.digest}", "digest"
+        )
+    return path
+
+
+def load_policy(event: CheckpointEvent, path: Path, *, base_dir: str, dtype: str = "float32") -> Policy:
+    """Load a verified checkpoint as a CPU :class:`~inference.engine.Policy`.
+
+    ``full``: ``AutoModelForCausalLM.from_pretrained(path)``. ``lora``: the base model
+    (``event.base_model`` if it is a local directory, else ``base_dir``) with the peft adapter at
+    ``path`` merged into it (``merge_and_unload``), so decoding costs no adapter overhead.
+
+    Raises:
+        CheckpointError: ``reason="kind"`` for ``prompt_template``; ``"load"`` when transformers/peft fail.
+    """
+    from inference.engine import Policy
+    from inference.server import load_model
+
+    try:
+        if event.kind == CheckpointKind.full:
+            model = load_model(str(path), dtype)
+        elif event.kind == CheckpointKind.lora:
+            from peft import PeftModel
+
+            base = event.base_model if event.base_model and Path(event.base_model).is_dir() else base_dir
+            model = PeftModel.from_pretrained(load_model(base, dtype), str(path)).merge_and_unload().eval()
+        else:
+            raise CheckpointError(
+                f"checkpoint v{event.version}: kind {event.kind.value} holds no weights", "kind"
+            )
+    except CheckpointError:
+        raise
+    except Exception as exc:  # transformers/peft raise OSError, ValueError, KeyError, safetensors errors...
+        raise CheckpointError(f"checkpoint v{event.version}: cannot load {path}: {exc}", "load") from exc
+    return Policy(model=model, version=event.version, source=str(path))
+
+
+class CpuReloadTarget:
+    """Reload target of the CPU server: load in the watcher thread, stage into the engine.
+
+    Args:
+        service: the :class:`~inference.server.InferenceService`.
+    """
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self._loaded = service.engine.version
+
+    @property
+    def loaded_version(self) -> int:
+        """Newest version loaded (serving or staged)."""
+        return self._loaded
+
+    def apply(self, event: CheckpointEvent, path: Path) -> None:
+        """Load and stage; the batcher swaps it in before its next batch."""
+        policy = load_policy(event, path, base_dir=self.service.model_dir, dtype=self.service.options.dtype)
+        self.service.stage(policy)
+        self._loaded = event.version
+
+
+class CheckpointWatcher:
+    """Background consumer of ``checkpoints`` that reloads the target on new versions.
+
+    Args:
+        settings: StreamRL settings (topics, Kafka, ``rl.policy_name``, ``inference.reload_poll_s``).
+        target: the backend to reload.
+        metrics: where reloads and refusals are counted.
+    """
+
+    def __init__(self, settings: Settings, target: ReloadTarget, metrics: InferenceMetrics) -> None:
+        self.settings = settings
+        self.target = target
+        self.metrics = metrics
+        self.topic = settings.topics.name("checkpoints")
+        self.serde = Serde(registry_url=settings.kafka.schema_registry_url)
+        self.group_id = settings.group_id(f"inference-{uuid.uuid4().hex[:12]}")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.assigned = threading.Event()
+        self._producer: Any = None
+        self._dlq: Any = None
+
+    def start(self) -> CheckpointWatcher:
+        """Start the consumer thread."""
+        self._thread = threading.Thread(target=self._run, name="checkpoint-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop the thread and close the consumer."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if self._producer is not None:
+            self._producer.close()
+
+    def _dead_letter(self, msg: Any, reason: str, error: BaseException) -> None:
+        from streamrl.dlq import DeadLetterSink
+        from streamrl.kafka import EventProducer
+
+        try:
+            if self._producer is None:
+                self._producer = EventProducer(self.settings)
+                self._dlq = DeadLetterSink(self.settings, self._producer, stage="inference", serde=self.serde)
+            self._dlq.send(msg, reason=reason, error=error)
+            self._producer.flush(10.0)
+        except Exception:  # the dead-letter path must not stop reloads
+            log.exception(
+                "could not send %s[%d]@%d to the dead-letter topic",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+            )
+
+    def _run(self) -> None:
+        from streamrl.kafka import make_consumer
+
+        consumer = make_consumer(self.settings, self.group_id)
+        consumer.subscribe([self.topic], on_assign=lambda c, parts: self.assigned.set())
+        poll_s = self.settings.inference.reload_poll_s
+        try:
+            while not self._stop.is_set():
+                msgs = consumer.consume(num_messages=256, timeout=poll_s)
+                if msgs:
+                    self.handle(msgs)
+        finally:
+            consumer.close()
+
+    def handle(self, msgs: list[Any]) -> int | None:
+        """Process one poll's messages; returns the version switched to, or None.
+
+        Candidates (this policy, newer than loaded, with weights) are tried newest first; the first
+        that verifies and loads wins, refused ones are counted and dead-lettered.
+        """
+        policy_name = self.settings.rl.policy_name
+        candidates: list[tuple[CheckpointEvent, Any]] = []
+        for msg in msgs:
+            if msg.error() is not None:
+                log.warning("%s: consumer error: %s", self.topic, msg.error())
+                continue
+            where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+            try:
+                event = self.serde.decode_message(msg, CheckpointEvent)
+            except SchemaError as exc:
+                log.error("%s: undecodable checkpoint event: %s", where, exc)
+                self.metrics.reload_errors.labels("schema").inc()
+                self._dead_letter(msg, f"undecodable checkpoint event: {exc}", exc)
+                continue
+            if event.policy_name != policy_name or event.kind == CheckpointKind.prompt_template:
+                continue
+            if event.version > self.target.loaded_version:
+                candidates.append((event, msg))
+        for event, msg in sorted(candidates, key=lambda c: c[0].version, reverse=True):
+            if event.version <= self.target.loaded_version:
+                break
+            where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+            started = time.monotonic()
+            try:
+                path = verify_checkpoint(event)
+                self.target.apply(event, path)
+            except CheckpointError as exc:
+                log.error("%s: checkpoint v%d refused (%s): %s", where, event.version, exc.reason, exc)
+                self.metrics.reload_errors.labels(exc.reason).inc()
+                self._dead_letter(msg, str(exc), exc)
+                continue
+            dt = time.monotonic() - started
+            self.metrics.reloads.labels(event.kind.value).inc()
+            self.metrics.reload_seconds.observe(dt)
+            log.info("%s: checkpoint v%d (%s) loaded in %.2f s; serving it from the next batch",
+                     where, event.version, event.kind.value, dt)  # fmt: skip
+            return event.version
+        return None

@@ -1,0 +1,71 @@
+"""Run the inference service in the foreground (what ``streamrl inference`` calls)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from inference.errors import InferenceError
+
+if TYPE_CHECKING:
+    from streamrl.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def cpu_service(settings: Settings):  # -> InferenceService
+    """Build the CPU :class:`~inference.server.InferenceService` from ``settings.inference``.
+
+    Raises:
+        InferenceError: ``inference.model`` is not set.
+    """
+    from inference.server import InferenceService, ServerOptions
+
+    inf = settings.inference
+    if not inf.model:
+        raise InferenceError(
+            "inference.model is not set: pass --model DIR (e.g. one made by `streamrl model build`)"
+        )
+    opts = ServerOptions(
+        served_model_name=inf.served_model_name or settings.rl.policy_name,
+        initial_version=inf.initial_version,
+        max_model_len=inf.max_model_len,
+        max_batch_size=inf.max_batch_size,
+        max_batch_wait_ms=inf.max_batch_wait_ms,
+        max_queue=inf.max_queue,
+        logprobs_mode=inf.logprobs_mode,
+        dtype=inf.dtype,
+        torch_threads=inf.torch_threads,
+    )
+    return InferenceService(inf.model, opts)
+
+
+def run_inference(settings: Settings) -> None:
+    """Serve until interrupted: the chosen backend, plus the ``checkpoints`` watcher if ``inference.reload``."""
+    import uvicorn
+
+    from inference.reload import CheckpointWatcher, CpuReloadTarget
+    from inference.server import bind_socket
+
+    inf = settings.inference
+    if inf.backend == "vllm":
+        from inference.vllm_backend import VllmService
+
+        service = VllmService(settings)
+        target = service
+    else:
+        service = cpu_service(settings)
+        target = CpuReloadTarget(service)
+    service.start()
+    watcher = CheckpointWatcher(settings, target, service.metrics).start() if inf.reload else None
+    sock = bind_socket(inf.host, inf.port)
+    log.info(
+        "inference (%s) serving %s on http://%s:%d", inf.backend, inf.model, inf.host, sock.getsockname()[1]
+    )
+    try:
+        uvicorn.Server(uvicorn.Config(service.app(), log_level="info")).run(sockets=[sock])
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        service.stop()
+        sock.close()
