@@ -1,0 +1,318 @@
+"""The Faust aggregator: ``requests`` ⋈ ``trajectories`` → rows → groups → ``batches``.
+
+Agents (faust-streaming, aiokafka driver, ``at_least_once``, in-memory tables with changelogs):
+
+* ``join`` on ``requests`` + ``trajectories`` + ``<app_id>-ticks`` (co-partitioned by ``rollout_id``),
+  table ``join`` keyed by ``rollout_id`` (:mod:`streams.join`). Complete train rollouts (with their
+  rows) go to ``<app_id>-groups`` keyed by ``group_id``; val rollouts to ``<app_id>-validation``.
+* ``groups`` on ``<app_id>-groups`` (rollouts, ticks, checkpoint versions in one ordered log per
+  partition), table ``groups`` (:mod:`streams.groups`); publishes ``batches`` keyed by ``batch_id``.
+* ``validation`` on ``<app_id>-validation`` (one partition), table ``validation`` keyed by version.
+* ``checkpoints`` on ``checkpoints``: the policy's versions are written into every groups partition.
+* a timer (``tick_interval_s``) writes event-time ticks into every assigned ticks/groups partition
+  (tables can only be written while processing an event) and refreshes ``validation.json``.
+
+Every value is raw bytes; records are decoded with ``schemas.serde`` inside the agents, and a record
+that cannot be decoded or is invalid goes to ``dlq`` (DeadLetter envelope) and is counted. All
+outputs are produced with Faust's producer, which Faust flushes before every offset commit, so an
+input offset is committed only after its outputs (and dead letters) are acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import TP
+from pydantic import ValidationError
+
+from schemas import CheckpointEvent, LLMRequest, SchemaError, TrainingRow, Trajectory
+from schemas.serde import Serde
+from streamrl.config import Settings
+from streamrl.dlq import DeadLetterSink
+from streams import metrics
+from streams.convert import batch_record, blob_root, call_of, traj_of
+from streams.faust_config import StreamsTopics, faust_broker, streams_topics
+from streams.groups import Batch, GroupConfig, GroupMachine
+from streams.join import JoinConfig, JoinResult, on_call, on_tick, on_trajectory
+from streams.rows import RowConfig
+from streams.validation import add_result, summary, write_json
+
+log = logging.getLogger("streams")
+
+READY_MARKER = "STREAMS-READY"
+
+
+class _FaustProducer:
+    """Lets :class:`DeadLetterSink` publish through Faust's producer (flushed before each commit)."""
+
+    def __init__(self, topic: faust.TopicT) -> None:
+        self._topic = topic
+
+    def produce(self, topic: str, value: bytes | None, key: str | bytes | None = None,
+                headers: list[tuple[str, bytes]] | None = None, **_: Any) -> None:
+        self._topic.send_soon(key=key.encode() if isinstance(key, str) else key, value=value, headers=headers)
+
+
+class Aggregator:
+    """The streams stage as a Faust app. ``Aggregator(settings).app`` is what the worker runs.
+
+    Args:
+        settings: StreamRL settings (``streams`` and ``rl`` sections, topics, cluster).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        s = settings.streams
+        self.settings = settings
+        self.names: StreamsTopics = streams_topics(settings)
+        self.serde = Serde(registry_url=settings.kafka.schema_registry_url)
+        self.join_cfg = JoinConfig(rows=RowConfig.from_settings(s), join_timeout_s=s.join_timeout_s,
+                                   orphan_call_timeout_s=s.orphan_call_timeout_s,
+                                   dedup_retention_s=s.dedup_retention_s)
+        rl = settings.rl
+        self.group_cfg = GroupConfig(
+            policy_name=rl.policy_name, train_batch_size=rl.train_batch_size, max_staleness=rl.max_staleness,
+            min_group_size=s.min_group_size, straggler_timeout_s=s.straggler_timeout_s, staleness=s.staleness,
+            stale_weight_decay=s.stale_weight_decay, filter_zero_variance=s.filter_zero_variance,
+            batch_timeout_s=s.batch_timeout_s, dedup_retention_s=s.dedup_retention_s,
+        )
+        blob_root(s.blob_dir)  # fail at start on an unsupported URI
+        self.state_dir = Path(s.state_dir)
+        self.validation_path = self.state_dir / "validation.json"
+        (self.state_dir / "faust").mkdir(parents=True, exist_ok=True)
+        n = self.names
+        self.app = faust.App(
+            n.app_id,
+            **faust_broker(settings),
+            store="memory://",
+            processing_guarantee="at_least_once",
+            topic_partitions=n.join_partitions,
+            topic_replication_factor=settings.topics.replication_factor,
+            topic_disable_leader=True,
+            table_standby_replicas=0,
+            datadir=str(self.state_dir / "faust"),
+            web_enabled=s.web_port is not None,
+            web_port=s.web_port or 6066,
+            broker_commit_interval=s.commit_interval_s,
+            consumer_auto_offset_reset="earliest",
+            producer_max_request_size=settings.topics.max_message_bytes,
+            producer_acks=-1,
+            key_serializer="raw",
+            value_serializer="raw",
+            autodiscover=False,
+        )
+        app = self.app
+        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        as_json = faust.Schema(key_serializer="json", value_serializer="json")
+        self.join_table = app.Table("join", partitions=n.join_partitions, schema=as_json)
+        self.group_table = app.Table("groups", partitions=n.group_partitions, schema=as_json)
+        self.val_table = app.Table("validation", partitions=1, schema=as_json)
+        self.join_source = app.topic(n.requests, n.trajectories, n.ticks, **raw)
+        self.ticks_topic = app.topic(n.ticks, **raw)
+        self.groups_topic = app.topic(n.groups, **raw)
+        self.val_topic = app.topic(n.validation, **raw)
+        self.checkpoints_topic = app.topic(n.checkpoints, **raw)
+        self.batches_topic = app.topic(n.batches, **raw)
+        self.dlq_topic = app.topic(n.dlq, **raw)
+        self.dlq = DeadLetterSink(settings, _FaustProducer(self.dlq_topic), stage="streams",  # type: ignore[arg-type]
+                                  serde=self.serde)
+        self.machine = GroupMachine(self.group_cfg, self._group_get, lambda: list(self.group_table.items()))
+        self._ready_logged = False
+        app.agent(self.join_source, name="streams.join")(self._join_agent)
+        app.agent(self.groups_topic, name="streams.groups")(self._groups_agent)
+        app.agent(self.val_topic, name="streams.validation")(self._val_agent)
+        app.agent(self.checkpoints_topic, name="streams.checkpoints")(self._checkpoints_agent)
+        app.timer(s.tick_interval_s, name="streams.tick")(self._tick)
+        if s.web_port is not None:
+            app.page("/streamrl/validation/")(self._validation_view)
+
+    # ------------------------------------------------------------------ helpers
+    def _group_get(self, key: str) -> dict[str, Any] | None:
+        return self.group_table.get(key)
+
+    def _committed(self, topic: str, partition: int) -> int | None:
+        """Committed offset (next to consume) of ``topic[partition]``; None when unknown.
+
+        Reads Faust's consumer bookkeeping (``_committed_offset``, updated after each successful
+        commit); without it nothing is pruned early, which is safe.
+        """
+        try:
+            return self.app.consumer._committed_offset.get(TP(topic, partition))
+        except Exception:
+            return None
+
+    def _dead(self, msg: Any, reason: str, error: BaseException | None = None) -> None:
+        self.dlq.send(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key, value=msg.value,
+                      reason=f"{msg.topic}[{msg.partition}]@{msg.offset}: {reason}", error=error)
+
+    # ------------------------------------------------------------------ join
+    async def _join_agent(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            now = time.time()
+            if msg.topic == self.names.ticks:
+                await self._join_tick(msg, now)
+                continue
+            key = msg.key.decode(errors="replace") if isinstance(msg.key, bytes) else msg.key
+            try:
+                if msg.topic == self.names.requests:
+                    req = self.serde.decode(msg.value, LLMRequest, topic=msg.topic, partition=msg.partition,
+                                            offset=msg.offset)
+                    self._check_key(key, req.rollout_id)
+                    rollout_id = req.rollout_id
+                    res = on_call(self.join_table.get(rollout_id), call_of(req, msg.timestamp), topic=msg.topic,
+                                  partition=msg.partition, offset=msg.offset, now=now, cfg=self.join_cfg)
+                else:
+                    t = self.serde.decode(msg.value, Trajectory, topic=msg.topic, partition=msg.partition,
+                                          offset=msg.offset)
+                    self._check_key(key, t.rollout_id)
+                    rollout_id = t.rollout_id
+                    res = on_trajectory(self.join_table.get(rollout_id), traj_of(t, msg.timestamp, msg.offset),
+                                        topic=msg.topic, partition=msg.partition, offset=msg.offset, now=now,
+                                        cfg=self.join_cfg)
+            except (SchemaError, ValueError, ValidationError) as exc:
+                self._dead(msg, f"undecodable or invalid record: {exc}", exc)
+                continue
+            await self._apply_join(rollout_id, res, msg)
+
+    @staticmethod
+    def _check_key(key: str | None, rollout_id: str) -> None:
+        if key is not None and key != rollout_id:
+            raise ValueError(f"record key {key!r} != rollout_id {rollout_id!r} (the join is keyed by rollout_id)")
+
+    async def _join_tick(self, msg: Any, now: float) -> None:
+        tick_ts = float(json.loads(msg.value)["ts"])
+        for key, state in list(self.join_table.items()):
+            if state.get("p") != msg.partition:
+                continue
+            res = on_tick(state, tick_ts=tick_ts, partition=msg.partition, committed=self._committed,
+                          cfg=self.join_cfg)
+            await self._apply_join(key, res, msg)
+
+    async def _apply_join(self, key: str, res: JoinResult, msg: Any) -> None:
+        for traj, reason in res.dead:
+            self.dlq.send(topic=self.names.trajectories, partition=msg.partition, offset=traj.get("offset", -1),
+                          key=traj["rollout_id"], value=None, reason=reason)
+        for out in res.forwards:
+            await self._forward(out, msg)
+        if res.changed:
+            if res.state is None:
+                self.join_table.pop(key, None)
+            else:
+                self.join_table[key] = res.state
+        metrics.record(res.stats)
+        for dt in res.join_latency_s:
+            metrics.observe(metrics.JOIN_LATENCY, dt)
+
+    async def _forward(self, out: dict[str, Any], msg: Any) -> None:
+        if out["kind"] == "val":
+            value = {"rollout_id": out["rollout_id"], "version": out["policy_version"], "reward": out["reward"]}
+            await self.val_topic.send(key=str(out["policy_version"]).encode(), value=json.dumps(value).encode(),
+                                      force=True)
+            return
+        try:
+            for row in out["rows"]:
+                TrainingRow(**row)
+        except (ValidationError, ValueError) as exc:
+            self._dead(msg, f"rollout {out['rollout_id']}: a training row is invalid: {exc}", exc)
+            return
+        await self.groups_topic.send(key=out["group_id"].encode(), value=json.dumps(out).encode(), force=True)
+
+    # ------------------------------------------------------------------ groups and batches
+    async def _groups_agent(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                ev = json.loads(msg.value)
+                res = self.machine.on_event(ev, partition=msg.partition, offset=msg.offset,
+                                            committed=self._committed(msg.topic, msg.partition))
+            except (ValueError, KeyError, TypeError) as exc:
+                self._dead(msg, f"bad group event: {exc!r}", exc)
+                continue
+            for key, value in res.writes:
+                if value is None:
+                    self.group_table.pop(key, None)
+                else:
+                    self.group_table[key] = value
+            for batch in res.batches:
+                await self._publish(batch)
+            metrics.record(res.stats)
+
+    async def _publish(self, batch: Batch) -> None:
+        s = self.settings.streams
+        record, data = batch_record(batch, policy_name=self.group_cfg.policy_name, serde=self.serde,
+                                    claim_check_bytes=s.claim_check_bytes, blob_dir=s.blob_dir)
+        await self.batches_topic.send(key=batch.batch_id.encode(), value=data, force=True)
+        form = "replayed" if batch.replayed else ("claim_check" if record.claim_check else "inline")
+        try:
+            metrics.BATCHES.labels(form).inc()
+        except Exception:
+            log.debug("batch metric not recorded", exc_info=True)
+        if not batch.replayed:
+            metrics.observe(metrics.ROWS_PER_BATCH, len(batch.rows))
+            metrics.observe(metrics.BATCH_EMIT_LATENCY, max(0.0, time.time() - batch.last_event_ts))
+        log.info("batch %s: %d groups, %d rows, %s%s", batch.batch_id, len(batch.group_ids), len(batch.rows), form,
+                 f" ({len(data)} B)")
+
+    # ------------------------------------------------------------------ validation and checkpoints
+    async def _val_agent(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                ev = json.loads(msg.value)
+                version, rollout_id, reward = str(int(ev["version"])), str(ev["rollout_id"]), float(ev["reward"])
+            except (ValueError, KeyError, TypeError) as exc:
+                self._dead(msg, f"bad validation event: {exc!r}", exc)
+                continue
+            entry = add_result(self.val_table.get(version), rollout_id, reward)
+            if entry is None:
+                metrics.record({"duplicate:val": 1})  # type: ignore[arg-type]
+            else:
+                self.val_table[version] = entry
+
+    async def _checkpoints_agent(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                ckpt = self.serde.decode(msg.value, CheckpointEvent, topic=msg.topic, partition=msg.partition,
+                                         offset=msg.offset)
+            except SchemaError as exc:
+                self._dead(msg, f"undecodable checkpoint: {exc}", exc)
+                continue
+            if ckpt.policy_name != self.group_cfg.policy_name:
+                continue
+            value = json.dumps({"kind": "version", "version": int(ckpt.version), "ts": time.time()}).encode()
+            for p in range(self.names.group_partitions):
+                await self.groups_topic.send(value=value, partition=p, force=True)
+            log.info("checkpoint %s version %d -> %d group partition(s)", ckpt.policy_name, ckpt.version,
+                     self.names.group_partitions)
+
+    def validation_summary(self) -> dict[str, dict[str, float]]:
+        """``{version: {count, mean, std, min, max}}`` of the validation table (local partitions)."""
+        return summary(self.val_table.items())
+
+    async def _validation_view(self, web: Any, request: Any) -> Any:
+        return web.json(self.validation_summary())
+
+    # ------------------------------------------------------------------ timer
+    async def _tick(self) -> None:
+        assigned = self.app.assignor.assigned_actives()
+        now = time.time()
+        value = json.dumps({"kind": "tick", "ts": now}).encode()
+        tps = sorted(tp for tp in assigned if tp.topic in (self.names.ticks, self.names.groups))
+        for tp in tps:
+            topic = self.ticks_topic if tp.topic == self.names.ticks else self.groups_topic
+            await topic.send(value=value, partition=tp.partition, force=True)
+        if TP(self.names.validation, 0) in assigned:
+            try:
+                write_json(self.validation_path, self.validation_summary())
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.validation_path, exc)
+        if tps and not self._ready_logged:
+            self._ready_logged = True
+            log.info("%s app=%s partitions=%s", READY_MARKER, self.names.app_id,
+                     [f"{tp.topic}[{tp.partition}]" for tp in tps])

@@ -1,0 +1,291 @@
+"""Groups and batches: a pure, replay-deterministic state machine over one group-topic partition.
+
+Input: one partition of the internal group topic, a single ordered log of three kinds of events
+(all produced by this app): ``rollout`` (a complete train rollout with its rows, keyed by
+``group_id``), ``tick`` (event time for the straggler and batch timeouts) and ``version`` (the latest
+``checkpoints`` version of the policy). Every decision depends only on that log and the state, never
+on the wall clock, so replaying the log from the committed offset reproduces the same batches with
+the same ``batch_id``.
+
+State (values of the Faust ``groups`` table):
+
+* one dict per ``group_id``: ``{"p", "applied", "size", "first_ts", "rollouts": {rollout_id: {...}},
+  "state": "open"|"ready"|"batched"|"dropped", "ready_at": offset, "batch_id", "closed_ts"}``;
+* one partition dict under :func:`partition_key`: ``{"p", "applied", "version", "pending":
+  [[ready_at, group_id], ...], "opened_ts", "emits": [{"offset", "batch_id", "groups", "ts"}]}``,
+  written last for every event.
+
+Crash safety: a group is written before the partition dict, both to the same changelog partition in
+order, so a recovered state is a prefix of the writes. If the partition dict already includes an
+event (``applied >= offset``) the event is not applied again; batches it emitted are re-sent (same id,
+same rows) because they stay in ``emits`` until their offset is committed. Otherwise the event is
+applied again from the partition dict's older state; group updates are idempotent (rollouts are
+keyed by ``rollout_id``, a group's readiness remembers ``ready_at``). A group enters at most one
+batch; a rollout at most one group: no row is ever duplicated within or among batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PARTITION_KEY_PREFIX = "__streamrl_partition__/"
+
+
+def partition_key(partition: int) -> str:
+    """Table key of the partition dict of group-topic partition ``partition``."""
+    return f"{PARTITION_KEY_PREFIX}{partition}"
+
+
+def batch_id_for(policy_name: str, group_ids: list[str]) -> str:
+    """Deterministic batch id: ``b-`` + the first 32 hex of sha256(policy name, sorted group ids)."""
+    digest = hashlib.sha256("\n".join([policy_name, *sorted(group_ids)]).encode()).hexdigest()
+    return f"b-{digest[:32]}"
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """Grouping, filtering and batching options (seconds for times)."""
+
+    policy_name: str = "policy"
+    train_batch_size: int = 4
+    max_staleness: int = 1
+    min_group_size: int = 2
+    straggler_timeout_s: float = 300.0
+    staleness: Literal["drop", "weight"] = "drop"
+    stale_weight_decay: float = 0.5
+    filter_zero_variance: bool = True
+    batch_timeout_s: float = 30.0
+    dedup_retention_s: float = 3600.0
+
+
+@dataclass
+class Batch:
+    """A batch to publish: ``rows`` in group order (sorted ids), then rollout id, then call order."""
+
+    batch_id: str
+    group_ids: list[str]
+    rows: list[dict[str, Any]]
+    ts: float  # event time of the event that closed it, seconds
+    last_event_ts: float  # latest input record time of its rollouts, seconds
+    replayed: bool = False
+
+
+@dataclass
+class GroupResult:
+    """Writes (key -> value, None deletes) in order, batches to publish, and counters."""
+
+    writes: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    batches: list[Batch] = field(default_factory=list)
+    stats: Counter[str] = field(default_factory=Counter)
+
+
+def new_partition_state(partition: int) -> dict[str, Any]:
+    """An empty partition dict."""
+    return {"p": partition, "applied": -1, "version": None, "pending": [], "opened_ts": None, "emits": []}
+
+
+class GroupMachine:
+    """Applies group-topic events to a table-like mapping (``get(key)``) and reports the writes.
+
+    Args:
+        cfg: options.
+        table_get: ``key -> value | None`` over the groups table.
+        table_items: iterates ``(key, value)`` of the table (ticks scan the partition's groups).
+    """
+
+    def __init__(self, cfg: GroupConfig, table_get: Callable[[str], dict[str, Any] | None],
+                 table_items: Callable[[], list[tuple[str, dict[str, Any]]]]) -> None:
+        self.cfg = cfg
+        self._get = table_get
+        self._items = table_items
+
+    # ----------------------------------------------------------------------------- events
+    def on_event(self, event: dict[str, Any], *, partition: int, offset: int,
+                 committed: int | None = None) -> GroupResult:
+        """Apply one group-topic event at ``offset`` of ``partition``.
+
+        Args:
+            event: ``{"kind": "train", ...rollout}`` | ``{"kind": "tick", "ts"}`` | ``{"kind": "version", "version"}``.
+            committed: the group topic's committed offset for this partition (next to consume), for pruning.
+
+        Raises:
+            ValueError: unknown event kind.
+        """
+        res = GroupResult()
+        part = self._get(partition_key(partition)) or new_partition_state(partition)
+        if offset <= part["applied"]:
+            for emit in part["emits"]:
+                if emit["offset"] == offset:
+                    batch = self._build(emit["groups"], emit["batch_id"], emit["ts"], {})
+                    batch.replayed = True
+                    res.batches.append(batch)
+                    res.stats["batch_replayed"] += 1
+            return res
+        part = {**part, "pending": [list(x) for x in part["pending"]], "emits": list(part["emits"])}
+        kind = event.get("kind")
+        staged: dict[str, dict[str, Any]] = {}
+        if kind == "train":
+            self._on_rollout(event, part, partition, offset, staged, res)
+            ts = float(event["last_ts"])
+        elif kind == "tick":
+            ts = float(event["ts"])
+            self._on_tick(ts, part, partition, offset, staged, res, committed)
+        elif kind == "version":
+            version = int(event["version"])
+            part["version"] = version if part["version"] is None else max(part["version"], version)
+            ts = float(event.get("ts", 0.0))
+        else:
+            raise ValueError(f"unknown group event kind {kind!r}")
+        self._batch(part, offset, ts, staged, res, flush=kind == "tick")
+        part["applied"] = offset
+        for key, value in staged.items():
+            res.writes.append((key, value))
+        res.writes.append((partition_key(partition), part))
+        return res
+
+    def _group(self, gid: str, staged: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        if gid in staged:
+            return staged[gid]
+        value = self._get(gid)
+        return None if value is None else {**value, "rollouts": dict(value.get("rollouts") or {})}
+
+    def _on_rollout(self, ev: dict[str, Any], part: dict[str, Any], partition: int, offset: int,
+                    staged: dict[str, dict[str, Any]], res: GroupResult) -> None:
+        gid = ev["group_id"]
+        group = self._group(gid, staged)
+        if group is None:
+            group = {"p": partition, "applied": -1, "size": int(ev["group_size"]), "first_ts": float(ev["last_ts"]),
+                     "rollouts": {}, "state": "open", "ready_at": None, "batch_id": None, "closed_ts": None}
+        if offset <= group["applied"]:  # written before the partition dict: only its follow-up is redone
+            self._requeue(gid, group, offset, part)
+            return
+        group["applied"] = offset
+        staged[gid] = group
+        if group["state"] != "open":
+            res.stats["late_rollout"] += 1
+            return
+        if ev["rollout_id"] in group["rollouts"]:
+            res.stats["duplicate_rollout"] += 1
+            return
+        group["rollouts"][ev["rollout_id"]] = {
+            "reward": float(ev["reward"]), "rows": ev["rows"], "last_ts": float(ev["last_ts"]),
+        }
+        if len(group["rollouts"]) >= group["size"]:
+            self._close(gid, group, part, offset, float(ev["last_ts"]), res)
+
+    def _requeue(self, gid: str, group: dict[str, Any], offset: int, part: dict[str, Any]) -> None:
+        if group["ready_at"] != offset or group["state"] not in ("ready", "batched"):
+            return
+        queued = {g for _, g in part["pending"]} | {g for e in part["emits"] for g in e["groups"]}
+        if gid not in queued:
+            part["pending"].append([offset, gid])
+            part["pending"].sort()
+            if part["opened_ts"] is None:
+                part["opened_ts"] = group["closed_ts"]
+
+    def _close(self, gid: str, group: dict[str, Any], part: dict[str, Any], offset: int, ts: float,
+               res: GroupResult) -> None:
+        """A group is complete (or its straggler timeout passed): filter it, then queue or drop it."""
+        cfg = self.cfg
+        group["closed_ts"] = ts
+        res.stats["groups_ready"] += 1
+        latest = part["version"]
+        kept_rollouts: dict[str, dict[str, Any]] = {}
+        for rid, ro in group["rollouts"].items():
+            rows = []
+            for row in ro["rows"]:
+                staleness = 0 if latest is None else latest - int(row["policy_version"])
+                if staleness > cfg.max_staleness:
+                    if cfg.staleness == "drop":
+                        res.stats["stale_rows_dropped"] += 1
+                        continue
+                    row = {**row, "weight": cfg.stale_weight_decay ** (staleness - cfg.max_staleness)}
+                    res.stats["stale_rows_weighted"] += 1
+                rows.append(row)
+            if rows:
+                kept_rollouts[rid] = {**ro, "rows": rows}
+        rewards = [ro["reward"] for ro in kept_rollouts.values()]
+        reason = None
+        if not kept_rollouts:
+            reason = "empty"
+        elif cfg.filter_zero_variance and len(rewards) >= 2 and max(rewards) - min(rewards) <= 1e-12:
+            reason = "zero_variance"
+        if reason is not None:
+            res.stats[f"group_dropped:{reason}"] += 1
+            group.update(state="dropped", rollouts={})
+            return
+        group.update(state="ready", rollouts=kept_rollouts, ready_at=offset)
+        part["pending"].append([offset, gid])
+        part["pending"].sort()
+        if part["opened_ts"] is None:
+            part["opened_ts"] = ts
+
+    def _on_tick(self, ts: float, part: dict[str, Any], partition: int, offset: int,
+                 staged: dict[str, dict[str, Any]], res: GroupResult, committed: int | None) -> None:
+        cfg = self.cfg
+        emitted_ok = {e["batch_id"] for e in part["emits"] if committed is not None and e["offset"] < committed}
+        part["emits"] = [e for e in part["emits"] if e["batch_id"] not in emitted_ok]
+        for gid, value in sorted(self._items()):
+            if gid.startswith(PARTITION_KEY_PREFIX) or value.get("p") != partition:
+                continue
+            group = self._group(gid, staged)
+            assert group is not None
+            if offset <= group["applied"]:
+                self._requeue(gid, group, offset, part)
+                continue
+            state = group["state"]
+            if state == "open" and ts - group["first_ts"] > cfg.straggler_timeout_s:
+                group["applied"] = offset
+                staged[gid] = group
+                if len(group["rollouts"]) >= min(cfg.min_group_size, group["size"]):
+                    res.stats["straggler:trained"] += 1
+                    self._close(gid, group, part, offset, ts, res)
+                else:
+                    res.stats["straggler:dropped"] += 1
+                    res.stats["straggler_rollouts_dropped"] += len(group["rollouts"])
+                    group.update(state="dropped", rollouts={}, closed_ts=ts)
+            elif state == "batched" and group["batch_id"] in emitted_ok and group["rollouts"]:
+                group["applied"] = offset
+                group["rollouts"] = {}
+                staged[gid] = group
+            elif state in ("batched", "dropped") and not group["rollouts"] and group["closed_ts"] is not None \
+                    and ts - group["closed_ts"] > cfg.dedup_retention_s:
+                res.writes.append((gid, None))
+
+    def _batch(self, part: dict[str, Any], offset: int, ts: float, staged: dict[str, dict[str, Any]],
+               res: GroupResult, *, flush: bool) -> None:
+        cfg = self.cfg
+        while part["pending"] and (
+            len(part["pending"]) >= cfg.train_batch_size
+            or (flush and part["opened_ts"] is not None and ts - part["opened_ts"] > cfg.batch_timeout_s)
+        ):
+            take = [gid for _, gid in part["pending"][: cfg.train_batch_size]]
+            part["pending"] = part["pending"][cfg.train_batch_size:]
+            batch_id = batch_id_for(cfg.policy_name, take)
+            for gid in take:
+                group = self._group(gid, staged)
+                assert group is not None, gid
+                group.update(state="batched", batch_id=batch_id)
+                staged[gid] = group
+            batch = self._build(take, batch_id, ts, staged)
+            part["emits"].append({"offset": offset, "batch_id": batch_id, "groups": sorted(take), "ts": ts})
+            part["opened_ts"] = ts if part["pending"] else None
+            res.batches.append(batch)
+            res.stats["batches"] += 1
+
+    def _build(self, group_ids: list[str], batch_id: str, ts: float, staged: dict[str, dict[str, Any]]) -> Batch:
+        rows: list[dict[str, Any]] = []
+        last = 0.0
+        for gid in sorted(group_ids):
+            group = self._group(gid, staged)
+            if group is None:
+                raise KeyError(f"group {gid!r} of batch {batch_id} is not in the table")
+            for rid in sorted(group["rollouts"]):
+                ro = group["rollouts"][rid]
+                rows.extend(ro["rows"])
+                last = max(last, ro["last_ts"])
+        return Batch(batch_id=batch_id, group_ids=sorted(group_ids), rows=rows, ts=ts, last_event_ts=last)

@@ -1,0 +1,212 @@
+"""The join of ``requests`` with ``trajectories`` by ``rollout_id``: a pure state machine.
+
+One state dict per ``rollout_id`` (the value of the Faust ``join`` table)::
+
+    {"p": partition, "applied": {topic: last applied offset}, "calls": {request_id: Call},
+     "trajs": {attempt_id: Traj}, "dead": [attempt ids dropped], "first_ts": s,
+     "done": None | {"attempt_id", "ts", "by": [topic, offset] | None, "out": forward | None}}
+
+A rollout completes when a succeeded trajectory and every call it lists have arrived; the first
+completed attempt wins, later records of the rollout are counted as duplicates and ignored.
+
+Replay safety (at-least-once input, state recovered from a changelog that may be *ahead* of the
+committed offsets after a SIGKILL): every state remembers the last applied offset per source topic,
+so a replayed record is recognised and skipped. The record that completed the rollout is remembered
+(``done.by``) with the forward payload (``done.out``) until its offset is committed; replaying that
+exact record re-sends the payload, so a forward lost in the producer buffer is never lost. The
+group stage dedupes forwards by ``rollout_id``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.rows import Call, RowConfig, Traj, build_rows
+
+#: ``committed(topic, partition) -> next offset to consume`` (None = unknown).
+Committed = Callable[[str, int], int | None]
+
+
+@dataclass(frozen=True)
+class JoinConfig:
+    """Timeouts of the join (seconds) and the row options."""
+
+    rows: RowConfig
+    join_timeout_s: float = 30.0
+    orphan_call_timeout_s: float = 900.0
+    dedup_retention_s: float = 3600.0
+
+
+@dataclass
+class JoinResult:
+    """What one event did to one rollout's state.
+
+    Attributes:
+        state: the new state; None deletes the key.
+        changed: whether the table must be written (or the key deleted).
+        forwards: complete-rollout payloads to send to the group stage (train) or validation (val).
+        dead: ``(traj, reason)`` of attempts given up (to the dead-letter topic).
+        stats: counters (``duplicate:call``, ``incomplete_join``, ``abandoned_calls``, ...).
+        join_latency_s: processing time minus the trajectory's record time, for completed joins.
+    """
+
+    state: dict[str, Any] | None
+    changed: bool = False
+    forwards: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[tuple[Traj, str]] = field(default_factory=list)
+    stats: Counter[str] = field(default_factory=Counter)
+    join_latency_s: list[float] = field(default_factory=list)
+
+
+def new_state(partition: int, ts: float) -> dict[str, Any]:
+    """An empty rollout state for table partition ``partition``, first seen at ``ts``."""
+    return {"p": partition, "applied": {}, "calls": {}, "trajs": {}, "dead": [], "first_ts": ts, "done": None}
+
+
+def _replayed(state: dict[str, Any] | None, topic: str, offset: int, res: JoinResult) -> bool:
+    """True if (topic, offset) is already in ``state``; re-sends the forward it produced, if any."""
+    if state is None or offset > state["applied"].get(topic, -1):
+        return False
+    done = state["done"]
+    if done is not None and done["by"] == [topic, offset] and done["out"] is not None:
+        res.forwards.append(done["out"])
+        res.stats["reforwarded"] += 1
+    return True
+
+
+def _complete(state: dict[str, Any], traj: Traj, topic: str, offset: int, now: float, cfg: JoinConfig,
+              res: JoinResult) -> None:
+    listed = set(traj["request_ids"])
+    others = [rid for rid in state["calls"] if rid not in listed]
+    if others:
+        res.stats["abandoned_calls"] += len(others)
+    out: dict[str, Any] = {
+        "kind": traj["mode"],
+        "rollout_id": traj["rollout_id"],
+        "attempt_id": traj["attempt_id"],
+        "group_id": traj["group_id"],
+        "group_size": traj["group_size"],
+        "policy_version": traj["policy_version"],
+        "reward": float(traj["reward"] or 0.0),
+        "last_ts": max([traj["ts"]] + [state["calls"][rid]["ts"] for rid in listed]),
+    }
+    if traj["mode"] == "train":
+        rows, stats = build_rows(traj, state["calls"], cfg.rows)
+        res.stats.update(stats)
+        out["rows"] = rows
+    res.forwards.append(out)
+    res.join_latency_s.append(max(0.0, now - traj["ts"]))
+    res.stats[f"completed:{traj['mode']}"] += 1
+    state["calls"], state["trajs"], state["dead"] = {}, {}, []
+    state["done"] = {"attempt_id": traj["attempt_id"], "ts": now, "by": [topic, offset], "out": out}
+
+
+def _try_complete(state: dict[str, Any], topic: str, offset: int, now: float, cfg: JoinConfig,
+                  res: JoinResult) -> None:
+    for traj in sorted(state["trajs"].values(), key=lambda t: t["ts"]):
+        if all(rid in state["calls"] for rid in traj["request_ids"]):
+            _complete(state, traj, topic, offset, now, cfg, res)
+            return
+
+
+def on_call(state: dict[str, Any] | None, call: Call, *, topic: str, partition: int, offset: int, now: float,
+            cfg: JoinConfig) -> JoinResult:
+    """Apply one ``requests`` record (compact call) at ``topic[partition]@offset``; ``now`` in seconds."""
+    res = JoinResult(state)
+    if _replayed(state, topic, offset, res):
+        return res
+    state = state if state is not None else new_state(partition, call["ts"])
+    state["applied"][topic] = offset
+    res.state, res.changed = state, True
+    if state["done"] is not None:
+        res.stats["duplicate:call"] += 1
+    elif call["attempt_id"] in state["dead"]:
+        res.stats["abandoned_calls"] += 1
+    elif call["request_id"] in state["calls"]:
+        res.stats["duplicate:call"] += 1
+    else:
+        state["calls"][call["request_id"]] = call
+        _try_complete(state, topic, offset, now, cfg, res)
+    return res
+
+
+def on_trajectory(state: dict[str, Any] | None, traj: Traj, *, topic: str, partition: int, offset: int,
+                  now: float, cfg: JoinConfig) -> JoinResult:
+    """Apply one ``trajectories`` record (compact trajectory) at ``topic[partition]@offset``."""
+    res = JoinResult(state)
+    if _replayed(state, topic, offset, res):
+        return res
+    state = state if state is not None else new_state(partition, traj["ts"])
+    state["applied"][topic] = offset
+    res.state, res.changed = state, True
+    attempt = traj["attempt_id"]
+    if state["done"] is not None or attempt in state["trajs"]:
+        res.stats["duplicate:trajectory"] += 1
+    elif attempt in state["dead"]:
+        res.stats["duplicate:trajectory"] += 1
+    elif traj["status"] != "succeeded":
+        res.stats[f"failed_attempt:{traj['status']}"] += 1
+        _drop_attempt(state, attempt, res)
+    else:
+        state["trajs"][attempt] = traj
+        _try_complete(state, topic, offset, now, cfg, res)
+    return res
+
+
+def _drop_attempt(state: dict[str, Any], attempt: str, res: JoinResult) -> None:
+    mine = [rid for rid, c in state["calls"].items() if c["attempt_id"] == attempt]
+    for rid in mine:
+        del state["calls"][rid]
+    if mine:
+        res.stats["abandoned_calls"] += len(mine)
+    state["trajs"].pop(attempt, None)
+    if attempt not in state["dead"]:
+        state["dead"].append(attempt)
+
+
+def on_tick(state: dict[str, Any], *, tick_ts: float, partition: int, committed: Committed,
+            cfg: JoinConfig) -> JoinResult:
+    """Apply a timer tick (event time ``tick_ts``, seconds) to one rollout of ``partition``.
+
+    Expires succeeded attempts whose calls are still missing after ``join_timeout_s`` (dead-lettered,
+    ``incomplete_join``), drops calls without a trajectory after ``orphan_call_timeout_s``
+    (``abandoned_calls``), strips the kept forward once its source offset is committed, and forgets
+    finished rollouts after ``dedup_retention_s``. Idempotent: a replayed tick changes nothing more.
+    """
+    res = JoinResult(state)
+    done = state["done"]
+    if done is not None:
+        if done["out"] is not None:
+            topic, offset = done["by"]
+            upto = committed(topic, partition)
+            if upto is not None and offset < upto:
+                done["out"], done["by"] = None, None
+                res.changed = True
+        if done["out"] is None and tick_ts - done["ts"] > cfg.dedup_retention_s:
+            res.state, res.changed = None, True
+        return res
+    for attempt, traj in sorted(state["trajs"].items()):
+        if tick_ts - traj["ts"] > cfg.join_timeout_s:
+            missing = [rid for rid in traj["request_ids"] if rid not in state["calls"]]
+            res.dead.append((traj, f"rollout {traj['rollout_id']} attempt {attempt}: {len(missing)} of "
+                                   f"{len(traj['request_ids'])} calls missing after {cfg.join_timeout_s:g} s "
+                                   f"(first missing: {missing[:3]})"))
+            res.stats["incomplete_join"] += 1
+            _drop_attempt(state, attempt, res)
+            res.changed = True
+    with_traj = set(state["trajs"])
+    stale = [rid for rid, c in state["calls"].items()
+             if c["attempt_id"] not in with_traj and tick_ts - c["ts"] > cfg.orphan_call_timeout_s]
+    for rid in stale:
+        del state["calls"][rid]
+    if stale:
+        res.stats["abandoned_calls"] += len(stale)
+        res.changed = True
+    if not state["calls"] and not state["trajs"]:
+        last = max([state["first_ts"]] + [c["ts"] for c in state["calls"].values()])
+        if not state["dead"] or tick_ts - last > cfg.dedup_retention_s:
+            res.state, res.changed = None, True
+    return res

@@ -1,0 +1,214 @@
+"""Helpers of the streams integration tests: a real Faust worker process, record builders, batch reader."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from schemas import CheckpointEvent, CheckpointKind, LLMRequest, Reward, TrainingBatch, Trajectory
+from schemas.serde import Serde
+from streamrl.config import Settings
+from streamrl.kafka import EventProducer, make_consumer
+
+REPO = Path(__file__).resolve().parents[3]
+READY_MARKER = "STREAMS-READY"
+T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+#: Small timeouts so the tests stay fast; each test overrides what it exercises.
+FAST_STREAMS: dict[str, Any] = {
+    "tick_interval_s": 0.2,
+    "commit_interval_s": 0.5,
+    "join_timeout_s": 3.0,
+    "straggler_timeout_s": 60.0,
+    "batch_timeout_s": 60.0,
+    "filter_zero_variance": False,
+    "min_group_size": 1,
+}
+
+
+def write_config(settings: Settings, path: Path, streams: dict[str, Any] | None = None,
+                 rl: dict[str, Any] | None = None) -> Path:
+    """A YAML config with the test's cluster and topic prefix and the given sections."""
+    cfg = {
+        "kafka": {"bootstrap_servers": settings.kafka.bootstrap_servers},
+        "topics": {"prefix": settings.topics.prefix, "partitions": dict(settings.topics.partitions)},
+        "rl": {**settings.rl.model_dump(mode="json"), **(rl or {})},
+        "streams": {**FAST_STREAMS, "state_dir": str(path.parent / "state"), "blob_dir": str(path.parent / "blobs"),
+                    **(streams or {})},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+class Worker:
+    """``python -m streams -c <config>`` as a child process, its output in a log file."""
+
+    def __init__(self, config: Path, log_path: Path) -> None:
+        self.config, self.log_path = config, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 90.0) -> Worker:
+        env = {k: v for k, v in os.environ.items() if k not in ("STREAMRL_BOOTSTRAP_SERVERS", "STREAMRL_TOPIC_PREFIX")}
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "streams", "-c", str(self.config)], cwd=REPO,
+                                         stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
+            if READY_MARKER in text:
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError(f"streams worker exited with {self.proc.returncode}:\n{text[-4000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"streams worker not ready after {timeout_s} s:\n{self.tail()}")
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log_path.read_bytes()[-n:].decode(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[Any]:
+    """``make(config_path) -> Worker`` (started); every worker is killed at teardown."""
+    workers: list[Worker] = []
+
+    def make(config: Path) -> Worker:
+        w = Worker(config, tmp_path / "worker.log")
+        workers.append(w)
+        return w.start()
+
+    yield make
+    for w in workers:
+        w.kill(signal.SIGTERM)
+
+
+class Feed:
+    """Produces hand-built requests, trajectories and checkpoints keyed like the real stages."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.serde = Serde()
+        self.producer = EventProducer(settings)
+
+    def call(self, rollout_id: str, request_id: str, prompt: list[int], response: list[int], *, attempt: str = "a1",
+             agent: str | None = "solver", version: int = 0, seq: int = 0) -> LLMRequest:
+        req = LLMRequest(request_id=request_id, rollout_id=rollout_id, attempt_id=attempt, agent_name=agent,
+                         sequence=seq, model="m", prompt_token_ids=prompt, response_token_ids=response,
+                         response_logprobs=[-0.25] * len(response), finish_reason="stop", policy_version=version,
+                         latency_ms=1.0, started_at=T0)
+        self.producer.produce(self.settings.topics.name("requests"), self.serde.encode(req), key=rollout_id)
+        return req
+
+    def traj(self, rollout_id: str, group_id: str, request_ids: list[str], reward: float, *, group_size: int,
+             attempt: str = "a1", k: int = 0, mode: str = "train", status: str = "succeeded", version: int = 0,
+             rewards: list[Reward] | None = None) -> Trajectory:
+        t = Trajectory(rollout_id=rollout_id, attempt_id=attempt, task_id=group_id.split("/")[0], group_id=group_id,
+                       group_size=group_size, k=k, epoch=0, mode=mode, status=status, reward=reward,
+                       rewards=rewards or [], request_ids=request_ids, worker_id="w", policy_version=version,
+                       started_at=T0, finished_at=T0)
+        self.producer.produce(self.settings.topics.name("trajectories"), self.serde.encode(t), key=rollout_id)
+        return t
+
+    def rollout(self, group_id: str, k: int, reward: float, *, group_size: int, version: int = 0,
+                calls: int = 1) -> str:
+        """One single-attempt rollout with ``calls`` calls; returns its rollout id."""
+        rid = f"{group_id}/{k}"
+        ids = []
+        prompt = [1, 2, 3]
+        for i in range(calls):
+            req_id = f"{rid}/c{i}"
+            self.call(rid, req_id, list(prompt), [10 + i, 20 + i], version=version, seq=i)
+            prompt = prompt + [10 + i, 20 + i, 99]
+            ids.append(req_id)
+        self.traj(rid, group_id, ids, reward, group_size=group_size, k=k, version=version)
+        return rid
+
+    def checkpoint(self, version: int) -> None:
+        ev = CheckpointEvent(policy_name=self.settings.rl.policy_name, version=version, kind=CheckpointKind.full,
+                             uri="file:///tmp/x", digest="sha256:" + "0" * 64)
+        self.producer.produce(self.settings.topics.name("checkpoints"), self.serde.encode(ev),
+                              key=self.settings.rl.policy_name)
+
+    def flush(self) -> None:
+        self.producer.flush(30)
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+@pytest.fixture
+def feed(settings: Settings) -> Iterator[Feed]:
+    f = Feed(settings)
+    yield f
+    f.close()
+
+
+class BatchReader:
+    """Reads ``batches`` from the beginning with its own consumer group."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.serde = Serde()
+        self.consumer = make_consumer(settings, f"test-batches-{uuid.uuid4().hex[:8]}")
+        self.consumer.subscribe([settings.topics.name("batches")])
+        self.batches: list[TrainingBatch] = []
+
+    def read(self, n: int, timeout_s: float = 60.0) -> list[TrainingBatch]:
+        """Wait until ``n`` batch records (duplicates included) have been read; return all of them."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.batches) < n and time.monotonic() < deadline:
+            msg = self.consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            self.batches.append(self.serde.decode(msg.value(), TrainingBatch))
+        return list(self.batches)
+
+    def settle(self, quiet_s: float = 3.0) -> list[TrainingBatch]:
+        """Read until nothing new arrives for ``quiet_s`` seconds."""
+        last = time.monotonic()
+        while time.monotonic() - last < quiet_s:
+            msg = self.consumer.poll(0.3)
+            if msg is not None and not msg.error():
+                self.batches.append(self.serde.decode(msg.value(), TrainingBatch))
+                last = time.monotonic()
+        return list(self.batches)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture
+def batch_reader(settings: Settings) -> Iterator[BatchReader]:
+    r = BatchReader(settings)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def streams_config(settings: Settings, tmp_path: Path) -> Any:
+    """``make(streams={...}, rl={...}) -> Path`` of a YAML config for ``python -m streams``."""
+
+    def make(streams: dict[str, Any] | None = None, rl: dict[str, Any] | None = None) -> Path:
+        return write_config(settings, tmp_path / "streams.yaml", streams, rl)
+
+    return make

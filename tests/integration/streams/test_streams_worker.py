@@ -1,0 +1,117 @@
+"""The Faust aggregator as a real worker process on the real broker: exact batch contents."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from schemas import Reward, TrainingBatch
+from schemas.serde import Serde
+from streams.convert import read_claim_check
+
+
+def _rows_by_rollout(batch: TrainingBatch) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for row in batch.rows or []:
+        out.setdefault(row.rollout_id, []).append(row)
+    return out
+
+
+def test_transition_mode_selective_final_reward(streams_config, worker_factory, feed, batch_reader):
+    cfg = streams_config(streams={"train_agents": ["solver"]}, rl={"group_size": 2, "train_batch_size": 2})
+    worker_factory(cfg)
+    for g in ("taskA/0", "taskB/0"):
+        for k, reward in ((0, 1.0), (1, 0.0)):
+            rid = f"{g}/{k}"
+            feed.call(rid, f"{rid}/c0", [1, 2], [3, 4], agent="solver", version=0)
+            feed.call(rid, f"{rid}/c1", [1, 2, 3, 4, 5], [6], agent="helper", version=0, seq=1)
+            feed.call(rid, f"{rid}/c2", [1, 2, 3, 4, 5, 6, 7], [8, 9], agent="solver", version=1, seq=2)
+            feed.traj(rid, g, [f"{rid}/c0", f"{rid}/c1", f"{rid}/c2"], reward, group_size=2, k=k)
+    feed.flush()
+    batches = batch_reader.read(1, timeout_s=60)
+    assert len(batches) == 1, batches
+    batch = batches[0]
+    assert batch.num_groups == 2 and batch.policy_name == "policy"
+    assert (batch.min_policy_version, batch.max_policy_version) == (0, 1)
+    rows = _rows_by_rollout(batch)
+    assert sorted(rows) == ["taskA/0/0", "taskA/0/1", "taskB/0/0", "taskB/0/1"]
+    for rid, rs in rows.items():
+        reward = 1.0 if rid.endswith("/0") else 0.0
+        assert [r.agent_name for r in rs] == ["solver", "solver"]
+        assert [r.prompt_ids for r in rs] == [[1, 2], [1, 2, 3, 4, 5, 6, 7]]
+        assert [r.response_ids for r in rs] == [[3, 4], [8, 9]]
+        assert [r.response_mask for r in rs] == [[1, 1], [1, 1]]
+        assert [r.behaviour_logprobs for r in rs] == [[-0.25, -0.25]] * 2
+        assert [r.token_rewards for r in rs] == [[0.0, reward], [0.0, reward]]
+        assert [r.policy_version for r in rs] == [0, 1]
+        assert all(r.weight == 1.0 and r.reward == reward and r.group_id == rid.rsplit("/", 1)[0] for r in rs)
+    assert batch_reader.settle(2.0) == batches  # nothing more
+
+
+def test_trajectory_mode_masks_per_call_rewards_and_claim_check(streams_config, worker_factory, feed, batch_reader):
+    cfg = streams_config(streams={"row_mode": "trajectory", "reward_placement": "per_call", "claim_check_bytes": 200},
+                         rl={"group_size": 2, "train_batch_size": 1})
+    worker_factory(cfg)
+    g = "taskT/0"
+    for k in (0, 1):
+        rid = f"{g}/{k}"
+        feed.call(rid, f"{rid}/c0", [1, 2], [3, 4])
+        feed.call(rid, f"{rid}/c1", [1, 2, 3, 4, 7, 7], [5], seq=1)
+        feed.call(rid, f"{rid}/c2", [1, 9], [6], seq=2)  # not an extension: a new row
+        rewards = [Reward(name="step", value=0.5, primary=True, request_id=f"{rid}/c0"),
+                   Reward(name="final", value=float(k), primary=True, request_id=f"{rid}/c2")]
+        feed.traj(rid, g, [f"{rid}/c0", f"{rid}/c1", f"{rid}/c2"], float(k), group_size=2, k=k, rewards=rewards)
+    feed.flush()
+    [batch] = batch_reader.read(1, timeout_s=60)
+    assert batch.rows is None and batch.claim_check is not None
+    assert batch.claim_check.uri.startswith("file://") and batch.claim_check.num_rows == 4
+    rows = read_claim_check(batch, Serde())
+    for k in (0, 1):
+        merged, single = [r for r in rows if r.rollout_id == f"{g}/{k}"]
+        assert merged.prompt_ids == [1, 2]
+        assert merged.response_ids == [3, 4, 7, 7, 5]
+        assert merged.response_mask == [1, 1, 0, 0, 1]
+        assert merged.behaviour_logprobs == [-0.25, -0.25, 0.0, 0.0, -0.25]
+        assert merged.token_rewards == [0.0, 0.5, 0.0, 0.0, 0.0]
+        assert single.prompt_ids == [1, 9] and single.response_ids == [6] and single.token_rewards == [float(k)]
+
+
+def test_staleness_filter_and_validation_table(streams_config, worker_factory, feed, batch_reader, tmp_path: Path):
+    cfg = streams_config(rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 1})
+    worker_factory(cfg)
+    feed.checkpoint(3)
+    feed.flush()
+    time.sleep(2.0)  # the version reaches the group log before the rollouts
+    g = "taskS/0"
+    feed.rollout(g, 0, 1.0, group_size=2, version=1)  # staleness 2 > 1: dropped
+    feed.rollout(g, 1, 0.0, group_size=2, version=2)  # staleness 1: kept
+    for k, reward in enumerate((1.0, 0.0, 0.5)):
+        rid = f"val/3/v{k}/0"
+        feed.call(rid, f"{rid}/c0", [1], [2], version=3)
+        feed.traj(rid, f"val/3/v{k}", [f"{rid}/c0"], reward, group_size=1, mode="val", version=3)
+    feed.flush()
+    [batch] = batch_reader.read(1, timeout_s=60)
+    assert [r.rollout_id for r in batch.rows] == [f"{g}/1"]
+    path = tmp_path / "state" / "validation.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if path.exists() and json.loads(path.read_text()).get("3", {}).get("count") == 3:
+            break
+        time.sleep(0.3)
+    summary = json.loads(path.read_text())["3"]
+    assert summary["count"] == 3 and abs(summary["mean"] - 0.5) < 1e-9
+
+
+def test_straggler_timeout_trains_finished_rollouts(streams_config, worker_factory, feed, batch_reader):
+    cfg = streams_config(streams={"straggler_timeout_s": 2.0, "min_group_size": 2, "batch_timeout_s": 1.0},
+                         rl={"group_size": 4, "train_batch_size": 2})
+    worker_factory(cfg)
+    feed.rollout("taskG/0", 0, 1.0, group_size=4)
+    feed.rollout("taskG/0", 1, 0.0, group_size=4)
+    feed.rollout("taskH/0", 0, 1.0, group_size=4)  # below min_group_size: dropped
+    feed.flush()
+    [batch] = batch_reader.read(1, timeout_s=60)
+    assert batch.num_groups == 1
+    assert sorted(r.rollout_id for r in batch.rows) == ["taskG/0/0", "taskG/0/1"]
+    assert batch_reader.settle(3.0) == [batch]
