@@ -60,6 +60,8 @@ class TrainerSim:
 
     settings: Settings
     fail: set[tuple[str, int]] = field(default_factory=set)
+    dead: set[str] = field(default_factory=set)
+    """Group ids that will be dead (a member dead-lettered): their samples never train, they count as released."""
     samples: list[Sample] = field(default_factory=list)
     version: int = 0
     emitted: int = 0
@@ -82,9 +84,11 @@ class TrainerSim:
     def in_flight(self) -> int:
         return self.emitted - self.failed - self.version * self.per_version
 
-    def drain(self, quiet_s: float = 1.0, timeout_s: float = 30.0) -> int:
-        """Read samples until none arrives for ``quiet_s``; checks the bound at each one. Returns how many."""
-        n, last, start = 0, time.monotonic(), time.monotonic()
+    def drain(self, quiet_s: float = 1.0, timeout_s: float = 30.0, first_s: float = 0.0) -> int:
+        """Read samples until none arrives for ``quiet_s`` (waiting up to ``first_s`` for the first one);
+        checks the bound at each one. Returns how many."""
+        n, start = 0, time.monotonic()
+        last = start + first_s
         while time.monotonic() - last < quiet_s:
             assert time.monotonic() - start < timeout_s, "samples kept coming"
             for msg in self.consumer.consume(200, timeout=0.1):
@@ -121,7 +125,7 @@ class TrainerSim:
             )
             self.producer.produce(self.settings.topics.name("trajectories"), self.serde.encode(traj), key=s.rollout_id)
             if s.mode is Mode.train:
-                if failed:
+                if failed or s.group_id in self.dead:
                     self.failed += 1
                 else:
                     self.ready += 1
@@ -146,11 +150,11 @@ class TrainerSim:
 
 @pytest.fixture
 def trainer_sim() -> Callable[..., TrainerSim]:
-    """``trainer_sim(settings, fail=set()) -> TrainerSim``; closed at teardown."""
+    """``trainer_sim(settings, fail=set(), dead=set()) -> TrainerSim``; closed at teardown."""
     made: list[TrainerSim] = []
 
-    def make(settings: Settings, fail: set[tuple[str, int]] | None = None) -> TrainerSim:
-        sim = TrainerSim(settings, fail=fail or set())
+    def make(settings: Settings, fail: set[tuple[str, int]] | None = None, dead: set[str] | None = None) -> TrainerSim:
+        sim = TrainerSim(settings, fail=fail or set(), dead=dead or set())
         made.append(sim)
         return sim
 

@@ -1,0 +1,121 @@
+"""The sampler on the real broker: group fan-out, epochs, the in-flight bound at every moment, retries."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from producers.plan import epoch_order
+from producers.publish import publish_file
+from producers.sampler import Sampler
+from schemas import DeadLetter, Mode, Sample
+from schemas.serde import Serde
+
+pytestmark = pytest.mark.integration
+
+
+def start(settings) -> tuple[Sampler, threading.Event, threading.Thread, list[BaseException]]:
+    sampler, stop, errors = Sampler(settings), threading.Event(), []
+
+    def main() -> None:
+        try:
+            sampler.run(stop)
+        except BaseException as exc:  # surfaced by the test
+            errors.append(exc)
+        finally:
+            sampler.close()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    return sampler, stop, thread, errors
+
+
+@pytest.mark.parametrize("max_staleness", [1, 0])
+def test_in_flight_bound_holds_at_every_moment(settings_factory, trainer_sim, tmp_path, max_staleness: int) -> None:
+    s = settings_factory(
+        rl={"group_size": 4, "train_batch_size": 2, "max_staleness": max_staleness, "seed": 3},
+        sampler={"max_epochs": 2, "max_retries": 2, "poll_interval_s": 0.05, "flush_interval_s": 0.1},
+    )
+    data = tmp_path / "tasks.jsonl"
+    data.write_text("".join(json.dumps({"id": f"t{i}", "q": i}) + "\n" for i in range(6)))
+    assert publish_file(s, data, id_field="id").published == 6
+    sim = trainer_sim(s, fail={("t2/0/1", 0), ("t4/1/3", 0), ("t4/1/3", 1)})
+    sampler, stop, thread, errors = start(s)
+    bound = (max_staleness + 1) * 2 * 4
+    total_train = 6 * 4 * 2 + 3  # two epochs of 6 tasks x 4, plus 3 re-issues
+    try:
+        deadline = time.monotonic() + 90
+        sim.drain(quiet_s=0.6, first_s=20)
+        while thread.is_alive() and time.monotonic() < deadline:
+            sim.drain(quiet_s=0.6)
+            work_left = sim.emitted < total_train
+            if work_left:  # the sampler stopped because the bound is full, not earlier
+                assert sim.in_flight == bound, f"quiet at in-flight {sim.in_flight}, bound {bound}"
+            sim.answer()
+        assert not errors, errors
+        assert not thread.is_alive(), "sampler did not finish"
+    finally:
+        stop.set()
+        thread.join(10)
+    sim.drain(quiet_s=0.3)
+    assert sim.max_in_flight == bound and sim.checks == total_train
+    assert sampler.done and sampler.ledger.in_flight == 0 and sim.version == 6
+    train = [x for x in sim.samples if x.mode is Mode.train]
+    firsts = [x for x in train if x.retry == 0]
+    # group fan-out: every (task, epoch, k) exactly once at retry 0, ids per the contract
+    assert Counter((x.task_id, x.epoch, x.k) for x in firsts) == {(f"t{i}", e, k): 1 for i in range(6) for e in (0, 1) for k in range(4)}
+    assert all(x.rollout_id == f"{x.task_id}/{x.epoch}/{x.k}" and x.group_id == f"{x.task_id}/{x.epoch}" for x in train)
+    # epochs in order, each in its seeded shuffled order (samples spread over partitions, so compare
+    # creation times: ms resolution, ties allowed)
+    first_at = {}
+    for x in firsts:
+        first_at[(x.epoch, x.task_id)] = min(first_at.get((x.epoch, x.task_id), x.created_at), x.created_at)
+    expected = [(e, t) for e in (0, 1) for t in epoch_order([f"t{i}" for i in range(6)], e, seed=3)]
+    times = [first_at[key] for key in expected]
+    assert times == sorted(times), "tasks were not fanned out in the seeded epoch order"
+    assert epoch_order([f"t{i}" for i in range(6)], 0, seed=3) != epoch_order([f"t{i}" for i in range(6)], 1, seed=3)
+    # re-issues: same rollout id, retry + 1
+    assert sorted((x.rollout_id, x.retry) for x in train if x.retry > 0) == [("t2/0/1", 1), ("t4/1/3", 1), ("t4/1/3", 2)]
+
+
+def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(settings_factory, trainer_sim, tmp_path, read_topic) -> None:
+    s = settings_factory(
+        rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 0},
+        sampler={"max_epochs": 1, "max_retries": 1, "val_every": 2, "val_samples_per_task": 2,
+                 "poll_interval_s": 0.05, "flush_interval_s": 0.1},
+    )
+    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    train.write_text("".join(json.dumps({"id": f"t{i}"}) + "\n" for i in range(3)))
+    val.write_text("".join(json.dumps({"id": f"v{i}"}) + "\n" for i in range(2)))
+    publish_file(s, train, id_field="id")
+    publish_file(s, val, id_field="id", split="val")
+    sim = trainer_sim(s, fail={("t1/0/0", 0), ("t1/0/0", 1)}, dead={"t1/0"})
+    sampler, stop, thread, errors = start(s)
+    try:
+        deadline = time.monotonic() + 60
+        sim.drain(quiet_s=0.5, first_s=20)
+        while thread.is_alive() and time.monotonic() < deadline:
+            sim.drain(quiet_s=0.5)
+            sim.answer()  # t1's group is dead once t1/0/0 is dead-lettered: the sampler must release
+            # its other member without a checkpoint, or it would stall here (max_staleness=0)
+        assert not errors, errors
+        assert not thread.is_alive(), "sampler did not finish"
+    finally:
+        stop.set()
+        thread.join(10)
+    serde = Serde()
+    dead = [serde.decode(v, DeadLetter) for _, v in read_topic(s, "dlq")]
+    assert len(dead) == 1 and dead[0].stage == "sampler" and dead[0].original_topic == s.topics.name("samples")
+    assert "t1/0/0" in dead[0].reason and "max_retries=1" in dead[0].reason and "injected failure" in dead[0].reason
+    assert serde.decode(dead[0].original_value, Sample).retry == 1
+    vals = [x for x in sim.samples if x.mode is Mode.val]
+    by_version = Counter(x.policy_version for x in vals)
+    assert set(by_version) >= {0, 2} and all(n == 4 for n in by_version.values())  # 2 tasks x 2 samples, once per version
+    assert all(v % 2 == 0 for v in by_version)
+    assert sim.version == 2  # t0 and t2 trained; t1's group never did
+    assert sampler.ledger.dead_groups == 1 and sampler.ledger.in_flight == 0
+    assert {x.rollout_id for x in vals if x.policy_version == 2} == {f"val/2/v{i}/{k}" for i in range(2) for k in range(2)}
