@@ -410,7 +410,10 @@ class DeadLetter(TopRecord):
     """A record that could not be processed (topic `dlq`, key = original key).
 
     No invariants beyond Avro types: a dead letter must always be writable (partition/offset -1 = unknown).
+    In JSON (``model_dump_json``) the key/value bytes are base64, since they may be any binary.
     """
+
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
 
     schema_version: Int32 = 1
     original_topic: str

@@ -152,3 +152,8 @@ def test_defaults_and_enums_from_strings():
 
 def naive_now() -> datetime:
     return datetime(2025, 1, 1)
+
+
+def test_dead_letter_json_carries_binary():
+    letter = ex.dead_letter()
+    assert type(letter).model_validate_json(letter.model_dump_json()) == letter

@@ -130,11 +130,12 @@ def test_decode_checks_invariants_avro_cannot_express(soe_serde):
     buf = io.BytesIO()
     buf.write(latest.soe_header)
     schemaless_writer(buf, latest.parsed, fields)
-    with pytest.raises(
-        SchemaError, match=r"len\(response_logprobs\)=3 != len\(response_token_ids\)=4"
-    ) as info:
-        soe_serde.decode(buf.getvalue(), LLMRequest, topic="requests", partition=1, offset=2)
-    assert info.value.offset == 2
+    for serde in (soe_serde, Serde(full_validation=True)):
+        with pytest.raises(
+            SchemaError, match=r"len\(response_logprobs\)=3 != len\(response_token_ids\)=4"
+        ) as info:
+            serde.decode(buf.getvalue(), LLMRequest, topic="requests", partition=1, offset=2)
+        assert info.value.offset == 2
 
 
 def test_encode_checks_invariants_and_avro_types(soe_serde):
