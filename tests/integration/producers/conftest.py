@@ -70,6 +70,8 @@ class TrainerSim:
     max_in_flight: int = 0
     answered: set[tuple[str, int]] = field(default_factory=set)
     checks: int = 0
+    seen: set[tuple[str, int]] = field(default_factory=set)
+    duplicates: list[Sample] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         rl = self.settings.rl
@@ -94,6 +96,12 @@ class TrainerSim:
             for msg in self.consumer.consume(200, timeout=0.1):
                 assert msg.error() is None, msg.error()
                 s = self.serde.decode_message(msg, Sample)
+                n += 1
+                last = time.monotonic()
+                if (s.rollout_id, s.retry) in self.seen:  # re-emitted after a crash: downstream dedupes it
+                    self.duplicates.append(s)
+                    continue
+                self.seen.add((s.rollout_id, s.retry))
                 self.samples.append(s)
                 if s.mode is Mode.train:
                     self.emitted += 1
@@ -103,8 +111,6 @@ class TrainerSim:
                         f"in-flight bound broken at {s.rollout_id} retry {s.retry}: E={self.emitted} "
                         f"failed={self.failed} v={self.version} -> {self.in_flight} > {self.bound}"
                     )
-                n += 1
-                last = time.monotonic()
         return n
 
     def answer(self) -> None:
