@@ -109,9 +109,9 @@ def test_claim_check_payload_is_read_verified_and_decoded(tmp_path: Path) -> Non
     payload = serde.encode(inline)
     d = _prep(_claim_batch(tmp_path, payload), decode_rows=claim_check_decoder(serde))
     assert d.batch["responses"].tolist() == [[8], [9]]
-    with pytest.raises(BadBatchError, match="digest sha256:.* != declared sha256:00"):
+    with pytest.raises(BadBatchError, match=r"digest sha256:.* != declared sha256:00"):
         _prep(_claim_batch(tmp_path, payload, digest="sha256:" + "0" * 64), decode_rows=claim_check_decoder(serde))
-    with pytest.raises(BadBatchError, match="size .* B != declared 3 B"):
+    with pytest.raises(BadBatchError, match=r"size .* B != declared 3 B"):
         _prep(_claim_batch(tmp_path, payload, size=3), decode_rows=claim_check_decoder(serde))
     with pytest.raises(BadBatchError, match="2 rows != declared num_rows 5"):
         _prep(_claim_batch(tmp_path, payload, n=5), decode_rows=claim_check_decoder(serde))
