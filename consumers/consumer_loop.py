@@ -77,6 +77,7 @@ class SampleConsumer:
         self._last_commit = 0.0
         self.error: BaseException | None = None
         self.assigned: set[Partition] = set()
+        self.revocations = 0  # partitions revoked or lost so far (observability, tests)
         self._thread = threading.Thread(target=self._main, name="streamrl-samples-consumer", daemon=True)
 
     # ------------------------------------------------------------------------------ control (any thread)
@@ -233,6 +234,7 @@ class SampleConsumer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {_tp(p) for p in partitions}
+        self.revocations += len(tps)
         self._backlog = deque(msg for msg in self._backlog if _tp(msg) not in tps)
         deadline = time.monotonic() + self.revoke_grace_s
         while time.monotonic() < deadline:
@@ -252,6 +254,7 @@ class SampleConsumer:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {_tp(p) for p in partitions}
+        self.revocations += len(tps)
         log.warning("lost %s (no commit: another member may own them now)", sorted(tp[1] for tp in tps))
         self._drop(tps)
         consumer.incremental_unassign(partitions)

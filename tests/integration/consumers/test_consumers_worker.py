@@ -114,3 +114,24 @@ def test_clients_failures_and_class_agent(settings_factory, inference) -> None:
     assert out["b-ok/0/0"].status == RolloutStatus.succeeded and out["b-ok/0/0"].reward == 1.0
     assert out["b-slow/0/0"].status == RolloutStatus.timeout and "time limit of 1 s" in out["b-slow/0/0"].error
     reader.close()
+
+
+def test_rollout_longer_than_max_poll_interval_keeps_the_worker_in_its_group(settings_factory, inference) -> None:
+    # max.poll.interval.ms = 6 s (the broker's minimum session timeout); the rollout sleeps 8 s at capacity 1.
+    s = _settings(settings_factory, inference, concurrency=1)
+    where = produce_samples(s, [make_sample("long", 0, {"question": "q", "sleep_s": 8.0}),
+                                make_sample("short", 0, {"question": "q", "sleep_s": 0.0})])
+    reader = TopicReader(s, "trajectories", Trajectory)
+    with WorkerThread(s, "consumers_test_agents:sleepy") as w:
+        w.wait_assigned(6)
+        got = reader.read_until(lambda r: len(r) >= 2, timeout_s=40)
+        reader.read_until(lambda r: False, timeout_s=1.0)
+        assert w.worker.consumer is not None
+        assert w.worker.consumer.revocations == 0, "the worker lost or gave up partitions during the long rollout"
+        assert len(w.worker.consumer.assigned) == 6
+    assert sorted(t.rollout_id for t in got) == ["long/0/0", "short/0/0"]  # each once: no redelivery
+    assert all(t.status == RolloutStatus.succeeded for t in got)
+    committed = committed_offsets(s, 6)
+    for p, o in where.values():
+        assert committed[p] >= o + 1
+    reader.close()
