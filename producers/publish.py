@@ -90,13 +90,16 @@ def row_payload(value: Any, where: str) -> str:
         raise InvalidRow(where, f"not JSON-serializable: {exc}") from None
 
 
-def row_hash_id(payload: str, split: Split, chars: int) -> str:
-    """Stable task id of a row: ``sha256(split + "\\n" + canonical JSON)[:chars]`` (hex).
+def row_hash_id(value: dict[str, Any], split: Split, chars: int) -> str:
+    """Stable task id of a row (a dict that :func:`row_payload` accepted):
+    ``sha256(split + "\\n" + canonical JSON)[:chars]`` (hex).
 
     Canonical = keys sorted, compact separators, so key order in the file does not matter; the
     split is included so the same row published as train and as val gives two tasks.
     """
-    canonical = json.dumps(json.loads(payload), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    canonical = json.dumps(
+        value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+    )
     return hashlib.sha256(f"{split.value}\n{canonical}".encode()).hexdigest()[:chars]
 
 
@@ -137,7 +140,7 @@ def build_task(
     if row.error is not None:
         raise InvalidRow(row.where, row.error)
     payload = row_payload(row.value, row.where)
-    task_id = row_field_id(row.value, id_field, row.where) if id_field else row_hash_id(payload, split, hash_chars)
+    task_id = row_field_id(row.value, id_field, row.where) if id_field else row_hash_id(row.value, split, hash_chars)
     return Task(
         task_id=task_id, split=split, payload=payload, source=f"{source}:{row.where}", created_at=now or utc_now()
     )

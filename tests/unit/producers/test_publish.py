@@ -14,10 +14,12 @@ from streamrl.config import load_settings
 
 
 def test_hash_id_is_stable_ignores_key_order_and_depends_on_split() -> None:
-    a = row_hash_id(row_payload({"q": 1, "a": 2}, "line 1"), Split.train, 24)
-    b = row_hash_id(row_payload({"a": 2, "q": 1}, "line 9"), Split.train, 24)
+    a = row_hash_id({"q": 1, "a": 2}, Split.train, 24)
+    b = row_hash_id({"a": 2, "q": 1}, Split.train, 24)
     assert a == b and len(a) == 24
-    assert row_hash_id(row_payload({"q": 1, "a": 2}, "x"), Split.val, 24) != a
+    assert row_hash_id({"q": 1, "a": 2}, Split.val, 24) != a
+    assert row_hash_id({"q": 1, "a": 3}, Split.train, 24) != a
+    assert row_payload({"q": 1, "a": 2}, "line 1") == '{"q":1,"a":2}'  # file key order kept in the payload
 
 
 def test_build_task_uses_id_field_and_records_source() -> None:
