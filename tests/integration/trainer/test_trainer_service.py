@@ -1,0 +1,60 @@
+"""The trainer on the real broker: real batch records in, finite loss, changed weights, a published and
+loadable checkpoint whose digest matches; bad batches to the DLQ with the reason."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from schemas import CheckpointEvent, DeadLetter, digest_dir
+from schemas.serde import Serde
+from trainer.service import TrainerService
+from trainer.torch_backend import TorchBackend
+
+from .conftest import produce, read_topic, toy_batch
+
+pytestmark = pytest.mark.integration
+
+
+def test_trains_from_batches_and_publishes_a_loadable_checkpoint(
+    settings_factory, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    settings = settings_factory(
+        rl={"policy_name": "policy", "group_size": 4, "max_staleness": 1},
+        trainer={"model_path": str(tiny_model_dir), "checkpoint_dir": str(tmp_path / "ckpt"), "save_every": 3,
+                 "max_steps": 3, "lr": 1e-3, "micro_batch_size": 4, "poll_timeout_s": 0.2},
+    )
+    bad_vocab = toy_batch(1, vocab=40, bid="bad-vocab")
+    stale = toy_batch(2, policy_version=0, bid="stale")  # trained at version 2 with max_staleness 1
+    produce(settings, [toy_batch(0), b"\x00not avro", toy_batch(1), bad_vocab, stale, toy_batch(2)])
+
+    backend = TorchBackend(settings.trainer, rollout_n=4)
+    initial = {k: v.clone() for k, v in backend.model.state_dict().items()}
+    assert TrainerService(settings, backend).run() == 3
+
+    serde = Serde()
+    events = [serde.decode(v, CheckpointEvent) for v in read_topic(settings, "checkpoints", expect=1)]
+    assert [(e.policy_name, e.version, e.kind.value) for e in events] == [("policy", 3, "full")]
+    ev = events[0]
+    assert ev.last_batch_id == "b2" and ev.last_batch_offset == 5
+    assert math.isfinite(ev.metrics["actor/loss"]) and ev.metrics["actor/grad_norm"] > 0
+    assert digest_dir(ev.uri) == ev.digest
+    loaded = AutoModelForCausalLM.from_pretrained(ev.uri)
+    saved = load_file(Path(ev.uri) / "model.safetensors")
+    assert set(saved) <= set(initial)
+    assert any(not torch.equal(loaded.state_dict()[k], initial[k]) for k in saved)
+    for k in saved:
+        torch.testing.assert_close(loaded.state_dict()[k], backend.model.state_dict()[k])
+
+    dead = [serde.decode(v, DeadLetter) for v in read_topic(settings, "dlq", expect=3)]
+    reasons = {d.original_offset: (d.stage, d.error_type, d.reason) for d in dead}
+    topic = settings.topics.name("batches")
+    assert set(reasons) == {1, 3, 4}
+    assert reasons[1][:2] == ("trainer", "SchemaError")
+    assert reasons[3][1] == "BadBatchError" and f"{topic}[0]@3" in reasons[3][2] and "outside the vocabulary" in reasons[3][2]
+    assert "empty after filtering" in reasons[4][2] and "max_staleness=1" in reasons[4][2]
