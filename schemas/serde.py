@@ -35,6 +35,7 @@ from pydantic import BaseModel
 
 from schemas.avro import SOE_MAGIC, SchemaCatalog, SchemaInfo, catalog, crc64_avro
 from schemas.errors import SchemaError
+from schemas.fastcodec import Reader, Writer, compile_reader, compile_writer
 from schemas.records import TOP_RECORDS, Record, TopRecord
 
 R = TypeVar("R", bound=TopRecord)
@@ -135,6 +136,9 @@ class Serde:
             `registry_url`).
         registry_config: extra client config (auth, TLS) merged with ``{"url": registry_url}``.
         auto_register: register the latest schema on first encode of a type (else look it up; missing = error).
+        fast_codec: encode/decode the latest schema version with `schemas.fastcodec` (bulk paths for
+            token/logprob arrays, same bytes as fastavro); False = fastavro throughout. Older writer versions
+            are always read by fastavro with schema resolution.
         full_validation: decode through ``model_validate`` (every field re-validated by pydantic) instead of
             ``model_construct`` + ``check_invariants``; same outcome for bytes fastavro accepts, ~slower
             (see bench/serde.py).
@@ -150,16 +154,23 @@ class Serde:
         registry_client: Any = None,
         registry_config: dict[str, Any] | None = None,
         auto_register: bool = True,
+        fast_codec: bool = True,
         full_validation: bool = False,
         catalog_: SchemaCatalog | None = None,
     ) -> None:
         self._full_validation = full_validation
+        self._fast_codec = fast_codec
+        self._fast_writers: dict[type[Record], Writer] = {}
+        self._fast_readers: dict[type[Record], Reader] = {}
         self.catalog = catalog_ if catalog_ is not None else catalog()
         self._plans: dict[type[Record], _Plan] = {}
         self._latest: dict[type[Record], SchemaInfo] = {}
         for cls in TOP_RECORDS:
             self._plans[cls] = _Plan(cls)
             self._latest[cls] = self.catalog.latest(cls.__name__)
+            if fast_codec:
+                self._fast_writers[cls] = compile_writer(self._latest[cls].raw)
+                self._fast_readers[cls] = compile_reader(self._latest[cls].raw)
         self._auto_register = auto_register
         self._registry = registry_client
         if self._registry is None and registry_url:
@@ -195,13 +206,19 @@ class Serde:
             raise TypeError(f"cannot encode {cls.__name__}: not one of {[c.__name__ for c in TOP_RECORDS]}")
         info = self._latest[cls]
         header = self._registry_header(cls, info, topic) if self._registry is not None else info.soe_header
-        buf = io.BytesIO()
-        buf.write(header)
         try:
+            if self._fast_codec:
+                out = bytearray(header)
+                self._fast_writers[cls](out, plan.to_avro(record))
+                return bytes(out)
+            buf = io.BytesIO()
+            buf.write(header)
             schemaless_writer(buf, info.parsed, plan.to_avro(record))
+            return buf.getvalue()
         except Exception as exc:
-            raise SchemaError(topic, -1, -1, f"cannot encode {cls.__name__}: {exc}") from exc
-        return buf.getvalue()
+            raise SchemaError(
+                topic, -1, -1, f"cannot encode {cls.__name__}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _registry_header(self, cls: type[Record], info: SchemaInfo, topic: str) -> bytes:
         schema_id = self._ids_by_type.get(cls)
@@ -258,18 +275,23 @@ class Serde:
         try:
             if not data:
                 raise fail("empty value (None or 0 bytes)")
-            if not isinstance(data, bytes | bytearray | memoryview):
-                raise fail(f"value must be bytes, got {type(data).__name__}")
+            if not isinstance(data, bytes):
+                if not isinstance(data, bytearray | memoryview):
+                    raise fail(f"value must be bytes, got {type(data).__name__}")
+                data = bytes(data)
             writer, start = self._writer_for(data, fail)
             latest = self._latest[record_type]
             if writer.name != latest.name:
                 raise fail(f"bytes hold a {writer.name} record (schema v{writer.version})")
-            buf = io.BytesIO(data)
-            buf.seek(start)
-            reader = None if writer is latest else latest.parsed
-            fields = schemaless_reader(buf, writer.parsed, reader)
-            if buf.tell() != len(data):
-                raise fail(f"{len(data) - buf.tell()} trailing bytes after the Avro body")
+            if writer is latest and self._fast_codec:
+                fields, end = self._fast_readers[record_type](data, start)
+            else:
+                buf = io.BytesIO(data)
+                buf.seek(start)
+                fields = schemaless_reader(buf, writer.parsed, None if writer is latest else latest.parsed)
+                end = buf.tell()
+            if end != len(data):
+                raise fail(f"{len(data) - end} trailing bytes after the Avro body")
             if not isinstance(fields, dict):
                 raise fail(f"body decoded to {type(fields).__name__}, not a record")
             if self._full_validation:
@@ -277,7 +299,7 @@ class Serde:
             return plan.from_avro(fields)  # type: ignore[return-value]
         except SchemaError:
             raise
-        except EOFError as exc:
+        except (EOFError, IndexError) as exc:
             raise fail(f"truncated body ({len(data)} bytes): {str(exc) or 'unexpected end of data'}") from exc
         except Exception as exc:  # fastavro type/structure errors, invariant ValueErrors, registry errors
             raise fail(f"{type(exc).__name__}: {exc}") from exc
