@@ -1,0 +1,187 @@
+"""Results of the coordination benchmark: targets, the rich table, the JSON file and the README table."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["Target", "machine", "markdown", "print_table", "targets"]
+
+
+def machine() -> dict[str, Any]:
+    """Cores, memory (GiB), CPU model, Python and the 1-minute load average when the run started."""
+    mem_gib = math.nan
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_gib = int(line.split()[1]) / 2**20
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan,
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the issue: ``value`` compared with ``bound`` (``>=`` or ``<=``)."""
+
+    name: str
+    value: float
+    op: str
+    bound: float
+    unit: str
+
+    @property
+    def met(self) -> bool | None:
+        """Whether it is met; None when the figure is missing (part skipped or failed)."""
+        if not math.isfinite(self.value):
+            return None
+        return self.value >= self.bound if self.op == ">=" else self.value <= self.bound
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"name": self.name, "value": self.value, "op": self.op, "bound": self.bound, "unit": self.unit,
+                "met": self.met}  # fmt: skip
+
+
+def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
+    for r in rows:
+        if all(r.get(k) == v for k, v in match.items()):
+            return r.get("median", {})
+    return {}
+
+
+def _get(d: dict[str, Any], key: str) -> float:
+    v = d.get(key)
+    return float(v) if isinstance(v, int | float) else math.nan
+
+
+def gateway_added(rows: list[dict[str, Any]], workers: int) -> dict[str, float]:
+    """Gateway added latency for ``workers``: median-of-reps p50/p99 via gateway minus direct, in ms."""
+    gw, direct = _find(rows, path="gateway", workers=workers), _find(rows, path="direct", workers=workers)
+    return {
+        "added_p50_ms": _get(gw, "llm_p50_ms") - _get(direct, "llm_p50_ms"),
+        "added_p99_ms": _get(gw, "llm_p99_ms") - _get(direct, "llm_p99_ms"),
+    }
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    """The issue's targets, evaluated on the medians in ``results``."""
+    parts = results.get("parts", {})
+    a, b = parts.get("A", []), parts.get("B", [])
+    added = gateway_added(b, 1)
+    gw1 = _get(_find(b, path="gateway", workers=1), "rollouts_per_s")
+    best_gw = max((_get(r.get("median", {}), "rollouts_per_s") for r in b if r.get("path") == "gateway"),
+                  default=math.nan)  # fmt: skip
+    ceiling = _get(parts.get("C", {}), "events_per_s")
+    return [
+        Target(
+            "A: rollouts/s, 1 worker", _get(_find(a, workers=1), "rollouts_per_s"), ">=", 2000, "rollouts/s"
+        ),
+        Target("B: gateway added latency p50, 1 worker", added["added_p50_ms"], "<=", 1.0, "ms"),
+        Target("B: gateway added latency p99, 1 worker", added["added_p99_ms"], "<=", 3.0, "ms"),
+        Target("B: rollouts/s through the gateway, 1 worker", gw1, ">=", 500, "rollouts/s"),
+        Target("C: pipeline / bare-Kafka ceiling", 3 * best_gw / ceiling, ">=", 1 / 3, "fraction"),
+    ]
+
+
+def _f(v: Any, digits: int = 1) -> str:
+    if not isinstance(v, int | float) or not math.isfinite(float(v)):
+        return "—"
+    return f"{v:,.{digits}f}"
+
+
+def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Rows ``[part, configuration, rate, p50, p99, notes]`` of the summary table."""
+    parts = results.get("parts", {})
+    rows: list[list[str]] = []
+    for r in parts.get("A", []):
+        m = r.get("median", {})
+        rows.append(["A", f"trivial, {r['workers']} worker(s)", f"{_f(m.get('rollouts_per_s'), 0)} rollouts/s",
+                     _f(m.get("service_p50_ms")), _f(m.get("service_p99_ms")), "service time (ms)"])  # fmt: skip
+    for r in parts.get("B", []):
+        m = r.get("median", {})
+        rows.append(["B", f"1 LLM call, {r['path']}, {r['workers']} worker(s)",
+                     f"{_f(m.get('rollouts_per_s'), 0)} rollouts/s", _f(m.get("llm_p50_ms"), 2),
+                     _f(m.get("llm_p99_ms"), 2), "LLM call latency (ms)"])  # fmt: skip
+    for w in sorted({r["workers"] for r in parts.get("B", [])}):
+        added = gateway_added(parts["B"], w)
+        rows.append(["B", f"gateway added latency, {w} worker(s)", "", _f(added["added_p50_ms"], 2),
+                     _f(added["added_p99_ms"], 2), "gateway − direct (ms)"])  # fmt: skip
+    c = parts.get("C")
+    if c:
+        rows.append(["C", f"bare confluent-kafka, {c.get('events', 0):,} events", f"{_f(c.get('events_per_s'), 0)} events/s",
+                     "", "", f"{c.get('bytes_source')} bytes: sample {_f(c.get('sample_bytes'), 0)} B, request "
+                     f"{_f(c.get('request_bytes'), 0)} B, trajectory {_f(c.get('trajectory_bytes'), 0)} B"])  # fmt: skip
+    for r in parts.get("D", []):
+        m = r.get("median", {})
+        rows.append(["D", f"B + streams → batches, {r['workers']} worker(s)",
+                     f"{_f(m.get('batch_rollouts_per_s'), 0)} rollouts/s", _f(m.get("group_to_batch_p50_ms")),
+                     _f(m.get("group_to_batch_p99_ms")), "group's last Trajectory → batch (ms)"])  # fmt: skip
+    return rows
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """Print the summary and the targets with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=150)
+    t = Table(
+        title=f"StreamRL coordination benchmark, {results['date']} (median of {results['config']['reps']})"
+    )
+    for col in ("part", "configuration", "throughput", "p50", "p99", "what"):
+        t.add_column(col, justify="right" if col in ("throughput", "p50", "p99") else "left")
+    for row in table_rows(results):
+        t.add_row(*row)
+    console.print(t)
+    tt = Table(title="targets")
+    for col in ("target", "value", "bound", "met"):
+        tt.add_column(col)
+    for tg in results.get("targets", []):
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}[tg["met"]]
+        tt.add_row(tg["name"], f"{_f(tg['value'], 3)} {tg['unit']}", f"{tg['op']} {tg['bound']:g}", met)
+    console.print(tt)
+    for err in results.get("errors", []):
+        console.print(f"[red]error:[/] {err}")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The README table (Markdown) of one results file."""
+    m = results["machine"]
+    lines = [
+        f"Run {results['date']} on {m['cores']} cores, {m['memory_gib']} GiB ({m['cpu']}), Python {m['python']}, "
+        f"1-min load average {m['load_avg_1m']:.1f} at start; median of {results['config']['reps']} repetitions.",
+        "",
+        "| part | configuration | throughput | p50 | p99 | what |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(results)]
+    lines += ["", "| target | value | bound | met |", "|---|---:|---:|---|"]
+    for tg in results.get("targets", []):
+        met = {True: "yes", False: "**no**", None: "—"}[tg["met"]]
+        lines.append(
+            f"| {tg['name']} | {_f(tg['value'], 3)} {tg['unit']} | {tg['op']} {tg['bound']:g} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def now_iso() -> str:
+    """UTC time to the second, ISO 8601."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
