@@ -98,6 +98,8 @@ class Aggregator:
             web_enabled=s.web_port is not None,
             web_port=s.web_port or 6066,
             broker_commit_interval=s.commit_interval_s,
+            broker_session_timeout=s.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
             consumer_auto_offset_reset="earliest",
             producer_max_request_size=settings.topics.max_message_bytes,
             producer_acks=-1,

@@ -60,6 +60,9 @@ class StreamsSettings(Section):
     """Period of the timer that drives timeouts (join, straggler, batch), in seconds."""
     commit_interval_s: float = Field(1.0, gt=0)
     """Faust offset commit period, in seconds (outputs are flushed before every commit)."""
+    session_timeout_s: float = Field(30.0, ge=6.0)
+    """Consumer group session timeout, in seconds: how long a killed worker holds its partitions before
+    the group rebalances (the broker's ``group.min.session.timeout.ms`` is 6 s by default)."""
     dedup_retention_s: float = Field(3600.0, gt=0)
     """Seconds finished rollouts and groups are remembered to drop late duplicates."""
     group_partitions: int = Field(1, ge=1)

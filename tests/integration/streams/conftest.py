@@ -34,6 +34,7 @@ FAST_STREAMS: dict[str, Any] = {
     "batch_timeout_s": 60.0,
     "filter_zero_variance": False,
     "min_group_size": 1,
+    "session_timeout_s": 6.0,
 }
 
 

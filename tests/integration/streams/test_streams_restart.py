@@ -1,0 +1,99 @@
+"""Restart safety: SIGKILL mid-stream, duplicated input, bad records to the dead-letter topic."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+
+from schemas import DeadLetter, TrainingBatch
+from schemas.serde import Serde
+from streamrl.kafka import make_consumer
+
+
+def _row_keys(batch: TrainingBatch) -> list[tuple[str, tuple[int, ...]]]:
+    return [(r.rollout_id, tuple(r.prompt_ids)) for r in batch.rows or []]
+
+
+def _distinct(batches: list[TrainingBatch]) -> dict[str, TrainingBatch]:
+    """Batches by id; a re-emitted id must carry exactly the same rows."""
+    by_id: dict[str, TrainingBatch] = {}
+    for b in batches:
+        if b.batch_id in by_id:
+            assert _row_keys(by_id[b.batch_id]) == _row_keys(b), f"batch {b.batch_id} re-emitted with other rows"
+        by_id[b.batch_id] = b
+    return by_id
+
+
+def test_sigkill_mid_stream_every_row_exactly_once(streams_config, worker_factory, feed, batch_reader):
+    cfg = streams_config(streams={"commit_interval_s": 1.0}, rl={"group_size": 2, "train_batch_size": 2})
+    worker = worker_factory(cfg)
+    groups = [f"task{i:02d}/0" for i in range(24)]
+    expected = set()
+    for i, g in enumerate(groups[:16]):
+        for k in (0, 1):
+            expected.add(feed.rollout(g, k, float(k), group_size=2, calls=2))
+    feed.flush()
+    batch_reader.read(1, timeout_s=60)
+    worker.kill(signal.SIGKILL)  # mid-stream: more input is still being processed
+    for g in groups[16:]:
+        for k in (0, 1):
+            expected.add(feed.rollout(g, k, float(k), group_size=2, calls=2))
+    feed.flush()
+    worker.start()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        seen = {r.rollout_id for b in _distinct(batch_reader.read(len(batch_reader.batches) + 1, 2)).values()
+                for r in b.rows or []}
+        if seen >= expected:
+            break
+    batches = batch_reader.settle(3.0)
+    distinct = _distinct(batches)
+    rows = [key for b in distinct.values() for key in _row_keys(b)]
+    assert len(rows) == len(set(rows)), "a row appears twice among distinct batches"
+    assert {rid for rid, _ in rows} == expected
+    assert len(rows) == 2 * len(expected)  # two calls per rollout, transition mode
+    assert len(distinct) == len(groups) // 2
+
+
+def test_duplicated_input_never_duplicates_rows(streams_config, worker_factory, feed, batch_reader, settings):
+    cfg = streams_config(rl={"group_size": 2, "train_batch_size": 2})
+    worker_factory(cfg)
+    g = "taskD/0"
+    # rollout 0: every record delivered twice
+    for _ in range(2):
+        feed.call(f"{g}/0", f"{g}/0/c0", [1, 2], [3])
+        feed.traj(f"{g}/0", g, [f"{g}/0/c0"], 1.0, group_size=2, k=0)
+    # rollout 1: completed twice, by two attempts; only the first is kept
+    feed.call(f"{g}/1", f"{g}/1/a1", [1, 2], [4], attempt="a1")
+    feed.traj(f"{g}/1", g, [f"{g}/1/a1"], 0.0, group_size=2, k=1, attempt="a1")
+    feed.flush()
+    time.sleep(1.0)
+    feed.call(f"{g}/1", f"{g}/1/a2", [1, 2], [5], attempt="a2")
+    feed.traj(f"{g}/1", g, [f"{g}/1/a2"], 1.0, group_size=2, k=1, attempt="a2")
+    # rollout 2 of another group: failed attempt, then a succeeded retry
+    h = "taskE/0"
+    feed.call(f"{h}/0", f"{h}/0/x", [7], [8], attempt="x")
+    feed.traj(f"{h}/0", h, [f"{h}/0/x"], 0.0, group_size=2, k=0, attempt="x", status="failed")
+    feed.call(f"{h}/0", f"{h}/0/y", [7], [9], attempt="y")
+    feed.traj(f"{h}/0", h, [f"{h}/0/y"], 1.0, group_size=2, k=0, attempt="y")
+    feed.rollout(h, 1, 0.0, group_size=2)
+    # garbage on requests: dead-lettered, the worker goes on
+    feed.producer.produce(settings.topics.name("requests"), b"not avro", key=f"{h}/9")
+    feed.flush()
+    [batch] = batch_reader.read(1, timeout_s=60)
+    batches = batch_reader.settle(3.0)
+    assert batches == [batch]
+    assert sorted((r.rollout_id, tuple(r.response_ids)) for r in batch.rows) == [
+        (f"{g}/0", (3,)), (f"{g}/1", (4,)), (f"{h}/0", (9,)), (f"{h}/1", (10, 20))]
+    consumer = make_consumer(settings, f"test-dlq-{uuid.uuid4().hex[:6]}")
+    consumer.subscribe([settings.topics.name("dlq")])
+    dead = []
+    deadline = time.monotonic() + 20
+    while not dead and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            dead.append(Serde().decode(msg.value(), DeadLetter))
+    consumer.close()
+    assert len(dead) == 1 and dead[0].stage == "streams" and dead[0].original_value == b"not avro"
+    assert dead[0].original_topic == settings.topics.name("requests")
