@@ -287,7 +287,12 @@ class Sampler:
         return [em for t in self.tasks for em in self.ledger.group_emissions(val_group_id(version, t))]
 
     def _schedule_validation(self, version: int) -> None:
-        """Queue the val samples of ``version`` that are not emitted yet (one pass over the val split)."""
+        """Queue the val samples of ``version`` that are not emitted yet (one pass over the val split).
+
+        Val samples: ``group_id = val/<version>/<task_id>``, ``rollout_id = <group_id>/<k>``,
+        ``group_size = sampler.val_samples_per_task``, ``policy_version = version``, ``epoch`` = the
+        train epoch being emitted (informational). They are not counted against the in-flight bound.
+        """
         n = self.cfg.val_samples_per_task
         queued = 0
         for task_id in sorted(t for t, task in self.tasks.items() if task.split is Split.val):

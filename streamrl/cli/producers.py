@@ -32,8 +32,10 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from producers.publish import publish_file
+        from producers.readers import detect_format
         from schemas import Split
 
+        detect_format(file)  # fail on a missing file or unknown suffix before drawing the progress bar
         console = Console(stderr=True)
         with Progress(
             TextColumn("[bold]publish[/]"),
