@@ -37,7 +37,12 @@ def bench_record(record, record_type, seconds: float) -> list[tuple[str, float, 
     soe, full = Serde(), Serde(full_validation=True)
     confluent = Serde(registry_url="mock://bench")
     rows = []
-    for name, serde in (("avro single-object", soe), ("avro confluent", confluent)):
+    serdes = (
+        ("avro single-object", soe),
+        ("avro confluent framing", confluent),
+        ("avro single-object, fastavro codec only", Serde(fast_codec=False)),
+    )
+    for name, serde in serdes:
         data = serde.encode(record)
         rows.append(
             (

@@ -62,7 +62,7 @@ def read_long(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def _write_int_array_bulk(out: bytearray, values: list[int]) -> None:
-    z = np.asarray(values, dtype=np.int64)
+    z = np.frombuffer(array("q", values), dtype=np.int64)  # array() converts a list faster than numpy
     z = ((z << 1) ^ (z >> 63)).view(np.uint64)
     nbytes = np.ones(len(z), dtype=np.int64)
     for k in range(1, 10):

@@ -13,8 +13,9 @@ Type conventions (checked by that test):
 - ``str | None`` is the union ``["null", "string"]`` with default null.
 
 Invariants (``check_invariants``) run on construction (as a pydantic validator, so a bad value raises
-``pydantic.ValidationError``), and again inside ``Serde.encode`` and ``Serde.decode`` (which raise
-``SchemaError``), because decode builds models with ``model_construct`` after fastavro has checked types.
+``pydantic.ValidationError``), on ``Serde.decode`` (all of them, raising ``SchemaError``; decode builds
+models with ``model_construct`` after the codec has checked Avro types) and on ``Serde.encode`` (the O(1)
+ones only: lengths, versions, exactly-one; the O(n) list scans ran at construction).
 """
 
 from __future__ import annotations
@@ -152,8 +153,14 @@ class Record(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    def check_invariants(self) -> None:
-        """Raise ValueError naming the field if a rule Avro cannot express is broken; no-op by default."""
+    def check_invariants(self, scan: bool = True) -> None:
+        """Raise ValueError naming the field if a rule Avro cannot express is broken; no-op by default.
+
+        Args:
+            scan: also run the O(n) scans over token/logprob lists (finite, in range, mask values);
+                ``Serde.encode`` passes False (the model was scanned when it was validated), ``decode``
+                passes True. Cheap rules (lengths, versions, exactly-one) always run.
+        """
 
     @model_validator(mode="after")
     def _run_invariants(self):  # pydantic hook
@@ -166,7 +173,7 @@ class TopRecord(Record):
 
     SCHEMA_VERSION: ClassVar[int] = 1  # latest version of this record's schema; must match the .avsc
 
-    def check_invariants(self) -> None:
+    def check_invariants(self, scan: bool = True) -> None:
         _non_negative(self, "schema_version")
 
 
@@ -183,8 +190,8 @@ class Task(TopRecord):
     source: str | None = None
     created_at: UtcDatetime = Field(default_factory=utc_now)
 
-    def check_invariants(self) -> None:
-        super().check_invariants()
+    def check_invariants(self, scan: bool = True) -> None:
+        super().check_invariants(scan)
         _json_object(self, "payload")
 
 
@@ -204,8 +211,8 @@ class Sample(TopRecord):
     policy_version: Int32
     created_at: UtcDatetime = Field(default_factory=utc_now)
 
-    def check_invariants(self) -> None:
-        super().check_invariants()
+    def check_invariants(self, scan: bool = True) -> None:
+        super().check_invariants(scan)
         _non_negative(self, "epoch", "retry", "policy_version")
         _group_index(self)
         _json_object(self, "payload")
@@ -238,8 +245,8 @@ class LLMRequest(TopRecord):
     choice_index: Int32 = 0
     ttft_ms: float | None = None
 
-    def check_invariants(self) -> None:
-        super().check_invariants()
+    def check_invariants(self, scan: bool = True) -> None:
+        super().check_invariants(scan)
         if len(self.response_logprobs) != len(self.response_token_ids):
             raise ValueError(
                 f"LLMRequest {self.request_id!r}: len(response_logprobs)={len(self.response_logprobs)} "
@@ -247,9 +254,10 @@ class LLMRequest(TopRecord):
             )
         _non_negative(self, "sequence", "choice_index", "policy_version", "latency_ms", "ttft_ms")
         _finite(self, "latency_ms", "ttft_ms")
-        _token_ids(self, "prompt_token_ids")
-        _token_ids(self, "response_token_ids")
-        _finite_list(self, "response_logprobs")
+        if scan:
+            _token_ids(self, "prompt_token_ids")
+            _token_ids(self, "response_token_ids")
+            _finite_list(self, "response_logprobs")
 
 
 class Reward(Record):
@@ -261,7 +269,7 @@ class Reward(Record):
     request_id: str | None = None
     emitted_at: UtcDatetime = Field(default_factory=utc_now)
 
-    def check_invariants(self) -> None:
+    def check_invariants(self, scan: bool = True) -> None:
         _finite(self, "value")
 
 
@@ -288,8 +296,8 @@ class Trajectory(TopRecord):
     started_at: UtcDatetime
     finished_at: UtcDatetime
 
-    def check_invariants(self) -> None:
-        super().check_invariants()
+    def check_invariants(self, scan: bool = True) -> None:
+        super().check_invariants(scan)
         _non_negative(self, "epoch", "retry", "policy_version")
         _group_index(self)
         _finite(self, "reward")
@@ -315,7 +323,7 @@ class TrainingRow(Record):
     policy_version: Int32
     weight: float = 1.0
 
-    def check_invariants(self) -> None:
+    def check_invariants(self, scan: bool = True) -> None:
         n = len(self.response_ids)
         if n == 0:
             raise ValueError(f"TrainingRow {self.rollout_id!r}: response_ids is empty")
@@ -324,12 +332,13 @@ class TrainingRow(Record):
                 raise ValueError(
                     f"TrainingRow {self.rollout_id!r}: len({name})={len(getattr(self, name))} != len(response_ids)={n}"
                 )
-        if min(self.response_mask) < 0 or max(self.response_mask) > 1:
-            raise ValueError(f"TrainingRow {self.rollout_id!r}: response_mask values must be 0 or 1")
-        _token_ids(self, "prompt_ids")
-        _token_ids(self, "response_ids")
-        _finite_list(self, "behaviour_logprobs")
-        _finite_list(self, "token_rewards")
+        if scan:
+            if min(self.response_mask) < 0 or max(self.response_mask) > 1:
+                raise ValueError(f"TrainingRow {self.rollout_id!r}: response_mask values must be 0 or 1")
+            _token_ids(self, "prompt_ids")
+            _token_ids(self, "response_ids")
+            _finite_list(self, "behaviour_logprobs")
+            _finite_list(self, "token_rewards")
         _finite(self, "reward", "weight")
         _non_negative(self, "policy_version", "weight")
 
@@ -342,7 +351,7 @@ class ClaimCheck(Record):
     size_bytes: Int64
     num_rows: Int32
 
-    def check_invariants(self) -> None:
+    def check_invariants(self, scan: bool = True) -> None:
         _digest(self, "digest")
         _non_negative(self, "size_bytes")
         if self.num_rows < 1:
@@ -362,8 +371,8 @@ class TrainingBatch(TopRecord):
     max_policy_version: Int32
     created_at: UtcDatetime = Field(default_factory=utc_now)
 
-    def check_invariants(self) -> None:
-        super().check_invariants()
+    def check_invariants(self, scan: bool = True) -> None:
+        super().check_invariants(scan)
         if (self.rows is None) == (self.claim_check is None):
             raise ValueError(
                 f"TrainingBatch {self.batch_id!r}: exactly one of rows / claim_check must be set"
@@ -400,8 +409,8 @@ class CheckpointEvent(TopRecord):
     last_batch_offset: Int64 | None = None
     created_at: UtcDatetime = Field(default_factory=utc_now)
 
-    def check_invariants(self) -> None:
-        super().check_invariants()
+    def check_invariants(self, scan: bool = True) -> None:
+        super().check_invariants(scan)
         _non_negative(self, "version", "last_batch_offset")
         _digest(self, "digest")
 

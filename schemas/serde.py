@@ -11,11 +11,12 @@ Two wire formats (Avro 1.11 spec "Single object encoding"; Confluent "Wire forma
 A Serde with a registry decodes both formats; one without decodes single-object bytes only. A body written
 with an older schema version is read through Avro schema resolution into the latest model.
 
-Validation: models are validated by pydantic when built. ``encode`` re-checks the rules Avro cannot
-express (``Record.check_invariants``: equal lengths, finite floats, non-negative versions, ...) and lets
-fastavro check Avro types; ``decode`` lets fastavro check types and structure, then builds models with
-``model_construct`` (no second pydantic pass over thousands of token ids) and runs the same
-``check_invariants``. Any failure on either side raises `SchemaError` with topic/partition/offset/reason;
+Validation: models are validated by pydantic when built (all rules). ``encode`` re-checks the cheap
+rules Avro cannot express (``Record.check_invariants(scan=False)``: equal lengths, non-negative versions,
+exactly one batch form, ...) and the codec checks Avro types; the O(n) scans (finite logprobs, token-id
+range, mask values) are not repeated on encode. ``decode`` checks types and structure, then builds models
+with ``model_construct`` (no second pydantic pass over thousands of token ids) and runs every rule
+(``check_invariants(scan=True)``), so a list mutated after validation is caught by the consumer. Any failure on either side raises `SchemaError` with topic/partition/offset/reason;
 no other exception escapes ``decode`` for bad bytes.
 """
 
@@ -76,8 +77,8 @@ class _Plan:
         return record
 
     def to_avro(self, record: Record) -> dict[str, Any]:
-        """The dict fastavro writes; checks invariants of the record and of nested records."""
-        record.check_invariants()
+        """The dict the codec writes; checks the cheap invariants of the record and nested records."""
+        record.check_invariants(scan=False)
         if not self.encoders:
             return record.__dict__
         data = dict(record.__dict__)

@@ -172,3 +172,12 @@ def test_decode_message_uses_message_location(soe_serde):
 
 def test_all_top_records_have_examples():
     assert {type(r) for r in ex.all_examples()} == set(TOP_RECORDS)
+
+
+def test_list_mutated_after_validation_is_caught_on_decode(soe_serde):
+    """encode skips the O(n) scans (done at construction); decode runs them, so the consumer rejects it."""
+    req = ex.llm_request(response_tokens=32)
+    req.response_logprobs[5] = float("nan")
+    data = soe_serde.encode(req)
+    with pytest.raises(SchemaError, match=r"response_logprobs\[5\] must be finite"):
+        soe_serde.decode(data, LLMRequest)
