@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
         from producers.readers import detect_format
         from schemas import Split
 
-        detect_format(file)  # fail on a missing file or unknown suffix before drawing the progress bar
+        if fmt is None:
+            detect_format(file)  # fail on a missing file or unknown suffix before drawing the progress bar
         console = Console(stderr=True)
         with Progress(
             TextColumn("[bold]publish[/]"),
