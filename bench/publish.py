@@ -61,9 +61,13 @@ def main() -> None:
         ensure_topics(settings)
 
         dry = publish_file(settings, args.file, dry_run=True)
-        print(f"publish (dry run, read+validate+encode): {dry.published} tasks in {dry.elapsed_s:.2f} s = {dry.rate:,.0f} tasks/s")
+        print(
+            f"publish (dry run, read+validate+encode): {dry.published} tasks in {dry.elapsed_s:.2f} s = {dry.rate:,.0f} tasks/s"
+        )
         rep = publish_file(settings, args.file)
-        print(f"publish to Kafka (acknowledged):         {rep.published} tasks in {rep.elapsed_s:.2f} s = {rep.rate:,.0f} tasks/s")
+        print(
+            f"publish to Kafka (acknowledged):         {rep.published} tasks in {rep.elapsed_s:.2f} s = {rep.rate:,.0f} tasks/s"
+        )
 
         sampler, stop = Sampler(settings), threading.Event()
         want = rep.published * args.group_size
@@ -74,7 +78,9 @@ def main() -> None:
         sampler.producer.flush(60)
         dt = time.perf_counter() - t0
         sampler.close()
-        print(f"sampler fan-out (1 epoch, G={args.group_size}):      {want} samples in {dt:.2f} s = {want / dt:,.0f} samples/s")
+        print(
+            f"sampler fan-out (1 epoch, G={args.group_size}):      {want} samples in {dt:.2f} s = {want / dt:,.0f} samples/s"
+        )
 
         again = Sampler(settings)
         t0 = time.perf_counter()
@@ -83,7 +89,9 @@ def main() -> None:
         again.consumer.close()
         again.producer.close()
         records = sum(summary["records"].values())
-        print(f"sampler recovery (replay topics):        {records} records in {dt:.2f} s = {records / dt:,.0f} records/s")
+        print(
+            f"sampler recovery (replay topics):        {records} records in {dt:.2f} s = {records / dt:,.0f} records/s"
+        )
         stop.set()
     finally:
         if broker is not None:

@@ -89,7 +89,9 @@ class Ledger:
         max_retries: re-issues allowed after a failed/timeout trajectory (``sampler.max_retries``).
     """
 
-    def __init__(self, *, group_size: int, train_batch_size: int, max_staleness: int, max_retries: int) -> None:
+    def __init__(
+        self, *, group_size: int, train_batch_size: int, max_staleness: int, max_retries: int
+    ) -> None:
         if group_size < 1 or train_batch_size < 1 or max_staleness < 0 or max_retries < 0:
             raise ValueError(
                 f"Ledger: need group_size>=1, train_batch_size>=1, max_staleness>=0, max_retries>=0; got "
@@ -162,7 +164,9 @@ class Ledger:
             self._release(em)
         return True
 
-    def on_trajectory(self, rollout_id: str, retry: int, status: str, error: str | None = None) -> Action | None:
+    def on_trajectory(
+        self, rollout_id: str, retry: int, status: str, error: str | None = None
+    ) -> Action | None:
         """A final trajectory arrived; update the books and say what to do.
 
         The first trajectory of an emission decides its outcome; later ones (redeliveries, other
@@ -200,7 +204,10 @@ class Ledger:
         self._pending.add((rollout_id, retry))
         if retry < self.max_retries:
             return Reissue(em)
-        return DeadLetter(em, f"rollout {rollout_id} {status} {retry + 1} time(s) (max_retries={self.max_retries}); last error: {error or status}")
+        return DeadLetter(
+            em,
+            f"rollout {rollout_id} {status} {retry + 1} time(s) (max_retries={self.max_retries}); last error: {error or status}",
+        )
 
     def on_dead_lettered(self, rollout_id: str, retry: int) -> None:
         """The emission went to ``dlq`` (now, or found there on recovery): its group is dead."""
@@ -224,7 +231,12 @@ class Ledger:
             if retry < self.max_retries:
                 out.append(Reissue(em))
             else:
-                out.append(DeadLetter(em, f"rollout {rollout_id} failed {retry + 1} time(s) (max_retries={self.max_retries}); last error: {em.error}"))
+                out.append(
+                    DeadLetter(
+                        em,
+                        f"rollout {rollout_id} failed {retry + 1} time(s) (max_retries={self.max_retries}); last error: {em.error}",
+                    )
+                )
         return out
 
     def has_emitted(self, rollout_id: str, retry: int) -> bool:

@@ -9,25 +9,40 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 PUBLISH_PUBLISHED = Counter("streamrl_publish_tasks_published_total", "Tasks published and acknowledged.")
-PUBLISH_SKIPPED = Counter("streamrl_publish_rows_skipped_total", "Rows skipped: task_id already seen in the same run.")
+PUBLISH_SKIPPED = Counter(
+    "streamrl_publish_rows_skipped_total", "Rows skipped: task_id already seen in the same run."
+)
 PUBLISH_INVALID = Counter("streamrl_publish_rows_invalid_total", "Rows that could not become a Task.")
 
-TASKS_READ = Counter("streamrl_sampler_tasks_read_total", "Task records read from the tasks topic (tombstones included).")
+TASKS_READ = Counter(
+    "streamrl_sampler_tasks_read_total", "Task records read from the tasks topic (tombstones included)."
+)
 SAMPLES_EMITTED = Counter(
-    "streamrl_sampler_samples_emitted_total", "Samples emitted, by mode and whether it is a re-issue.", ["mode", "reissue"]
+    "streamrl_sampler_samples_emitted_total",
+    "Samples emitted, by mode and whether it is a re-issue.",
+    ["mode", "reissue"],
 )
 IN_FLIGHT = Gauge(
-    "streamrl_sampler_in_flight", "Train samples admitted and not yet consumed by the trainer (F = E - R - C)."
+    "streamrl_sampler_in_flight",
+    "Train samples admitted and not yet consumed by the trainer (F = E - R - C).",
 )
-IN_FLIGHT_BOUND = Gauge("streamrl_sampler_in_flight_bound", "(max_staleness + 1) x train_batch_size x group_size.")
+IN_FLIGHT_BOUND = Gauge(
+    "streamrl_sampler_in_flight_bound", "(max_staleness + 1) x train_batch_size x group_size."
+)
 ADMISSION_WAITS = Counter(
-    "streamrl_sampler_admission_waits_total", "Times the sampler had train work but the in-flight bound was full."
+    "streamrl_sampler_admission_waits_total",
+    "Times the sampler had train work but the in-flight bound was full.",
 )
 ADMISSION_WAIT_SECONDS = Counter(
-    "streamrl_sampler_admission_wait_seconds_total", "Seconds spent with train work blocked by the in-flight bound."
+    "streamrl_sampler_admission_wait_seconds_total",
+    "Seconds spent with train work blocked by the in-flight bound.",
 )
 EPOCH = Gauge("streamrl_sampler_epoch", "Epoch being emitted (0-based).")
 POLICY_VERSION = Gauge("streamrl_sampler_policy_version", "Latest trainer version seen on checkpoints.")
-TRAJECTORIES_READ = Counter("streamrl_sampler_trajectories_read_total", "Trajectories read, by status.", ["status"])
+TRAJECTORIES_READ = Counter(
+    "streamrl_sampler_trajectories_read_total", "Trajectories read, by status.", ["status"]
+)
 DEAD_LETTERED = Counter("streamrl_sampler_dead_lettered_total", "Samples sent to dlq after max_retries.")
-BAD_RECORDS = Counter("streamrl_sampler_bad_records_total", "Undecodable input records sent to dlq, by topic.", ["topic"])
+BAD_RECORDS = Counter(
+    "streamrl_sampler_bad_records_total", "Undecodable input records sent to dlq, by topic.", ["topic"]
+)

@@ -88,7 +88,9 @@ class EpochCursor:
     def drop(self, task_id: str) -> None:
         """Forget a task deleted from ``tasks`` mid-epoch: its remaining samples are not emitted."""
         if task_id in self.order[self._pos + 1 :]:
-            self.order = self.order[: self._pos + 1] + [t for t in self.order[self._pos + 1 :] if t != task_id]
+            self.order = self.order[: self._pos + 1] + [
+                t for t in self.order[self._pos + 1 :] if t != task_id
+            ]
 
     @property
     def done(self) -> bool:

@@ -85,7 +85,9 @@ def row_payload(value: Any, where: str) -> str:
     if not isinstance(value, dict):
         raise InvalidRow(where, f"not a JSON object (got {type(value).__name__})")
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+        )
     except (TypeError, ValueError) as exc:
         raise InvalidRow(where, f"not JSON-serializable: {exc}") from None
 
@@ -98,7 +100,12 @@ def row_hash_id(value: dict[str, Any], split: Split, chars: int) -> str:
     split is included so the same row published as train and as val gives two tasks.
     """
     canonical = json.dumps(
-        value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+        value,
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        allow_nan=False,
+        default=_json_default,
     )
     return hashlib.sha256(f"{split.value}\n{canonical}".encode()).hexdigest()[:chars]
 
@@ -113,7 +120,9 @@ def row_field_id(value: dict[str, Any], id_field: str, where: str) -> str:
         raise InvalidRow(where, f"missing id field {id_field!r} (has {sorted(value)[:8]})")
     raw = value[id_field]
     if isinstance(raw, bool) or not isinstance(raw, str | int):
-        raise InvalidRow(where, f"id field {id_field!r} must be a string or integer, got {type(raw).__name__}")
+        raise InvalidRow(
+            where, f"id field {id_field!r} must be a string or integer, got {type(raw).__name__}"
+        )
     task_id = str(raw)
     if not task_id.strip():
         raise InvalidRow(where, f"id field {id_field!r} is empty")
@@ -123,7 +132,13 @@ def row_field_id(value: dict[str, Any], id_field: str, where: str) -> str:
 
 
 def build_task(
-    row: Row, *, split: Split, id_field: str | None, source: str, hash_chars: int, now: dt.datetime | None = None
+    row: Row,
+    *,
+    split: Split,
+    id_field: str | None,
+    source: str,
+    hash_chars: int,
+    now: dt.datetime | None = None,
 ) -> Task:
     """The Task of one dataset row.
 
@@ -140,9 +155,17 @@ def build_task(
     if row.error is not None:
         raise InvalidRow(row.where, row.error)
     payload = row_payload(row.value, row.where)
-    task_id = row_field_id(row.value, id_field, row.where) if id_field else row_hash_id(row.value, split, hash_chars)
+    task_id = (
+        row_field_id(row.value, id_field, row.where)
+        if id_field
+        else row_hash_id(row.value, split, hash_chars)
+    )
     return Task(
-        task_id=task_id, split=split, payload=payload, source=f"{source}:{row.where}", created_at=now or utc_now()
+        task_id=task_id,
+        split=split,
+        payload=payload,
+        source=f"{source}:{row.where}",
+        created_at=now or utc_now(),
     )
 
 
@@ -210,10 +233,15 @@ def publish_file(
                 on_rows(pending)
                 pending = 0
             try:
-                task = build_task(row, split=split, id_field=id_field, source=source, hash_chars=cfg.id_hash_chars)
+                task = build_task(
+                    row, split=split, id_field=id_field, source=source, hash_chars=cfg.id_hash_chars
+                )
                 value = serde.encode(task, topic=topic)
                 if len(value) > cfg.max_task_bytes:
-                    raise InvalidRow(row.where, f"task is {len(value)} bytes encoded, over publish.max_task_bytes={cfg.max_task_bytes}")
+                    raise InvalidRow(
+                        row.where,
+                        f"task is {len(value)} bytes encoded, over publish.max_task_bytes={cfg.max_task_bytes}",
+                    )
             except (InvalidRow, StreamRLError) as exc:
                 reason = exc.reason if isinstance(exc, InvalidRow) else str(exc)
                 report.invalid += 1
@@ -222,7 +250,12 @@ def publish_file(
                 continue
             if task.task_id in first_seen:
                 report.skipped += 1
-                report.problems.append((row.where, f"duplicate task_id {task.task_id!r} (first at {first_seen[task.task_id]}); skipped"))
+                report.problems.append(
+                    (
+                        row.where,
+                        f"duplicate task_id {task.task_id!r} (first at {first_seen[task.task_id]}); skipped",
+                    )
+                )
                 PUBLISH_SKIPPED.inc()
                 continue
             first_seen[task.task_id] = row.where

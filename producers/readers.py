@@ -146,7 +146,11 @@ def _read_json_array(path: Path) -> Iterator[Row]:
     lines = _LineCounter(text)
     pos = _skip_ws(text, 0)
     if pos >= len(text) or text[pos] != "[":
-        yield Row(lines.at(pos), "line", error="a .json dataset must be a JSON array (use .jsonl for one object per line)")
+        yield Row(
+            lines.at(pos),
+            "line",
+            error="a .json dataset must be a JSON array (use .jsonl for one object per line)",
+        )
         return
     pos = _skip_ws(text, pos + 1)
     if pos < len(text) and text[pos] == "]":
@@ -155,14 +159,18 @@ def _read_json_array(path: Path) -> Iterator[Row]:
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            yield Row(exc.lineno, "line", error=f"malformed JSON: {exc.msg} at column {exc.colno}; stopped reading")
+            yield Row(
+                exc.lineno, "line", error=f"malformed JSON: {exc.msg} at column {exc.colno}; stopped reading"
+            )
             return
         yield Row(lines.at(pos), "line", value)
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == "]":
             return
         if pos >= len(text) or text[pos] != ",":
-            yield Row(lines.at(pos), "line", error="malformed JSON array: expected ',' or ']'; stopped reading")
+            yield Row(
+                lines.at(pos), "line", error="malformed JSON array: expected ',' or ']'; stopped reading"
+            )
             return
         pos = _skip_ws(text, pos + 1)
 
@@ -287,5 +295,7 @@ def _open_hf_dir(path: Path, hf_split: str | None) -> Dataset:
         state = json.loads(state_file.read_text())
         files = [path / entry["filename"] for entry in state["_data_files"]]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DatasetError(f"{state_file}: unexpected content ({exc!r}); expected _data_files[].filename") from exc
+        raise DatasetError(
+            f"{state_file}: unexpected content ({exc!r}); expected _data_files[].filename"
+        ) from exc
     return _open_arrow_files(path, files)

@@ -123,11 +123,16 @@ class Sampler:
             max_staleness=rl.max_staleness,
             max_retries=self.cfg.max_retries,
         )
-        self.topic = {name: settings.topics.name(name) for name in ("tasks", "samples", "trajectories", "checkpoints", "dlq")}
+        self.topic = {
+            name: settings.topics.name(name)
+            for name in ("tasks", "samples", "trajectories", "checkpoints", "dlq")
+        }
         self.serde = Serde(registry_url=settings.kafka.schema_registry_url)
         self.producer = EventProducer(settings)
         self.dlq = DeadLetterSink(settings, self.producer, stage="sampler", serde=self.serde)
-        self.consumer = make_consumer(settings, settings.group_id("sampler"), **{"enable.partition.eof": False})
+        self.consumer = make_consumer(
+            settings, settings.group_id("sampler"), **{"enable.partition.eof": False}
+        )
         self.tasks: dict[str, Task] = {}
         self.epoch = 0
         self.cursor: EpochCursor | None = None
@@ -146,7 +151,9 @@ class Sampler:
     def recover(self) -> dict[str, Any]:
         """Rebuild the state from the topics (see the module docstring); returns a summary for the log."""
         t0 = time.perf_counter()
-        reader = make_consumer(self.settings, self.settings.group_id("sampler-recovery"), **{"enable.partition.eof": False})
+        reader = make_consumer(
+            self.settings, self.settings.group_id("sampler-recovery"), **{"enable.partition.eof": False}
+        )
         try:
             read = read_to_end(reader, [self.topic["samples"], self.topic["dlq"]], self._replay_emitted)
         finally:
@@ -154,7 +161,9 @@ class Sampler:
         self._replaying = True
         try:
             read |= read_to_end(
-                self.consumer, [self.topic["tasks"], self.topic["checkpoints"], self.topic["trajectories"]], self._on_message
+                self.consumer,
+                [self.topic["tasks"], self.topic["checkpoints"], self.topic["trajectories"]],
+                self._on_message,
             )
         finally:
             self._replaying = False
@@ -245,8 +254,11 @@ class Sampler:
         prev = self.ledger.version
         if self.ledger.on_checkpoint(event.version) and not self._replaying:
             log.info(
-                "trainer version %d: in flight %d / bound %d, epoch %d", event.version, self.ledger.in_flight,
-                self.ledger.bound, self.epoch,
+                "trainer version %d: in flight %d / bound %d, epoch %d",
+                event.version,
+                self.ledger.in_flight,
+                self.ledger.bound,
+                self.epoch,
             )
             every = self.cfg.val_every
             if every and event.version // every > prev // every:
@@ -263,13 +275,20 @@ class Sampler:
         em = action.emission
         sample: Sample = em.sample
         if isinstance(action, Reissue):
-            again = sample.model_copy(update={"retry": em.retry + 1, "policy_version": self.ledger.version, "created_at": utc_now()})
+            again = sample.model_copy(
+                update={"retry": em.retry + 1, "policy_version": self.ledger.version, "created_at": utc_now()}
+            )
             self.retry_queue.append(again)
             return
         partition, offset = self._where.get((em.rollout_id, em.retry), (-1, -1))
         self.dlq.send(
-            None, reason=action.reason, topic=self.topic["samples"], partition=partition, offset=offset,
-            key=em.rollout_id, value=self.serde.encode(sample),
+            None,
+            reason=action.reason,
+            topic=self.topic["samples"],
+            partition=partition,
+            offset=offset,
+            key=em.rollout_id,
+            value=self.serde.encode(sample),
         )
         m.DEAD_LETTERED.inc()
         self.ledger.on_dead_lettered(em.rollout_id, em.retry)
@@ -302,8 +321,15 @@ class Sampler:
                     continue
                 self.val_queue.append(
                     Sample(
-                        rollout_id=rid, task_id=task_id, group_id=val_group_id(version, task_id), group_size=n, k=k,
-                        epoch=self.epoch, retry=0, mode=Mode.val, payload=self.tasks[task_id].payload,
+                        rollout_id=rid,
+                        task_id=task_id,
+                        group_id=val_group_id(version, task_id),
+                        group_size=n,
+                        k=k,
+                        epoch=self.epoch,
+                        retry=0,
+                        mode=Mode.val,
+                        payload=self.tasks[task_id].payload,
                         policy_version=version,
                     )
                 )
@@ -319,7 +345,9 @@ class Sampler:
             if err is None:
                 self._where[key] = (msg.partition(), msg.offset())
 
-        self.producer.produce(self.topic["samples"], self.serde.encode(sample), key=sample.rollout_id, on_delivery=delivered)
+        self.producer.produce(
+            self.topic["samples"], self.serde.encode(sample), key=sample.rollout_id, on_delivery=delivered
+        )
         self.ledger.on_emitted(sample.rollout_id, sample.retry, sample.group_id, sample.mode.value, sample)
         m.SAMPLES_EMITTED.labels(sample.mode.value, str(sample.retry > 0).lower()).inc()
 
@@ -328,7 +356,12 @@ class Sampler:
             if self.cursor is not None and not self.cursor.done:
                 return self.cursor
             if self.cursor is not None:  # epoch fully emitted
-                log.info("epoch %d fully emitted (%d tasks x %d)", self.epoch, len(self.cursor.order), self.group_size)
+                log.info(
+                    "epoch %d fully emitted (%d tasks x %d)",
+                    self.epoch,
+                    len(self.cursor.order),
+                    self.group_size,
+                )
                 self.epoch += 1
                 self.cursor = None
             if self.cfg.max_epochs is not None and self.epoch >= self.cfg.max_epochs:
@@ -339,9 +372,16 @@ class Sampler:
             if not train_ids:
                 return None  # wait for tasks
             order = epoch_order(train_ids, self.epoch, self.settings.rl.seed, self.cfg.shuffle)
-            self.cursor = EpochCursor(self.epoch, order, self.group_size, emitted=self._recovered_emitted.pop(self.epoch, set()))
+            self.cursor = EpochCursor(
+                self.epoch, order, self.group_size, emitted=self._recovered_emitted.pop(self.epoch, set())
+            )
             if not self.cursor.done:
-                log.info("epoch %d: %d train tasks, %d sample(s) to emit", self.epoch, len(order), sum(1 for _ in self.cursor.remaining()))
+                log.info(
+                    "epoch %d: %d train tasks, %d sample(s) to emit",
+                    self.epoch,
+                    len(order),
+                    sum(1 for _ in self.cursor.remaining()),
+                )
         return None
 
     def emit_ready(self) -> int:
@@ -374,9 +414,15 @@ class Sampler:
                 continue
             self._emit(
                 Sample(
-                    rollout_id=train_rollout_id(task_id, cursor.epoch, k), task_id=task_id,
-                    group_id=train_group_id(task_id, cursor.epoch), group_size=self.group_size, k=k,
-                    epoch=cursor.epoch, retry=0, mode=Mode.train, payload=task.payload,
+                    rollout_id=train_rollout_id(task_id, cursor.epoch, k),
+                    task_id=task_id,
+                    group_id=train_group_id(task_id, cursor.epoch),
+                    group_size=self.group_size,
+                    k=k,
+                    epoch=cursor.epoch,
+                    retry=0,
+                    mode=Mode.train,
+                    payload=task.payload,
                     policy_version=self.ledger.version,
                 )
             )
@@ -445,7 +491,9 @@ class Sampler:
         while not stop.is_set():
             self.step()
             if self.cfg.exit_when_done and self.done:
-                log.info("sampler done: %d epoch(s) emitted, every rollout finished", self.cfg.max_epochs or 0)
+                log.info(
+                    "sampler done: %d epoch(s) emitted, every rollout finished", self.cfg.max_epochs or 0
+                )
                 break
 
     def close(self) -> None:

@@ -14,14 +14,24 @@ def register(app: typer.Typer) -> None:
 
     @app.command("publish")
     def publish(
-        file: Path = typer.Argument(..., help="JSONL, JSON array, CSV, Parquet or Arrow file, or a HF save_to_disk directory."),
+        file: Path = typer.Argument(
+            ..., help="JSONL, JSON array, CSV, Parquet or Arrow file, or a HF save_to_disk directory."
+        ),
         split: str = typer.Option("train", "--split", help="Task split: train or val."),
-        id_field: str | None = typer.Option(None, "--id-field", help="Row field holding the task id (default: stable hash of the row)."),
+        id_field: str | None = typer.Option(
+            None, "--id-field", help="Row field holding the task id (default: stable hash of the row)."
+        ),
         limit: int | None = typer.Option(None, "--limit", min=1, help="Read at most this many rows."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate only; produce nothing."),
-        fmt: str | None = typer.Option(None, "--format", help="jsonl|json|csv|parquet|arrow|hf (default: from the suffix)."),
-        hf_split: str | None = typer.Option(None, "--hf-split", help="Split of a HF DatasetDict directory to read."),
-        show_problems: int = typer.Option(20, "--show-problems", min=0, help="Invalid/skipped rows to list (all are counted)."),
+        fmt: str | None = typer.Option(
+            None, "--format", help="jsonl|json|csv|parquet|arrow|hf (default: from the suffix)."
+        ),
+        hf_split: str | None = typer.Option(
+            None, "--hf-split", help="Split of a HF DatasetDict directory to read."
+        ),
+        show_problems: int = typer.Option(
+            20, "--show-problems", min=0, help="Invalid/skipped rows to list (all are counted)."
+        ),
         config: Path | None = ConfigOption,
     ) -> None:
         """Publish one Task per row to the tasks topic; report invalid rows by line number."""
@@ -79,7 +89,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sampler")
     def sampler(
-        max_epochs: int | None = typer.Option(None, "--max-epochs", min=1, help="Override sampler.max_epochs."),
+        max_epochs: int | None = typer.Option(
+            None, "--max-epochs", min=1, help="Override sampler.max_epochs."
+        ),
         config: Path | None = ConfigOption,
     ) -> None:
         """Run the sampler: tasks → samples with group fan-out, epochs, admission control, retries, validation."""

@@ -22,7 +22,9 @@ def assign_all(consumer: Consumer, topic: str) -> None:
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
 
 
-def read_all(settings: Settings, base: str, *, timeout_s: float = 20.0) -> list[tuple[bytes | None, bytes | None]]:
+def read_all(
+    settings: Settings, base: str, *, timeout_s: float = 20.0
+) -> list[tuple[bytes | None, bytes | None]]:
     """Every (key, value) of a topic from the beginning to its current end offsets."""
     topic = settings.topics.name(base)
     c = make_consumer(settings, settings.group_id("test-reader"))
@@ -123,13 +125,26 @@ class TrainerSim:
             self.answered.add(key)
             failed = key in self.fail
             traj = Trajectory(
-                rollout_id=s.rollout_id, attempt_id=f"a-{s.rollout_id}-{s.retry}", task_id=s.task_id,
-                group_id=s.group_id, group_size=s.group_size, k=s.k, epoch=s.epoch, retry=s.retry, mode=s.mode,
-                status=RolloutStatus.failed if failed else RolloutStatus.succeeded, reward=None if failed else 1.0,
-                error="injected failure" if failed else None, worker_id="sim", policy_version=s.policy_version,
-                started_at=now, finished_at=now,
+                rollout_id=s.rollout_id,
+                attempt_id=f"a-{s.rollout_id}-{s.retry}",
+                task_id=s.task_id,
+                group_id=s.group_id,
+                group_size=s.group_size,
+                k=s.k,
+                epoch=s.epoch,
+                retry=s.retry,
+                mode=s.mode,
+                status=RolloutStatus.failed if failed else RolloutStatus.succeeded,
+                reward=None if failed else 1.0,
+                error="injected failure" if failed else None,
+                worker_id="sim",
+                policy_version=s.policy_version,
+                started_at=now,
+                finished_at=now,
             )
-            self.producer.produce(self.settings.topics.name("trajectories"), self.serde.encode(traj), key=s.rollout_id)
+            self.producer.produce(
+                self.settings.topics.name("trajectories"), self.serde.encode(traj), key=s.rollout_id
+            )
             if s.mode is Mode.train:
                 if failed or s.group_id in self.dead:
                     self.failed += 1
@@ -142,11 +157,16 @@ class TrainerSim:
 
     def checkpoint(self, version: int) -> None:
         ev = CheckpointEvent(
-            policy_name=self.settings.rl.policy_name, version=version, kind=CheckpointKind.full,
-            uri=f"/tmp/ckpt/{version}", digest="sha256:" + "0" * 64,
+            policy_name=self.settings.rl.policy_name,
+            version=version,
+            kind=CheckpointKind.full,
+            uri=f"/tmp/ckpt/{version}",
+            digest="sha256:" + "0" * 64,
         )
         self.version = version
-        self.producer.produce(self.settings.topics.name("checkpoints"), self.serde.encode(ev), key=ev.policy_name)
+        self.producer.produce(
+            self.settings.topics.name("checkpoints"), self.serde.encode(ev), key=ev.policy_name
+        )
         self.producer.flush(10)
 
     def close(self) -> None:
@@ -159,7 +179,9 @@ def trainer_sim() -> Callable[..., TrainerSim]:
     """``trainer_sim(settings, fail=set(), dead=set()) -> TrainerSim``; closed at teardown."""
     made: list[TrainerSim] = []
 
-    def make(settings: Settings, fail: set[tuple[str, int]] | None = None, dead: set[str] | None = None) -> TrainerSim:
+    def make(
+        settings: Settings, fail: set[tuple[str, int]] | None = None, dead: set[str] | None = None
+    ) -> TrainerSim:
         sim = TrainerSim(settings, fail=fail or set(), dead=dead or set())
         made.append(sim)
         return sim

@@ -34,11 +34,15 @@ def test_publishing_the_same_file_twice_keeps_one_task_per_id(settings, read_top
     n_records, latest = latest_by_key(settings, read_topic)
     assert n_records == 40  # before compaction both copies are in the log...
     assert len(latest) == 20  # ...but latest value per key = one task per row
-    assert sorted(json.loads(t.payload)["question"] for t in latest.values()) == sorted(r["question"] for r in rows)
+    assert sorted(json.loads(t.payload)["question"] for t in latest.values()) == sorted(
+        r["question"] for r in rows
+    )
     assert all(t.split is Split.train and t.source.startswith("d.jsonl:line ") for t in latest.values())
 
 
-def test_cli_reports_malformed_lines_by_number_and_uses_the_id_field(settings, read_topic, tmp_path: Path, monkeypatch) -> None:
+def test_cli_reports_malformed_lines_by_number_and_uses_the_id_field(
+    settings, read_topic, tmp_path: Path, monkeypatch
+) -> None:
     from streamrl.cli import app
 
     p = tmp_path / "bad.jsonl"

@@ -35,7 +35,9 @@ def start(settings) -> tuple[Sampler, threading.Event, threading.Thread, list[Ba
 
 
 @pytest.mark.parametrize("max_staleness", [1, 0])
-def test_in_flight_bound_holds_at_every_moment(settings_factory, trainer_sim, tmp_path, max_staleness: int) -> None:
+def test_in_flight_bound_holds_at_every_moment(
+    settings_factory, trainer_sim, tmp_path, max_staleness: int
+) -> None:
     s = settings_factory(
         rl={"group_size": 4, "train_batch_size": 2, "max_staleness": max_staleness, "seed": 3},
         sampler={"max_epochs": 2, "max_retries": 2, "poll_interval_s": 0.05, "flush_interval_s": 0.1},
@@ -67,8 +69,13 @@ def test_in_flight_bound_holds_at_every_moment(settings_factory, trainer_sim, tm
     train = [x for x in sim.samples if x.mode is Mode.train]
     firsts = [x for x in train if x.retry == 0]
     # group fan-out: every (task, epoch, k) exactly once at retry 0, ids per the contract
-    assert Counter((x.task_id, x.epoch, x.k) for x in firsts) == {(f"t{i}", e, k): 1 for i in range(6) for e in (0, 1) for k in range(4)}
-    assert all(x.rollout_id == f"{x.task_id}/{x.epoch}/{x.k}" and x.group_id == f"{x.task_id}/{x.epoch}" for x in train)
+    assert Counter((x.task_id, x.epoch, x.k) for x in firsts) == {
+        (f"t{i}", e, k): 1 for i in range(6) for e in (0, 1) for k in range(4)
+    }
+    assert all(
+        x.rollout_id == f"{x.task_id}/{x.epoch}/{x.k}" and x.group_id == f"{x.task_id}/{x.epoch}"
+        for x in train
+    )
     # epochs in order, each in its seeded shuffled order (samples spread over partitions, so compare
     # creation times: ms resolution, ties allowed)
     first_at = {}
@@ -77,16 +84,30 @@ def test_in_flight_bound_holds_at_every_moment(settings_factory, trainer_sim, tm
     expected = [(e, t) for e in (0, 1) for t in epoch_order([f"t{i}" for i in range(6)], e, seed=3)]
     times = [first_at[key] for key in expected]
     assert times == sorted(times), "tasks were not fanned out in the seeded epoch order"
-    assert epoch_order([f"t{i}" for i in range(6)], 0, seed=3) != epoch_order([f"t{i}" for i in range(6)], 1, seed=3)
+    assert epoch_order([f"t{i}" for i in range(6)], 0, seed=3) != epoch_order(
+        [f"t{i}" for i in range(6)], 1, seed=3
+    )
     # re-issues: same rollout id, retry + 1
-    assert sorted((x.rollout_id, x.retry) for x in train if x.retry > 0) == [("t2/0/1", 1), ("t4/1/3", 1), ("t4/1/3", 2)]
+    assert sorted((x.rollout_id, x.retry) for x in train if x.retry > 0) == [
+        ("t2/0/1", 1),
+        ("t4/1/3", 1),
+        ("t4/1/3", 2),
+    ]
 
 
-def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(settings_factory, trainer_sim, tmp_path, read_topic) -> None:
+def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(
+    settings_factory, trainer_sim, tmp_path, read_topic
+) -> None:
     s = settings_factory(
         rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 0},
-        sampler={"max_epochs": 1, "max_retries": 1, "val_every": 2, "val_samples_per_task": 2,
-                 "poll_interval_s": 0.05, "flush_interval_s": 0.1},
+        sampler={
+            "max_epochs": 1,
+            "max_retries": 1,
+            "val_every": 2,
+            "val_samples_per_task": 2,
+            "poll_interval_s": 0.05,
+            "flush_interval_s": 0.1,
+        },
     )
     train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
     train.write_text("".join(json.dumps({"id": f"t{i}"}) + "\n" for i in range(3)))
@@ -109,13 +130,23 @@ def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(settin
         thread.join(10)
     serde = Serde()
     dead = [serde.decode(v, DeadLetter) for _, v in read_topic(s, "dlq")]
-    assert len(dead) == 1 and dead[0].stage == "sampler" and dead[0].original_topic == s.topics.name("samples")
-    assert "t1/0/0" in dead[0].reason and "max_retries=1" in dead[0].reason and "injected failure" in dead[0].reason
+    assert (
+        len(dead) == 1 and dead[0].stage == "sampler" and dead[0].original_topic == s.topics.name("samples")
+    )
+    assert (
+        "t1/0/0" in dead[0].reason
+        and "max_retries=1" in dead[0].reason
+        and "injected failure" in dead[0].reason
+    )
     assert serde.decode(dead[0].original_value, Sample).retry == 1
     vals = [x for x in sim.samples if x.mode is Mode.val]
     by_version = Counter(x.policy_version for x in vals)
-    assert set(by_version) >= {0, 2} and all(n == 4 for n in by_version.values())  # 2 tasks x 2 samples, once per version
+    assert set(by_version) >= {0, 2} and all(
+        n == 4 for n in by_version.values()
+    )  # 2 tasks x 2 samples, once per version
     assert all(v % 2 == 0 for v in by_version)
     assert sim.version == 2  # t0 and t2 trained; t1's group never did
     assert sampler.ledger.dead_groups == 1 and sampler.ledger.in_flight == 0
-    assert {x.rollout_id for x in vals if x.policy_version == 2} == {f"val/2/v{i}/{k}" for i in range(2) for k in range(2)}
+    assert {x.rollout_id for x in vals if x.policy_version == 2} == {
+        f"val/2/v{i}/{k}" for i in range(2) for k in range(2)
+    }

@@ -37,8 +37,17 @@ def spawn(settings, log: Path) -> subprocess.Popen:
             "STREAMRL_SAMPLER__FLUSH_INTERVAL_S": "5",
         }
     )
-    cmd = [sys.executable, "-c", "from streamrl.cli import main; main()", "sampler", "--max-epochs", str(EPOCHS)]
-    return subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[3])
+    cmd = [
+        sys.executable,
+        "-c",
+        "from streamrl.cli import main; main()",
+        "sampler",
+        "--max-epochs",
+        str(EPOCHS),
+    ]
+    return subprocess.Popen(
+        cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[3]
+    )
 
 
 def test_sigkill_mid_epoch_then_restart_skips_nothing(settings_factory, trainer_sim, tmp_path: Path) -> None:
@@ -87,7 +96,9 @@ def test_sigkill_mid_epoch_then_restart_skips_nothing(settings_factory, trainer_
     # retry; there can be at most one bound's worth per kill (a restart from scratch would re-emit all)
     assert len(sim.duplicates) <= 2 * sim.bound, len(sim.duplicates)
     for dup in sim.duplicates:
-        assert dup.rollout_id == f"{dup.task_id}/{dup.epoch}/{dup.k}" and (dup.rollout_id, dup.retry) in sim.seen
+        assert (
+            dup.rollout_id == f"{dup.task_id}/{dup.epoch}/{dup.k}" and (dup.rollout_id, dup.retry) in sim.seen
+        )
     assert sim.version == (N_TASKS * EPOCHS) // 2 and sim.checks == N_TASKS * G * EPOCHS + 2
     assert log.read_text().count("sampler recovered") == 3
     print(f"kills at (version, emitted) {kills}; duplicates after restart: {len(sim.duplicates)}")

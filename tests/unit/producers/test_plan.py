@@ -40,7 +40,9 @@ def test_cursor_walks_groups_and_skips_what_was_emitted() -> None:
 
 
 @given(st.integers(1, 6), st.integers(1, 5), st.data())
-def test_resumed_cursor_emits_exactly_the_missing_samples(n_tasks: int, group_size: int, data: st.DataObject) -> None:
+def test_resumed_cursor_emits_exactly_the_missing_samples(
+    n_tasks: int, group_size: int, data: st.DataObject
+) -> None:
     order = [f"t{i}" for i in range(n_tasks)]
     everything = [(t, k) for t in order for k in range(group_size)]
     cut = data.draw(st.integers(0, len(everything)))

@@ -23,7 +23,9 @@ def test_hash_id_is_stable_ignores_key_order_and_depends_on_split() -> None:
 
 
 def test_build_task_uses_id_field_and_records_source() -> None:
-    t = build_task(Row(3, "line", {"id": 7, "q": "x"}), split=Split.val, id_field="id", source="f.jsonl", hash_chars=24)
+    t = build_task(
+        Row(3, "line", {"id": 7, "q": "x"}), split=Split.val, id_field="id", source="f.jsonl", hash_chars=24
+    )
     assert t.task_id == "7" and t.split is Split.val and t.source == "f.jsonl:line 3"
     assert json.loads(t.payload) == {"id": 7, "q": "x"}
 

@@ -83,7 +83,11 @@ def test_parquet_rows_and_total(tmp_path: Path) -> None:
     pq.write_table(pa.table({"q": ["a", "b", "c"], "n": [1, 2, 3]}), p)
     ds = open_dataset(p)
     assert ds.total == 3
-    assert [(r.position, r.value) for r in ds.rows] == [(1, {"q": "a", "n": 1}), (2, {"q": "b", "n": 2}), (3, {"q": "c", "n": 3})]
+    assert [(r.position, r.value) for r in ds.rows] == [
+        (1, {"q": "a", "n": 1}),
+        (2, {"q": "b", "n": 2}),
+        (3, {"q": "c", "n": 3}),
+    ]
 
 
 def test_hf_save_to_disk_directory_and_dataset_dict(tmp_path: Path) -> None:
@@ -95,7 +99,10 @@ def test_hf_save_to_disk_directory_and_dataset_dict(tmp_path: Path) -> None:
 
     dd = tmp_path / "dd"
     datasets.DatasetDict(
-        {"train": datasets.Dataset.from_dict({"q": ["t"]}), "test": datasets.Dataset.from_dict({"q": ["v1", "v2"]})}
+        {
+            "train": datasets.Dataset.from_dict({"q": ["t"]}),
+            "test": datasets.Dataset.from_dict({"q": ["v1", "v2"]}),
+        }
     ).save_to_disk(str(dd))
     with pytest.raises(DatasetError, match="--hf-split"):
         open_dataset(dd)
