@@ -165,11 +165,11 @@ class GroupMachine:
             return
         group["applied"] = offset
         staged[gid] = group
-        if group["state"] != "open":
-            res.stats["late_rollout"] += 1
-            return
         if ev["rollout_id"] in group["rollouts"]:
             res.stats["duplicate_rollout"] += 1
+            return
+        if group["state"] != "open":
+            res.stats["late_rollout"] += 1
             return
         group["rollouts"][ev["rollout_id"]] = {
             "reward": float(ev["reward"]), "rows": ev["rows"], "last_ts": float(ev["last_ts"]),
