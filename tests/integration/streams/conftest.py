@@ -140,7 +140,7 @@ class Feed:
         for i in range(calls):
             req_id = f"{rid}/c{i}"
             self.call(rid, req_id, list(prompt), [10 + i, 20 + i], version=version, seq=i)
-            prompt = prompt + [10 + i, 20 + i, 99]
+            prompt = [*prompt, 10 + i, 20 + i, 99]
             ids.append(req_id)
         self.traj(rid, group_id, ids, reward, group_size=group_size, k=k, version=version)
         return rid

@@ -30,7 +30,7 @@ def test_sigkill_mid_stream_every_row_exactly_once(streams_config, worker_factor
     worker = worker_factory(cfg)
     groups = [f"task{i:02d}/0" for i in range(24)]
     expected = set()
-    for i, g in enumerate(groups[:16]):
+    for g in groups[:16]:
         for k in (0, 1):
             expected.add(feed.rollout(g, k, float(k), group_size=2, calls=2))
     feed.flush()
