@@ -1,4 +1,4 @@
-"""CLI commands of this stage (placeholders until the stage lands)."""
+"""``streamrl dev`` (the whole pipeline on one machine) and ``streamrl demo`` (the learnable CPU demo)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,55 @@ from pathlib import Path
 
 import typer
 
-from streamrl.cli.common import ConfigOption, not_yet
+from streamrl.cli.common import ConfigOption
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the root app."""
+    """Add ``dev`` and ``demo`` to the root app."""
 
     @app.command("dev")
-    def _dev(config: Path | None = ConfigOption) -> None:
-        """Not yet available."""
-        not_yet("dev")
+    def dev(
+        config: Path | None = ConfigOption,
+        run_id: str | None = typer.Option(
+            None, "--run-id", help="Run directory name (default: time + random)."
+        ),
+        max_steps: int | None = typer.Option(
+            None, "--max-steps", min=1, help="Stop at this policy version (overrides dev.max_steps)."
+        ),
+        workers: int | None = typer.Option(None, "--workers", min=0, help="Rollout worker processes."),
+        display: str | None = typer.Option(None, "--display", help="auto|live|plain|off."),
+    ) -> None:
+        """Run broker, inference, sampler, workers, streams and trainer as supervised children, with a live display."""
+        from streamrl.dev.runner import run_dev
+
+        dev_over = {
+            k: v
+            for k, v in {
+                "run_id": run_id,
+                "max_steps": max_steps,
+                "workers": workers,
+                "display": display,
+            }.items()
+            if v is not None
+        }
+        result = run_dev(config, overrides={"dev": dev_over} if dev_over else None)
+        raise typer.Exit(result.exit_code)
+
+    @app.command("demo")
+    def demo(
+        run_id: str | None = typer.Option(
+            None, "--run-id", help="Run directory name (default: time + random)."
+        ),
+        max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop at this policy version."),
+        display: str | None = typer.Option(None, "--display", help="auto|live|plain|off."),
+    ) -> None:
+        """Train the learnable demo (largest digit, tiny char model, GRPO on CPU) on the embedded defaults."""
+        from streamrl.dev.demo import demo_overrides
+        from streamrl.dev.runner import run_dev
+
+        over = demo_overrides()
+        for key, value in {"run_id": run_id, "max_steps": max_steps, "display": display}.items():
+            if value is not None:
+                over["dev"][key] = value
+        result = run_dev(None, overrides=over)
+        raise typer.Exit(result.exit_code)

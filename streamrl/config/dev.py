@@ -1,9 +1,106 @@
-"""Config section(s) of this stage (placeholder until the stage fills it in)."""
+"""Config section of ``streamrl dev`` / ``streamrl demo``: the whole pipeline on one machine.
+
+``dev`` starts the local broker (unless ``STREAMRL_BOOTSTRAP_SERVERS`` is set), creates the topics,
+builds the tiny model if it is missing, publishes the datasets and supervises every stage as a child
+process. Everything a stage reads (model paths, ports, directories) is written into the run's own
+effective config file, ``<run_root>/<run_id>/config.yaml``, which every child is started with.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from streamrl.config.base import Section
 
 
+class DatasetSpec(Section):
+    """One dataset file published to ``tasks`` (``streamrl publish FILE --split ...``) at start."""
+
+    path: Path
+    """JSONL/JSON/CSV/Parquet file (relative paths are relative to the working directory)."""
+    split: Literal["train", "val"] = "train"
+    """Task split of every row of the file."""
+    limit: int | None = Field(None, ge=1)
+    """Publish at most this many rows (the first ones); None = all."""
+    id_field: str | None = None
+    """Row field holding the task id; None = a stable hash of the row."""
+
+
+class ModelSpec(Section):
+    """The policy model: built locally (``inference.model_builder``) when its directory has no config.json."""
+
+    path: Path = Path("models/tiny-char")
+    """Hugging Face model directory. Used as ``inference.model`` and ``trainer.model_path`` unless those are set."""
+    build: bool = True
+    """Build a randomly initialised model there when it is missing; False = it must exist."""
+    preset: str = "tiny"
+    """Size preset of the builder (``tiny`` ~0.3M parameters with ``char``, ``small`` ~5M)."""
+    tokenizer: Literal["char", "bpe"] = "char"
+    """Tokenizer kind: ``char`` (one token per character) or ``bpe``."""
+    arch: Literal["llama", "qwen2"] = "llama"
+    """Architecture of the built model."""
+    text: list[Path] = Field(default_factory=list)
+    """Tokenizer training text files; empty = the builder's default (GSM8K train)."""
+    max_chars: int | None = Field(200_000, ge=1)
+    """Characters of training text read to build the tokenizer; None = all."""
+    seed: int = 0
+    """Weight initialisation seed."""
+
+
 class DevSettings(Section):
-    """Settings of this stage."""
+    """``streamrl dev``: which children run, where the run lives, when it stops, how it is shown."""
+
+    run_root: Path = Path("runs")
+    """Run directories are created under it: ``<run_root>/<run_id>/`` (logs, config, summary, plot)."""
+    run_id: str | None = None
+    """Name of the run directory; None = ``<UTC date>-<time>-<4 hex>``."""
+    fresh_topics: bool = True
+    """Give the run its own topic prefix (``<topics.prefix><run_id>.``) so a re-run never reads an
+    earlier run's records. False keeps ``topics.prefix`` (resume a pipeline)."""
+    keep_broker: bool = False
+    """Leave the local broker that ``dev`` started running after the run."""
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    """The policy model (built if missing)."""
+    datasets: list[DatasetSpec] = Field(default_factory=list)
+    """Files published to ``tasks`` before the stages start."""
+    workers: int = Field(1, ge=0, le=64)
+    """Rollout worker processes (``streamrl worker``) in the workers consumer group."""
+    start_inference: bool = True
+    """Start ``streamrl inference``; False = ``gateway.upstream_url`` points at a running service."""
+    free_ports: bool = True
+    """Pick a free port for the inference server (and point ``gateway.upstream_url`` at it)."""
+    pythonpath: list[Path] = Field(default_factory=lambda: [Path(".")])
+    """Directories prepended to the children's ``PYTHONPATH`` (so ``--agent examples.x:fn`` imports)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment variables of every child (e.g. ``OMP_NUM_THREADS``)."""
+    max_steps: int | None = Field(None, ge=1)
+    """Stop once a checkpoint of this policy version is published; None = ``trainer.max_steps``."""
+    final_val_timeout_s: float = Field(120.0, ge=0)
+    """After ``max_steps``, how long to wait for the validation of the last version, in seconds."""
+    drain_s: float = Field(60.0, ge=0)
+    """Once the sampler exited (all epochs done), stop after this many seconds without a new
+    trajectory or checkpoint."""
+    timeout_s: float | None = Field(None, gt=0)
+    """Wall-clock limit of the run in seconds; reaching it stops everything and exits non-zero."""
+    stop_timeout_s: float = Field(20.0, gt=0)
+    """Seconds a child may take to exit after SIGTERM before its process group gets SIGKILL."""
+    refresh_s: float = Field(1.0, gt=0)
+    """Progress display refresh period, in seconds."""
+    display: Literal["auto", "live", "plain", "off"] = "auto"
+    """``live``: one rich live panel; ``plain``: a status line every ``plain_every_s``; ``auto``:
+    live on a terminal, plain otherwise; ``off``: only the final summary."""
+    plain_every_s: float = Field(10.0, gt=0)
+    """Period of the plain status line, in seconds."""
+    log_tail_lines: int = Field(40, ge=1)
+    """Lines of a failed child's log shown in the error."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DevSettings:
+        if self.run_id is not None and (not self.run_id or "/" in self.run_id or self.run_id.startswith(".")):
+            raise ValueError(
+                f"dev.run_id {self.run_id!r} must be a plain directory name (no '/', not hidden)"
+            )
+        return self

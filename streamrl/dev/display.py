@@ -1,0 +1,87 @@
+"""The progress display of ``streamrl dev``: one rich panel (live) or one status line (plain)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+
+from streamrl.dev.stats import RunStats
+
+
+def status_line(stats: RunStats, elapsed_s: float) -> str:
+    """One line: elapsed time, policy version, rollouts, rollouts/s, last rewards, total lag."""
+    train = stats.train_means()
+    val = stats.val_means()
+    tr = f"{train[max(train)]:.3f}@v{max(train)}" if train else "-"
+    va = f"{val[max(val)]:.3f}@v{max(val)}" if val else "-"
+    lag = sum(stats.lag.values())
+    return (
+        f"[{elapsed_s:6.0f} s] version {stats.version}  rollouts {stats.trajectories} "
+        f"({stats.rollouts_per_s():.1f}/s)  train reward {tr}  val reward {va}  "
+        f"served v{max(stats.served_versions, default=0)}  lag {lag}  dlq {stats.dlq}"
+    )
+
+
+def render(
+    stats: RunStats,
+    *,
+    run_id: str,
+    elapsed_s: float,
+    children: Mapping[str, str],
+    max_steps: int | None,
+    rows: int = 8,
+) -> RenderableType:
+    """The live panel: headline figures, reward per version (train/val, distinct val answers),
+    lag per (consumer group, topic), and the state of every child process.
+
+    Args:
+        stats: the run's aggregates (read under the monitor's lock).
+        run_id: shown in the title.
+        elapsed_s: seconds since the run started.
+        children: child name → state text (``running``, ``finished``, ``exit 1``).
+        max_steps: the stop version, shown as ``version / max_steps``.
+        rows: most recent versions shown in the reward table.
+    """
+    target = f"/{max_steps}" if max_steps else ""
+    head = Table.grid(padding=(0, 3))
+    head.add_row(
+        f"[bold]policy version[/] {stats.version}{target}",
+        f"[bold]rollouts[/] {stats.trajectories} ({stats.rollouts_per_s():.1f}/s)",
+        f"[bold]samples[/] {len(stats.samples)}",
+        f"[bold]served by[/] v{max(stats.served_versions, default=0)}",
+        f"[bold]batches[/] {stats.batches}",
+        f"[bold]dlq[/] {stats.dlq}",
+    )
+
+    rewards = Table(
+        "version", "train reward", "val reward", "val answers", title="reward mean per policy version"
+    )
+    train = stats.train_means()
+    versions = sorted(set(train) | set(stats.val))[-rows:]
+    for v in versions:
+        val = stats.val.get(v)
+        if val is None:
+            vtxt, atxt = "", ""
+        else:
+            done = len(val.rewards)
+            mean = val.mean
+            mark = "" if stats.val_complete(v) else f" ({done}/{stats.val_expected})"
+            vtxt = (f"{mean:.3f}" if mean is not None else "-") + mark
+            atxt = str(len(stats.answers(v)))
+        rewards.add_row(str(v), f"{train[v]:.3f}" if v in train else "", vtxt, atxt)
+
+    lag = Table("consumer group", "topic", "lag", title="lag (records behind end offsets)")
+    for (group, topic), n in sorted(stats.lag.items()):
+        lag.add_row(group, topic, str(n))
+
+    procs = Table("process", "state", title="processes")
+    for name, state in children.items():
+        color = "green" if state == "running" else ("cyan" if state == "finished" else "red")
+        procs.add_row(name, f"[{color}]{state}[/]")
+
+    body = Table.grid(padding=(0, 2))
+    body.add_row(rewards, lag, procs)
+    return Panel(Group(head, body), title=f"streamrl dev — {run_id} — {elapsed_s:.0f} s", expand=False)

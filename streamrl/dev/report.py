@@ -1,0 +1,90 @@
+"""End-of-run outputs: ``summary.json``, ``reward.png`` (reward mean per policy version) and a text summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary`` as indented JSON (atomically: temp file, then rename); return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def plot_rewards(path: Path, train: dict[int, float], val: dict[int, float], *, title: str = "") -> Path:
+    """Plot the mean reward per policy version (train: rollouts sampled at that version; val: greedy
+    validation of that version) to a PNG with matplotlib's Agg backend.
+
+    Args:
+        path: output ``.png`` file.
+        train, val: policy version → mean reward (either may be empty; an empty plot says so).
+        title: figure title.
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    try:
+        if train:
+            xs = sorted(train)
+            ax.plot(xs, [train[x] for x in xs], "-", color="tab:blue", alpha=0.8, label="train (sampled)")
+        if val:
+            xs = sorted(val)
+            ax.plot(xs, [val[x] for x in xs], "o-", color="tab:orange", label="val (greedy, held out)")
+        if not train and not val:
+            ax.text(0.5, 0.5, "no rewards recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("policy version (trainer step)")
+        ax.set_ylabel("mean reward")
+        ax.set_title(title or "reward per policy version")
+        ax.grid(True, alpha=0.3)
+        if train or val:
+            ax.legend(loc="best")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def format_summary(summary: dict[str, Any], run_dir: Path | None = None, outcome: str = "") -> str:
+    """A few human lines about the run (printed at the end of ``streamrl dev``)."""
+
+    def f(x: Any) -> str:
+        return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    lines = []
+    if outcome:
+        lines.append(f"run {outcome}")
+    lines.append(
+        f"policy versions: {summary.get('versions')}   rollouts: {summary.get('rollouts')}   "
+        f"wall: {summary.get('wall_s')} s   dlq: {summary.get('dlq')}"
+    )
+    if summary.get("reward_first") is not None:
+        lines.append(
+            f"val reward: {f(summary['reward_first'])} at version {summary.get('version_first')} → "
+            f"{f(summary['reward_last'])} at version {summary.get('version_last')} "
+            f"({summary.get('val_tasks')} held-out tasks)"
+        )
+        top = ", ".join(f"{a!r}×{n}" for a, n in summary.get("top_answers_last", [])[:5])
+        lines.append(
+            f"distinct greedy val answers at the last version: {summary.get('distinct_answers_last')}  [{top}]"
+        )
+    else:
+        lines.append("val reward: no complete validation")
+    missing = summary.get("missing_trajectories")
+    if missing:
+        lines.append(f"samples without a trajectory: {missing}")
+    if run_dir is not None:
+        lines.append(f"run directory: {run_dir}  (summary.json, reward.png, logs/)")
+    return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""The run directory of ``streamrl dev`` and the effective config every child is started with.
+
+``<run_root>/<run_id>/`` holds ``config.yaml`` (the user's config plus what ``dev`` decided: the
+broker address, the run's topic prefix, model paths, the inference port, run-local directories),
+``logs/<child>.log``, ``checkpoints/``, ``streams/``, ``blobs/``, and at the end ``summary.json`` and
+``reward.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streamrl.config import Settings, default_config_path
+from streamrl.errors import ConfigError
+
+
+def new_run_id() -> str:
+    """``YYYYmmdd-HHMMSS-xxxx`` (UTC time and 4 random hex digits)."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``over`` merged in (mappings merged recursively, everything else replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def raw_config(path: Path | None) -> dict[str, Any]:
+    """The YAML mapping of the config file (``path``, else the default file, else ``{}``).
+
+    Raises:
+        ConfigError: unreadable file or not a YAML mapping.
+    """
+    cfg = Path(path) if path is not None else default_config_path()
+    if cfg is None:
+        return {}
+    try:
+        data = yaml.safe_load(cfg.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{cfg}: cannot read config file: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{cfg}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cfg}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def run_overrides(
+    settings: Settings, run_dir: Path, *, bootstrap: str | None, run_id: str, inference_port: int | None
+) -> dict[str, Any]:
+    """What ``dev`` adds to the user's config for this run.
+
+    - ``kafka.bootstrap_servers``: the local broker it started (when it started one);
+    - ``topics.prefix``: ``<prefix><run_id>.`` with ``dev.fresh_topics``;
+    - ``inference.model`` / ``trainer.model_path``: ``dev.model.path`` when unset;
+    - ``inference.port`` and ``gateway.upstream_url``: a free port with ``dev.free_ports``;
+    - ``trainer.checkpoint_dir``, ``streams.state_dir``, ``streams.blob_dir``: inside the run
+      directory when left at their defaults (so runs never share state).
+    """
+    over: dict[str, Any] = {}
+    if bootstrap is not None:
+        over["kafka"] = {"bootstrap_servers": bootstrap}
+    if settings.dev.fresh_topics:
+        over["topics"] = {"prefix": f"{settings.topics.prefix}{run_id}."}
+    model = str(settings.dev.model.path)
+    inference: dict[str, Any] = {}
+    if settings.inference.model is None:
+        inference["model"] = model
+    if inference_port is not None:
+        inference["port"] = inference_port
+        host = settings.inference.host if settings.inference.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        over["gateway"] = {"upstream_url": f"http://{host}:{inference_port}/v1"}
+    if inference:
+        over["inference"] = inference
+    trainer: dict[str, Any] = {}
+    if settings.trainer.model_path is None:
+        trainer["model_path"] = model
+    if settings.trainer.checkpoint_dir == Path("runs/checkpoints"):
+        trainer["checkpoint_dir"] = str(run_dir / "checkpoints")
+    if trainer:
+        over["trainer"] = trainer
+    streams: dict[str, Any] = {}
+    if settings.streams.state_dir == "runs/streams":
+        streams["state_dir"] = str(run_dir / "streams")
+    if settings.streams.blob_dir == "runs/blobs":
+        streams["blob_dir"] = str(run_dir / "blobs")
+    if streams:
+        over["streams"] = streams
+    return over
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    """Write the effective config as YAML (keys in the order given)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Effective config of this run, written by `streamrl dev`; every child process reads it.\n"
+    path.write_text(header + yaml.safe_dump(_plain(data), sort_keys=False))
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,439 @@
+"""``streamrl dev``: the whole pipeline on one machine, supervised, with one live progress display.
+
+Order of a run:
+
+1. load the config (file + env + ``overrides``), create ``<run_root>/<run_id>/``;
+2. start the local broker unless ``STREAMRL_BOOTSTRAP_SERVERS`` is set;
+3. write the effective ``config.yaml`` (see :mod:`streamrl.dev.rundir`), create the topics;
+4. build the tiny model if its directory is empty; publish ``dev.datasets`` (``streamrl publish``);
+5. start ``inference`` (and wait until it answers), ``trainer``, ``streams``, ``worker-<i>`` and
+   ``sampler`` as children, each in its own process group with its log in ``logs/<name>.log``;
+6. watch: a child that dies ends the run (its log tail is shown, exit 1); ``max_steps`` reached
+   (and the last version validated), the sampler done and the pipeline quiet, ``timeout_s``, or
+   Ctrl-C/SIGTERM stop every child;
+7. write ``summary.json`` and ``reward.png``, print the summary, stop the broker it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from streamrl.config import Settings, load_settings
+from streamrl.dev.display import render, status_line
+from streamrl.dev.monitor import Monitor
+from streamrl.dev.report import format_summary, plot_rewards, write_summary
+from streamrl.dev.rundir import deep_merge, free_port, new_run_id, raw_config, run_overrides, write_config
+from streamrl.dev.stats import RunStats
+from streamrl.dev.supervisor import ChildFailed, ChildSpec, Supervisor
+from streamrl.errors import StreamRLError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CHILD_FAILED = 1
+EXIT_TIMEOUT = 3
+EXIT_LEFTOVERS = 4
+EXIT_INTERRUPTED = 130
+
+#: Stop order: producers of work first, the inference service last.
+STOP_ORDER_PREFIXES = ("sampler", "worker", "streams", "trainer", "inference")
+
+
+@dataclass
+class DevResult:
+    """What a run ended with.
+
+    Attributes:
+        exit_code: 0 completed, 1 a child failed, 3 ``timeout_s``, 4 processes left behind, 130 interrupted.
+        outcome: one line saying why the run ended.
+        run_dir: the run directory.
+        summary: the content of ``summary.json``.
+    """
+
+    exit_code: int
+    outcome: str
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "streamrl", *args]
+
+
+def child_specs(settings: Settings, config_path: Path) -> list[ChildSpec]:
+    """The long-running children of a run, in start order (inference first, sampler last).
+
+    The trainer and the sampler may exit 0 (``max_steps`` reached, all epochs done); the others
+    must run until stopped.
+    """
+    cfg = ("--config", str(config_path))
+    specs = []
+    if settings.dev.start_inference:
+        specs.append(ChildSpec("inference", _cli("inference", *cfg)))
+    specs.append(ChildSpec("trainer", _cli("trainer", *cfg), may_exit=True))
+    specs.append(ChildSpec("streams", _cli("streams", *cfg)))
+    for i in range(settings.dev.workers):
+        specs.append(ChildSpec(f"worker-{i}", _cli("worker", *cfg)))
+    specs.append(ChildSpec("sampler", _cli("sampler", *cfg), may_exit=True))
+    return specs
+
+
+def publish_specs(settings: Settings, config_path: Path) -> list[ChildSpec]:
+    """One ``streamrl publish`` per ``dev.datasets`` entry."""
+    specs = []
+    for i, ds in enumerate(settings.dev.datasets):
+        argv = _cli("publish", str(ds.path), "--split", ds.split, "--config", str(config_path))
+        if ds.limit is not None:
+            argv += ["--limit", str(ds.limit)]
+        if ds.id_field is not None:
+            argv += ["--id-field", ds.id_field]
+        specs.append(ChildSpec(f"publish-{i}-{ds.split}", argv, may_exit=True))
+    return specs
+
+
+def ensure_model(settings: Settings, console: Console) -> None:
+    """Build the policy model into ``dev.model.path`` when it has no ``config.json`` (and building is on).
+
+    Raises:
+        StreamRLError: the model is missing and ``dev.model.build`` is false, or the build failed.
+    """
+    spec = settings.dev.model
+    if (spec.path / "config.json").is_file():
+        return
+    if not spec.build:
+        raise StreamRLError(f"dev.model.path {spec.path} has no config.json and dev.model.build is false")
+    console.print(f"building the {spec.preset} {spec.tokenizer} model into {spec.path} ...")
+    from inference.model_builder import build_model  # heavy (torch, transformers): only when needed
+
+    report = build_model(
+        spec.path,
+        preset=spec.preset,
+        tokenizer=spec.tokenizer,
+        arch=spec.arch,
+        text=spec.text or None,
+        max_chars=spec.max_chars,
+        seed=spec.seed,
+    )
+    console.print(f"model: {report.num_parameters:,} parameters, vocabulary {report.vocab_size}")
+
+
+def wait_for_http(url: str, sup: Supervisor, name: str, timeout_s: float) -> None:
+    """Wait until ``GET url`` answers 200, checking that child ``name`` is still alive.
+
+    Raises:
+        ChildFailed: the child died meanwhile.  TimeoutError: no answer within ``timeout_s``.
+    """
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sup.check()
+        if name in sup.finished:
+            raise StreamRLError(f"{name} exited before answering {url}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{name} did not answer {url} within {timeout_s:.0f} s")
+
+
+class _Signals:
+    """SIGINT/SIGTERM set a flag instead of raising, so the run stops its children in order."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def run_dev(
+    config: Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    console: Console | None = None,
+    on_tick: Callable[[RunStats], None] | None = None,
+) -> DevResult:
+    """Run the pipeline until it completes, fails, times out or is interrupted (see module docstring).
+
+    Args:
+        config: YAML config; None = the default lookup of :func:`streamrl.config.load_settings`.
+        overrides: config sections merged over the file (``streamrl demo`` passes its defaults here).
+        console: where the display and the summary go (default: stdout).
+        on_tick: called with the stats (under the monitor lock) after every display refresh (tests).
+
+    Returns:
+        A :class:`DevResult`; the summary and plot are written whatever the outcome.
+
+    Raises:
+        ConfigError: invalid config.  BrokerError: the local broker cannot start.
+    """
+    console = console or Console()
+    overrides = overrides or {}
+    user = deep_merge(raw_config(config), overrides)
+    settings = load_settings(config, **overrides)
+    dev = settings.dev
+    run_id = dev.run_id or new_run_id()
+    run_dir = (dev.run_root / run_id).resolve()
+    if (run_dir / "config.yaml").exists():
+        raise StreamRLError(f"run directory {run_dir} is already used; choose another dev.run_id")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started_at = time.monotonic()
+
+    broker = None
+    bootstrap = None
+    if not os.environ.get("STREAMRL_BOOTSTRAP_SERVERS"):
+        from streamrl.broker import LocalKafka
+
+        broker = LocalKafka(settings.kafka.local)
+        console.print(f"starting the local Kafka broker on {broker.bootstrap} ...")
+        bootstrap, broker_started = broker.start()
+        if not broker_started:
+            broker = None  # not ours: leave it running
+    port = free_port(settings.inference.host) if dev.free_ports and dev.start_inference else None
+    over = run_overrides(settings, run_dir, bootstrap=bootstrap, run_id=run_id, inference_port=port)
+    config_path = write_config(run_dir / "config.yaml", deep_merge(user, over))
+    settings = load_settings(config_path)
+    console.print(f"run {run_id}: {run_dir} (topics {settings.topics.prefix}*)")
+
+    stats = RunStats(val_samples_per_task=settings.sampler.val_samples_per_task)
+    sup = Supervisor(
+        run_dir / "logs",
+        base_env=_child_env(settings),
+        stop_timeout_s=dev.stop_timeout_s,
+        tail_lines=dev.log_tail_lines,
+    )
+    monitor = Monitor(settings, stats)
+    outcome, code = "completed", EXIT_OK
+    try:
+        with _Signals() as signals:
+            try:
+                outcome, code = _run(
+                    settings, config_path, sup, monitor, stats, console, signals, run_id, on_tick
+                )
+            except ChildFailed as exc:
+                outcome, code = f"failed: {exc.name} exited with code {exc.returncode}", EXIT_CHILD_FAILED
+                console.print(f"[red]{exc}[/]", markup=True, highlight=False)
+            except (StreamRLError, TimeoutError) as exc:
+                outcome, code = f"failed: {exc}", EXIT_CHILD_FAILED
+                console.print(f"[red]error:[/] {exc}", highlight=False)
+            finally:
+                _stop_children(sup, console)
+    finally:
+        _drain(monitor, stats)
+        monitor.stop()
+        left = sup.leftovers()
+        if left:
+            outcome, code = f"{outcome}; processes left running: {left}", EXIT_LEFTOVERS
+        if broker is not None and not dev.keep_broker:
+            broker.stop()
+    summary = _finish(stats, settings, run_dir, time.monotonic() - started_at, outcome, console)
+    return DevResult(code, outcome, run_dir, summary)
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(p.resolve()) for p in settings.dev.pythonpath]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(settings.dev.env)
+    return env
+
+
+def _run(
+    settings: Settings,
+    config_path: Path,
+    sup: Supervisor,
+    monitor: Monitor,
+    stats: RunStats,
+    console: Console,
+    signals: _Signals,
+    run_id: str,
+    on_tick: Callable[[RunStats], None] | None,
+) -> tuple[str, int]:
+    from streamrl.topics import ensure_topics
+
+    dev = settings.dev
+    ensure_topics(settings)
+    ensure_model(settings, console)
+    for spec in publish_specs(settings, config_path):
+        console.print(f"publishing {spec.argv[3]} ...")
+        sup.start(spec)
+        sup.wait(spec.name, timeout_s=600)
+        if signals.received:
+            return "interrupted", EXIT_INTERRUPTED
+    monitor.start()
+    for spec in child_specs(settings, config_path):
+        sup.start(spec)
+        if spec.name == "inference":
+            host = (
+                settings.inference.host if settings.inference.host not in ("0.0.0.0", "::") else "127.0.0.1"
+            )
+            wait_for_http(f"http://{host}:{settings.inference.port}/v1/models", sup, "inference", 300)
+    max_steps = dev.max_steps or settings.trainer.max_steps
+    started = time.monotonic()
+    mode = dev.display if dev.display != "auto" else ("live" if console.is_terminal else "plain")
+    live = None
+    if mode == "live":
+        from rich.live import Live
+
+        live = Live(console=console, refresh_per_second=4, transient=False)
+        live.start()
+    last_plain = last_lag = 0.0
+    reached_at: float | None = None
+    try:
+        while True:
+            time.sleep(dev.refresh_s)
+            now = time.monotonic()
+            sup.check()
+            if monitor.error is not None:
+                raise StreamRLError(f"the dev monitor stopped: {monitor.error!r}")
+            if now - last_lag >= 2.0:
+                monitor.measure_lag()
+                last_lag = now
+            with monitor.lock:
+                states = {n: _state(sup, n) for n in sup.children}
+                if live is not None:
+                    live.update(
+                        render(
+                            stats,
+                            run_id=run_id,
+                            elapsed_s=now - started,
+                            children=states,
+                            max_steps=max_steps,
+                        )
+                    )
+                elif mode == "plain" and now - last_plain >= dev.plain_every_s:
+                    console.print(status_line(stats, now - started), highlight=False)
+                    last_plain = now
+                if on_tick is not None:
+                    on_tick(stats)
+                version = stats.version
+                val_done = stats.val_complete(version)
+                idle_s = now - max(stats.last_progress, started)
+            if signals.received:
+                name = signal.Signals(signals.received).name
+                return f"interrupted ({name})", EXIT_INTERRUPTED
+            if dev.timeout_s is not None and now - started > dev.timeout_s:
+                return f"timed out after {dev.timeout_s:.0f} s at policy version {version}", EXIT_TIMEOUT
+            if max_steps is not None and version >= max_steps:
+                reached_at = reached_at or now
+                if not _expects_val(settings, stats, version) or val_done:
+                    return f"completed: policy version {version} reached (max_steps {max_steps})", EXIT_OK
+                if now - reached_at > dev.final_val_timeout_s:
+                    return (
+                        f"completed: policy version {version} reached; its validation did not finish "
+                        f"within {dev.final_val_timeout_s:.0f} s",
+                        EXIT_OK,
+                    )
+            if "sampler" in sup.finished and idle_s > dev.drain_s:
+                return (
+                    f"completed: the sampler finished and nothing new arrived for {dev.drain_s:.0f} s",
+                    EXIT_OK,
+                )
+    finally:
+        if live is not None:
+            live.stop()
+
+
+def _expects_val(settings: Settings, stats: RunStats, version: int) -> bool:
+    every = settings.sampler.val_every
+    if every <= 0 or not stats.val_tasks:
+        return False
+    return version % every == 0
+
+
+def _state(sup: Supervisor, name: str) -> str:
+    code = sup.children[name].returncode()
+    if code is None:
+        return "running"
+    return "finished" if name in sup.finished else f"exit {code}"
+
+
+def _stop_children(sup: Supervisor, console: Console) -> None:
+    if not sup.children:
+        return
+    running = sup.running()
+    if running:
+        console.print(f"stopping {', '.join(running)} ...")
+    order = [n for p in STOP_ORDER_PREFIXES for n in sup.children if n.startswith(p)]
+    codes = sup.stop_all(order)
+    log.info("children stopped: %s", codes)
+
+
+def _drain(monitor: Monitor, stats: RunStats, timeout_s: float = 3.0) -> None:
+    """Let the monitor read what the stopping children wrote last (final checkpoint, trajectories)."""
+    if monitor.error is not None or not monitor.started:
+        return
+    deadline = time.monotonic() + timeout_s
+    last = -1
+    while time.monotonic() < deadline:
+        with monitor.lock:
+            seen = stats.trajectories + len(stats.checkpoints) + stats.requests
+        if seen == last:
+            break
+        last = seen
+        time.sleep(0.7)
+
+
+def _finish(
+    stats: RunStats, settings: Settings, run_dir: Path, wall_s: float, outcome: str, console: Console
+) -> dict[str, Any]:
+    decode = _decoder(settings)
+    summary = stats.summary(wall_s, decode=decode)
+    summary["outcome"] = outcome
+    summary["run_dir"] = str(run_dir)
+    write_summary(run_dir / "summary.json", summary)
+    try:
+        plot_rewards(
+            run_dir / "reward.png",
+            {int(k): v for k, v in summary["train_reward"].items()},  # type: ignore[union-attr]
+            {int(k): v for k, v in summary["val_reward"].items()},  # type: ignore[union-attr]
+            title=f"streamrl dev {run_dir.name}: reward mean per policy version",
+        )
+    except Exception as exc:  # a plot must not hide the summary
+        log.warning("cannot plot rewards: %s", exc)
+    console.print(format_summary(summary, run_dir, outcome), highlight=False)
+    return summary
+
+
+def _decoder(settings: Settings) -> Callable[[tuple[int, ...]], str] | None:
+    """Token ids → text with the policy's tokenizer (``tokenizer.json``), if it is there."""
+    path = Path(settings.dev.model.path) / "tokenizer.json"
+    if settings.inference.model is not None:
+        path = Path(settings.inference.model) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    try:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(path))
+    except Exception:
+        return None
+    return lambda ids: tok.decode(list(ids), skip_special_tokens=False)

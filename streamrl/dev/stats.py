@@ -1,0 +1,228 @@
+"""What ``streamrl dev`` knows about a run, built only from the records on the topics.
+
+Pure logic, no Kafka: :class:`RunStats` ingests decoded records (the monitor feeds it) and answers
+the progress display and the summary: policy version, rollouts/s, reward mean per version (train
+and val), whether every sample got a trajectory, which version served the calls, and how many
+distinct greedy answers the policy gives on the val set.
+
+Validation results are computed here from val-mode trajectories keyed by the validated policy
+version (``Trajectory.policy_version`` of a val sample is the version it validates). The answer of
+a val rollout is the response token ids of its last call (``Trajectory.request_ids[-1]``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from schemas import CheckpointEvent, LLMRequest, Mode, RolloutStatus, Sample, Split, Task, Trajectory
+
+
+@dataclass
+class Mean:
+    """A running mean (sum and count)."""
+
+    total: float = 0.0
+    count: int = 0
+
+    def add(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+
+    @property
+    def value(self) -> float | None:
+        """The mean, or None when empty."""
+        return self.total / self.count if self.count else None
+
+
+@dataclass
+class ValResult:
+    """Validation of one policy version: the final reward and answer of each val rollout."""
+
+    rewards: dict[str, float] = field(default_factory=dict)
+    """rollout_id → reward (0.0 for a failed/timeout rollout: it did not solve the task)."""
+    answer_requests: dict[str, str] = field(default_factory=dict)
+    """rollout_id → request_id of its last call (its answer)."""
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.rewards.values()) / len(self.rewards) if self.rewards else None
+
+
+@dataclass
+class RunStats:
+    """Aggregates of one run, from tasks, samples, requests, trajectories, batches, checkpoints, dlq.
+
+    Args:
+        val_samples_per_task: rollouts per val task per validation (``sampler.val_samples_per_task``),
+            to tell a complete validation from a partial one.
+        rate_window_s: window of the rollouts/s figure, in seconds.
+        clock: monotonic clock (tests pass a fake one).
+    """
+
+    val_samples_per_task: int = 1
+    rate_window_s: float = 15.0
+    clock: Callable[[], float] = time.monotonic
+
+    train_tasks: set[str] = field(default_factory=set)
+    val_tasks: set[str] = field(default_factory=set)
+    samples: set[str] = field(default_factory=set)
+    """rollout_ids of every sample emitted (train and val)."""
+    trajectories: int = 0
+    """Trajectory records (one per finished attempt, retries included)."""
+    with_trajectory: set[str] = field(default_factory=set)
+    """rollout_ids that have at least one trajectory."""
+    status: Counter[str] = field(default_factory=Counter)
+    train_reward: dict[int, Mean] = field(default_factory=dict)
+    """Sample policy version → mean reward of its succeeded train rollouts."""
+    val: dict[int, ValResult] = field(default_factory=dict)
+    """Validated policy version → its results."""
+    requests: int = 0
+    served_versions: Counter[int] = field(default_factory=Counter)
+    """Policy version that served a call → number of calls."""
+    val_responses: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """request_id → response token ids, for calls of val rollouts only."""
+    checkpoints: list[CheckpointEvent] = field(default_factory=list)
+    batches: int = 0
+    dlq: int = 0
+    decode_errors: int = 0
+    lag: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(consumer group, topic base name) → records behind the end offsets."""
+    _arrivals: deque[float] = field(default_factory=deque)
+    last_progress: float = field(default=0.0)
+    """Clock time of the last trajectory or checkpoint (for the drain rule)."""
+
+    # -- ingestion ------------------------------------------------------------------------------
+    def on_task(self, task: Task) -> None:
+        (self.val_tasks if task.split == Split.val else self.train_tasks).add(task.task_id)
+
+    def on_sample(self, sample: Sample) -> None:
+        self.samples.add(sample.rollout_id)
+
+    def on_request(self, req: LLMRequest) -> None:
+        self.requests += 1
+        self.served_versions[req.policy_version] += 1
+        if req.rollout_id.startswith("val/"):
+            self.val_responses[req.request_id] = tuple(req.response_token_ids)
+
+    def on_trajectory(self, traj: Trajectory) -> None:
+        now = self.clock()
+        self.trajectories += 1
+        self.with_trajectory.add(traj.rollout_id)
+        self.status[traj.status.value] += 1
+        self._arrivals.append(now)
+        self.last_progress = now
+        ok = traj.status == RolloutStatus.succeeded and traj.reward is not None
+        if traj.mode == Mode.val:
+            res = self.val.setdefault(traj.policy_version, ValResult())
+            res.rewards[traj.rollout_id] = float(traj.reward) if ok else 0.0  # type: ignore[arg-type]
+            if ok and traj.request_ids:
+                res.answer_requests[traj.rollout_id] = traj.request_ids[-1]
+            else:
+                res.answer_requests.pop(traj.rollout_id, None)
+        elif ok:
+            self.train_reward.setdefault(traj.policy_version, Mean()).add(float(traj.reward))  # type: ignore[arg-type]
+
+    def on_checkpoint(self, event: CheckpointEvent) -> None:
+        self.checkpoints.append(event)
+        self.last_progress = self.clock()
+
+    # -- figures ------------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """Latest published policy version (0 before the first checkpoint)."""
+        return max((c.version for c in self.checkpoints), default=0)
+
+    def rollouts_per_s(self) -> float:
+        """Trajectories per second over the last ``rate_window_s`` seconds."""
+        now = self.clock()
+        while self._arrivals and self._arrivals[0] < now - self.rate_window_s:
+            self._arrivals.popleft()
+        return len(self._arrivals) / self.rate_window_s
+
+    def missing_trajectories(self) -> set[str]:
+        """rollout_ids of samples that have no trajectory (yet)."""
+        return self.samples - self.with_trajectory
+
+    @property
+    def val_expected(self) -> int:
+        """Val rollouts of one complete validation (val tasks × samples per task)."""
+        return len(self.val_tasks) * self.val_samples_per_task
+
+    def val_complete(self, version: int) -> bool:
+        """True when every val task of ``version`` has its rollouts' results."""
+        res = self.val.get(version)
+        return res is not None and self.val_expected > 0 and len(res.rewards) >= self.val_expected
+
+    def val_means(self) -> dict[int, float]:
+        """Validated version → mean val reward (complete validations only)."""
+        return {
+            v: r.mean
+            for v in sorted(self.val)
+            if self.val_complete(v) and (r := self.val[v]).mean is not None
+        }
+
+    def train_means(self) -> dict[int, float]:
+        """Sample policy version → mean train reward."""
+        return {
+            v: m.value for v in sorted(self.train_reward) if (m := self.train_reward[v]).value is not None
+        }
+
+    def answers(self, version: int) -> Counter[tuple[int, ...]]:
+        """Distinct answers (response token ids of the last call) of the val rollouts of ``version``."""
+        res = self.val.get(version)
+        out: Counter[tuple[int, ...]] = Counter()
+        if res is None:
+            return out
+        for req_id in res.answer_requests.values():
+            resp = self.val_responses.get(req_id)
+            if resp is not None:
+                out[resp] += 1
+        return out
+
+    def summary(
+        self, wall_s: float, decode: Callable[[tuple[int, ...]], str] | None = None
+    ) -> dict[str, object]:
+        """The run summary (``summary.json``).
+
+        Keys: ``reward_first``/``reward_last`` (mean val reward at the first and the last completely
+        validated version, None without validation), ``version_first``/``version_last``,
+        ``distinct_answers_last`` (distinct greedy val answers at ``version_last``), ``top_answers_last``,
+        ``val_reward`` and ``train_reward`` (version → mean), ``versions`` (latest policy version),
+        ``rollouts`` (trajectory records), ``samples``, ``missing_trajectories``, ``status``,
+        ``requests``, ``served_version_max``, ``batches``, ``dlq``, ``wall_s``.
+        """
+        val = self.val_means()
+        first = min(val) if val else None
+        last = max(val) if val else None
+        answers = self.answers(last) if last is not None else Counter()
+        show = decode or (lambda ids: " ".join(map(str, ids)))
+        return {
+            "reward_first": _round(val[first]) if first is not None else None,
+            "reward_last": _round(val[last]) if last is not None else None,
+            "version_first": first,
+            "version_last": last,
+            "distinct_answers_last": len(answers) if last is not None else None,
+            "top_answers_last": [[show(a), n] for a, n in answers.most_common(10)],
+            "val_reward": {str(v): _round(m) for v, m in val.items()},
+            "val_tasks": len(self.val_tasks),
+            "train_reward": {str(v): _round(m) for v, m in self.train_means().items()},
+            "versions": self.version,
+            "rollouts": self.trajectories,
+            "samples": len(self.samples),
+            "missing_trajectories": len(self.missing_trajectories()),
+            "status": dict(self.status),
+            "requests": self.requests,
+            "served_version_max": max(self.served_versions, default=None),
+            "batches": self.batches,
+            "dlq": self.dlq,
+            "decode_errors": self.decode_errors,
+            "wall_s": round(wall_s, 1),
+        }
+
+
+def _round(x: float) -> float:
+    return round(x, 4) if math.isfinite(x) else x
