@@ -95,25 +95,41 @@ class TrainerSim:
         last = start + first_s
         while time.monotonic() - last < quiet_s:
             assert time.monotonic() - start < timeout_s, "samples kept coming"
-            for msg in self.consumer.consume(200, timeout=0.1):
-                assert msg.error() is None, msg.error()
-                s = self.serde.decode_message(msg, Sample)
-                n += 1
+            got = self._read(0.1)
+            if got:
+                n += got
                 last = time.monotonic()
-                if (s.rollout_id, s.retry) in self.seen:  # re-emitted after a crash: downstream dedupes it
-                    self.duplicates.append(s)
-                    continue
-                self.seen.add((s.rollout_id, s.retry))
-                self.samples.append(s)
-                if s.mode is Mode.train:
-                    self.emitted += 1
-                    self.max_in_flight = max(self.max_in_flight, self.in_flight)
-                    self.checks += 1
-                    assert self.in_flight <= self.bound, (
-                        f"in-flight bound broken at {s.rollout_id} retry {s.retry}: E={self.emitted} "
-                        f"failed={self.failed} v={self.version} -> {self.in_flight} > {self.bound}"
-                    )
         return n
+
+    def drain_until(self, done: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        """Read samples (checking the bound at each) until ``done()``; fails after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            assert time.monotonic() < deadline, (
+                f"sampler stalled: E={self.emitted} failed={self.failed} v={self.version} "
+                f"in flight {self.in_flight} < bound {self.bound}"
+            )
+            self._read(0.1)
+
+    def _read(self, timeout_s: float) -> int:
+        msgs = self.consumer.consume(200, timeout=timeout_s)
+        for msg in msgs:
+            assert msg.error() is None, msg.error()
+            s = self.serde.decode_message(msg, Sample)
+            if (s.rollout_id, s.retry) in self.seen:  # re-emitted after a crash: downstream dedupes it
+                self.duplicates.append(s)
+                continue
+            self.seen.add((s.rollout_id, s.retry))
+            self.samples.append(s)
+            if s.mode is Mode.train:
+                self.emitted += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                self.checks += 1
+                assert self.in_flight <= self.bound, (
+                    f"in-flight bound broken at {s.rollout_id} retry {s.retry}: E={self.emitted} "
+                    f"failed={self.failed} v={self.version} -> {self.in_flight} > {self.bound}"
+                )
+        return len(msgs)
 
     def answer(self) -> None:
         """Write a trajectory for every observed, unanswered sample; then checkpoints while batches are ready."""
