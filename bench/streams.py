@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-groups", type=int, default=4)
     ap.add_argument("--calls", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--paced-groups", type=int, default=40)
-    ap.add_argument("--pace-ms", type=float, default=100.0)
+    ap.add_argument("--paced-groups", type=int, default=24)
+    ap.add_argument("--pace-ms", type=float, default=400.0)
     args = ap.parse_args(argv)
 
     broker = None
