@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -56,5 +57,6 @@ def register(app: typer.Typer) -> None:
         for key, value in {"run_id": run_id, "max_steps": max_steps, "display": display}.items():
             if value is not None:
                 over["dev"][key] = value
-        result = run_dev(None, overrides=over)
+        # os.devnull as the config file: the demo runs on its embedded defaults, never on ./streamrl.yaml.
+        result = run_dev(Path(os.devnull), overrides=over)
         raise typer.Exit(result.exit_code)

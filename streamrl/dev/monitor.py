@@ -13,8 +13,14 @@ import logging
 import threading
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import ConsumerGroupTopicPartitions
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from schemas import CheckpointEvent, LLMRequest, Sample, SchemaError, Task, Trajectory
 from schemas.serde import Serde
@@ -150,6 +156,7 @@ class Monitor:
         if self._offsets is not None:
             self._offsets.close()
             self._offsets = None
+        self._admin = None  # an AdminClient has no close(); dropping it ends its connections
 
     # -- lag ------------------------------------------------------------------------------------
     def measure_lag(self, timeout_s: float = 5.0) -> dict[tuple[str, str], int]:

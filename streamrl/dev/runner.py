@@ -36,7 +36,7 @@ from streamrl.dev.report import format_summary, plot_rewards, write_summary
 from streamrl.dev.rundir import deep_merge, free_port, new_run_id, raw_config, run_overrides, write_config
 from streamrl.dev.stats import RunStats
 from streamrl.dev.supervisor import ChildFailed, ChildSpec, Supervisor
-from streamrl.errors import StreamRLError
+from streamrl.errors import ConfigError, StreamRLError
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +194,16 @@ def run_dev(
     """
     console = console or Console()
     overrides = overrides or {}
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /health poll is noise
     user = deep_merge(raw_config(config), overrides)
     settings = load_settings(config, **overrides)
     dev = settings.dev
+    for i, ds in enumerate(dev.datasets):
+        if not ds.path.exists():
+            raise ConfigError(
+                f"dev.datasets[{i}].path: {ds.path} does not exist (relative paths are relative to "
+                f"{Path.cwd()}; run from the repository root)"
+            )
     run_id = dev.run_id or new_run_id()
     run_dir = (dev.run_root / run_id).resolve()
     if (run_dir / "config.yaml").exists():
@@ -209,7 +216,7 @@ def run_dev(
     if not os.environ.get("STREAMRL_BOOTSTRAP_SERVERS"):
         from streamrl.broker import LocalKafka
 
-        broker = LocalKafka(settings.kafka.local)
+        broker = LocalKafka(settings.kafka.local, data_dir=dev.broker_data_dir)
         console.print(f"starting the local Kafka broker on {broker.bootstrap} ...")
         bootstrap, broker_started = broker.start()
         if not broker_started:
@@ -289,13 +296,15 @@ def _run(
         if signals.received:
             return "interrupted", EXIT_INTERRUPTED
     monitor.start()
+    health_url = None
     for spec in child_specs(settings, config_path):
         sup.start(spec)
         if spec.name == "inference":
             host = (
                 settings.inference.host if settings.inference.host not in ("0.0.0.0", "::") else "127.0.0.1"
             )
-            wait_for_http(f"http://{host}:{settings.inference.port}/v1/models", sup, "inference", 300)
+            health_url = f"http://{host}:{settings.inference.port}/health"
+            wait_for_http(health_url, sup, "inference", 300)
     max_steps = dev.max_steps or settings.trainer.max_steps
     started = time.monotonic()
     mode = dev.display if dev.display != "auto" else ("live" if console.is_terminal else "plain")
@@ -316,6 +325,11 @@ def _run(
                 raise StreamRLError(f"the dev monitor stopped: {monitor.error!r}")
             if now - last_lag >= 2.0:
                 monitor.measure_lag()
+                if health_url is not None:
+                    version_reported = _health_version(health_url)
+                    if version_reported is not None:
+                        with monitor.lock:
+                            stats.inference_versions.append(version_reported)
                 last_lag = now
             with monitor.lock:
                 states = {n: _state(sup, n) for n in sup.children}
@@ -360,6 +374,18 @@ def _run(
     finally:
         if live is not None:
             live.stop()
+
+
+def _health_version(url: str) -> int | None:
+    """``policy_version`` reported by the inference server's ``/health`` (None if it does not answer)."""
+    import httpx
+
+    try:
+        body = httpx.get(url, timeout=2.0).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    version = body.get("policy_version") if isinstance(body, dict) else None
+    return int(version) if isinstance(version, int) else None
 
 
 def _expects_val(settings: Settings, stats: RunStats, version: int) -> bool:

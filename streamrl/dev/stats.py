@@ -86,6 +86,8 @@ class RunStats:
     val_responses: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """request_id → response token ids, for calls of val rollouts only."""
     checkpoints: list[CheckpointEvent] = field(default_factory=list)
+    inference_versions: list[int] = field(default_factory=list)
+    """Policy versions reported by the inference server's ``/health``, in polling order."""
     batches: int = 0
     dlq: int = 0
     decode_errors: int = 0
@@ -193,7 +195,8 @@ class RunStats:
         ``distinct_answers_last`` (distinct greedy val answers at ``version_last``), ``top_answers_last``,
         ``val_reward`` and ``train_reward`` (version → mean), ``versions`` (latest policy version),
         ``rollouts`` (trajectory records), ``samples``, ``missing_trajectories``, ``status``,
-        ``requests``, ``served_version_max``, ``batches``, ``dlq``, ``wall_s``.
+        ``requests``, ``served_version_max`` (highest version that served a call),
+        ``inference_version_first``/``_last`` (reported by the server's ``/health``), ``batches``, ``dlq``, ``wall_s``.
         """
         val = self.val_means()
         first = min(val) if val else None
@@ -217,6 +220,8 @@ class RunStats:
             "status": dict(self.status),
             "requests": self.requests,
             "served_version_max": max(self.served_versions, default=None),
+            "inference_version_first": self.inference_versions[0] if self.inference_versions else None,
+            "inference_version_last": self.inference_versions[-1] if self.inference_versions else None,
             "batches": self.batches,
             "dlq": self.dlq,
             "decode_errors": self.decode_errors,

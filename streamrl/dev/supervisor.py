@@ -192,32 +192,31 @@ class Supervisor:
         return code
 
     def stop_all(self, order: Sequence[str] | None = None) -> dict[str, int | None]:
-        """Stop every child: SIGTERM each process group (in ``order``, default reverse start order),
-        wait up to ``stop_timeout_s`` in total, then SIGKILL the groups still alive.
+        """Stop every child, one at a time in ``order`` (default: reverse start order): SIGTERM its
+        process group, wait up to ``stop_timeout_s``, then SIGKILL the group. One at a time, so a
+        stage still finishing its work (a worker's last rollouts) still has the stages it calls.
 
         Returns:
             name → exit code (negative = killed by that signal; None = could not be reaped).
         """
         names = list(order) if order is not None else list(reversed(self.children))
         names += [n for n in reversed(self.children) if n not in names]
-        for name in names:
-            self._signal(self.children[name], signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout_s
-        while time.monotonic() < deadline and any(self._alive(self.children[n]) for n in names):
-            time.sleep(0.1)
+        codes: dict[str, int | None] = {}
         for name in names:
             child = self.children[name]
             if self._alive(child):
-                log.warning(
-                    "%s ignored SIGTERM for %.0f s; killing its process group", name, self.stop_timeout_s
-                )
-                self._signal(child, signal.SIGKILL)
-        codes: dict[str, int | None] = {}
-        kill_deadline = time.monotonic() + 10.0
-        for name in names:
-            child = self.children[name]
-            while self._alive(child) and time.monotonic() < kill_deadline:
-                time.sleep(0.05)
+                self._signal(child, signal.SIGTERM)
+                deadline = time.monotonic() + self.stop_timeout_s
+                while time.monotonic() < deadline and self._alive(child):
+                    time.sleep(0.05)
+                if self._alive(child):
+                    log.warning(
+                        "%s ignored SIGTERM for %.0f s; killing its process group", name, self.stop_timeout_s
+                    )
+                    self._signal(child, signal.SIGKILL)
+                    kill_deadline = time.monotonic() + 10.0
+                    while self._alive(child) and time.monotonic() < kill_deadline:
+                        time.sleep(0.05)
             codes[name] = child.returncode()
         return codes
 

@@ -1,0 +1,55 @@
+"""The embedded defaults of ``streamrl demo`` (``make demo``): the learnable CPU demo.
+
+Task: the largest digit of a 4-digit string (``examples/max_digit``), one-token answers, reward 1
+for the right digit (0.1 for another digit while training), greedy strict validation on 104 held-out
+prompts balanced over the 8 possible answers (2..9). Policy: the ~0.3M-parameter 2-layer
+character-level model (``tiny`` preset, ``char`` tokenizer) built locally. GRPO with 8 rollouts per
+prompt, 16 prompts per batch, one AdamW step per batch at lr 3e-4 (the settings DESIGN.md found
+robust on CPU). ``configs/demo.yaml`` is the same config as a file (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+DEMO_MAX_STEPS = 200
+"""Policy versions trained by the demo."""
+
+_DEMO: dict[str, Any] = {
+    "rl": {"group_size": 8, "train_batch_size": 16, "max_staleness": 1, "seed": 0},
+    "dev": {
+        "model": {"path": "models/tiny-char", "preset": "tiny", "tokenizer": "char", "seed": 0},
+        "datasets": [
+            {"path": "examples/max_digit/data/train.jsonl", "split": "train", "id_field": "id"},
+            {"path": "examples/max_digit/data/val.jsonl", "split": "val", "id_field": "id"},
+        ],
+        "workers": 1,
+        "max_steps": DEMO_MAX_STEPS,
+        "final_val_timeout_s": 60.0,
+        "timeout_s": 1500.0,
+        "env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
+    },
+    "sampler": {"val_every": 10, "val_at_start": True, "val_samples_per_task": 1},
+    "worker": {
+        "agent": "examples.max_digit.agent:solve",
+        "concurrency": 128,
+        "sampling": {"temperature": 1.0, "max_tokens": 1},
+        "rollout_timeout_s": 60.0,
+    },
+    "inference": {"torch_threads": 1, "max_batch_size": 128, "max_batch_wait_ms": 5.0},
+    "streams": {"filter_zero_variance": True, "batch_timeout_s": 5.0, "straggler_timeout_s": 60.0},
+    "trainer": {
+        "lr": 3.0e-4,
+        "save_every": 1,
+        "keep_last": 3,
+        "max_steps": DEMO_MAX_STEPS,
+        "torch_threads": 1,
+        "micro_batch_size": 128,
+    },
+}
+
+
+def demo_overrides() -> dict[str, Any]:
+    """A fresh copy of the demo's config sections (safe to modify)."""
+    return copy.deepcopy(_DEMO)
