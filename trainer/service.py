@@ -30,7 +30,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
-from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from verl import DataProto
 
 from schemas import CheckpointEvent, CheckpointKind, SchemaError, TrainingBatch, TrainingRow, utc_now
@@ -200,15 +200,34 @@ class TrainerService:
         return self.version
 
     def _assign(self) -> None:
+        """Assign every ``batches`` partition at the checkpoint's offset, else the group's committed one, else 0."""
         assert self.consumer is not None
         md = self.consumer.list_topics(self.topic, timeout=30)
         tmeta = md.topics.get(self.topic)
         if tmeta is None or tmeta.error is not None:
             raise RuntimeError(f"topic {self.topic} not available: {tmeta.error if tmeta else 'missing'}")
-        tps = [TopicPartition(self.topic, p, self.offsets.get(p, OFFSET_STORED)) for p in sorted(tmeta.partitions)]
-        self.consumer.assign(tps)
-        log.info("consuming %s partitions %s from %s", self.topic, sorted(tmeta.partitions),
-                 {tp.partition: ("committed/earliest" if tp.offset == OFFSET_STORED else tp.offset) for tp in tps})
+        parts = sorted(tmeta.partitions)
+        missing = [p for p in parts if p not in self.offsets]
+        start = dict(self.offsets)
+        if missing:
+            for tp in self._committed(missing):
+                start[tp.partition] = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+        self.consumer.assign([TopicPartition(self.topic, p, start[p]) for p in parts])
+        shown = {p: ("beginning" if o == OFFSET_BEGINNING else o) for p, o in start.items()}
+        log.info("consuming %s partitions %s from offsets %s", self.topic, parts, shown)
+
+    def _committed(self, parts: list[int], timeout_s: float = 60.0) -> list[TopicPartition]:
+        """The group's committed offsets, retried while the group coordinator is not ready (fresh brokers)."""
+        assert self.consumer is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self.consumer.committed([TopicPartition(self.topic, p) for p in parts], timeout=10)
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("%s: committed offsets not available yet (%s); retrying", self.topic, exc)
+                time.sleep(1.0)
 
     # ------------------------------------------------------------------ one record
     def handle(self, msg: Message, dlq: DeadLetterSink) -> bool:

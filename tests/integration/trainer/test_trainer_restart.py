@@ -1,0 +1,136 @@
+"""Crash safety: SIGKILL after a checkpoint write (before its event) and between steps; after restarts no
+batch is trained twice into the weights and none is skipped, and the unpublished checkpoint is published.
+
+The trainer runs as a real process (``python -m streamrl trainer``) against the real broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from schemas import CheckpointEvent, digest_dir
+from schemas.serde import Serde
+from streamrl.config import Settings
+
+from .conftest import produce, read_topic, toy_batch
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[3]
+
+
+class TrainerProcess:
+    """``streamrl trainer`` in a subprocess; its log lines are collected from stderr."""
+
+    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamrl", "trainer", "-c", str(config), *extra],
+            cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, pattern: str, timeout_s: float = 120) -> None:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(rx.search(x) for x in self.lines):
+                return
+            if self.proc.poll() is not None:
+                time.sleep(0.3)  # let the reader drain
+                if any(rx.search(x) for x in self.lines):
+                    return
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"no line matching {pattern!r}; log:\n" + "\n".join(self.lines[-40:]))
+
+    def wait(self, timeout_s: float = 120) -> int:
+        try:
+            rc = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"trainer still running after {timeout_s} s; log:\n" + "\n".join(self.lines[-40:])) from None
+        self._t.join(timeout=5)
+        return rc
+
+    def steps(self) -> list[tuple[int, str]]:
+        """(version, batch_id) of every step this process logged."""
+        out = []
+        for x in self.lines:
+            mt = re.search(r"step (\d+) \| batch (\S+) ", x)
+            if mt:
+                out.append((int(mt.group(1)), mt.group(2)))
+        return out
+
+
+def _events(settings: Settings, expect: int) -> list[int]:
+    serde = Serde()
+    return [serde.decode(v, CheckpointEvent).version for v in read_topic(settings, "checkpoints", expect=expect, timeout_s=15)]
+
+
+def test_sigkill_and_restart_trains_every_batch_exactly_once(
+    settings_factory, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    ckpt_root = tmp_path / "ckpt"
+    settings = settings_factory(
+        rl={"policy_name": "policy", "group_size": 4, "max_staleness": 100},
+        trainer={"model_path": str(tiny_model_dir), "checkpoint_dir": str(ckpt_root), "save_every": 2,
+                 "keep_last": 10, "lr": 1e-3, "micro_batch_size": 8, "poll_timeout_s": 0.2, "torch_threads": 1},
+    )
+    config = tmp_path / "streamrl.yaml"
+    config.write_text(yaml.safe_dump(json.loads(settings.model_dump_json())))
+    ckpt_dir = ckpt_root / "policy"
+    produce(settings, [toy_batch(i) for i in range(5)])
+
+    # run A: killed right after writing checkpoint 2, before publishing it
+    a = TrainerProcess(config, env={"STREAMRL_TRAINER_FAILPOINT": "after_checkpoint_write:2"})
+    assert a.wait() == -signal.SIGKILL, "\n".join(a.lines[-30:])
+    assert a.steps() == [(1, "b0"), (2, "b1")]
+    assert (ckpt_dir / "step-00000002" / "meta.json").is_file()
+    assert not (ckpt_dir / "step-00000002" / "PUBLISHED").exists()
+    assert _events(settings, expect=0) == []
+
+    # run B: republishes 2, trains b2..b4, checkpoint 4; killed (SIGKILL) between steps, after step 5
+    b = TrainerProcess(config)
+    b.wait_for(r"step 5 \| batch b4 ")
+    time.sleep(1.0)  # idle in poll: between steps
+    b.proc.send_signal(signal.SIGKILL)
+    assert b.wait() == -signal.SIGKILL
+    assert any("publishing again" in x for x in b.lines)
+    assert b.steps() == [(3, "b2"), (4, "b3"), (5, "b4")]
+    assert _events(settings, expect=2) == [2, 4]
+
+    # more batches, and b3 delivered again at a later offset
+    produce(settings, [toy_batch(5), toy_batch(3), toy_batch(6), toy_batch(7)])
+
+    # run C: resumes at checkpoint 4 -> retrains b4 (its step 5 was lost), skips the duplicate b3
+    c = TrainerProcess(config, "--max-steps", "8")
+    assert c.wait(timeout_s=180) == 0, "\n".join(c.lines[-30:])
+    assert c.steps() == [(5, "b4"), (6, "b5"), (7, "b6"), (8, "b7")]
+    assert any("batch b3 already trained: skipped" in x for x in c.lines)
+    assert _events(settings, expect=4) == [2, 4, 6, 8]
+
+    meta = json.loads((ckpt_dir / "step-00000008" / "meta.json").read_text())
+    assert meta["trained_batch_ids"] == [f"b{i}" for i in range(8)]  # each batch exactly once, in order
+    assert meta["digest"] == digest_dir(ckpt_dir / "step-00000008" / "model")
+    assert meta["offsets"] == {"0": 9}
+    assert json.loads((ckpt_dir / "step-00000004" / "meta.json").read_text())["trained_batch_ids"] == [
+        "b0", "b1", "b2", "b3"
+    ]
