@@ -2,8 +2,8 @@
 
 The thread owns the confluent-kafka consumer (every call on it happens here). It keeps calling
 ``consume()`` every ``poll_timeout_s`` whatever the rollouts do, so a long rollout never exceeds
-``max.poll.interval.ms``; while the worker is at capacity it pauses every assigned partition.
-Each received sample is added to the :class:`OffsetTracker` and handed to the event loop
+``max.poll.interval.ms``. Samples fetched while every slot is busy wait in a local backlog (at most
+``concurrency``); while the backlog is full every assigned partition is paused. Each received sample is added to the :class:`OffsetTracker` and handed to the event loop
 (``dispatch``); the producer's poll thread acknowledges it once its Trajectory is acked. Commits
 (synchronous, at most every ``commit_interval_s``, and on revoke and close) only cover samples whose
 predecessors are all acknowledged.
@@ -68,6 +68,8 @@ class SampleConsumer:
         self.commit_interval_s = commit_interval_s
         self.revoke_grace_s = revoke_grace_s
         self.tracker = OffsetTracker()
+        self.max_backlog = concurrency
+        self._wake = threading.Event()  # set when a rollout finishes (a slot frees)
         self._lock = threading.Lock()
         self._running: set[tuple[Partition, int]] = set()  # dispatched, Trajectory not yet acknowledged
         self._backlog: deque[Message] = deque()  # received while at capacity or draining
@@ -88,10 +90,12 @@ class SampleConsumer:
     def drain(self) -> None:
         """Stop handing out samples (shutdown); keep polling, acknowledging and committing."""
         self._draining.set()
+        self._wake.set()
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Final commit, leave the group, join the thread."""
         self._closing.set()
+        self._wake.set()
         self._thread.join(timeout_s)
 
     @property
@@ -114,6 +118,7 @@ class SampleConsumer:
             self.tracker.ack(tp, offset)
         with self._lock:
             self._running.discard((tp, offset))
+        self._wake.set()
 
     # ------------------------------------------------------------------------------ the thread
     def _main(self) -> None:
@@ -144,8 +149,18 @@ class SampleConsumer:
         while free > 0 and self._backlog:
             self._run(self._backlog.popleft())
             free -= 1
-        self._flow_control(free)
-        msgs = c.consume(num_messages=max(1, free), timeout=self.poll_timeout_s)
+        self._flow_control()
+        room = self.max_backlog - len(self._backlog) + free
+        if self._backlog or free <= 0:
+            # waiting for a slot: top up the local backlog without blocking, then sleep until a
+            # rollout finishes (or poll_timeout_s passes: the poll loop never stops)
+            msgs = c.consume(num_messages=max(1, room), timeout=0) if not self._paused else c.consume(1, 0)
+            self._wake.wait(self.poll_timeout_s)
+            self._wake.clear()
+        else:
+            msgs = c.consume(num_messages=max(1, room), timeout=0)
+            if not msgs:  # nothing fetched yet: block until one sample arrives (consume(n) waits for n)
+                msgs = c.consume(num_messages=1, timeout=self.poll_timeout_s)
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -164,7 +179,7 @@ class SampleConsumer:
                 log.warning("%s; skipped", exc)
                 continue
             m.SAMPLES_RECEIVED.inc()
-            if free > 0:
+            if free > 0 and not self._backlog:
                 self._run(msg)
                 free -= 1
             else:
@@ -177,15 +192,20 @@ class SampleConsumer:
             self._running.add((tp, msg.offset()))
         self.dispatch(msg)
 
-    def _flow_control(self, free: int) -> None:
-        at_capacity = free <= 0 or bool(self._backlog)
-        if at_capacity and not self._paused:
+    def _flow_control(self) -> None:
+        """Pause every partition while the local backlog is full; resume once it is half empty.
+
+        The backlog (samples fetched but not started, at most ``concurrency``) keeps slots busy
+        without a pause/resume cycle per rollout (each resume waits for a new fetch round trip).
+        """
+        full = len(self._backlog) >= self.max_backlog or self._draining.is_set()
+        if full and not self._paused:
             parts = self.consumer.assignment()
             if parts:
                 self.consumer.pause(parts)
             self._paused = True
             m.PAUSED.set(1)
-        elif not at_capacity and self._paused:
+        elif self._paused and not full and len(self._backlog) <= self.max_backlog // 2:
             parts = self.consumer.assignment()
             if parts:
                 self.consumer.resume(parts)

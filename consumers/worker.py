@@ -148,6 +148,7 @@ class RolloutWorker:
             "session.timeout.ms": self.cfg.session_timeout_ms,
             "max.poll.interval.ms": self.cfg.max_poll_interval_ms,
             "client.id": self.worker_id,
+            "fetch.wait.max.ms": 100,
             **self.cfg.consumer_properties,
         }
         kc = make_consumer(self.settings, self.settings.group_id("workers"), **overrides)

@@ -79,7 +79,7 @@ def test_rollout_records_exact_tokens_ids_and_agent(settings_factory, inference)
 
 
 def test_clients_failures_and_class_agent(settings_factory, inference) -> None:
-    s = _settings(settings_factory, inference, rollout_timeout_s=3.0)
+    s = _settings(settings_factory, inference, rollout_timeout_s=60.0)
     kinds = ["openai_sync", "openai_sync_stream", "openai_async", "openai_async_stream", "langchain",
              "langchain_stream", "openai_tools"]
     samples = [make_sample(f"c-{k}", 0, {"client": k, "question": "hi REPLY:yes CALL:lookup", "answer": "yes"})
