@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bench.coordination.harness import BenchError, broker
 from bench.coordination.parts import Options, RunSpec, run_once
 from bench.coordination.report import machine, markdown, now_iso, print_table, targets
@@ -74,6 +76,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", action="store_true", help="run worker 0 under pyinstrument; reports go to --out"
     )
     p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=YAML",
+        help="config override for every process, e.g. worker.concurrency=32 (repeatable; default: none)",
+    )
+    p.add_argument(
         "--readme", type=Path, default=None, help="print the README table of a results file and exit"
     )
     args = p.parse_args(argv)
@@ -81,9 +91,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--parts takes letters of ABCD, got {args.parts!r}")
     if args.reps < 1 or args.reps_d < 1 or args.n_a < 1 or args.n_b < 1:
         p.error("--reps, --reps-d, --n-a and --n-b must be >= 1")
+    try:
+        args.overrides = parse_overrides(args.overrides)
+    except ValueError as exc:
+        p.error(str(exc))
     if args.n_b % 40:
         p.error("--n-b must be a multiple of 40 (part D groups of 8, 5 groups per batch)")
     return args
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["worker.concurrency=32", "worker.consumer_properties={fetch.wait.max.ms: '5'}"]`` → nested sections.
+
+    Raises:
+        ValueError: an item is not ``section.key=value`` or its value is not YAML.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        path, sep, raw = item.partition("=")
+        section, dot, key = path.partition(".")
+        if not sep or not dot or not section or not key:
+            raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. worker.concurrency=32")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {item!r}: the value is not YAML: {exc}") from exc
+        out.setdefault(section, {})[key] = value
+    return out
 
 
 def _specs(args: argparse.Namespace) -> list[tuple[RunSpec, int]]:
@@ -111,7 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with broker(work) as bootstrap:
         results["bootstrap"] = bootstrap
         opts = Options(bootstrap, work_root=work, timeout_s=args.timeout_s, keep=args.keep,
-                       profile_dir=args.out if args.profile else None)  # fmt: skip
+                       profile_dir=args.out if args.profile else None, overrides=args.overrides)  # fmt: skip
         specs = _specs(args)
         ordered = [s for s in specs if s[0].part != "D"] + [s for s in specs if s[0].part == "D"]
         c_done = "C" not in args.parts

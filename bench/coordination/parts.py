@@ -96,6 +96,8 @@ class Options:
     start_timeout_s: float = 120.0
     keep: bool = False
     profile_dir: Path | None = None
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Config sections merged into every repetition's config (``--set worker.concurrency=32``)."""
     captured: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
     """Request/trajectory bytes of the last gateway run (part C replays them)."""
 
@@ -185,6 +187,8 @@ def run_once(spec: RunSpec, opts: Options, rep: int) -> dict[str, Any]:
                 "state_dir": str(run_dir / "streams-state"), "blob_dir": str(run_dir / "blobs"),
                 "batch_timeout_s": 5.0, "tick_interval_s": 0.5,
             }  # fmt: skip
+        for section, values in opts.overrides.items():
+            sections[section] = {**sections.get(section, {}), **values}
         pipe = Pipeline(opts.bootstrap, run_dir, **sections)
         env = {FAKE_URL_ENV: fake_url}
         if spec.streams:
@@ -251,6 +255,8 @@ def _rollout_figures(spec: RunSpec, msgs: list[Msg], serde: Serde, t0_ms: float)
         - len(timings),
         "rollouts_per_s": rate_per_s(len(timings), t0_ms, last_ack),
         "makespan_ms": last_ack - t0_ms,
+        # Little's law: mean rollouts in service = total service time / makespan (≤ workers × concurrency)
+        "mean_in_flight": sum(service) / max(1e-9, last_ack - t0_ms),
         "service_p50_ms": percentile(service, 50),
         "service_p99_ms": percentile(service, 99),
         "workers_seen": len({t.worker_id for t in trajs}),
