@@ -290,7 +290,7 @@ def _run(
     ensure_topics(settings)
     ensure_model(settings, console)
     for spec in publish_specs(settings, config_path):
-        console.print(f"publishing {spec.argv[3]} ...")
+        console.print(f"publishing {spec.argv[4]} ({spec.name}) ...")
         sup.start(spec)
         sup.wait(spec.name, timeout_s=600)
         if signals.received:

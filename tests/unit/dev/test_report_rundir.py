@@ -1,0 +1,65 @@
+"""summary.json / reward.png / text summary, and the run directory's effective config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from streamrl.config import load_settings
+from streamrl.dev.report import format_summary, plot_rewards, write_summary
+from streamrl.dev.rundir import deep_merge, run_overrides, write_config
+
+
+def test_summary_and_plot_are_written(tmp_path: Path) -> None:
+    summary = {"reward_first": 0.1, "reward_last": 0.7, "version_first": 0, "version_last": 20,
+               "distinct_answers_last": 8, "top_answers_last": [["9", 20]], "versions": 20, "rollouts": 5000,
+               "wall_s": 600.0, "dlq": 0, "val_tasks": 104, "missing_trajectories": 0}  # fmt: skip
+    path = write_summary(tmp_path / "run" / "summary.json", summary)
+    assert json.loads(path.read_text()) == summary
+    png = plot_rewards(tmp_path / "run" / "reward.png", {0: 0.05, 1: 0.2, 2: 0.4}, {0: 0.1, 2: 0.7})
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    empty = plot_rewards(tmp_path / "empty.png", {}, {})
+    assert empty.read_bytes()[:4] == b"\x89PNG"
+    text = format_summary(summary, tmp_path, "completed")
+    assert "0.100 at version 0 → 0.700 at version 20" in text
+    assert "distinct greedy val answers at the last version: 8" in text
+
+
+def test_deep_merge_does_not_touch_its_inputs() -> None:
+    base = {"a": {"b": 1, "c": [1]}, "x": 1}
+    over = {"a": {"b": 2}, "y": {"z": 3}}
+    out = deep_merge(base, over)
+    assert out == {"a": {"b": 2, "c": [1]}, "x": 1, "y": {"z": 3}}
+    assert base == {"a": {"b": 1, "c": [1]}, "x": 1}
+
+
+def test_run_overrides_make_a_valid_run_local_config(tmp_path: Path) -> None:
+    settings = load_settings(None, dev={"model": {"path": "m/x"}})
+    run_dir = tmp_path / "runs" / "r1"
+    over = run_overrides(settings, run_dir, bootstrap="127.0.0.1:1234", run_id="r1", inference_port=4321)
+    assert over["kafka"] == {"bootstrap_servers": "127.0.0.1:1234"}
+    assert over["topics"] == {"prefix": "streamrl.r1."}
+    assert over["inference"] == {"model": "m/x", "port": 4321}
+    assert over["gateway"] == {"upstream_url": "http://127.0.0.1:4321/v1"}
+    assert over["trainer"]["model_path"] == "m/x"
+    assert over["trainer"]["checkpoint_dir"] == str(run_dir / "checkpoints")
+    assert over["streams"] == {"state_dir": str(run_dir / "streams"), "blob_dir": str(run_dir / "blobs")}
+    path = write_config(run_dir / "config.yaml", deep_merge({"rl": {"group_size": 4}}, over))
+    s = load_settings(path)
+    assert s.topics.name("samples") == "streamrl.r1.samples" and s.rl.group_size == 4
+    assert yaml.safe_load(path.read_text())["inference"]["port"] == 4321
+
+
+def test_user_choices_are_kept(tmp_path: Path) -> None:
+    settings = load_settings(
+        None,
+        dev={"fresh_topics": False},
+        inference={"model": "/models/real"},
+        trainer={"checkpoint_dir": "/ckpt"},
+    )
+    over = run_overrides(settings, tmp_path, bootstrap=None, run_id="r", inference_port=None)
+    assert "kafka" not in over and "topics" not in over and "gateway" not in over
+    assert "inference" not in over
+    assert over["trainer"] == {"model_path": "models/tiny-char"}

@@ -1,0 +1,123 @@
+"""RunStats: val means per version from val trajectories, completeness, distinct answers, rates."""
+
+from __future__ import annotations
+
+from schemas import CheckpointEvent, Mode, RolloutStatus, Split
+from schemas import examples as ex
+from streamrl.dev.stats import RunStats
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _val_traj(version: int, task: str, reward: float | None, request_id: str, ok: bool = True):
+    base = ex.trajectory(1)
+    return base.model_copy(
+        update={
+            "rollout_id": f"val/{version}/{task}/0",
+            "group_id": f"val/{version}/{task}",
+            "task_id": task,
+            "mode": Mode.val,
+            "policy_version": version,
+            "status": RolloutStatus.succeeded if ok else RolloutStatus.failed,
+            "reward": reward if ok else None,
+            "request_ids": [request_id],
+        }
+    )
+
+
+def _req(rollout_id: str, request_id: str, response: list[int], version: int = 0):
+    return ex.llm_request(0, 4, 1).model_copy(
+        update={
+            "rollout_id": rollout_id,
+            "request_id": request_id,
+            "response_token_ids": response,
+            "policy_version": version,
+        }
+    )
+
+
+def _stats_with_val_tasks(n: int) -> RunStats:
+    s = RunStats(clock=Clock())
+    for i in range(n):
+        s.on_task(ex.task(i).model_copy(update={"task_id": f"v{i}", "split": Split.val}))
+    s.on_task(ex.task(99))
+    return s
+
+
+def test_val_means_only_for_complete_versions_and_failures_count_as_zero() -> None:
+    s = _stats_with_val_tasks(3)
+    assert s.val_expected == 3 and s.train_tasks == {"gsm8k-00099"}
+    for i, r in enumerate([1.0, 0.0, 1.0]):
+        s.on_trajectory(_val_traj(0, f"v{i}", r, f"r0-{i}"))
+    s.on_trajectory(_val_traj(2, "v0", 1.0, "r2-0"))
+    s.on_trajectory(_val_traj(2, "v1", None, "r2-1", ok=False))  # failed: counts as 0
+    assert s.val_means() == {0: 2 / 3}
+    assert not s.val_complete(2)
+    s.on_trajectory(_val_traj(2, "v2", 1.0, "r2-2"))
+    assert s.val_means() == {0: 2 / 3, 2: 2 / 3}
+    # a retried val rollout replaces its earlier result
+    s.on_trajectory(_val_traj(2, "v1", 1.0, "r2-1b"))
+    assert s.val_means()[2] == 1.0
+
+
+def test_distinct_answers_from_the_last_call_of_each_val_rollout() -> None:
+    s = _stats_with_val_tasks(4)
+    answers = [[57], [57], [58], [57]]
+    for i, resp in enumerate(answers):
+        s.on_request(_req(f"val/3/v{i}/0", f"q{i}", resp, version=3))
+        s.on_trajectory(_val_traj(3, f"v{i}", 1.0, f"q{i}"))
+    s.on_request(_req("t/0/0", "train-call", [99]))  # train calls are not kept
+    assert "train-call" not in s.val_responses
+    assert s.answers(3) == {(57,): 3, (58,): 1}
+    summary = s.summary(12.0, decode=lambda ids: "".join(chr(i) for i in ids))
+    assert summary["distinct_answers_last"] == 2
+    assert summary["top_answers_last"] == [["9", 3], [":", 1]]
+    assert summary["reward_first"] == summary["reward_last"] == 1.0
+    assert summary["version_first"] == summary["version_last"] == 3
+    assert summary["served_version_max"] == 3
+
+
+def test_train_reward_per_sample_version_and_missing_trajectories() -> None:
+    s = RunStats(clock=Clock())
+    for k in range(3):
+        smp = ex.sample(k).model_copy(update={"rollout_id": f"t/0/{k}"})
+        s.on_sample(smp)
+    for k, (reward, version) in enumerate([(1.0, 0), (0.0, 0)]):
+        t = ex.trajectory(k).model_copy(
+            update={"rollout_id": f"t/0/{k}", "reward": reward, "policy_version": version}
+        )
+        s.on_trajectory(t)
+    failed = ex.trajectory(5).model_copy(
+        update={"rollout_id": "t/0/0", "status": RolloutStatus.failed, "reward": None}
+    )
+    s.on_trajectory(failed)
+    assert s.train_means() == {0: 0.5}
+    assert s.missing_trajectories() == {"t/0/2"}
+    assert s.status == {"succeeded": 2, "failed": 1}
+    summary = s.summary(1.0)
+    assert summary["rollouts"] == 3 and summary["samples"] == 3 and summary["missing_trajectories"] == 1
+    assert summary["reward_first"] is None and summary["distinct_answers_last"] is None
+
+
+def test_version_and_rate_window() -> None:
+    clock = Clock()
+    s = RunStats(clock=clock, rate_window_s=10.0)
+    assert s.version == 0
+    ev = CheckpointEvent(
+        policy_name="policy", version=4, kind="full", uri="/tmp/x", digest="sha256:" + "0" * 64,
+        base_model=None, metrics={}, last_batch_id=None, last_batch_offset=None, created_at=ex.task(0).created_at,
+    )  # fmt: skip
+    s.on_checkpoint(ev)
+    assert s.version == 4
+    for _ in range(20):
+        s.on_trajectory(ex.trajectory(0))
+    assert s.rollouts_per_s() == 2.0
+    clock.t += 11
+    assert s.rollouts_per_s() == 0.0
+    assert s.last_progress == 1000.0
