@@ -130,7 +130,11 @@ class Aggregator:
         app.agent(self.checkpoints_topic, name="streams.checkpoints")(self._checkpoints_agent)
         app.timer(s.tick_interval_s, name="streams.tick")(self._tick)
         if s.web_port is not None:
-            app.page("/streamrl/validation/")(self._validation_view)
+
+            async def validation_view(web: Any, request: Any) -> Any:  # a plain function: Faust binds it to a View
+                return web.json(self.validation_summary())
+
+            app.page("/streamrl/validation/")(validation_view)
 
     # ------------------------------------------------------------------ helpers
     def _group_get(self, key: str) -> dict[str, Any] | None:
@@ -296,9 +300,6 @@ class Aggregator:
     def validation_summary(self) -> dict[str, dict[str, float]]:
         """``{version: {count, mean, std, min, max}}`` of the validation table (local partitions)."""
         return summary(self.val_table.items())
-
-    async def _validation_view(self, web: Any, request: Any) -> Any:
-        return web.json(self.validation_summary())
 
     # ------------------------------------------------------------------ timer
     async def _tick(self) -> None:

@@ -65,6 +65,11 @@ def streams_topics(settings: Settings) -> StreamsTopics:
     )
 
 
+def changelog_topic(app_id: str, table: str) -> str:
+    """Faust's changelog topic name of ``table``: ``<app_id>-<table>-changelog``."""
+    return f"{app_id}-{table}-changelog"
+
+
 def _ssl_context(conf: dict[str, Any]) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=conf.get("ssl.ca.location"))
     cert = conf.get("ssl.certificate.location")
@@ -131,6 +136,11 @@ def ensure_streams_topics(settings: Settings, timeout_s: float = 30.0) -> Stream
         names.groups: (names.group_partitions, {"retention.ms": retention}),
         names.validation: (1, {"retention.ms": retention}),
     }
+    # Faust would create its changelogs itself, but a freshly created topic can be missing from its
+    # consumer's metadata for minutes (PartitionsMismatch "changelog has 0 partitions"): create them first.
+    compact = {"cleanup.policy": "compact"}
+    for table, partitions in (("join", names.join_partitions), ("groups", names.group_partitions), ("validation", 1)):
+        wanted[changelog_topic(names.app_id, table)] = (partitions, compact)
     new = []
     for name, (partitions, config) in wanted.items():
         config = {**config, "max.message.bytes": str(settings.topics.max_message_bytes)}

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
+
+import httpx
 
 from schemas import Reward, TrainingBatch
 from schemas.serde import Serde
 from streams.convert import read_claim_check
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _rows_by_rollout(batch: TrainingBatch) -> dict[str, list]:
@@ -78,7 +87,8 @@ def test_trajectory_mode_masks_per_call_rewards_and_claim_check(streams_config, 
 
 
 def test_staleness_filter_and_validation_table(streams_config, worker_factory, feed, batch_reader, tmp_path: Path):
-    cfg = streams_config(rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 1})
+    port = free_port()
+    cfg = streams_config(streams={"web_port": port}, rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 1})
     worker_factory(cfg)
     feed.checkpoint(3)
     feed.flush()
@@ -101,6 +111,8 @@ def test_staleness_filter_and_validation_table(streams_config, worker_factory, f
         time.sleep(0.3)
     summary = json.loads(path.read_text())["3"]
     assert summary["count"] == 3 and abs(summary["mean"] - 0.5) < 1e-9
+    served = httpx.get(f"http://127.0.0.1:{port}/streamrl/validation/", timeout=10).json()
+    assert served["3"] == summary
 
 
 def test_straggler_timeout_trains_finished_rollouts(streams_config, worker_factory, feed, batch_reader):
