@@ -137,15 +137,21 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _reps(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    text = f"{cfg['reps']} repetitions"
+    if "D" in cfg.get("parts", "") and cfg.get("reps_d", cfg["reps"]) != cfg["reps"]:
+        text += f"; D: {cfg['reps_d']}"
+    return text
+
+
 def print_table(results: dict[str, Any]) -> None:
     """Print the summary and the targets with rich."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=150)
-    t = Table(
-        title=f"StreamRL coordination benchmark, {results['date']} (median of {results['config']['reps']})"
-    )
+    t = Table(title=f"StreamRL coordination benchmark, {results['date']} (median of {_reps(results)})")
     for col in ("part", "configuration", "throughput", "p50", "p99", "what"):
         t.add_column(col, justify="right" if col in ("throughput", "p50", "p99") else "left")
     for row in table_rows(results):
@@ -167,7 +173,7 @@ def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
         f"Run {results['date']} on {m['cores']} cores, {m['memory_gib']} GiB ({m['cpu']}), Python {m['python']}, "
-        f"1-min load average {m['load_avg_1m']:.1f} at start; median of {results['config']['reps']} repetitions.",
+        f"1-min load average {m['load_avg_1m']:.1f} at start; median of {_reps(results)}.",
         "",
         "| part | configuration | throughput | p50 | p99 | what |",
         "|---|---|---:|---:|---:|---|",
