@@ -128,3 +128,16 @@ class CountingAgent(Agent):
         await c.chat.completions.create(model=llm.model, messages=_messages(task))
         await c.close()
         return float(self.n > 0)
+
+
+@rollout(name="policy-agent")
+async def chat_twice(task: dict, llm) -> float:
+    """Two calls with the worker's sampling defaults, the second streamed (for the real CPU server)."""
+    client = llm.async_openai_client(max_retries=0)
+    msgs = _messages(task)
+    await client.chat.completions.create(model=llm.model, messages=msgs, **llm.sampling)
+    stream = await client.chat.completions.create(model=llm.model, messages=msgs, stream=True, **llm.sampling)
+    async for _ in stream:
+        pass
+    await client.close()
+    return 0.0
