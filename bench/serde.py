@@ -1,4 +1,4 @@
-"""Serde micro-benchmark: encode/decode records/s and bytes/record, Avro vs JSON.
+"""Serde micro-benchmark: encode/decode records/s and bytes/record, Avro (fastavro codec) vs JSON.
 
 Record: one LLMRequest with 4,096 response tokens + 4,096 float32 logprobs and 512 prompt tokens
 (schemas.examples.llm_request), plus a 64-row TrainingBatch (128 prompt + 256 response tokens per row).
@@ -38,11 +38,7 @@ def bench_record(record, record_type, seconds: float) -> list[tuple[str, float, 
     soe, full = Serde(), Serde(full_validation=True)
     confluent = Serde(registry_url="mock://bench")
     rows = []
-    serdes = (
-        ("avro single-object", soe),
-        ("avro confluent framing", confluent),
-        ("avro single-object, fastavro codec only", Serde(fast_codec=False)),
-    )
+    serdes = (("avro single-object", soe), ("avro confluent framing", confluent))
     for name, serde in serdes:
         data = serde.encode(record)
         rows.append(

@@ -4,8 +4,10 @@ Each record's history is kept (v1, v2, ...); the highest version is the reader (
 version is known by its CRC-64-AVRO fingerprint of the Parsing Canonical Form, so single-object-encoded
 bytes written by any known version can be resolved to the latest one.
 
-Formula source: Avro 1.11 specification, "Schema Fingerprints" (CRC-64-AVRO, empty = 0xc15d213aa4d7a795)
-and "Single object encoding" (``C3 01`` + 8-byte little-endian fingerprint + body).
+Formula source: Avro 1.11 specification, "Schema Fingerprints" (CRC-64-AVRO; fastavro computes it) and
+"Single object encoding" (``C3 01`` + 8-byte little-endian fingerprint + body). Evolution rules (every
+version BACKWARD compatible with the previous one) are checked in the tests with Apache Avro's own
+``avro.compatibility`` checker (the ``avro`` package, dev extra), not at runtime.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fastavro import parse_schema
+from fastavro.schema import fingerprint as fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 AVSC_DIR = Path(__file__).parent / "avsc"
@@ -25,34 +28,17 @@ NAMESPACE = "io.streamrl"
 SOE_MAGIC = b"\xc3\x01"
 _VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.avsc$")
 
-_CRC64_EMPTY = 0xC15D213AA4D7A795
 
-
-def _crc64_table() -> list[int]:
-    table = []
-    for i in range(256):
-        fp = i
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
-        table.append(fp)
-    return table
-
-
-_CRC64_TABLE = _crc64_table()
-
-
-def crc64_avro(data: bytes) -> int:
-    """CRC-64-AVRO fingerprint of `data` (an unsigned 64-bit int), as the Avro spec defines it.
+def schema_fingerprint(canonical: str) -> int:
+    """CRC-64-AVRO fingerprint of a schema's Parsing Canonical Form, computed by fastavro.
 
     Args:
-        data: usually the UTF-8 Parsing Canonical Form of a schema.
+        canonical: the Parsing Canonical Form (``fastavro.schema.to_parsing_canonical_form``).
     Returns:
-        The fingerprint, 0 <= fp < 2**64. Single-object encoding writes it little-endian.
+        The fingerprint as an unsigned 64-bit int, 0 <= fp < 2**64. fastavro returns the 8 bytes as hex
+        in little-endian order, the order single-object encoding writes them.
     """
-    fp = _CRC64_EMPTY
-    for byte in data:
-        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
-    return fp
+    return int.from_bytes(bytes.fromhex(fastavro_fingerprint(canonical, "CRC-64-AVRO")), "little")
 
 
 @dataclass(frozen=True)
@@ -112,7 +98,7 @@ def load_schema_file(path: Path) -> SchemaInfo:
         raw=raw,
         parsed=parsed,
         canonical=canonical,
-        fingerprint=crc64_avro(canonical.encode("utf-8")),
+        fingerprint=schema_fingerprint(canonical),
         path=path,
     )
 
@@ -162,129 +148,3 @@ def build_catalog(avsc_dir: Path = AVSC_DIR) -> SchemaCatalog:
 def catalog() -> SchemaCatalog:
     """The catalog of the packaged `.avsc` files, loaded once per process (files are read-only data)."""
     return build_catalog(AVSC_DIR)
-
-
-# ------------------------------------------------------------------------------ evolution (BACKWARD)
-
-_PROMOTIONS = {
-    "int": {"int", "long", "float", "double"},
-    "long": {"long", "float", "double"},
-    "float": {"float", "double"},
-    "string": {"string", "bytes"},
-    "bytes": {"bytes", "string"},
-}
-
-
-def _type_name(schema: Any) -> str:
-    if isinstance(schema, list):
-        return "union"
-    if isinstance(schema, dict):
-        return (
-            schema["type"]
-            if schema["type"] in ("record", "enum", "array", "map", "fixed")
-            else _type_name(schema["type"])
-        )
-    return schema
-
-
-def _named(schema: Any, names: dict[str, Any], namespace: str) -> Any:
-    """Resolve a reference to a named type defined earlier in the same file."""
-    if isinstance(schema, str) and schema not in _PROMOTIONS and schema not in ("null", "boolean", "double"):
-        return names.get(schema) or names.get(f"{namespace}.{schema}") or schema
-    return schema
-
-
-def _collect(schema: Any, names: dict[str, Any], namespace: str) -> None:
-    if isinstance(schema, list):
-        for branch in schema:
-            _collect(branch, names, namespace)
-    elif isinstance(schema, dict):
-        kind = schema.get("type")
-        if kind in ("record", "enum", "fixed"):
-            ns = schema.get("namespace", namespace)
-            names[schema["name"]] = names[f"{ns}.{schema['name']}"] = schema
-            for f in schema.get("fields", []):
-                _collect(f["type"], names, ns)
-        elif kind == "array":
-            _collect(schema["items"], names, namespace)
-        elif kind == "map":
-            _collect(schema["values"], names, namespace)
-        elif isinstance(kind, dict | list):
-            _collect(kind, names, namespace)
-
-
-def _resolution_errors(
-    reader: Any, writer: Any, rn: dict[str, Any], wn: dict[str, Any], path: str
-) -> list[str]:
-    """Why data written with `writer` cannot be read with `reader` (Avro spec "Schema Resolution")."""
-    reader, writer = _named(reader, rn, NAMESPACE), _named(writer, wn, NAMESPACE)
-    if isinstance(writer, list):  # every writer branch must resolve
-        errors = []
-        for branch in writer:
-            errors += _resolution_errors(reader, branch, rn, wn, f"{path}<{_type_name(branch)}>")
-        return errors
-    if isinstance(reader, list):  # some reader branch must accept the writer type
-        if any(not _resolution_errors(b, writer, rn, wn, path) for b in reader):
-            return []
-        return [f"{path}: writer type {_type_name(writer)} matches no branch of the reader union"]
-    rt, wt = _type_name(reader), _type_name(writer)
-    if rt != wt:
-        if rt in _PROMOTIONS.get(wt, set()):
-            return []
-        return [f"{path}: type changed from {wt} to {rt}"]
-    if rt == "record":
-        return _record_errors(reader, writer, rn, wn, path)
-    if rt == "enum":
-        missing = set(writer["symbols"]) - set(reader["symbols"])
-        if missing and "default" not in reader:
-            return [f"{path}: enum symbols {sorted(missing)} removed without an enum default"]
-        return []
-    if rt == "array":
-        return _resolution_errors(reader["items"], writer["items"], rn, wn, f"{path}[]")
-    if rt == "map":
-        return _resolution_errors(reader["values"], writer["values"], rn, wn, f"{path}{{}}")
-    if rt == "fixed" and reader.get("size") != writer.get("size"):
-        return [f"{path}: fixed size changed"]
-    if (
-        isinstance(reader, dict)
-        and isinstance(writer, dict)
-        and reader.get("logicalType") != writer.get("logicalType")
-    ):
-        return [
-            f"{path}: logicalType changed from {writer.get('logicalType')} to {reader.get('logicalType')}"
-        ]
-    return []
-
-
-def _record_errors(
-    reader: dict, writer: dict, rn: dict[str, Any], wn: dict[str, Any], path: str
-) -> list[str]:
-    errors = []
-    if reader["name"] != writer["name"] and writer["name"] not in reader.get("aliases", []):
-        errors.append(f"{path}: record renamed from {writer['name']} to {reader['name']}")
-    written = {f["name"]: f for f in writer["fields"]}
-    for field_ in reader["fields"]:
-        name = field_["name"]
-        source = written.get(name) or next(
-            (written[a] for a in field_.get("aliases", []) if a in written), None
-        )
-        if source is None:
-            if "default" not in field_:
-                errors.append(f"{path}.{name}: added without a default")
-        else:
-            errors += _resolution_errors(field_["type"], source["type"], rn, wn, f"{path}.{name}")
-    return errors
-
-
-def backward_compatibility_errors(new: SchemaInfo, old: SchemaInfo) -> list[str]:
-    """Reasons a reader with schema `new` cannot read data written with `old` (empty list = BACKWARD ok).
-
-    Rules (Avro spec, "Schema Resolution"): fields the reader has and the writer lacks need a default;
-    fields the writer has and the reader lacks are skipped; types must match or be promotable
-    (int->long->float->double, string<->bytes); enums may add symbols; unions resolve branch by branch.
-    """
-    rn: dict[str, Any] = {}
-    wn: dict[str, Any] = {}
-    _collect(new.raw, rn, NAMESPACE)
-    _collect(old.raw, wn, NAMESPACE)
-    return _resolution_errors(new.raw, old.raw, rn, wn, new.name)

@@ -11,9 +11,12 @@ Two wire formats (Avro 1.11 spec "Single object encoding"; Confluent "Wire forma
 A Serde with a registry decodes both formats; one without decodes single-object bytes only. A body written
 with an older schema version is read through Avro schema resolution into the latest model.
 
+The Avro binary codec is fastavro (``schemaless_writer``/``schemaless_reader``) throughout; every schema is
+parsed once, in the catalog (`schemas.avro`), and the parsed form is reused on each call.
+
 Validation: models are validated by pydantic when built (all rules). ``encode`` re-checks the cheap
 rules Avro cannot express (``Record.check_invariants(scan=False)``: equal lengths, non-negative versions,
-exactly one batch form, ...) and the codec checks Avro types; the O(n) scans (finite logprobs, token-id
+exactly one batch form, ...) and fastavro checks Avro types; the O(n) scans (finite logprobs, token-id
 range, mask values) are not repeated on encode. ``decode`` checks types and structure, then builds models
 with ``model_construct`` (no second pydantic pass over thousands of token ids) and runs every rule
 (``check_invariants(scan=True)``), so a list mutated after validation is caught by the consumer. Any failure on either side raises `SchemaError` with topic/partition/offset/reason;
@@ -34,9 +37,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 from pydantic import BaseModel
 
-from schemas.avro import SOE_MAGIC, SchemaCatalog, SchemaInfo, catalog, crc64_avro
+from schemas.avro import SOE_MAGIC, SchemaCatalog, SchemaInfo, catalog, schema_fingerprint
 from schemas.errors import SchemaError
-from schemas.fastcodec import Reader, Writer, compile_reader, compile_writer
 from schemas.records import TOP_RECORDS, Record, TopRecord
 
 R = TypeVar("R", bound=TopRecord)
@@ -77,7 +79,7 @@ class _Plan:
         return record
 
     def to_avro(self, record: Record) -> dict[str, Any]:
-        """The dict the codec writes; checks the cheap invariants of the record and nested records."""
+        """The dict fastavro writes; checks the cheap invariants of the record and nested records."""
         record.check_invariants(scan=False)
         if not self.encoders:
             return record.__dict__
@@ -137,9 +139,6 @@ class Serde:
             `registry_url`).
         registry_config: extra client config (auth, TLS) merged with ``{"url": registry_url}``.
         auto_register: register the latest schema on first encode of a type (else look it up; missing = error).
-        fast_codec: encode/decode the latest schema version with `schemas.fastcodec` (bulk paths for
-            token/logprob arrays, same bytes as fastavro); False = fastavro throughout. Older writer versions
-            are always read by fastavro with schema resolution.
         full_validation: decode through ``model_validate`` (every field re-validated by pydantic) instead of
             ``model_construct`` + ``check_invariants``; same outcome for bytes fastavro accepts, ~slower
             (see bench/serde.py).
@@ -155,23 +154,16 @@ class Serde:
         registry_client: Any = None,
         registry_config: dict[str, Any] | None = None,
         auto_register: bool = True,
-        fast_codec: bool = True,
         full_validation: bool = False,
         catalog_: SchemaCatalog | None = None,
     ) -> None:
         self._full_validation = full_validation
-        self._fast_codec = fast_codec
-        self._fast_writers: dict[type[Record], Writer] = {}
-        self._fast_readers: dict[type[Record], Reader] = {}
         self.catalog = catalog_ if catalog_ is not None else catalog()
         self._plans: dict[type[Record], _Plan] = {}
         self._latest: dict[type[Record], SchemaInfo] = {}
         for cls in TOP_RECORDS:
             self._plans[cls] = _Plan(cls)
             self._latest[cls] = self.catalog.latest(cls.__name__)
-            if fast_codec:
-                self._fast_writers[cls] = compile_writer(self._latest[cls].raw)
-                self._fast_readers[cls] = compile_reader(self._latest[cls].raw)
         self._auto_register = auto_register
         self._registry = registry_client
         if self._registry is None and registry_url:
@@ -208,10 +200,6 @@ class Serde:
         info = self._latest[cls]
         header = self._registry_header(cls, info, topic) if self._registry is not None else info.soe_header
         try:
-            if self._fast_codec:
-                out = bytearray(header)
-                self._fast_writers[cls](out, plan.to_avro(record))
-                return bytes(out)
             buf = io.BytesIO()
             buf.write(header)
             schemaless_writer(buf, info.parsed, plan.to_avro(record))
@@ -284,13 +272,10 @@ class Serde:
             latest = self._latest[record_type]
             if writer.name != latest.name:
                 raise fail(f"bytes hold a {writer.name} record (schema v{writer.version})")
-            if writer is latest and self._fast_codec:
-                fields, end = self._fast_readers[record_type](data, start)
-            else:
-                buf = io.BytesIO(data)
-                buf.seek(start)
-                fields = schemaless_reader(buf, writer.parsed, None if writer is latest else latest.parsed)
-                end = buf.tell()
+            buf = io.BytesIO(data)
+            buf.seek(start)
+            fields = schemaless_reader(buf, writer.parsed, None if writer is latest else latest.parsed)
+            end = buf.tell()
             if end != len(data):
                 raise fail(f"{len(data) - end} trailing bytes after the Avro body")
             if not isinstance(fields, dict):
@@ -344,7 +329,7 @@ class Serde:
         except Exception as exc:
             raise fail(f"unknown schema id {schema_id}: {exc}") from exc
         canonical = to_parsing_canonical_form(parsed)
-        fingerprint = crc64_avro(canonical.encode("utf-8"))
+        fingerprint = schema_fingerprint(canonical)
         writer = self.catalog.by_fingerprint.get(fingerprint)
         if writer is None:  # registered by a newer producer: still readable through schema resolution
             name = raw.get("name", "?") if isinstance(raw, dict) else "?"

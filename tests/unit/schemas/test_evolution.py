@@ -1,4 +1,8 @@
-"""Schema evolution: history kept, every version BACKWARD compatible, old bytes read by the new reader."""
+"""Schema evolution: history kept, every version BACKWARD compatible, old bytes read by the new reader.
+
+Compatibility is judged by Apache Avro's own checker (``avro.compatibility``, the ``avro`` package in the
+dev extra): BACKWARD = a reader with the new schema reads data written with the old one.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,36 @@ import io
 import json
 
 import pytest
+from avro.compatibility import (
+    ReaderWriterCompatibilityChecker,
+    SchemaCompatibilityType,
+    SchemaIncompatibilityType,
+)
+from avro.schema import parse as avro_parse
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
 
 from schemas import LLMRequest
 from schemas import examples as ex
-from schemas.avro import SchemaInfo, backward_compatibility_errors, catalog, crc64_avro
+from schemas.avro import SchemaInfo, catalog
 from schemas.serde import Serde
 
 PAIRS = [(h[i], h[i + 1]) for h in catalog().history.values() for i in range(len(h) - 1)]
+Incompat = SchemaIncompatibilityType
 
 
-def _info(raw: dict, version: int = 9) -> SchemaInfo:
-    from fastavro.schema import to_parsing_canonical_form
+def incompatibilities(reader: dict, writer: dict) -> set[SchemaIncompatibilityType]:
+    """Apache Avro's verdict on reading data written with `writer` using `reader` (empty set = compatible).
 
-    parsed = parse_schema(raw, named_schemas={})
-    canonical = to_parsing_canonical_form(parsed)
-    return SchemaInfo(raw["name"], version, raw, parsed, canonical, crc64_avro(canonical.encode()), None)
+    BACKWARD for a new version is ``incompatibilities(new, old)``; FORWARD is ``incompatibilities(old, new)``.
+    """
+    result = ReaderWriterCompatibilityChecker().get_compatibility(
+        reader=avro_parse(json.dumps(reader)), writer=avro_parse(json.dumps(writer))
+    )
+    if result.compatibility is SchemaCompatibilityType.compatible:
+        return set()
+    assert result.incompatibilities, f"incompatible without a reason: {result.messages}"
+    return set(result.incompatibilities)
 
 
 def _v1_llm_request_bytes(record: LLMRequest) -> tuple[SchemaInfo, bytes]:
@@ -41,7 +58,9 @@ def test_history_is_kept_and_one_record_evolved():
 
 @pytest.mark.parametrize(("old", "new"), PAIRS, ids=lambda s: f"{s.name}v{s.version}")
 def test_every_version_is_backward_compatible(old, new):
-    assert backward_compatibility_errors(new, old) == []
+    assert incompatibilities(new.raw, old.raw) == set(), (
+        f"{new.path} cannot read data written with {old.path}"
+    )
     # and by data: random records written with the old schema resolve into the new one
     for datum in generate_many(old.parsed, 20):
         buf = io.BytesIO()
@@ -85,33 +104,69 @@ def test_registry_resolves_old_and_newer_writers(registry, registry_serde):
     assert newer == record
 
 
-def test_checker_rejects_breaking_changes():
-    base = {
-        "type": "record", "name": "R", "namespace": "io.streamrl",
-        "fields": [
-            {"name": "a", "type": "int"},
-            {"name": "s", "type": {"type": "enum", "name": "E", "symbols": ["x", "y"]}},
-            {"name": "o", "type": ["null", "string"], "default": None},
-        ],
-    }  # fmt: skip
-    old = _info(base, 1)
+def test_real_history_check_would_catch_a_breaking_edit():
+    """The pair check above is not vacuous: v2 of LLMRequest without the default of its new field fails."""
+    v1, v2 = catalog().history["LLMRequest"][:2]
+    added = {f["name"] for f in v2.raw["fields"]} - {f["name"] for f in v1.raw["fields"]}
+    assert added, "v2 must add a field"
+    broken = copy.deepcopy(v2.raw)
+    for f in broken["fields"]:
+        if f["name"] in added:
+            del f["default"]
+    assert incompatibilities(broken, v1.raw) == {Incompat.reader_field_missing_default_value}
+    retyped = copy.deepcopy(v2.raw)
+    next(f for f in retyped["fields"] if f["name"] == "request_id")["type"] = "long"
+    assert incompatibilities(retyped, v1.raw) == {Incompat.type_mismatch}
 
-    def changed(edit) -> list[str]:
-        raw = copy.deepcopy(base)
-        edit(raw)
-        return backward_compatibility_errors(_info(raw, 2), old)
 
-    assert changed(lambda r: r["fields"].append({"name": "n", "type": "long"})) == [
-        "R.n: added without a default"
-    ]
-    assert changed(lambda r: r["fields"].append({"name": "n", "type": "long", "default": 0})) == []
-    assert changed(lambda r: r["fields"][0].update(type="long")) == []  # int -> long promotes
-    assert changed(lambda r: r["fields"][0].update(type="string")) == ["R.a: type changed from int to string"]
-    assert (
-        "removed without an enum default"
-        in changed(lambda r: r["fields"][1]["type"].update(symbols=["x"]))[0]
-    )
-    assert changed(lambda r: r["fields"][1]["type"].update(symbols=["x", "y", "z"])) == []
-    assert changed(lambda r: r["fields"].pop(2)) == []  # the reader skips a removed field
-    assert "matches no branch" in changed(lambda r: r["fields"][2].update(type=["null", "int"]))[0]
-    assert "renamed" in changed(lambda r: r.update(name="Q"))[0]
+BASE = {
+    "type": "record", "name": "R", "namespace": "io.streamrl",
+    "fields": [
+        {"name": "a", "type": "int"},
+        {"name": "s", "type": {"type": "enum", "name": "E", "symbols": ["x", "y"]}},
+        {"name": "o", "type": ["null", "string"], "default": None},
+    ],
+}  # fmt: skip
+
+
+def _edited(edit) -> dict:
+    raw = copy.deepcopy(BASE)
+    edit(raw)
+    parse_schema(raw, named_schemas={})  # every edit is itself a valid schema
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("edit", "backward"),
+    [
+        (lambda r: r["fields"].append({"name": "n", "type": "long"}), {Incompat.reader_field_missing_default_value}),
+        (lambda r: r["fields"].append({"name": "n", "type": "long", "default": 0}), set()),
+        (lambda r: r["fields"][0].update(type="long"), set()),  # int -> long promotes
+        (lambda r: r["fields"][0].update(type="string"), {Incompat.type_mismatch}),
+        (lambda r: r["fields"][1]["type"].update(symbols=["x"]), {Incompat.missing_enum_symbols}),
+        (lambda r: r["fields"][1]["type"].update(symbols=["x", "y", "z"]), set()),
+        (lambda r: r["fields"].pop(0), set()),  # removed: a new reader skips it in old data
+        (lambda r: r["fields"][2].update(type=["null", "int"]), {Incompat.missing_union_branch}),
+        (lambda r: r.update(name="Q"), {Incompat.name_mismatch}),
+    ],
+    ids=[
+        "add-no-default", "add-with-default", "int-to-long", "int-to-string", "enum-symbol-removed",
+        "enum-symbol-added", "field-removed", "union-branch-changed", "record-renamed",
+    ],
+)  # fmt: skip
+def test_checker_verdict_on_edits(edit, backward):
+    assert incompatibilities(_edited(edit), BASE) == backward
+
+
+def test_field_removed_without_default_breaks_old_readers():
+    """Removing a field is BACKWARD compatible (new readers skip it) but not FORWARD: old readers have no
+    default for it, so data from a new producer is unreadable by consumers not yet upgraded."""
+    new = _edited(lambda r: r["fields"].pop(0))
+    assert incompatibilities(new, BASE) == set()
+    assert incompatibilities(BASE, new) == {Incompat.reader_field_missing_default_value}
+    new_o = _edited(lambda r: r["fields"].pop(2))  # `o` had a default: old readers fill it in
+    assert incompatibilities(BASE, new_o) == set()
+    # long -> int narrows: new data (long) cannot be read with the old int reader
+    assert incompatibilities(BASE, _edited(lambda r: r["fields"][0].update(type="long"))) == {
+        Incompat.type_mismatch
+    }
