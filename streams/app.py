@@ -192,9 +192,13 @@ class Aggregator:
 
     async def _join_tick(self, msg: Any, now: float) -> None:
         tick_ts = float(json.loads(msg.value)["ts"])
+        retention_s = self.join_cfg.dedup_retention_s
         for key, state in list(self.join_table.items()):
             if state.get("p") != msg.partition:
                 continue
+            done = state["done"]
+            if done is not None and done["out"] is None and tick_ts - done["ts"] <= retention_s:
+                continue  # fast path: a finished rollout with nothing to prune yet
             res = on_tick(state, tick_ts=tick_ts, partition=msg.partition, committed=self._committed,
                           cfg=self.join_cfg)
             await self._apply_join(key, res, msg)
