@@ -135,3 +135,45 @@ def test_rollout_longer_than_max_poll_interval_keeps_the_worker_in_its_group(set
     for p, o in where.values():
         assert committed[p] >= o + 1
     reader.close()
+
+
+def test_worker_with_a_standalone_gateway_process(settings_factory, inference) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gw_url = f"http://127.0.0.1:{port}"
+    s = _settings(settings_factory, inference, gateway_url=gw_url)
+    env = {**os.environ, "STREAMRL_BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers, "STREAMRL_TOPIC_PREFIX": s.topics.prefix,
+           "STREAMRL_GATEWAY__UPSTREAM_URL": inference.url}
+    proc = subprocess.Popen([sys.executable, "-m", "streamrl", "gateway", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(gw_url + "/healthz", timeout=1).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "standalone gateway did not start"
+                time.sleep(0.1)
+        produce_samples(s, [make_sample("remote", 0, {"question": "q REPLY:7", "answer": "7"})])
+        trajs, reqs = TopicReader(s, "trajectories", Trajectory), TopicReader(s, "requests", LLMRequest)
+        with WorkerThread(s, "consumers_test_agents:two_calls"):
+            (t,) = trajs.read_until(lambda r: len(r) >= 1)
+            records = reqs.read_until(lambda r: len(r) >= 2)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert t.status == RolloutStatus.succeeded and t.reward == 1.0, t.error
+    calls = requests_of(records, t)
+    assert [c.sequence for c in calls] == [0, 1] and all(c.attempt_id == t.attempt_id for c in calls)
+    assert t.rewards[0].request_id == calls[0].request_id
+    trajs.close()
+    reqs.close()
