@@ -16,7 +16,7 @@ from confluent_kafka import Message
 from schemas import DeadLetter
 from schemas.serde import Serde
 from streamrl.config import Settings
-from streamrl.kafka import EventProducer
+from streamrl.kafka import DeliveryCallback, EventProducer
 from streamrl.metrics import DLQ_RECORDS
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class DeadLetterSink:
         offset: int = -1,
         key: bytes | str | None = None,
         value: bytes | None = None,
+        on_delivery: DeliveryCallback | None = None,
     ) -> DeadLetter:
         """Publish one dead letter.
 
@@ -66,6 +67,8 @@ class DeadLetterSink:
                 records that did not come from Kafka (e.g. a sample given up after ``max_retries``).
             reason: why it could not be processed (human-readable; include ids).
             error: the exception, if any; its type name becomes ``error_type``.
+            on_delivery: ``(err, msg)`` called on the producer's poll thread once the dead letter is
+                acknowledged or failed (e.g. to commit the original offset only after it is safe).
 
         Returns:
             The envelope that was queued (the caller's next ``producer.flush`` confirms it).
@@ -95,7 +98,9 @@ class DeadLetterSink:
             ("streamrl.error.type", error_type.encode()),
             ("streamrl.error.reason", reason.encode()[:4096]),
         ]
-        self.producer.produce(self.topic, self.serde.encode(envelope), key=_as_bytes(key), headers=headers)
+        self.producer.produce(
+            self.topic, self.serde.encode(envelope), key=_as_bytes(key), headers=headers, on_delivery=on_delivery
+        )
         try:
             DLQ_RECORDS.labels(self.stage, error_type).inc()
         except Exception:  # metrics never crash a stage
