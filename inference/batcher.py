@@ -65,11 +65,14 @@ class Batcher:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        leftover = [self._carry] if self._carry is not None else []
+        self._carry = None
         while True:
             try:
-                group = self._queue.get_nowait()
+                leftover.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        for group in leftover:
             for s in group:
                 s.finish_reason = "abort"
                 s._emit("finish", "abort")

@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
         model: Path | None = typer.Option(None, "--model", help="HF model dir (default: inference.model)."),
         host: str | None = typer.Option(None, "--host", help="Bind address (default: inference.host)."),
         port: int | None = typer.Option(None, "--port", help="HTTP port (default: inference.port)."),
-        version: int | None = typer.Option(None, "--version", help="Policy version of --model (default 0)."),
+        version: int | None = typer.Option(
+            None, "--policy-version", help="Policy version of --model (default: inference.initial_version)."
+        ),
         reload: bool | None = typer.Option(None, "--reload/--no-reload", help="Follow `checkpoints`."),
         attach: str | None = typer.Option(None, "--attach", help="vllm: URL of a running `vllm serve`."),
     ) -> None:
