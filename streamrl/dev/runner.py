@@ -240,7 +240,7 @@ def run_dev(
         with _Signals() as signals:
             try:
                 outcome, code = _run(
-                    settings, config_path, sup, monitor, stats, console, signals, run_id, on_tick
+                    settings, config_path, sup, monitor, stats, console, signals, run_id, on_tick, started_at
                 )
             except ChildFailed as exc:
                 outcome, code = f"failed: {exc.name} exited with code {exc.returncode}", EXIT_CHILD_FAILED
@@ -283,6 +283,7 @@ def _run(
     signals: _Signals,
     run_id: str,
     on_tick: Callable[[RunStats], None] | None,
+    run_started: float,
 ) -> tuple[str, int]:
     from streamrl.topics import ensure_topics
 
@@ -354,7 +355,7 @@ def _run(
             if signals.received:
                 name = signal.Signals(signals.received).name
                 return f"interrupted ({name})", EXIT_INTERRUPTED
-            if dev.timeout_s is not None and now - started > dev.timeout_s:
+            if dev.timeout_s is not None and now - run_started > dev.timeout_s:
                 return f"timed out after {dev.timeout_s:.0f} s at policy version {version}", EXIT_TIMEOUT
             if max_steps is not None and version >= max_steps:
                 reached_at = reached_at or now
