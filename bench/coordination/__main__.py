@@ -120,17 +120,27 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _specs(args: argparse.Namespace) -> list[tuple[RunSpec, int]]:
-    specs: list[tuple[RunSpec, int]] = []
+def _jobs(args: argparse.Namespace) -> list[list[tuple[RunSpec, int]]]:
+    """Blocks of ``(spec, repetition)`` in execution order; each block's specs become rows of the results.
+
+    Part B runs its direct and gateway repetitions alternately (direct, gateway, direct, ...) so both
+    paths see the same machine load; the added latency is their difference.
+    """
+    blocks: list[list[tuple[RunSpec, int]]] = []
     if "A" in args.parts:
-        specs += [(RunSpec("A", "trivial", w, args.n_a), args.reps) for w in args.workers_a]
+        for w in args.workers_a:
+            spec = RunSpec("A", "trivial", w, args.n_a)
+            blocks.append([(spec, r) for r in range(args.reps)])
     if "B" in args.parts:
         for w in args.workers_b:
-            specs += [(RunSpec("B", "llm_direct", w, args.n_b, "direct"), args.reps),
-                      (RunSpec("B", "llm_gateway", w, args.n_b, "gateway"), args.reps)]  # fmt: skip
+            direct = RunSpec("B", "llm_direct", w, args.n_b, "direct")
+            gateway = RunSpec("B", "llm_gateway", w, args.n_b, "gateway")
+            blocks.append([(s, r) for r in range(args.reps) for s in (direct, gateway)])
     if "D" in args.parts:
-        specs += [(RunSpec("D", "llm_gateway", w, args.n_b, "gateway"), args.reps_d) for w in args.workers_d]
-    return specs
+        for w in args.workers_d:
+            spec = RunSpec("D", "llm_gateway", w, args.n_b, "gateway")
+            blocks.append([(spec, r) for r in range(args.reps_d)])
+    return blocks
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -146,15 +156,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["bootstrap"] = bootstrap
         opts = Options(bootstrap, work_root=work, timeout_s=args.timeout_s, keep=args.keep,
                        profile_dir=args.out if args.profile else None, overrides=args.overrides)  # fmt: skip
-        specs = _specs(args)
-        ordered = [s for s in specs if s[0].part != "D"] + [s for s in specs if s[0].part == "D"]
         c_done = "C" not in args.parts
-        for spec, reps in ordered:
-            if spec.part == "D" and not c_done:
+        for block in _jobs(args):
+            if block[0][0].part == "D" and not c_done:
                 _run_c(args, opts, results)
                 c_done = True
-            runs = []
-            for rep in range(reps):
+            runs: dict[str, list[dict[str, Any]]] = {spec.label: [] for spec, _ in block}
+            for spec, rep in block:
+                reps = args.reps_d if spec.part == "D" else args.reps
                 if time.monotonic() - t_start > args.budget_s:
                     results["skipped"].append(f"{spec.label} repetition {rep}: time budget spent")
                     continue
@@ -166,10 +175,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     results["errors"].append(str(exc))
                     continue
                 log.info("%s repetition %d: %s", spec.label, rep + 1, _brief(figures))
-                runs.append(figures)
-            row = {"workers": spec.workers, "path": spec.path, "agent": spec.agent, "n": spec.n,
-                   "reps": runs, "median": median_of(runs)}  # fmt: skip
-            results["parts"].setdefault(spec.part, []).append(row)
+                runs[spec.label].append(figures)
+            for spec in dict.fromkeys(s for s, _ in block):
+                done = runs[spec.label]
+                row = {"workers": spec.workers, "path": spec.path, "agent": spec.agent, "n": spec.n,
+                       "reps": done, "median": median_of(done)}  # fmt: skip
+                results["parts"].setdefault(spec.part, []).append(row)
         if not c_done:
             _run_c(args, opts, results)
     results["targets"] = [t.as_dict() for t in targets(results)]

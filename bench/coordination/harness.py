@@ -133,6 +133,14 @@ class Proc:
         if not self.alive():
             raise BenchError(f"{self.name} exited with code {self.popen.returncode}:\n{self.log_tail()}")
 
+    def cpu_s(self) -> float:
+        """CPU time (user + system, all threads) the process has used so far, in seconds; NaN if unknown."""
+        try:
+            fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return float("nan")
+
     def log_tail(self, lines: int = 25) -> str:
         """The last ``lines`` lines of its output."""
         try:

@@ -32,7 +32,7 @@ from bench.coordination.stats import (
     service_times_ms,
 )
 from bench.coordination.workload import SampleSpec, gsm8k_questions, make_samples
-from schemas import RolloutStatus, TrainingBatch, Trajectory
+from schemas import LLMRequest, RolloutStatus, TrainingBatch, Trajectory
 from schemas.serde import Serde
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ D_GROUP_SIZE = 8
 D_GROUPS_PER_BATCH = 5
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSpec:
     """One configuration of a part (repeated ``reps`` times).
 
@@ -217,12 +217,17 @@ def run_once(spec: RunSpec, opts: Options, rep: int) -> dict[str, Any]:
 
         measured = make_samples(SampleSpec(MEASURED_TAG, spec.n, group_size, questions, spec.streams), serde)
         deadline = time.monotonic() + opts.timeout_s
+        workers = [p for p in pipe.procs if p.name.startswith("worker")]
+        cpu0 = sum(p.cpu_s() for p in workers)
         t0_ms = pipe.publish("samples", measured)
         msgs, complete = _wait_distinct(pipe, serde, spec.n, warm_records + spec.n, deadline)
+        cpu_s = sum(p.cpu_s() for p in workers) - cpu0  # includes the few ms of reading back, not more
         if not any((m.key or b"").startswith(f"{MEASURED_TAG}-".encode()) for m in msgs):
             raise BenchError(f"no measured rollout finished within {opts.timeout_s:.0f} s")
         figures = _rollout_figures(spec, msgs, serde, t0_ms)
         figures["complete"] = complete
+        figures["worker_cpu_ms_per_rollout"] = cpu_s * 1000.0 / max(1, figures["rollouts"])
+        figures["rollouts_per_worker_cpu_s"] = figures["rollouts"] / cpu_s if cpu_s > 0 else float("nan")
         if not complete:
             log.warning("%s repetition %d: only %d of %d rollouts within %.0f s; figures cover those",
                         spec.label, rep, figures["rollouts"], spec.n, opts.timeout_s)  # fmt: skip
@@ -242,6 +247,7 @@ def run_once(spec: RunSpec, opts: Options, rep: int) -> dict[str, Any]:
                 m for m in pipe.read("requests") if (m.key or b"").startswith(f"{MEASURED_TAG}-".encode())
             ]
             figures["requests_recorded"] = len(reqs)
+            figures.update(_in_gateway(reqs, msgs, serde))
             figures["request_bytes"] = sum(len(m.value or b"") for m in reqs) / max(1, len(reqs))
             trajs = [m for m in msgs if (m.key or b"").startswith(f"{MEASURED_TAG}-".encode())]
             opts.captured = {
@@ -289,6 +295,33 @@ def _rollout_figures(spec: RunSpec, msgs: list[Msg], serde: Serde, t0_ms: float)
     if errors:
         out["first_error"] = errors[0][:500]
     return out
+
+
+def _in_gateway(req_msgs: list[Msg], traj_msgs: list[Msg], serde: Serde) -> dict[str, Any]:
+    """Per call, the agent's latency minus the gateway's upstream time (``LLMRequest.latency_ms``), in ms.
+
+    Paired within one run, so machine load affects both terms alike: it is the time the call spent
+    in the gateway's server, routing and response relay, excluding the upstream HTTP exchange (the
+    gateway's own client overhead is inside ``latency_ms``). The agent's latency reward carries the
+    ``request_id`` of the call it timed.
+    """
+    upstream = {}
+    for m in req_msgs:
+        r = serde.decode(m.value or b"", LLMRequest, topic=m.topic, partition=m.partition, offset=m.offset)
+        upstream[r.request_id] = r.latency_ms
+    _, trajs = _timings(traj_msgs, serde, MEASURED_TAG)
+    inner = [
+        rw.value - upstream[rw.request_id]
+        for t in trajs
+        for rw in t.rewards
+        if rw.name == LATENCY_REWARD and rw.request_id in upstream
+    ]
+    return {
+        "in_gateway_calls": len(inner),
+        "in_gateway_p50_ms": percentile(inner, 50),
+        "in_gateway_p99_ms": percentile(inner, 99),
+        "upstream_p50_ms": percentile(list(upstream.values()), 50),
+    }
 
 
 def _batch_figures(

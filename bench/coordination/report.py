@@ -107,33 +107,49 @@ def _f(v: Any, digits: int = 1) -> str:
     return f"{v:,.{digits}f}"
 
 
+COLUMNS = ("part", "configuration", "throughput", "p50", "p99", "worker CPU/rollout", "what")
+
+
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
-    """Rows ``[part, configuration, rate, p50, p99, notes]`` of the summary table."""
+    """Rows ``[part, configuration, throughput, p50, p99, worker CPU ms per rollout, what]`` of the table."""
     parts = results.get("parts", {})
     rows: list[list[str]] = []
+
+    def cpu(m: dict[str, Any]) -> str:
+        v = m.get("worker_cpu_ms_per_rollout")
+        return f"{_f(v, 2)} ms" if isinstance(v, int | float) and math.isfinite(v) else ""
+
     for r in parts.get("A", []):
         m = r.get("median", {})
         rows.append(["A", f"trivial, {r['workers']} worker(s)", f"{_f(m.get('rollouts_per_s'), 0)} rollouts/s",
-                     _f(m.get("service_p50_ms")), _f(m.get("service_p99_ms")), "service time (ms)"])  # fmt: skip
+                     _f(m.get("service_p50_ms")), _f(m.get("service_p99_ms")), cpu(m),
+                     "service time (ms)"])  # fmt: skip
     for r in parts.get("B", []):
         m = r.get("median", {})
         rows.append(["B", f"1 LLM call, {r['path']}, {r['workers']} worker(s)",
                      f"{_f(m.get('rollouts_per_s'), 0)} rollouts/s", _f(m.get("llm_p50_ms"), 2),
-                     _f(m.get("llm_p99_ms"), 2), "LLM call latency (ms)"])  # fmt: skip
+                     _f(m.get("llm_p99_ms"), 2), cpu(m), "LLM call latency (ms)"])  # fmt: skip
     for w in sorted({r["workers"] for r in parts.get("B", [])}):
         added = gateway_added(parts["B"], w)
+        gw, direct = _find(parts["B"], path="gateway", workers=w), _find(parts["B"], path="direct", workers=w)
+        d_cpu = _get(gw, "worker_cpu_ms_per_rollout") - _get(direct, "worker_cpu_ms_per_rollout")
         rows.append(["B", f"gateway added latency, {w} worker(s)", "", _f(added["added_p50_ms"], 2),
-                     _f(added["added_p99_ms"], 2), "gateway − direct (ms)"])  # fmt: skip
+                     _f(added["added_p99_ms"], 2), f"{_f(d_cpu, 2)} ms" if math.isfinite(d_cpu) else "",
+                     "gateway − direct (ms)"])  # fmt: skip
+        if "in_gateway_p50_ms" in gw:
+            rows.append(["B", f"time in gateway per call, {w} worker(s)", "", _f(gw.get("in_gateway_p50_ms"), 2),
+                         _f(gw.get("in_gateway_p99_ms"), 2), "",
+                         "agent latency − upstream latency_ms, paired (ms)"])  # fmt: skip
     c = parts.get("C")
     if c:
         rows.append(["C", f"bare confluent-kafka, {c.get('events', 0):,} events", f"{_f(c.get('events_per_s'), 0)} events/s",
-                     "", "", f"{c.get('bytes_source')} bytes: sample {_f(c.get('sample_bytes'), 0)} B, request "
+                     "", "", "", f"{c.get('bytes_source')} bytes: sample {_f(c.get('sample_bytes'), 0)} B, request "
                      f"{_f(c.get('request_bytes'), 0)} B, trajectory {_f(c.get('trajectory_bytes'), 0)} B"])  # fmt: skip
     for r in parts.get("D", []):
         m = r.get("median", {})
         rows.append(["D", f"B + streams → batches, {r['workers']} worker(s)",
                      f"{_f(m.get('batch_rollouts_per_s'), 0)} rollouts/s", _f(m.get("group_to_batch_p50_ms")),
-                     _f(m.get("group_to_batch_p99_ms")), "group's last Trajectory → batch (ms)"])  # fmt: skip
+                     _f(m.get("group_to_batch_p99_ms")), cpu(m), "group's last Trajectory → batch (ms)"])  # fmt: skip
     return rows
 
 
@@ -152,8 +168,8 @@ def print_table(results: dict[str, Any]) -> None:
 
     console = Console(width=150)
     t = Table(title=f"StreamRL coordination benchmark, {results['date']} (median of {_reps(results)})")
-    for col in ("part", "configuration", "throughput", "p50", "p99", "what"):
-        t.add_column(col, justify="right" if col in ("throughput", "p50", "p99") else "left")
+    for col in COLUMNS:
+        t.add_column(col, justify="left" if col in ("part", "configuration", "what") else "right")
     for row in table_rows(results):
         t.add_row(*row)
     console.print(t)
@@ -175,8 +191,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Run {results['date']} on {m['cores']} cores, {m['memory_gib']} GiB ({m['cpu']}), Python {m['python']}, "
         f"1-min load average {m['load_avg_1m']:.1f} at start; median of {_reps(results)}.",
         "",
-        "| part | configuration | throughput | p50 | p99 | what |",
-        "|---|---|---:|---:|---:|---|",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(results)]
     lines += ["", "| target | value | bound | met |", "|---|---:|---:|---|"]
