@@ -22,6 +22,7 @@ SIGKILL itself right after writing that checkpoint, before publishing it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -321,7 +322,7 @@ class TrainerService:
             "kind": self.backend.kind,
             "base_model": str(self.backend.base_model_path),
             "trained_batch_ids": list(self.lineage),
-            "metrics": {k: float(v) for k, v in self.last_metrics.items()},
+            "metrics": {k: float(v) for k, v in self.last_metrics.items() if math.isfinite(float(v))},
             "created_at": utc_now().isoformat(),
         }
         t0 = time.perf_counter()

@@ -5,10 +5,11 @@ VERL's registered estimator, micro-batches with gradient accumulation (each micr
 share of the whole-batch loss, VERL ``agg_loss`` with global batch info), gradient clipping, AdamW
 with a warmup/decay schedule.
 
-pi_old: with one optimizer step per batch the policy that VERL's separate ``compute_log_prob`` pass
-would score is exactly the policy of the training forward (same weights, no dropout in eval of the
-logprobs' values), so pi_old = ``log_prob.detach()`` of that forward; the saved forward pass is why
-the step costs about one forward+backward.
+pi_old: with one optimizer step per batch, every micro-batch forward runs on the weights of the step's
+start, which are exactly the weights VERL's separate ``compute_log_prob`` pass would score; so
+pi_old = ``log_prob.detach()`` of the training forward (identical values for models without active
+dropout, as causal LMs are configured for RL). Skipping that extra forward pass is why a step costs
+about one forward+backward.
 """
 
 from __future__ import annotations
