@@ -42,6 +42,10 @@ POLICY_VERSION = Gauge("streamrl_sampler_policy_version", "Latest trainer versio
 TRAJECTORIES_READ = Counter(
     "streamrl_sampler_trajectories_read_total", "Trajectories read, by status.", ["status"]
 )
+ZERO_VARIANCE_GROUPS = Gauge(
+    "streamrl_sampler_zero_variance_groups",
+    "Train groups released because streams drops them as zero-variance (since the topics began).",
+)
 DEAD_LETTERED = Counter("streamrl_sampler_dead_lettered_total", "Samples sent to dlq after max_retries.")
 BAD_RECORDS = Counter(
     "streamrl_sampler_bad_records_total", "Undecodable input records sent to dlq, by topic.", ["topic"]

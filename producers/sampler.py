@@ -4,7 +4,8 @@ validation rounds and retries. Restart-safe without local state.
 Loop: poll ``tasks`` / ``checkpoints`` / ``trajectories`` → update the :class:`~producers.ledger.Ledger`
 → emit what is allowed, in this order: re-issues of failed rollouts, validation samples, then train
 samples of the current epoch while the in-flight bound has room (see :mod:`producers.ledger` for
-exactly what is counted).
+exactly what is counted: failed emissions, dead groups and, mirroring streams'
+``filter_zero_variance``, zero-variance groups are released).
 
 Recovery (every start): read ``samples`` and the sampler's own ``dlq`` records from the beginning to
 their end offsets (what was emitted and dead-lettered), then ``tasks``, ``checkpoints`` and
@@ -122,6 +123,7 @@ class Sampler:
             train_batch_size=rl.train_batch_size,
             max_staleness=rl.max_staleness,
             max_retries=self.cfg.max_retries,
+            filter_zero_variance=settings.streams.filter_zero_variance,
         )
         self.topic = {
             name: settings.topics.name(name)
@@ -181,6 +183,7 @@ class Sampler:
             "emitted_in_epoch": len(self._recovered_emitted.get(self.epoch, ())),
             "version": self.ledger.version,
             "in_flight": self.ledger.in_flight,
+            "zero_variance_groups": self.ledger.zero_variance_groups,
             "owed_reissues": len(self.retry_queue),
             "tasks": len(self.tasks),
             "seconds": round(time.perf_counter() - t0, 3),
@@ -267,7 +270,9 @@ class Sampler:
     def _on_trajectory(self, msg: Message) -> None:
         traj = self.serde.decode_message(msg, Trajectory)
         m.TRAJECTORIES_READ.labels(traj.status.value).inc()
-        action = self.ledger.on_trajectory(traj.rollout_id, traj.retry, traj.status.value, traj.error)
+        action = self.ledger.on_trajectory(
+            traj.rollout_id, traj.retry, traj.status.value, traj.error, reward=traj.reward
+        )
         if action is not None and not self._replaying:
             self._act(action)
 
@@ -483,6 +488,7 @@ class Sampler:
         m.IN_FLIGHT_BOUND.set(self.ledger.bound)
         m.EPOCH.set(self.epoch)
         m.POLICY_VERSION.set(self.ledger.version)
+        m.ZERO_VARIANCE_GROUPS.set(self.ledger.zero_variance_groups)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """:meth:`recover`, then :meth:`step` until ``stop`` is set or :attr:`done` (with ``exit_when_done``)."""

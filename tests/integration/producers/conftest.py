@@ -55,25 +55,33 @@ class TrainerSim:
     """Plays the rollout workers and the trainer against a running sampler.
 
     It reads ``samples``, answers each with a trajectory (``failed`` for rollouts in ``fail``), and
-    writes checkpoint ``v + 1`` whenever ``train_batch_size × group_size`` succeeded train samples are
-    waiting. At every observed train sample it checks ``E − failed − v × B × G ≤ bound`` where ``v`` is
-    the latest version it wrote (the sampler cannot have seen a later one).
+    writes checkpoint ``v + 1`` whenever ``train_batch_size × group_size`` succeeded train samples of
+    trainable groups are waiting. Rewards: ``k`` (so a group has reward variance), or 0.0 for every
+    member of a group in ``zero_variance``: streams drops such a group (``filter_zero_variance``), so
+    once all its ``group_size`` rollouts succeeded its samples count as ``dropped``, never trained.
+    At every observed train sample it checks the true in-flight count
+    ``E − failed − dropped − v × B × G ≤ bound`` where ``v`` is the latest version it wrote (the
+    sampler cannot have seen a later one).
     """
 
     settings: Settings
     fail: set[tuple[str, int]] = field(default_factory=set)
     dead: set[str] = field(default_factory=set)
     """Group ids that will be dead (a member dead-lettered): their samples never train, they count as released."""
+    zero_variance: set[str] = field(default_factory=set)
+    """Train group ids whose members all get reward 0.0 (streams drops them as zero-variance)."""
     samples: list[Sample] = field(default_factory=list)
     version: int = 0
     emitted: int = 0
     failed: int = 0
+    dropped: int = 0
     ready: int = 0
     max_in_flight: int = 0
     answered: set[tuple[str, int]] = field(default_factory=set)
     checks: int = 0
     seen: set[tuple[str, int]] = field(default_factory=set)
     duplicates: list[Sample] = field(default_factory=list)
+    succeeded_in_group: dict[str, set[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rl = self.settings.rl
@@ -86,7 +94,7 @@ class TrainerSim:
 
     @property
     def in_flight(self) -> int:
-        return self.emitted - self.failed - self.version * self.per_version
+        return self.emitted - self.failed - self.dropped - self.version * self.per_version
 
     def drain(self, quiet_s: float = 1.0, timeout_s: float = 30.0, first_s: float = 0.0) -> int:
         """Read samples until none arrives for ``quiet_s`` (waiting up to ``first_s`` for the first one);
@@ -106,7 +114,7 @@ class TrainerSim:
         deadline = time.monotonic() + timeout_s
         while not done():
             assert time.monotonic() < deadline, (
-                f"sampler stalled: E={self.emitted} failed={self.failed} v={self.version} "
+                f"sampler stalled: E={self.emitted} failed={self.failed} dropped={self.dropped} v={self.version} "
                 f"in flight {self.in_flight} < bound {self.bound}"
             )
             self._read(0.1)
@@ -127,7 +135,7 @@ class TrainerSim:
                 self.checks += 1
                 assert self.in_flight <= self.bound, (
                     f"in-flight bound broken at {s.rollout_id} retry {s.retry}: E={self.emitted} "
-                    f"failed={self.failed} v={self.version} -> {self.in_flight} > {self.bound}"
+                    f"failed={self.failed} dropped={self.dropped} v={self.version} -> {self.in_flight} > {self.bound}"
                 )
         return len(msgs)
 
@@ -151,7 +159,7 @@ class TrainerSim:
                 retry=s.retry,
                 mode=s.mode,
                 status=RolloutStatus.failed if failed else RolloutStatus.succeeded,
-                reward=None if failed else 1.0,
+                reward=None if failed else (0.0 if s.group_id in self.zero_variance else float(s.k)),
                 error="injected failure" if failed else None,
                 worker_id="sim",
                 policy_version=s.policy_version,
@@ -164,6 +172,11 @@ class TrainerSim:
             if s.mode is Mode.train:
                 if failed or s.group_id in self.dead:
                     self.failed += 1
+                elif s.group_id in self.zero_variance:
+                    done = self.succeeded_in_group.setdefault(s.group_id, set())
+                    done.add(s.rollout_id)
+                    if len(done) == s.group_size:  # complete: streams drops it, nothing of it trains
+                        self.dropped += s.group_size
                 else:
                     self.ready += 1
         self.producer.flush(10)
@@ -192,13 +205,18 @@ class TrainerSim:
 
 @pytest.fixture
 def trainer_sim() -> Callable[..., TrainerSim]:
-    """``trainer_sim(settings, fail=set(), dead=set()) -> TrainerSim``; closed at teardown."""
+    """``trainer_sim(settings, fail=set(), dead=set(), zero_variance=set()) -> TrainerSim``; closed at teardown."""
     made: list[TrainerSim] = []
 
     def make(
-        settings: Settings, fail: set[tuple[str, int]] | None = None, dead: set[str] | None = None
+        settings: Settings,
+        fail: set[tuple[str, int]] | None = None,
+        dead: set[str] | None = None,
+        zero_variance: set[str] | None = None,
     ) -> TrainerSim:
-        sim = TrainerSim(settings, fail=fail or set(), dead=dead or set())
+        sim = TrainerSim(
+            settings, fail=fail or set(), dead=dead or set(), zero_variance=zero_variance or set()
+        )
         made.append(sim)
         return sim
 

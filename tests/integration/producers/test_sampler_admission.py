@@ -65,7 +65,9 @@ def test_in_flight_bound_holds_at_every_moment(
         thread.join(10)
     sim.drain(quiet_s=0.3)
     assert sim.max_in_flight == bound and sim.checks == total_train
-    assert sampler.done and sampler.ledger.in_flight == 0 and sim.version == 6
+    assert sampler.done and sim.version == 6
+    # the sampler may exit before it reads the last checkpoint: everything else is released or consumed
+    assert sampler.ledger.in_flight == (sim.version - sampler.ledger.version) * sim.per_version
     train = [x for x in sim.samples if x.mode is Mode.train]
     firsts = [x for x in train if x.retry == 0]
     # group fan-out: every (task, epoch, k) exactly once at retry 0, ids per the contract
@@ -93,6 +95,49 @@ def test_in_flight_bound_holds_at_every_moment(
         ("t4/1/3", 1),
         ("t4/1/3", 2),
     ]
+
+
+def test_zero_variance_groups_release_capacity_so_the_sampler_never_stalls(
+    settings_factory, trainer_sim, tmp_path
+) -> None:
+    """Streams drops groups whose rewards are all equal (``streams.filter_zero_variance``, default on),
+    so the trainer never consumes them. With ``max_staleness=0`` the first batch fills the bound; its
+    two groups are zero-variance here, so no checkpoint ever comes: the sampler must release them from
+    their trajectories alone, and keep the bound at every sample (a zero-variance member also fails
+    once: its re-issue completes the group)."""
+    s = settings_factory(
+        rl={"group_size": 4, "train_batch_size": 2, "max_staleness": 0, "seed": 5},
+        sampler={"max_epochs": 1, "max_retries": 1, "poll_interval_s": 0.05, "flush_interval_s": 0.1},
+    )
+    assert s.streams.filter_zero_variance
+    tasks = [f"t{i}" for i in range(8)]
+    data = tmp_path / "tasks.jsonl"
+    data.write_text("".join(json.dumps({"id": t}) + "\n" for t in tasks))
+    assert publish_file(s, data, id_field="id").published == 8
+    order = epoch_order(tasks, 0, seed=5)
+    zero_variance = {f"{t}/0" for t in (order[0], order[1], order[4], order[7])}
+    sim = trainer_sim(s, fail={(f"{order[0]}/0/1", 0)}, zero_variance=zero_variance)
+    sampler, stop, thread, errors = start(s)
+    bound, total_train = 8, 8 * 4 + 1
+    try:
+        deadline = time.monotonic() + 60
+        while thread.is_alive() and time.monotonic() < deadline:
+            sim.drain_until(lambda: sim.in_flight == bound or sim.emitted >= total_train, timeout_s=20)
+            sim.drain(quiet_s=0.3)
+            assert sim.in_flight == bound or sim.emitted >= total_train
+            sim.answer()
+        assert not errors, errors
+        assert not thread.is_alive(), "sampler did not finish"
+    finally:
+        stop.set()
+        thread.join(10)
+    sim.drain(quiet_s=0.3)
+    assert sim.max_in_flight == bound and sim.checks == total_train and sim.dropped == 16
+    assert sim.version == 2  # only the 4 groups with reward variance train
+    assert sampler.done and sampler.ledger.zero_variance_groups == 4
+    assert sampler.ledger.in_flight == (sim.version - sampler.ledger.version) * sim.per_version
+    train = [x for x in sim.samples if x.mode is Mode.train]
+    assert sorted((x.rollout_id, x.retry) for x in train if x.retry > 0) == [(f"{order[0]}/0/1", 1)]
 
 
 def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(
