@@ -52,7 +52,7 @@ class ServerOptions:
     max_queue: int = 4096
     logprobs_mode: LogprobsMode = "scaled"
     dtype: str = "float32"
-    torch_threads: int | None = None
+    torch_threads: int | None = 1
 
 
 def load_model(path: str, dtype: str = "float32") -> Any:
