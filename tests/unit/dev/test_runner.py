@@ -1,0 +1,65 @@
+"""The run plan of ``streamrl dev``: which children, in which order, with which command lines."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamrl.config import load_settings
+from streamrl.dev.runner import STOP_ORDER_PREFIXES, _child_env, child_specs, publish_specs, run_dev
+from streamrl.errors import ConfigError
+
+
+def test_children_in_start_order_with_the_run_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    s = load_settings(None, dev={"workers": 3})
+    specs = child_specs(s, cfg)
+    assert [c.name for c in specs] == [
+        "inference",
+        "trainer",
+        "streams",
+        "worker-0",
+        "worker-1",
+        "worker-2",
+        "sampler",
+    ]
+    for c in specs:
+        assert c.argv[:3] == [sys.executable, "-m", "streamrl"]
+        assert c.argv[-2:] == ["--config", str(cfg)]
+    assert {c.name for c in specs if c.may_exit} == {"trainer", "sampler"}
+    # every child has a place in the stop order
+    assert all(any(c.name.startswith(p) for p in STOP_ORDER_PREFIXES) for c in specs)
+    no_inference = child_specs(load_settings(None, dev={"start_inference": False, "workers": 0}), cfg)
+    assert [c.name for c in no_inference] == ["trainer", "streams", "sampler"]
+
+
+def test_publish_commands(tmp_path: Path) -> None:
+    s = load_settings(
+        None,
+        dev={
+            "datasets": [
+                {"path": "a.jsonl"},
+                {"path": "b.jsonl", "split": "val", "limit": 5, "id_field": "id"},
+            ]
+        },
+    )
+    a, b = publish_specs(s, tmp_path / "c.yaml")
+    assert a.argv[3:] == ["publish", "a.jsonl", "--split", "train", "--config", str(tmp_path / "c.yaml")]
+    assert b.argv[-4:] == ["--limit", "5", "--id-field", "id"] and b.name == "publish-1-val" and b.may_exit
+
+
+def test_child_env_puts_pythonpath_first_and_adds_dev_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/already/there")
+    s = load_settings(None, dev={"pythonpath": [str(tmp_path)], "env": {"OMP_NUM_THREADS": "1"}})
+    env = _child_env(s)
+    assert env["PYTHONPATH"].split(":") == [str(tmp_path.resolve()), "/already/there"]
+    assert env["OMP_NUM_THREADS"] == "1"
+
+
+def test_missing_dataset_is_a_config_error_before_anything_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"dev.datasets\[0\].path: .*nope.jsonl does not exist"):
+        run_dev(Path("/dev/null"), overrides={"dev": {"datasets": [{"path": str(tmp_path / "nope.jsonl")}]}})
