@@ -115,7 +115,11 @@ class Gateway:
             OSError: the address cannot be bound.
         """
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.settings.max_connections, ttl_dns_cache=300),
+            # keep idle connections less than uvicorn's 5 s keep-alive (CPU server, vLLM): else a reused,
+            # server-closed connection fails the call with ServerDisconnectedError (HTTP 502 to the agent)
+            connector=aiohttp.TCPConnector(
+                limit=self.settings.max_connections, ttl_dns_cache=300, keepalive_timeout=3.0
+            ),
             timeout=aiohttp.ClientTimeout(total=self.settings.upstream_timeout_s),
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
