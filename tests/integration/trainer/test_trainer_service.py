@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from prometheus_client import REGISTRY
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -35,7 +36,12 @@ def test_trains_from_batches_and_publishes_a_loadable_checkpoint(
 
     backend = TorchBackend(settings.trainer, rollout_n=4)
     initial = {k: v.clone() for k, v in backend.model.state_dict().items()}
+    steps_before = REGISTRY.get_sample_value("streamrl_trainer_steps_total") or 0.0
+    bad_before = REGISTRY.get_sample_value("streamrl_trainer_batches_skipped_total", {"reason": "bad_batch"}) or 0.0
     assert TrainerService(settings, backend).run() == 3
+    assert REGISTRY.get_sample_value("streamrl_trainer_steps_total") == steps_before + 3
+    assert REGISTRY.get_sample_value("streamrl_trainer_batches_skipped_total", {"reason": "bad_batch"}) == bad_before + 2
+    assert REGISTRY.get_sample_value("streamrl_trainer_version") == 3
 
     serde = Serde()
     events = [serde.decode(v, CheckpointEvent) for v in read_topic(settings, "checkpoints", expect=1)]
