@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamrl.config import COMPACTED_TOPICS, TOPIC_NAMES, Settings
@@ -101,6 +101,14 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) ->
         time.sleep(0.1)
 
 
+#: Errors a just-created partition answers with until its leader is fully in place.
+_SETTLING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
 @dataclass(frozen=True)
 class TopicInfo:
     """One topic as ``streamrl topics list`` shows it."""
@@ -114,6 +122,20 @@ class TopicInfo:
     def records(self) -> int:
         """Sum of end offsets (records ever written; compaction and retention not subtracted)."""
         return sum(self.end_offsets)
+
+
+def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> int:
+    """High watermark of one partition, retrying while a new partition's leader settles in."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=timeout_s)[1]
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = err is not None and (err.retriable() or err.code() in _SETTLING)
+            if not retriable or time.monotonic() > deadline:
+                raise BrokerError(f"{tp.topic}[{tp.partition}]: cannot read end offset: {exc}") from exc
+            time.sleep(0.2)
 
 
 def describe_topics(settings: Settings, *, timeout_s: float = 15.0) -> list[TopicInfo]:
@@ -135,10 +157,10 @@ def describe_topics(settings: Settings, *, timeout_s: float = 15.0) -> list[Topi
             name = settings.topics.name(base)
             if name not in meta:
                 continue
-            ends = []
-            for p in sorted(meta[name].partitions):
-                _, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s)
-                ends.append(high)
+            ends = [
+                _high_watermark(consumer, TopicPartition(name, p), timeout_s)
+                for p in sorted(meta[name].partitions)
+            ]
             out.append(TopicInfo(name, len(ends), tuple(ends)))
         return out
     finally:
