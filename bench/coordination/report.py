@@ -46,18 +46,20 @@ class Target:
     op: str
     bound: float
     unit: str
+    resolution: float = 0.0
+    """Run-to-run spread of the figure's baseline (same unit); above ``bound`` the verdict is None."""
 
     @property
     def met(self) -> bool | None:
-        """Whether it is met; None when the figure is missing (part skipped or failed)."""
-        if not math.isfinite(self.value):
+        """Whether it is met; None when the figure is missing or the measurement cannot resolve the bound."""
+        if not math.isfinite(self.value) or not self.resolution <= self.bound:
             return None
         return self.value >= self.bound if self.op == ">=" else self.value <= self.bound
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {"name": self.name, "value": self.value, "op": self.op, "bound": self.bound, "unit": self.unit,
-                "met": self.met}  # fmt: skip
+                "resolution": self.resolution, "met": self.met}  # fmt: skip
 
 
 def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
@@ -81,6 +83,15 @@ def gateway_added(rows: list[dict[str, Any]], workers: int) -> dict[str, float]:
     }
 
 
+def spread(rows: list[dict[str, Any]], key: str, **match: Any) -> float:
+    """max − min of ``key`` over the repetitions of the row matching ``match`` (0 when it cannot be told)."""
+    for r in rows:
+        if all(r.get(k) == v for k, v in match.items()):
+            vals = [float(x[key]) for x in r.get("reps", []) if isinstance(x.get(key), int | float)]
+            return max(vals) - min(vals) if vals else 0.0
+    return 0.0
+
+
 def targets(results: dict[str, Any]) -> list[Target]:
     """The issue's targets, evaluated on the medians in ``results``."""
     parts = results.get("parts", {})
@@ -94,8 +105,24 @@ def targets(results: dict[str, Any]) -> list[Target]:
         Target(
             "A: rollouts/s, 1 worker", _get(_find(a, workers=1), "rollouts_per_s"), ">=", 2000, "rollouts/s"
         ),
-        Target("B: gateway added latency p50, 1 worker", added["added_p50_ms"], "<=", 1.0, "ms"),
-        Target("B: gateway added latency p99, 1 worker", added["added_p99_ms"], "<=", 3.0, "ms"),
+        # the added latency is a difference of two runs' percentiles: when the direct path alone varies
+        # by more than the bound from one repetition to the next (a loaded machine), it cannot be judged
+        Target(
+            "B: gateway added latency p50, 1 worker",
+            added["added_p50_ms"],
+            "<=",
+            1.0,
+            "ms",
+            spread(b, "llm_p50_ms", path="direct", workers=1),
+        ),
+        Target(
+            "B: gateway added latency p99, 1 worker",
+            added["added_p99_ms"],
+            "<=",
+            3.0,
+            "ms",
+            spread(b, "llm_p99_ms", path="direct", workers=1),
+        ),
         Target("B: rollouts/s through the gateway, 1 worker", gw1, ">=", 500, "rollouts/s"),
         Target("C: pipeline / bare-Kafka ceiling", 3 * best_gw / ceiling, ">=", 1 / 3, "fraction"),
     ]
@@ -177,11 +204,18 @@ def print_table(results: dict[str, Any]) -> None:
     for col in ("target", "value", "bound", "met"):
         tt.add_column(col)
     for tg in results.get("targets", []):
-        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}[tg["met"]]
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: _undecided(tg)}[tg["met"]]
         tt.add_row(tg["name"], f"{_f(tg['value'], 3)} {tg['unit']}", f"{tg['op']} {tg['bound']:g}", met)
     console.print(tt)
     for err in results.get("errors", []):
         console.print(f"[red]error:[/] {err}")
+
+
+def _undecided(tg: dict[str, Any]) -> str:
+    res = tg.get("resolution", 0.0)
+    if isinstance(res, int | float) and math.isfinite(res) and res > tg["bound"]:
+        return f"not measurable here (direct path varies {res:,.1f} {tg['unit']} between runs)"
+    return "—"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -197,7 +231,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(results)]
     lines += ["", "| target | value | bound | met |", "|---|---:|---:|---|"]
     for tg in results.get("targets", []):
-        met = {True: "yes", False: "**no**", None: "—"}[tg["met"]]
+        met = {True: "yes", False: "**no**", None: _undecided(tg)}[tg["met"]]
         lines.append(
             f"| {tg['name']} | {_f(tg['value'], 3)} {tg['unit']} | {tg['op']} {tg['bound']:g} | {met} |"
         )

@@ -92,3 +92,15 @@ def test_bad_arguments_exit_with_usage(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         parse_args(["--n-b", "50"])
     assert parse_args(["--parts", "AC", "--workers-a", "1,2"]).workers_a == [1, 2]
+
+
+def test_added_latency_is_not_judged_when_the_baseline_varies_more_than_the_bound() -> None:
+    res = _results()
+    direct = res["parts"]["B"][0]
+    direct["reps"] = [{"llm_p50_ms": 2.0, "llm_p99_ms": 5.0}, {"llm_p50_ms": 9.0, "llm_p99_ms": 5.5}]
+    tg = {t.name: t for t in targets(res)}
+    p50, p99 = tg["B: gateway added latency p50, 1 worker"], tg["B: gateway added latency p99, 1 worker"]
+    assert p50.resolution == pytest.approx(7.0) and p50.met is None
+    assert p99.resolution == pytest.approx(0.5) and p99.met is False  # 0.5 ms spread resolves a 3 ms bound
+    res["targets"] = [t.as_dict() for t in targets(res)]
+    assert "not measurable here (direct path varies 7.0 ms between runs)" in markdown(res)
