@@ -182,6 +182,27 @@ def train_tokenizer(
     raise ModelBuildError(f"unknown tokenizer kind {kind!r}; use 'char' or 'bpe'")
 
 
+def _make_portable(out: Path) -> None:
+    """Rewrite transformers-5-only keys so transformers 4.x (e.g. a vLLM image) loads the directory too.
+
+    ``tokenizer_class: TokenizersBackend`` -> ``PreTrainedTokenizerFast`` (a name both know), the
+    ``extra_special_tokens`` list -> ``additional_special_tokens``, and ``torch_dtype``/``rope_theta``
+    written beside ``dtype``/``rope_parameters``.
+    """
+    tok_path, cfg_path = out / "tokenizer_config.json", out / "config.json"
+    tok_cfg = json.loads(tok_path.read_text())
+    tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if isinstance(tok_cfg.get("extra_special_tokens"), list):
+        tok_cfg["additional_special_tokens"] = tok_cfg.pop("extra_special_tokens")
+    tok_path.write_text(json.dumps(tok_cfg, indent=2) + "\n")
+    cfg = json.loads(cfg_path.read_text())
+    cfg.setdefault("torch_dtype", cfg.get("dtype", "float32"))
+    rope = cfg.get("rope_parameters") or {}
+    if "rope_theta" in rope:
+        cfg.setdefault("rope_theta", rope["rope_theta"])
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
 def build_model(
     out_dir: str | Path,
     *,
@@ -274,6 +295,7 @@ def build_model(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     hf_tok.save_pretrained(out)
+    _make_portable(out)
     report = BuildReport(
         path=str(out),
         num_parameters=sum(t.numel() for t in model.parameters()),

@@ -20,6 +20,12 @@ def test_tiny_char_model_has_about_300k_parameters_and_loads(inference_model_dir
     assert model.config.num_hidden_layers == 2
     assert model.config.vocab_size == report["vocab_size"]
     assert (inference_model_dir / "model.safetensors").is_file()
+    # Loadable by transformers 4.x too (vLLM images): no v5-only class name or list-valued keys.
+    tok_cfg = json.loads((inference_model_dir / "tokenizer_config.json").read_text())
+    assert tok_cfg["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert tok_cfg["additional_special_tokens"] == ["<|im_start|>"] and "extra_special_tokens" not in tok_cfg
+    cfg = json.loads((inference_model_dir / "config.json").read_text())
+    assert cfg["torch_dtype"] == "float32" and cfg["rope_theta"] == 10000.0
 
 
 def test_char_tokenizer_digits_are_single_tokens_and_round_trip(tokenizer) -> None:
