@@ -12,8 +12,8 @@ Logprobs (what each generated token's ``logprob`` means), per ``logprobs_mode``:
   log-softmax (``verl/workers/actor/dp_actor.py``), and importance ratios need the behaviour policy
   under the same temperature. With top-p/top-k < full, tokens are drawn from the truncated,
   renormalised distribution but the logprob reported is still that of the untruncated
-  ``softmax(logits / T)`` (the policy the trainer optimises), like vLLM's ``processed_logprobs``
-  before truncation.
+  ``softmax(logits / T)`` (the policy the trainer optimises). vLLM's ``processed_logprobs`` are
+  taken after its top-k/top-p masking, so the two backends agree exactly only without truncation.
 - ``raw``: ``log_softmax(logits)[token]``, the policy at temperature 1 (vLLM's default).
 
 Greedy requests (``temperature == 0``) report ``log_softmax(logits)``.
