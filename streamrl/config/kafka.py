@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -55,7 +55,7 @@ class KafkaSettings(Section):
     """
 
     bootstrap_servers: str = "127.0.0.1:9092"
-    """Comma-separated ``host:port`` list."""
+    """Comma-separated ``host:port`` list. When not given, ``kafka.local``'s ``host:port`` (the local broker)."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     """Kafka ``security.protocol``; passed to every client."""
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
@@ -74,6 +74,17 @@ class KafkaSettings(Section):
     schema_registry_url: str | None = None
     """Confluent Schema Registry URL; when set, records use its framing instead of single-object encoding."""
     local: LocalBrokerSettings = Field(default_factory=LocalBrokerSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bootstrap_defaults_to_local_broker(cls, data: Any) -> Any:
+        # ``kafka: {local: {port: 19092}}`` alone must reach the broker ``streamrl kafka start`` runs.
+        if isinstance(data, dict) and "bootstrap_servers" not in data and isinstance(data.get("local"), dict):
+            local = data["local"]
+            host = local.get("host", LocalBrokerSettings.model_fields["host"].default)
+            port = local.get("port", LocalBrokerSettings.model_fields["port"].default)
+            data = {**data, "bootstrap_servers": f"{host}:{port}"}
+        return data
 
     @model_validator(mode="after")
     def _sasl_needs_mechanism(self) -> KafkaSettings:

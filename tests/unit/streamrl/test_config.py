@@ -138,3 +138,15 @@ def test_example_config_is_current() -> None:
 
     example = Path(__file__).resolve().parents[3] / "streamrl.example.yaml"
     assert example.read_text() == render_example(), "run: streamrl config example > streamrl.example.yaml"
+
+
+def test_bootstrap_follows_local_broker_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kafka.local.port` alone points every client at the broker `streamrl kafka start` runs."""
+    s = load_settings(write(tmp_path, "kafka: {local: {port: 19592, controller_port: 19593}}\n"))
+    assert s.kafka.bootstrap_servers == "127.0.0.1:19592"
+    s = load_settings(write(tmp_path, "kafka: {local: {host: 0.0.0.0}}\n"))
+    assert s.kafka.bootstrap_servers == "0.0.0.0:9092"
+    explicit = "kafka: {bootstrap_servers: 'b1:9092', local: {port: 19592}}\n"
+    assert load_settings(write(tmp_path, explicit)).kafka.bootstrap_servers == "b1:9092"
+    monkeypatch.setenv("STREAMRL_BOOTSTRAP_SERVERS", "ext:9092")
+    assert load_settings(write(tmp_path, "kafka: {local: {port: 19592}}\n")).kafka.bootstrap_servers == "ext:9092"
