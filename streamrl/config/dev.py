@@ -61,6 +61,7 @@ class DevSettings(Section):
     """Give the run its own topic prefix (``<topics.prefix><run_id>.``) so a re-run never reads an
     earlier run's records. False keeps ``topics.prefix`` (resume a pipeline)."""
     keep_broker: bool = False
+    """Leave the local broker that ``dev`` started running after the run (False stops it)."""
     broker_data_dir: Path | None = None
     """Data directory of the local broker ``dev`` starts; None = the launcher's (``kafka.local.home``/kafka-data)."""
     """Leave the local broker that ``dev`` started running after the run."""
