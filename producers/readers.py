@@ -123,7 +123,8 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             try:
-                line = raw.decode("utf-8")
+                # utf-8-sig on line 1: a byte-order mark (Windows editors, Excel exports) is not data.
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 yield Row(lineno, "line", error=f"not UTF-8 (byte {exc.start}: {exc.reason})")
                 continue
@@ -138,7 +139,7 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
 def _read_json_array(path: Path) -> Iterator[Row]:
     """Elements of a top-level JSON array, each with the line its first character is on."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         yield Row(1, "line", error=f"not UTF-8: {exc.reason}")
         return
@@ -196,7 +197,9 @@ def _skip_ws(text: str, pos: int) -> int:
 
 def _read_csv(path: Path) -> Iterator[Row]:
     """CSV rows as dicts of strings keyed by the header row; a row with the wrong field count is an error."""
-    with path.open("r", encoding="utf-8", newline="") as fh:
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which must not become part of
+    # the first column's name ("\ufeffquestion").
+    with path.open("r", encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
         try:
             header = next(reader, None)

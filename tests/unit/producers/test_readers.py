@@ -130,3 +130,18 @@ def test_gsm8k_first_rows(tmp_path: Path) -> None:
     first = next(rows)
     assert first.position == 1 and set(first.value) == {"question", "answer"}
     assert json.dumps(first.value)
+
+
+def test_utf8_byte_order_mark_is_not_data(tmp_path: Path) -> None:
+    """A leading BOM (Excel's CSV UTF-8, Windows editors) neither breaks row 1 nor renames a column."""
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "d.jsonl").write_bytes(bom + b'{"q": "a"}\n{"q": "b"}\n')
+    assert [r.value for r in rows_of(tmp_path / "d.jsonl")] == [{"q": "a"}, {"q": "b"}]
+    (tmp_path / "d.json").write_bytes(bom + b'[{"q": "a"}]')
+    assert [r.value for r in rows_of(tmp_path / "d.json")] == [{"q": "a"}]
+    (tmp_path / "d.csv").write_bytes(bom + b"q,answer\na,1\n")
+    assert [r.value for r in rows_of(tmp_path / "d.csv")] == [{"q": "a", "answer": "1"}]
+    # A BOM inside the file is still an error on its own line, not silently stripped.
+    (tmp_path / "e.jsonl").write_bytes(b'{"q": "a"}\n' + bom + b'{"q": "b"}\n')
+    rows = rows_of(tmp_path / "e.jsonl")
+    assert rows[0].value == {"q": "a"} and rows[1].error is not None and rows[1].position == 2
