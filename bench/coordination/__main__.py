@@ -58,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-b", type=int, default=400, help="measured rollouts in parts B and D")
     p.add_argument("--workers-a", type=_csv_ints, default=[1, 2, 4], help="worker counts of part A")
     p.add_argument("--workers-b", type=_csv_ints, default=[1, 4], help="worker counts of part B")
+    p.add_argument(
+        "--probe-n",
+        type=int,
+        default=200,
+        help="part B latency probe: rollouts with 1 worker at concurrency 1, direct and gateway (0 = off)",
+    )
     p.add_argument("--workers-d", type=_csv_ints, default=[1], help="worker counts of part D")
     p.add_argument(
         "--reps-d", type=int, default=1, help="repetitions of part D (the streams app starts slowly)"
@@ -139,6 +145,10 @@ def _jobs(args: argparse.Namespace) -> list[list[tuple[RunSpec, int]]]:
             direct = RunSpec("B", "llm_direct", w, args.n_b, "direct")
             gateway = RunSpec("B", "llm_gateway", w, args.n_b, "gateway")
             blocks.append([(s, r) for r in range(args.reps) for s in (direct, gateway)])
+        if args.probe_n:  # latency probe: one rollout at a time, so no call waits behind another on the loop
+            direct = RunSpec("B", "llm_direct", 1, args.probe_n, "direct", concurrency=1)
+            gateway = RunSpec("B", "llm_gateway", 1, args.probe_n, "gateway", concurrency=1)
+            blocks.append([(s, r) for r in range(args.reps) for s in (direct, gateway)])
     if "D" in args.parts:
         for w in args.workers_d:
             spec = RunSpec("D", "llm_gateway", w, args.n_b, "gateway")
@@ -181,8 +191,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 runs[spec.label].append(figures)
             for spec in dict.fromkeys(s for s, _ in block):
                 done = runs[spec.label]
-                row = {"workers": spec.workers, "path": spec.path, "agent": spec.agent, "n": spec.n,
-                       "reps": done, "median": median_of(done)}  # fmt: skip
+                row = {"workers": spec.workers, "concurrency": spec.concurrency, "path": spec.path,
+                       "agent": spec.agent, "n": spec.n, "reps": done, "median": median_of(done)}  # fmt: skip
                 results["parts"].setdefault(spec.part, []).append(row)
         if not c_done:
             _run_c(args, opts, results)

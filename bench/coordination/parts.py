@@ -53,6 +53,7 @@ class RunSpec:
         workers: worker processes in the consumer group.
         n: measured rollouts.
         path: ``direct``/``gateway`` for LLM runs, ``-`` for part A.
+        concurrency: rollouts at once per worker; None = the worker's default (``worker.concurrency``).
     """
 
     part: str
@@ -60,6 +61,7 @@ class RunSpec:
     workers: int
     n: int
     path: str = "-"
+    concurrency: int | None = None
 
     @property
     def llm(self) -> bool:
@@ -74,7 +76,8 @@ class RunSpec:
     @property
     def label(self) -> str:
         """Short name for logs and directories."""
-        return f"{self.part}-{self.path}-w{self.workers}".replace("--", "-")
+        conc = "" if self.concurrency is None else f"-c{self.concurrency}"
+        return f"{self.part}-{self.path}-w{self.workers}{conc}".replace("--", "-")
 
 
 @dataclass
@@ -184,6 +187,8 @@ def run_once(spec: RunSpec, opts: Options, rep: int) -> dict[str, Any]:
         if spec.llm:
             fake, fake_url = start_fake_vllm(run_dir)
         sections: dict[str, Any] = {"gateway": {"upstream_url": fake_url}}
+        if spec.concurrency is not None:
+            sections["worker"] = {"concurrency": spec.concurrency}
         questions = tuple(gsm8k_questions()) if spec.llm else ()
         group_size = D_GROUP_SIZE if spec.streams else 1
         if spec.streams:

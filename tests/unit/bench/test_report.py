@@ -104,3 +104,17 @@ def test_added_latency_is_not_judged_when_the_baseline_varies_more_than_the_boun
     assert p99.resolution == pytest.approx(0.5) and p99.met is False  # 0.5 ms spread resolves a 3 ms bound
     res["targets"] = [t.as_dict() for t in targets(res)]
     assert "not measurable here (direct path varies 7.0 ms between runs)" in markdown(res)
+
+
+def test_latency_targets_use_the_concurrency_1_probe_when_it_ran() -> None:
+    res = _results()
+    res["parts"]["B"] += [
+        {"workers": 1, "concurrency": 1, "path": "direct", "median": {"llm_p50_ms": 1.2, "llm_p99_ms": 2.0}},
+        {"workers": 1, "concurrency": 1, "path": "gateway", "median": {"llm_p50_ms": 1.9, "llm_p99_ms": 3.5}},
+    ]
+    tg = {t.name: t for t in targets(res)}
+    assert tg["B: gateway added latency p50, 1 worker, concurrency 1"].value == pytest.approx(0.7)
+    assert tg["B: gateway added latency p99, 1 worker, concurrency 1"].met is True
+    # throughput stays on the default-concurrency run
+    assert tg["B: rollouts/s through the gateway, 1 worker"].value == 450.0
+    assert any("concurrency 1" in r[1] for r in table_rows(res))
