@@ -32,6 +32,42 @@ MAX_ID_CHARS = 1024
 """Longest accepted ``task_id`` (it becomes a Kafka key and part of every rollout id)."""
 
 
+METADATA_TIMEOUT_S = 10.0
+"""How long publish waits for the cluster's metadata before reading the dataset, in seconds."""
+
+
+class TopicUnavailable(StreamRLError):
+    """The cluster cannot be reached, or the ``tasks`` topic does not exist on it."""
+
+
+def _check_topic(producer: Any, topic: str, bootstrap: str, timeout_s: float) -> None:
+    """Fail fast, before reading the dataset, when nothing could be delivered.
+
+    Without this a missing topic or a dead broker shows up only at the final flush, after
+    ``publish.flush_timeout_s``, with one error log line per row.
+
+    Raises:
+        TopicUnavailable: no metadata from ``bootstrap`` within ``timeout_s`` seconds, or ``topic``
+            is not in it.
+    """
+    from confluent_kafka import KafkaException
+
+    try:
+        # All topics, not list_topics(topic=...): that form may auto-create the topic on clusters
+        # with auto.create.topics.enable, with the broker's default partitions and cleanup policy.
+        md = producer.producer.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise TopicUnavailable(
+            f"cannot reach Kafka at {bootstrap} within {timeout_s:.0f} s ({exc.args[0].str()}); "
+            "is the broker running (`streamrl kafka status`) and kafka.bootstrap_servers right?"
+        ) from None
+    if topic not in md.topics:
+        raise TopicUnavailable(
+            f"topic {topic!r} does not exist on {bootstrap}; create the topics first: `streamrl topics create`"
+            " (with the same config / STREAMRL_TOPIC_PREFIX)"
+        )
+
+
 class InvalidRow(StreamRLError):
     """A dataset row that cannot become a Task; ``where`` is ``line N`` / ``row N``."""
 
@@ -218,11 +254,17 @@ def publish_file(
         from streamrl.kafka import EventProducer
 
         producer = EventProducer(settings)
+        try:
+            _check_topic(producer, topic, settings.kafka.bootstrap_servers, METADATA_TIMEOUT_S)
+        except BaseException:
+            producer.close(timeout_s=0.1)  # nothing was produced yet
+            raise
     report = PublishReport()
     first_seen: dict[str, str] = {}
     source = Path(path).name
     start = time.perf_counter()
     pending = 0
+    failed = False
     try:
         for row in ds.rows:
             if limit is not None and report.rows >= limit:
@@ -265,14 +307,19 @@ def publish_file(
         if producer is not None:
             producer.flush(cfg.flush_timeout_s)
             PUBLISH_PUBLISHED.inc(report.published)
+    except BaseException:
+        failed = True
+        raise
     finally:
         if on_rows is not None and pending:
             on_rows(pending)
         if producer is not None:
             try:
                 producer.close(timeout_s=5.0)
-            except StreamRLError:
-                log.exception("publish: records still undelivered at close")
-                raise
+            except StreamRLError as exc:
+                if not failed:
+                    raise
+                # The error already propagating (usually the flush's DeliveryError) is the one to report.
+                log.warning("publish: records still undelivered at close: %s", exc)
         report.elapsed_s = time.perf_counter() - start
     return report

@@ -68,3 +68,21 @@ def test_publish_gsm8k_train(settings, read_topic) -> None:
     n_records, latest = latest_by_key(settings, read_topic)
     assert n_records == 7473 and len(latest) == 7473
     print(f"GSM8K train: {report.published} tasks in {report.elapsed_s:.2f} s = {report.rate:.0f} tasks/s")
+
+
+def test_missing_topic_or_dead_broker_fails_fast_with_the_fix(settings_factory, tmp_path: Path) -> None:
+    """Before reading a row: a missing `tasks` topic names `streamrl topics create`; a dead broker its address."""
+    import time
+
+    from producers.publish import TopicUnavailable
+
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"q": 1}\n{"q": 2}\n')
+    no_topics = settings_factory(create_topics=False)
+    t0 = time.monotonic()
+    with pytest.raises(TopicUnavailable, match=r"does not exist.*streamrl topics create"):
+        publish_file(no_topics, p)
+    assert time.monotonic() - t0 < 15  # was: publish.flush_timeout_s, one error log line per row
+    dead = settings_factory(create_topics=False, kafka={"bootstrap_servers": "127.0.0.1:1"})
+    with pytest.raises(TopicUnavailable, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
+        publish_file(dead, p)
