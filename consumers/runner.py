@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import os
+import sys
 import time
 import traceback
 from concurrent.futures import Executor
@@ -184,12 +186,19 @@ def _format_exception(exc: BaseException) -> str:
 def load_agent(spec: str) -> AgentRunner:
     """Import ``package.module:attr`` and wrap it in an :class:`AgentRunner`.
 
+    The current directory is importable (as with ``python -m`` or uvicorn), so
+    ``streamrl worker --agent my_agents:solve`` next to ``my_agents.py`` works; the ``streamrl``
+    console script alone would not put it on ``sys.path``.
+
     Raises:
         AgentLoadError: bad syntax, module not importable, attribute missing or not an agent.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise AgentLoadError(f"--agent {spec!r}: expected package.module:function (or :Class)")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:

@@ -165,3 +165,16 @@ def test_class_agent_setup_and_loader() -> None:
                       ("consumers.sdk:PRIMARY_REWARD_NAME", "not an agent")]:
         with pytest.raises(AgentLoadError, match=msg):
             load_agent(spec)
+
+
+def test_load_agent_imports_from_the_current_directory(tmp_path, monkeypatch) -> None:
+    """README: `streamrl worker --agent my_agents:solve` run next to my_agents.py (console script: cwd not on sys.path)."""
+    import sys
+
+    (tmp_path / "nu_agents_cwd_mod.py").write_text(
+        "from streamrl import rollout\n\n@rollout\ndef solve(task, llm):\n    return 1.0\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "nu_agents_cwd_mod", raising=False)
+    assert load_agent("nu_agents_cwd_mod:solve").spec == "nu_agents_cwd_mod:solve"
