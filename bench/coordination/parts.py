@@ -305,10 +305,11 @@ def _rollout_figures(spec: RunSpec, msgs: list[Msg], serde: Serde, t0_ms: float)
 def _in_gateway(req_msgs: list[Msg], traj_msgs: list[Msg], serde: Serde) -> dict[str, Any]:
     """Per call, the agent's latency minus the gateway's upstream time (``LLMRequest.latency_ms``), in ms.
 
-    Paired within one run, so machine load affects both terms alike: it is the time the call spent
-    in the gateway's server, routing and response relay, excluding the upstream HTTP exchange (the
-    gateway's own client overhead is inside ``latency_ms``). The agent's latency reward carries the
-    ``request_id`` of the call it timed.
+    Paired within one run. It is everything but the upstream exchange: the agent's own client time
+    (request building, response parsing: a few ms with the openai SDK, also paid on the direct path)
+    plus the gateway's server and relay; so it is an upper bound of the gateway's share, kept in the
+    JSON only (the table shows gateway − direct). The latency reward carries the ``request_id`` of the
+    call it timed.
     """
     upstream = {}
     for m in req_msgs:

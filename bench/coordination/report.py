@@ -180,10 +180,6 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
         rows.append(["B", f"gateway added latency, {setup(r)}", "", _f(added["added_p50_ms"], 2),
                      _f(added["added_p99_ms"], 2), f"{_f(d_cpu, 2)} ms" if math.isfinite(d_cpu) else "",
                      "gateway − direct (ms)"])  # fmt: skip
-        if "in_gateway_p50_ms" in gw:
-            rows.append(["B", f"time in gateway per call, {setup(r)}", "", _f(gw.get("in_gateway_p50_ms"), 2),
-                         _f(gw.get("in_gateway_p99_ms"), 2), "",
-                         "agent latency − upstream latency_ms, paired (ms)"])  # fmt: skip
     c = parts.get("C")
     if c:
         rows.append(["C", f"bare confluent-kafka, {c.get('events', 0):,} events", f"{_f(c.get('events_per_s'), 0)} events/s",
