@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from bench.coordination.harness import BenchError, broker
+from bench.coordination.harness import BenchError, broker, remove_tree
 from bench.coordination.parts import Options, RunSpec, run_once
 from bench.coordination.report import machine, markdown, now_iso, print_table, targets
 from bench.coordination.stats import median_of
@@ -196,6 +196,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["parts"].setdefault(spec.part, []).append(row)
         if not c_done:
             _run_c(args, opts, results)
+    if args.work_dir is None and not args.keep and not results["errors"]:
+        remove_tree(work)  # the broker's data; kept with the failed runs' logs when something failed
     results["targets"] = [t.as_dict() for t in targets(results)]
     results["elapsed_s"] = round(time.monotonic() - t_start, 1)
     return results
