@@ -17,8 +17,11 @@ def cpu_service(settings: Settings):  # -> InferenceService
     """Build the CPU :class:`~inference.server.InferenceService` from ``settings.inference``.
 
     Raises:
-        InferenceError: ``inference.model`` is not set.
+        InferenceError: ``inference.model`` is not set, or is not a local Hugging Face model
+            directory (the CPU backend never downloads from a hub).
     """
+    from pathlib import Path
+
     from inference.server import InferenceService, ServerOptions
 
     inf = settings.inference
@@ -26,6 +29,14 @@ def cpu_service(settings: Settings):  # -> InferenceService
         raise InferenceError(
             "inference.model is not set: pass --model DIR (e.g. one made by `streamrl model build`)"
         )
+    model_dir = Path(inf.model).expanduser()
+    if not model_dir.is_dir():
+        raise InferenceError(
+            f"inference.model={inf.model}: no such directory (the cpu backend serves a local Hugging Face "
+            "model directory, e.g. one made by `streamrl model build --out DIR`)"
+        )
+    if not (model_dir / "config.json").is_file():
+        raise InferenceError(f"inference.model={inf.model}: no config.json (not a Hugging Face model directory)")
     opts = ServerOptions(
         served_model_name=inf.served_model_name or settings.rl.policy_name,
         initial_version=inf.initial_version,

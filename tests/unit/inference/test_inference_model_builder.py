@@ -95,3 +95,18 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
     bad.write_text('{"q": "ok"}\nnot json\n')
     with pytest.raises(ModelBuildError, match=r"bad.jsonl:2: not JSON"):
         list(iter_text([bad]))
+
+
+def test_cpu_server_refuses_a_model_path_that_is_not_a_model_dir(tmp_path: Path) -> None:
+    """`streamrl inference --model /nonexistent` was a transformers traceback about hub repo ids."""
+    from inference.errors import InferenceError
+    from inference.run import cpu_service
+    from streamrl.config import Settings
+
+    s = Settings()
+    s.inference.model = str(tmp_path / "missing")
+    with pytest.raises(InferenceError, match=r"missing: no such directory.*streamrl model build"):
+        cpu_service(s)
+    s.inference.model = str(tmp_path)
+    with pytest.raises(InferenceError, match=r"no config\.json"):
+        cpu_service(s)
