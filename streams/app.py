@@ -124,6 +124,7 @@ class Aggregator:
                                   serde=self.serde)
         self.machine = GroupMachine(self.group_cfg, self._group_get, lambda: list(self.group_table.items()))
         self._ready_logged = False
+        self._last_summary = time.time()
         app.agent(self.join_source, name="streams.join")(self._join_agent)
         app.agent(self.groups_topic, name="streams.groups")(self._groups_agent)
         app.agent(self.val_topic, name="streams.validation")(self._val_agent)
@@ -319,6 +320,11 @@ class Aggregator:
                 write_json(self.validation_path, self.validation_summary())
             except OSError as exc:
                 log.warning("cannot write %s: %s", self.validation_path, exc)
+        if now - self._last_summary >= metrics.SUMMARY_INTERVAL_S:
+            line = metrics.take_summary()
+            if line:
+                log.info("events in the last %.0f s: %s", now - self._last_summary, line)
+            self._last_summary = now
         if tps and not self._ready_logged:
             self._ready_logged = True
             log.info("%s app=%s partitions=%s", READY_MARKER, self.names.app_id,

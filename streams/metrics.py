@@ -37,11 +37,38 @@ _NAMED = {
 }
 
 
+SUMMARY_INTERVAL_S = 30.0
+"""How often the stage logs the event kinds tallied since its last summary line, in seconds."""
+
+_HINTS = {
+    "group_dropped:zero_variance": "all rewards of the group equal: no learning signal, see streams.filter_zero_variance",
+    "incomplete_join": "calls missing after streams.join_timeout_s",
+}
+_since_summary: TallyCounter[str] = TallyCounter()
+
+
+def take_summary() -> str | None:
+    """The events recorded since the last call, as one log-ready line (None if there were none).
+
+    Metrics are off by default (``streams.metrics_port``), so without this line a pipeline whose
+    every group is dropped (e.g. a reward that is always 0) would look idle rather than wrong.
+    """
+    if not _since_summary:
+        return None
+    parts = []
+    for kind, n in sorted(_since_summary.items()):
+        hint = _HINTS.get(kind)
+        parts.append(f"{kind} {n}" + (f" ({hint})" if hint else ""))
+    _since_summary.clear()
+    return ", ".join(parts)
+
+
 def record(stats: TallyCounter[str]) -> None:
-    """Add a tally of event kinds to the counters."""
+    """Add a tally of event kinds to the counters (and to the next :func:`take_summary` line)."""
     try:
         for kind, n in stats.items():
             if n:
+                _since_summary[kind] += n
                 EVENTS.labels(kind).inc(n)
                 if kind in _NAMED:
                     _NAMED[kind].inc(n)
