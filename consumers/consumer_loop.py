@@ -2,11 +2,20 @@
 
 The thread owns the confluent-kafka consumer (every call on it happens here). It keeps calling
 ``consume()`` every ``poll_timeout_s`` whatever the rollouts do, so a long rollout never exceeds
-``max.poll.interval.ms``. Samples fetched while every slot is busy wait in a local backlog (at most
-``max(256, 32 × concurrency)``); while the backlog is full every assigned partition is paused. Each received sample is added to the :class:`OffsetTracker` and handed to the event loop
-(``dispatch``); the producer's poll thread acknowledges it once its Trajectory is acked. Commits
-(synchronous, at most every ``commit_interval_s``, and on revoke and close) only cover samples whose
-predecessors are all acknowledged.
+``max.poll.interval.ms``. Each received sample is added to the :class:`OffsetTracker` and to a local
+queue shared with the event loop; ``notify`` (called on this thread, once per fetched batch) tells the
+loop there is work, and the loop takes samples with :meth:`SampleConsumer.take` whenever it has a free
+rollout slot, so a finishing rollout starts the next sample without a round trip through this thread.
+While ``max(256, 32 × concurrency)`` samples are in flight (queued, or started and their Trajectory
+not yet acknowledged) the thread stops taking samples from librdkafka (a "soft pause": it still polls
+every ``poll_timeout_s`` for the group protocol, taking at most one sample per poll) until half of them
+are done. Partitions are not ``pause()``d for this: librdkafka purges its prefetched messages on pause
+and refetches only ~0.5 s after ``resume()``, which capped the trivial agent at ~350 rollouts/s; its own
+prefetch stays bounded by ``queued.min.messages``/``queued.max.messages.kbytes``. Only draining (shutdown)
+pauses the partitions. The producer's poll thread
+acknowledges a sample once its Trajectory is acked. Commits (synchronous, at most every
+``commit_interval_s``, and on revoke and close) only cover samples whose predecessors are all
+acknowledged.
 
 Rebalances (cooperative-sticky): on revoke, samples not started are dropped, running ones get up to
 ``revoke_grace_s`` to be acknowledged, the acknowledged prefix is committed, then the partitions are
@@ -44,8 +53,9 @@ class SampleConsumer:
     Args:
         consumer: a subscribed-to-nothing confluent-kafka consumer (manual commits, cooperative-sticky).
         topic: the full ``samples`` topic name.
-        concurrency: most samples running at once.
-        dispatch: called (on this thread) with each sample to run; must hand it to the loop quickly.
+        concurrency: most samples running at once (the loop's slots; sizes the in-flight bound).
+        notify: called (on this thread) after samples were queued; must only wake the loop, which
+            then calls :meth:`take`.
         poll_timeout_s / commit_interval_s / revoke_grace_s: see ``WorkerSettings``.
     """
 
@@ -54,7 +64,7 @@ class SampleConsumer:
         consumer: Consumer,
         topic: str,
         concurrency: int,
-        dispatch: Callable[[Message], None],
+        notify: Callable[[], None],
         *,
         poll_timeout_s: float,
         commit_interval_s: float,
@@ -63,19 +73,19 @@ class SampleConsumer:
         self.consumer = consumer
         self.topic = topic
         self.concurrency = concurrency
-        self.dispatch = dispatch
+        self.notify = notify
         self.poll_timeout_s = poll_timeout_s
         self.commit_interval_s = commit_interval_s
         self.revoke_grace_s = revoke_grace_s
         self.tracker = OffsetTracker()
-        # deep enough that a pause/resume cycle (librdkafka refetches ~0.5 s after resume) is rare:
-        # 130 -> 340 rollouts/s for the trivial agent at concurrency 8 (bench.coordination part A)
+        # in-flight bound (queued + started, unacknowledged), soft: see the module docstring
         self.max_backlog = max(256, 32 * concurrency)
-        self._wake = threading.Event()  # set when a rollout finishes (a slot frees)
-        self._lock = threading.Lock()
-        self._running: set[tuple[Partition, int]] = set()  # dispatched, Trajectory not yet acknowledged
-        self._backlog: deque[Message] = deque()  # received while at capacity or draining
-        self._paused = False
+        self._wake = threading.Event()  # set when the queue shrank enough to resume, or on drain/close
+        self._lock = threading.Lock()  # guards _running and _backlog (loop, consumer and producer threads)
+        self._running: set[tuple[Partition, int]] = set()  # taken by the loop, Trajectory not yet acknowledged
+        self._backlog: deque[Message] = deque()  # received, not yet taken by the loop
+        self._full = False  # soft pause: in-flight bound reached, not taking samples from librdkafka
+        self._paused = False  # partitions pause()d (draining only)
         self._draining = threading.Event()
         self._closing = threading.Event()
         self._last_commit = 0.0
@@ -106,12 +116,30 @@ class SampleConsumer:
         return self._thread.is_alive()
 
     def running(self) -> int:
-        """Samples dispatched whose Trajectory is not yet acknowledged."""
+        """Samples taken by the loop whose Trajectory is not yet acknowledged."""
         with self._lock:
             return len(self._running)
 
+    def take(self, n: int) -> list[Message]:
+        """Up to ``n`` queued samples for the loop to start now, oldest first (none while draining).
+
+        Called on the event loop whenever it has ``n`` free slots. Each returned sample counts as
+        running until :meth:`finished` is called for it.
+        """
+        if n <= 0 or self._draining.is_set():
+            return []
+        with self._lock:
+            q = self._backlog
+            out = [q.popleft() for _ in range(min(n, len(q)))]
+            for msg in out:
+                self._running.add((_tp(msg), msg.offset()))
+            low = self._full and len(q) + len(self._running) <= self.max_backlog // 2
+        if low:
+            self._wake.set()  # let the consumer thread resume fetching
+        return out
+
     def finished(self, tp: Partition, offset: int, acked: bool) -> None:
-        """A dispatched sample is done: ``acked`` = its Trajectory (or dead letter) was acknowledged.
+        """A taken sample is done: ``acked`` = its Trajectory (or dead letter) was acknowledged.
 
         Called from the producer's poll thread (acks) or the event loop (give-ups). An unacknowledged
         sample is never committed past: it is redelivered after the next restart or rebalance.
@@ -120,7 +148,9 @@ class SampleConsumer:
             self.tracker.ack(tp, offset)
         with self._lock:
             self._running.discard((tp, offset))
-        self._wake.set()
+            low = self._full and len(self._backlog) + len(self._running) <= self.max_backlog // 2
+        if low:
+            self._wake.set()
 
     # ------------------------------------------------------------------------------ the thread
     def _main(self) -> None:
@@ -139,30 +169,25 @@ class SampleConsumer:
             except Exception:
                 log.exception("closing the samples consumer failed")
 
-    def _free(self) -> int:
-        if self._draining.is_set():
-            return 0
+    def _in_flight(self) -> int:
         with self._lock:
-            return self.concurrency - len(self._running)
+            return len(self._backlog) + len(self._running)
 
     def _step(self) -> None:
         c = self.consumer
-        free = self._free()
-        while free > 0 and self._backlog:
-            self._run(self._backlog.popleft())
-            free -= 1
         self._flow_control()
-        room = self.max_backlog - len(self._backlog) + free
-        if self._backlog or free <= 0:
-            # waiting for a slot: top up the local backlog without blocking, then sleep until a
-            # rollout finishes (or poll_timeout_s passes: the poll loop never stops)
-            msgs = c.consume(num_messages=max(1, room), timeout=0) if not self._paused else c.consume(1, 0)
+        if self._full:
+            # in-flight bound reached (or draining): keep serving the group protocol (at most one
+            # sample per poll), and sleep until half the in-flight samples are done (or poll_timeout_s)
+            msgs = c.consume(num_messages=1, timeout=0)
             self._wake.wait(self.poll_timeout_s)
             self._wake.clear()
         else:
-            msgs = c.consume(num_messages=max(1, room), timeout=0)
+            room = max(1, self.max_backlog - self._in_flight())
+            msgs = c.consume(num_messages=room, timeout=0)
             if not msgs:  # nothing fetched yet: block until one sample arrives (consume(n) waits for n)
                 msgs = c.consume(num_messages=1, timeout=self.poll_timeout_s)
+        fresh: list[Message] = []
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -180,38 +205,34 @@ class SampleConsumer:
             except ValueError as exc:  # redelivered within this assignment: already handled
                 log.warning("%s; skipped", exc)
                 continue
-            m.SAMPLES_RECEIVED.inc()
-            if free > 0 and not self._backlog:
-                self._run(msg)
-                free -= 1
-            else:
-                self._backlog.append(msg)
+            fresh.append(msg)
+        if fresh:
+            m.SAMPLES_RECEIVED.inc(len(fresh))
+            with self._lock:
+                self._backlog.extend(fresh)
+            self.notify()
         self._commit()
 
-    def _run(self, msg: Message) -> None:
-        tp = _tp(msg)
-        with self._lock:
-            self._running.add((tp, msg.offset()))
-        self.dispatch(msg)
-
     def _flow_control(self) -> None:
-        """Pause every partition while the local backlog is full; resume once it is half empty.
+        """Soft-pause while ``max_backlog`` samples are in flight, until at most half of them are.
 
-        The backlog (samples fetched but not started, at most ``max_backlog``) keeps slots busy
-        without a pause/resume cycle per rollout (each resume waits for a new fetch round trip).
+        Draining pauses every assigned partition for good (no more samples are wanted).
         """
-        full = len(self._backlog) >= self.max_backlog or self._draining.is_set()
-        if full and not self._paused:
-            parts = self.consumer.assignment()
-            if parts:
-                self.consumer.pause(parts)
-            self._paused = True
+        if self._draining.is_set():
+            if not self._paused:
+                parts = self.consumer.assignment()
+                if parts:
+                    self.consumer.pause(parts)
+                self._paused = True
+            self._full = True
             m.PAUSED.set(1)
-        elif self._paused and not full and len(self._backlog) <= self.max_backlog // 2:
-            parts = self.consumer.assignment()
-            if parts:
-                self.consumer.resume(parts)
-            self._paused = False
+            return
+        in_flight = self._in_flight()
+        if not self._full and in_flight >= self.max_backlog:
+            self._full = True
+            m.PAUSED.set(1)
+        elif self._full and in_flight <= self.max_backlog // 2:
+            self._full = False
             m.PAUSED.set(0)
 
     def _commit(self, force: bool = False, only: set[Partition] | None = None) -> None:
@@ -246,9 +267,14 @@ class SampleConsumer:
             consumer.pause(partitions)
         log.info("assigned %s", sorted(_tp(p)[1] for p in partitions))
 
-    def _drop(self, tps: set[Partition]) -> None:
-        self._backlog = deque(msg for msg in self._backlog if _tp(msg) not in tps)
+    def _unqueue(self, tps: set[Partition]) -> None:
+        """Forget queued (not taken) samples of ``tps``; the loop can no longer start them."""
         with self._lock:
+            self._backlog = deque(msg for msg in self._backlog if _tp(msg) not in tps)
+
+    def _drop(self, tps: set[Partition]) -> None:
+        with self._lock:
+            self._backlog = deque(msg for msg in self._backlog if _tp(msg) not in tps)
             self._running = {r for r in self._running if r[0] not in tps}
         for tp in tps:
             self.assigned.discard(tp)
@@ -257,7 +283,7 @@ class SampleConsumer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {_tp(p) for p in partitions}
         self.revocations += len(tps)
-        self._backlog = deque(msg for msg in self._backlog if _tp(msg) not in tps)
+        self._unqueue(tps)
         deadline = time.monotonic() + self.revoke_grace_s
         while time.monotonic() < deadline:
             with self._lock:

@@ -131,18 +131,31 @@ class AgentRunner:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         if self.is_async:
-            fut: asyncio.Future[Any] = ctx.run(asyncio.ensure_future, self.fn(task, llm))
+            fut: asyncio.Future[Any] = loop.create_task(self.fn(task, llm), context=ctx)
         else:
             fut = loop.run_in_executor(executor, ctx.run, self.fn, task, llm)
+        # one waiter woken by whichever comes first, the agent or the time limit (what asyncio.wait
+        # does, without its per-call sets and callback bookkeeping)
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: Any = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        fut.add_done_callback(wake)
+        timer = loop.call_later(limit, wake)
         try:
-            done, _ = await asyncio.wait({fut}, timeout=limit)
+            await waiter
         except asyncio.CancelledError:
             fut.cancel()
             log.closed = True
             raise
+        finally:
+            timer.cancel()
+            fut.remove_done_callback(wake)
         duration = loop.time() - t0
         log.closed = True
-        if not done:
+        if not fut.done():
             fut.cancel()
             return Outcome("timeout", None, log.rewards, f"rollout exceeded its time limit of {limit:g} s", duration)
         exc = fut.exception()

@@ -3,12 +3,14 @@
 ``KafkaSink.publish`` encodes a record, queues it on the shared :class:`streamrl.kafka.EventProducer`
 and returns an ``asyncio.Future`` resolved (on the loop thread) when the broker acknowledges it, or
 failed with :class:`streamrl.errors.DeliveryError`. Delivery callbacks run on the producer's poll
-thread, so they hop to the loop with ``call_soon_threadsafe``.
+thread; they queue their result and hop to the loop with one ``call_soon_threadsafe`` per batch of
+acknowledgements (not one per record), which resolves every queued future.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -50,6 +52,8 @@ class KafkaSink:
         self._topic_name = topic_name
         self._topics: dict[str, str] = {}
         self._loop = loop
+        self._lock = threading.Lock()
+        self._done: list[tuple[asyncio.Future[None], KafkaError | None, str, str]] = []  # acks to resolve
 
     def publish(
         self, topic: str, key: str, record: Any, on_ack: Callable[[], None] | None = None
@@ -60,15 +64,25 @@ class KafkaSink:
             full = self._topics[topic] = self._topic_name(topic)
         value = self._serde.encode(record)
         fut: asyncio.Future[None] = self._loop.create_future()
-        loop = self._loop
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is None and on_ack is not None:
                 on_ack()
-            loop.call_soon_threadsafe(_resolve, fut, err, full, key)
+            with self._lock:
+                self._done.append((fut, err, full, key))
+                first = len(self._done) == 1
+            if first:  # the hop already queued resolves this one too
+                self._loop.call_soon_threadsafe(self._resolve_done)
 
         self._producer.produce(full, value, key=key, on_delivery=delivered)
         return fut
+
+    def _resolve_done(self) -> None:
+        """Loop: resolve every acknowledgement queued by the poll thread so far."""
+        with self._lock:
+            done, self._done = self._done, []
+        for fut, err, topic, key in done:
+            _resolve(fut, err, topic, key)
 
 
 def _resolve(fut: asyncio.Future[None], err: KafkaError | None, topic: str, key: str) -> None:

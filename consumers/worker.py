@@ -2,7 +2,10 @@
 
 Threads: the event loop (rollouts of async agents, the in-process gateway, publishing), the
 samples consumer thread (:mod:`consumers.consumer_loop`), the producer's poll thread (delivery
-acknowledgements) and a pool for sync agents. For each sample:
+acknowledgements) and a pool for sync agents. The loop holds ``concurrency`` rollout slots and takes
+queued samples from the consumer itself whenever one frees (a slot frees once the rollout's
+Trajectory is queued on the producer; its acknowledgement is awaited outside the slot). For each
+sample:
 
 1. decode it (an undecodable record goes to ``dlq``, and counts as handled once that is acked);
 2. draw a fresh ``attempt_id``, open the attempt on the gateway, call the agent with an
@@ -38,7 +41,7 @@ from consumers.gateway_client import GatewayClient, InProcessGatewayClient, Remo
 from consumers.runner import AgentRunner, Outcome
 from consumers.sdk import LLM, EmittedReward
 from consumers.sink import KafkaSink
-from schemas import Mode, Reward, RolloutStatus, Sample, SchemaError, Trajectory
+from schemas import Mode, Reward, RolloutStatus, Sample, SchemaError, Trajectory, utc_now
 from schemas.serde import Serde
 from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
@@ -121,6 +124,8 @@ class RolloutWorker:
         self.consumer: SampleConsumer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._active = 0  # rollout slots in use (event loop only)
+        self._pump_scheduled = False  # a _pump is queued on the loop (set by the consumer thread)
         self.completed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -156,7 +161,7 @@ class RolloutWorker:
             kc,
             self.settings.topics.name("samples"),
             self.cfg.concurrency,
-            lambda msg: loop.call_soon_threadsafe(self._start, msg),
+            self._notify,
             poll_timeout_s=self.cfg.poll_timeout_s,
             commit_interval_s=self.cfg.commit_interval_s,
             revoke_grace_s=self.cfg.revoke_grace_s,
@@ -205,27 +210,56 @@ class RolloutWorker:
         await loop.run_in_executor(None, producer.close, 10.0)
         log.info("worker %s stopped after %d rollout(s)", self.worker_id, self.completed)
 
-    # ------------------------------------------------------------------------------ one sample
+    # ------------------------------------------------------------------------------ slots
+    def _notify(self) -> None:
+        """Consumer thread: samples were queued; schedule one :meth:`_pump` on the loop."""
+        if not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon_threadsafe(self._pump)
+
+    def _pump(self) -> None:
+        """Loop: start queued samples in every free slot."""
+        self._pump_scheduled = False
+        assert self.consumer is not None
+        free = self.cfg.concurrency - self._active
+        if free <= 0:
+            return
+        for msg in self.consumer.take(free):
+            self._start(msg)
+
     def _start(self, msg: Message) -> None:
-        task = asyncio.ensure_future(self._execute(msg))
+        self._active += 1
+        slot = [True]  # held until _release (once) frees it
+        task = asyncio.ensure_future(self._execute(msg, slot))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, msg: Message) -> None:
+    def _release(self, slot: list[bool]) -> None:
+        """Free a rollout slot (once) and fill it from the consumer's queue right away."""
+        if slot[0]:
+            slot[0] = False
+            self._active -= 1
+            self._pump()
+
+    # ------------------------------------------------------------------------------ one sample
+    async def _execute(self, msg: Message, slot: list[bool]) -> None:
         assert self.consumer is not None and self.client is not None
         tp, offset = (msg.topic(), msg.partition()), msg.offset()
         where = f"{tp[0]}[{tp[1]}]@{offset}"
         try:
-            sample = self.serde.decode(msg.value(), Sample, topic=tp[0], partition=tp[1], offset=offset)
-        except SchemaError as exc:
-            self._dead_letter(msg, tp, offset, f"{where}: cannot decode Sample: {exc}", exc)
-            return
-        try:
-            await self._rollout(sample, tp, offset)
-        except Exception as exc:  # a bug of ours must not lose the sample: leave it unacknowledged
-            log.exception("%s: rollout %s failed in the worker", where, sample.rollout_id)
-            self.consumer.finished(tp, offset, acked=False)
-            del exc
+            try:
+                sample = self.serde.decode(msg.value(), Sample, topic=tp[0], partition=tp[1], offset=offset)
+            except SchemaError as exc:
+                self._dead_letter(msg, tp, offset, f"{where}: cannot decode Sample: {exc}", exc)
+                return
+            try:
+                await self._rollout(sample, tp, offset, slot)
+            except Exception as exc:  # a bug of ours must not lose the sample: leave it unacknowledged
+                log.exception("%s: rollout %s failed in the worker", where, sample.rollout_id)
+                self.consumer.finished(tp, offset, acked=False)
+                del exc
+        finally:
+            self._release(slot)
 
     def _dead_letter(self, msg: Message, tp: tuple[str, int], offset: int, reason: str, exc: Exception) -> None:
         assert self.consumer is not None
@@ -239,10 +273,10 @@ class RolloutWorker:
         self._dlq.send(msg, reason, exc)
         self._dlq_producer.on_delivery = None
 
-    async def _rollout(self, sample: Sample, tp: tuple[str, int], offset: int) -> None:
+    async def _rollout(self, sample: Sample, tp: tuple[str, int], offset: int, slot: list[bool]) -> None:
         assert self.consumer is not None and self.client is not None
         attempt_id = uuid.uuid4().hex
-        started_at = _now()
+        started_at = utc_now()
         m.ROLLOUTS_RUNNING.inc()
         outcome: Outcome
         try:
@@ -272,7 +306,10 @@ class RolloutWorker:
         result = await self.client.close(sample.rollout_id, attempt_id, self.cfg.delivery_timeout_s)
         if result.errors and outcome.status == "succeeded":
             outcome = Outcome("failed", None, outcome.rewards, "; ".join(result.errors)[:4000], outcome.duration_s)
-        traj = Trajectory(
+        # model_construct: every field comes from the validated Sample, the validated Rewards or
+        # values built here (UTC millisecond stamps, enums); Serde.encode re-checks the invariants
+        # (finite reward, group index, non-negative versions) before anything is produced
+        traj = Trajectory.model_construct(
             rollout_id=sample.rollout_id,
             attempt_id=attempt_id,
             task_id=sample.task_id,
@@ -290,17 +327,19 @@ class RolloutWorker:
             worker_id=self.worker_id,
             policy_version=sample.policy_version,
             started_at=started_at,
-            finished_at=_now(),
+            finished_at=utc_now(),
         )
         m.ROLLOUTS.labels(outcome.status).inc()
         m.ROLLOUT_SECONDS.observe(outcome.duration_s)
-        await self._publish(traj, tp, offset)
+        await self._publish(traj, tp, offset, slot)
 
-    async def _publish(self, traj: Trajectory, tp: tuple[str, int], offset: int) -> None:
+    async def _publish(self, traj: Trajectory, tp: tuple[str, int], offset: int, slot: list[bool]) -> None:
+        """Produce the Trajectory (up to ``PUBLISH_ATTEMPTS`` tries); the slot frees once it is queued."""
         assert self.consumer is not None
         consumer = self.consumer
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             fut = self._sink.publish("trajectories", traj.rollout_id, traj, lambda: consumer.finished(tp, offset, True))
+            self._release(slot)
             try:
                 await fut
                 self.completed += 1
