@@ -8,6 +8,7 @@ Stages never hand-build a confluent-kafka config; they call :func:`make_producer
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,48 @@ from streamrl.errors import DeliveryError
 log = logging.getLogger(__name__)
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+class _RepeatFilter(logging.Filter):
+    """Lets a librdkafka message through once per ``window_s`` (digits ignored), then says how many were held.
+
+    An unreachable broker makes librdkafka log a connection failure every few tens of ms; without this,
+    the one clear error a command ends with is buried under hundreds of lines.
+    """
+
+    def __init__(self, window_s: float = 30.0) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())
+        now = time.monotonic()
+        with self._lock:
+            first, held = self._seen.get(key, (0.0, 0))
+            if now - first < self.window_s:
+                self._seen[key] = (first, held + 1)
+                return False
+            self._seen[key] = (now, 0)
+            if len(self._seen) > 1000:
+                self._seen.clear()
+        if held:
+            record.msg = (
+                f"{record.getMessage()} (and {held} similar message(s) in the last {self.window_s:.0f} s)"
+            )
+            record.args = None
+        return True
+
+
+#: Where every client built here sends librdkafka's own log lines (repeats suppressed).
+LIBRDKAFKA_LOG = logging.getLogger("streamrl.librdkafka")
+LIBRDKAFKA_LOG.addFilter(_RepeatFilter())
+
+
+def _logged(conf: dict[str, Any]) -> dict[str, Any]:
+    conf.setdefault("logger", LIBRDKAFKA_LOG)
+    return conf
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -67,7 +110,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         }
     )
     conf.update(overrides)
-    return conf
+    return _logged(conf)
 
 
 def make_producer(settings: Settings, **overrides: Any) -> Producer:
@@ -96,7 +139,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         }
     )
     conf.update(overrides)
-    return conf
+    return _logged(conf)
 
 
 def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
@@ -113,7 +156,7 @@ def make_admin(settings: Settings, **overrides: Any) -> AdminClient:
     """An admin client for topic management."""
     conf = client_config(settings)
     conf.update(overrides)
-    return AdminClient(conf)
+    return AdminClient(_logged(conf))
 
 
 class EventProducer:

@@ -10,7 +10,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamrl.config import COMPACTED_TOPICS, TOPIC_NAMES, Settings
 from streamrl.errors import BrokerError
-from streamrl.kafka import client_config, make_admin
+from streamrl.kafka import make_admin, make_consumer
 
 
 def topic_configs(settings: Settings, base: str) -> dict[str, str]:
@@ -44,7 +44,9 @@ def ensure_topics(
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
-        raise BrokerError(f"{settings.kafka.bootstrap_servers}: cannot list topics: {exc}") from exc
+        raise BrokerError(
+            f"{settings.kafka.bootstrap_servers}: cannot list topics ({exc}); is the broker up? (`streamrl kafka status`, `streamrl kafka start`)"
+        ) from exc
     result: dict[str, str] = {}
     new: list[NewTopic] = []
     for base in TOPIC_NAMES:
@@ -144,14 +146,14 @@ def describe_topics(settings: Settings, *, timeout_s: float = 15.0) -> list[Topi
     Raises:
         BrokerError: the cluster is unreachable.
     """
-    conf = client_config(settings)
-    conf.update({"group.id": settings.group_id("admin-describe"), "enable.auto.commit": False})
-    consumer = Consumer(conf)
+    consumer = make_consumer(settings, settings.group_id("admin-describe"))
     try:
         try:
             meta = consumer.list_topics(timeout=timeout_s).topics
         except KafkaException as exc:
-            raise BrokerError(f"{settings.kafka.bootstrap_servers}: cannot list topics: {exc}") from exc
+            raise BrokerError(
+                f"{settings.kafka.bootstrap_servers}: cannot list topics ({exc}); is the broker up? (`streamrl kafka status`, `streamrl kafka start`)"
+            ) from exc
         out = []
         for base in TOPIC_NAMES:
             name = settings.topics.name(base)

@@ -125,7 +125,7 @@ def ensure_streams_topics(settings: Settings, timeout_s: float = 30.0) -> Stream
         raise BrokerError(f"{settings.kafka.bootstrap_servers}: cannot list topics: {exc}") from exc
     for source in (names.requests, names.trajectories):
         if source not in existing:
-            raise BrokerError(f"topic {source} does not exist; run `streamrl kafka topics` (ensure_topics) first")
+            raise BrokerError(f"topic {source} does not exist; run `streamrl topics create` first")
         have = len(existing[source].partitions)
         if have != names.join_partitions:
             raise BrokerError(f"topic {source} has {have} partitions, config says {names.join_partitions}: "

@@ -37,6 +37,9 @@ def _root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One INFO line per HTTP request (agents' openai/httpx clients, health polls) drowns a stage's log.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 for _name in COMMAND_MODULES:

@@ -99,11 +99,10 @@ def default_config_path() -> Path | None:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        with open(path, encoding="utf-8") as f:  # a stream, so YAML errors name the file
+            data = yaml.safe_load(f)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:

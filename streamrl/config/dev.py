@@ -82,7 +82,8 @@ class DevSettings(Section):
     max_steps: int | None = Field(None, ge=1)
     """Stop once a checkpoint of this policy version is published; None = ``trainer.max_steps``."""
     final_val_timeout_s: float = Field(120.0, ge=0)
-    """After ``max_steps``, how long to wait for the validation of the last version, in seconds."""
+    """After ``max_steps``, how long to wait for the last version's validation and for the inference server to
+    report that version, in seconds."""
     drain_s: float = Field(60.0, ge=0)
     """Once the sampler exited (all epochs done), stop after this many seconds without a new
     trajectory or checkpoint."""

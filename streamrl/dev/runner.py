@@ -351,6 +351,8 @@ def _run(
                     on_tick(stats)
                 version = stats.version
                 val_done = stats.val_complete(version)
+                # The last checkpoint counts as loaded once the inference server reports its version.
+                loaded = health_url is None or max(stats.inference_versions, default=-1) >= version
                 idle_s = now - max(stats.last_progress, started)
             if signals.received:
                 name = signal.Signals(signals.received).name
@@ -359,11 +361,15 @@ def _run(
                 return f"timed out after {dev.timeout_s:.0f} s at policy version {version}", EXIT_TIMEOUT
             if max_steps is not None and version >= max_steps:
                 reached_at = reached_at or now
-                if not _expects_val(settings, stats, version) or val_done:
+                if (not _expects_val(settings, stats, version) or val_done) and loaded:
                     return f"completed: policy version {version} reached (max_steps {max_steps})", EXIT_OK
                 if now - reached_at > dev.final_val_timeout_s:
+                    pending = (
+                        [] if val_done or not _expects_val(settings, stats, version) else ["its validation"]
+                    )
+                    pending += [] if loaded else ["its load by the inference server"]
                     return (
-                        f"completed: policy version {version} reached; its validation did not finish "
+                        f"completed: policy version {version} reached; {' and '.join(pending)} did not finish "
                         f"within {dev.final_val_timeout_s:.0f} s",
                         EXIT_OK,
                     )
