@@ -86,6 +86,10 @@ def register(app: typer.Typer) -> None:
             f"skipped {report.skipped} duplicate(s), {report.invalid} invalid; "
             f"{report.rows} rows in {report.elapsed_s:.2f} s ({report.rate:.0f} rows/s)"
         )
+        if report.published == 0 and report.invalid:
+            # Nothing usable in the file: a script must be able to tell (skipping some bad rows is fine).
+            typer.secho("error: every row was invalid; nothing was published", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1)
 
     @app.command("sampler")
     def sampler(

@@ -66,3 +66,18 @@ def test_limit_stops_reading(tmp_path: Path) -> None:
     p.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(10)))
     report = publish_file(load_settings(None), p, dry_run=True, limit=4)
     assert report.rows == 4 and report.published == 4
+
+
+def test_cli_exits_nonzero_when_every_row_is_invalid(tmp_path) -> None:  # noqa: ANN001
+    """A file with no usable row must fail a script (exit 1); some bad rows among good ones do not."""
+    from typer.testing import CliRunner
+
+    from streamrl.cli import app
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": 1}\n[1]\n')
+    runner = CliRunner()
+    result = runner.invoke(app, ["publish", str(bad), "--id-field", "nope", "--dry-run"])
+    assert result.exit_code == 1, result.output
+    result = runner.invoke(app, ["publish", str(bad), "--dry-run"])
+    assert result.exit_code == 0, result.output
