@@ -68,7 +68,7 @@ def test_limit_stops_reading(tmp_path: Path) -> None:
     assert report.rows == 4 and report.published == 4
 
 
-def test_cli_exits_nonzero_when_every_row_is_invalid(tmp_path) -> None:  # noqa: ANN001
+def test_cli_exits_nonzero_when_every_row_is_invalid(tmp_path) -> None:
     """A file with no usable row must fail a script (exit 1); some bad rows among good ones do not."""
     from typer.testing import CliRunner
 
