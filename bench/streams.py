@@ -67,26 +67,54 @@ class Producer:
                 ts = msg.timestamp()[1]
                 self.last_ts_ms[group] = max(self.last_ts_ms.get(group, 0), ts)
                 self.first_ts_ms = ts if self.first_ts_ms is None else min(self.first_ts_ms, ts)
+
         return cb
 
     def group(self, group: str, size: int) -> None:
-        req_topic, traj_topic = self.settings.topics.name("requests"), self.settings.topics.name("trajectories")
+        req_topic, traj_topic = (
+            self.settings.topics.name("requests"),
+            self.settings.topics.name("trajectories"),
+        )
         for k in range(size):
             rid = f"{group}/{k}"
             prompt = list(range(self.tokens))
             ids = []
             for c in range(self.calls):
                 response = [(k + c + i) % 500 for i in range(self.tokens)]
-                req = LLMRequest(request_id=f"{rid}/{c}", rollout_id=rid, attempt_id="a", agent_name="agent", sequence=c,
-                                 model="m", prompt_token_ids=prompt, response_token_ids=response,
-                                 response_logprobs=[-0.5] * len(response), policy_version=0, latency_ms=1.0,
-                                 started_at=T0)
+                req = LLMRequest(
+                    request_id=f"{rid}/{c}",
+                    rollout_id=rid,
+                    attempt_id="a",
+                    agent_name="agent",
+                    sequence=c,
+                    model="m",
+                    prompt_token_ids=prompt,
+                    response_token_ids=response,
+                    response_logprobs=[-0.5] * len(response),
+                    policy_version=0,
+                    latency_ms=1.0,
+                    started_at=T0,
+                )
                 self.p.produce(req_topic, self.serde.encode(req), key=rid)
                 ids.append(req.request_id)
                 prompt = prompt + response + [7]
-            t = Trajectory(rollout_id=rid, attempt_id="a", task_id=group, group_id=group, group_size=size, k=k,
-                           epoch=0, mode="train", status="succeeded", reward=float(k % 2), request_ids=ids,
-                           worker_id="bench", policy_version=0, started_at=T0, finished_at=T0)
+            t = Trajectory(
+                rollout_id=rid,
+                attempt_id="a",
+                task_id=group,
+                group_id=group,
+                group_size=size,
+                k=k,
+                epoch=0,
+                mode="train",
+                status="succeeded",
+                reward=float(k % 2),
+                request_ids=ids,
+                worker_id="bench",
+                policy_version=0,
+                started_at=T0,
+                finished_at=T0,
+            )
             self.p.produce(traj_topic, self.serde.encode(t), key=rid, on_delivery=self._on_traj(group))
 
 
@@ -133,24 +161,53 @@ def main(argv: list[str] | None = None) -> None:
         from streamrl.broker import LocalKafka
         from streamrl.config.kafka import LocalBrokerSettings
 
-        broker = LocalKafka(LocalBrokerSettings(port=_free_port(), controller_port=_free_port(), heap="512m"),
-                            data_dir=tmp / "kafka")
+        broker = LocalKafka(
+            LocalBrokerSettings(port=_free_port(), controller_port=_free_port(), heap="512m"),
+            data_dir=tmp / "kafka",
+        )
         broker.start(timeout_s=120)
         bootstrap = broker.bootstrap
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     rl = {"group_size": args.group_size, "train_batch_size": args.batch_groups}
-    streams = {"tick_interval_s": 0.5, "commit_interval_s": 1.0, "filter_zero_variance": False,
-               "state_dir": str(tmp / "state"), "blob_dir": str(tmp / "blobs"), "batch_timeout_s": 5.0}
+    streams = {
+        "tick_interval_s": 0.5,
+        "commit_interval_s": 1.0,
+        "filter_zero_variance": False,
+        "state_dir": str(tmp / "state"),
+        "blob_dir": str(tmp / "blobs"),
+        "batch_timeout_s": 5.0,
+    }
     cfg_path = tmp / "streams.yaml"
-    cfg_path.write_text(yaml.safe_dump({"kafka": {"bootstrap_servers": bootstrap}, "topics": {"prefix": prefix},
-                                        "rl": rl, "streams": streams}))
-    env = {k: v for k, v in os.environ.items() if k not in ("STREAMRL_BOOTSTRAP_SERVERS", "STREAMRL_TOPIC_PREFIX")}
+    cfg_path.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {"bootstrap_servers": bootstrap},
+                "topics": {"prefix": prefix},
+                "rl": rl,
+                "streams": streams,
+            }
+        )
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("STREAMRL_BOOTSTRAP_SERVERS", "STREAMRL_TOPIC_PREFIX")
+    }
     settings = load_settings(cfg_path)
     ensure_topics(settings)
     log = (tmp / "worker.log").open("wb")
-    profile = ["-m", "cProfile", "-o", os.environ["BENCH_STREAMS_PROFILE"]] if os.environ.get("BENCH_STREAMS_PROFILE") else []
-    worker = subprocess.Popen([sys.executable, *profile, "-m", "streams", "-c", str(cfg_path)], cwd=REPO, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    profile = (
+        ["-m", "cProfile", "-o", os.environ["BENCH_STREAMS_PROFILE"]]
+        if os.environ.get("BENCH_STREAMS_PROFILE")
+        else []
+    )
+    worker = subprocess.Popen(
+        [sys.executable, *profile, "-m", "streams", "-c", str(cfg_path)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 120
         while b"STREAMS-READY" not in (tmp / "worker.log").read_bytes():
@@ -176,10 +233,12 @@ def main(argv: list[str] | None = None) -> None:
         span_s = (max(seen.values()) - (prod.first_ts_ms or 0)) / 1000
         cpu_s = _cpu_s(worker.pid) - cpu_start
         rollouts = n_groups * args.group_size
-        print(f"streams throughput: {rollouts} rollouts ({args.calls} calls x {args.tokens}+{args.tokens} tokens) "
-              f"in {span_s:.2f} s = {rollouts / span_s:.0f} rollouts/s "
-              f"({rollouts * (args.calls + 1) / span_s:.0f} input records/s; produce took "
-              f"{t_produced - t_start:.2f} s); worker CPU {cpu_s:.1f} s = {rollouts / cpu_s:.0f} rollouts per CPU-second")
+        print(
+            f"streams throughput: {rollouts} rollouts ({args.calls} calls x {args.tokens}+{args.tokens} tokens) "
+            f"in {span_s:.2f} s = {rollouts / span_s:.0f} rollouts/s "
+            f"({rollouts * (args.calls + 1) / span_s:.0f} input records/s; produce took "
+            f"{t_produced - t_start:.2f} s); worker CPU {cpu_s:.1f} s = {rollouts / cpu_s:.0f} rollouts per CPU-second"
+        )
 
         # phase 2: latency, one group every pace_ms
         paced = [f"paced{i}/0" for i in range(args.paced_groups)]
@@ -194,11 +253,15 @@ def main(argv: list[str] | None = None) -> None:
             if g in seen:
                 per_batch.setdefault(seen[g], []).append(prod.last_ts_ms[g])
         closing = [ts - max(lasts) for ts, lasts in per_batch.items()]
-        print(f"streams latency (last event of a group -> its batch record, {len(per_group)} groups paced every "
-              f"{args.pace_ms:.0f} ms, {args.batch_groups} groups/batch): p50 {_pct(per_group, 0.5):.0f} ms, "
-              f"p99 {_pct(per_group, 0.99):.0f} ms")
-        print(f"streams latency (event completing a batch -> batch record, {len(closing)} batches): "
-              f"p50 {_pct(closing, 0.5):.0f} ms, p99 {_pct(closing, 0.99):.0f} ms")
+        print(
+            f"streams latency (last event of a group -> its batch record, {len(per_group)} groups paced every "
+            f"{args.pace_ms:.0f} ms, {args.batch_groups} groups/batch): p50 {_pct(per_group, 0.5):.0f} ms, "
+            f"p99 {_pct(per_group, 0.99):.0f} ms"
+        )
+        print(
+            f"streams latency (event completing a batch -> batch record, {len(closing)} batches): "
+            f"p50 {_pct(closing, 0.5):.0f} ms, p99 {_pct(closing, 0.99):.0f} ms"
+        )
         consumer.close()
         prod.p.close()
     finally:

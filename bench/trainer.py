@@ -60,7 +60,9 @@ def main() -> None:
         t0 = time.perf_counter()
         batch = serde.decode(wire, TrainingBatch)
         t1 = time.perf_counter()
-        data = prepare_batch(batch, decode_rows=None, trainer_version=0, max_staleness=None, vocab_size=be.vocab_size)
+        data = prepare_batch(
+            batch, decode_rows=None, trainer_version=0, max_staleness=None, vocab_size=be.vocab_size
+        )
         t2 = time.perf_counter()
         be.train_step(data)
         t3 = time.perf_counter()
@@ -89,10 +91,14 @@ def main() -> None:
     step = statistics.median(p[2] for p in parts)
     total = statistics.median(sum(p) for p in parts)
     bare_s = statistics.median(bare)
-    print(f"model: {n_params / 1e6:.2f} M params; batch {args.rows} rows x ({args.prompt}+{args.response}) tokens "
-          f"= {tokens} tokens; {args.threads} threads; median of {args.repeats}")
-    print(f"trainer step (decode+prepare+train): {total * 1000:.1f} ms  ({tokens / total:,.0f} tok/s)"
-          f"  [decode {dec * 1000:.1f} ms, prepare {prep * 1000:.1f} ms, train_step {step * 1000:.1f} ms]")
+    print(
+        f"model: {n_params / 1e6:.2f} M params; batch {args.rows} rows x ({args.prompt}+{args.response}) tokens "
+        f"= {tokens} tokens; {args.threads} threads; median of {args.repeats}"
+    )
+    print(
+        f"trainer step (decode+prepare+train): {total * 1000:.1f} ms  ({tokens / total:,.0f} tok/s)"
+        f"  [decode {dec * 1000:.1f} ms, prepare {prep * 1000:.1f} ms, train_step {step * 1000:.1f} ms]"
+    )
     print(f"bare forward+backward+AdamW:         {bare_s * 1000:.1f} ms  ({tokens / bare_s:,.0f} tok/s)")
     print(f"overhead ratio: {total / bare_s:.2f}x (train_step alone {step / bare_s:.2f}x)")
 

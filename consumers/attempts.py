@@ -104,7 +104,9 @@ class AttemptState:
         if self.pending:
             _, not_done = await asyncio.wait(set(self.pending), timeout=max(0.0, deadline - loop.time()))
             if not_done:
-                self.errors.append(f"{len(not_done)} LLMRequest record(s) not acknowledged within {timeout_s:g} s")
+                self.errors.append(
+                    f"{len(not_done)} LLMRequest record(s) not acknowledged within {timeout_s:g} s"
+                )
         return AttemptResult(self.ordered_request_ids(), dict(self.completed_at), list(self.errors))
 
 

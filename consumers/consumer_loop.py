@@ -82,7 +82,9 @@ class SampleConsumer:
         self.max_backlog = max(256, 32 * concurrency)
         self._wake = threading.Event()  # set when the queue shrank enough to resume, or on drain/close
         self._lock = threading.Lock()  # guards _running and _backlog (loop, consumer and producer threads)
-        self._running: set[tuple[Partition, int]] = set()  # taken by the loop, Trajectory not yet acknowledged
+        self._running: set[tuple[Partition, int]] = (
+            set()
+        )  # taken by the loop, Trajectory not yet acknowledged
         self._backlog: deque[Message] = deque()  # received, not yet taken by the loop
         self._full = False  # soft pause: in-flight bound reached, not taking samples from librdkafka
         self._paused = False  # partitions pause()d (draining only)
@@ -156,7 +158,9 @@ class SampleConsumer:
     def _main(self) -> None:
         c = self.consumer
         try:
-            c.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+            c.subscribe(
+                [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
             while not self._closing.is_set():
                 self._step()
             self._commit(force=True)
@@ -295,7 +299,9 @@ class SampleConsumer:
         with self._lock:
             left = sum(1 for r in self._running if r[0] in tps)
         if left:
-            log.warning("revoked %s with %d rollout(s) still running; their new owner re-runs them", sorted(tps), left)
+            log.warning(
+                "revoked %s with %d rollout(s) still running; their new owner re-runs them", sorted(tps), left
+            )
         self._drop(tps)
         consumer.incremental_unassign(partitions)
         log.info("revoked %s", sorted(tp[1] for tp in tps))

@@ -67,7 +67,9 @@ class FakeInferenceServer:
         model: the served model name.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, policy_version: int = 3, model: str = "policy") -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, policy_version: int = 3, model: str = "policy"
+    ) -> None:
         self.host, self.port = host, port
         self.policy_version = policy_version
         self.model = model
@@ -144,7 +146,9 @@ class FakeInferenceServer:
 
     # ------------------------------------------------------------------------------ handlers
     async def _models(self, request: web.Request) -> web.Response:
-        return self._json({"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "streamrl"}]})
+        return self._json(
+            {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "streamrl"}]}
+        )
 
     def _json(self, body: dict[str, Any], status: int = 200) -> web.Response:
         return web.Response(
@@ -167,7 +171,9 @@ class FakeInferenceServer:
         if "ERROR" in d:
             status = int(d["ERROR"])
             msg = f"injected error {status}: This model's maximum context length is 64 tokens"
-            return d, self._json({"error": {"message": msg, "type": "BadRequestError", "code": status}}, status)
+            return d, self._json(
+                {"error": {"message": msg, "type": "BadRequestError", "code": status}}, status
+            )
         return d, None
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -187,7 +193,9 @@ class FakeInferenceServer:
         prompt_ids = tokenize(prompt)
         n = int(body.get("n") or 1)
         if body.get("stream"):
-            return await self._chat_stream(request, body, prompt_ids, reply, finish, tool, n, want_ids, want_lp)
+            return await self._chat_stream(
+                request, body, prompt_ids, reply, finish, tool, n, want_ids, want_lp
+            )
         choices = []
         for i in range(n):
             ids = tokenize(reply)
@@ -208,7 +216,11 @@ class FakeInferenceServer:
             "created": int(time.time()),
             "model": body.get("model") or self.model,
             "choices": choices,
-            "usage": {"prompt_tokens": len(prompt_ids), "completion_tokens": n * len(reply), "total_tokens": 0},
+            "usage": {
+                "prompt_tokens": len(prompt_ids),
+                "completion_tokens": n * len(reply),
+                "total_tokens": 0,
+            },
             "policy_version": self.policy_version,
         }
         if want_ids:
@@ -254,7 +266,10 @@ class FakeInferenceServer:
             await resp.write(b"data: " + orjson.dumps({**base, **chunk}) + b"\n\n")
 
         first: dict[str, Any] = {
-            "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(n)]
+            "choices": [
+                {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                for i in range(n)
+            ]
         }
         if want_ids:
             first["prompt_token_ids"] = prompt_ids
@@ -263,8 +278,20 @@ class FakeInferenceServer:
             for j, tid in enumerate(tokenize(reply)):
                 delta: dict[str, Any] = {"content": chr(tid)}
                 if tool is not None:
-                    delta = {"tool_calls": [{"index": 0, "id": f"call_{i}", "type": "function",
-                                             "function": {"name": tool, "arguments": "{}"}}]} if j == 0 else {}
+                    delta = (
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": f"call_{i}",
+                                    "type": "function",
+                                    "function": {"name": tool, "arguments": "{}"},
+                                }
+                            ]
+                        }
+                        if j == 0
+                        else {}
+                    )
                 ch: dict[str, Any] = {"index": i, "delta": delta, "finish_reason": None}
                 if want_ids:
                     ch["token_ids"] = [tid]
@@ -291,7 +318,12 @@ class FakeInferenceServer:
         n = int(body.get("n") or 1)
 
         def choice(i: int, toks: list[int], fin: str | None, first: bool) -> dict[str, Any]:
-            ch: dict[str, Any] = {"index": i, "text": "".join(map(chr, toks)), "finish_reason": fin, "logprobs": None}
+            ch: dict[str, Any] = {
+                "index": i,
+                "text": "".join(map(chr, toks)),
+                "finish_reason": fin,
+                "logprobs": None,
+            }
             if want_lp:
                 ch["logprobs"] = {
                     "tokens": [chr(t) for t in toks],
@@ -321,7 +353,9 @@ class FakeInferenceServer:
         for i in range(n):
             for j, tid in enumerate(ids):
                 fin = finish if j == len(ids) - 1 else None
-                await resp.write(b"data: " + orjson.dumps({**base, "choices": [choice(i, [tid], fin, j == 0)]}) + b"\n\n")
+                await resp.write(
+                    b"data: " + orjson.dumps({**base, "choices": [choice(i, [tid], fin, j == 0)]}) + b"\n\n"
+                )
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp

@@ -108,7 +108,9 @@ class Gateway:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app
 
-    async def start(self, host: str | None = None, port: int | None = None, advertise_host: str | None = None) -> str:
+    async def start(
+        self, host: str | None = None, port: int | None = None, advertise_host: str | None = None
+    ) -> str:
         """Open the upstream pool and listen. Returns the gateway URL (``http://host:port``).
 
         Raises:
@@ -177,7 +179,11 @@ class Gateway:
         result = await state.settle(timeout_s)
         return web.Response(
             body=orjson.dumps(
-                {"request_ids": result.request_ids, "completed_at": result.completed_at, "errors": result.errors}
+                {
+                    "request_ids": result.request_ids,
+                    "completed_at": result.completed_at,
+                    "errors": result.errors,
+                }
             ),
             content_type="application/json",
         )
@@ -186,11 +192,15 @@ class Gateway:
         t_in = time.perf_counter()
         parsed = parse_path(request.rel_url.raw_path)
         if parsed is None:
-            return _error(404, f"unknown path {request.rel_url.raw_path!r}; use /rollouts/<id>/attempts/<id>/v1/...")
+            return _error(
+                404, f"unknown path {request.rel_url.raw_path!r}; use /rollouts/<id>/attempts/<id>/v1/..."
+            )
         rollout_id, attempt_id, agent, endpoint = parsed
         state = self.registry.get(rollout_id, attempt_id)
         if state is None:
-            return _error(404, f"rollout {rollout_id!r} attempt {attempt_id!r} is unknown or finished", "not_found")
+            return _error(
+                404, f"rollout {rollout_id!r} attempt {attempt_id!r} is unknown or finished", "not_found"
+            )
         agent = agent or request.headers.get(AGENT_HEADER) or state.agent_name
         if endpoint in GENERATION_ENDPOINTS:
             if request.method != "POST":
@@ -245,7 +255,9 @@ class Gateway:
                     f"{self._upstream}/{endpoint}", data=payload, headers=self._upstream_headers(request)
                 ) as up:
                     if stream and up.status == 200:
-                        return await self._relay_stream(request, up, state, seq, agent, body, started_at, t_in, t_up0)
+                        return await self._relay_stream(
+                            request, up, state, seq, agent, body, started_at, t_in, t_up0
+                        )
                     raw = await up.read()
                     status, headers = up.status, _copy_headers(up.headers)
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -266,7 +278,14 @@ class Gateway:
                 return resp
             m.LLM_CALLS.labels(endpoint, "ok").inc()
             self._record(
-                state, seq, agent, body, started_at, (t_up1 - t_up0) * 1e3, None, headers.get(VERSION_HEADER),
+                state,
+                seq,
+                agent,
+                body,
+                started_at,
+                (t_up1 - t_up0) * 1e3,
+                None,
+                headers.get(VERSION_HEADER),
                 lambda: parse_response(raw, where=f"rollout {state.rollout_id!r} call {seq}"),
             )
             return resp
@@ -314,7 +333,14 @@ class Gateway:
         ttft = None if t_first is None else (t_first - t_up0) * 1e3
         raw = bytes(buf)
         self._record(
-            state, seq, agent, body, started_at, (t_up1 - t_up0) * 1e3, ttft, headers.get(VERSION_HEADER),
+            state,
+            seq,
+            agent,
+            body,
+            started_at,
+            (t_up1 - t_up0) * 1e3,
+            ttft,
+            headers.get(VERSION_HEADER),
             lambda: parse_sse(raw, where=f"rollout {state.rollout_id!r} call {seq} (stream)"),
         )
         return resp
@@ -373,7 +399,9 @@ class Gateway:
         except RecordingError as exc:
             m.RECORDING_ERRORS.labels("bad_response").inc()
             state.errors.append(str(exc))
-        except Exception as exc:  # a record that fails validation/encoding: reported, never raised to the agent
+        except (
+            Exception
+        ) as exc:  # a record that fails validation/encoding: reported, never raised to the agent
             m.RECORDING_ERRORS.labels(type(exc).__name__).inc()
             state.errors.append(f"rollout {state.rollout_id!r} call {seq}: cannot record the response: {exc}")
 

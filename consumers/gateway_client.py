@@ -23,7 +23,9 @@ class GatewayClient(Protocol):
 
     url: str
 
-    async def open(self, rollout_id: str, attempt_id: str, agent_name: str | None, policy_version: int) -> None:
+    async def open(
+        self, rollout_id: str, attempt_id: str, agent_name: str | None, policy_version: int
+    ) -> None:
         """Accept calls for this attempt from now on."""
         ...
 
@@ -39,7 +41,9 @@ class InProcessGatewayClient:
         self.gateway = gateway
         self.url = gateway.url
 
-    async def open(self, rollout_id: str, attempt_id: str, agent_name: str | None, policy_version: int) -> None:
+    async def open(
+        self, rollout_id: str, attempt_id: str, agent_name: str | None, policy_version: int
+    ) -> None:
         self.gateway.registry.open(rollout_id, attempt_id, agent_name, policy_version)
 
     async def close(self, rollout_id: str, attempt_id: str, timeout_s: float) -> AttemptResult:
@@ -77,9 +81,15 @@ class RemoteGatewayClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise GatewayControlError(f"gateway {self.url}{path} unreachable: {exc!r}") from exc
 
-    async def open(self, rollout_id: str, attempt_id: str, agent_name: str | None, policy_version: int) -> None:
-        body = {"rollout_id": rollout_id, "attempt_id": attempt_id, "agent_name": agent_name,
-                "policy_version": policy_version}
+    async def open(
+        self, rollout_id: str, attempt_id: str, agent_name: str | None, policy_version: int
+    ) -> None:
+        body = {
+            "rollout_id": rollout_id,
+            "attempt_id": attempt_id,
+            "agent_name": agent_name,
+            "policy_version": policy_version,
+        }
         await self._post("/control/attempts", body, 30.0)
 
     async def close(self, rollout_id: str, attempt_id: str, timeout_s: float) -> AttemptResult:

@@ -14,9 +14,13 @@ _OVERHEAD_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01
 ROLLOUTS_RUNNING = Gauge("streamrl_worker_rollouts_running", "Rollouts running now in this process")
 ROLLOUTS = Counter("streamrl_worker_rollouts_total", "Finished rollout attempts by status", ["status"])
 ROLLOUT_SECONDS = Histogram(
-    "streamrl_worker_rollout_duration_seconds", "Wall-clock duration of one rollout attempt", buckets=_LATENCY_BUCKETS_S
+    "streamrl_worker_rollout_duration_seconds",
+    "Wall-clock duration of one rollout attempt",
+    buckets=_LATENCY_BUCKETS_S,
 )
-SAMPLES_RECEIVED = Counter("streamrl_worker_samples_received_total", "Samples received from the samples topic")
+SAMPLES_RECEIVED = Counter(
+    "streamrl_worker_samples_received_total", "Samples received from the samples topic"
+)
 SAMPLES_DEAD_LETTERED = Counter(
     "streamrl_worker_samples_dead_lettered_total", "Samples that could not be decoded and went to the DLQ"
 )
@@ -27,7 +31,9 @@ COMMITS = Counter("streamrl_worker_commits_total", "Offset commits of the sample
 PAUSED = Gauge("streamrl_worker_paused", "1 while the worker is at capacity and its partitions are paused")
 
 LLM_CALLS = Counter(
-    "streamrl_gateway_llm_calls_total", "LLM calls through the gateway by endpoint and outcome", ["endpoint", "outcome"]
+    "streamrl_gateway_llm_calls_total",
+    "LLM calls through the gateway by endpoint and outcome",
+    ["endpoint", "outcome"],
 )
 LLM_RECORDS = Counter("streamrl_gateway_records_total", "LLMRequest records produced")
 RECORDING_ERRORS = Counter(
@@ -38,7 +44,9 @@ VERSION_MISSING = Counter(
     "Calls whose response had no policy version (the sample's version was recorded instead)",
 )
 UPSTREAM_SECONDS = Histogram(
-    "streamrl_gateway_upstream_seconds", "Time from forwarding a call to its last response byte", buckets=_LATENCY_BUCKETS_S
+    "streamrl_gateway_upstream_seconds",
+    "Time from forwarding a call to its last response byte",
+    buckets=_LATENCY_BUCKETS_S,
 )
 OVERHEAD_SECONDS = Histogram(
     "streamrl_gateway_overhead_seconds",

@@ -109,7 +109,9 @@ def _finalize(choices: dict[int, ChoiceTokens], where: str) -> list[ChoiceTokens
                     "return_token_ids (vLLM >= 0.10.2 or the StreamRL inference server)"
                 )
         if not c.prompt_token_ids:
-            raise RecordingError(f"{where}: choice {idx} has no prompt_token_ids (return_token_ids unsupported?)")
+            raise RecordingError(
+                f"{where}: choice {idx} has no prompt_token_ids (return_token_ids unsupported?)"
+            )
         if len(c.response_logprobs) != len(c.response_token_ids):
             raise RecordingError(
                 f"{where}: choice {idx} has {len(c.response_token_ids)} token ids but "

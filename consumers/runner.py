@@ -157,7 +157,9 @@ class AgentRunner:
         log.closed = True
         if not fut.done():
             fut.cancel()
-            return Outcome("timeout", None, log.rewards, f"rollout exceeded its time limit of {limit:g} s", duration)
+            return Outcome(
+                "timeout", None, log.rewards, f"rollout exceeded its time limit of {limit:g} s", duration
+            )
         exc = fut.exception()
         if exc is not None:
             return Outcome("failed", None, log.rewards, _format_exception(exc), duration)

@@ -126,7 +126,9 @@ def as_reward(value: object, where: str) -> float:
         raise RewardError(f"{where}: reward must be a finite float, got bool {value!r}")
     if isinstance(value, numbers.Real):
         out = float(value)
-    elif hasattr(value, "__float__") and getattr(value, "ndim", 0) == 0 and not isinstance(value, str | bytes):
+    elif (
+        hasattr(value, "__float__") and getattr(value, "ndim", 0) == 0 and not isinstance(value, str | bytes)
+    ):
         try:
             out = float(value)  # numpy / torch scalars
         except (TypeError, ValueError) as exc:
@@ -160,7 +162,9 @@ class RewardLog:
         return v
 
 
-_CURRENT: contextvars.ContextVar[RewardLog | None] = contextvars.ContextVar("streamrl_reward_log", default=None)
+_CURRENT: contextvars.ContextVar[RewardLog | None] = contextvars.ContextVar(
+    "streamrl_reward_log", default=None
+)
 
 
 def current_reward_log() -> RewardLog | None:

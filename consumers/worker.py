@@ -147,7 +147,9 @@ class RolloutWorker:
             self.gateway = Gateway(self.settings.gateway, sink)
             await self.gateway.start(port=self.cfg.gateway_port)
             self.client = InProcessGatewayClient(self.gateway)
-        self._executor = ThreadPoolExecutor(self.cfg.sync_threads or self.cfg.concurrency, thread_name_prefix="agent")
+        self._executor = ThreadPoolExecutor(
+            self.cfg.sync_threads or self.cfg.concurrency, thread_name_prefix="agent"
+        )
         await self.runner.setup(self.worker_id)
         overrides = {
             "session.timeout.ms": self.cfg.session_timeout_ms,
@@ -168,8 +170,11 @@ class RolloutWorker:
         )
         self.consumer.start()
         log.info(
-            "worker %s: agent %s, concurrency %d, gateway %s", self.worker_id, self.runner.spec,
-            self.cfg.concurrency, self.client.url,
+            "worker %s: agent %s, concurrency %d, gateway %s",
+            self.worker_id,
+            self.runner.spec,
+            self.cfg.concurrency,
+            self.client.url,
         )
         try:
             while not stop.is_set() and self.consumer.alive:
@@ -187,7 +192,11 @@ class RolloutWorker:
         loop = asyncio.get_running_loop()
         self.consumer.drain()
         if self._tasks:
-            log.info("shutting down: waiting up to %.0f s for %d rollout(s)", self.cfg.shutdown_timeout_s, len(self._tasks))
+            log.info(
+                "shutting down: waiting up to %.0f s for %d rollout(s)",
+                self.cfg.shutdown_timeout_s,
+                len(self._tasks),
+            )
             _, pending = await asyncio.wait(set(self._tasks), timeout=self.cfg.shutdown_timeout_s)
             for t in pending:
                 t.cancel()
@@ -196,7 +205,9 @@ class RolloutWorker:
         try:
             await loop.run_in_executor(None, producer.flush, self.cfg.delivery_timeout_s)
         except Exception:
-            log.exception("flushing the producer at shutdown failed; unacknowledged samples will be redelivered")
+            log.exception(
+                "flushing the producer at shutdown failed; unacknowledged samples will be redelivered"
+            )
         await loop.run_in_executor(None, self.consumer.close, 60.0)
         try:
             await self.runner.teardown()
@@ -261,7 +272,9 @@ class RolloutWorker:
         finally:
             self._release(slot)
 
-    def _dead_letter(self, msg: Message, tp: tuple[str, int], offset: int, reason: str, exc: Exception) -> None:
+    def _dead_letter(
+        self, msg: Message, tp: tuple[str, int], offset: int, reason: str, exc: Exception
+    ) -> None:
         assert self.consumer is not None
         m.SAMPLES_DEAD_LETTERED.inc()
         consumer = self.consumer
@@ -293,11 +306,14 @@ class RolloutWorker:
             )
             task = orjson.loads(sample.payload)
             try:
-                outcome = await self.runner.run(task, llm, timeout_s=self.cfg.rollout_timeout_s, executor=self._executor)
+                outcome = await self.runner.run(
+                    task, llm, timeout_s=self.cfg.rollout_timeout_s, executor=self._executor
+                )
             except asyncio.CancelledError:
                 outcome = Outcome(
-                    "timeout", error=f"worker {self.worker_id} shut down before the rollout finished "
-                    f"(shutdown_timeout_s={self.cfg.shutdown_timeout_s:g})"
+                    "timeout",
+                    error=f"worker {self.worker_id} shut down before the rollout finished "
+                    f"(shutdown_timeout_s={self.cfg.shutdown_timeout_s:g})",
                 )
         except Exception as exc:
             outcome = Outcome("failed", error=f"the worker could not start the rollout: {exc!r}")
@@ -305,7 +321,9 @@ class RolloutWorker:
             m.ROLLOUTS_RUNNING.dec()
         result = await self.client.close(sample.rollout_id, attempt_id, self.cfg.delivery_timeout_s)
         if result.errors and outcome.status == "succeeded":
-            outcome = Outcome("failed", None, outcome.rewards, "; ".join(result.errors)[:4000], outcome.duration_s)
+            outcome = Outcome(
+                "failed", None, outcome.rewards, "; ".join(result.errors)[:4000], outcome.duration_s
+            )
         # model_construct: every field comes from the validated Sample, the validated Rewards or
         # values built here (UTC millisecond stamps, enums); Serde.encode re-checks the invariants
         # (finite reward, group index, non-negative versions) before anything is produced
@@ -338,7 +356,9 @@ class RolloutWorker:
         assert self.consumer is not None
         consumer = self.consumer
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-            fut = self._sink.publish("trajectories", traj.rollout_id, traj, lambda: consumer.finished(tp, offset, True))
+            fut = self._sink.publish(
+                "trajectories", traj.rollout_id, traj, lambda: consumer.finished(tp, offset, True)
+            )
             self._release(slot)
             try:
                 await fut
@@ -346,5 +366,11 @@ class RolloutWorker:
                 return
             except Exception as exc:
                 m.TRAJECTORY_DELIVERY_FAILURES.inc()
-                log.error("trajectory of %s not delivered (try %d/%d): %s", traj.rollout_id, attempt, PUBLISH_ATTEMPTS, exc)
+                log.error(
+                    "trajectory of %s not delivered (try %d/%d): %s",
+                    traj.rollout_id,
+                    attempt,
+                    PUBLISH_ATTEMPTS,
+                    exc,
+                )
         consumer.finished(tp, offset, acked=False)

@@ -36,7 +36,9 @@ def cpu_service(settings: Settings):  # -> InferenceService
             "model directory, e.g. one made by `streamrl model build --out DIR`)"
         )
     if not (model_dir / "config.json").is_file():
-        raise InferenceError(f"inference.model={inf.model}: no config.json (not a Hugging Face model directory)")
+        raise InferenceError(
+            f"inference.model={inf.model}: no config.json (not a Hugging Face model directory)"
+        )
     opts = ServerOptions(
         served_model_name=inf.served_model_name or settings.rl.policy_name,
         initial_version=inf.initial_version,

@@ -99,7 +99,11 @@ class DeadLetterSink:
             ("streamrl.error.reason", reason.encode()[:4096]),
         ]
         self.producer.produce(
-            self.topic, self.serde.encode(envelope), key=_as_bytes(key), headers=headers, on_delivery=on_delivery
+            self.topic,
+            self.serde.encode(envelope),
+            key=_as_bytes(key),
+            headers=headers,
+            on_delivery=on_delivery,
         )
         try:
             DLQ_RECORDS.labels(self.stage, error_type).inc()

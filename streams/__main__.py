@@ -10,7 +10,9 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     """Parse ``--config`` and ``--log-level``, then run the worker until SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m streams", description=__doc__)
-    parser.add_argument("-c", "--config", default=None, help="YAML config (default: $STREAMRL_CONFIG or ./streamrl.yaml)")
+    parser.add_argument(
+        "-c", "--config", default=None, help="YAML config (default: $STREAMRL_CONFIG or ./streamrl.yaml)"
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     from streamrl.config import load_settings

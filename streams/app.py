@@ -53,8 +53,14 @@ class _FaustProducer:
     def __init__(self, topic: faust.TopicT) -> None:
         self._topic = topic
 
-    def produce(self, topic: str, value: bytes | None, key: str | bytes | None = None,
-                headers: list[tuple[str, bytes]] | None = None, **_: Any) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        **_: Any,
+    ) -> None:
         self._topic.send_soon(key=key.encode() if isinstance(key, str) else key, value=value, headers=headers)
 
 
@@ -70,15 +76,24 @@ class Aggregator:
         self.settings = settings
         self.names: StreamsTopics = streams_topics(settings)
         self.serde = Serde(registry_url=settings.kafka.schema_registry_url)
-        self.join_cfg = JoinConfig(rows=RowConfig.from_settings(s), join_timeout_s=s.join_timeout_s,
-                                   orphan_call_timeout_s=s.orphan_call_timeout_s,
-                                   dedup_retention_s=s.dedup_retention_s)
+        self.join_cfg = JoinConfig(
+            rows=RowConfig.from_settings(s),
+            join_timeout_s=s.join_timeout_s,
+            orphan_call_timeout_s=s.orphan_call_timeout_s,
+            dedup_retention_s=s.dedup_retention_s,
+        )
         rl = settings.rl
         self.group_cfg = GroupConfig(
-            policy_name=rl.policy_name, train_batch_size=rl.train_batch_size, max_staleness=rl.max_staleness,
-            min_group_size=s.min_group_size, straggler_timeout_s=s.straggler_timeout_s, staleness=s.staleness,
-            stale_weight_decay=s.stale_weight_decay, filter_zero_variance=s.filter_zero_variance,
-            batch_timeout_s=s.batch_timeout_s, dedup_retention_s=s.dedup_retention_s,
+            policy_name=rl.policy_name,
+            train_batch_size=rl.train_batch_size,
+            max_staleness=rl.max_staleness,
+            min_group_size=s.min_group_size,
+            straggler_timeout_s=s.straggler_timeout_s,
+            staleness=s.staleness,
+            stale_weight_decay=s.stale_weight_decay,
+            filter_zero_variance=s.filter_zero_variance,
+            batch_timeout_s=s.batch_timeout_s,
+            dedup_retention_s=s.dedup_retention_s,
         )
         blob_root(s.blob_dir)  # fail at start on an unsupported URI
         self.state_dir = Path(s.state_dir)
@@ -120,8 +135,12 @@ class Aggregator:
         self.checkpoints_topic = app.topic(n.checkpoints, **raw)
         self.batches_topic = app.topic(n.batches, **raw)
         self.dlq_topic = app.topic(n.dlq, **raw)
-        self.dlq = DeadLetterSink(settings, _FaustProducer(self.dlq_topic), stage="streams",  # type: ignore[arg-type]
-                                  serde=self.serde)
+        self.dlq = DeadLetterSink(
+            settings,
+            _FaustProducer(self.dlq_topic),
+            stage="streams",  # type: ignore[arg-type]
+            serde=self.serde,
+        )
         self.machine = GroupMachine(self.group_cfg, self._group_get, lambda: list(self.group_table.items()))
         self._ready_logged = False
         self._last_summary = time.time()
@@ -132,7 +151,9 @@ class Aggregator:
         app.timer(s.tick_interval_s, name="streams.tick")(self._tick)
         if s.web_port is not None:
 
-            async def validation_view(web: Any, request: Any) -> Any:  # a plain function: Faust binds it to a View
+            async def validation_view(
+                web: Any, request: Any
+            ) -> Any:  # a plain function: Faust binds it to a View
                 return web.json(self.validation_summary())
 
             app.page("/streamrl/validation/")(validation_view)
@@ -153,8 +174,15 @@ class Aggregator:
             return None
 
     def _dead(self, msg: Any, reason: str, error: BaseException | None = None) -> None:
-        self.dlq.send(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key, value=msg.value,
-                      reason=f"{msg.topic}[{msg.partition}]@{msg.offset}: {reason}", error=error)
+        self.dlq.send(
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            value=msg.value,
+            reason=f"{msg.topic}[{msg.partition}]@{msg.offset}: {reason}",
+            error=error,
+        )
 
     # ------------------------------------------------------------------ join
     async def _join_agent(self, stream: faust.StreamT) -> None:
@@ -167,20 +195,35 @@ class Aggregator:
             key = msg.key.decode(errors="replace") if isinstance(msg.key, bytes) else msg.key
             try:
                 if msg.topic == self.names.requests:
-                    req = self.serde.decode(msg.value, LLMRequest, topic=msg.topic, partition=msg.partition,
-                                            offset=msg.offset)
+                    req = self.serde.decode(
+                        msg.value, LLMRequest, topic=msg.topic, partition=msg.partition, offset=msg.offset
+                    )
                     self._check_key(key, req.rollout_id)
                     rollout_id = req.rollout_id
-                    res = on_call(self.join_table.get(rollout_id), call_of(req, msg.timestamp), topic=msg.topic,
-                                  partition=msg.partition, offset=msg.offset, now=now, cfg=self.join_cfg)
+                    res = on_call(
+                        self.join_table.get(rollout_id),
+                        call_of(req, msg.timestamp),
+                        topic=msg.topic,
+                        partition=msg.partition,
+                        offset=msg.offset,
+                        now=now,
+                        cfg=self.join_cfg,
+                    )
                 else:
-                    t = self.serde.decode(msg.value, Trajectory, topic=msg.topic, partition=msg.partition,
-                                          offset=msg.offset)
+                    t = self.serde.decode(
+                        msg.value, Trajectory, topic=msg.topic, partition=msg.partition, offset=msg.offset
+                    )
                     self._check_key(key, t.rollout_id)
                     rollout_id = t.rollout_id
-                    res = on_trajectory(self.join_table.get(rollout_id), traj_of(t, msg.timestamp, msg.offset),
-                                        topic=msg.topic, partition=msg.partition, offset=msg.offset, now=now,
-                                        cfg=self.join_cfg)
+                    res = on_trajectory(
+                        self.join_table.get(rollout_id),
+                        traj_of(t, msg.timestamp, msg.offset),
+                        topic=msg.topic,
+                        partition=msg.partition,
+                        offset=msg.offset,
+                        now=now,
+                        cfg=self.join_cfg,
+                    )
             except (SchemaError, ValueError, ValidationError) as exc:
                 self._dead(msg, f"undecodable or invalid record: {exc}", exc)
                 continue
@@ -189,7 +232,9 @@ class Aggregator:
     @staticmethod
     def _check_key(key: str | None, rollout_id: str) -> None:
         if key is not None and key != rollout_id:
-            raise ValueError(f"record key {key!r} != rollout_id {rollout_id!r} (the join is keyed by rollout_id)")
+            raise ValueError(
+                f"record key {key!r} != rollout_id {rollout_id!r} (the join is keyed by rollout_id)"
+            )
 
     async def _join_tick(self, msg: Any, now: float) -> None:
         tick_ts = float(json.loads(msg.value)["ts"])
@@ -200,14 +245,21 @@ class Aggregator:
             done = state["done"]
             if done is not None and done["out"] is None and tick_ts - done["ts"] <= retention_s:
                 continue  # fast path: a finished rollout with nothing to prune yet
-            res = on_tick(state, tick_ts=tick_ts, partition=msg.partition, committed=self._committed,
-                          cfg=self.join_cfg)
+            res = on_tick(
+                state, tick_ts=tick_ts, partition=msg.partition, committed=self._committed, cfg=self.join_cfg
+            )
             await self._apply_join(key, res, msg)
 
     async def _apply_join(self, key: str, res: JoinResult, msg: Any) -> None:
         for traj, reason in res.dead:
-            self.dlq.send(topic=self.names.trajectories, partition=msg.partition, offset=traj.get("offset", -1),
-                          key=traj["rollout_id"], value=None, reason=reason)
+            self.dlq.send(
+                topic=self.names.trajectories,
+                partition=msg.partition,
+                offset=traj.get("offset", -1),
+                key=traj["rollout_id"],
+                value=None,
+                reason=reason,
+            )
         for out in res.forwards:
             await self._forward(out, msg)
         if res.changed:
@@ -221,9 +273,14 @@ class Aggregator:
 
     async def _forward(self, out: dict[str, Any], msg: Any) -> None:
         if out["kind"] == "val":
-            value = {"rollout_id": out["rollout_id"], "version": out["policy_version"], "reward": out["reward"]}
-            await self.val_topic.send(key=str(out["policy_version"]).encode(), value=json.dumps(value).encode(),
-                                      force=True)
+            value = {
+                "rollout_id": out["rollout_id"],
+                "version": out["policy_version"],
+                "reward": out["reward"],
+            }
+            await self.val_topic.send(
+                key=str(out["policy_version"]).encode(), value=json.dumps(value).encode(), force=True
+            )
             return
         try:
             for row in out["rows"]:
@@ -239,8 +296,12 @@ class Aggregator:
             msg = event.message
             try:
                 ev = json.loads(msg.value)
-                res = self.machine.on_event(ev, partition=msg.partition, offset=msg.offset,
-                                            committed=self._committed(msg.topic, msg.partition))
+                res = self.machine.on_event(
+                    ev,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    committed=self._committed(msg.topic, msg.partition),
+                )
             except (ValueError, KeyError, TypeError) as exc:
                 self._dead(msg, f"bad group event: {exc!r}", exc)
                 continue
@@ -255,8 +316,13 @@ class Aggregator:
 
     async def _publish(self, batch: Batch) -> None:
         s = self.settings.streams
-        record, data = batch_record(batch, policy_name=self.group_cfg.policy_name, serde=self.serde,
-                                    claim_check_bytes=s.claim_check_bytes, blob_dir=s.blob_dir)
+        record, data = batch_record(
+            batch,
+            policy_name=self.group_cfg.policy_name,
+            serde=self.serde,
+            claim_check_bytes=s.claim_check_bytes,
+            blob_dir=s.blob_dir,
+        )
         await self.batches_topic.send(key=batch.batch_id.encode(), value=data, force=True)
         form = "replayed" if batch.replayed else ("claim_check" if record.claim_check else "inline")
         try:
@@ -266,8 +332,14 @@ class Aggregator:
         if not batch.replayed:
             metrics.observe(metrics.ROWS_PER_BATCH, len(batch.rows))
             metrics.observe(metrics.BATCH_EMIT_LATENCY, max(0.0, time.time() - batch.last_event_ts))
-        log.info("batch %s: %d groups, %d rows, %s%s", batch.batch_id, len(batch.group_ids), len(batch.rows), form,
-                 f" ({len(data)} B)")
+        log.info(
+            "batch %s: %d groups, %d rows, %s%s",
+            batch.batch_id,
+            len(batch.group_ids),
+            len(batch.rows),
+            form,
+            f" ({len(data)} B)",
+        )
 
     # ------------------------------------------------------------------ validation and checkpoints
     async def _val_agent(self, stream: faust.StreamT) -> None:
@@ -275,7 +347,11 @@ class Aggregator:
             msg = event.message
             try:
                 ev = json.loads(msg.value)
-                version, rollout_id, reward = str(int(ev["version"])), str(ev["rollout_id"]), float(ev["reward"])
+                version, rollout_id, reward = (
+                    str(int(ev["version"])),
+                    str(ev["rollout_id"]),
+                    float(ev["reward"]),
+                )
             except (ValueError, KeyError, TypeError) as exc:
                 self._dead(msg, f"bad validation event: {exc!r}", exc)
                 continue
@@ -289,8 +365,9 @@ class Aggregator:
         async for event in stream.events():
             msg = event.message
             try:
-                ckpt = self.serde.decode(msg.value, CheckpointEvent, topic=msg.topic, partition=msg.partition,
-                                         offset=msg.offset)
+                ckpt = self.serde.decode(
+                    msg.value, CheckpointEvent, topic=msg.topic, partition=msg.partition, offset=msg.offset
+                )
             except SchemaError as exc:
                 self._dead(msg, f"undecodable checkpoint: {exc}", exc)
                 continue
@@ -299,8 +376,12 @@ class Aggregator:
             value = json.dumps({"kind": "version", "version": int(ckpt.version), "ts": time.time()}).encode()
             for p in range(self.names.group_partitions):
                 await self.groups_topic.send(value=value, partition=p, force=True)
-            log.info("checkpoint %s version %d -> %d group partition(s)", ckpt.policy_name, ckpt.version,
-                     self.names.group_partitions)
+            log.info(
+                "checkpoint %s version %d -> %d group partition(s)",
+                ckpt.policy_name,
+                ckpt.version,
+                self.names.group_partitions,
+            )
 
     def validation_summary(self) -> dict[str, dict[str, float]]:
         """``{version: {count, mean, std, min, max}}`` of the validation table (local partitions)."""
@@ -327,5 +408,9 @@ class Aggregator:
             self._last_summary = now
         if tps and not self._ready_logged:
             self._ready_logged = True
-            log.info("%s app=%s partitions=%s", READY_MARKER, self.names.app_id,
-                     [f"{tp.topic}[{tp.partition}]" for tp in tps])
+            log.info(
+                "%s app=%s partitions=%s",
+                READY_MARKER,
+                self.names.app_id,
+                [f"{tp.topic}[{tp.partition}]" for tp in tps],
+            )

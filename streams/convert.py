@@ -28,21 +28,42 @@ def call_of(req: LLMRequest, ts: float) -> Call:
         ValueError: ``response_logprobs`` and ``response_token_ids`` differ in length.
     """
     if len(req.response_logprobs) != len(req.response_token_ids):
-        raise ValueError(f"request {req.request_id}: {len(req.response_logprobs)} logprobs for "
-                         f"{len(req.response_token_ids)} response tokens")
-    return Call(request_id=req.request_id, attempt_id=req.attempt_id, agent_name=req.agent_name,
-                sequence=int(req.sequence), prompt=list(req.prompt_token_ids), response=list(req.response_token_ids),
-                logprobs=[float(x) for x in req.response_logprobs], version=int(req.policy_version), ts=ts)
+        raise ValueError(
+            f"request {req.request_id}: {len(req.response_logprobs)} logprobs for "
+            f"{len(req.response_token_ids)} response tokens"
+        )
+    return Call(
+        request_id=req.request_id,
+        attempt_id=req.attempt_id,
+        agent_name=req.agent_name,
+        sequence=int(req.sequence),
+        prompt=list(req.prompt_token_ids),
+        response=list(req.response_token_ids),
+        logprobs=[float(x) for x in req.response_logprobs],
+        version=int(req.policy_version),
+        ts=ts,
+    )
 
 
 def traj_of(t: Trajectory, ts: float, offset: int = -1) -> Traj:
     """Compact form of one trajectory record received with record time ``ts`` (seconds) at ``offset``."""
     return Traj(
-        rollout_id=t.rollout_id, attempt_id=t.attempt_id, task_id=t.task_id, group_id=t.group_id,
-        group_size=int(t.group_size), mode=t.mode.value, status=t.status.value, reward=t.reward,
-        rewards=[{"name": r.name, "value": float(r.value), "primary": bool(r.primary), "request_id": r.request_id}
-                 for r in t.rewards],
-        request_ids=list(t.request_ids), policy_version=int(t.policy_version), ts=ts, offset=offset,
+        rollout_id=t.rollout_id,
+        attempt_id=t.attempt_id,
+        task_id=t.task_id,
+        group_id=t.group_id,
+        group_size=int(t.group_size),
+        mode=t.mode.value,
+        status=t.status.value,
+        reward=t.reward,
+        rewards=[
+            {"name": r.name, "value": float(r.value), "primary": bool(r.primary), "request_id": r.request_id}
+            for r in t.rewards
+        ],
+        request_ids=list(t.request_ids),
+        policy_version=int(t.policy_version),
+        ts=ts,
+        offset=offset,
     )
 
 
@@ -74,8 +95,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def batch_record(batch: Batch, *, policy_name: str, serde: Serde, claim_check_bytes: int,
-                 blob_dir: str) -> tuple[TrainingBatch, bytes]:
+def batch_record(
+    batch: Batch, *, policy_name: str, serde: Serde, claim_check_bytes: int, blob_dir: str
+) -> tuple[TrainingBatch, bytes]:
     """The ``TrainingBatch`` of ``batch`` and its encoded bytes; claim-check form above the size limit.
 
     ``created_at`` is the event time that closed the batch, so a re-emitted batch is byte-identical.
@@ -89,8 +111,11 @@ def batch_record(batch: Batch, *, policy_name: str, serde: Serde, claim_check_by
     rows = [TrainingRow(**row) for row in batch.rows]
     versions = [r.policy_version for r in rows]
     common: dict[str, Any] = {
-        "batch_id": batch.batch_id, "policy_name": policy_name, "num_groups": len(batch.group_ids),
-        "min_policy_version": min(versions), "max_policy_version": max(versions),
+        "batch_id": batch.batch_id,
+        "policy_name": policy_name,
+        "num_groups": len(batch.group_ids),
+        "min_policy_version": min(versions),
+        "max_policy_version": max(versions),
         "created_at": datetime.fromtimestamp(batch.ts, tz=timezone.utc),
     }
     inline = TrainingBatch(rows=rows, claim_check=None, **common)

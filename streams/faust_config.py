@@ -24,8 +24,15 @@ log = logging.getLogger(__name__)
 
 #: librdkafka properties that :func:`faust_broker` understands; others are logged and ignored.
 _KNOWN = {
-    "bootstrap.servers", "security.protocol", "sasl.mechanism", "sasl.username", "sasl.password",
-    "ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "ssl.key.password",
+    "bootstrap.servers",
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
 }
 
 
@@ -102,11 +109,15 @@ def faust_broker(settings: Settings) -> dict[str, Any]:
             out["broker_credentials"] = faust.GSSAPICredentials(ssl_context=ctx)
         elif mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
             out["broker_credentials"] = faust.SASLCredentials(
-                username=conf.get("sasl.username"), password=conf.get("sasl.password"),
-                mechanism=mechanism, ssl_context=ctx,
+                username=conf.get("sasl.username"),
+                password=conf.get("sasl.password"),
+                mechanism=mechanism,
+                ssl_context=ctx,
             )
         else:
-            raise ConfigError(f"kafka.sasl_mechanism={mechanism}: not supported by the streams stage (Faust/aiokafka)")
+            raise ConfigError(
+                f"kafka.sasl_mechanism={mechanism}: not supported by the streams stage (Faust/aiokafka)"
+            )
     return out
 
 
@@ -128,8 +139,10 @@ def ensure_streams_topics(settings: Settings, timeout_s: float = 30.0) -> Stream
             raise BrokerError(f"topic {source} does not exist; run `streamrl topics create` first")
         have = len(existing[source].partitions)
         if have != names.join_partitions:
-            raise BrokerError(f"topic {source} has {have} partitions, config says {names.join_partitions}: "
-                              "requests and trajectories must be co-partitioned with the join table")
+            raise BrokerError(
+                f"topic {source} has {have} partitions, config says {names.join_partitions}: "
+                "requests and trajectories must be co-partitioned with the join table"
+            )
     retention = str(int(max(3600.0, 10 * settings.streams.dedup_retention_s) * 1000))
     wanted = {
         names.ticks: (names.join_partitions, {"retention.ms": "3600000"}),
@@ -139,7 +152,11 @@ def ensure_streams_topics(settings: Settings, timeout_s: float = 30.0) -> Stream
     # Faust would create its changelogs itself, but a freshly created topic can be missing from its
     # consumer's metadata for minutes (PartitionsMismatch "changelog has 0 partitions"): create them first.
     compact = {"cleanup.policy": "compact"}
-    for table, partitions in (("join", names.join_partitions), ("groups", names.group_partitions), ("validation", 1)):
+    for table, partitions in (
+        ("join", names.join_partitions),
+        ("groups", names.group_partitions),
+        ("validation", 1),
+    ):
         wanted[changelog_topic(names.app_id, table)] = (partitions, compact)
     new = []
     for name, (partitions, config) in wanted.items():
@@ -147,13 +164,23 @@ def ensure_streams_topics(settings: Settings, timeout_s: float = 30.0) -> Stream
         if name in existing:
             have = len(existing[name].partitions)
             if have != partitions:
-                raise BrokerError(f"internal topic {name} has {have} partitions, expected {partitions}; "
-                                  "use a new streams.app_id or topic prefix")
+                raise BrokerError(
+                    f"internal topic {name} has {have} partitions, expected {partitions}; "
+                    "use a new streams.app_id or topic prefix"
+                )
             continue
-        new.append(NewTopic(name, num_partitions=partitions, replication_factor=settings.topics.replication_factor,
-                            config=config))
+        new.append(
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=settings.topics.replication_factor,
+                config=config,
+            )
+        )
     if new:
-        for name, fut in admin.create_topics(new, operation_timeout=timeout_s, request_timeout=timeout_s).items():
+        for name, fut in admin.create_topics(
+            new, operation_timeout=timeout_s, request_timeout=timeout_s
+        ).items():
             try:
                 fut.result(timeout=timeout_s)
             except KafkaException as exc:

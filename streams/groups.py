@@ -97,15 +97,20 @@ class GroupMachine:
         table_items: iterates ``(key, value)`` of the table (ticks scan the partition's groups).
     """
 
-    def __init__(self, cfg: GroupConfig, table_get: Callable[[str], dict[str, Any] | None],
-                 table_items: Callable[[], list[tuple[str, dict[str, Any]]]]) -> None:
+    def __init__(
+        self,
+        cfg: GroupConfig,
+        table_get: Callable[[str], dict[str, Any] | None],
+        table_items: Callable[[], list[tuple[str, dict[str, Any]]]],
+    ) -> None:
         self.cfg = cfg
         self._get = table_get
         self._items = table_items
 
     # ----------------------------------------------------------------------------- events
-    def on_event(self, event: dict[str, Any], *, partition: int, offset: int,
-                 committed: int | None = None) -> GroupResult:
+    def on_event(
+        self, event: dict[str, Any], *, partition: int, offset: int, committed: int | None = None
+    ) -> GroupResult:
         """Apply one group-topic event at ``offset`` of ``partition``.
 
         Args:
@@ -153,13 +158,29 @@ class GroupMachine:
         value = self._get(gid)
         return None if value is None else {**value, "rollouts": dict(value.get("rollouts") or {})}
 
-    def _on_rollout(self, ev: dict[str, Any], part: dict[str, Any], partition: int, offset: int,
-                    staged: dict[str, dict[str, Any]], res: GroupResult) -> None:
+    def _on_rollout(
+        self,
+        ev: dict[str, Any],
+        part: dict[str, Any],
+        partition: int,
+        offset: int,
+        staged: dict[str, dict[str, Any]],
+        res: GroupResult,
+    ) -> None:
         gid = ev["group_id"]
         group = self._group(gid, staged)
         if group is None:
-            group = {"p": partition, "applied": -1, "size": int(ev["group_size"]), "first_ts": float(ev["last_ts"]),
-                     "rollouts": {}, "state": "open", "ready_at": None, "batch_id": None, "closed_ts": None}
+            group = {
+                "p": partition,
+                "applied": -1,
+                "size": int(ev["group_size"]),
+                "first_ts": float(ev["last_ts"]),
+                "rollouts": {},
+                "state": "open",
+                "ready_at": None,
+                "batch_id": None,
+                "closed_ts": None,
+            }
         if offset <= group["applied"]:  # written before the partition dict: only its follow-up is redone
             self._requeue(gid, group, offset, part)
             return
@@ -172,7 +193,9 @@ class GroupMachine:
             res.stats["late_rollout"] += 1
             return
         group["rollouts"][ev["rollout_id"]] = {
-            "reward": float(ev["reward"]), "rows": ev["rows"], "last_ts": float(ev["last_ts"]),
+            "reward": float(ev["reward"]),
+            "rows": ev["rows"],
+            "last_ts": float(ev["last_ts"]),
         }
         if len(group["rollouts"]) >= group["size"]:
             self._close(gid, group, part, offset, float(ev["last_ts"]), res)
@@ -187,8 +210,9 @@ class GroupMachine:
             if part["opened_ts"] is None:
                 part["opened_ts"] = group["closed_ts"]
 
-    def _close(self, gid: str, group: dict[str, Any], part: dict[str, Any], offset: int, ts: float,
-               res: GroupResult) -> None:
+    def _close(
+        self, gid: str, group: dict[str, Any], part: dict[str, Any], offset: int, ts: float, res: GroupResult
+    ) -> None:
         """A group is complete (or its straggler timeout passed): filter it, then queue or drop it."""
         cfg = self.cfg
         group["closed_ts"] = ts
@@ -224,10 +248,20 @@ class GroupMachine:
         if part["opened_ts"] is None:
             part["opened_ts"] = ts
 
-    def _on_tick(self, ts: float, part: dict[str, Any], partition: int, offset: int,
-                 staged: dict[str, dict[str, Any]], res: GroupResult, committed: int | None) -> None:
+    def _on_tick(
+        self,
+        ts: float,
+        part: dict[str, Any],
+        partition: int,
+        offset: int,
+        staged: dict[str, dict[str, Any]],
+        res: GroupResult,
+        committed: int | None,
+    ) -> None:
         cfg = self.cfg
-        emitted_ok = {e["batch_id"] for e in part["emits"] if committed is not None and e["offset"] < committed}
+        emitted_ok = {
+            e["batch_id"] for e in part["emits"] if committed is not None and e["offset"] < committed
+        }
         part["emits"] = [e for e in part["emits"] if e["batch_id"] not in emitted_ok]
         for gid, value in sorted(self._items()):
             if gid.startswith(PARTITION_KEY_PREFIX) or value.get("p") != partition:
@@ -252,19 +286,31 @@ class GroupMachine:
                 group["applied"] = offset
                 group["rollouts"] = {}
                 staged[gid] = group
-            elif state in ("batched", "dropped") and not group["rollouts"] and group["closed_ts"] is not None \
-                    and ts - group["closed_ts"] > cfg.dedup_retention_s:
+            elif (
+                state in ("batched", "dropped")
+                and not group["rollouts"]
+                and group["closed_ts"] is not None
+                and ts - group["closed_ts"] > cfg.dedup_retention_s
+            ):
                 res.writes.append((gid, None))
 
-    def _batch(self, part: dict[str, Any], offset: int, ts: float, staged: dict[str, dict[str, Any]],
-               res: GroupResult, *, flush: bool) -> None:
+    def _batch(
+        self,
+        part: dict[str, Any],
+        offset: int,
+        ts: float,
+        staged: dict[str, dict[str, Any]],
+        res: GroupResult,
+        *,
+        flush: bool,
+    ) -> None:
         cfg = self.cfg
         while part["pending"] and (
             len(part["pending"]) >= cfg.train_batch_size
             or (flush and part["opened_ts"] is not None and ts - part["opened_ts"] > cfg.batch_timeout_s)
         ):
             take = [gid for _, gid in part["pending"][: cfg.train_batch_size]]
-            part["pending"] = part["pending"][cfg.train_batch_size:]
+            part["pending"] = part["pending"][cfg.train_batch_size :]
             batch_id = batch_id_for(cfg.policy_name, take)
             for gid in take:
                 group = self._group(gid, staged)
@@ -277,7 +323,9 @@ class GroupMachine:
             res.batches.append(batch)
             res.stats["batches"] += 1
 
-    def _build(self, group_ids: list[str], batch_id: str, ts: float, staged: dict[str, dict[str, Any]]) -> Batch:
+    def _build(
+        self, group_ids: list[str], batch_id: str, ts: float, staged: dict[str, dict[str, Any]]
+    ) -> Batch:
         rows: list[dict[str, Any]] = []
         last = 0.0
         for gid in sorted(group_ids):

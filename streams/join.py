@@ -77,8 +77,9 @@ def _replayed(state: dict[str, Any] | None, topic: str, offset: int, res: JoinRe
     return True
 
 
-def _complete(state: dict[str, Any], traj: Traj, topic: str, offset: int, now: float, cfg: JoinConfig,
-              res: JoinResult) -> None:
+def _complete(
+    state: dict[str, Any], traj: Traj, topic: str, offset: int, now: float, cfg: JoinConfig, res: JoinResult
+) -> None:
     listed = set(traj["request_ids"])
     others = [rid for rid in state["calls"] if rid not in listed]
     if others:
@@ -104,16 +105,25 @@ def _complete(state: dict[str, Any], traj: Traj, topic: str, offset: int, now: f
     state["done"] = {"attempt_id": traj["attempt_id"], "ts": now, "by": [topic, offset], "out": out}
 
 
-def _try_complete(state: dict[str, Any], topic: str, offset: int, now: float, cfg: JoinConfig,
-                  res: JoinResult) -> None:
+def _try_complete(
+    state: dict[str, Any], topic: str, offset: int, now: float, cfg: JoinConfig, res: JoinResult
+) -> None:
     for traj in sorted(state["trajs"].values(), key=lambda t: t["ts"]):
         if all(rid in state["calls"] for rid in traj["request_ids"]):
             _complete(state, traj, topic, offset, now, cfg, res)
             return
 
 
-def on_call(state: dict[str, Any] | None, call: Call, *, topic: str, partition: int, offset: int, now: float,
-            cfg: JoinConfig) -> JoinResult:
+def on_call(
+    state: dict[str, Any] | None,
+    call: Call,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    now: float,
+    cfg: JoinConfig,
+) -> JoinResult:
     """Apply one ``requests`` record (compact call) at ``topic[partition]@offset``; ``now`` in seconds."""
     res = JoinResult(state)
     if _replayed(state, topic, offset, res):
@@ -133,8 +143,16 @@ def on_call(state: dict[str, Any] | None, call: Call, *, topic: str, partition: 
     return res
 
 
-def on_trajectory(state: dict[str, Any] | None, traj: Traj, *, topic: str, partition: int, offset: int,
-                  now: float, cfg: JoinConfig) -> JoinResult:
+def on_trajectory(
+    state: dict[str, Any] | None,
+    traj: Traj,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    now: float,
+    cfg: JoinConfig,
+) -> JoinResult:
     """Apply one ``trajectories`` record (compact trajectory) at ``topic[partition]@offset``."""
     res = JoinResult(state)
     if _replayed(state, topic, offset, res):
@@ -167,8 +185,9 @@ def _drop_attempt(state: dict[str, Any], attempt: str, res: JoinResult) -> None:
         state["dead"].append(attempt)
 
 
-def on_tick(state: dict[str, Any], *, tick_ts: float, partition: int, committed: Committed,
-            cfg: JoinConfig) -> JoinResult:
+def on_tick(
+    state: dict[str, Any], *, tick_ts: float, partition: int, committed: Committed, cfg: JoinConfig
+) -> JoinResult:
     """Apply a timer tick (event time ``tick_ts``, seconds) to one rollout of ``partition``.
 
     Expires succeeded attempts whose calls are still missing after ``join_timeout_s`` (dead-lettered,
@@ -191,15 +210,23 @@ def on_tick(state: dict[str, Any], *, tick_ts: float, partition: int, committed:
     for attempt, traj in sorted(state["trajs"].items()):
         if tick_ts - traj["ts"] > cfg.join_timeout_s:
             missing = [rid for rid in traj["request_ids"] if rid not in state["calls"]]
-            res.dead.append((traj, f"rollout {traj['rollout_id']} attempt {attempt}: {len(missing)} of "
-                                   f"{len(traj['request_ids'])} calls missing after {cfg.join_timeout_s:g} s "
-                                   f"(first missing: {missing[:3]})"))
+            res.dead.append(
+                (
+                    traj,
+                    f"rollout {traj['rollout_id']} attempt {attempt}: {len(missing)} of "
+                    f"{len(traj['request_ids'])} calls missing after {cfg.join_timeout_s:g} s "
+                    f"(first missing: {missing[:3]})",
+                )
+            )
             res.stats["incomplete_join"] += 1
             _drop_attempt(state, attempt, res)
             res.changed = True
     with_traj = set(state["trajs"])
-    stale = [rid for rid, c in state["calls"].items()
-             if c["attempt_id"] not in with_traj and tick_ts - c["ts"] > cfg.orphan_call_timeout_s]
+    stale = [
+        rid
+        for rid, c in state["calls"].items()
+        if c["attempt_id"] not in with_traj and tick_ts - c["ts"] > cfg.orphan_call_timeout_s
+    ]
     for rid in stale:
         del state["calls"][rid]
     if stale:

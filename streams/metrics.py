@@ -11,29 +11,46 @@ log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
-JOIN_LATENCY = Histogram("streamrl_streams_join_latency_seconds",
-                         "From a trajectory's record time to its completed join, in seconds.", buckets=_LATENCY_BUCKETS_S)
-BATCH_EMIT_LATENCY = Histogram("streamrl_streams_batch_emit_latency_seconds",
-                               "From the last input record of a batch to its publication, in seconds.",
-                               buckets=_LATENCY_BUCKETS_S)
-ROWS_PER_BATCH = Histogram("streamrl_streams_rows_per_batch", "Training rows per emitted batch.",
-                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096))
-EVENTS = Counter("streamrl_streams_events_total",
-                 "Aggregator events by kind: incomplete_join, groups_ready, stale_rows_dropped, "
-                 "group_dropped:zero_variance, duplicate:call, merge_break:<cause>, overlong:<action>, ...",
-                 ["kind"])
-BATCHES = Counter("streamrl_streams_batches_total", "Batches published, by form (inline, claim_check, replayed).",
-                  ["form"])
+JOIN_LATENCY = Histogram(
+    "streamrl_streams_join_latency_seconds",
+    "From a trajectory's record time to its completed join, in seconds.",
+    buckets=_LATENCY_BUCKETS_S,
+)
+BATCH_EMIT_LATENCY = Histogram(
+    "streamrl_streams_batch_emit_latency_seconds",
+    "From the last input record of a batch to its publication, in seconds.",
+    buckets=_LATENCY_BUCKETS_S,
+)
+ROWS_PER_BATCH = Histogram(
+    "streamrl_streams_rows_per_batch",
+    "Training rows per emitted batch.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+)
+EVENTS = Counter(
+    "streamrl_streams_events_total",
+    "Aggregator events by kind: incomplete_join, groups_ready, stale_rows_dropped, "
+    "group_dropped:zero_variance, duplicate:call, merge_break:<cause>, overlong:<action>, ...",
+    ["kind"],
+)
+BATCHES = Counter(
+    "streamrl_streams_batches_total", "Batches published, by form (inline, claim_check, replayed).", ["form"]
+)
 
 #: Event kinds that also get their own metric name, as the issue lists them.
 _NAMED = {
-    "incomplete_join": Counter("streamrl_streams_incomplete_joins_total",
-                               "Attempts dropped because their calls were missing after join_timeout_s."),
-    "groups_ready": Counter("streamrl_streams_groups_ready_total", "Groups complete or closed by the straggler timeout."),
-    "stale_rows_dropped": Counter("streamrl_streams_stale_rows_dropped_total",
-                                  "Rows older than rl.max_staleness versions, dropped."),
-    "group_dropped:zero_variance": Counter("streamrl_streams_zero_variance_groups_dropped_total",
-                                           "Groups whose rewards were all equal, dropped."),
+    "incomplete_join": Counter(
+        "streamrl_streams_incomplete_joins_total",
+        "Attempts dropped because their calls were missing after join_timeout_s.",
+    ),
+    "groups_ready": Counter(
+        "streamrl_streams_groups_ready_total", "Groups complete or closed by the straggler timeout."
+    ),
+    "stale_rows_dropped": Counter(
+        "streamrl_streams_stale_rows_dropped_total", "Rows older than rl.max_staleness versions, dropped."
+    ),
+    "group_dropped:zero_variance": Counter(
+        "streamrl_streams_zero_variance_groups_dropped_total", "Groups whose rewards were all equal, dropped."
+    ),
 }
 
 

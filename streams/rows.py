@@ -176,8 +176,9 @@ def _fit(draft: _Draft, cfg: RowConfig, stats: Counter[str]) -> bool:
     return True
 
 
-def _place_rewards(drafts: list[_Draft], traj: Traj, ordered_ids: list[str], cfg: RowConfig,
-                   stats: Counter[str]) -> list[list[float]]:
+def _place_rewards(
+    drafts: list[_Draft], traj: Traj, ordered_ids: list[str], cfg: RowConfig, stats: Counter[str]
+) -> list[list[float]]:
     """Per-token rewards of every draft, ``(R_i,)`` each."""
     token_rewards = [[0.0] * len(d.response) for d in drafts]
     final = float(traj["reward"] or 0.0)
@@ -206,7 +207,9 @@ def _place_rewards(drafts: list[_Draft], traj: Traj, ordered_ids: list[str], cfg
     return token_rewards
 
 
-def build_rows(traj: Traj, calls: dict[str, Call], cfg: RowConfig) -> tuple[list[dict[str, Any]], Counter[str]]:
+def build_rows(
+    traj: Traj, calls: dict[str, Call], cfg: RowConfig
+) -> tuple[list[dict[str, Any]], Counter[str]]:
     """Turn one complete rollout into ``TrainingRow`` dicts.
 
     Args:

@@ -42,7 +42,13 @@ def summary(items: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, 
             continue
         mean = e["sum"] / n
         var = max(0.0, e["sumsq"] / n - mean * mean)
-        out[str(version)] = {"count": n, "mean": mean, "std": math.sqrt(var), "min": e["min"], "max": e["max"]}
+        out[str(version)] = {
+            "count": n,
+            "mean": mean,
+            "std": math.sqrt(var),
+            "min": e["min"],
+            "max": e["max"],
+        }
     return out
 
 

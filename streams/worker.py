@@ -27,7 +27,13 @@ def run_worker(settings: Settings, *, log_level: str = "INFO") -> None:
     names = ensure_streams_topics(settings)
     serve_metrics(settings.streams.metrics_port)
     agg = Aggregator(settings)
-    log.info("streams: app %s, join over %s + %s (%d partitions), %d group partition(s)", names.app_id,
-             names.requests, names.trajectories, names.join_partitions, names.group_partitions)
+    log.info(
+        "streams: app %s, join over %s + %s (%d partitions), %d group partition(s)",
+        names.app_id,
+        names.requests,
+        names.trajectories,
+        names.join_partitions,
+        names.group_partitions,
+    )
     worker = faust.Worker(agg.app, loglevel=log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

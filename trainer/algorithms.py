@@ -186,7 +186,9 @@ def compute_actor_loss(
                     rollout_is=ts.rollout_is,
                     rollout_is_threshold=ts.rollout_is_threshold,
                 )
-            rollout_is_weights = weights_proto.batch["rollout_is_weights"] if weights_proto is not None else None
+            rollout_is_weights = (
+                weights_proto.batch["rollout_is_weights"] if weights_proto is not None else None
+            )
             metrics.update({k: float(v) for k, v in corr_metrics.items()})
     loss_fn = core_algos.get_policy_loss_fn(ts.policy_loss)
     pg_loss, pg_metrics = loss_fn(
@@ -210,7 +212,9 @@ def compute_actor_loss(
     if cfg.use_kl_loss:
         if inp.ref_log_prob is None:
             raise ValueError("use_kl_loss needs ref_log_prob")
-        kld = core_algos.kl_penalty(logprob=inp.log_prob, ref_logprob=inp.ref_log_prob, kl_penalty=cfg.kl_loss_type)
+        kld = core_algos.kl_penalty(
+            logprob=inp.log_prob, ref_logprob=inp.ref_log_prob, kl_penalty=cfg.kl_loss_type
+        )
         kl_loss = core_algos.agg_loss(
             loss_mat=kld, loss_mask=mask, loss_agg_mode=cfg.loss_agg_mode, **cfg.global_batch_info
         )
@@ -220,4 +224,6 @@ def compute_actor_loss(
 
 
 def _is_number(v: object) -> bool:
-    return isinstance(v, int | float | np.floating | np.integer) or (isinstance(v, torch.Tensor) and v.numel() == 1)
+    return isinstance(v, int | float | np.floating | np.integer) or (
+        isinstance(v, torch.Tensor) and v.numel() == 1
+    )

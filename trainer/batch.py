@@ -54,14 +54,20 @@ def read_claim_check(batch: TrainingBatch, decode_rows: RowsDecoder) -> list[Tra
         raise BadBatchError(batch.batch_id, "no claim_check set")
     parsed = urlparse(cc.uri)
     if parsed.scheme not in ("", "file"):
-        raise BadBatchError(batch.batch_id, f"claim-check uri scheme {parsed.scheme!r} unsupported (local/file:// only)")
+        raise BadBatchError(
+            batch.batch_id, f"claim-check uri scheme {parsed.scheme!r} unsupported (local/file:// only)"
+        )
     path = Path(unquote(parsed.path) if parsed.scheme == "file" else cc.uri)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise BadBatchError(batch.batch_id, f"claim-check {cc.uri}: cannot read: {exc.strerror or exc}") from exc
+        raise BadBatchError(
+            batch.batch_id, f"claim-check {cc.uri}: cannot read: {exc.strerror or exc}"
+        ) from exc
     if len(data) != cc.size_bytes:
-        raise BadBatchError(batch.batch_id, f"claim-check {cc.uri}: size {len(data)} B != declared {cc.size_bytes} B")
+        raise BadBatchError(
+            batch.batch_id, f"claim-check {cc.uri}: size {len(data)} B != declared {cc.size_bytes} B"
+        )
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     if digest != cc.digest:
         raise BadBatchError(batch.batch_id, f"claim-check {cc.uri}: digest {digest} != declared {cc.digest}")
@@ -70,7 +76,9 @@ def read_claim_check(batch: TrainingBatch, decode_rows: RowsDecoder) -> list[Tra
     except Exception as exc:  # the decoder raises SchemaError or a validation error; report it as a bad batch
         raise BadBatchError(batch.batch_id, f"claim-check {cc.uri}: undecodable payload: {exc}") from exc
     if len(rows) != cc.num_rows:
-        raise BadBatchError(batch.batch_id, f"claim-check {cc.uri}: {len(rows)} rows != declared num_rows {cc.num_rows}")
+        raise BadBatchError(
+            batch.batch_id, f"claim-check {cc.uri}: {len(rows)} rows != declared num_rows {cc.num_rows}"
+        )
     return rows
 
 
@@ -81,7 +89,9 @@ def resolve_rows(batch: TrainingBatch, decode_rows: RowsDecoder) -> list[Trainin
     return read_claim_check(batch, decode_rows)
 
 
-def validate_row(batch_id: str, i: int, row: TrainingRow, vocab_size: int | None, max_positions: int | None) -> None:
+def validate_row(
+    batch_id: str, i: int, row: TrainingRow, vocab_size: int | None, max_positions: int | None
+) -> None:
     """Check one row's shapes and values.
 
     Raises:
@@ -99,7 +109,8 @@ def validate_row(batch_id: str, i: int, row: TrainingRow, vocab_size: int | None
     for name in ("response_mask", "behaviour_logprobs", "token_rewards"):
         if len(getattr(row, name)) != n:
             raise BadBatchError(
-                batch_id, f"{where}: shape mismatch: len({name})={len(getattr(row, name))} != len(response_ids)={n}"
+                batch_id,
+                f"{where}: shape mismatch: len({name})={len(getattr(row, name))} != len(response_ids)={n}",
             )
     if any(m not in (0, 1) for m in row.response_mask):
         raise BadBatchError(batch_id, f"{where}: response_mask values must be 0 or 1")
@@ -107,16 +118,21 @@ def validate_row(batch_id: str, i: int, row: TrainingRow, vocab_size: int | None
         lo = min(min(row.prompt_ids), min(row.response_ids))
         hi = max(max(row.prompt_ids), max(row.response_ids))
         if lo < 0 or hi >= vocab_size:
-            raise BadBatchError(batch_id, f"{where}: token id range [{lo}, {hi}] outside the vocabulary [0, {vocab_size})")
+            raise BadBatchError(
+                batch_id, f"{where}: token id range [{lo}, {hi}] outside the vocabulary [0, {vocab_size})"
+            )
     if max_positions is not None and len(row.prompt_ids) + n > max_positions:
         raise BadBatchError(
-            batch_id, f"{where}: {len(row.prompt_ids)}+{n} tokens exceed the model's {max_positions} positions"
+            batch_id,
+            f"{where}: {len(row.prompt_ids)}+{n} tokens exceed the model's {max_positions} positions",
         )
     if not math.isfinite(row.reward):
         raise BadBatchError(batch_id, f"{where}: non-finite reward {row.reward}")
     if not math.isfinite(row.weight) or row.weight < 0:
         raise BadBatchError(batch_id, f"{where}: weight must be finite and >= 0, got {row.weight}")
-    if not math.isfinite(math.fsum(row.token_rewards)) or any(not math.isfinite(r) for r in row.token_rewards):
+    if not math.isfinite(math.fsum(row.token_rewards)) or any(
+        not math.isfinite(r) for r in row.token_rewards
+    ):
         raise BadBatchError(batch_id, f"{where}: non-finite token_rewards")
     lp = row.behaviour_logprobs
     if any(not math.isfinite(x) for x in lp):

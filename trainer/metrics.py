@@ -16,18 +16,29 @@ SKIPPED = Counter(
     ["reason"],
 )
 ROWS_DROPPED = Counter(
-    "streamrl_trainer_rows_dropped_total", "Rows filtered out of batches, by reason (stale, no_tokens).", ["reason"]
+    "streamrl_trainer_rows_dropped_total",
+    "Rows filtered out of batches, by reason (stale, no_tokens).",
+    ["reason"],
 )
 STEP_SECONDS = Histogram(
     "streamrl_trainer_step_seconds",
     "Wall time of one policy-update step, in seconds.",
     buckets=(0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300),
 )
-TOKENS_PER_S = Gauge("streamrl_trainer_tokens_per_second", "Prompt+response tokens per second of the last step.")
+TOKENS_PER_S = Gauge(
+    "streamrl_trainer_tokens_per_second", "Prompt+response tokens per second of the last step."
+)
 LOSS = Gauge("streamrl_trainer_loss", "Actor loss of the last step.")
-PG_CLIPFRAC = Gauge("streamrl_trainer_pg_clipfrac", "Fraction of tokens whose PPO ratio was clipped (last step).")
-KL = Gauge("streamrl_trainer_kl", "KL estimate of the last step: to the reference if KL loss is on, else pi_old vs pi.")
-ENTROPY = Gauge("streamrl_trainer_entropy_nats", "Mean token entropy of the policy on the batch (last step), nats.")
+PG_CLIPFRAC = Gauge(
+    "streamrl_trainer_pg_clipfrac", "Fraction of tokens whose PPO ratio was clipped (last step)."
+)
+KL = Gauge(
+    "streamrl_trainer_kl",
+    "KL estimate of the last step: to the reference if KL loss is on, else pi_old vs pi.",
+)
+ENTROPY = Gauge(
+    "streamrl_trainer_entropy_nats", "Mean token entropy of the policy on the batch (last step), nats."
+)
 GRAD_NORM = Gauge("streamrl_trainer_grad_norm", "Global L2 gradient norm before clipping (last step).")
 REWARD_MEAN = Gauge("streamrl_trainer_reward_mean", "Mean rollout reward of the last batch.")
 CHECKPOINTS = Counter("streamrl_trainer_checkpoints_total", "Checkpoints written, by outcome.", ["outcome"])

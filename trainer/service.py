@@ -141,7 +141,11 @@ class TrainerService:
             log.warning("removed %d interrupted checkpoint write(s) in %s", removed, self.manager.dir)
         ckpt = self.manager.latest_valid()
         if ckpt is None:
-            log.info("no checkpoint in %s: starting from %s at version 0", self.manager.dir, self.backend.base_model_path)
+            log.info(
+                "no checkpoint in %s: starting from %s at version 0",
+                self.manager.dir,
+                self.backend.base_model_path,
+            )
             return None
         self.backend.load(ckpt.path)
         meta = ckpt.meta
@@ -150,11 +154,18 @@ class TrainerService:
         for bid in meta.get("trained_batch_ids", []):
             self._remember(bid)
         if meta.get("last_batch_id") is not None:
-            self.last_batch = (meta["last_batch_id"], int(meta["last_batch_partition"]), int(meta["last_batch_offset"]))
+            self.last_batch = (
+                meta["last_batch_id"],
+                int(meta["last_batch_partition"]),
+                int(meta["last_batch_offset"]),
+            )
         self.last_metrics = dict(meta.get("metrics", {}))
         log.info(
             "resumed from %s: version %d, next offsets %s, %d batch ids remembered",
-            ckpt.path, ckpt.version, self.offsets, len(self.lineage),
+            ckpt.path,
+            ckpt.version,
+            self.offsets,
+            len(self.lineage),
         )
         return ckpt
 
@@ -169,7 +180,9 @@ class TrainerService:
         try:
             ckpt = self.resume()
             if ckpt is not None and not ckpt.published:
-                log.warning("checkpoint %d was written but its event not acknowledged: publishing again", ckpt.version)
+                log.warning(
+                    "checkpoint %d was written but its event not acknowledged: publishing again", ckpt.version
+                )
                 self._publish(ckpt)
             self.consumer = make_consumer(self.settings, self.settings.group_id("trainer"))
             self._assign()
@@ -292,10 +305,19 @@ class TrainerService:
         log.info(
             "step %d | batch %s (%s) | rows %d | loss %.4f | pg_clipfrac %.3f | kl %.4f | entropy %.3f nats | "
             "grad_norm %.3f | reward_mean %.3f | lr %.2e | %.0f tok/s | dt %.0f ms",
-            self.version, batch_id, where, r.num_rows, mt.get("actor/loss", float("nan")),
-            mt.get("actor/pg_clipfrac", 0.0), kl, mt.get("actor/entropy", float("nan")),
-            mt.get("actor/grad_norm", float("nan")), mt.get("reward/mean", float("nan")), mt.get("actor/lr", 0.0),
-            r.num_tokens / r.step_time_s if r.step_time_s > 0 else 0.0, r.step_time_s * 1000,
+            self.version,
+            batch_id,
+            where,
+            r.num_rows,
+            mt.get("actor/loss", float("nan")),
+            mt.get("actor/pg_clipfrac", 0.0),
+            kl,
+            mt.get("actor/entropy", float("nan")),
+            mt.get("actor/grad_norm", float("nan")),
+            mt.get("reward/mean", float("nan")),
+            mt.get("actor/lr", 0.0),
+            r.num_tokens / r.step_time_s if r.step_time_s > 0 else 0.0,
+            r.step_time_s * 1000,
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -339,8 +361,13 @@ class TrainerService:
             raise
         m.count(m.CHECKPOINTS, outcome="written")
         self.saved_version = self.version
-        log.info("checkpoint %d written to %s in %.0f ms (%s)", ckpt.version, ckpt.path,
-                 (time.perf_counter() - t0) * 1000, ckpt.digest)
+        log.info(
+            "checkpoint %d written to %s in %.0f ms (%s)",
+            ckpt.version,
+            ckpt.path,
+            (time.perf_counter() - t0) * 1000,
+            ckpt.digest,
+        )
         _failpoint("after_checkpoint_write", ckpt.version)
         if self._publish(ckpt):
             self._commit()
@@ -370,13 +397,18 @@ class TrainerService:
         try:
             self.producer.flush()
         except DeliveryError as exc:
-            log.error("checkpoint %d: event not delivered (will publish again on restart or next save): %s",
-                      ckpt.version, exc)
+            log.error(
+                "checkpoint %d: event not delivered (will publish again on restart or next save): %s",
+                ckpt.version,
+                exc,
+            )
             m.count(m.CHECKPOINTS, outcome="publish_failed")
             return False
         self.manager.mark_published(ckpt)
         m.count(m.CHECKPOINTS, outcome="published")
-        log.info("published CheckpointEvent %s v%d -> %s", self.settings.rl.policy_name, ckpt.version, event.uri)
+        log.info(
+            "published CheckpointEvent %s v%d -> %s", self.settings.rl.policy_name, ckpt.version, event.uri
+        )
         return True
 
     def _commit(self) -> None:

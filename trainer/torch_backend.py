@@ -84,7 +84,9 @@ class TorchBackend:
         if ts.model_path is None:
             raise CheckpointError("trainer.model_path is not set: point it at a Hugging Face model directory")
         if not (Path(ts.model_path) / "config.json").is_file():
-            raise CheckpointError(f"trainer.model_path={ts.model_path}: no config.json (not a Hugging Face model dir)")
+            raise CheckpointError(
+                f"trainer.model_path={ts.model_path}: no config.json (not a Hugging Face model dir)"
+            )
         self.ts = ts
         self.base_model_path = Path(ts.model_path)
         self.device = resolve_device(ts.device)
@@ -108,7 +110,9 @@ class TorchBackend:
         cfg = AutoConfig.from_pretrained(self.base_model_path)
         self.vocab_size: int = int(cfg.vocab_size)
         self.max_positions: int | None = getattr(cfg, "max_position_embeddings", None)
-        self.pad_token_id: int = int(cfg.pad_token_id) if getattr(cfg, "pad_token_id", None) is not None else 0
+        self.pad_token_id: int = (
+            int(cfg.pad_token_id) if getattr(cfg, "pad_token_id", None) is not None else 0
+        )
 
     # ------------------------------------------------------------------ model loading
     def _load_base(self) -> PreTrainedModel:
@@ -124,7 +128,10 @@ class TorchBackend:
             model = get_peft_model(
                 model,
                 LoraConfig(
-                    r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout, target_modules=lc.target_modules,
+                    r=lc.rank,
+                    lora_alpha=lc.alpha,
+                    lora_dropout=lc.dropout,
+                    target_modules=lc.target_modules,
                     task_type="CAUSAL_LM",
                 ),
             )
@@ -142,7 +149,9 @@ class TorchBackend:
         """Log pi(response token) ``(b, T)`` and entropy ``(b, T)`` of a trimmed micro-batch."""
         p = mb["prompts"].shape[1]
         t = mb["responses"].shape[1]
-        out = model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"], position_ids=mb["position_ids"])
+        out = model(
+            input_ids=mb["input_ids"], attention_mask=mb["attention_mask"], position_ids=mb["position_ids"]
+        )
         logits = out.logits[:, p - 1 : p - 1 + t, :].float()  # (b, T, V): logit at i predicts token i+1
         log_prob = logprobs_from_logits(logits, mb["responses"])
         entropy = None
@@ -252,7 +261,9 @@ class TorchBackend:
                 "actor/lr": lr,
                 "reward/mean": float(scores.mean()),
                 "reward/std": float(scores.std()) if len(scores) > 1 else 0.0,
-                "response_length/mean": float(data.batch["attention_mask"][:, data.batch["prompts"].shape[1] :].sum(-1).float().mean()),
+                "response_length/mean": float(
+                    data.batch["attention_mask"][:, data.batch["prompts"].shape[1] :].sum(-1).float().mean()
+                ),
             }
         )
         return StepResult(

@@ -52,7 +52,10 @@ def build_tiny_model(
 
 @torch.no_grad()
 def sample(
-    model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int, generator: torch.Generator | None = None
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    generator: torch.Generator | None = None,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Sample one response per prompt (equal-length prompts, no EOS stopping).
 

@@ -62,11 +62,15 @@ class VerlBackend:
         from packaging.version import parse as parse_version
 
         if parse_version(tensordict.__version__) < parse_version("0.10"):
-            raise TrainerError(f"trainer.backend=verl needs tensordict>=0.10 (verl's DataProto.to_tensordict); "
-                               f"installed {tensordict.__version__}: pip install 'streamrl[gpu]'")
+            raise TrainerError(
+                f"trainer.backend=verl needs tensordict>=0.10 (verl's DataProto.to_tensordict); "
+                f"installed {tensordict.__version__}: pip install 'streamrl[gpu]'"
+            )
         if ts.use_kl_loss:
-            raise ConfigError("trainer.use_kl_loss is not wired in the verl backend (no reference worker group); "
-                              "use backend=torch or disable the KL loss")
+            raise ConfigError(
+                "trainer.use_kl_loss is not wired in the verl backend (no reference worker group); "
+                "use backend=torch or disable the KL loss"
+            )
         if ts.model_path is None:
             raise CheckpointError("trainer.model_path is not set: point it at a Hugging Face model directory")
         import ray
@@ -112,7 +116,8 @@ class VerlBackend:
             lr_scheduler_type="cosine" if ts.lr_schedule == "cosine" else "constant",
         )
         checkpoint_config = CheckpointConfig(
-            save_contents=["model", "optimizer", "extra", "hf_model"], load_contents=["model", "optimizer", "extra"]
+            save_contents=["model", "optimizer", "extra", "hf_model"],
+            load_contents=["model", "optimizer", "extra"],
         )
         worker_config = TrainingWorkerConfig(
             model_type="language_model",
@@ -142,9 +147,18 @@ class VerlBackend:
         from verl.utils import tensordict_utils as tu
         from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
 
-        td = left_right_2_no_padding(data.select(
-            batch_keys=["prompts", "responses", "input_ids", "attention_mask", "position_ids", "response_mask"]
-        ).to_tensordict())
+        td = left_right_2_no_padding(
+            data.select(
+                batch_keys=[
+                    "prompts",
+                    "responses",
+                    "input_ids",
+                    "attention_mask",
+                    "position_ids",
+                    "response_mask",
+                ]
+            ).to_tensordict()
+        )
         tu.assign_non_tensor(td, calculate_entropy=True, compute_loss=False)
         out = self.wg.infer_batch(td).get()
         log_probs = no_padding_2_padding(tu.get(out, "log_probs"), td).float()
@@ -167,21 +181,37 @@ class VerlBackend:
             old_log_probs = data.batch["rollout_log_probs"]
         elif self.ts.rollout_is is not None:
             weights, _, corr = compute_rollout_correction_and_rejection_mask(
-                old_log_prob=old_log_probs, rollout_log_prob=data.batch["rollout_log_probs"],
-                response_mask=data.batch["response_mask"], rollout_is=self.ts.rollout_is,
+                old_log_prob=old_log_probs,
+                rollout_log_prob=data.batch["rollout_log_probs"],
+                response_mask=data.batch["response_mask"],
+                rollout_is=self.ts.rollout_is,
                 rollout_is_threshold=self.ts.rollout_is_threshold,
             )
             if weights is not None:
                 data.batch["rollout_is_weights"] = weights.batch["rollout_is_weights"]
             metrics.update({k: float(v) for k, v in corr.items()})
         data.batch["old_log_probs"] = old_log_probs
-        keys = ["prompts", "responses", "input_ids", "attention_mask", "position_ids", "response_mask",
-                "old_log_probs", "advantages"] + (["rollout_is_weights"] if "rollout_is_weights" in data.batch else [])
+        keys = [
+            "prompts",
+            "responses",
+            "input_ids",
+            "attention_mask",
+            "position_ids",
+            "response_mask",
+            "old_log_probs",
+            "advantages",
+        ] + (["rollout_is_weights"] if "rollout_is_weights" in data.batch else [])
         td = left_right_2_no_padding(data.select(batch_keys=keys).to_tensordict())
         n = len(data)
         tu.assign_non_tensor(
-            td, calculate_entropy=self.ts.entropy_coeff > 0, global_batch_size=n, mini_batch_size=n, epochs=1,
-            seed=self.seed, dataloader_kwargs={"shuffle": False}, compute_loss=True,
+            td,
+            calculate_entropy=self.ts.entropy_coeff > 0,
+            global_batch_size=n,
+            mini_batch_size=n,
+            epochs=1,
+            seed=self.seed,
+            dataloader_kwargs={"shuffle": False},
+            compute_loss=True,
         )
         out = self.wg.train_mini_batch(td).get()
         for k, v in tu.get(out, "metrics").items():
@@ -200,13 +230,19 @@ class VerlBackend:
         scores = data.batch["token_level_scores"].sum(-1)
         metrics["reward/mean"] = float(scores.mean())
         self._global_step += 1
-        return StepResult(metrics=metrics, num_tokens=int(data.batch["attention_mask"].sum()), num_rows=n,
-                          step_time_s=time.perf_counter() - t0)
+        return StepResult(
+            metrics=metrics,
+            num_tokens=int(data.batch["attention_mask"].sum()),
+            num_rows=n,
+            step_time_s=time.perf_counter() - t0,
+        )
 
     def save_model(self, model_dir: Path) -> None:
         """VERL checkpoint (model, optimizer, extra, hf_model) into ``../verl_state``; its HF export into ``model_dir``."""
         state_dir = model_dir.parent / STATE_DIR
-        self.wg.save_checkpoint(local_path=str(state_dir), global_step=self._global_step, max_ckpt_to_keep=None)
+        self.wg.save_checkpoint(
+            local_path=str(state_dir), global_step=self._global_step, max_ckpt_to_keep=None
+        )
         hf = state_dir / "huggingface"
         if not hf.is_dir():
             raise CheckpointError(f"verl wrote no Hugging Face export under {hf}")
@@ -215,8 +251,18 @@ class VerlBackend:
 
     def save_state(self, path: Path, extra: dict[str, Any]) -> None:
         """Driver-side state (RNG, ``extra``); optimizer/scheduler live in VERL's ``verl_state/``."""
-        torch.save({"extra": extra, "global_step": self._global_step, "rng": {
-            "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}, path)
+        torch.save(
+            {
+                "extra": extra,
+                "global_step": self._global_step,
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "numpy": np.random.get_state(),
+                    "python": random.getstate(),
+                },
+            },
+            path,
+        )
 
     def load(self, ckpt_dir: Path) -> dict[str, Any]:
         """Restore VERL's checkpoint and the driver state; returns ``extra``."""

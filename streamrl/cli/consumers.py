@@ -15,11 +15,16 @@ def register(app: typer.Typer) -> None:
     @app.command("worker")
     def worker(
         agent: str | None = typer.Option(
-            None, "--agent", "-a", help="Agent to run: package.module:function (or :Class). Default: worker.agent."
+            None,
+            "--agent",
+            "-a",
+            help="Agent to run: package.module:function (or :Class). Default: worker.agent.",
         ),
         concurrency: int | None = typer.Option(None, "--concurrency", "-n", min=1, help="Rollouts at once."),
         gateway_url: str | None = typer.Option(
-            None, "--gateway-url", help="Use a standalone gateway (streamrl gateway) instead of the in-process one."
+            None,
+            "--gateway-url",
+            help="Use a standalone gateway (streamrl gateway) instead of the in-process one.",
         ),
         upstream_url: str | None = typer.Option(
             None, "--upstream-url", help="Inference service OpenAI base URL (default: gateway.upstream_url)."
@@ -58,7 +63,9 @@ def register(app: typer.Typer) -> None:
     @app.command("gateway")
     def gateway(
         host: str | None = typer.Option(None, "--host", help="Bind address (default: gateway.host)."),
-        port: int | None = typer.Option(None, "--port", "-p", min=0, max=65535, help="Port (default: gateway.port)."),
+        port: int | None = typer.Option(
+            None, "--port", "-p", min=0, max=65535, help="Port (default: gateway.port)."
+        ),
         upstream_url: str | None = typer.Option(
             None, "--upstream-url", help="Inference service OpenAI base URL (default: gateway.upstream_url)."
         ),
@@ -85,7 +92,9 @@ def register(app: typer.Typer) -> None:
             serve_metrics(settings.gateway.metrics_port)
             producer = EventProducer(settings)
             serde = Serde(registry_url=settings.kafka.schema_registry_url)
-            gw = Gateway(settings.gateway, KafkaSink(producer, serde, settings.topics.name, loop), control=True)
+            gw = Gateway(
+                settings.gateway, KafkaSink(producer, serde, settings.topics.name, loop), control=True
+            )
             url = await gw.start(host=host, port=port)
             typer.echo(f"gateway listening on {url} (upstream {settings.gateway.upstream_url})", err=True)
             try:

@@ -15,11 +15,21 @@ def register(app: typer.Typer) -> None:
     @app.command("trainer")
     def _trainer(
         config: Path | None = ConfigOption,
-        backend: str | None = typer.Option(None, "--backend", help="torch | verl (default: trainer.backend)."),
-        model: Path | None = typer.Option(None, "--model", help="Initial HF model dir (default: trainer.model_path)."),
-        checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir", help="Default: trainer.checkpoint_dir."),
-        max_steps: int | None = typer.Option(None, "--max-steps", help="Stop at this version (default: trainer.max_steps)."),
-        metrics_port: int | None = typer.Option(None, "--metrics-port", help="Prometheus port (default: trainer.metrics_port)."),
+        backend: str | None = typer.Option(
+            None, "--backend", help="torch | verl (default: trainer.backend)."
+        ),
+        model: Path | None = typer.Option(
+            None, "--model", help="Initial HF model dir (default: trainer.model_path)."
+        ),
+        checkpoint_dir: Path | None = typer.Option(
+            None, "--checkpoint-dir", help="Default: trainer.checkpoint_dir."
+        ),
+        max_steps: int | None = typer.Option(
+            None, "--max-steps", help="Stop at this version (default: trainer.max_steps)."
+        ),
+        metrics_port: int | None = typer.Option(
+            None, "--metrics-port", help="Prometheus port (default: trainer.metrics_port)."
+        ),
     ) -> None:
         """Train the policy from `batches` (one step per batch) and publish new checkpoints."""
         settings = settings_from(config)

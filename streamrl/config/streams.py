@@ -79,7 +79,9 @@ class StreamsSettings(Section):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"train_agents pattern {pattern!r} is not a regular expression: {exc}") from exc
+                raise ValueError(
+                    f"train_agents pattern {pattern!r} is not a regular expression: {exc}"
+                ) from exc
         return patterns
 
     @model_validator(mode="after")

@@ -20,8 +20,13 @@ async def two_calls(task: dict, llm) -> float:
     emit_reward(0.25, name="format")
     text = ""
     stream = await client.chat.completions.create(
-        model=llm.model, messages=[*_messages(task), {"role": "assistant", "content": first.choices[0].message.content},
-                                   {"role": "user", "content": "again REPLY:" + task["answer"]}], stream=True
+        model=llm.model,
+        messages=[
+            *_messages(task),
+            {"role": "assistant", "content": first.choices[0].message.content},
+            {"role": "user", "content": "again REPLY:" + task["answer"]},
+        ],
+        stream=True,
     )
     async for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -69,7 +74,12 @@ def sync_client_zoo(task: dict, llm) -> float:
         else:
             text = "".join(str(c.content) for c in chat.stream(task["question"]))
     elif kind == "openai_tools":
-        tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+        tools = [
+            {
+                "type": "function",
+                "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+            }
+        ]
         out = llm.openai_client().chat.completions.create(model=llm.model, messages=msgs, tools=tools)
         call = out.choices[0].message.tool_calls[0]
         text = task["answer"] if call.function.name == "lookup" else "no tool call"

@@ -54,8 +54,14 @@ class TopicReader:
 
     def __init__(self, settings: Settings, base: str, record_type: type) -> None:
         conf = client_config(settings)
-        conf.update({"group.id": f"reader-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest",
-                     "enable.auto.commit": False, "isolation.level": "read_committed"})
+        conf.update(
+            {
+                "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
         self.consumer = Consumer(conf)
         self.consumer.subscribe([settings.topics.name(base)])
         self.record_type = record_type

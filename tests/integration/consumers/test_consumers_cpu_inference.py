@@ -19,8 +19,10 @@ def cpu_server(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("consumers-model") / "tiny"
     build_model(out, preset="tiny", tokenizer="char", max_chars=20_000, seed=0)
-    svc = InferenceService(str(out), ServerOptions(served_model_name="policy", initial_version=4, max_model_len=256,
-                                                   max_batch_wait_ms=5))
+    svc = InferenceService(
+        str(out),
+        ServerOptions(served_model_name="policy", initial_version=4, max_model_len=256, max_batch_wait_ms=5),
+    )
     svc.start()
     thread = ServerThread(svc.app()).start()
     yield thread.url + "/v1", load_model(str(out))
@@ -30,9 +32,13 @@ def cpu_server(tmp_path_factory):
 
 def test_records_match_the_cpu_servers_tokens_and_logprobs(settings_factory, cpu_server) -> None:
     url, model = cpu_server
-    s = settings_factory(worker={"concurrency": 2, "sampling": {"max_tokens": 12, "temperature": 1.0}},
-                         gateway={"upstream_url": url})
-    produce_samples(s, [make_sample(f"cpu{i}", 0, {"question": f"Which is larger, {i} or 7?"}) for i in range(2)])
+    s = settings_factory(
+        worker={"concurrency": 2, "sampling": {"max_tokens": 12, "temperature": 1.0}},
+        gateway={"upstream_url": url},
+    )
+    produce_samples(
+        s, [make_sample(f"cpu{i}", 0, {"question": f"Which is larger, {i} or 7?"}) for i in range(2)]
+    )
     trajs, reqs = TopicReader(s, "trajectories", Trajectory), TopicReader(s, "requests", LLMRequest)
     with WorkerThread(s, "consumers_test_agents:chat_twice"):
         got = trajs.read_until(lambda r: len(r) >= 2, timeout_s=120)
@@ -52,4 +58,7 @@ def test_records_match_the_cpu_servers_tokens_and_logprobs(settings_factory, cpu
                 logits = model(ids).logits[0].float()
             lp = torch.log_softmax(logits[len(c.prompt_token_ids) - 1 : -1], dim=-1)
             expect = lp.gather(-1, torch.tensor(c.response_token_ids)[:, None])[:, 0]
-            assert torch.allclose(torch.tensor(c.response_logprobs), expect, atol=2e-3), (c.response_logprobs, expect)
+            assert torch.allclose(torch.tensor(c.response_logprobs), expect, atol=2e-3), (
+                c.response_logprobs,
+                expect,
+            )

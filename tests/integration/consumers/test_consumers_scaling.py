@@ -38,9 +38,22 @@ def _spawn(settings, upstream: str, worker_id: str, log_dir: Path) -> subprocess
     )
     log = open(log_dir / f"{worker_id}.log", "wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "streamrl", "worker", "--agent", "consumers_test_agents:sleepy",
-         "--concurrency", "4", "--worker-id", worker_id],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamrl",
+            "worker",
+            "--agent",
+            "consumers_test_agents:sleepy",
+            "--concurrency",
+            "4",
+            "--worker-id",
+            worker_id,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -54,9 +67,14 @@ def _wait_group(settings, members: int, timeout_s: float = 60.0) -> dict[str, se
         try:
             desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
             last = desc
-            owned = {m.client_id: {tp.partition for tp in m.assignment.topic_partitions} for m in desc.members}
-            if (desc.state == ConsumerGroupState.STABLE and len(desc.members) == members
-                    and sum(len(v) for v in owned.values()) == 6):
+            owned = {
+                m.client_id: {tp.partition for tp in m.assignment.topic_partitions} for m in desc.members
+            }
+            if (
+                desc.state == ConsumerGroupState.STABLE
+                and len(desc.members) == members
+                and sum(len(v) for v in owned.values()) == 6
+            ):
                 return owned
         except Exception:  # group not there yet
             pass
@@ -82,8 +100,10 @@ def test_three_workers_share_samples_and_survive_a_sigkill(settings_factory, tmp
             # phase 2: kill w0 mid-rollout
             second = [make_sample(f"b{i}", 0, {"question": "q", "sleep_s": 1.0}) for i in range(60)]
             where = produce_samples(s, second)
-            reader.read_until(lambda r: sum(t.worker_id == "w0" and t.rollout_id.startswith("b") for t in r) >= 4,
-                              timeout_s=30)
+            reader.read_until(
+                lambda r: sum(t.worker_id == "w0" and t.rollout_id.startswith("b") for t in r) >= 4,
+                timeout_s=30,
+            )
             procs["w0"].send_signal(signal.SIGKILL)
             procs["w0"].wait(10)
             committed_at_kill = committed_offsets(s, 6)
@@ -111,7 +131,12 @@ def test_three_workers_share_samples_and_survive_a_sigkill(settings_factory, tmp
         part, off = where[rid]
         if len(ts) > 1:
             assert len(ts) == 2 and ts[0].attempt_id != ts[1].attempt_id
-            assert part in killed_parts and off >= committed_at_kill[part], (rid, part, off, committed_at_kill)
+            assert part in killed_parts and off >= committed_at_kill[part], (
+                rid,
+                part,
+                off,
+                committed_at_kill,
+            )
             assert {t.worker_id for t in ts} != {"w0"}
         if part in killed_parts and off >= committed_at_kill[part] and all(t.worker_id != "w0" for t in ts):
             redelivered += 1

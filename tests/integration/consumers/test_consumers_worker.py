@@ -35,7 +35,9 @@ def _settings(settings_factory, inference, **worker):
 
 def test_rollout_records_exact_tokens_ids_and_agent(settings_factory, inference) -> None:
     s = _settings(settings_factory, inference)
-    samples = [make_sample(f"task{i}", 0, {"question": f"what is {i}?", "answer": str(i * 11)}) for i in range(4)]
+    samples = [
+        make_sample(f"task{i}", 0, {"question": f"what is {i}?", "answer": str(i * 11)}) for i in range(4)
+    ]
     where = produce_samples(s, samples)
     trajs, reqs = TopicReader(s, "trajectories", Trajectory), TopicReader(s, "requests", LLMRequest)
     with WorkerThread(s, "consumers_test_agents:two_calls") as w:
@@ -46,7 +48,10 @@ def test_rollout_records_exact_tokens_ids_and_agent(settings_factory, inference)
     for t in got:
         assert t.status == RolloutStatus.succeeded, t.error
         assert t.reward == 1.0 and t.worker_id == w.worker.worker_id and t.policy_version == 2
-        assert [(r.name, r.value, r.primary) for r in t.rewards] == [("format", 0.25, False), ("reward", 1.0, True)]
+        assert [(r.name, r.value, r.primary) for r in t.rewards] == [
+            ("format", 0.25, False),
+            ("reward", 1.0, True),
+        ]
         calls = requests_of(records, t)
         assert [c.sequence for c in calls] == [0, 1]
         assert t.rewards[0].request_id == calls[0].request_id  # emitted after call 0, before call 1
@@ -61,10 +66,16 @@ def test_rollout_records_exact_tokens_ids_and_agent(settings_factory, inference)
         assert calls[0].prompt_token_ids == tokenize(render_chat(msgs))
         assert calls[0].response_token_ids == tokenize("ok")
         assert calls[0].ttft_ms is None
-        msgs2 = [*msgs, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "again REPLY:" + task["answer"]}]
+        msgs2 = [
+            *msgs,
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "again REPLY:" + task["answer"]},
+        ]
         assert calls[1].prompt_token_ids == tokenize(render_chat(msgs2))
         assert calls[1].response_token_ids == tokenize(task["answer"])
-        assert calls[1].response_logprobs == pytest.approx([fake_logprob(t) for t in tokenize(task["answer"])])
+        assert calls[1].response_logprobs == pytest.approx(
+            [fake_logprob(t) for t in tokenize(task["answer"])]
+        )
         assert calls[1].ttft_ms is not None  # streamed
     # every offset committed once the worker stopped (its trajectories were acknowledged)
     ends = {}
@@ -80,10 +91,19 @@ def test_rollout_records_exact_tokens_ids_and_agent(settings_factory, inference)
 
 def test_clients_failures_and_class_agent(settings_factory, inference) -> None:
     s = _settings(settings_factory, inference, rollout_timeout_s=60.0)
-    kinds = ["openai_sync", "openai_sync_stream", "openai_async", "openai_async_stream", "langchain",
-             "langchain_stream", "openai_tools"]
-    samples = [make_sample(f"c-{k}", 0, {"client": k, "question": "hi REPLY:yes CALL:lookup", "answer": "yes"})
-               for k in kinds]
+    kinds = [
+        "openai_sync",
+        "openai_sync_stream",
+        "openai_async",
+        "openai_async_stream",
+        "langchain",
+        "langchain_stream",
+        "openai_tools",
+    ]
+    samples = [
+        make_sample(f"c-{k}", 0, {"client": k, "question": "hi REPLY:yes CALL:lookup", "answer": "yes"})
+        for k in kinds
+    ]
     produce_samples(s, samples)
     trajs, reqs = TopicReader(s, "trajectories", Trajectory), TopicReader(s, "requests", LLMRequest)
     with WorkerThread(s, "consumers_test_agents:sync_client_zoo"):
@@ -101,8 +121,11 @@ def test_clients_failures_and_class_agent(settings_factory, inference) -> None:
 
     # failures become trajectories with reasons; a sleeping agent times out; the worker survives
     s2 = _settings(settings_factory, inference, rollout_timeout_s=1.0)
-    bad = [make_sample("b-raise", 0, {"mode": "raise"}), make_sample("b-nan", 0, {"mode": "nan"}),
-           make_sample("b-ok", 0, {"mode": "ok"})]
+    bad = [
+        make_sample("b-raise", 0, {"mode": "raise"}),
+        make_sample("b-nan", 0, {"mode": "nan"}),
+        make_sample("b-ok", 0, {"mode": "ok"}),
+    ]
     produce_samples(s2, bad)
     produce_samples(s2, [make_sample("b-slow", 0, {"mode": "sleep", "sleep_s": 5})])
     reader = TopicReader(s2, "trajectories", Trajectory)
@@ -112,22 +135,33 @@ def test_clients_failures_and_class_agent(settings_factory, inference) -> None:
     assert "agent exploded on purpose" in out["b-raise/0/0"].error
     assert out["b-nan/0/0"].status == RolloutStatus.failed and "finite" in out["b-nan/0/0"].error
     assert out["b-ok/0/0"].status == RolloutStatus.succeeded and out["b-ok/0/0"].reward == 1.0
-    assert out["b-slow/0/0"].status == RolloutStatus.timeout and "time limit of 1 s" in out["b-slow/0/0"].error
+    assert (
+        out["b-slow/0/0"].status == RolloutStatus.timeout and "time limit of 1 s" in out["b-slow/0/0"].error
+    )
     reader.close()
 
 
-def test_rollout_longer_than_max_poll_interval_keeps_the_worker_in_its_group(settings_factory, inference) -> None:
+def test_rollout_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
+    settings_factory, inference
+) -> None:
     # max.poll.interval.ms = 6 s (the broker's minimum session timeout); the rollout sleeps 8 s at capacity 1.
     s = _settings(settings_factory, inference, concurrency=1)
-    where = produce_samples(s, [make_sample("long", 0, {"question": "q", "sleep_s": 8.0}),
-                                make_sample("short", 0, {"question": "q", "sleep_s": 0.0})])
+    where = produce_samples(
+        s,
+        [
+            make_sample("long", 0, {"question": "q", "sleep_s": 8.0}),
+            make_sample("short", 0, {"question": "q", "sleep_s": 0.0}),
+        ],
+    )
     reader = TopicReader(s, "trajectories", Trajectory)
     with WorkerThread(s, "consumers_test_agents:sleepy") as w:
         w.wait_assigned(6)
         got = reader.read_until(lambda r: len(r) >= 2, timeout_s=40)
         reader.read_until(lambda r: False, timeout_s=1.0)
         assert w.worker.consumer is not None
-        assert w.worker.consumer.revocations == 0, "the worker lost or gave up partitions during the long rollout"
+        assert w.worker.consumer.revocations == 0, (
+            "the worker lost or gave up partitions during the long rollout"
+        )
         assert len(w.worker.consumer.assigned) == 6
     assert sorted(t.rollout_id for t in got) == ["long/0/0", "short/0/0"]  # each once: no redelivery
     assert all(t.status == RolloutStatus.succeeded for t in got)
@@ -150,10 +184,18 @@ def test_worker_with_a_standalone_gateway_process(settings_factory, inference) -
         port = sock.getsockname()[1]
     gw_url = f"http://127.0.0.1:{port}"
     s = _settings(settings_factory, inference, gateway_url=gw_url)
-    env = {**os.environ, "STREAMRL_BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers, "STREAMRL_TOPIC_PREFIX": s.topics.prefix,
-           "STREAMRL_GATEWAY__UPSTREAM_URL": inference.url}
-    proc = subprocess.Popen([sys.executable, "-m", "streamrl", "gateway", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "STREAMRL_BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+        "STREAMRL_TOPIC_PREFIX": s.topics.prefix,
+        "STREAMRL_GATEWAY__UPSTREAM_URL": inference.url,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamrl", "gateway", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -38,15 +38,20 @@ FAST_STREAMS: dict[str, Any] = {
 }
 
 
-def write_config(settings: Settings, path: Path, streams: dict[str, Any] | None = None,
-                 rl: dict[str, Any] | None = None) -> Path:
+def write_config(
+    settings: Settings, path: Path, streams: dict[str, Any] | None = None, rl: dict[str, Any] | None = None
+) -> Path:
     """A YAML config with the test's cluster and topic prefix and the given sections."""
     cfg = {
         "kafka": {"bootstrap_servers": settings.kafka.bootstrap_servers},
         "topics": {"prefix": settings.topics.prefix, "partitions": dict(settings.topics.partitions)},
         "rl": {**settings.rl.model_dump(mode="json"), **(rl or {})},
-        "streams": {**FAST_STREAMS, "state_dir": str(path.parent / "state"), "blob_dir": str(path.parent / "blobs"),
-                    **(streams or {})},
+        "streams": {
+            **FAST_STREAMS,
+            "state_dir": str(path.parent / "state"),
+            "blob_dir": str(path.parent / "blobs"),
+            **(streams or {}),
+        },
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -60,11 +65,20 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 90.0) -> Worker:
-        env = {k: v for k, v in os.environ.items() if k not in ("STREAMRL_BOOTSTRAP_SERVERS", "STREAMRL_TOPIC_PREFIX")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("STREAMRL_BOOTSTRAP_SERVERS", "STREAMRL_TOPIC_PREFIX")
+        }
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streams", "-c", str(self.config)], cwd=REPO,
-                                         stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams", "-c", str(self.config)],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             text = self.log_path.read_bytes()[offset:].decode(errors="replace")
@@ -112,27 +126,75 @@ class Feed:
         self.serde = Serde()
         self.producer = EventProducer(settings)
 
-    def call(self, rollout_id: str, request_id: str, prompt: list[int], response: list[int], *, attempt: str = "a1",
-             agent: str | None = "solver", version: int = 0, seq: int = 0) -> LLMRequest:
-        req = LLMRequest(request_id=request_id, rollout_id=rollout_id, attempt_id=attempt, agent_name=agent,
-                         sequence=seq, model="m", prompt_token_ids=prompt, response_token_ids=response,
-                         response_logprobs=[-0.25] * len(response), finish_reason="stop", policy_version=version,
-                         latency_ms=1.0, started_at=T0)
+    def call(
+        self,
+        rollout_id: str,
+        request_id: str,
+        prompt: list[int],
+        response: list[int],
+        *,
+        attempt: str = "a1",
+        agent: str | None = "solver",
+        version: int = 0,
+        seq: int = 0,
+    ) -> LLMRequest:
+        req = LLMRequest(
+            request_id=request_id,
+            rollout_id=rollout_id,
+            attempt_id=attempt,
+            agent_name=agent,
+            sequence=seq,
+            model="m",
+            prompt_token_ids=prompt,
+            response_token_ids=response,
+            response_logprobs=[-0.25] * len(response),
+            finish_reason="stop",
+            policy_version=version,
+            latency_ms=1.0,
+            started_at=T0,
+        )
         self.producer.produce(self.settings.topics.name("requests"), self.serde.encode(req), key=rollout_id)
         return req
 
-    def traj(self, rollout_id: str, group_id: str, request_ids: list[str], reward: float, *, group_size: int,
-             attempt: str = "a1", k: int = 0, mode: str = "train", status: str = "succeeded", version: int = 0,
-             rewards: list[Reward] | None = None) -> Trajectory:
-        t = Trajectory(rollout_id=rollout_id, attempt_id=attempt, task_id=group_id.split("/")[0], group_id=group_id,
-                       group_size=group_size, k=k, epoch=0, mode=mode, status=status, reward=reward,
-                       rewards=rewards or [], request_ids=request_ids, worker_id="w", policy_version=version,
-                       started_at=T0, finished_at=T0)
+    def traj(
+        self,
+        rollout_id: str,
+        group_id: str,
+        request_ids: list[str],
+        reward: float,
+        *,
+        group_size: int,
+        attempt: str = "a1",
+        k: int = 0,
+        mode: str = "train",
+        status: str = "succeeded",
+        version: int = 0,
+        rewards: list[Reward] | None = None,
+    ) -> Trajectory:
+        t = Trajectory(
+            rollout_id=rollout_id,
+            attempt_id=attempt,
+            task_id=group_id.split("/")[0],
+            group_id=group_id,
+            group_size=group_size,
+            k=k,
+            epoch=0,
+            mode=mode,
+            status=status,
+            reward=reward,
+            rewards=rewards or [],
+            request_ids=request_ids,
+            worker_id="w",
+            policy_version=version,
+            started_at=T0,
+            finished_at=T0,
+        )
         self.producer.produce(self.settings.topics.name("trajectories"), self.serde.encode(t), key=rollout_id)
         return t
 
-    def rollout(self, group_id: str, k: int, reward: float, *, group_size: int, version: int = 0,
-                calls: int = 1) -> str:
+    def rollout(
+        self, group_id: str, k: int, reward: float, *, group_size: int, version: int = 0, calls: int = 1
+    ) -> str:
         """One single-attempt rollout with ``calls`` calls; returns its rollout id."""
         rid = f"{group_id}/{k}"
         ids = []
@@ -146,10 +208,16 @@ class Feed:
         return rid
 
     def checkpoint(self, version: int) -> None:
-        ev = CheckpointEvent(policy_name=self.settings.rl.policy_name, version=version, kind=CheckpointKind.full,
-                             uri="file:///tmp/x", digest="sha256:" + "0" * 64)
-        self.producer.produce(self.settings.topics.name("checkpoints"), self.serde.encode(ev),
-                              key=self.settings.rl.policy_name)
+        ev = CheckpointEvent(
+            policy_name=self.settings.rl.policy_name,
+            version=version,
+            kind=CheckpointKind.full,
+            uri="file:///tmp/x",
+            digest="sha256:" + "0" * 64,
+        )
+        self.producer.produce(
+            self.settings.topics.name("checkpoints"), self.serde.encode(ev), key=self.settings.rl.policy_name
+        )
 
     def flush(self) -> None:
         self.producer.flush(30)

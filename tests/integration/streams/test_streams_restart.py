@@ -20,7 +20,9 @@ def _distinct(batches: list[TrainingBatch]) -> dict[str, TrainingBatch]:
     by_id: dict[str, TrainingBatch] = {}
     for b in batches:
         if b.batch_id in by_id:
-            assert _row_keys(by_id[b.batch_id]) == _row_keys(b), f"batch {b.batch_id} re-emitted with other rows"
+            assert _row_keys(by_id[b.batch_id]) == _row_keys(b), (
+                f"batch {b.batch_id} re-emitted with other rows"
+            )
         by_id[b.batch_id] = b
     return by_id
 
@@ -43,8 +45,11 @@ def test_sigkill_mid_stream_every_row_exactly_once(streams_config, worker_factor
     worker.start()
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        seen = {r.rollout_id for b in _distinct(batch_reader.read(len(batch_reader.batches) + 1, 2)).values()
-                for r in b.rows or []}
+        seen = {
+            r.rollout_id
+            for b in _distinct(batch_reader.read(len(batch_reader.batches) + 1, 2)).values()
+            for r in b.rows or []
+        }
         if seen >= expected:
             break
     batches = batch_reader.settle(3.0)
@@ -85,7 +90,11 @@ def test_duplicated_input_never_duplicates_rows(streams_config, worker_factory, 
     batches = batch_reader.settle(3.0)
     assert batches == [batch]
     assert sorted((r.rollout_id, tuple(r.response_ids)) for r in batch.rows) == [
-        (f"{g}/0", (3,)), (f"{g}/1", (4,)), (f"{h}/0", (9,)), (f"{h}/1", (10, 20))]
+        (f"{g}/0", (3,)),
+        (f"{g}/1", (4,)),
+        (f"{h}/0", (9,)),
+        (f"{h}/1", (10, 20)),
+    ]
     consumer = make_consumer(settings, f"test-dlq-{uuid.uuid4().hex[:6]}")
     consumer.subscribe([settings.topics.name("dlq")])
     dead = []

@@ -58,9 +58,13 @@ def test_transition_mode_selective_final_reward(streams_config, worker_factory, 
     assert batch_reader.settle(2.0) == batches  # nothing more
 
 
-def test_trajectory_mode_masks_per_call_rewards_and_claim_check(streams_config, worker_factory, feed, batch_reader):
-    cfg = streams_config(streams={"row_mode": "trajectory", "reward_placement": "per_call", "claim_check_bytes": 200},
-                         rl={"group_size": 2, "train_batch_size": 1})
+def test_trajectory_mode_masks_per_call_rewards_and_claim_check(
+    streams_config, worker_factory, feed, batch_reader
+):
+    cfg = streams_config(
+        streams={"row_mode": "trajectory", "reward_placement": "per_call", "claim_check_bytes": 200},
+        rl={"group_size": 2, "train_batch_size": 1},
+    )
     worker_factory(cfg)
     g = "taskT/0"
     for k in (0, 1):
@@ -68,9 +72,13 @@ def test_trajectory_mode_masks_per_call_rewards_and_claim_check(streams_config, 
         feed.call(rid, f"{rid}/c0", [1, 2], [3, 4])
         feed.call(rid, f"{rid}/c1", [1, 2, 3, 4, 7, 7], [5], seq=1)
         feed.call(rid, f"{rid}/c2", [1, 9], [6], seq=2)  # not an extension: a new row
-        rewards = [Reward(name="step", value=0.5, primary=True, request_id=f"{rid}/c0"),
-                   Reward(name="final", value=float(k), primary=True, request_id=f"{rid}/c2")]
-        feed.traj(rid, g, [f"{rid}/c0", f"{rid}/c1", f"{rid}/c2"], float(k), group_size=2, k=k, rewards=rewards)
+        rewards = [
+            Reward(name="step", value=0.5, primary=True, request_id=f"{rid}/c0"),
+            Reward(name="final", value=float(k), primary=True, request_id=f"{rid}/c2"),
+        ]
+        feed.traj(
+            rid, g, [f"{rid}/c0", f"{rid}/c1", f"{rid}/c2"], float(k), group_size=2, k=k, rewards=rewards
+        )
     feed.flush()
     [batch] = batch_reader.read(1, timeout_s=60)
     assert batch.rows is None and batch.claim_check is not None
@@ -83,12 +91,18 @@ def test_trajectory_mode_masks_per_call_rewards_and_claim_check(streams_config, 
         assert merged.response_mask == [1, 1, 0, 0, 1]
         assert merged.behaviour_logprobs == [-0.25, -0.25, 0.0, 0.0, -0.25]
         assert merged.token_rewards == [0.0, 0.5, 0.0, 0.0, 0.0]
-        assert single.prompt_ids == [1, 9] and single.response_ids == [6] and single.token_rewards == [float(k)]
+        assert (
+            single.prompt_ids == [1, 9] and single.response_ids == [6] and single.token_rewards == [float(k)]
+        )
 
 
-def test_staleness_filter_and_validation_table(streams_config, worker_factory, feed, batch_reader, tmp_path: Path):
+def test_staleness_filter_and_validation_table(
+    streams_config, worker_factory, feed, batch_reader, tmp_path: Path
+):
     port = free_port()
-    cfg = streams_config(streams={"web_port": port}, rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 1})
+    cfg = streams_config(
+        streams={"web_port": port}, rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 1}
+    )
     worker_factory(cfg)
     feed.checkpoint(3)
     feed.flush()
@@ -116,8 +130,10 @@ def test_staleness_filter_and_validation_table(streams_config, worker_factory, f
 
 
 def test_straggler_timeout_trains_finished_rollouts(streams_config, worker_factory, feed, batch_reader):
-    cfg = streams_config(streams={"straggler_timeout_s": 2.0, "min_group_size": 2, "batch_timeout_s": 1.0},
-                         rl={"group_size": 4, "train_batch_size": 2})
+    cfg = streams_config(
+        streams={"straggler_timeout_s": 2.0, "min_group_size": 2, "batch_timeout_s": 1.0},
+        rl={"group_size": 4, "train_batch_size": 2},
+    )
     worker_factory(cfg)
     feed.rollout("taskG/0", 0, 1.0, group_size=4)
     feed.rollout("taskG/0", 1, 0.0, group_size=4)

@@ -22,10 +22,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer Llama with a 16-token vocabulary, saved with save_pretrained."""
     from trainer.toy import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", vocab_size=16, hidden_size=32, num_heads=2)
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny") / "model", vocab_size=16, hidden_size=32, num_heads=2
+    )
 
 
-def toy_batch(i: int, *, policy_version: int | None = None, vocab: int = 16, bid: str | None = None) -> TrainingBatch:
+def toy_batch(
+    i: int, *, policy_version: int | None = None, vocab: int = 16, bid: str | None = None
+) -> TrainingBatch:
     """Batch ``b{i}``: 2 groups x 4 rows, prompt ``[1, i]``, 2-token responses, binary rewards."""
     from trainer.toy import make_batch
 
@@ -34,8 +38,16 @@ def toy_batch(i: int, *, policy_version: int | None = None, vocab: int = 16, bid
     resp = torch.randint(3, vocab, (8, 2), generator=g).tolist()
     lp = (-torch.rand(8, 2, generator=g) * 3).tolist()
     rewards = [float(r[0] % 2) for r in resp]
-    return make_batch(bid or f"b{i}", "policy", prompts, resp, lp, rewards, group_size=4,
-                      policy_version=i if policy_version is None else policy_version)
+    return make_batch(
+        bid or f"b{i}",
+        "policy",
+        prompts,
+        resp,
+        lp,
+        rewards,
+        group_size=4,
+        policy_version=i if policy_version is None else policy_version,
+    )
 
 
 def produce(settings: Settings, items: list[TrainingBatch | bytes]) -> None:

@@ -38,7 +38,11 @@ class TrainerProcess:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamrl", "trainer", "-c", str(config), *extra],
-            cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self._t = threading.Thread(target=self._read, daemon=True)
         self._t.start()
@@ -68,7 +72,9 @@ class TrainerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"trainer still running after {timeout_s} s; log:\n" + "\n".join(self.lines[-40:])) from None
+            raise AssertionError(
+                f"trainer still running after {timeout_s} s; log:\n" + "\n".join(self.lines[-40:])
+            ) from None
         self._t.join(timeout=5)
         return rc
 
@@ -84,7 +90,10 @@ class TrainerProcess:
 
 def _events(settings: Settings, expect: int) -> list[int]:
     serde = Serde()
-    return [serde.decode(v, CheckpointEvent).version for v in read_topic(settings, "checkpoints", expect=expect, timeout_s=15)]
+    return [
+        serde.decode(v, CheckpointEvent).version
+        for v in read_topic(settings, "checkpoints", expect=expect, timeout_s=15)
+    ]
 
 
 def test_sigkill_and_restart_trains_every_batch_exactly_once(
@@ -93,8 +102,16 @@ def test_sigkill_and_restart_trains_every_batch_exactly_once(
     ckpt_root = tmp_path / "ckpt"
     settings = settings_factory(
         rl={"policy_name": "policy", "group_size": 4, "max_staleness": 100},
-        trainer={"model_path": str(tiny_model_dir), "checkpoint_dir": str(ckpt_root), "save_every": 2,
-                 "keep_last": 10, "lr": 1e-3, "micro_batch_size": 8, "poll_timeout_s": 0.2, "torch_threads": 1},
+        trainer={
+            "model_path": str(tiny_model_dir),
+            "checkpoint_dir": str(ckpt_root),
+            "save_every": 2,
+            "keep_last": 10,
+            "lr": 1e-3,
+            "micro_batch_size": 8,
+            "poll_timeout_s": 0.2,
+            "torch_threads": 1,
+        },
     )
     config = tmp_path / "streamrl.yaml"
     config.write_text(yaml.safe_dump(json.loads(settings.model_dump_json())))
@@ -131,7 +148,11 @@ def test_sigkill_and_restart_trains_every_batch_exactly_once(
     caplog.set_level(logging.INFO, logger="trainer")
     assert TrainerService(settings, make_backend(settings)).run() == 8
     c_lines = [r.getMessage() for r in caplog.records if r.name == "trainer"]
-    c_steps = [(int(mt.group(1)), mt.group(2)) for x in c_lines if (mt := re.search(r"step (\d+) \| batch (\S+) ", x))]
+    c_steps = [
+        (int(mt.group(1)), mt.group(2))
+        for x in c_lines
+        if (mt := re.search(r"step (\d+) \| batch (\S+) ", x))
+    ]
     assert c_steps == [(5, "b4"), (6, "b5"), (7, "b6"), (8, "b7")]
     assert any("batch b3 already trained: skipped" in x for x in c_lines)
     assert _events(settings, expect=4) == [2, 4, 6, 8]
@@ -141,5 +162,8 @@ def test_sigkill_and_restart_trains_every_batch_exactly_once(
     assert meta["digest"] == digest_dir(ckpt_dir / "step-00000008" / "model")
     assert meta["offsets"] == {"0": 9}
     assert json.loads((ckpt_dir / "step-00000004" / "meta.json").read_text())["trained_batch_ids"] == [
-        "b0", "b1", "b2", "b3"
+        "b0",
+        "b1",
+        "b2",
+        "b3",
     ]

@@ -27,8 +27,15 @@ def test_trains_from_batches_and_publishes_a_loadable_checkpoint(
 ) -> None:
     settings = settings_factory(
         rl={"policy_name": "policy", "group_size": 4, "max_staleness": 1},
-        trainer={"model_path": str(tiny_model_dir), "checkpoint_dir": str(tmp_path / "ckpt"), "save_every": 3,
-                 "max_steps": 3, "lr": 1e-3, "micro_batch_size": 4, "poll_timeout_s": 0.2},
+        trainer={
+            "model_path": str(tiny_model_dir),
+            "checkpoint_dir": str(tmp_path / "ckpt"),
+            "save_every": 3,
+            "max_steps": 3,
+            "lr": 1e-3,
+            "micro_batch_size": 4,
+            "poll_timeout_s": 0.2,
+        },
     )
     bad_vocab = toy_batch(1, vocab=40, bid="bad-vocab")
     stale = toy_batch(2, policy_version=0, bid="stale")  # trained at version 2 with max_staleness 1
@@ -37,10 +44,15 @@ def test_trains_from_batches_and_publishes_a_loadable_checkpoint(
     backend = TorchBackend(settings.trainer, rollout_n=4)
     initial = {k: v.clone() for k, v in backend.model.state_dict().items()}
     steps_before = REGISTRY.get_sample_value("streamrl_trainer_steps_total") or 0.0
-    bad_before = REGISTRY.get_sample_value("streamrl_trainer_batches_skipped_total", {"reason": "bad_batch"}) or 0.0
+    bad_before = (
+        REGISTRY.get_sample_value("streamrl_trainer_batches_skipped_total", {"reason": "bad_batch"}) or 0.0
+    )
     assert TrainerService(settings, backend).run() == 3
     assert REGISTRY.get_sample_value("streamrl_trainer_steps_total") == steps_before + 3
-    assert REGISTRY.get_sample_value("streamrl_trainer_batches_skipped_total", {"reason": "bad_batch"}) == bad_before + 2
+    assert (
+        REGISTRY.get_sample_value("streamrl_trainer_batches_skipped_total", {"reason": "bad_batch"})
+        == bad_before + 2
+    )
     assert REGISTRY.get_sample_value("streamrl_trainer_version") == 3
 
     serde = Serde()
@@ -62,5 +74,9 @@ def test_trains_from_batches_and_publishes_a_loadable_checkpoint(
     topic = settings.topics.name("batches")
     assert set(reasons) == {1, 3, 4}
     assert reasons[1][:2] == ("trainer", "SchemaError")
-    assert reasons[3][1] == "BadBatchError" and f"{topic}[0]@3" in reasons[3][2] and "outside the vocabulary" in reasons[3][2]
+    assert (
+        reasons[3][1] == "BadBatchError"
+        and f"{topic}[0]@3" in reasons[3][2]
+        and "outside the vocabulary" in reasons[3][2]
+    )
     assert "empty after filtering" in reasons[4][2] and "max_staleness=1" in reasons[4][2]

@@ -14,7 +14,9 @@ from .conftest import toy_batch
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="verl backend needs a CUDA GPU (VERL_CPU_REASON)"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="verl backend needs a CUDA GPU (VERL_CPU_REASON)"
+    ),
 ]
 
 
@@ -24,14 +26,16 @@ def test_verl_backend_trains_saves_and_resumes(tiny_model_dir: Path, tmp_path: P
     ts = TrainerSettings(backend="verl", model_path=tiny_model_dir, lr=1e-3, max_steps=10)
     be = VerlBackend(ts, rollout_n=4)
     for i in range(2):
-        data = prepare_batch(toy_batch(i), decode_rows=None, trainer_version=i, max_staleness=None,
-                             vocab_size=be.vocab_size)
+        data = prepare_batch(
+            toy_batch(i), decode_rows=None, trainer_version=i, max_staleness=None, vocab_size=be.vocab_size
+        )
         r = be.train_step(data)
-        assert r.metrics["actor/grad_norm"] > 0 and r.metrics["actor/grad_norm"] == r.metrics["actor/grad_norm"]
+        assert (
+            r.metrics["actor/grad_norm"] > 0 and r.metrics["actor/grad_norm"] == r.metrics["actor/grad_norm"]
+        )
     ckpt = tmp_path / "step"
     (ckpt / "model").mkdir(parents=True)
     be.save_model(ckpt / "model")
     be.save_state(ckpt / "trainer_state.pt", {"version": 2})
     assert (ckpt / "model" / "config.json").is_file()
     assert be.load(ckpt) == {"version": 2}
-

@@ -61,7 +61,9 @@ class _FakeConsumer:
         self.unassigned.append(parts)
 
 
-def _consumer(batches: list[list[_Msg]], concurrency: int = 2) -> tuple[SampleConsumer, _FakeConsumer, list[int]]:
+def _consumer(
+    batches: list[list[_Msg]], concurrency: int = 2
+) -> tuple[SampleConsumer, _FakeConsumer, list[int]]:
     fake = _FakeConsumer(batches)
     notes: list[int] = []
     sc = SampleConsumer(

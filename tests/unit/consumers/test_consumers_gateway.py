@@ -78,7 +78,9 @@ def test_records_choices_agents_and_forced_fields(upstream) -> None:
         gw.registry.open("r", "a", "default-agent", 2)
         base = LLM.scoped_base_url(gw.url, "r", "a", None)
         msgs = [{"role": "user", "content": "x REPLY:hey"}]
-        async with http.post(base + "/chat/completions", json={"model": "policy", "messages": msgs, "n": 2}) as r:
+        async with http.post(
+            base + "/chat/completions", json={"model": "policy", "messages": msgs, "n": 2}
+        ) as r:
             out = await r.json()
             assert r.status == 200 and r.headers["X-Policy-Version"] == "11"
             assert [c["message"]["content"] for c in out["choices"]] == ["hey", "hey"]
@@ -87,8 +89,11 @@ def test_records_choices_agents_and_forced_fields(upstream) -> None:
         async with http.post(named + "/completions", json={"model": "policy", "prompt": "p REPLY:z"}) as r:
             assert r.status == 200
         assert upstream.last_request["logprobs"] == 0
-        async with http.post(base + "/chat/completions", json={"model": "policy", "messages": msgs},
-                             headers={"X-StreamRL-Agent": "via-header"}) as r:
+        async with http.post(
+            base + "/chat/completions",
+            json={"model": "policy", "messages": msgs},
+            headers={"X-StreamRL-Agent": "via-header"},
+        ) as r:
             assert r.status == 200
         async with http.get(base + "/models") as r:
             assert (await r.json())["data"][0]["id"] == "policy"
@@ -97,11 +102,17 @@ def test_records_choices_agents_and_forced_fields(upstream) -> None:
         recs = [rec for _, _, rec in sink.records]
         assert {(t, k) for t, k, _ in sink.records} == {("requests", "r")}
         assert [(r.sequence, r.choice_index, r.agent_name) for r in recs] == [
-            (0, 0, "default-agent"), (0, 1, "default-agent"), (1, 0, "judge"), (2, 0, "via-header")]
+            (0, 0, "default-agent"),
+            (0, 1, "default-agent"),
+            (1, 0, "judge"),
+            (2, 0, "via-header"),
+        ]
         assert recs[0].prompt_token_ids == tokenize(render_chat(msgs))
         assert recs[0].response_token_ids == tokenize("hey")
         assert recs[0].response_logprobs == pytest.approx([fake_logprob(t) for t in tokenize("hey")])
-        assert recs[2].prompt_token_ids == tokenize("p REPLY:z") and recs[2].response_token_ids == tokenize("z")
+        assert recs[2].prompt_token_ids == tokenize("p REPLY:z") and recs[2].response_token_ids == tokenize(
+            "z"
+        )
         assert all(r.policy_version == 11 and r.latency_ms > 0 for r in recs)
 
     _run(_with_gateway(upstream.url, body))
@@ -113,9 +124,13 @@ def test_upstream_errors_pass_through_unchanged(upstream) -> None:
         req = {"model": "policy", "messages": [{"role": "user", "content": "ERROR:400"}]}
         async with http.post(upstream.url + "/chat/completions", json=req) as r:
             direct_status, direct_body = r.status, await r.read()
-        async with http.post(LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req) as r:
+        async with http.post(
+            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req
+        ) as r:
             assert (r.status, await r.read()) == (direct_status, direct_body) == (400, direct_body)
-        async with http.post(LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", data=b"{no") as r:
+        async with http.post(
+            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", data=b"{no"
+        ) as r:
             assert r.status == 400 and "not JSON" in (await r.json())["error"]["message"]
         res = await gw.registry.close("r", "a").settle(1.0)
         assert res.request_ids == [] and sink.records == []
@@ -127,13 +142,19 @@ def test_stream_is_relayed_and_recorded(upstream) -> None:
     async def body(gw, http, sink):
         gw.registry.open("r", "a")
         req = {"model": "policy", "messages": [{"role": "user", "content": "REPLY:abc"}], "stream": True}
-        async with http.post(LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req) as r:
+        async with http.post(
+            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req
+        ) as r:
             assert r.headers["Content-Type"].startswith("text/event-stream")
             raw = await r.read()
         assert raw.endswith(b"data: [DONE]\n\n") and raw.count(b"data: ") == 6
         await gw.registry.close("r", "a").settle(1.0)
-        (_, _, rec), = sink.records
-        assert rec.response_token_ids == tokenize("abc") and rec.ttft_ms is not None and rec.finish_reason == "stop"
+        ((_, _, rec),) = sink.records
+        assert (
+            rec.response_token_ids == tokenize("abc")
+            and rec.ttft_ms is not None
+            and rec.finish_reason == "stop"
+        )
 
     _run(_with_gateway(upstream.url, body))
 
@@ -142,7 +163,9 @@ def test_unrecordable_responses_and_failed_deliveries_fail_the_attempt(upstream)
     async def body(gw, http, sink):
         gw.registry.open("r", "a")
         req = {"model": "policy", "messages": [{"role": "user", "content": "hi"}]}
-        async with http.post(LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req) as r:
+        async with http.post(
+            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req
+        ) as r:
             assert r.status == 200  # the agent still gets its answer
         res = await gw.registry.close("r", "a").settle(1.0)
         return res
@@ -157,7 +180,9 @@ def test_unreachable_upstream_is_502() -> None:
     async def body(gw, http, sink):
         gw.registry.open("r", "a")
         req = {"model": "policy", "messages": [{"role": "user", "content": "hi"}]}
-        async with http.post(LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req) as r:
+        async with http.post(
+            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req
+        ) as r:
             assert r.status == 502 and orjson.loads(await r.read())["error"]["type"] == "upstream_error"
 
     _run(_with_gateway("http://127.0.0.1:9/v1", body))

@@ -26,8 +26,16 @@ from consumers.sdk import (
 
 
 def _llm() -> LLM:
-    return LLM("http://gw/rollouts/t%2F0%2F1/attempts/a/v1", "policy", "key", {"temperature": 1.0}, "t/0/1", "a", None,
-               "http://gw")
+    return LLM(
+        "http://gw/rollouts/t%2F0%2F1/attempts/a/v1",
+        "policy",
+        "key",
+        {"temperature": 1.0},
+        "t/0/1",
+        "a",
+        None,
+        "http://gw",
+    )
 
 
 def _run(runner: AgentRunner, task: object = None, timeout_s: float = 5.0):
@@ -61,7 +69,11 @@ def test_rewards_reject_everything_else(value: object) -> None:
 
 
 def test_reductions() -> None:
-    rs = [EmittedReward("reward", 1.0, True, 0), EmittedReward("aux", 9.0, False, 1), EmittedReward("reward", 3.0, True, 2)]
+    rs = [
+        EmittedReward("reward", 1.0, True, 0),
+        EmittedReward("aux", 9.0, False, 1),
+        EmittedReward("reward", 3.0, True, 2),
+    ]
     assert [reduce_rewards(rs, r) for r in ("last", "sum", "mean", "max", "min")] == [3.0, 4.0, 2.0, 3.0, 1.0]
     assert reduce_rewards(rs[1:2], "last") is None
     with pytest.raises(ValueError, match="reduction"):
@@ -83,11 +95,17 @@ def test_sync_agent_emits_rewards_from_its_thread() -> None:
         emit_reward(2.0, name="length", primary=False)
         emit_reward(0.25, name="bonus", primary=True)
 
-    with pytest.raises(RuntimeError, match="outside a rollout"):  # still a plain function when called directly
+    with pytest.raises(
+        RuntimeError, match="outside a rollout"
+    ):  # still a plain function when called directly
         agent({"q": 1}, _llm())
     out = _run(AgentRunner(agent))
     assert out.status == "succeeded" and out.reward == 0.75, out.error
-    assert [(r.name, r.primary) for r in out.rewards] == [("reward", True), ("length", False), ("bonus", True)]
+    assert [(r.name, r.primary) for r in out.rewards] == [
+        ("reward", True),
+        ("length", False),
+        ("bonus", True),
+    ]
     assert seen["thread"] != threading.main_thread().name
 
 
@@ -161,8 +179,12 @@ def test_class_agent_setup_and_loader() -> None:
 
     assert asyncio.run(go()).reward == 3.0
     assert load_agent("consumers.sdk:emit_reward").fn is emit_reward
-    for spec, msg in [("nocolon", "expected"), ("no_such_mod_x:f", "cannot import"), ("consumers.sdk:nope", "no attribute"),
-                      ("consumers.sdk:PRIMARY_REWARD_NAME", "not an agent")]:
+    for spec, msg in [
+        ("nocolon", "expected"),
+        ("no_such_mod_x:f", "cannot import"),
+        ("consumers.sdk:nope", "no attribute"),
+        ("consumers.sdk:PRIMARY_REWARD_NAME", "not an agent"),
+    ]:
         with pytest.raises(AgentLoadError, match=msg):
             load_agent(spec)
 

@@ -149,7 +149,10 @@ def test_bootstrap_follows_local_broker_port(tmp_path: Path, monkeypatch: pytest
     explicit = "kafka: {bootstrap_servers: 'b1:9092', local: {port: 19592}}\n"
     assert load_settings(write(tmp_path, explicit)).kafka.bootstrap_servers == "b1:9092"
     monkeypatch.setenv("STREAMRL_BOOTSTRAP_SERVERS", "ext:9092")
-    assert load_settings(write(tmp_path, "kafka: {local: {port: 19592}}\n")).kafka.bootstrap_servers == "ext:9092"
+    assert (
+        load_settings(write(tmp_path, "kafka: {local: {port: 19592}}\n")).kafka.bootstrap_servers
+        == "ext:9092"
+    )
 
 
 def test_librdkafka_repeats_are_held_back() -> None:
@@ -163,7 +166,9 @@ def test_librdkafka_repeats_are_held_back() -> None:
     def rec(msg: str) -> logging.LogRecord:
         return logging.LogRecord("streamrl.librdkafka", logging.ERROR, __file__, 1, msg, None, None)
 
-    shown = [filt.filter(rec(f"Connect to 127.0.0.1:1 failed (after {i}ms in state CONNECT)")) for i in range(50)]
+    shown = [
+        filt.filter(rec(f"Connect to 127.0.0.1:1 failed (after {i}ms in state CONNECT)")) for i in range(50)
+    ]
     assert shown == [True] + [False] * 49
     assert filt.filter(rec("a different message"))
     filt.window_s = 0  # window over: the next one passes and says how many were held

@@ -9,19 +9,60 @@ import pytest
 from streams.rows import Call, Traj
 
 
-def call(rid: str, prompt: list[int], response: list[int], *, attempt: str = "a1", agent: str | None = "solver",
-         version: int = 3, ts: float = 100.0, seq: int = 0, logprobs: list[float] | None = None) -> Call:
-    return Call(request_id=rid, attempt_id=attempt, agent_name=agent, sequence=seq, prompt=prompt,
-                response=response, logprobs=logprobs if logprobs is not None else [-0.5] * len(response),
-                version=version, ts=ts)
+def call(
+    rid: str,
+    prompt: list[int],
+    response: list[int],
+    *,
+    attempt: str = "a1",
+    agent: str | None = "solver",
+    version: int = 3,
+    ts: float = 100.0,
+    seq: int = 0,
+    logprobs: list[float] | None = None,
+) -> Call:
+    return Call(
+        request_id=rid,
+        attempt_id=attempt,
+        agent_name=agent,
+        sequence=seq,
+        prompt=prompt,
+        response=response,
+        logprobs=logprobs if logprobs is not None else [-0.5] * len(response),
+        version=version,
+        ts=ts,
+    )
 
 
-def traj(rollout: str, request_ids: list[str], *, reward: float = 1.0, attempt: str = "a1", group: str = "t1/0",
-         size: int = 2, mode: str = "train", status: str = "succeeded", ts: float = 101.0,
-         rewards: list[dict[str, Any]] | None = None, version: int = 3) -> Traj:
-    return Traj(rollout_id=rollout, attempt_id=attempt, task_id=group.split("/")[0], group_id=group, group_size=size,
-                mode=mode, status=status, reward=reward, rewards=rewards or [], request_ids=request_ids,
-                policy_version=version, ts=ts, offset=0)
+def traj(
+    rollout: str,
+    request_ids: list[str],
+    *,
+    reward: float = 1.0,
+    attempt: str = "a1",
+    group: str = "t1/0",
+    size: int = 2,
+    mode: str = "train",
+    status: str = "succeeded",
+    ts: float = 101.0,
+    rewards: list[dict[str, Any]] | None = None,
+    version: int = 3,
+) -> Traj:
+    return Traj(
+        rollout_id=rollout,
+        attempt_id=attempt,
+        task_id=group.split("/")[0],
+        group_id=group,
+        group_size=size,
+        mode=mode,
+        status=status,
+        reward=reward,
+        rewards=rewards or [],
+        request_ids=request_ids,
+        policy_version=version,
+        ts=ts,
+        offset=0,
+    )
 
 
 class Builders:

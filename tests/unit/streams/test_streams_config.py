@@ -21,7 +21,9 @@ def test_bad_pattern_and_timeouts_are_config_errors():
 def test_names_follow_the_prefix():
     s = load_settings(None, topics={"prefix": "exp1."}, streams={"group_partitions": 2})
     n = streams_topics(s)
-    assert n.app_id == "exp1.streams" and n.ticks == "exp1.streams-ticks" and n.groups == "exp1.streams-groups"
+    assert (
+        n.app_id == "exp1.streams" and n.ticks == "exp1.streams-ticks" and n.groups == "exp1.streams-groups"
+    )
     assert n.requests == "exp1.requests" and n.join_partitions == s.topics.partitions["requests"]
     assert n.group_partitions == 2
 
@@ -29,8 +31,16 @@ def test_names_follow_the_prefix():
 def test_broker_and_sasl_credentials_are_translated():
     import faust
 
-    s = load_settings(None, kafka={"bootstrap_servers": "a:1,b:2", "security_protocol": "SASL_PLAINTEXT",
-                                   "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "u", "sasl_password": "p"})
+    s = load_settings(
+        None,
+        kafka={
+            "bootstrap_servers": "a:1,b:2",
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "u",
+            "sasl_password": "p",
+        },
+    )
     out = faust_broker(s)
     assert out["broker"] == ["kafka://a:1", "kafka://b:2"]
     creds = out["broker_credentials"]

@@ -24,11 +24,28 @@ class Table(dict):
 
 def rollout(group: str, k: int, reward: float, *, size: int = 2, version: int = 0, ts: float = 0.0) -> dict:
     rid = f"{group}/{k}"
-    row = {"rollout_id": rid, "group_id": group, "agent_name": None, "prompt_ids": [1], "response_ids": [k + 2],
-           "response_mask": [1], "behaviour_logprobs": [-0.1], "token_rewards": [reward], "reward": reward,
-           "policy_version": version, "weight": 1.0}
-    return {"kind": "train", "rollout_id": rid, "group_id": group, "group_size": size, "reward": reward,
-            "rows": [row], "last_ts": ts}
+    row = {
+        "rollout_id": rid,
+        "group_id": group,
+        "agent_name": None,
+        "prompt_ids": [1],
+        "response_ids": [k + 2],
+        "response_mask": [1],
+        "behaviour_logprobs": [-0.1],
+        "token_rewards": [reward],
+        "reward": reward,
+        "policy_version": version,
+        "weight": 1.0,
+    }
+    return {
+        "kind": "train",
+        "rollout_id": rid,
+        "group_id": group,
+        "group_size": size,
+        "reward": reward,
+        "rows": [row],
+        "last_ts": ts,
+    }
 
 
 def run(table: Table, cfg: GroupConfig, events: list[dict], start: int = 0, committed: int | None = None):
@@ -46,8 +63,13 @@ def run(table: Table, cfg: GroupConfig, events: list[dict], start: int = 0, comm
 
 def test_full_groups_form_batches_with_deterministic_ids():
     cfg = GroupConfig(train_batch_size=2, filter_zero_variance=False)
-    events = [rollout("g1", 0, 1.0), rollout("g2", 0, 1.0), rollout("g1", 1, 0.0), rollout("g1", 1, 0.0),
-              rollout("g2", 1, 0.0)]
+    events = [
+        rollout("g1", 0, 1.0),
+        rollout("g2", 0, 1.0),
+        rollout("g1", 1, 0.0),
+        rollout("g1", 1, 0.0),
+        rollout("g2", 1, 0.0),
+    ]
     batches, stats, _ = run(Table(), cfg, events)
     [(offset, batch)] = batches
     assert offset == 4 and batch.batch_id == batch_id_for("policy", ["g2", "g1"])
@@ -57,8 +79,13 @@ def test_full_groups_form_batches_with_deterministic_ids():
 
 def test_filters_zero_variance_staleness_and_weights():
     cfg = GroupConfig(train_batch_size=1, max_staleness=1)
-    events = [{"kind": "version", "version": 5}, rollout("z", 0, 1.0, version=5), rollout("z", 1, 1.0, version=5),
-              rollout("s", 0, 1.0, version=3), rollout("s", 1, 0.0, version=4)]
+    events = [
+        {"kind": "version", "version": 5},
+        rollout("z", 0, 1.0, version=5),
+        rollout("z", 1, 1.0, version=5),
+        rollout("s", 0, 1.0, version=3),
+        rollout("s", 1, 0.0, version=4),
+    ]
     batches, stats, _ = run(Table(), cfg, events)
     assert stats["group_dropped:zero_variance"] == 1 and stats["stale_rows_dropped"] == 1
     # the only fresh row left has zero variance trivially (one rollout): kept, the filter needs two
@@ -70,11 +97,23 @@ def test_filters_zero_variance_staleness_and_weights():
 
 
 def test_straggler_timeout_and_partial_batch_timeout():
-    cfg = GroupConfig(train_batch_size=4, min_group_size=2, straggler_timeout_s=10, batch_timeout_s=5,
-                      filter_zero_variance=False)
-    events = [rollout("a", 0, 1.0, size=4, ts=0), rollout("a", 1, 0.0, size=4, ts=1), rollout("b", 0, 1.0, size=4, ts=1),
-              {"kind": "tick", "ts": 9.0}, {"kind": "tick", "ts": 11.0}, {"kind": "tick", "ts": 15.0},
-              {"kind": "tick", "ts": 16.5}, rollout("a", 2, 0.0, size=4, ts=17)]
+    cfg = GroupConfig(
+        train_batch_size=4,
+        min_group_size=2,
+        straggler_timeout_s=10,
+        batch_timeout_s=5,
+        filter_zero_variance=False,
+    )
+    events = [
+        rollout("a", 0, 1.0, size=4, ts=0),
+        rollout("a", 1, 0.0, size=4, ts=1),
+        rollout("b", 0, 1.0, size=4, ts=1),
+        {"kind": "tick", "ts": 9.0},
+        {"kind": "tick", "ts": 11.0},
+        {"kind": "tick", "ts": 15.0},
+        {"kind": "tick", "ts": 16.5},
+        rollout("a", 2, 0.0, size=4, ts=17),
+    ]
     batches, stats, _ = run(Table(), cfg, events)
     [(offset, batch)] = batches
     assert offset == 6 and batch.group_ids == ["a"] and len(batch.rows) == 2
@@ -98,8 +137,15 @@ def _events(seed_groups: list[int]) -> list[dict]:
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.integers(0, 40), min_size=5, max_size=60), st.data())
 def test_crash_at_any_point_never_duplicates_or_loses_rows(seq, data):
-    cfg = GroupConfig(train_batch_size=2, max_staleness=100, straggler_timeout_s=8, batch_timeout_s=3, min_group_size=1,
-                      filter_zero_variance=False, dedup_retention_s=20)
+    cfg = GroupConfig(
+        train_batch_size=2,
+        max_staleness=100,
+        straggler_timeout_s=8,
+        batch_timeout_s=3,
+        min_group_size=1,
+        filter_zero_variance=False,
+        dedup_retention_s=20,
+    )
     events = _events(seq) + [{"kind": "tick", "ts": 1000.0 + i} for i in range(3)]
     reference, _, _ = run(Table(), cfg, events)
     ref_rows = sorted(r["rollout_id"] for _, b in reference for r in b.rows)

@@ -14,7 +14,9 @@ def _never(_topic: str, _partition: int) -> None:
 
 
 def test_completes_when_trajectory_and_all_listed_calls_arrived(b):
-    res = on_trajectory(None, b.traj("ro", ["c1", "c2"], ts=5.0), topic=TRJ, partition=0, offset=0, now=6.0, cfg=CFG)
+    res = on_trajectory(
+        None, b.traj("ro", ["c1", "c2"], ts=5.0), topic=TRJ, partition=0, offset=0, now=6.0, cfg=CFG
+    )
     assert res.changed and not res.forwards
     res = on_call(res.state, b.call("c1", [1], [2]), topic=REQ, partition=0, offset=0, now=6.0, cfg=CFG)
     assert not res.forwards
@@ -31,36 +33,58 @@ def test_duplicates_and_later_attempts_are_counted_and_ignored(b):
     assert res.stats == {"duplicate:call": 1}
     res = on_trajectory(res.state, b.traj("ro", ["c1"]), topic=TRJ, partition=0, offset=0, now=1, cfg=CFG)
     assert len(res.forwards) == 1
-    res = on_call(res.state, b.call("c9", [1], [3], attempt="a2"), topic=REQ, partition=0, offset=2, now=2, cfg=CFG)
-    res = on_trajectory(res.state, b.traj("ro", ["c9"], attempt="a2"), topic=TRJ, partition=0, offset=1, now=2, cfg=CFG)
+    res = on_call(
+        res.state, b.call("c9", [1], [3], attempt="a2"), topic=REQ, partition=0, offset=2, now=2, cfg=CFG
+    )
+    res = on_trajectory(
+        res.state, b.traj("ro", ["c9"], attempt="a2"), topic=TRJ, partition=0, offset=1, now=2, cfg=CFG
+    )
     assert not res.forwards and res.stats == {"duplicate:trajectory": 1}
 
 
 def test_first_completed_attempt_wins_and_other_calls_are_abandoned(b):
-    s = on_trajectory(None, b.traj("ro", ["x1", "x2"], attempt="x"), topic=TRJ, partition=0, offset=0, now=1,
-                      cfg=CFG).state
-    s = on_call(s, b.call("x1", [1], [2], attempt="x"), topic=REQ, partition=0, offset=0, now=1, cfg=CFG).state
-    s = on_call(s, b.call("y1", [1], [5], attempt="y"), topic=REQ, partition=0, offset=1, now=1, cfg=CFG).state
-    res = on_trajectory(s, b.traj("ro", ["y1"], attempt="y"), topic=TRJ, partition=0, offset=1, now=1, cfg=CFG)
+    s = on_trajectory(
+        None, b.traj("ro", ["x1", "x2"], attempt="x"), topic=TRJ, partition=0, offset=0, now=1, cfg=CFG
+    ).state
+    s = on_call(
+        s, b.call("x1", [1], [2], attempt="x"), topic=REQ, partition=0, offset=0, now=1, cfg=CFG
+    ).state
+    s = on_call(
+        s, b.call("y1", [1], [5], attempt="y"), topic=REQ, partition=0, offset=1, now=1, cfg=CFG
+    ).state
+    res = on_trajectory(
+        s, b.traj("ro", ["y1"], attempt="y"), topic=TRJ, partition=0, offset=1, now=1, cfg=CFG
+    )
     [out] = res.forwards
     assert out["attempt_id"] == "y" and out["rows"][0]["response_ids"] == [5]
     assert res.stats["abandoned_calls"] == 1
 
 
 def test_failed_attempt_is_dropped_and_its_late_calls_too(b):
-    res = on_trajectory(None, b.traj("ro", ["x1"], attempt="x", status="failed"), topic=TRJ, partition=0, offset=0,
-                        now=1, cfg=CFG)
+    res = on_trajectory(
+        None,
+        b.traj("ro", ["x1"], attempt="x", status="failed"),
+        topic=TRJ,
+        partition=0,
+        offset=0,
+        now=1,
+        cfg=CFG,
+    )
     assert res.stats == {"failed_attempt:failed": 1} and not res.forwards
-    res = on_call(res.state, b.call("x1", [1], [2], attempt="x"), topic=REQ, partition=0, offset=0, now=1, cfg=CFG)
+    res = on_call(
+        res.state, b.call("x1", [1], [2], attempt="x"), topic=REQ, partition=0, offset=0, now=1, cfg=CFG
+    )
     assert res.stats == {"abandoned_calls": 1} and res.state["calls"] == {}
 
 
 def test_join_timeout_dead_letters_the_attempt_and_orphans_expire(b):
-    s = on_trajectory(None, b.traj("ro", ["c1", "c2"], ts=100.0), topic=TRJ, partition=0, offset=0, now=100,
-                      cfg=CFG).state
+    s = on_trajectory(
+        None, b.traj("ro", ["c1", "c2"], ts=100.0), topic=TRJ, partition=0, offset=0, now=100, cfg=CFG
+    ).state
     s = on_call(s, b.call("c1", [1], [2], ts=100.0), topic=REQ, partition=0, offset=0, now=100, cfg=CFG).state
-    s = on_call(s, b.call("z1", [1], [2], attempt="z", ts=100.0), topic=REQ, partition=0, offset=1, now=100,
-                cfg=CFG).state
+    s = on_call(
+        s, b.call("z1", [1], [2], attempt="z", ts=100.0), topic=REQ, partition=0, offset=1, now=100, cfg=CFG
+    ).state
     res = on_tick(s, tick_ts=105.0, partition=0, committed=_never, cfg=CFG)
     assert not res.dead and not res.changed
     res = on_tick(s, tick_ts=111.0, partition=0, committed=_never, cfg=CFG)
@@ -80,8 +104,9 @@ def test_replay_after_crash_reforwards_until_committed(b):
     res = on_trajectory(done.state, b.traj("ro", ["c1"]), topic=TRJ, partition=3, offset=4, now=2, cfg=CFG)
     assert res.forwards == done.forwards and not res.changed
     # once the completing offset is committed, the kept forward is dropped; the marker stays
-    res = on_tick(done.state, tick_ts=10, partition=3, committed=lambda t, p: 5 if (t, p) == (TRJ, 3) else None,
-                  cfg=CFG)
+    res = on_tick(
+        done.state, tick_ts=10, partition=3, committed=lambda t, p: 5 if (t, p) == (TRJ, 3) else None, cfg=CFG
+    )
     assert res.changed and res.state["done"]["out"] is None
     res = on_tick(res.state, tick_ts=2000, partition=3, committed=_never, cfg=CFG)
     assert res.changed and res.state is None

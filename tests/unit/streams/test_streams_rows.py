@@ -28,7 +28,9 @@ def test_transition_mode_one_row_per_call_final_reward_on_last_token(b):
 def test_trajectory_mode_merges_prefix_extensions_and_masks_observations(b):
     c1 = b.call("r1", [1, 2], [3, 4], version=2, logprobs=[-1.0, -2.0])
     c2 = b.call("r2", [1, 2, 3, 4, 7, 8], [5, 6], version=3, logprobs=[-3.0, -4.0])
-    rows, stats = build_rows(b.traj("ro", ["r1", "r2"], reward=1.0), _calls(c1, c2), RowConfig(mode="trajectory"))
+    rows, stats = build_rows(
+        b.traj("ro", ["r1", "r2"], reward=1.0), _calls(c1, c2), RowConfig(mode="trajectory")
+    )
     assert len(rows) == 1
     row = rows[0]
     assert row["prompt_ids"] == [1, 2]
@@ -45,9 +47,15 @@ def test_trajectory_mode_mismatch_starts_new_row_counted_by_cause(b):
     c2 = b.call("r2", [1, 9, 3, 4], [5])  # not an extension
     c3 = b.call("r3", [1], [6])  # shorter than the previous context
     c4 = b.call("r4", [1, 6, 7], [8], agent="critic")
-    rows, stats = build_rows(b.traj("ro", ["r1", "r2", "r3", "r4"]), _calls(c1, c2, c3, c4), RowConfig(mode="trajectory"))
+    rows, stats = build_rows(
+        b.traj("ro", ["r1", "r2", "r3", "r4"]), _calls(c1, c2, c3, c4), RowConfig(mode="trajectory")
+    )
     assert len(rows) == 4
-    assert stats == {"merge_break:prefix_mismatch": 1, "merge_break:shorter_prompt": 1, "merge_break:agent_changed": 1}
+    assert stats == {
+        "merge_break:prefix_mismatch": 1,
+        "merge_break:shorter_prompt": 1,
+        "merge_break:agent_changed": 1,
+    }
 
 
 def test_selective_optimization_and_per_call_rewards_follow_skipped_calls(b):
@@ -70,8 +78,10 @@ def test_selective_optimization_and_per_call_rewards_follow_skipped_calls(b):
 def test_per_call_in_trajectory_mode_places_on_segment_end(b):
     c1 = b.call("r1", [1], [2, 3])
     c2 = b.call("r2", [1, 2, 3, 9], [4])
-    rewards = [{"name": "s", "value": 0.3, "primary": True, "request_id": "r1"},
-               {"name": "s", "value": 0.7, "primary": True, "request_id": "r2"}]
+    rewards = [
+        {"name": "s", "value": 0.3, "primary": True, "request_id": "r1"},
+        {"name": "s", "value": 0.7, "primary": True, "request_id": "r2"},
+    ]
     cfg = RowConfig(mode="trajectory", reward_placement="per_call")
     rows, _ = build_rows(b.traj("ro", ["r1", "r2"], rewards=rewards), _calls(c1, c2), cfg)
     assert rows[0]["token_rewards"] == [0.0, 0.3, 0.0, 0.7]
@@ -79,18 +89,24 @@ def test_per_call_in_trajectory_mode_places_on_segment_end(b):
 
 def test_overlong_truncate_and_drop(b):
     c1 = b.call("r1", [1, 2, 3, 4], [5, 6, 7])
-    rows, stats = build_rows(b.traj("ro", ["r1"]), _calls(c1), RowConfig(max_prompt_tokens=2, max_response_tokens=2))
+    rows, stats = build_rows(
+        b.traj("ro", ["r1"]), _calls(c1), RowConfig(max_prompt_tokens=2, max_response_tokens=2)
+    )
     assert rows[0]["prompt_ids"] == [3, 4] and rows[0]["response_ids"] == [5, 6]
     assert rows[0]["token_rewards"] == [0.0, 1.0]
     assert stats == {"overlong:truncated": 1}
-    rows, stats = build_rows(b.traj("ro", ["r1"]), _calls(c1), RowConfig(max_response_tokens=2, overlong="drop"))
+    rows, stats = build_rows(
+        b.traj("ro", ["r1"]), _calls(c1), RowConfig(max_response_tokens=2, overlong="drop")
+    )
     assert rows == [] and stats == {"overlong:dropped": 1}
 
 
 def test_trajectory_mode_respects_response_limit_when_merging(b):
     c1 = b.call("r1", [1], [2])
     c2 = b.call("r2", [1, 2, 3], [4, 5])
-    rows, stats = build_rows(b.traj("ro", ["r1", "r2"]), _calls(c1, c2), RowConfig(mode="trajectory", max_response_tokens=3))
+    rows, stats = build_rows(
+        b.traj("ro", ["r1", "r2"]), _calls(c1, c2), RowConfig(mode="trajectory", max_response_tokens=3)
+    )
     assert [r["response_ids"] for r in rows] == [[2], [4, 5]]
     assert stats == {"merge_break:response_limit": 1}
 

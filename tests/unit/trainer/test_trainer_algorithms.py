@@ -40,7 +40,10 @@ def test_advantages_are_verls_registered_estimator(name: str) -> None:
     ts = TrainerSettings(adv_estimator=name)
     adv, ret = compute_advantages(data, ts)
     fn = core_algos.get_adv_estimator_fn(name)
-    kwargs = {"token_level_rewards": data.batch["token_level_rewards"], "response_mask": data.batch["response_mask"]}
+    kwargs = {
+        "token_level_rewards": data.batch["token_level_rewards"],
+        "response_mask": data.batch["response_mask"],
+    }
     if name != "reinforce_plus_plus":
         kwargs["index"] = data.non_tensor_batch["uid"]
     if name == "reinforce_plus_plus":
@@ -88,12 +91,19 @@ def test_vanilla_loss_matches_verl_with_truncated_is_weights() -> None:
     set_global_batch_info(cfg, inp.response_mask)
     loss, metrics = compute_actor_loss(inp, cfg, ts)
     weights, _ = compute_rollout_correction_weights(
-        log_ratio=inp.old_log_prob - inp.rollout_log_prob, response_mask=inp.response_mask, rollout_is="token",
+        log_ratio=inp.old_log_prob - inp.rollout_log_prob,
+        response_mask=inp.response_mask,
+        rollout_is="token",
         rollout_is_threshold=2.0,
     )
     want, want_m = core_algos.compute_policy_loss_vanilla(
-        old_log_prob=inp.old_log_prob, log_prob=inp.log_prob, advantages=inp.advantages,
-        response_mask=inp.response_mask.bool(), loss_agg_mode="token-mean", config=cfg, rollout_is_weights=weights,
+        old_log_prob=inp.old_log_prob,
+        log_prob=inp.log_prob,
+        advantages=inp.advantages,
+        response_mask=inp.response_mask.bool(),
+        loss_agg_mode="token-mean",
+        config=cfg,
+        rollout_is_weights=weights,
     )
     torch.testing.assert_close(loss, want)
     assert metrics["actor/pg_clipfrac"] == pytest.approx(want_m["actor/pg_clipfrac"])
@@ -102,18 +112,27 @@ def test_vanilla_loss_matches_verl_with_truncated_is_weights() -> None:
 
 
 def test_kl_and_entropy_terms_use_verl_kl_penalty_and_agg_loss() -> None:
-    ts = TrainerSettings(rollout_is=None, use_kl_loss=True, kl_loss_coef=0.5, entropy_coeff=0.01, kl_loss_type="low_var_kl")
+    ts = TrainerSettings(
+        rollout_is=None, use_kl_loss=True, kl_loss_coef=0.5, entropy_coeff=0.01, kl_loss_type="low_var_kl"
+    )
     inp = _loss_inputs()
     cfg = build_actor_config(ts, rollout_n=4)
     set_global_batch_info(cfg, inp.response_mask)
     loss, metrics = compute_actor_loss(inp, cfg, ts)
     mask = inp.response_mask.bool()
     pg, _ = core_algos.compute_policy_loss_vanilla(
-        old_log_prob=inp.old_log_prob, log_prob=inp.log_prob, advantages=inp.advantages, response_mask=mask,
-        loss_agg_mode="token-mean", config=cfg,
+        old_log_prob=inp.old_log_prob,
+        log_prob=inp.log_prob,
+        advantages=inp.advantages,
+        response_mask=mask,
+        loss_agg_mode="token-mean",
+        config=cfg,
     )
     kl = core_algos.agg_loss(
-        core_algos.kl_penalty(inp.log_prob, inp.ref_log_prob, "low_var_kl"), mask, "token-mean", **cfg.global_batch_info
+        core_algos.kl_penalty(inp.log_prob, inp.ref_log_prob, "low_var_kl"),
+        mask,
+        "token-mean",
+        **cfg.global_batch_info,
     )
     ent = core_algos.agg_loss(inp.entropy, mask, "token-mean", **cfg.global_batch_info)
     torch.testing.assert_close(loss, pg - 0.01 * ent + 0.5 * kl)
@@ -127,8 +146,12 @@ def test_bypass_mode_uses_behaviour_logprobs_as_pi_old() -> None:
     set_global_batch_info(cfg, inp.response_mask)
     loss, _ = compute_actor_loss(inp, cfg, ts)
     want, _ = core_algos.compute_policy_loss_vanilla(
-        old_log_prob=inp.rollout_log_prob, log_prob=inp.log_prob, advantages=inp.advantages,
-        response_mask=inp.response_mask.bool(), loss_agg_mode="token-mean", config=cfg,
+        old_log_prob=inp.rollout_log_prob,
+        log_prob=inp.log_prob,
+        advantages=inp.advantages,
+        response_mask=inp.response_mask.bool(),
+        loss_agg_mode="token-mean",
+        config=cfg,
     )
     torch.testing.assert_close(loss, want)
 
@@ -150,5 +173,7 @@ def test_unknown_names_are_rejected_with_the_registry() -> None:
     with pytest.raises(ValueError, match="adv_estimator='gae' is not usable"):
         TrainerSettings(adv_estimator="gae")
     ts = TrainerSettings(policy_loss="nope")
-    with pytest.raises(ConfigError, match=r"trainer.policy_loss='nope' is not registered in verl \(known: .*vanilla"):
+    with pytest.raises(
+        ConfigError, match=r"trainer.policy_loss='nope' is not registered in verl \(known: .*vanilla"
+    ):
         check_algorithm_names(ts)

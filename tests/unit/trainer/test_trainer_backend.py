@@ -25,7 +25,9 @@ def _data(be: TorchBackend, seed: int = 0, n: int = 16, t: int = 3):
     resp, lp = sample(be.model, prompts, t, g)
     rewards = [float(r[0] % 2) for r in resp]
     batch = make_batch(f"b{seed}", "policy", prompts, resp, lp, rewards, group_size=4)
-    return prepare_batch(batch, decode_rows=None, trainer_version=0, max_staleness=None, vocab_size=be.vocab_size)
+    return prepare_batch(
+        batch, decode_rows=None, trainer_version=0, max_staleness=None, vocab_size=be.vocab_size
+    )
 
 
 def _params(be: TorchBackend) -> dict[str, torch.Tensor]:
@@ -38,7 +40,14 @@ def test_step_changes_weights_and_reports_metrics(tiny_model_dir: Path) -> None:
     r = be.train_step(_data(be))
     after = _params(be)
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    for key in ("actor/loss", "actor/pg_clipfrac", "actor/ppo_kl", "actor/entropy", "actor/grad_norm", "reward/mean"):
+    for key in (
+        "actor/loss",
+        "actor/pg_clipfrac",
+        "actor/ppo_kl",
+        "actor/entropy",
+        "actor/grad_norm",
+        "reward/mean",
+    ):
         assert key in r.metrics and r.metrics[key] == r.metrics[key], key
     assert r.metrics["actor/grad_norm"] > 0 and r.metrics["actor/entropy"] > 0
     assert r.num_tokens == 16 * 6 and r.step_time_s > 0
@@ -98,7 +107,9 @@ def test_state_round_trip_restores_weights_optimizer_and_rng(tiny_model_dir: Pat
 
 
 def test_lora_trains_and_saves_the_adapter_alone(tiny_model_dir: Path, tmp_path: Path) -> None:
-    be = _backend(tiny_model_dir, lora=LoRASettings(rank=4, target_modules=["q_proj", "v_proj"]), use_kl_loss=True)
+    be = _backend(
+        tiny_model_dir, lora=LoRASettings(rank=4, target_modules=["q_proj", "v_proj"]), use_kl_loss=True
+    )
     assert be.kind == "lora" and be.ref_model is None
     base_before = {k: v.clone() for k, v in be.model.state_dict().items() if "lora_" not in k}
     r = be.train_step(_data(be))

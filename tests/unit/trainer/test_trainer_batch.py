@@ -15,11 +15,20 @@ from trainer.errors import BadBatchError
 from trainer.service import claim_check_decoder
 
 
-def _row(i: int, prompt: list[int], resp: list[int], version: int = 3, group: str = "g0", **kw: object) -> TrainingRow:
+def _row(
+    i: int, prompt: list[int], resp: list[int], version: int = 3, group: str = "g0", **kw: object
+) -> TrainingRow:
     n = len(resp)
     fields: dict[str, object] = dict(
-        rollout_id=f"r{i}", group_id=group, prompt_ids=prompt, response_ids=resp, response_mask=[1] * n,
-        behaviour_logprobs=[-0.5] * n, token_rewards=[0.0] * (n - 1) + [1.0], reward=1.0, policy_version=version,
+        rollout_id=f"r{i}",
+        group_id=group,
+        prompt_ids=prompt,
+        response_ids=resp,
+        response_mask=[1] * n,
+        behaviour_logprobs=[-0.5] * n,
+        token_rewards=[0.0] * (n - 1) + [1.0],
+        reward=1.0,
+        policy_version=version,
     )
     fields.update(kw)
     return TrainingRow.model_construct(**fields)  # no validation: lets tests build bad rows
@@ -27,13 +36,21 @@ def _row(i: int, prompt: list[int], resp: list[int], version: int = 3, group: st
 
 def _batch(rows: list[TrainingRow], bid: str = "b1") -> TrainingBatch:
     return TrainingBatch.model_construct(
-        batch_id=bid, policy_name="policy", num_groups=1, rows=rows, claim_check=None,
-        min_policy_version=0, max_policy_version=3, schema_version=1,
+        batch_id=bid,
+        policy_name="policy",
+        num_groups=1,
+        rows=rows,
+        claim_check=None,
+        min_policy_version=0,
+        max_policy_version=3,
+        schema_version=1,
     )
 
 
 def _prep(batch: TrainingBatch, **kw: object):
-    args: dict[str, object] = dict(decode_rows=None, trainer_version=3, max_staleness=1, vocab_size=16, max_positions=64)
+    args: dict[str, object] = dict(
+        decode_rows=None, trainer_version=3, max_staleness=1, vocab_size=16, max_positions=64
+    )
     args.update(kw)
     return prepare_batch(batch, **args)  # type: ignore[arg-type]
 
@@ -55,7 +72,10 @@ def test_layout_left_pads_prompts_right_pads_responses() -> None:
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
-        ({"response_mask": [1, 1, 1]}, r"row 0 \('r0'\): shape mismatch: len\(response_mask\)=3 != len\(response_ids\)=2"),
+        (
+            {"response_mask": [1, 1, 1]},
+            r"row 0 \('r0'\): shape mismatch: len\(response_mask\)=3 != len\(response_ids\)=2",
+        ),
         ({"reward": float("nan")}, r"row 0 \('r0'\): non-finite reward nan"),
         ({"token_rewards": [0.0, float("inf")]}, "non-finite token_rewards"),
         ({"behaviour_logprobs": [-0.1, 0.7]}, "not a log-probability"),
@@ -80,7 +100,9 @@ def test_stale_rows_are_dropped_and_all_stale_is_an_empty_batch() -> None:
     d = _prep(_batch(rows), trainer_version=3, max_staleness=1)
     assert list(d.non_tensor_batch["rollout_id"]) == ["r1", "r2"]
     assert d.meta_info["dropped_stale"] == 1
-    with pytest.raises(BadBatchError, match=r"empty after filtering: 3 rows in, 3 staler than max_staleness=0"):
+    with pytest.raises(
+        BadBatchError, match=r"empty after filtering: 3 rows in, 3 staler than max_staleness=0"
+    ):
         _prep(_batch(rows), trainer_version=5, max_staleness=0)
 
 
@@ -90,27 +112,45 @@ def test_rows_without_trained_tokens_are_dropped() -> None:
     assert len(d) == 1 and d.meta_info["dropped_no_tokens"] == 1
 
 
-def _claim_batch(tmp_path: Path, payload: bytes, *, digest: str | None = None, size: int | None = None, n: int = 2) -> TrainingBatch:
+def _claim_batch(
+    tmp_path: Path, payload: bytes, *, digest: str | None = None, size: int | None = None, n: int = 2
+) -> TrainingBatch:
     f = tmp_path / "payload.avro"
     f.write_bytes(payload)
     cc = ClaimCheck(
-        uri=f.as_uri(), digest=digest or "sha256:" + hashlib.sha256(payload).hexdigest(),
-        size_bytes=size if size is not None else len(payload), num_rows=n,
+        uri=f.as_uri(),
+        digest=digest or "sha256:" + hashlib.sha256(payload).hexdigest(),
+        size_bytes=size if size is not None else len(payload),
+        num_rows=n,
     )
-    return TrainingBatch(batch_id="b1", policy_name="policy", num_groups=1, claim_check=cc, min_policy_version=3,
-                         max_policy_version=3)
+    return TrainingBatch(
+        batch_id="b1",
+        policy_name="policy",
+        num_groups=1,
+        claim_check=cc,
+        min_policy_version=3,
+        max_policy_version=3,
+    )
 
 
 def test_claim_check_payload_is_read_verified_and_decoded(tmp_path: Path) -> None:
     serde = Serde()
-    inline = TrainingBatch(batch_id="b1", policy_name="policy", num_groups=1, min_policy_version=3,
-                           max_policy_version=3, rows=[TrainingRow(**_row(0, [5], [8]).__dict__),
-                                                       TrainingRow(**_row(1, [5], [9]).__dict__)])
+    inline = TrainingBatch(
+        batch_id="b1",
+        policy_name="policy",
+        num_groups=1,
+        min_policy_version=3,
+        max_policy_version=3,
+        rows=[TrainingRow(**_row(0, [5], [8]).__dict__), TrainingRow(**_row(1, [5], [9]).__dict__)],
+    )
     payload = serde.encode(inline)
     d = _prep(_claim_batch(tmp_path, payload), decode_rows=claim_check_decoder(serde))
     assert d.batch["responses"].tolist() == [[8], [9]]
     with pytest.raises(BadBatchError, match=r"digest sha256:.* != declared sha256:00"):
-        _prep(_claim_batch(tmp_path, payload, digest="sha256:" + "0" * 64), decode_rows=claim_check_decoder(serde))
+        _prep(
+            _claim_batch(tmp_path, payload, digest="sha256:" + "0" * 64),
+            decode_rows=claim_check_decoder(serde),
+        )
     with pytest.raises(BadBatchError, match=r"size .* B != declared 3 B"):
         _prep(_claim_batch(tmp_path, payload, size=3), decode_rows=claim_check_decoder(serde))
     with pytest.raises(BadBatchError, match="2 rows != declared num_rows 5"):

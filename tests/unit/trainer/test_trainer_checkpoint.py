@@ -26,7 +26,10 @@ def test_write_is_complete_and_digested(tmp_path: Path) -> None:
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "tokenizer.json").write_text("{}")
     info = mgr.write(
-        7, lambda d: (d / "model.safetensors").write_text("x"), lambda p: p.write_text("s"), {"k": 1},
+        7,
+        lambda d: (d / "model.safetensors").write_text("x"),
+        lambda p: p.write_text("s"),
+        {"k": 1},
         base_model_dir=tmp_path / "base",
     )
     assert info.path == tmp_path / "pol" / "step-00000007"

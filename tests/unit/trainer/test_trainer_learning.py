@@ -43,11 +43,17 @@ def test_grpo_raises_the_reward_of_fresh_samples(tiny_model_dir: Path) -> None:
         prompts = [p for p in _prompts(GROUPS, g) for _ in range(GROUP_SIZE)]
         resp, lp = sample(be.model, prompts, 1, g)
         rewards = [1.0 if r[0] == TARGET else 0.0 for r in resp]
-        record = make_batch(f"learn/{step}", "policy", prompts, resp, lp, rewards, GROUP_SIZE, policy_version=step)
+        record = make_batch(
+            f"learn/{step}", "policy", prompts, resp, lp, rewards, GROUP_SIZE, policy_version=step
+        )
         batch = serde.decode(serde.encode(record), TrainingBatch)
-        data = prepare_batch(batch, decode_rows=None, trainer_version=step, max_staleness=0, vocab_size=be.vocab_size)
+        data = prepare_batch(
+            batch, decode_rows=None, trainer_version=step, max_staleness=0, vocab_size=be.vocab_size
+        )
         result = be.train_step(data)
         assert result.metrics["actor/loss"] == result.metrics["actor/loss"]  # finite, not NaN
     after = _mean_reward(be, g)
     assert before < 0.2, f"untrained model already scores {before:.2f}"
-    assert after > 0.6 and after > before + 0.4, f"mean reward {before:.3f} -> {after:.3f} after {MAX_STEPS} steps"
+    assert after > 0.6 and after > before + 0.4, (
+        f"mean reward {before:.3f} -> {after:.3f} after {MAX_STEPS} steps"
+    )

@@ -15,7 +15,9 @@ from trainer.errors import TrainerError
 def test_verl_backend_on_cpu_fails_with_the_reason(tiny_model_dir: Path) -> None:
     from trainer.verl_backend import VerlBackend
 
-    with pytest.raises(TrainerError, match=r"needs CUDA GPUs: verl 0.9.1 has no CPU platform.*device=\['cuda', 'npu'\]"):
+    with pytest.raises(
+        TrainerError, match=r"needs CUDA GPUs: verl 0.9.1 has no CPU platform.*device=\['cuda', 'npu'\]"
+    ):
         VerlBackend(TrainerSettings(backend="verl", model_path=tiny_model_dir), rollout_n=4)
 
 
