@@ -3,7 +3,8 @@
 A request (all ``n`` of its choices) always runs in one batch, so every choice reports the same
 policy version. A batch holds at most ``max_batch_size`` sequences, except that a single request
 with more choices runs alone. New weights are swapped in only between batches: requests in a batch
-finish on the weights they started with and report that version.
+finish on the weights they started with and report that version; while idle, a staged checkpoint is
+swapped in within ~0.1 s, so `/health` reports the new version without waiting for a request.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ class Batcher:
         first = None
         while first is None and not self._stop.is_set():
             first = self._take(0.1)
+            if first is None:
+                self._swap()  # idle, no batch running: a staged checkpoint takes over now, not at the next request
         if first is None:
             return []
         batch = list(first)
@@ -124,15 +127,19 @@ class Batcher:
             batch.extend(group)
         return batch
 
+    def _swap(self) -> None:
+        """Serve a staged checkpoint from now on (called only between batches, on this thread)."""
+        old = self.engine.swap_if_staged()
+        if old is not None:
+            log.info("policy version %d -> %d now serving", old.version, self.engine.version)
+        self.metrics.version.set(self.engine.version)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             batch = self._collect()
             if not batch:
                 continue
-            old = self.engine.swap_if_staged()
-            if old is not None:
-                log.info("policy version %d -> %d now serving", old.version, self.engine.version)
-            self.metrics.version.set(self.engine.version)
+            self._swap()
             started = time.monotonic()
             for s in batch:
                 self.metrics.queue_seconds.observe(started - s.enqueued_at)

@@ -68,3 +68,20 @@ def test_full_queue_is_refused_and_stop_aborts_waiting_requests(tokenizer, model
         batcher.submit(_group(tokenizer, 2, done))
     batcher.stop()  # never started: the queued request is aborted, not left hanging
     assert [s.finish_reason for s in waiting] == ["abort"] * 3
+
+
+def test_idle_server_swaps_in_a_staged_checkpoint_without_a_request(tokenizer, model) -> None:
+    """With no request to run, a staged version is served (and reported) within moments, not at the next call."""
+    import time
+
+    engine = Engine(tokenizer, Policy(model, 1, "m"), [tokenizer.eos_token_id])
+    batcher = Batcher(engine, InferenceMetrics(), max_batch_size=4)
+    batcher.start()
+    try:
+        engine.stage(Policy(model, 2, "v2"))
+        deadline = time.monotonic() + 5
+        while engine.version != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.version == 2 and engine.staged_version is None
+    finally:
+        batcher.stop()
