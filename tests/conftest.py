@@ -97,3 +97,32 @@ def settings(kafka_bootstrap: str) -> Settings:
     s = make_test_settings(kafka_bootstrap)
     ensure_topics(s)
     return s
+
+
+# -- inference fixtures (shared by tests/unit/inference and tests/integration/inference) ----------------
+
+
+@pytest.fixture(scope="session")
+def inference_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default ``tiny`` preset with the ``char`` tokenizer trained on part of GSM8K (seconds, no hub)."""
+    from inference.model_builder import build_model
+
+    out = tmp_path_factory.mktemp("inference-model") / "tiny"
+    build_model(out, preset="tiny", tokenizer="char", max_chars=50_000, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(inference_model_dir: Path):
+    """The tiny model's tokenizer (``transformers.AutoTokenizer``)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(inference_model_dir)
+
+
+@pytest.fixture(scope="session")
+def model(inference_model_dir: Path):
+    """The tiny model, loaded as the CPU inference server loads it."""
+    from inference.server import load_model
+
+    return load_model(str(inference_model_dir))
