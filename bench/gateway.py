@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.gateway [--calls 2000] [--samples 2000] [--workers 1,2,4]
 
-Processes: the fake OpenAI server (``consumers.fake_inference``), the standalone gateway
+Processes: the fake OpenAI server (``streamrl.consumers.fake_inference``), the standalone gateway
 (``streamrl gateway``, recording to Kafka), worker processes (``streamrl worker``) and this client all
 run separately, so the figures include real sockets and the Kafka producer. Uses
 ``$STREAMRL_BOOTSTRAP_SERVERS`` if set, else starts a throw-away local broker. Prints figures;
@@ -105,7 +105,7 @@ async def _latency(gateway_url: str, upstream: str, calls: int) -> dict[str, flo
     import aiohttp
     import orjson
 
-    from consumers.sdk import LLM
+    from streamrl.sdk import LLM
 
     async with aiohttp.ClientSession() as http:
         async with http.post(
@@ -207,8 +207,9 @@ def _throughput(
 def _produce(settings: Any, n: int) -> None:
     import json
 
-    from schemas import Mode, Sample
-    from schemas.serde import Serde
+    from streamrl.schemas import Mode, Sample
+    from streamrl.schemas.serde import Serde
+
     from streamrl.kafka import make_producer
 
     serde, p, topic = Serde(), make_producer(settings), settings.topics.name("samples")
@@ -317,7 +318,7 @@ def main() -> None:
         upstream = f"http://127.0.0.1:{up_port}/v1"
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "consumers.fake_inference", "--port", str(up_port)],
+                [sys.executable, "-m", "streamrl.consumers.fake_inference", "--port", str(up_port)],
                 cwd=ROOT,
                 env=_env(settings, upstream),
                 stdout=subprocess.DEVNULL,

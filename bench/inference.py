@@ -55,7 +55,7 @@ async def _drive(url: str, concurrency: int, rounds: int, max_tokens: int) -> tu
 
 
 def _serve(model_dir: Path, max_batch_size: int):
-    from inference.server import InferenceService, ServerOptions, ServerThread
+    from streamrl.inference.server import InferenceService, ServerOptions, ServerThread
 
     svc = InferenceService(
         str(model_dir), ServerOptions(max_batch_size=max_batch_size, max_batch_wait_ms=5.0)
@@ -76,7 +76,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     levels = [int(c) for c in args.concurrency.split(",")]
 
-    from inference.model_builder import build_model
+    from streamrl.inference.model_builder import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
         report = build_model(Path(tmp) / "model", preset=args.preset, tokenizer=args.tokenizer)

@@ -1,7 +1,7 @@
 """Serde micro-benchmark: encode/decode records/s and bytes/record, Avro (fastavro codec) vs JSON.
 
 Record: one LLMRequest with 4,096 response tokens + 4,096 float32 logprobs and 512 prompt tokens
-(schemas.examples.llm_request), plus a 64-row TrainingBatch (128 prompt + 256 response tokens per row).
+(streamrl.schemas.examples.llm_request), plus a 64-row TrainingBatch (128 prompt + 256 response tokens per row).
 
 Run: ``.venv/bin/python -m bench.serde [--seconds 1.0]``. Single process, single thread; rates are records
 per CPU-second of this process (wall-clock rates on an idle core are about the same). Not a test.
@@ -13,9 +13,9 @@ import argparse
 import time
 from collections.abc import Callable
 
-from schemas import LLMRequest, TrainingBatch
-from schemas import examples as ex
-from schemas.serde import Serde
+from streamrl.schemas import LLMRequest, TrainingBatch
+from streamrl.schemas import examples as ex
+from streamrl.schemas.serde import Serde
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:
@@ -75,8 +75,7 @@ def bench_old_version(seconds: float) -> float:
     import io
 
     from fastavro import schemaless_writer  # bench only: builds v1 bytes like an old producer would
-
-    from schemas.avro import catalog
+    from streamrl.schemas.avro import catalog
 
     v1 = catalog().history["LLMRequest"][0]
     record = ex.llm_request()

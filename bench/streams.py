@@ -1,6 +1,6 @@
 """Streams aggregator benchmark: rollouts/s through the Faust worker and group → batch latency.
 
-Runs the real worker (``python -m streams``) against a real broker: ``$STREAMRL_BOOTSTRAP_SERVERS`` if
+Runs the real worker (``python -m streamrl.streams``) against a real broker: ``$STREAMRL_BOOTSTRAP_SERVERS`` if
 set, else a local Apache Kafka started for the run (free ports, temporary data dir). Each rollout has
 ``--calls`` LLM calls (``--tokens`` prompt and response tokens each) and a trajectory; groups of
 ``rl.group_size`` rollouts, batches of ``rl.train_batch_size`` groups, transition mode.
@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from streamrl.schemas import LLMRequest, TrainingBatch, Trajectory
+from streamrl.schemas.serde import Serde
 
-from schemas import LLMRequest, TrainingBatch, Trajectory
-from schemas.serde import Serde
 from streamrl.config import Settings, load_settings
 from streamrl.kafka import EventProducer, make_consumer
 from streamrl.topics import ensure_topics

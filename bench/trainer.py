@@ -2,10 +2,10 @@
 
     .venv/bin/python -m bench.trainer [--rows 64] [--prompt 32] [--response 32] [--repeats 5] [--threads 1]
 
-Model: a local random Llama built by ``trainer.toy.build_tiny_model`` (vocab 256, hidden 128, 2 layers,
+Model: a local random Llama built by ``streamrl.trainer.toy.build_tiny_model`` (vocab 256, hidden 128, 2 layers,
 ~0.5 M parameters). One batch = ``rows`` rows (groups of 8), ``prompt`` + ``response`` tokens each.
 
-- trainer step: decode the ``TrainingBatch`` record (``schemas.serde``) + ``prepare_batch`` + ``train_step``
+- trainer step: decode the ``TrainingBatch`` record (``streamrl.schemas.serde``) + ``prepare_batch`` + ``train_step``
   (VERL GRPO advantages, truncated IS weights, PPO-clip loss, entropy, clipping, AdamW), one micro-batch.
 - bare: the same model and the same padded tokens: forward, log-softmax gather of the response tokens,
   mean, backward, AdamW step: the least a policy update can cost.
@@ -35,12 +35,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from schemas import TrainingBatch
-    from schemas.serde import Serde
+    from streamrl.schemas import TrainingBatch
+    from streamrl.schemas.serde import Serde
+    from streamrl.trainer.batch import prepare_batch
+    from streamrl.trainer.torch_backend import TorchBackend
+    from streamrl.trainer.toy import build_tiny_model, make_batch
+
     from streamrl.config.trainer import TrainerSettings
-    from trainer.batch import prepare_batch
-    from trainer.torch_backend import TorchBackend
-    from trainer.toy import build_tiny_model, make_batch
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-trainer-"))
     model_dir = build_tiny_model(tmp / "model", vocab_size=256, hidden_size=128, num_layers=2, num_heads=4)

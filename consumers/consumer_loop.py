@@ -32,9 +32,8 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-
-from consumers import metrics as m
-from consumers.offsets import OffsetTracker, Partition
+from streamrl.consumers import metrics as m
+from streamrl.consumers.offsets import OffsetTracker, Partition
 
 log = logging.getLogger(__name__)
 

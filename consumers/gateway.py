@@ -27,11 +27,11 @@ from urllib.parse import unquote
 import aiohttp
 import orjson
 from aiohttp import web
+from streamrl.consumers import metrics as m
+from streamrl.consumers.attempts import AttemptRegistry, AttemptState, request_id_for
+from streamrl.consumers.recording import ParsedResponse, RecordingError, parse_response, parse_sse
+from streamrl.consumers.sink import RecordSink
 
-from consumers import metrics as m
-from consumers.attempts import AttemptRegistry, AttemptState, request_id_for
-from consumers.recording import ParsedResponse, RecordingError, parse_response, parse_sse
-from consumers.sink import RecordSink
 from streamrl.config.consumers import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -362,7 +362,7 @@ class Gateway:
         """Parse the response and publish one LLMRequest per choice; failures go to ``state.errors``."""
         if self.sink is None:
             return
-        from schemas import LLMRequest
+        from streamrl.schemas import LLMRequest
 
         try:
             parsed: ParsedResponse = parse()

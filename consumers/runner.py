@@ -17,7 +17,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.sdk import (
+from streamrl.errors import StreamRLError
+from streamrl.sdk import (
     LLM,
     Agent,
     EmittedReward,
@@ -29,7 +30,6 @@ from consumers.sdk import (
     bind_reward_log,
     reduce_rewards,
 )
-from streamrl.errors import StreamRLError
 
 __all__ = ["AgentLoadError", "AgentRunner", "Outcome", "load_agent"]
 

@@ -39,7 +39,7 @@ class KafkaSink:
 
     Args:
         producer: a started :class:`streamrl.kafka.EventProducer` (shared; closed by its owner).
-        serde: the record encoder (``schemas.serde.Serde``).
+        serde: the record encoder (``streamrl.schemas.serde.Serde``).
         topic_name: maps a base topic name to the full one (``settings.topics.name``).
         loop: the event loop futures belong to.
     """

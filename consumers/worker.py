@@ -1,7 +1,7 @@
 """The rollout worker: runs samples from ``samples`` through the agent, publishes Trajectories.
 
 Threads: the event loop (rollouts of async agents, the in-process gateway, publishing), the
-samples consumer thread (:mod:`consumers.consumer_loop`), the producer's poll thread (delivery
+samples consumer thread (:mod:`streamrl.consumers.consumer_loop`), the producer's poll thread (delivery
 acknowledgements) and a pool for sync agents. The loop holds ``concurrency`` rollout slots and takes
 queued samples from the consumer itself whenever one frees (a slot frees once the rollout's
 Trajectory is queued on the producer; its acknowledgement is awaited outside the slot). For each
@@ -9,7 +9,7 @@ sample:
 
 1. decode it (an undecodable record goes to ``dlq``, and counts as handled once that is acked);
 2. draw a fresh ``attempt_id``, open the attempt on the gateway, call the agent with an
-   :class:`~consumers.sdk.LLM` scoped to it, under the rollout time limit;
+   :class:`~streamrl.sdk.LLM` scoped to it, under the rollout time limit;
 3. close the attempt and wait until every LLMRequest of it is acknowledged (else the rollout fails
    with the reason: the Trajectory must never name calls that streams cannot find);
 4. publish the Trajectory (rewards attached to the last call made before each was emitted); its
@@ -32,21 +32,21 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Message
+from streamrl.consumers import metrics as m
+from streamrl.consumers.attempts import AttemptResult
+from streamrl.consumers.consumer_loop import SampleConsumer
+from streamrl.consumers.gateway import Gateway
+from streamrl.consumers.gateway_client import GatewayClient, InProcessGatewayClient, RemoteGatewayClient
+from streamrl.consumers.runner import AgentRunner, Outcome
+from streamrl.consumers.sink import KafkaSink
+from streamrl.schemas import Mode, Reward, RolloutStatus, Sample, SchemaError, Trajectory, utc_now
+from streamrl.schemas.serde import Serde
 
-from consumers import metrics as m
-from consumers.attempts import AttemptResult
-from consumers.consumer_loop import SampleConsumer
-from consumers.gateway import Gateway
-from consumers.gateway_client import GatewayClient, InProcessGatewayClient, RemoteGatewayClient
-from consumers.runner import AgentRunner, Outcome
-from consumers.sdk import LLM, EmittedReward
-from consumers.sink import KafkaSink
-from schemas import Mode, Reward, RolloutStatus, Sample, SchemaError, Trajectory, utc_now
-from schemas.serde import Serde
 from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
 from streamrl.kafka import EventProducer, make_consumer
 from streamrl.metrics import serve_metrics
+from streamrl.sdk import LLM, EmittedReward
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import queue
 import threading
 import time
 
-from inference.engine import Engine, Sequence
-from inference.errors import OverloadedError
-from inference.metrics import InferenceMetrics
+from streamrl.inference.engine import Engine, Sequence
+from streamrl.inference.errors import OverloadedError
+from streamrl.inference.metrics import InferenceMetrics
 
 log = logging.getLogger(__name__)
 

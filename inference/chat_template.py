@@ -1,4 +1,4 @@
-"""The ChatML chat template of models built by :mod:`inference.model_builder`.
+"""The ChatML chat template of models built by :mod:`streamrl.inference.model_builder`.
 
 One Jinja template (the format of Hugging Face's ``tokenizer.chat_template``) that renders
 ``system``/``user``/``assistant``/``tool`` messages, assistant ``tool_calls`` and a ``tools`` list,

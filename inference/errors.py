@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.errors import StreamRLError
+from streamrl.schemas.errors import StreamRLError
 
 
 class InferenceError(StreamRLError):

@@ -26,8 +26,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from inference.chat_template import BOS_TOKEN, CHAT_TEMPLATE, IM_END, IM_START, SPECIAL_TOKENS, UNK_TOKEN
-from inference.errors import ModelBuildError
+from streamrl.inference.chat_template import (
+    BOS_TOKEN,
+    CHAT_TEMPLATE,
+    IM_END,
+    IM_START,
+    SPECIAL_TOKENS,
+    UNK_TOKEN,
+)
+from streamrl.inference.errors import ModelBuildError
 
 TokenizerKind = Literal["char", "bpe"]
 Arch = Literal["llama", "qwen2"]

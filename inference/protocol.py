@@ -17,9 +17,8 @@ import uuid
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from inference.engine import SamplingParams, Sequence
-from inference.errors import RequestError
+from streamrl.inference.engine import SamplingParams, Sequence
+from streamrl.inference.errors import RequestError
 
 
 class _Request(BaseModel):

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from inference.errors import CheckpointError
-from inference.metrics import InferenceMetrics
-from schemas import CheckpointEvent, CheckpointKind, SchemaError, digest_dir
-from schemas.serde import Serde
+from streamrl.inference.errors import CheckpointError
+from streamrl.inference.metrics import InferenceMetrics
+from streamrl.schemas import CheckpointEvent, CheckpointKind, SchemaError, digest_dir
+from streamrl.schemas.serde import Serde
 
 if TYPE_CHECKING:
-    from inference.engine import Policy
+    from streamrl.inference.engine import Policy
+
     from streamrl.config import Settings
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def verify_checkpoint(event: CheckpointEvent) -> Path:
 
 
 def load_policy(event: CheckpointEvent, path: Path, *, base_dir: str, dtype: str = "float32") -> Policy:
-    """Load a verified checkpoint as a CPU :class:`~inference.engine.Policy`.
+    """Load a verified checkpoint as a CPU :class:`~streamrl.inference.engine.Policy`.
 
     ``full``: ``AutoModelForCausalLM.from_pretrained(path)``. ``lora``: the base model
     (``event.base_model`` if it is a local directory, else ``base_dir``) with the peft adapter at
@@ -100,8 +101,8 @@ def load_policy(event: CheckpointEvent, path: Path, *, base_dir: str, dtype: str
     Raises:
         CheckpointError: ``reason="kind"`` for ``prompt_template``; ``"load"`` when transformers/peft fail.
     """
-    from inference.engine import Policy
-    from inference.server import load_model
+    from streamrl.inference.engine import Policy
+    from streamrl.inference.server import load_model
 
     try:
         if event.kind == CheckpointKind.full:
@@ -126,7 +127,7 @@ class CpuReloadTarget:
     """Reload target of the CPU server: load in the watcher thread, stage into the engine.
 
     Args:
-        service: the :class:`~inference.server.InferenceService`.
+        service: the :class:`~streamrl.inference.server.InferenceService`.
     """
 
     def __init__(self, service: Any) -> None:

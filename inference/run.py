@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from inference.errors import InferenceError
+from streamrl.inference.errors import InferenceError
 
 if TYPE_CHECKING:
     from streamrl.config import Settings
@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def cpu_service(settings: Settings):  # -> InferenceService
-    """Build the CPU :class:`~inference.server.InferenceService` from ``settings.inference``.
+    """Build the CPU :class:`~streamrl.inference.server.InferenceService` from ``settings.inference``.
 
     Raises:
         InferenceError: ``inference.model`` is not set, or is not a local Hugging Face model
@@ -22,7 +22,7 @@ def cpu_service(settings: Settings):  # -> InferenceService
     """
     from pathlib import Path
 
-    from inference.server import InferenceService, ServerOptions
+    from streamrl.inference.server import InferenceService, ServerOptions
 
     inf = settings.inference
     if not inf.model:
@@ -54,15 +54,14 @@ def cpu_service(settings: Settings):  # -> InferenceService
 
 
 def run_inference(settings: Settings) -> None:
-    """Serve until interrupted: the chosen backend, plus the ``checkpoints`` watcher if ``inference.reload``."""
+    """Serve until interrupted: the chosen backend, plus the ``checkpoints`` watcher if ``streamrl.inference.reload``."""
     import uvicorn
-
-    from inference.reload import CheckpointWatcher, CpuReloadTarget
-    from inference.server import bind_socket
+    from streamrl.inference.reload import CheckpointWatcher, CpuReloadTarget
+    from streamrl.inference.server import bind_socket
 
     inf = settings.inference
     if inf.backend == "vllm":
-        from inference.vllm_backend import VllmService
+        from streamrl.inference.vllm_backend import VllmService
 
         service = VllmService(settings)
         target = service

@@ -3,7 +3,7 @@
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions`` (both with ``stream``),
 ``GET /v1/models``, ``GET /health``, ``GET /metrics``. Every completion response carries the
 ``policy_version`` that generated it (body field and ``X-Policy-Version`` header; in streaming, in every
-chunk). Response format: see :mod:`inference.protocol`.
+chunk). Response format: see :mod:`streamrl.inference.protocol`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-
-from inference.batcher import Batcher
-from inference.engine import Engine, LogprobsMode, Policy, Sequence, visible_text
-from inference.errors import OverloadedError, RequestError
-from inference.metrics import InferenceMetrics
-from inference.protocol import (
+from streamrl.inference.batcher import Batcher
+from streamrl.inference.engine import Engine, LogprobsMode, Policy, Sequence, visible_text
+from streamrl.inference.errors import OverloadedError, RequestError
+from streamrl.inference.metrics import InferenceMetrics
+from streamrl.inference.protocol import (
     ChatRequest,
     CompletionRequest,
     TokenTable,

@@ -40,14 +40,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-
-from inference.errors import CheckpointError, InferenceError
-from inference.metrics import InferenceMetrics
+from streamrl.inference.errors import CheckpointError, InferenceError
+from streamrl.inference.metrics import InferenceMetrics
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from streamrl.schemas import CheckpointEvent
 
-    from schemas import CheckpointEvent
     from streamrl.config import Settings
 
 log = logging.getLogger(__name__)

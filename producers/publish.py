@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from producers.readers import Row, open_dataset
-from schemas import Split, Task, utc_now
-from schemas.errors import StreamRLError
-from schemas.serde import Serde
+from streamrl.producers.readers import Row, open_dataset
+from streamrl.schemas import Split, Task, utc_now
+from streamrl.schemas.errors import StreamRLError
+from streamrl.schemas.serde import Serde
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +225,12 @@ def publish_file(
 
     Args:
         settings: StreamRL ``Settings`` (cluster, topic prefix, ``publish`` section).
-        path: dataset file or Hugging Face ``save_to_disk`` directory (see :mod:`producers.readers`).
+        path: dataset file or Hugging Face ``save_to_disk`` directory (see :mod:`streamrl.producers.readers`).
         split: ``train`` or ``val``.
         id_field: row field holding the task id; None = stable row hash.
         limit: read at most this many rows; None = all.
         dry_run: read and validate only; nothing is produced (no broker needed).
-        fmt, hf_split: see :func:`producers.readers.open_dataset`.
+        fmt, hf_split: see :func:`streamrl.producers.readers.open_dataset`.
         on_rows: called with the number of rows just read (progress display).
         on_total: called once with the row count when the format knows it upfront, else None.
 
@@ -238,10 +238,10 @@ def publish_file(
         The :class:`PublishReport`; invalid and duplicate rows are listed in ``problems``.
 
     Raises:
-        producers.readers.DatasetError: the dataset cannot be opened.
+        streamrl.producers.readers.DatasetError: the dataset cannot be opened.
         streamrl.errors.DeliveryError: a record was not acknowledged by the broker.
     """
-    from producers.metrics import PUBLISH_INVALID, PUBLISH_PUBLISHED, PUBLISH_SKIPPED
+    from streamrl.producers.metrics import PUBLISH_INVALID, PUBLISH_PUBLISHED, PUBLISH_SKIPPED
 
     ds = open_dataset(path, fmt, hf_split=hf_split)
     if on_total is not None:

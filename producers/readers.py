@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import StreamRLError
+from streamrl.schemas.errors import StreamRLError
 
 FORMATS = ("jsonl", "json", "csv", "parquet", "arrow", "hf")
 """Format names accepted by :func:`open_dataset` (``hf`` = a ``datasets.save_to_disk`` directory)."""

@@ -1,9 +1,9 @@
 """The sampler service: ``tasks`` → ``samples`` with group fan-out, epochs, admission control,
 validation rounds and retries. Restart-safe without local state.
 
-Loop: poll ``tasks`` / ``checkpoints`` / ``trajectories`` → update the :class:`~producers.ledger.Ledger`
+Loop: poll ``tasks`` / ``checkpoints`` / ``trajectories`` → update the :class:`~streamrl.producers.ledger.Ledger`
 → emit what is allowed, in this order: re-issues of failed rollouts, validation samples, then train
-samples of the current epoch while the in-flight bound has room (see :mod:`producers.ledger` for
+samples of the current epoch while the in-flight bound has room (see :mod:`streamrl.producers.ledger` for
 exactly what is counted: failed emissions, dead groups and, mirroring streams'
 ``filter_zero_variance``, zero-variance groups are released).
 
@@ -11,7 +11,7 @@ Recovery (every start): read ``samples`` and the sampler's own ``dlq`` records f
 their end offsets (what was emitted and dead-lettered), then ``tasks``, ``checkpoints`` and
 ``trajectories`` to their end offsets (dataset, trainer version, outcomes). The current epoch is the
 highest epoch with a train sample; its missing ``(task, k)`` samples are emitted in the same seeded
-order (:mod:`producers.plan`), failed rollouts without a re-issue are re-issued, and the loop goes on
+order (:mod:`streamrl.producers.plan`), failed rollouts without a re-issue are re-issued, and the loop goes on
 live from the recovered positions. A sample produced but not acknowledged before a crash is emitted
 again with the same ``rollout_id`` and ``retry`` (downstream dedupes by rollout id); nothing is
 skipped. One sampler per topic prefix: two would both emit.
@@ -28,11 +28,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
-
-from producers import metrics as m
-from producers.ledger import DeadLetter as DeadLetterAction
-from producers.ledger import Ledger, Reissue
-from producers.plan import (
+from streamrl.producers import metrics as m
+from streamrl.producers.ledger import DeadLetter as DeadLetterAction
+from streamrl.producers.ledger import Ledger, Reissue
+from streamrl.producers.plan import (
     EpochCursor,
     epoch_order,
     train_group_id,
@@ -40,8 +39,19 @@ from producers.plan import (
     val_group_id,
     val_rollout_id,
 )
-from schemas import CheckpointEvent, DeadLetter, Mode, Sample, SchemaError, Split, Task, Trajectory, utc_now
-from schemas.serde import Serde
+from streamrl.schemas import (
+    CheckpointEvent,
+    DeadLetter,
+    Mode,
+    Sample,
+    SchemaError,
+    Split,
+    Task,
+    Trajectory,
+    utc_now,
+)
+from streamrl.schemas.serde import Serde
+
 from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
 from streamrl.errors import BrokerError

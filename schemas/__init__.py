@@ -2,13 +2,13 @@
 
 Light by design: importing it loads pydantic and fastavro only (no torch, faust, vllm, confluent-kafka).
 
-    from schemas import LLMRequest, SchemaError
-    from schemas.serde import Serde
+    from streamrl.schemas import LLMRequest, SchemaError
+    from streamrl.schemas.serde import Serde
 """
 
-from schemas.digest import digest_bytes, digest_dir, digest_file
-from schemas.errors import SchemaError, StreamRLError
-from schemas.records import (
+from streamrl.schemas.digest import digest_bytes, digest_dir, digest_file
+from streamrl.schemas.errors import SchemaError, StreamRLError
+from streamrl.schemas.records import (
     TOP_RECORDS,
     TOPIC_RECORDS,
     CheckpointEvent,
@@ -61,7 +61,7 @@ __all__ = [
 
 def __getattr__(name: str):  # `from schemas import Serde` works too, without loading fastavro eagerly
     if name == "Serde":
-        from schemas.serde import Serde
+        from streamrl.schemas.serde import Serde
 
         return Serde
     raise AttributeError(f"module 'schemas' has no attribute {name!r}")

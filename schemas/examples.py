@@ -12,8 +12,8 @@ import struct
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from schemas.digest import digest_bytes
-from schemas.records import (
+from streamrl.schemas.digest import digest_bytes
+from streamrl.schemas.records import (
     CheckpointEvent,
     CheckpointKind,
     ClaimCheck,

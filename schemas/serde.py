@@ -12,7 +12,7 @@ A Serde with a registry decodes both formats; one without decodes single-object 
 with an older schema version is read through Avro schema resolution into the latest model.
 
 The Avro binary codec is fastavro (``schemaless_writer``/``schemaless_reader``) throughout; every schema is
-parsed once, in the catalog (`schemas.avro`), and the parsed form is reused on each call.
+parsed once, in the catalog (`streamrl.schemas.avro`), and the parsed form is reused on each call.
 
 Validation: models are validated by pydantic when built (all rules). ``encode`` re-checks the cheap
 rules Avro cannot express (``Record.check_invariants(scan=False)``: equal lengths, non-negative versions,
@@ -36,10 +36,9 @@ from typing import Any, TypeVar
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 from pydantic import BaseModel
-
-from schemas.avro import SOE_MAGIC, SchemaCatalog, SchemaInfo, catalog, schema_fingerprint
-from schemas.errors import SchemaError
-from schemas.records import TOP_RECORDS, Record, TopRecord
+from streamrl.schemas.avro import SOE_MAGIC, SchemaCatalog, SchemaInfo, catalog, schema_fingerprint
+from streamrl.schemas.errors import SchemaError
+from streamrl.schemas.records import TOP_RECORDS, Record, TopRecord
 
 R = TypeVar("R", bound=TopRecord)
 Convert = Callable[[Any], Any]

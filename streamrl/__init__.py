@@ -3,7 +3,7 @@
 This package is the glue: config (:mod:`streamrl.config`), Kafka client factories
 (:mod:`streamrl.kafka`) and topic admin (:mod:`streamrl.topics`), the local broker launcher
 (:mod:`streamrl.broker`), the dead-letter sink, metrics helpers and the CLI. It imports no stage at
-module level; the public agent SDK names are re-exported lazily from ``consumers.sdk``::
+module level; the public agent SDK names are re-exported lazily from ``streamrl.sdk``::
 
     from streamrl import rollout, emit_reward
 
@@ -20,10 +20,10 @@ __version__ = "0.1.0"
 
 #: Public SDK names and the module that defines them.
 _LAZY = {
-    "rollout": "consumers.sdk",
-    "emit_reward": "consumers.sdk",
-    "LLM": "consumers.sdk",
-    "Agent": "consumers.sdk",
+    "rollout": "streamrl.sdk",
+    "emit_reward": "streamrl.sdk",
+    "LLM": "streamrl.sdk",
+    "Agent": "streamrl.sdk",
 }
 
 __all__ = ["LLM", "Agent", "__version__", "emit_reward", "rollout"]

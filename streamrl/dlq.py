@@ -13,11 +13,11 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from schemas import DeadLetter
-from schemas.serde import Serde
 from streamrl.config import Settings
 from streamrl.kafka import DeliveryCallback, EventProducer
 from streamrl.metrics import DLQ_RECORDS
+from streamrl.schemas import DeadLetter
+from streamrl.schemas.serde import Serde
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ this module re-exports it and adds the errors of the glue layer.
 
 from __future__ import annotations
 
-from schemas.errors import SchemaError, StreamRLError
+from streamrl.schemas.errors import SchemaError, StreamRLError
 
 __all__ = [
     "BrokerError",

@@ -3,16 +3,16 @@
 Agents (faust-streaming, aiokafka driver, ``at_least_once``, in-memory tables with changelogs):
 
 * ``join`` on ``requests`` + ``trajectories`` + ``<app_id>-ticks`` (co-partitioned by ``rollout_id``),
-  table ``join`` keyed by ``rollout_id`` (:mod:`streams.join`). Complete train rollouts (with their
+  table ``join`` keyed by ``rollout_id`` (:mod:`streamrl.streams.join`). Complete train rollouts (with their
   rows) go to ``<app_id>-groups`` keyed by ``group_id``; val rollouts to ``<app_id>-validation``.
 * ``groups`` on ``<app_id>-groups`` (rollouts, ticks, checkpoint versions in one ordered log per
-  partition), table ``groups`` (:mod:`streams.groups`); publishes ``batches`` keyed by ``batch_id``.
+  partition), table ``groups`` (:mod:`streamrl.streams.groups`); publishes ``batches`` keyed by ``batch_id``.
 * ``validation`` on ``<app_id>-validation`` (one partition), table ``validation`` keyed by version.
 * ``checkpoints`` on ``checkpoints``: the policy's versions are written into every groups partition.
 * a timer (``tick_interval_s``) writes event-time ticks into every assigned ticks/groups partition
   (tables can only be written while processing an event) and refreshes ``validation.json``.
 
-Every value is raw bytes; records are decoded with ``schemas.serde`` inside the agents, and a record
+Every value is raw bytes; records are decoded with ``streamrl.schemas.serde`` inside the agents, and a record
 that cannot be decoded or is invalid goes to ``dlq`` (DeadLetter envelope) and is counted. All
 outputs are produced with Faust's producer, which Faust flushes before every offset commit, so an
 input offset is committed only after its outputs (and dead letters) are acknowledged.
@@ -29,18 +29,18 @@ from typing import Any
 import faust
 from faust.types import TP
 from pydantic import ValidationError
+from streamrl.schemas import CheckpointEvent, LLMRequest, SchemaError, TrainingRow, Trajectory
+from streamrl.schemas.serde import Serde
+from streamrl.streams import metrics
+from streamrl.streams.convert import batch_record, blob_root, call_of, traj_of
+from streamrl.streams.faust_config import StreamsTopics, faust_broker, streams_topics
+from streamrl.streams.groups import Batch, GroupConfig, GroupMachine
+from streamrl.streams.join import JoinConfig, JoinResult, on_call, on_tick, on_trajectory
+from streamrl.streams.rows import RowConfig
+from streamrl.streams.validation import add_result, summary, write_json
 
-from schemas import CheckpointEvent, LLMRequest, SchemaError, TrainingRow, Trajectory
-from schemas.serde import Serde
 from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
-from streams import metrics
-from streams.convert import batch_record, blob_root, call_of, traj_of
-from streams.faust_config import StreamsTopics, faust_broker, streams_topics
-from streams.groups import Batch, GroupConfig, GroupMachine
-from streams.join import JoinConfig, JoinResult, on_call, on_tick, on_trajectory
-from streams.rows import RowConfig
-from streams.validation import add_result, summary, write_json
 
 log = logging.getLogger("streams")
 

@@ -1,7 +1,7 @@
 """Records ↔ the compact dicts the tables store, and batch records (inline or claim-check).
 
 Claim-check payload format: the bytes of the *inline* ``TrainingBatch`` (same ``batch_id``, ``rows``
-set, ``claim_check`` None) encoded with ``schemas.serde.Serde``; the trainer decodes it with
+set, ``claim_check`` None) encoded with ``streamrl.schemas.serde.Serde``; the trainer decodes it with
 ``serde.decode(data, TrainingBatch).rows``. The file is ``<blob_dir>/<batch_id>.avro``, written
 atomically (temp file + rename); a re-emitted batch rewrites identical bytes.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from schemas import ClaimCheck, LLMRequest, TrainingBatch, TrainingRow, Trajectory, digest_bytes
-from schemas.serde import Serde
-from streams.groups import Batch
-from streams.rows import Call, Traj
+from streamrl.schemas import ClaimCheck, LLMRequest, TrainingBatch, TrainingRow, Trajectory, digest_bytes
+from streamrl.schemas.serde import Serde
+from streamrl.streams.groups import Batch
+from streamrl.streams.rows import Call, Traj
 
 
 def call_of(req: LLMRequest, ts: float) -> Call:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.rows import Call, RowConfig, Traj, build_rows
+from streamrl.streams.rows import Call, RowConfig, Traj, build_rows
 
 #: ``committed(topic, partition) -> next offset to consume`` (None = unknown).
 Committed = Callable[[str, int], int | None]

@@ -20,9 +20,8 @@ def run_worker(settings: Settings, *, log_level: str = "INFO") -> None:
         ConfigError: unsupported security settings.
     """
     import faust
-
-    from streams.app import Aggregator
-    from streams.faust_config import ensure_streams_topics
+    from streamrl.streams.app import Aggregator
+    from streamrl.streams.faust_config import ensure_streams_topics
 
     names = ensure_streams_topics(settings)
     serve_metrics(settings.streams.metrics_port)

@@ -105,7 +105,7 @@ def settings(kafka_bootstrap: str) -> Settings:
 @pytest.fixture(scope="session")
 def inference_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default ``tiny`` preset with the ``char`` tokenizer trained on part of GSM8K (seconds, no hub)."""
-    from inference.model_builder import build_model
+    from streamrl.inference.model_builder import build_model
 
     out = tmp_path_factory.mktemp("inference-model") / "tiny"
     build_model(out, preset="tiny", tokenizer="char", max_chars=50_000, seed=0)
@@ -123,6 +123,6 @@ def tokenizer(inference_model_dir: Path):
 @pytest.fixture(scope="session")
 def model(inference_model_dir: Path):
     """The tiny model, loaded as the CPU inference server loads it."""
-    from inference.server import load_model
+    from streamrl.inference.server import load_model
 
     return load_model(str(inference_model_dir))

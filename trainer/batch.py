@@ -24,10 +24,9 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
+from streamrl.schemas import TrainingBatch, TrainingRow
+from streamrl.trainer.errors import BadBatchError
 from verl import DataProto
-
-from schemas import TrainingBatch, TrainingRow
-from trainer.errors import BadBatchError
 
 #: Largest behaviour logprob accepted (a logprob is <= 0; a little slack for float32 rounding).
 MAX_LOGPROB = 1e-3
@@ -40,7 +39,7 @@ def read_claim_check(batch: TrainingBatch, decode_rows: RowsDecoder) -> list[Tra
 
     Args:
         batch: a batch whose ``claim_check`` is set (``uri`` is a local path or ``file://`` URI).
-        decode_rows: turns the payload bytes into rows (through ``schemas.serde``).
+        decode_rows: turns the payload bytes into rows (through ``streamrl.schemas.serde``).
 
     Returns:
         The rows, ``len == claim_check.num_rows``.
@@ -229,7 +228,7 @@ def prepare_batch(
 
     Args:
         batch: the record from ``batches``.
-        decode_rows: claim-check payload decoder (through ``schemas.serde``).
+        decode_rows: claim-check payload decoder (through ``streamrl.schemas.serde``).
         trainer_version: current trainer step (for staleness).
         max_staleness: rows staler than this are dropped; None keeps all.
         vocab_size, max_positions: model limits checked per row (None skips the check).

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas import digest_dir
-from trainer.errors import CheckpointError
+from streamrl.schemas import digest_dir
+from streamrl.trainer.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from streamrl.trainer.service import Backend, TrainerService
+
 from streamrl.config import Settings
-from trainer.service import Backend, TrainerService
 
 
 def make_backend(settings: Settings) -> Backend:
     """The backend named by ``trainer.backend``, holding the initial model of ``trainer.model_path``."""
     ts = settings.trainer
     if ts.backend == "verl":
-        from trainer.verl_backend import VerlBackend
+        from streamrl.trainer.verl_backend import VerlBackend
 
         return VerlBackend(ts, rollout_n=settings.rl.group_size, seed=settings.rl.seed)
-    from trainer.torch_backend import TorchBackend
+    from streamrl.trainer.torch_backend import TorchBackend
 
     return TorchBackend(ts, rollout_n=settings.rl.group_size, seed=settings.rl.seed)
 

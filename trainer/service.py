@@ -32,19 +32,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from streamrl.schemas import CheckpointEvent, CheckpointKind, SchemaError, TrainingBatch, TrainingRow, utc_now
+from streamrl.schemas.serde import Serde
+from streamrl.trainer import metrics as m
+from streamrl.trainer.batch import prepare_batch
+from streamrl.trainer.checkpoint import CheckpointInfo, CheckpointManager
+from streamrl.trainer.errors import BadBatchError, NonFiniteLossError
+from streamrl.trainer.torch_backend import StepResult
 from verl import DataProto
 
-from schemas import CheckpointEvent, CheckpointKind, SchemaError, TrainingBatch, TrainingRow, utc_now
-from schemas.serde import Serde
 from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
 from streamrl.errors import DeliveryError
 from streamrl.kafka import EventProducer, make_consumer
-from trainer import metrics as m
-from trainer.batch import prepare_batch
-from trainer.checkpoint import CheckpointInfo, CheckpointManager
-from trainer.errors import BadBatchError, NonFiniteLossError
-from trainer.torch_backend import StepResult
 
 log = logging.getLogger("trainer")
 
@@ -67,7 +67,7 @@ class Backend(Protocol):
 
 
 def claim_check_decoder(serde: Serde) -> Any:
-    """Decoder of claim-check payloads: the bytes are a ``TrainingBatch`` (inline rows) encoded by ``schemas.serde``."""
+    """Decoder of claim-check payloads: the bytes are a ``TrainingBatch`` (inline rows) encoded by ``streamrl.schemas.serde``."""
 
     def decode(data: bytes) -> list[TrainingRow]:
         inner = serde.decode(data, TrainingBatch, topic="claim-check")

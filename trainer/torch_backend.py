@@ -24,12 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, get_scheduler
-from verl import DataProto
-from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
-
-from streamrl.config.trainer import TrainerSettings
-from trainer.algorithms import (
+from streamrl.trainer.algorithms import (
     LossInputs,
     build_actor_config,
     check_algorithm_names,
@@ -37,7 +32,12 @@ from trainer.algorithms import (
     compute_advantages,
     set_global_batch_info,
 )
-from trainer.errors import CheckpointError, NonFiniteLossError
+from streamrl.trainer.errors import CheckpointError, NonFiniteLossError
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, get_scheduler
+from verl import DataProto
+from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
+
+from streamrl.config.trainer import TrainerSettings
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class TorchBackend:
         """One optimizer step on one prepared batch.
 
         Args:
-            data: a ``DataProto`` from :func:`trainer.batch.prepare_batch`.
+            data: a ``DataProto`` from :func:`streamrl.trainer.batch.prepare_batch`.
 
         Returns:
             The step's metrics.

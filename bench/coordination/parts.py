@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamrl.schemas import LLMRequest, RolloutStatus, TrainingBatch, Trajectory
+from streamrl.schemas.serde import Serde
+
 from bench.coordination.agents import FAKE_URL_ENV, LATENCY_REWARD
 from bench.coordination.harness import (
     BenchError,
@@ -32,8 +35,6 @@ from bench.coordination.stats import (
     service_times_ms,
 )
 from bench.coordination.workload import SampleSpec, gsm8k_questions, make_samples
-from schemas import LLMRequest, RolloutStatus, TrainingBatch, Trajectory
-from schemas.serde import Serde
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The benchmark's records: samples (GSM8K questions), and stand-ins for the requests/trajectories of part C.
 
-Every record is a real schema record encoded with ``schemas.serde`` (single-object Avro), exactly what
+Every record is a real schema record encoded with ``streamrl.schemas.serde`` (single-object Avro), exactly what
 the pipeline writes.
 """
 
@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from streamrl.schemas import LLMRequest, Mode, Reward, RolloutStatus, Sample, Trajectory
+from streamrl.schemas.serde import Serde
+
 from bench.coordination.agents import LATENCY_REWARD
 from bench.coordination.fake_vllm import fake_tokenize, render_prompt, reply_tokens
-from schemas import LLMRequest, Mode, Reward, RolloutStatus, Sample, Trajectory
-from schemas.serde import Serde
 
 __all__ = ["EventMix", "SampleSpec", "gsm8k_questions", "make_samples", "synthetic_mix"]
 

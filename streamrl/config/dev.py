@@ -30,7 +30,7 @@ class DatasetSpec(Section):
 
 
 class ModelSpec(Section):
-    """The policy model: built locally (``inference.model_builder``) when its directory has no config.json."""
+    """The policy model: built locally (``streamrl.inference.model_builder``) when its directory has no config.json."""
 
     path: Path = Path("models/tiny-char")
     """Hugging Face model directory. Used as ``inference.model`` and ``trainer.model_path`` unless those are set."""

@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
+from streamrl.schemas import LLMRequest, Mode, Sample, Trajectory
+from streamrl.schemas.serde import Serde
 
-from schemas import LLMRequest, Mode, Sample, Trajectory
-from schemas.serde import Serde
 from streamrl.config import Settings
 from streamrl.kafka import client_config, make_producer
 
@@ -95,8 +95,8 @@ class WorkerThread:
     """An in-process RolloutWorker on its own event loop thread."""
 
     def __init__(self, settings: Settings, agent: str) -> None:
-        from consumers.runner import load_agent
-        from consumers.worker import RolloutWorker
+        from streamrl.consumers.runner import load_agent
+        from streamrl.consumers.worker import RolloutWorker
 
         self.worker = RolloutWorker(settings, load_agent(agent), worker_id=f"w-{uuid.uuid4().hex[:6]}")
         self.loop = asyncio.new_event_loop()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from consumers_testkit import TopicReader, WorkerThread, make_sample, produce_samples, requests_of
-
-from schemas import LLMRequest, RolloutStatus, Trajectory
+from streamrl.schemas import LLMRequest, RolloutStatus, Trajectory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # builds a tiny model (~15 CPU-s)
 torch.set_num_threads(2)
@@ -14,8 +13,8 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="module")
 def cpu_server(tmp_path_factory):
-    from inference.model_builder import build_model
-    from inference.server import InferenceService, ServerOptions, ServerThread, load_model
+    from streamrl.inference.model_builder import build_model
+    from streamrl.inference.server import InferenceService, ServerOptions, ServerThread, load_model
 
     out = tmp_path_factory.mktemp("consumers-model") / "tiny"
     build_model(out, preset="tiny", tokenizer="char", max_chars=20_000, seed=0)

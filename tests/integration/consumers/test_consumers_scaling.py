@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import ConsumerGroupState
 from consumers_testkit import TopicReader, committed_offsets, make_sample, produce_samples
+from streamrl.consumers.fake_inference import FakeInferenceServer
+from streamrl.schemas import RolloutStatus, Trajectory
 
-from consumers.fake_inference import FakeInferenceServer
-from schemas import RolloutStatus, Trajectory
 from streamrl.kafka import make_admin
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -13,9 +13,8 @@ from consumers_testkit import (
     produce_samples,
     requests_of,
 )
-
-from consumers.fake_inference import FakeInferenceServer, fake_logprob, render_chat, tokenize
-from schemas import LLMRequest, RolloutStatus, Trajectory
+from streamrl.consumers.fake_inference import FakeInferenceServer, fake_logprob, render_chat, tokenize
+from streamrl.schemas import LLMRequest, RolloutStatus, Trajectory
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import openai
 import torch
+from streamrl.inference.reload import CheckpointWatcher, CpuReloadTarget
+from streamrl.inference.server import InferenceService, ServerOptions, ServerThread
+from streamrl.schemas import CheckpointEvent, CheckpointKind, DeadLetter, digest_dir
+from streamrl.schemas.serde import Serde
 from typer.testing import CliRunner
 
-from inference.reload import CheckpointWatcher, CpuReloadTarget
-from inference.server import InferenceService, ServerOptions, ServerThread
-from schemas import CheckpointEvent, CheckpointKind, DeadLetter, digest_dir
-from schemas.serde import Serde
 from streamrl.kafka import EventProducer, make_consumer
 
 MESSAGES = [{"role": "user", "content": "Which is larger, 3 or 8?"}]

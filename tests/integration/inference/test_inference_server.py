@@ -11,8 +11,7 @@ import httpx
 import openai
 import pytest
 import torch
-
-from inference.server import InferenceService, ServerOptions, ServerThread
+from streamrl.inference.server import InferenceService, ServerOptions, ServerThread
 
 MESSAGES = [
     {"role": "system", "content": "Answer with one digit."},

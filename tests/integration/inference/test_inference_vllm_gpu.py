@@ -52,12 +52,12 @@ def _check(client, hf_model, version: int) -> None:
 def test_vllm_backend_serves_and_reloads(tmp_path: Path) -> None:
     import openai
     from peft import LoraConfig, get_peft_model
+    from streamrl.inference.model_builder import build_model
+    from streamrl.inference.server import ServerThread
+    from streamrl.inference.vllm_backend import VllmService
+    from streamrl.schemas import CheckpointEvent, CheckpointKind, digest_dir
     from transformers import AutoModelForCausalLM
 
-    from inference.model_builder import build_model
-    from inference.server import ServerThread
-    from inference.vllm_backend import VllmService
-    from schemas import CheckpointEvent, CheckpointKind, digest_dir
     from streamrl.config import load_settings
     from tests.conftest import free_port
 

@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from streamrl.producers.publish import publish_file
+from streamrl.schemas import Split, Task
+from streamrl.schemas.serde import Serde
 from typer.testing import CliRunner
-
-from producers.publish import publish_file
-from schemas import Split, Task
-from schemas.serde import Serde
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +73,7 @@ def test_missing_topic_or_dead_broker_fails_fast_with_the_fix(settings_factory, 
     """Before reading a row: a missing `tasks` topic names `streamrl topics create`; a dead broker its address."""
     import time
 
-    from producers.publish import TopicUnavailable
+    from streamrl.producers.publish import TopicUnavailable
 
     p = tmp_path / "d.jsonl"
     p.write_text('{"q": 1}\n{"q": 2}\n')

@@ -8,12 +8,11 @@ import time
 from collections import Counter
 
 import pytest
-
-from producers.plan import epoch_order
-from producers.publish import publish_file
-from producers.sampler import Sampler
-from schemas import DeadLetter, Mode, Sample
-from schemas.serde import Serde
+from streamrl.producers.plan import epoch_order
+from streamrl.producers.publish import publish_file
+from streamrl.producers.sampler import Sampler
+from streamrl.schemas import DeadLetter, Mode, Sample
+from streamrl.schemas.serde import Serde
 
 pytestmark = pytest.mark.integration
 

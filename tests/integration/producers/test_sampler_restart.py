@@ -13,9 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from producers.publish import publish_file
-from schemas import Mode
+from streamrl.producers.publish import publish_file
+from streamrl.schemas import Mode
 
 pytestmark = pytest.mark.integration
 

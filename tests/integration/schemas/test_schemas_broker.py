@@ -6,10 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from schemas import TOPIC_RECORDS, DeadLetter, Sample, SchemaError
-from schemas import examples as ex
-from schemas.serde import Serde
+from streamrl.schemas import TOPIC_RECORDS, DeadLetter, Sample, SchemaError
+from streamrl.schemas import examples as ex
+from streamrl.schemas.serde import Serde
 
 pytestmark = pytest.mark.integration
 

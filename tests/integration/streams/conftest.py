@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
+from streamrl.schemas import CheckpointEvent, CheckpointKind, LLMRequest, Reward, TrainingBatch, Trajectory
+from streamrl.schemas.serde import Serde
 
-from schemas import CheckpointEvent, CheckpointKind, LLMRequest, Reward, TrainingBatch, Trajectory
-from schemas.serde import Serde
 from streamrl.config import Settings
 from streamrl.kafka import EventProducer, make_consumer
 
@@ -58,7 +58,7 @@ def write_config(
 
 
 class Worker:
-    """``python -m streams -c <config>`` as a child process, its output in a log file."""
+    """``python -m streamrl.streams -c <config>`` as a child process, its output in a log file."""
 
     def __init__(self, config: Path, log_path: Path) -> None:
         self.config, self.log_path = config, log_path
@@ -275,7 +275,7 @@ def batch_reader(settings: Settings) -> Iterator[BatchReader]:
 
 @pytest.fixture
 def streams_config(settings: Settings, tmp_path: Path) -> Any:
-    """``make(streams={...}, rl={...}) -> Path`` of a YAML config for ``python -m streams``."""
+    """``make(streams={...}, rl={...}) -> Path`` of a YAML config for ``python -m streamrl.streams``."""
 
     def make(streams: dict[str, Any] | None = None, rl: dict[str, Any] | None = None) -> Path:
         return write_config(settings, tmp_path / "streams.yaml", streams, rl)

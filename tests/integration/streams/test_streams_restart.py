@@ -6,8 +6,9 @@ import signal
 import time
 import uuid
 
-from schemas import DeadLetter, TrainingBatch
-from schemas.serde import Serde
+from streamrl.schemas import DeadLetter, TrainingBatch
+from streamrl.schemas.serde import Serde
+
 from streamrl.kafka import make_consumer
 
 

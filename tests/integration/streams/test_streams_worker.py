@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 
 import httpx
-
-from schemas import Reward, TrainingBatch
-from schemas.serde import Serde
-from streams.convert import read_claim_check
+from streamrl.schemas import Reward, TrainingBatch
+from streamrl.schemas.serde import Serde
+from streamrl.streams.convert import read_claim_check
 
 
 def free_port() -> int:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from confluent_kafka import TopicPartition
+from streamrl.schemas import TrainingBatch
+from streamrl.schemas.serde import Serde
 
-from schemas import TrainingBatch
-from schemas.serde import Serde
 from streamrl.config import Settings
 from streamrl.kafka import EventProducer, make_consumer
 
@@ -20,7 +20,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer Llama with a 16-token vocabulary, saved with save_pretrained."""
-    from trainer.toy import build_tiny_model
+    from streamrl.trainer.toy import build_tiny_model
 
     return build_tiny_model(
         tmp_path_factory.mktemp("tiny") / "model", vocab_size=16, hidden_size=32, num_heads=2
@@ -31,7 +31,7 @@ def toy_batch(
     i: int, *, policy_version: int | None = None, vocab: int = 16, bid: str | None = None
 ) -> TrainingBatch:
     """Batch ``b{i}``: 2 groups x 4 rows, prompt ``[1, i]``, 2-token responses, binary rewards."""
-    from trainer.toy import make_batch
+    from streamrl.trainer.toy import make_batch
 
     g = torch.Generator().manual_seed(i)
     prompts = [[1, 3 + i % 10] for _ in range(8)]

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from streamrl.schemas import CheckpointEvent, digest_dir
+from streamrl.schemas.serde import Serde
 
-from schemas import CheckpointEvent, digest_dir
-from schemas.serde import Serde
 from streamrl.config import Settings
 
 from .conftest import produce, read_topic, toy_batch
@@ -141,8 +141,8 @@ def test_sigkill_and_restart_trains_every_batch_exactly_once(
 
     # run C (in this process, to spare a third import of torch+verl): resumes at checkpoint 4 -> retrains
     # b4 (its step 5 was lost with run B), skips the duplicate b3, stops at max_steps 8
-    from trainer.run import make_backend
-    from trainer.service import TrainerService
+    from streamrl.trainer.run import make_backend
+    from streamrl.trainer.service import TrainerService
 
     settings.trainer.max_steps = 8
     caplog.set_level(logging.INFO, logger="trainer")

@@ -10,12 +10,11 @@ import pytest
 import torch
 from prometheus_client import REGISTRY
 from safetensors.torch import load_file
+from streamrl.schemas import CheckpointEvent, DeadLetter, digest_dir
+from streamrl.schemas.serde import Serde
+from streamrl.trainer.service import TrainerService
+from streamrl.trainer.torch_backend import TorchBackend
 from transformers import AutoModelForCausalLM
-
-from schemas import CheckpointEvent, DeadLetter, digest_dir
-from schemas.serde import Serde
-from trainer.service import TrainerService
-from trainer.torch_backend import TorchBackend
 
 from .conftest import produce, read_topic, toy_batch
 

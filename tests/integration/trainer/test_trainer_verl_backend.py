@@ -1,4 +1,4 @@
-"""The ``verl`` backend (VERL's FSDP engine on Ray). GPU only: see ``trainer.verl_backend.VERL_CPU_REASON``."""
+"""The ``verl`` backend (VERL's FSDP engine on Ray). GPU only: see ``streamrl.trainer.verl_backend.VERL_CPU_REASON``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from streamrl.trainer.batch import prepare_batch
 
 from streamrl.config.trainer import TrainerSettings
-from trainer.batch import prepare_batch
 
 from .conftest import toy_batch
 
@@ -21,7 +21,7 @@ pytestmark = [
 
 
 def test_verl_backend_trains_saves_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from trainer.verl_backend import VerlBackend
+    from streamrl.trainer.verl_backend import VerlBackend
 
     ts = TrainerSettings(backend="verl", model_path=tiny_model_dir, lr=1e-3, max_steps=10)
     be = VerlBackend(ts, rollout_n=4)

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from confluent_kafka import TopicPartition
-
-from consumers.consumer_loop import SampleConsumer
+from streamrl.consumers.consumer_loop import SampleConsumer
 
 TOPIC = "t.samples"
 

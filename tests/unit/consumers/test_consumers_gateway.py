@@ -7,12 +7,12 @@ import asyncio
 import aiohttp
 import orjson
 import pytest
+from streamrl.consumers.attempts import AttemptResult
+from streamrl.consumers.fake_inference import FakeInferenceServer, fake_logprob, render_chat, tokenize
+from streamrl.consumers.gateway import Gateway
 
-from consumers.attempts import AttemptResult
-from consumers.fake_inference import FakeInferenceServer, fake_logprob, render_chat, tokenize
-from consumers.gateway import Gateway
-from consumers.sdk import LLM
 from streamrl.config.consumers import GatewaySettings
+from streamrl.sdk import LLM
 
 
 class ListSink:

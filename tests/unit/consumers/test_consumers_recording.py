@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
-
-from consumers.gateway import parse_path
-from consumers.recording import RecordingError, parse_response, parse_sse
+from streamrl.consumers.gateway import parse_path
+from streamrl.consumers.recording import RecordingError, parse_response, parse_sse
 
 
 def test_parse_path() -> None:

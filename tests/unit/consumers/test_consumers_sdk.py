@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from streamrl.consumers.runner import AgentLoadError, AgentRunner, finish, load_agent
 
 import streamrl
-from consumers.runner import AgentLoadError, AgentRunner, finish, load_agent
-from consumers.sdk import (
+from streamrl.sdk import (
     LLM,
     Agent,
     EmittedReward,
@@ -178,12 +178,12 @@ def test_class_agent_setup_and_loader() -> None:
         return out
 
     assert asyncio.run(go()).reward == 3.0
-    assert load_agent("consumers.sdk:emit_reward").fn is emit_reward
+    assert load_agent("streamrl.sdk:emit_reward").fn is emit_reward
     for spec, msg in [
         ("nocolon", "expected"),
         ("no_such_mod_x:f", "cannot import"),
-        ("consumers.sdk:nope", "no attribute"),
-        ("consumers.sdk:PRIMARY_REWARD_NAME", "not an agent"),
+        ("streamrl.sdk:nope", "no attribute"),
+        ("streamrl.sdk:PRIMARY_REWARD_NAME", "not an agent"),
     ]:
         with pytest.raises(AgentLoadError, match=msg):
             load_agent(spec)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from rich.console import Console
-
-from schemas import Split
-from schemas import examples as ex
 from streamrl.dev.display import render, status_line
 from streamrl.dev.stats import RunStats
+from streamrl.schemas import Split
+from streamrl.schemas import examples as ex
 
 
 def _stats() -> RunStats:

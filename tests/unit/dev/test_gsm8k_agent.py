@@ -8,9 +8,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from streamrl.consumers.fake_inference import FakeInferenceServer
 
-from consumers.fake_inference import FakeInferenceServer
-from consumers.sdk import LLM
+from streamrl.sdk import LLM
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from schemas import CheckpointEvent, Mode, RolloutStatus, Split
-from schemas import examples as ex
 from streamrl.dev.stats import RunStats
+from streamrl.schemas import CheckpointEvent, Mode, RolloutStatus, Split
+from streamrl.schemas import examples as ex
 
 
 class Clock:

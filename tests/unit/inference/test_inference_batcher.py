@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 
 import pytest
-
-from inference.batcher import Batcher
-from inference.engine import Engine, Policy, SamplingParams, Sequence
-from inference.errors import OverloadedError
-from inference.metrics import InferenceMetrics
+from streamrl.inference.batcher import Batcher
+from streamrl.inference.engine import Engine, Policy, SamplingParams, Sequence
+from streamrl.inference.errors import OverloadedError
+from streamrl.inference.metrics import InferenceMetrics
 
 
 class _RecordingEngine(Engine):

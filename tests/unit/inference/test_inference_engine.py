@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from inference.engine import Engine, Policy, SamplingParams, Sequence, visible_text
+from streamrl.inference.engine import Engine, Policy, SamplingParams, Sequence, visible_text
 
 
 def _prompts(tokenizer, n: int) -> list[list[int]]:

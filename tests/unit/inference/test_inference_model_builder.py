@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from streamrl.inference.errors import ModelBuildError
+from streamrl.inference.model_builder import DEFAULT_TEXT, build_model, iter_text, train_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from inference.errors import ModelBuildError
-from inference.model_builder import DEFAULT_TEXT, build_model, iter_text, train_tokenizer
 
 
 def test_tiny_char_model_has_about_300k_parameters_and_loads(inference_model_dir: Path) -> None:
@@ -99,8 +98,9 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
 
 def test_cpu_server_refuses_a_model_path_that_is_not_a_model_dir(tmp_path: Path) -> None:
     """`streamrl inference --model /nonexistent` was a transformers traceback about hub repo ids."""
-    from inference.errors import InferenceError
-    from inference.run import cpu_service
+    from streamrl.inference.errors import InferenceError
+    from streamrl.inference.run import cpu_service
+
     from streamrl.config import Settings
 
     s = Settings()

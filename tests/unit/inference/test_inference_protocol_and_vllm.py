@@ -7,11 +7,11 @@ import threading
 import time
 
 import pytest
+from streamrl.inference.errors import RequestError
+from streamrl.inference.model_builder import DEFAULT_TEXT, iter_text, train_tokenizer
+from streamrl.inference.protocol import ChatRequest, CompletionRequest, TokenTable, parse_tool_calls
+from streamrl.inference.vllm_backend import VersionGate, prepare_body, tag_sse_line, vllm_command
 
-from inference.errors import RequestError
-from inference.model_builder import DEFAULT_TEXT, iter_text, train_tokenizer
-from inference.protocol import ChatRequest, CompletionRequest, TokenTable, parse_tool_calls
-from inference.vllm_backend import VersionGate, prepare_body, tag_sse_line, vllm_command
 from streamrl.config import load_settings
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from producers.ledger import DeadLetter, Ledger, Reissue
+from streamrl.producers.ledger import DeadLetter, Ledger, Reissue
 
 
 def new(**kw) -> Ledger:
@@ -417,8 +416,8 @@ def test_emission_into_a_dead_group_is_released_when_it_ends_live_and_replayed()
 )
 def test_same_verdict_as_streams_group_machine(rewards: list[float | None]) -> None:
     """Cross-check against the streams stage itself: a complete group of fresh rollouts is dropped
-    as zero-variance by ``streams.groups.GroupMachine`` exactly when the ledger releases it."""
-    from streams.groups import GroupConfig, GroupMachine
+    as zero-variance by ``streamrl.streams.groups.GroupMachine`` exactly when the ledger releases it."""
+    from streamrl.streams.groups import GroupConfig, GroupMachine
 
     table: dict[str, dict] = {}
     machine = GroupMachine(GroupConfig(filter_zero_variance=True), table.get, lambda: list(table.items()))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-
-from producers.plan import EpochCursor, epoch_order, train_rollout_id, val_rollout_id
+from streamrl.producers.plan import EpochCursor, epoch_order, train_rollout_id, val_rollout_id
 
 
 def test_ids_follow_the_contract() -> None:

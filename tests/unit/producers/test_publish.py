@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from streamrl.producers.publish import InvalidRow, build_task, publish_file, row_hash_id, row_payload
+from streamrl.producers.readers import Row
+from streamrl.schemas import Split
 
-from producers.publish import InvalidRow, build_task, publish_file, row_hash_id, row_payload
-from producers.readers import Row
-from schemas import Split
 from streamrl.config import load_settings
 
 
@@ -70,9 +70,8 @@ def test_limit_stops_reading(tmp_path: Path) -> None:
 
 def test_cli_exits_nonzero_when_every_row_is_invalid(tmp_path) -> None:
     """A file with no usable row must fail a script (exit 1); some bad rows among good ones do not."""
-    from typer.testing import CliRunner
-
     from streamrl.cli import app
+    from typer.testing import CliRunner
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"a": 1}\n[1]\n')

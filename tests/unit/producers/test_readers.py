@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from producers.readers import DatasetError, open_dataset
+from streamrl.producers.readers import DatasetError, open_dataset
 
 
 def rows_of(path: Path, **kw):

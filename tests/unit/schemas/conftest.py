@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from schemas.serde import Serde
+from streamrl.schemas.serde import Serde
 
 
 @pytest.fixture

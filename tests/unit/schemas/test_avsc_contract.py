@@ -13,10 +13,9 @@ import pytest
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
-
-from schemas import TOP_RECORDS, TOPIC_RECORDS
-from schemas.avro import build_catalog, catalog, load_schema_file
-from schemas.records import INT32_MAX
+from streamrl.schemas import TOP_RECORDS, TOPIC_RECORDS
+from streamrl.schemas.avro import build_catalog, catalog, load_schema_file
+from streamrl.schemas.records import INT32_MAX
 
 PRIMITIVE = {str: "string", bool: "boolean", bytes: "bytes"}
 
@@ -148,7 +147,7 @@ def test_every_record_has_a_schema_and_topic():
 
 def test_drift_is_detected():
     """The comparison itself can fail: a changed type, a missing default, a renamed field."""
-    from schemas import Task
+    from streamrl.schemas import Task
 
     raw = json.loads(json.dumps(catalog().latest("Task").raw))
     raw["fields"][1]["type"] = "bytes"

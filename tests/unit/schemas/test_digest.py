@@ -6,8 +6,7 @@ import hashlib
 import os
 
 import pytest
-
-from schemas import digest_bytes, digest_dir, digest_file
+from streamrl.schemas import digest_bytes, digest_dir, digest_file
 
 
 def _tree(root, files: dict[str, bytes]):

@@ -19,11 +19,10 @@ from avro.compatibility import (
 from avro.schema import parse as avro_parse
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
-
-from schemas import LLMRequest
-from schemas import examples as ex
-from schemas.avro import SchemaInfo, catalog
-from schemas.serde import Serde
+from streamrl.schemas import LLMRequest
+from streamrl.schemas import examples as ex
+from streamrl.schemas.avro import SchemaInfo, catalog
+from streamrl.schemas.serde import Serde
 
 PAIRS = [(h[i], h[i + 1]) for h in catalog().history.values() for i in range(len(h) - 1)]
 Incompat = SchemaIncompatibilityType

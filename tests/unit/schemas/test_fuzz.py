@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from schemas import TOP_RECORDS, LLMRequest, SchemaError, TrainingBatch
-from schemas import examples as ex
-from schemas.avro import catalog
-from schemas.serde import Serde
+from streamrl.schemas import TOP_RECORDS, LLMRequest, SchemaError, TrainingBatch
+from streamrl.schemas import examples as ex
+from streamrl.schemas.avro import catalog
+from streamrl.schemas.serde import Serde
 
 SERDE = Serde()  # hypothesis + function-scoped fixtures don't mix; the serde is stateless for SOE
 REGISTRY_SERDE = Serde(registry_url="mock://fuzz")

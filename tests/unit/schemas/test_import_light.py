@@ -11,7 +11,7 @@ HEAVY = ("torch", "faust", "vllm", "transformers", "verl", "aiokafka", "confluen
 
 def test_import_loads_no_heavy_modules():
     code = (
-        "import sys, json, schemas, schemas.serde, schemas.examples; schemas.serde.Serde(); "
+        "import sys, json, schemas, streamrl.schemas.serde, streamrl.schemas.examples; streamrl.schemas.serde.Serde(); "
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)

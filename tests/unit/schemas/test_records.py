@@ -7,8 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
-
-from schemas import (
+from streamrl.schemas import (
     CheckpointEvent,
     ClaimCheck,
     LLMRequest,
@@ -19,7 +18,7 @@ from schemas import (
     TrainingRow,
     Trajectory,
 )
-from schemas import examples as ex
+from streamrl.schemas import examples as ex
 
 
 def _with(record, **changes):

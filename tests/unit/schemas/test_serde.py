@@ -8,8 +8,7 @@ from types import SimpleNamespace
 import pytest
 from fastavro import schemaless_writer
 from fastavro.schema import fingerprint as fastavro_fingerprint
-
-from schemas import (
+from streamrl.schemas import (
     TOP_RECORDS,
     LLMRequest,
     Sample,
@@ -19,9 +18,9 @@ from schemas import (
     TrainingBatch,
     Trajectory,
 )
-from schemas import examples as ex
-from schemas.avro import catalog, schema_fingerprint
-from schemas.serde import Serde
+from streamrl.schemas import examples as ex
+from streamrl.schemas.avro import catalog, schema_fingerprint
+from streamrl.schemas.serde import Serde
 
 
 @pytest.mark.parametrize("record", ex.all_examples(seed=7), ids=lambda r: type(r).__name__)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from streams.rows import Call, Traj
+from streamrl.streams.rows import Call, Traj
 
 
 def call(

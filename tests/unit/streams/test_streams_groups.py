@@ -6,8 +6,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from streams.groups import GroupConfig, GroupMachine, batch_id_for
+from streamrl.streams.groups import GroupConfig, GroupMachine, batch_id_for
 
 
 class Table(dict):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from streams.join import JoinConfig, on_call, on_tick, on_trajectory
-from streams.rows import RowConfig
+from streamrl.streams.join import JoinConfig, on_call, on_tick, on_trajectory
+from streamrl.streams.rows import RowConfig
 
 CFG = JoinConfig(rows=RowConfig(), join_timeout_s=10.0, orphan_call_timeout_s=100.0, dedup_retention_s=1000.0)
 REQ, TRJ = "p.requests", "p.trajectories"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from streams import metrics
+from streamrl.streams import metrics
 
 
 def test_summary_lists_events_since_last_call_with_hints() -> None:

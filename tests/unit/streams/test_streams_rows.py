@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from streams.rows import RowConfig, build_rows
+from streamrl.streams.rows import RowConfig, build_rows
 
 
 def _calls(*cs):

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from schemas import ClaimCheck, TrainingBatch, TrainingRow
-from schemas.serde import Serde
-from trainer.batch import prepare_batch, rows_to_dataproto
-from trainer.errors import BadBatchError
-from trainer.service import claim_check_decoder
+from streamrl.schemas import ClaimCheck, TrainingBatch, TrainingRow
+from streamrl.schemas.serde import Serde
+from streamrl.trainer.batch import prepare_batch, rows_to_dataproto
+from streamrl.trainer.errors import BadBatchError
+from streamrl.trainer.service import claim_check_decoder
 
 
 def _row(

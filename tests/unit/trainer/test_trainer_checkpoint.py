@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from schemas import digest_dir
-from trainer.checkpoint import CheckpointManager
-from trainer.errors import CheckpointError
+from streamrl.schemas import digest_dir
+from streamrl.trainer.checkpoint import CheckpointManager
+from streamrl.trainer.errors import CheckpointError
 
 
 def _write(mgr: CheckpointManager, version: int, content: str = "w") -> None:

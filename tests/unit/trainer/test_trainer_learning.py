@@ -2,7 +2,7 @@
 
 Task: any prompt; reward 1 iff the one-token response is TARGET (chance 1/16 for the untrained model).
 Samples are drawn in-process from the current weights with their behaviour logprobs, packed into real
-``TrainingBatch`` records, serialised and deserialised with ``schemas.serde`` (as they travel through
+``TrainingBatch`` records, serialised and deserialised with ``streamrl.schemas.serde`` (as they travel through
 ``batches``), and trained by the same path the service uses (``prepare_batch`` + ``train_step``).
 """
 
@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from streamrl.schemas import TrainingBatch
+from streamrl.schemas.serde import Serde
+from streamrl.trainer.batch import prepare_batch
+from streamrl.trainer.torch_backend import TorchBackend
+from streamrl.trainer.toy import make_batch, sample
 
-from schemas import TrainingBatch
-from schemas.serde import Serde
 from streamrl.config.trainer import TrainerSettings
-from trainer.batch import prepare_batch
-from trainer.torch_backend import TorchBackend
-from trainer.toy import make_batch, sample
 
 TARGET = 7
 GROUPS, GROUP_SIZE, MAX_STEPS = 8, 8, 24

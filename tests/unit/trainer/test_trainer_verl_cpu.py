@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from streamrl.trainer.errors import TrainerError
 
 from streamrl.config.trainer import TrainerSettings
-from trainer.errors import TrainerError
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
 def test_verl_backend_on_cpu_fails_with_the_reason(tiny_model_dir: Path) -> None:
-    from trainer.verl_backend import VerlBackend
+    from streamrl.trainer.verl_backend import VerlBackend
 
     with pytest.raises(
         TrainerError, match=r"needs CUDA GPUs: verl 0.9.1 has no CPU platform.*device=\['cuda', 'npu'\]"

@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-
-from streamrl.config import Settings, load_settings
 from streamrl.dev.display import render, status_line
 from streamrl.dev.monitor import Monitor
 from streamrl.dev.report import format_summary, plot_rewards, write_summary
 from streamrl.dev.rundir import deep_merge, free_port, new_run_id, raw_config, run_overrides, write_config
 from streamrl.dev.stats import RunStats
 from streamrl.dev.supervisor import ChildFailed, ChildSpec, Supervisor
+
+from streamrl.config import Settings, load_settings
 from streamrl.errors import ConfigError, StreamRLError
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def ensure_model(settings: Settings, console: Console) -> None:
     if not spec.build:
         raise StreamRLError(f"dev.model.path {spec.path} has no config.json and dev.model.build is false")
     console.print(f"building the {spec.preset} {spec.tokenizer} model into {spec.path} ...")
-    from inference.model_builder import build_model  # heavy (torch, transformers): only when needed
+    from streamrl.inference.model_builder import build_model  # heavy (torch, transformers): only when needed
 
     report = build_model(
         spec.path,

@@ -18,7 +18,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from schemas import CheckpointEvent, LLMRequest, Mode, RolloutStatus, Sample, Split, Task, Trajectory
+from streamrl.schemas import CheckpointEvent, LLMRequest, Mode, RolloutStatus, Sample, Split, Task, Trajectory
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-
 from streamrl.cli.common import ConfigOption, settings_from
 
 
@@ -40,10 +39,9 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--split must be train or val, got {split!r}")
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from producers.publish import publish_file
-        from producers.readers import detect_format
-        from schemas import Split
+        from streamrl.producers.publish import publish_file
+        from streamrl.producers.readers import detect_format
+        from streamrl.schemas import Split
 
         if fmt is None:
             detect_format(file)  # fail on a missing file or unknown suffix before drawing the progress bar
@@ -102,6 +100,6 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(config)
         if max_epochs is not None:
             settings.sampler.max_epochs = max_epochs
-        from producers.sampler import run_sampler
+        from streamrl.producers.sampler import run_sampler
 
         run_sampler(settings)

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import typer
-
 from streamrl.cli.common import ConfigOption
 
 

@@ -21,11 +21,11 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-
-from schemas import CheckpointEvent, LLMRequest, Sample, SchemaError, Task, Trajectory
-from schemas.serde import Serde
-from streamrl.config import Settings
 from streamrl.dev.stats import RunStats
+from streamrl.schemas import CheckpointEvent, LLMRequest, Sample, SchemaError, Task, Trajectory
+from streamrl.schemas.serde import Serde
+
+from streamrl.config import Settings
 from streamrl.kafka import client_config, make_admin
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-
 from streamrl.cli.common import ConfigOption, settings_from
 
 
@@ -47,7 +46,7 @@ def register(app: typer.Typer) -> None:
         if attach is not None:
             inf.vllm.attach_url = attach
 
-        from inference.run import run_inference
+        from streamrl.inference.run import run_inference
 
         run_inference(settings)
 
@@ -81,7 +80,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--tokenizer must be bpe or char, got {tokenizer!r}")
         if arch not in ("llama", "qwen2"):
             raise typer.BadParameter(f"--arch must be llama or qwen2, got {arch!r}")
-        from inference.model_builder import build_model
+        from streamrl.inference.model_builder import build_model
 
         report = build_model(
             out,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-
 from streamrl.cli.common import ConfigOption, settings_from
 
 
@@ -46,8 +45,8 @@ def register(app: typer.Typer) -> None:
         import asyncio
         import signal
 
-        from consumers.runner import load_agent
-        from consumers.worker import RolloutWorker
+        from streamrl.consumers.runner import load_agent
+        from streamrl.consumers.worker import RolloutWorker
 
         runner = load_agent(spec)
 
@@ -78,9 +77,10 @@ def register(app: typer.Typer) -> None:
         import asyncio
         import signal
 
-        from consumers.gateway import Gateway
-        from consumers.sink import KafkaSink
-        from schemas.serde import Serde
+        from streamrl.consumers.gateway import Gateway
+        from streamrl.consumers.sink import KafkaSink
+        from streamrl.schemas.serde import Serde
+
         from streamrl.kafka import EventProducer
         from streamrl.metrics import serve_metrics
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-
 from streamrl.cli.common import ConfigOption, settings_from
 
 
@@ -19,6 +18,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the Faust aggregator: join requests with trajectories, group rollouts, emit training batches."""
         settings = settings_from(config)
-        from streams.worker import run_worker
+        from streamrl.streams.worker import run_worker
 
         run_worker(settings, log_level=log_level)
