@@ -20,6 +20,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python tools/lint_imports.py
 
 demo: setup
 	$(BIN)/streamrl demo

@@ -327,7 +327,7 @@ def main() -> None:
         _wait_http(upstream + "/models")
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "streamrl", "gateway", "--port", str(gw_port)],
+                [sys.executable, "-m", "streamrl.cli", "gateway", "--port", str(gw_port)],
                 cwd=ROOT,
                 env=_env(settings, upstream),
                 stderr=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
 """Producers benchmark: GSM8K publish rate, sampler fan-out rate, sampler recovery time.
 
-    .venv/bin/python -m bench.publish [--file ../shared/data/gsm8k/train.jsonl] [--group-size 8]
+    .venv/bin/python -m bench.publish [--file examples/gsm8k/data/train.jsonl] [--group-size 8]
 
 Uses ``$STREAMRL_BOOTSTRAP_SERVERS`` if set, else starts a throw-away local broker. Prints figures;
 asserts nothing about speed.
@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_FILE = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+DEFAULT_FILE = ROOT / "examples" / "gsm8k" / "data" / "train.jsonl"
 
 
 def _free_port() -> int:

@@ -68,7 +68,7 @@ class DevResult:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "streamrl", *args]
+    return [sys.executable, "-m", "streamrl.cli", *args]
 
 
 def child_specs(settings: Settings, config_path: Path) -> list[ChildSpec]:

@@ -71,8 +71,8 @@ PRESETS: dict[str, ModelPreset] = {
 }
 """Size presets by name."""
 
-DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
-"""Default tokenizer training text: GSM8K train, at ``../shared`` from the repository root."""
+DEFAULT_TEXT = Path(__file__).resolve().parents[1] / "examples" / "gsm8k" / "data" / "train.jsonl"
+"""Default tokenizer training text: GSM8K train as the repository ships it (``examples/gsm8k/data/``)."""
 
 
 @dataclass(frozen=True)

@@ -250,8 +250,8 @@ class Pipeline:
 
     # -- processes --------------------------------------------------------------------------------
     def spawn(self, name: str, args: Sequence[str], extra_env: dict[str, str] | None = None) -> Proc:
-        """Start ``python -m streamrl <args>`` with this pipeline's config; logs to ``<run_dir>/<name>.log``."""
-        cmd = [sys.executable, "-m", "streamrl", *args]
+        """Start ``python -m streamrl.cli <args>`` with this pipeline's config; logs to ``<run_dir>/<name>.log``."""
+        cmd = [sys.executable, "-m", "streamrl.cli", *args]
         env = child_env(self.config_path, extra_env)
         proc = Proc(name, cmd, env=env, cwd=self.run_dir, log_path=self.run_dir / f"{name}.log")
         self.procs.append(proc)

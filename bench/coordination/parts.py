@@ -117,13 +117,13 @@ def _worker_cmd(spec: RunSpec, index: int, opts: Options) -> list[str]:
     if opts.profile_dir is not None and index == 0:
         opts.profile_dir.mkdir(parents=True, exist_ok=True)
         out = opts.profile_dir / f"profile-{spec.label}.txt"
-        return ["-m", "pyinstrument", "-r", "text", "-o", str(out), "-m", "streamrl", *args]
+        return ["-m", "pyinstrument", "-r", "text", "-o", str(out), "-m", "streamrl.cli", *args]
     return args
 
 
 def _spawn_worker(pipe: Pipeline, spec: RunSpec, index: int, opts: Options, env: dict[str, str]) -> Proc:
     args = _worker_cmd(spec, index, opts)
-    if args[0] == "-m":  # profiled: python -m pyinstrument ... -m streamrl worker ...
+    if args[0] == "-m":  # profiled: python -m pyinstrument ... -m streamrl.cli worker ...
         from bench.coordination.harness import child_env
 
         cmd = [sys.executable, *args]

@@ -20,7 +20,7 @@ from bench.coordination.fake_vllm import fake_tokenize, render_prompt, reply_tok
 
 __all__ = ["EventMix", "SampleSpec", "gsm8k_questions", "make_samples", "synthetic_mix"]
 
-GSM8K = Path("/work/shared/data/gsm8k/test.jsonl")
+GSM8K = Path(__file__).resolve().parents[2] / "examples" / "gsm8k" / "data" / "test.jsonl"
 
 
 def gsm8k_questions(limit: int = 200, path: Path = GSM8K) -> list[str]:

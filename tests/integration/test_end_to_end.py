@@ -73,7 +73,7 @@ def test_dev_trains_the_gsm8k_agent_end_to_end(kafka_bootstrap: str, tmp_path: P
     env = {**os.environ, "STREAMRL_BOOTSTRAP_SERVERS": kafka_bootstrap, "PYTHONPATH": str(ROOT)}
     env.pop("STREAMRL_TOPIC_PREFIX", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamrl", "dev", "--config", str(cfg)],
+        [sys.executable, "-m", "streamrl.cli", "dev", "--config", str(cfg)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

@@ -190,7 +190,7 @@ def test_worker_with_a_standalone_gateway_process(settings_factory, inference) -
         "STREAMRL_GATEWAY__UPSTREAM_URL": inference.url,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamrl", "gateway", "--port", str(port)],
+        [sys.executable, "-m", "streamrl.cli", "gateway", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

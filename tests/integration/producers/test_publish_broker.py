@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
 
-GSM8K = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+GSM8K = Path(__file__).resolve().parents[3] / "examples" / "gsm8k" / "data" / "train.jsonl"
 
 
 def latest_by_key(settings, read_topic) -> tuple[int, dict[str, Task]]:
@@ -60,8 +60,6 @@ def test_cli_reports_malformed_lines_by_number_and_uses_the_id_field(
 
 
 def test_publish_gsm8k_train(settings, read_topic) -> None:
-    if not GSM8K.exists():
-        pytest.skip(f"{GSM8K} not present")
     report = publish_file(settings, GSM8K)
     assert (report.rows, report.published, report.invalid, report.skipped) == (7473, 7473, 0, 0)
     n_records, latest = latest_by_key(settings, read_topic)

@@ -125,7 +125,7 @@ def test_cli_kafka_start_status_stop(tmp_path: Path) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "streamrl", *args, "-c", str(cfg)],
+            [sys.executable, "-m", "streamrl.cli", *args, "-c", str(cfg)],
             capture_output=True,
             text=True,
             env=env,

@@ -1,7 +1,7 @@
 """Crash safety: SIGKILL after a checkpoint write (before its event) and between steps; after restarts no
 batch is trained twice into the weights and none is skipped, and the unpublished checkpoint is published.
 
-The trainer runs as a real process (``python -m streamrl trainer``) against the real broker; the last
+The trainer runs as a real process (``python -m streamrl.cli trainer``) against the real broker; the last
 restart runs in the test process.
 """
 
@@ -37,7 +37,7 @@ class TrainerProcess:
     def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrl", "trainer", "-c", str(config), *extra],
+            [sys.executable, "-m", "streamrl.cli", "trainer", "-c", str(config), *extra],
             cwd=REPO,
             env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,

@@ -26,7 +26,7 @@ def test_children_in_start_order_with_the_run_config(tmp_path: Path) -> None:
         "sampler",
     ]
     for c in specs:
-        assert c.argv[:3] == [sys.executable, "-m", "streamrl"]
+        assert c.argv[:3] == [sys.executable, "-m", "streamrl.cli"]
         assert c.argv[-2:] == ["--config", str(cfg)]
     assert {c.name for c in specs if c.may_exit} == {"trainer", "sampler"}
     # every child has a place in the stop order

@@ -122,9 +122,7 @@ def test_unknown_suffix_and_missing_path(tmp_path: Path) -> None:
 
 
 def test_gsm8k_first_rows(tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "gsm8k" / "train.jsonl"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+    path = Path(__file__).resolve().parents[3] / "examples" / "gsm8k" / "data" / "train.jsonl"
     rows = open_dataset(path).rows
     first = next(rows)
     assert first.position == 1 and set(first.value) == {"question", "answer"}
