@@ -57,7 +57,11 @@ def test_product_code_imports_only_streamrl_names():
                     names = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names = [node.module]
-                bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names if n.split(".")[0] in BARE_NAMES]
+                bad += [
+                    f"{path.relative_to(ROOT)}:{node.lineno}: {n}"
+                    for n in names
+                    if n.split(".")[0] in BARE_NAMES
+                ]
     assert not bad, "import these as streamrl.<name>:\n" + "\n".join(bad)
 
 
@@ -70,7 +74,9 @@ def test_every_core_module_is_in_the_core_layer():
         for p in (ROOT / "streamrl").iterdir()
         if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
     }
-    assert core == core_layer, "list every module of streamrl/ (core glue) in the core layer of the layers contract"
+    assert core == core_layer, (
+        "list every module of streamrl/ (core glue) in the core layer of the layers contract"
+    )
 
 
 @pytest.fixture(scope="module")
