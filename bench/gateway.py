@@ -174,7 +174,7 @@ def _throughput(
             [
                 sys.executable,
                 "-m",
-                "streamrl",
+                "streamrl.cli",
                 "worker",
                 "--agent",
                 agent,
@@ -207,10 +207,9 @@ def _throughput(
 def _produce(settings: Any, n: int) -> None:
     import json
 
+    from streamrl.kafka import make_producer
     from streamrl.schemas import Mode, Sample
     from streamrl.schemas.serde import Serde
-
-    from streamrl.kafka import make_producer
 
     serde, p, topic = Serde(), make_producer(settings), settings.topics.name("samples")
     for i in range(n):

@@ -35,10 +35,9 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    from streamrl.config import load_settings
     from streamrl.producers.publish import publish_file
     from streamrl.producers.sampler import Sampler
-
-    from streamrl.config import load_settings
     from streamrl.topics import ensure_topics
 
     broker = None

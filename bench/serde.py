@@ -75,6 +75,7 @@ def bench_old_version(seconds: float) -> float:
     import io
 
     from fastavro import schemaless_writer  # bench only: builds v1 bytes like an old producer would
+
     from streamrl.schemas.avro import catalog
 
     v1 = catalog().history["LLMRequest"][0]

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from streamrl.schemas import LLMRequest, TrainingBatch, Trajectory
-from streamrl.schemas.serde import Serde
 
 from streamrl.config import Settings, load_settings
 from streamrl.kafka import EventProducer, make_consumer
+from streamrl.schemas import LLMRequest, TrainingBatch, Trajectory
+from streamrl.schemas.serde import Serde
 from streamrl.topics import ensure_topics
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)

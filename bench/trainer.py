@@ -35,13 +35,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    from streamrl.config.trainer import TrainerSettings
     from streamrl.schemas import TrainingBatch
     from streamrl.schemas.serde import Serde
     from streamrl.trainer.batch import prepare_batch
     from streamrl.trainer.torch_backend import TorchBackend
     from streamrl.trainer.toy import build_tiny_model, make_batch
-
-    from streamrl.config.trainer import TrainerSettings
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-trainer-"))
     model_dir = build_tiny_model(tmp / "model", vocab_size=256, hidden_size=128, num_layers=2, num_heads=4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
 from streamrl.cli.common import ConfigOption, settings_from
 
 
@@ -79,10 +80,9 @@ def register(app: typer.Typer) -> None:
 
         from streamrl.consumers.gateway import Gateway
         from streamrl.consumers.sink import KafkaSink
-        from streamrl.schemas.serde import Serde
-
         from streamrl.kafka import EventProducer
         from streamrl.metrics import serve_metrics
+        from streamrl.schemas.serde import Serde
 
         async def main() -> None:
             stop = asyncio.Event()

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import typer
+
 from streamrl.cli.common import ConfigOption
 
 

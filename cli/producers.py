@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
 from streamrl.cli.common import ConfigOption, settings_from
 
 
@@ -39,6 +40,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--split must be train or val, got {split!r}")
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         from streamrl.producers.publish import publish_file
         from streamrl.producers.readers import detect_format
         from streamrl.schemas import Split

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
 from streamrl.cli.common import ConfigOption, settings_from
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
 from streamrl.cli.common import ConfigOption, settings_from
 
 
@@ -46,9 +47,8 @@ def register(app: typer.Typer) -> None:
         if metrics_port is not None:
             ts.metrics_port = metrics_port
 
-        from streamrl.trainer.run import run_trainer
-
         from streamrl.metrics import serve_metrics
+        from streamrl.trainer.run import run_trainer
 
         serve_metrics(ts.metrics_port)
         version = run_trainer(settings)

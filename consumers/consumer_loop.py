@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
 from streamrl.consumers import metrics as m
 from streamrl.consumers.offsets import OffsetTracker, Partition
 

@@ -27,12 +27,12 @@ from urllib.parse import unquote
 import aiohttp
 import orjson
 from aiohttp import web
+
+from streamrl.config.consumers import GatewaySettings
 from streamrl.consumers import metrics as m
 from streamrl.consumers.attempts import AttemptRegistry, AttemptState, request_id_for
 from streamrl.consumers.recording import ParsedResponse, RecordingError, parse_response, parse_sse
 from streamrl.consumers.sink import RecordSink
-
-from streamrl.config.consumers import GatewaySettings
 
 log = logging.getLogger(__name__)
 

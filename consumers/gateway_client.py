@@ -6,9 +6,9 @@ from typing import Protocol
 
 import aiohttp
 import orjson
+
 from streamrl.consumers.attempts import AttemptResult
 from streamrl.consumers.gateway import Gateway
-
 from streamrl.errors import StreamRLError
 
 __all__ = ["GatewayClient", "GatewayControlError", "InProcessGatewayClient", "RemoteGatewayClient"]

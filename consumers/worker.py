@@ -32,6 +32,8 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Message
+
+from streamrl.config import Settings
 from streamrl.consumers import metrics as m
 from streamrl.consumers.attempts import AttemptResult
 from streamrl.consumers.consumer_loop import SampleConsumer
@@ -39,13 +41,11 @@ from streamrl.consumers.gateway import Gateway
 from streamrl.consumers.gateway_client import GatewayClient, InProcessGatewayClient, RemoteGatewayClient
 from streamrl.consumers.runner import AgentRunner, Outcome
 from streamrl.consumers.sink import KafkaSink
-from streamrl.schemas import Mode, Reward, RolloutStatus, Sample, SchemaError, Trajectory, utc_now
-from streamrl.schemas.serde import Serde
-
-from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
 from streamrl.kafka import EventProducer, make_consumer
 from streamrl.metrics import serve_metrics
+from streamrl.schemas import Mode, Reward, RolloutStatus, Sample, SchemaError, Trajectory, utc_now
+from streamrl.schemas.serde import Serde
 from streamrl.sdk import LLM, EmittedReward
 
 log = logging.getLogger(__name__)

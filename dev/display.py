@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
+
 from streamrl.dev.stats import RunStats
 
 

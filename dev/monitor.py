@@ -21,12 +21,12 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from streamrl.dev.stats import RunStats
-from streamrl.schemas import CheckpointEvent, LLMRequest, Sample, SchemaError, Task, Trajectory
-from streamrl.schemas.serde import Serde
 
 from streamrl.config import Settings
+from streamrl.dev.stats import RunStats
 from streamrl.kafka import client_config, make_admin
+from streamrl.schemas import CheckpointEvent, LLMRequest, Sample, SchemaError, Task, Trajectory
+from streamrl.schemas.serde import Serde
 
 log = logging.getLogger(__name__)
 

@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from streamrl.config import Settings, load_settings
 from streamrl.dev.display import render, status_line
 from streamrl.dev.monitor import Monitor
 from streamrl.dev.report import format_summary, plot_rewards, write_summary
 from streamrl.dev.rundir import deep_merge, free_port, new_run_id, raw_config, run_overrides, write_config
 from streamrl.dev.stats import RunStats
 from streamrl.dev.supervisor import ChildFailed, ChildSpec, Supervisor
-
-from streamrl.config import Settings, load_settings
 from streamrl.errors import ConfigError, StreamRLError
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from streamrl.inference.engine import SamplingParams, Sequence
 from streamrl.inference.errors import RequestError
 

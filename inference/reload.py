@@ -31,9 +31,8 @@ from streamrl.schemas import CheckpointEvent, CheckpointKind, SchemaError, diges
 from streamrl.schemas.serde import Serde
 
 if TYPE_CHECKING:
-    from streamrl.inference.engine import Policy
-
     from streamrl.config import Settings
+    from streamrl.inference.engine import Policy
 
 log = logging.getLogger(__name__)
 

@@ -56,6 +56,7 @@ def cpu_service(settings: Settings):  # -> InferenceService
 def run_inference(settings: Settings) -> None:
     """Serve until interrupted: the chosen backend, plus the ``checkpoints`` watcher if ``streamrl.inference.reload``."""
     import uvicorn
+
     from streamrl.inference.reload import CheckpointWatcher, CpuReloadTarget
     from streamrl.inference.server import bind_socket
 

@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
 from streamrl.inference.batcher import Batcher
 from streamrl.inference.engine import Engine, LogprobsMode, Policy, Sequence, visible_text
 from streamrl.inference.errors import OverloadedError, RequestError

@@ -40,14 +40,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+
 from streamrl.inference.errors import CheckpointError, InferenceError
 from streamrl.inference.metrics import InferenceMetrics
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-    from streamrl.schemas import CheckpointEvent
 
     from streamrl.config import Settings
+    from streamrl.schemas import CheckpointEvent
 
 log = logging.getLogger(__name__)
 VERSION_HEADER = "X-Policy-Version"

@@ -28,6 +28,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from streamrl.config import Settings
+from streamrl.dlq import DeadLetterSink
+from streamrl.errors import BrokerError
+from streamrl.kafka import EventProducer, make_consumer
 from streamrl.producers import metrics as m
 from streamrl.producers.ledger import DeadLetter as DeadLetterAction
 from streamrl.producers.ledger import Ledger, Reissue
@@ -51,11 +56,6 @@ from streamrl.schemas import (
     utc_now,
 )
 from streamrl.schemas.serde import Serde
-
-from streamrl.config import Settings
-from streamrl.dlq import DeadLetterSink
-from streamrl.errors import BrokerError
-from streamrl.kafka import EventProducer, make_consumer
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 from pydantic import BaseModel
+
 from streamrl.schemas.avro import SOE_MAGIC, SchemaCatalog, SchemaInfo, catalog, schema_fingerprint
 from streamrl.schemas.errors import SchemaError
 from streamrl.schemas.records import TOP_RECORDS, Record, TopRecord

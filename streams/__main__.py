@@ -15,10 +15,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    from streamrl.streams.worker import run_worker
-
     from streamrl.config import load_settings
     from streamrl.errors import StreamRLError
+    from streamrl.streams.worker import run_worker
 
     try:
         run_worker(load_settings(args.config), log_level=args.log_level)

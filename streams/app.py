@@ -29,6 +29,9 @@ from typing import Any
 import faust
 from faust.types import TP
 from pydantic import ValidationError
+
+from streamrl.config import Settings
+from streamrl.dlq import DeadLetterSink
 from streamrl.schemas import CheckpointEvent, LLMRequest, SchemaError, TrainingRow, Trajectory
 from streamrl.schemas.serde import Serde
 from streamrl.streams import metrics
@@ -38,9 +41,6 @@ from streamrl.streams.groups import Batch, GroupConfig, GroupMachine
 from streamrl.streams.join import JoinConfig, JoinResult, on_call, on_tick, on_trajectory
 from streamrl.streams.rows import RowConfig
 from streamrl.streams.validation import add_result, summary, write_json
-
-from streamrl.config import Settings
-from streamrl.dlq import DeadLetterSink
 
 log = logging.getLogger("streams")
 

@@ -20,6 +20,7 @@ def run_worker(settings: Settings, *, log_level: str = "INFO") -> None:
         ConfigError: unsupported security settings.
     """
     import faust
+
     from streamrl.streams.app import Aggregator
     from streamrl.streams.faust_config import ensure_streams_topics
 

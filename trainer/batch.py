@@ -24,9 +24,10 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
+from verl import DataProto
+
 from streamrl.schemas import TrainingBatch, TrainingRow
 from streamrl.trainer.errors import BadBatchError
-from verl import DataProto
 
 #: Largest behaviour logprob accepted (a logprob is <= 0; a little slack for float32 rounding).
 MAX_LOGPROB = 1e-3

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from streamrl.trainer.service import Backend, TrainerService
-
 from streamrl.config import Settings
+from streamrl.trainer.service import Backend, TrainerService
 
 
 def make_backend(settings: Settings) -> Backend:

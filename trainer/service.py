@@ -32,6 +32,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from verl import DataProto
+
+from streamrl.config import Settings
+from streamrl.dlq import DeadLetterSink
+from streamrl.errors import DeliveryError
+from streamrl.kafka import EventProducer, make_consumer
 from streamrl.schemas import CheckpointEvent, CheckpointKind, SchemaError, TrainingBatch, TrainingRow, utc_now
 from streamrl.schemas.serde import Serde
 from streamrl.trainer import metrics as m
@@ -39,12 +45,6 @@ from streamrl.trainer.batch import prepare_batch
 from streamrl.trainer.checkpoint import CheckpointInfo, CheckpointManager
 from streamrl.trainer.errors import BadBatchError, NonFiniteLossError
 from streamrl.trainer.torch_backend import StepResult
-from verl import DataProto
-
-from streamrl.config import Settings
-from streamrl.dlq import DeadLetterSink
-from streamrl.errors import DeliveryError
-from streamrl.kafka import EventProducer, make_consumer
 
 log = logging.getLogger("trainer")
 

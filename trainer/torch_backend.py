@@ -24,6 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, get_scheduler
+from verl import DataProto
+from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
+
+from streamrl.config.trainer import TrainerSettings
 from streamrl.trainer.algorithms import (
     LossInputs,
     build_actor_config,
@@ -33,11 +38,6 @@ from streamrl.trainer.algorithms import (
     set_global_batch_info,
 )
 from streamrl.trainer.errors import CheckpointError, NonFiniteLossError
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, get_scheduler
-from verl import DataProto
-from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
-
-from streamrl.config.trainer import TrainerSettings
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from streamrl.schemas import TrainingBatch, TrainingRow
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from streamrl.schemas import TrainingBatch, TrainingRow
 
 
 def build_tiny_model(

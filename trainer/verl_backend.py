@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from streamrl.trainer.algorithms import build_actor_config, check_algorithm_names, compute_advantages
-from streamrl.trainer.errors import CheckpointError, NonFiniteLossError, TrainerError
-from streamrl.trainer.torch_backend import StepResult
 from transformers import AutoConfig
 from verl import DataProto
 
 from streamrl.config.trainer import TrainerSettings
 from streamrl.errors import ConfigError
+from streamrl.trainer.algorithms import build_actor_config, check_algorithm_names, compute_advantages
+from streamrl.trainer.errors import CheckpointError, NonFiniteLossError, TrainerError
+from streamrl.trainer.torch_backend import StepResult
 
 VERL_CPU_REASON = (
     "verl 0.9.1 has no CPU platform: its platform registry knows nvidia/npu/rocm and falls back to 'nvidia' "

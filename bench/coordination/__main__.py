@@ -204,10 +204,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_c(args: argparse.Namespace, opts: Options, results: dict[str, Any]) -> None:
-    from streamrl.schemas.serde import Serde
-
     from bench.coordination.ceiling import run_ceiling
     from bench.coordination.workload import EventMix, synthetic_mix
+    from streamrl.schemas.serde import Serde
 
     cap = opts.captured
     if cap.get("request") and cap.get("trajectory"):

@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamrl.schemas import LLMRequest, RolloutStatus, TrainingBatch, Trajectory
-from streamrl.schemas.serde import Serde
-
 from bench.coordination.agents import FAKE_URL_ENV, LATENCY_REWARD
 from bench.coordination.harness import (
     BenchError,
@@ -35,6 +32,8 @@ from bench.coordination.stats import (
     service_times_ms,
 )
 from bench.coordination.workload import SampleSpec, gsm8k_questions, make_samples
+from streamrl.schemas import LLMRequest, RolloutStatus, TrainingBatch, Trajectory
+from streamrl.schemas.serde import Serde
 
 log = logging.getLogger(__name__)
 

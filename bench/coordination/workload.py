@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from streamrl.schemas import LLMRequest, Mode, Reward, RolloutStatus, Sample, Trajectory
-from streamrl.schemas.serde import Serde
-
 from bench.coordination.agents import LATENCY_REWARD
 from bench.coordination.fake_vllm import fake_tokenize, render_prompt, reply_tokens
+from streamrl.schemas import LLMRequest, Mode, Reward, RolloutStatus, Sample, Trajectory
+from streamrl.schemas.serde import Serde
 
 __all__ = ["EventMix", "SampleSpec", "gsm8k_questions", "make_samples", "synthetic_mix"]
 

@@ -10,11 +10,11 @@ import uuid
 from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
-from streamrl.schemas import LLMRequest, Mode, Sample, Trajectory
-from streamrl.schemas.serde import Serde
 
 from streamrl.config import Settings
 from streamrl.kafka import client_config, make_producer
+from streamrl.schemas import LLMRequest, Mode, Sample, Trajectory
+from streamrl.schemas.serde import Serde
 
 SERDE = Serde()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from consumers_testkit import TopicReader, WorkerThread, make_sample, produce_samples, requests_of
+
 from streamrl.schemas import LLMRequest, RolloutStatus, Trajectory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # builds a tiny model (~15 CPU-s)

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import ConsumerGroupState
 from consumers_testkit import TopicReader, committed_offsets, make_sample, produce_samples
-from streamrl.consumers.fake_inference import FakeInferenceServer
-from streamrl.schemas import RolloutStatus, Trajectory
 
+from streamrl.consumers.fake_inference import FakeInferenceServer
 from streamrl.kafka import make_admin
+from streamrl.schemas import RolloutStatus, Trajectory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HERE = Path(__file__).resolve().parent
@@ -41,7 +41,7 @@ def _spawn(settings, upstream: str, worker_id: str, log_dir: Path) -> subprocess
         [
             sys.executable,
             "-m",
-            "streamrl",
+            "streamrl.cli",
             "worker",
             "--agent",
             "consumers_test_agents:sleepy",

@@ -13,6 +13,7 @@ from consumers_testkit import (
     produce_samples,
     requests_of,
 )
+
 from streamrl.consumers.fake_inference import FakeInferenceServer, fake_logprob, render_chat, tokenize
 from streamrl.schemas import LLMRequest, RolloutStatus, Trajectory
 

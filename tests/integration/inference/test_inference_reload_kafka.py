@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 import openai
 import torch
-from streamrl.inference.reload import CheckpointWatcher, CpuReloadTarget
-from streamrl.inference.server import InferenceService, ServerOptions, ServerThread
-from streamrl.schemas import CheckpointEvent, CheckpointKind, DeadLetter, digest_dir
-from streamrl.schemas.serde import Serde
 from typer.testing import CliRunner
 
+from streamrl.inference.reload import CheckpointWatcher, CpuReloadTarget
+from streamrl.inference.server import InferenceService, ServerOptions, ServerThread
 from streamrl.kafka import EventProducer, make_consumer
+from streamrl.schemas import CheckpointEvent, CheckpointKind, DeadLetter, digest_dir
+from streamrl.schemas.serde import Serde
 
 MESSAGES = [{"role": "user", "content": "Which is larger, 3 or 8?"}]
 

@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 import torch
+
 from streamrl.inference.server import InferenceService, ServerOptions, ServerThread
 
 MESSAGES = [

@@ -52,13 +52,13 @@ def _check(client, hf_model, version: int) -> None:
 def test_vllm_backend_serves_and_reloads(tmp_path: Path) -> None:
     import openai
     from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from streamrl.config import load_settings
     from streamrl.inference.model_builder import build_model
     from streamrl.inference.server import ServerThread
     from streamrl.inference.vllm_backend import VllmService
     from streamrl.schemas import CheckpointEvent, CheckpointKind, digest_dir
-    from transformers import AutoModelForCausalLM
-
-    from streamrl.config import load_settings
     from tests.conftest import free_port
 
     base = tmp_path / "base"

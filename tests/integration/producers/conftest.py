@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from streamrl.schemas import CheckpointEvent, CheckpointKind, Mode, RolloutStatus, Sample, Trajectory
-from streamrl.schemas.serde import Serde
 
 from streamrl.config import Settings
 from streamrl.kafka import EventProducer, make_consumer
+from streamrl.schemas import CheckpointEvent, CheckpointKind, Mode, RolloutStatus, Sample, Trajectory
+from streamrl.schemas.serde import Serde
 
 
 def assign_all(consumer: Consumer, topic: str) -> None:

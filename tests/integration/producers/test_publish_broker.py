@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from streamrl.producers.publish import publish_file
 from streamrl.schemas import Split, Task
 from streamrl.schemas.serde import Serde
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
 

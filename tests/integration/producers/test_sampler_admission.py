@@ -8,6 +8,7 @@ import time
 from collections import Counter
 
 import pytest
+
 from streamrl.producers.plan import epoch_order
 from streamrl.producers.publish import publish_file
 from streamrl.producers.sampler import Sampler

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from streamrl.producers.publish import publish_file
 from streamrl.schemas import Mode
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from streamrl.schemas import TOPIC_RECORDS, DeadLetter, Sample, SchemaError
 from streamrl.schemas import examples as ex
 from streamrl.schemas.serde import Serde

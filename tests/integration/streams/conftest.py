@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 import yaml
-from streamrl.schemas import CheckpointEvent, CheckpointKind, LLMRequest, Reward, TrainingBatch, Trajectory
-from streamrl.schemas.serde import Serde
 
 from streamrl.config import Settings
 from streamrl.kafka import EventProducer, make_consumer
+from streamrl.schemas import CheckpointEvent, CheckpointKind, LLMRequest, Reward, TrainingBatch, Trajectory
+from streamrl.schemas.serde import Serde
 
 REPO = Path(__file__).resolve().parents[3]
 READY_MARKER = "STREAMS-READY"

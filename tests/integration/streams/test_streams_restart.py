@@ -6,10 +6,9 @@ import signal
 import time
 import uuid
 
+from streamrl.kafka import make_consumer
 from streamrl.schemas import DeadLetter, TrainingBatch
 from streamrl.schemas.serde import Serde
-
-from streamrl.kafka import make_consumer
 
 
 def _row_keys(batch: TrainingBatch) -> list[tuple[str, tuple[int, ...]]]:

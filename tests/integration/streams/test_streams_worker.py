@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from streamrl.schemas import Reward, TrainingBatch
 from streamrl.schemas.serde import Serde
 from streamrl.streams.convert import read_claim_check

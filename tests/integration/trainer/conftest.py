@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from confluent_kafka import TopicPartition
-from streamrl.schemas import TrainingBatch
-from streamrl.schemas.serde import Serde
 
 from streamrl.config import Settings
 from streamrl.kafka import EventProducer, make_consumer
+from streamrl.schemas import TrainingBatch
+from streamrl.schemas.serde import Serde
 
 torch.set_num_threads(2)
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from streamrl.schemas import CheckpointEvent, digest_dir
-from streamrl.schemas.serde import Serde
 
 from streamrl.config import Settings
+from streamrl.schemas import CheckpointEvent, digest_dir
+from streamrl.schemas.serde import Serde
 
 from .conftest import produce, read_topic, toy_batch
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 from prometheus_client import REGISTRY
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
 from streamrl.schemas import CheckpointEvent, DeadLetter, digest_dir
 from streamrl.schemas.serde import Serde
 from streamrl.trainer.service import TrainerService
 from streamrl.trainer.torch_backend import TorchBackend
-from transformers import AutoModelForCausalLM
 
 from .conftest import produce, read_topic, toy_batch
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from streamrl.trainer.batch import prepare_batch
 
 from streamrl.config.trainer import TrainerSettings
+from streamrl.trainer.batch import prepare_batch
 
 from .conftest import toy_batch
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from streamrl.schemas import LLMRequest, Sample, Trajectory
-from streamrl.schemas.serde import Serde
 
 from bench.coordination.workload import SampleSpec, gsm8k_questions, make_samples, synthetic_mix
+from streamrl.schemas import LLMRequest, Sample, Trajectory
+from streamrl.schemas.serde import Serde
 
 
 def test_samples_round_trip_with_groups_and_varied_rewards() -> None:

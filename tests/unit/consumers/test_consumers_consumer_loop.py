@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from confluent_kafka import TopicPartition
+
 from streamrl.consumers.consumer_loop import SampleConsumer
 
 TOPIC = "t.samples"

@@ -7,11 +7,11 @@ import asyncio
 import aiohttp
 import orjson
 import pytest
+
+from streamrl.config.consumers import GatewaySettings
 from streamrl.consumers.attempts import AttemptResult
 from streamrl.consumers.fake_inference import FakeInferenceServer, fake_logprob, render_chat, tokenize
 from streamrl.consumers.gateway import Gateway
-
-from streamrl.config.consumers import GatewaySettings
 from streamrl.sdk import LLM
 
 

@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from streamrl.consumers.offsets import OffsetTracker
 
 TP = ("samples", 0)

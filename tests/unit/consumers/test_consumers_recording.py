@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+
 from streamrl.consumers.gateway import parse_path
 from streamrl.consumers.recording import RecordingError, parse_response, parse_sse
 

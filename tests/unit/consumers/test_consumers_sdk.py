@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from streamrl.consumers.runner import AgentLoadError, AgentRunner, finish, load_agent
 
 import streamrl
+from streamrl.consumers.runner import AgentLoadError, AgentRunner, finish, load_agent
 from streamrl.sdk import (
     LLM,
     Agent,

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from streamrl.cli import app
 
+from streamrl.cli import app
 from streamrl.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -9,9 +9,9 @@ from pathlib import Path
 from types import ModuleType
 
 import yaml
-from streamrl.dev.demo import DEMO_MAX_STEPS, demo_overrides
 
 from streamrl.config import load_settings
+from streamrl.dev.demo import DEMO_MAX_STEPS, demo_overrides
 
 ROOT = Path(__file__).resolve().parents[3]
 

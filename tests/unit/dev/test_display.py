@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+
 from streamrl.dev.display import render, status_line
 from streamrl.dev.stats import RunStats
 from streamrl.schemas import Split

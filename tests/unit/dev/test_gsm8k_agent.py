@@ -8,8 +8,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from streamrl.consumers.fake_inference import FakeInferenceServer
 
+from streamrl.consumers.fake_inference import FakeInferenceServer
 from streamrl.sdk import LLM
 
 ROOT = Path(__file__).resolve().parents[3]

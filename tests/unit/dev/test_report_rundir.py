@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import yaml
-from streamrl.dev.report import format_summary, plot_rewards, write_summary
-from streamrl.dev.rundir import deep_merge, run_overrides, write_config
 
 from streamrl.config import load_settings
+from streamrl.dev.report import format_summary, plot_rewards, write_summary
+from streamrl.dev.rundir import deep_merge, run_overrides, write_config
 
 
 def test_summary_and_plot_are_written(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from streamrl.dev.runner import STOP_ORDER_PREFIXES, _child_env, child_specs, publish_specs, run_dev
 
 from streamrl.config import load_settings
+from streamrl.dev.runner import STOP_ORDER_PREFIXES, _child_env, child_specs, publish_specs, run_dev
 from streamrl.errors import ConfigError
 
 

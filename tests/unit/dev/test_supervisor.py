@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from streamrl.dev.supervisor import ChildFailed, ChildSpec, Supervisor, group_alive, tail
 
 PY = sys.executable

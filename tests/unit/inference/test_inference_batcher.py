@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from streamrl.inference.batcher import Batcher
 from streamrl.inference.engine import Engine, Policy, SamplingParams, Sequence
 from streamrl.inference.errors import OverloadedError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from streamrl.inference.engine import Engine, Policy, SamplingParams, Sequence, visible_text
 
 

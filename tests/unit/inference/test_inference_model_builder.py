@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from streamrl.inference.errors import ModelBuildError
 from streamrl.inference.model_builder import DEFAULT_TEXT, build_model, iter_text, train_tokenizer
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def test_tiny_char_model_has_about_300k_parameters_and_loads(inference_model_dir: Path) -> None:
@@ -98,10 +99,9 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
 
 def test_cpu_server_refuses_a_model_path_that_is_not_a_model_dir(tmp_path: Path) -> None:
     """`streamrl inference --model /nonexistent` was a transformers traceback about hub repo ids."""
+    from streamrl.config import Settings
     from streamrl.inference.errors import InferenceError
     from streamrl.inference.run import cpu_service
-
-    from streamrl.config import Settings
 
     s = Settings()
     s.inference.model = str(tmp_path / "missing")

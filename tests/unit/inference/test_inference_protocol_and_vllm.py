@@ -7,12 +7,12 @@ import threading
 import time
 
 import pytest
+
+from streamrl.config import load_settings
 from streamrl.inference.errors import RequestError
 from streamrl.inference.model_builder import DEFAULT_TEXT, iter_text, train_tokenizer
 from streamrl.inference.protocol import ChatRequest, CompletionRequest, TokenTable, parse_tool_calls
 from streamrl.inference.vllm_backend import VersionGate, prepare_body, tag_sse_line, vllm_command
-
-from streamrl.config import load_settings
 
 
 def test_token_table_gives_exact_bytes_for_char_and_byte_level_tokens(tokenizer) -> None:

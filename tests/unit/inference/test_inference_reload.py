@@ -8,13 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+from streamrl.config import load_settings
 from streamrl.inference.errors import CheckpointError
 from streamrl.inference.metrics import InferenceMetrics
 from streamrl.inference.reload import CheckpointWatcher, checkpoint_path, load_policy, verify_checkpoint
 from streamrl.schemas import CheckpointEvent, CheckpointKind, digest_dir
 from streamrl.schemas.serde import Serde
-
-from streamrl.config import load_settings
 
 
 def _event(
@@ -78,6 +78,7 @@ def test_load_lora_checkpoint_merges_adapter_into_base(
     inference_model_dir: Path, model, tmp_path: Path
 ) -> None:
     from peft import LoraConfig, get_peft_model
+
     from streamrl.inference.server import load_model
 
     peft_model = get_peft_model(

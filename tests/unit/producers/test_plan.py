@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from streamrl.producers.plan import EpochCursor, epoch_order, train_rollout_id, val_rollout_id
 
 

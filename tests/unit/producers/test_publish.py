@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+
+from streamrl.config import load_settings
 from streamrl.producers.publish import InvalidRow, build_task, publish_file, row_hash_id, row_payload
 from streamrl.producers.readers import Row
 from streamrl.schemas import Split
-
-from streamrl.config import load_settings
 
 
 def test_hash_id_is_stable_ignores_key_order_and_depends_on_split() -> None:
@@ -70,8 +70,9 @@ def test_limit_stops_reading(tmp_path: Path) -> None:
 
 def test_cli_exits_nonzero_when_every_row_is_invalid(tmp_path) -> None:
     """A file with no usable row must fail a script (exit 1); some bad rows among good ones do not."""
-    from streamrl.cli import app
     from typer.testing import CliRunner
+
+    from streamrl.cli import app
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"a": 1}\n[1]\n')

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from streamrl.producers.readers import DatasetError, open_dataset
 
 

@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
+
 from streamrl.schemas import TOP_RECORDS, TOPIC_RECORDS
 from streamrl.schemas.avro import build_catalog, catalog, load_schema_file
 from streamrl.schemas.records import INT32_MAX

@@ -6,6 +6,7 @@ import hashlib
 import os
 
 import pytest
+
 from streamrl.schemas import digest_bytes, digest_dir, digest_file
 
 

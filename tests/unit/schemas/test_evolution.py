@@ -19,6 +19,7 @@ from avro.compatibility import (
 from avro.schema import parse as avro_parse
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
+
 from streamrl.schemas import LLMRequest
 from streamrl.schemas import examples as ex
 from streamrl.schemas.avro import SchemaInfo, catalog

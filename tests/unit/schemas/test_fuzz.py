@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from streamrl.schemas import TOP_RECORDS, LLMRequest, SchemaError, TrainingBatch
 from streamrl.schemas import examples as ex
 from streamrl.schemas.avro import catalog

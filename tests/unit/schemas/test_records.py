@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
+
 from streamrl.schemas import (
     CheckpointEvent,
     ClaimCheck,

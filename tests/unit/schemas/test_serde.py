@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from fastavro import schemaless_writer
 from fastavro.schema import fingerprint as fastavro_fingerprint
+
 from streamrl.schemas import (
     TOP_RECORDS,
     LLMRequest,

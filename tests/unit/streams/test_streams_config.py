@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from streamrl.streams.faust_config import faust_broker, streams_topics
 
 from streamrl.config import load_settings
 from streamrl.errors import ConfigError
+from streamrl.streams.faust_config import faust_broker, streams_topics
 
 
 def test_bad_pattern_and_timeouts_are_config_errors():

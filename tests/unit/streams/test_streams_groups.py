@@ -6,6 +6,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from streamrl.streams.groups import GroupConfig, GroupMachine, batch_id_for
 
 

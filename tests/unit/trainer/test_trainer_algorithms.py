@@ -5,6 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from verl import DataProto
+from verl.trainer.ppo import core_algos
+from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_weights
+
+from streamrl.config.trainer import TrainerSettings
+from streamrl.errors import ConfigError
 from streamrl.trainer.algorithms import (
     LossInputs,
     build_actor_config,
@@ -13,12 +19,6 @@ from streamrl.trainer.algorithms import (
     compute_advantages,
     set_global_batch_info,
 )
-from verl import DataProto
-from verl.trainer.ppo import core_algos
-from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_weights
-
-from streamrl.config.trainer import TrainerSettings
-from streamrl.errors import ConfigError
 
 
 def _data(b: int = 8, t: int = 5, seed: int = 0) -> DataProto:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from streamrl.config.trainer import LoRASettings, TrainerSettings
 from streamrl.trainer.batch import prepare_batch
 from streamrl.trainer.errors import NonFiniteLossError
 from streamrl.trainer.torch_backend import TorchBackend
 from streamrl.trainer.toy import make_batch, sample
-
-from streamrl.config.trainer import LoRASettings, TrainerSettings
 
 
 def _backend(model_dir: Path, **kw: object) -> TorchBackend:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from streamrl.schemas import ClaimCheck, TrainingBatch, TrainingRow
 from streamrl.schemas.serde import Serde
 from streamrl.trainer.batch import prepare_batch, rows_to_dataproto

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from streamrl.schemas import digest_dir
 from streamrl.trainer.checkpoint import CheckpointManager
 from streamrl.trainer.errors import CheckpointError

@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
+from streamrl.config.trainer import TrainerSettings
 from streamrl.schemas import TrainingBatch
 from streamrl.schemas.serde import Serde
 from streamrl.trainer.batch import prepare_batch
 from streamrl.trainer.torch_backend import TorchBackend
 from streamrl.trainer.toy import make_batch, sample
-
-from streamrl.config.trainer import TrainerSettings
 
 TARGET = 7
 GROUPS, GROUP_SIZE, MAX_STEPS = 8, 8, 24

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from streamrl.trainer.errors import TrainerError
 
 from streamrl.config.trainer import TrainerSettings
+from streamrl.trainer.errors import TrainerError
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
