@@ -33,9 +33,10 @@ from pydantic import ValidationError
 from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
 from streamrl.schemas import CheckpointEvent, LLMRequest, SchemaError, TrainingRow, Trajectory
+from streamrl.schemas.claim_check import uri_path
 from streamrl.schemas.serde import Serde
 from streamrl.streams import metrics
-from streamrl.streams.convert import batch_record, blob_root, call_of, traj_of
+from streamrl.streams.convert import batch_record, call_of, traj_of
 from streamrl.streams.faust_config import StreamsTopics, faust_broker, streams_topics
 from streamrl.streams.groups import Batch, GroupConfig, GroupMachine
 from streamrl.streams.join import JoinConfig, JoinResult, on_call, on_tick, on_trajectory
@@ -95,7 +96,7 @@ class Aggregator:
             batch_timeout_s=s.batch_timeout_s,
             dedup_retention_s=s.dedup_retention_s,
         )
-        blob_root(s.blob_dir)  # fail at start on an unsupported URI
+        uri_path(s.blob_dir)  # fail at start on an unsupported URI (ClaimCheckError)
         self.state_dir = Path(s.state_dir)
         self.validation_path = self.state_dir / "validation.json"
         (self.state_dir / "faust").mkdir(parents=True, exist_ok=True)

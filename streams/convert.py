@@ -1,21 +1,16 @@
 """Records ↔ the compact dicts the tables store, and batch records (inline or claim-check).
 
-Claim-check payload format: the bytes of the *inline* ``TrainingBatch`` (same ``batch_id``, ``rows``
-set, ``claim_check`` None) encoded with ``streamrl.schemas.serde.Serde``; the trainer decodes it with
-``serde.decode(data, TrainingBatch).rows``. The file is ``<blob_dir>/<batch_id>.avro``, written
-atomically (temp file + rename); a re-emitted batch rewrites identical bytes.
+The claim-check file (format, URI forms, digest) is :mod:`streamrl.schemas.claim_check`, shared with
+the trainer that reads it.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
-from streamrl.schemas import ClaimCheck, LLMRequest, TrainingBatch, TrainingRow, Trajectory, digest_bytes
+from streamrl.schemas import LLMRequest, TrainingBatch, TrainingRow, Trajectory
+from streamrl.schemas.claim_check import write_claim_check
 from streamrl.schemas.serde import Serde
 from streamrl.streams.groups import Batch
 from streamrl.streams.rows import Call, Traj
@@ -67,34 +62,6 @@ def traj_of(t: Trajectory, ts: float, offset: int = -1) -> Traj:
     )
 
 
-def blob_root(blob_dir: str) -> Path:
-    """The directory of a ``blob_dir`` setting (local path or ``file://`` URI).
-
-    Raises:
-        ValueError: another URI scheme.
-    """
-    parsed = urlparse(blob_dir)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if not parsed.scheme:
-        return Path(blob_dir)
-    raise ValueError(f"streams.blob_dir={blob_dir!r}: only local paths and file:// URIs are supported")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def batch_record(
     batch: Batch, *, policy_name: str, serde: Serde, claim_check_bytes: int, blob_dir: str
 ) -> tuple[TrainingBatch, bytes]:
@@ -104,7 +71,7 @@ def batch_record(
 
     Raises:
         ValueError: the batch has no rows; a row violates the ``TrainingRow`` invariants.
-        OSError: the claim-check payload cannot be written.
+        ClaimCheckError: the claim-check file cannot be written.
     """
     if not batch.rows:
         raise ValueError(f"batch {batch.batch_id} has no rows")
@@ -122,24 +89,6 @@ def batch_record(
     data = serde.encode(inline)
     if len(data) <= claim_check_bytes:
         return inline, data
-    path = (blob_root(blob_dir) / f"{batch.batch_id}.avro").resolve()
-    _write_atomic(path, data)
-    cc = ClaimCheck(uri=path.as_uri(), digest=digest_bytes(data), size_bytes=len(data), num_rows=len(rows))
+    cc = write_claim_check(inline, data, blob_dir)
     pointer = TrainingBatch(rows=None, claim_check=cc, **common)
     return pointer, serde.encode(pointer)
-
-
-def read_claim_check(batch: TrainingBatch, serde: Serde) -> list[TrainingRow]:
-    """Rows behind a claim-check batch (for tests and tools), digest verified.
-
-    Raises:
-        ValueError: digest or size mismatch.
-    """
-    assert batch.claim_check is not None
-    cc = batch.claim_check
-    data = Path(unquote(urlparse(cc.uri).path)).read_bytes()
-    if len(data) != cc.size_bytes or digest_bytes(data) != cc.digest:
-        raise ValueError(f"claim-check {cc.uri}: size or digest mismatch")
-    inner = serde.decode(data, TrainingBatch)
-    assert inner.rows is not None
-    return list(inner.rows)

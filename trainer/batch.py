@@ -16,77 +16,40 @@ Layout (VERL's convention, see ``verl.trainer.ppo.ray_trainer``): ``B`` rows, pr
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from urllib.parse import unquote, urlparse
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from verl import DataProto
 
 from streamrl.schemas import TrainingBatch, TrainingRow
+from streamrl.schemas.claim_check import ClaimCheckError, read_claim_check
+from streamrl.schemas.serde import Serde
 from streamrl.trainer.errors import BadBatchError
 
 #: Largest behaviour logprob accepted (a logprob is <= 0; a little slack for float32 rounding).
 MAX_LOGPROB = 1e-3
 
-RowsDecoder = Callable[[bytes], list[TrainingRow]]
 
-
-def read_claim_check(batch: TrainingBatch, decode_rows: RowsDecoder) -> list[TrainingRow]:
-    """Read the rows behind ``batch.claim_check``: read the file, verify size and digest, decode.
+def resolve_rows(batch: TrainingBatch, serde: Serde | None) -> list[TrainingRow]:
+    """The rows of a batch, inline or from its claim-check file (:mod:`streamrl.schemas.claim_check`).
 
     Args:
-        batch: a batch whose ``claim_check`` is set (``uri`` is a local path or ``file://`` URI).
-        decode_rows: turns the payload bytes into rows (through ``streamrl.schemas.serde``).
-
-    Returns:
-        The rows, ``len == claim_check.num_rows``.
+        batch: the record from ``batches``.
+        serde: decodes a claim-check payload (unused for inline rows; None when only inline batches come).
 
     Raises:
-        BadBatchError: unreadable file, unsupported URI scheme, size or digest mismatch, undecodable
-            payload, or a row count different from ``num_rows``.
+        BadBatchError: the claim-check file is unreadable, does not match its pointer, or no serde was given.
     """
-    cc = batch.claim_check
-    if cc is None:
-        raise BadBatchError(batch.batch_id, "no claim_check set")
-    parsed = urlparse(cc.uri)
-    if parsed.scheme not in ("", "file"):
-        raise BadBatchError(
-            batch.batch_id, f"claim-check uri scheme {parsed.scheme!r} unsupported (local/file:// only)"
-        )
-    path = Path(unquote(parsed.path) if parsed.scheme == "file" else cc.uri)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BadBatchError(
-            batch.batch_id, f"claim-check {cc.uri}: cannot read: {exc.strerror or exc}"
-        ) from exc
-    if len(data) != cc.size_bytes:
-        raise BadBatchError(
-            batch.batch_id, f"claim-check {cc.uri}: size {len(data)} B != declared {cc.size_bytes} B"
-        )
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    if digest != cc.digest:
-        raise BadBatchError(batch.batch_id, f"claim-check {cc.uri}: digest {digest} != declared {cc.digest}")
-    try:
-        rows = decode_rows(data)
-    except Exception as exc:  # the decoder raises SchemaError or a validation error; report it as a bad batch
-        raise BadBatchError(batch.batch_id, f"claim-check {cc.uri}: undecodable payload: {exc}") from exc
-    if len(rows) != cc.num_rows:
-        raise BadBatchError(
-            batch.batch_id, f"claim-check {cc.uri}: {len(rows)} rows != declared num_rows {cc.num_rows}"
-        )
-    return rows
-
-
-def resolve_rows(batch: TrainingBatch, decode_rows: RowsDecoder) -> list[TrainingRow]:
-    """The rows of a batch, inline or from its claim-check (see :func:`read_claim_check`)."""
     if batch.rows is not None:
         return list(batch.rows)
-    return read_claim_check(batch, decode_rows)
+    if serde is None:
+        raise BadBatchError(batch.batch_id, "claim-check batch but no serde to decode its payload")
+    try:
+        return read_claim_check(batch, serde)
+    except ClaimCheckError as exc:
+        raise BadBatchError(batch.batch_id, str(exc)) from exc
 
 
 def validate_row(
@@ -218,7 +181,7 @@ def rows_to_dataproto(
 def prepare_batch(
     batch: TrainingBatch,
     *,
-    decode_rows: RowsDecoder,
+    serde: Serde | None,
     trainer_version: int,
     max_staleness: int | None,
     vocab_size: int | None = None,
@@ -229,7 +192,7 @@ def prepare_batch(
 
     Args:
         batch: the record from ``batches``.
-        decode_rows: claim-check payload decoder (through ``streamrl.schemas.serde``).
+        serde: decodes a claim-check payload (None: inline batches only).
         trainer_version: current trainer step (for staleness).
         max_staleness: rows staler than this are dropped; None keeps all.
         vocab_size, max_positions: model limits checked per row (None skips the check).
@@ -241,7 +204,7 @@ def prepare_batch(
     Raises:
         BadBatchError: any row invalid, or no row left after filtering.
     """
-    rows = resolve_rows(batch, decode_rows)
+    rows = resolve_rows(batch, serde)
     for i, row in enumerate(rows):
         validate_row(batch.batch_id, i, row, vocab_size, max_positions)
     kept, stale, empty = filter_rows(rows, trainer_version, max_staleness)

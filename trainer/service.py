@@ -38,7 +38,7 @@ from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
 from streamrl.errors import DeliveryError
 from streamrl.kafka import EventProducer, make_consumer
-from streamrl.schemas import CheckpointEvent, CheckpointKind, SchemaError, TrainingBatch, TrainingRow, utc_now
+from streamrl.schemas import CheckpointEvent, CheckpointKind, SchemaError, TrainingBatch, utc_now
 from streamrl.schemas.serde import Serde
 from streamrl.trainer import metrics as m
 from streamrl.trainer.batch import prepare_batch
@@ -64,18 +64,6 @@ class Backend(Protocol):
     def save_model(self, model_dir: Path) -> None: ...
     def save_state(self, path: Path, extra: dict[str, Any]) -> None: ...
     def load(self, ckpt_dir: Path) -> dict[str, Any]: ...
-
-
-def claim_check_decoder(serde: Serde) -> Any:
-    """Decoder of claim-check payloads: the bytes are a ``TrainingBatch`` (inline rows) encoded by ``streamrl.schemas.serde``."""
-
-    def decode(data: bytes) -> list[TrainingRow]:
-        inner = serde.decode(data, TrainingBatch, topic="claim-check")
-        if inner.rows is None:
-            raise BadBatchError(inner.batch_id, "claim-check payload holds another claim-check, not rows")
-        return list(inner.rows)
-
-    return decode
 
 
 def _failpoint(name: str, version: int) -> None:
@@ -114,7 +102,6 @@ class TrainerService:
         self.last_batch: tuple[str, int, int] | None = None  # (batch_id, partition, offset)
         self.last_metrics: dict[str, float] = {}
         self._stop = threading.Event()
-        self._decode_rows = claim_check_decoder(self.serde)
         self.producer: EventProducer | None = None
         self.consumer: Consumer | None = None
 
@@ -269,7 +256,7 @@ class TrainerService:
         try:
             data = prepare_batch(
                 batch,
-                decode_rows=self._decode_rows,
+                serde=self.serde,
                 trainer_version=self.version,
                 max_staleness=self.settings.rl.max_staleness,
                 vocab_size=self.backend.vocab_size,

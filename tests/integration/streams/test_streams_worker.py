@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 
 from streamrl.schemas import Reward, TrainingBatch
+from streamrl.schemas.claim_check import read_claim_check
 from streamrl.schemas.serde import Serde
-from streamrl.streams.convert import read_claim_check
 
 
 def free_port() -> int:

@@ -27,7 +27,7 @@ def test_verl_backend_trains_saves_and_resumes(tiny_model_dir: Path, tmp_path: P
     be = VerlBackend(ts, rollout_n=4)
     for i in range(2):
         data = prepare_batch(
-            toy_batch(i), decode_rows=None, trainer_version=i, max_staleness=None, vocab_size=be.vocab_size
+            toy_batch(i), serde=None, trainer_version=i, max_staleness=None, vocab_size=be.vocab_size
         )
         r = be.train_step(data)
         assert (

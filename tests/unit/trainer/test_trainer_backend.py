@@ -25,9 +25,7 @@ def _data(be: TorchBackend, seed: int = 0, n: int = 16, t: int = 3):
     resp, lp = sample(be.model, prompts, t, g)
     rewards = [float(r[0] % 2) for r in resp]
     batch = make_batch(f"b{seed}", "policy", prompts, resp, lp, rewards, group_size=4)
-    return prepare_batch(
-        batch, decode_rows=None, trainer_version=0, max_staleness=None, vocab_size=be.vocab_size
-    )
+    return prepare_batch(batch, serde=None, trainer_version=0, max_staleness=None, vocab_size=be.vocab_size)
 
 
 def _params(be: TorchBackend) -> dict[str, torch.Tensor]:

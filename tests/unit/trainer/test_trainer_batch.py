@@ -12,7 +12,6 @@ from streamrl.schemas import ClaimCheck, TrainingBatch, TrainingRow
 from streamrl.schemas.serde import Serde
 from streamrl.trainer.batch import prepare_batch, rows_to_dataproto
 from streamrl.trainer.errors import BadBatchError
-from streamrl.trainer.service import claim_check_decoder
 
 
 def _row(
@@ -49,7 +48,7 @@ def _batch(rows: list[TrainingRow], bid: str = "b1") -> TrainingBatch:
 
 def _prep(batch: TrainingBatch, **kw: object):
     args: dict[str, object] = dict(
-        decode_rows=None, trainer_version=3, max_staleness=1, vocab_size=16, max_positions=64
+        serde=None, trainer_version=3, max_staleness=1, vocab_size=16, max_positions=64
     )
     args.update(kw)
     return prepare_batch(batch, **args)  # type: ignore[arg-type]
@@ -134,6 +133,8 @@ def _claim_batch(
 
 
 def test_claim_check_payload_is_read_verified_and_decoded(tmp_path: Path) -> None:
+    """The file checks themselves are tested with the format (tests/unit/schemas/test_claim_check.py);
+    here: the trainer trains what the file holds, and a file that fails a check is a bad batch."""
     serde = Serde()
     inline = TrainingBatch(
         batch_id="b1",
@@ -144,21 +145,12 @@ def test_claim_check_payload_is_read_verified_and_decoded(tmp_path: Path) -> Non
         rows=[TrainingRow(**_row(0, [5], [8]).__dict__), TrainingRow(**_row(1, [5], [9]).__dict__)],
     )
     payload = serde.encode(inline)
-    d = _prep(_claim_batch(tmp_path, payload), decode_rows=claim_check_decoder(serde))
+    d = _prep(_claim_batch(tmp_path, payload), serde=serde)
     assert d.batch["responses"].tolist() == [[8], [9]]
-    with pytest.raises(BadBatchError, match=r"digest sha256:.* != declared sha256:00"):
-        _prep(
-            _claim_batch(tmp_path, payload, digest="sha256:" + "0" * 64),
-            decode_rows=claim_check_decoder(serde),
-        )
-    with pytest.raises(BadBatchError, match=r"size .* B != declared 3 B"):
-        _prep(_claim_batch(tmp_path, payload, size=3), decode_rows=claim_check_decoder(serde))
-    with pytest.raises(BadBatchError, match="2 rows != declared num_rows 5"):
-        _prep(_claim_batch(tmp_path, payload, n=5), decode_rows=claim_check_decoder(serde))
-    with pytest.raises(BadBatchError, match="undecodable payload"):
-        _prep(_claim_batch(tmp_path, b"garbage"), decode_rows=claim_check_decoder(serde))
-    missing = _claim_batch(tmp_path, payload)
-    missing.claim_check.uri = str(tmp_path / "nope.avro")  # type: ignore[union-attr]
-    with pytest.raises(BadBatchError, match="cannot read"):
-        _prep(missing, decode_rows=claim_check_decoder(serde))
     torch.testing.assert_close(d.batch["token_level_scores"], torch.tensor([[1.0], [1.0]]))
+    with pytest.raises(
+        BadBatchError, match=r"batch 'b1': claim-check .*: digest sha256:.* != declared sha256:00"
+    ):
+        _prep(_claim_batch(tmp_path, payload, digest="sha256:" + "0" * 64), serde=serde)
+    with pytest.raises(BadBatchError, match="no serde"):
+        _prep(_claim_batch(tmp_path, payload), serde=None)

@@ -48,7 +48,7 @@ def test_grpo_raises_the_reward_of_fresh_samples(tiny_model_dir: Path) -> None:
         )
         batch = serde.decode(serde.encode(record), TrainingBatch)
         data = prepare_batch(
-            batch, decode_rows=None, trainer_version=step, max_staleness=0, vocab_size=be.vocab_size
+            batch, serde=None, trainer_version=step, max_staleness=0, vocab_size=be.vocab_size
         )
         result = be.train_step(data)
         assert result.metrics["actor/loss"] == result.metrics["actor/loss"]  # finite, not NaN
