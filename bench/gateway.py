@@ -105,6 +105,7 @@ async def _latency(gateway_url: str, upstream: str, calls: int) -> dict[str, flo
     import aiohttp
     import orjson
 
+    from streamrl.schemas.inference_http import force_training_fields
     from streamrl.sdk import LLM
 
     async with aiohttp.ClientSession() as http:
@@ -115,14 +116,8 @@ async def _latency(gateway_url: str, upstream: str, calls: int) -> dict[str, flo
             r.raise_for_status()
         through = LLM.scoped_base_url(gateway_url, "bench/0/0", "lat", None) + "/chat/completions"
         direct = upstream + "/chat/completions"
-        body = orjson.dumps(
-            {
-                "model": "policy",
-                "messages": [{"role": "user", "content": "hello REPLY:abcdefgh"}],
-                "return_token_ids": True,
-                "logprobs": True,
-            }
-        )
+        request = {"model": "policy", "messages": [{"role": "user", "content": "hello REPLY:abcdefgh"}]}
+        body = orjson.dumps(force_training_fields(request, chat=True))  # what the gateway sends upstream
         headers = {"Content-Type": "application/json"}
 
         async def one(url: str) -> float:

@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import torch
 
+from streamrl.schemas.inference_http import TOKEN_IDS
+
 
 async def _drive(url: str, concurrency: int, rounds: int, max_tokens: int) -> tuple[int, float, list[float]]:
     """Run ``concurrency`` clients × ``rounds`` requests; returns (tokens, wall_s, latencies_s)."""
@@ -44,7 +46,7 @@ async def _drive(url: str, concurrency: int, rounds: int, max_tokens: int) -> tu
             resp = await http.post(f"{url}/v1/chat/completions", json=body)
             resp.raise_for_status()
             latencies.append(time.perf_counter() - t0)
-            tokens += len(resp.json()["choices"][0]["token_ids"])
+            tokens += len(resp.json()["choices"][0][TOKEN_IDS])
 
     limits = httpx.Limits(max_connections=concurrency + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as http:

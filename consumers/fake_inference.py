@@ -28,6 +28,21 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from streamrl.schemas.inference_http import (
+    LOGPROB_TOKENS,
+    LOGPROBS,
+    LOGPROBS_CONTENT,
+    POLICY_VERSION,
+    PROMPT_TOKEN_IDS,
+    RETURN_TOKEN_IDS,
+    SSE_DONE,
+    TOKEN_IDS,
+    TOKEN_LOGPROBS,
+    version_headers,
+)
+
+_DONE_EVENT = f"data: {SSE_DONE}\n\n".encode()
+
 __all__ = ["FakeInferenceServer", "fake_logprob", "render_chat", "tokenize"]
 
 _DIRECTIVE = re.compile(r"(REPLY|CALL|ERROR|SLEEP):(\S+)")
@@ -155,7 +170,7 @@ class FakeInferenceServer:
             body=orjson.dumps(body),
             status=status,
             content_type="application/json",
-            headers={"X-Policy-Version": str(self.policy_version)},
+            headers=version_headers(self.policy_version),
         )
 
     async def _read(self, request: web.Request) -> dict[str, Any]:
@@ -184,8 +199,8 @@ class FakeInferenceServer:
         d, err = await self._prelude(last)
         if err is not None:
             return err
-        want_ids = bool(body.get("return_token_ids"))
-        want_lp = bool(body.get("logprobs"))
+        want_ids = bool(body.get(RETURN_TOKEN_IDS))
+        want_lp = bool(body.get(LOGPROBS))
         tool = d.get("CALL") if body.get("tools") else None
         reply, finish = self._reply(d, body)
         if tool is not None:
@@ -204,11 +219,11 @@ class FakeInferenceServer:
                 msg["tool_calls"] = [
                     {"id": f"call_{i}", "type": "function", "function": {"name": tool, "arguments": "{}"}}
                 ]
-            ch: dict[str, Any] = {"index": i, "message": msg, "finish_reason": finish, "logprobs": None}
+            ch: dict[str, Any] = {"index": i, "message": msg, "finish_reason": finish, LOGPROBS: None}
             if want_lp:
-                ch["logprobs"] = {"content": [self._lp_item(t) for t in ids]}
+                ch[LOGPROBS] = {LOGPROBS_CONTENT: [self._lp_item(t) for t in ids]}
             if want_ids:
-                ch["token_ids"] = ids
+                ch[TOKEN_IDS] = ids
             choices.append(ch)
         out: dict[str, Any] = {
             "id": f"chatcmpl-{self.calls}",
@@ -221,10 +236,10 @@ class FakeInferenceServer:
                 "completion_tokens": n * len(reply),
                 "total_tokens": 0,
             },
-            "policy_version": self.policy_version,
+            POLICY_VERSION: self.policy_version,
         }
         if want_ids:
-            out["prompt_token_ids"] = prompt_ids
+            out[PROMPT_TOKEN_IDS] = prompt_ids
         return self._json(out)
 
     def _reply(self, d: dict[str, str], body: dict[str, Any]) -> tuple[str, str]:
@@ -251,7 +266,7 @@ class FakeInferenceServer:
         want_lp: bool,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "X-Policy-Version": str(self.policy_version)}
+            headers={"Content-Type": "text/event-stream", **version_headers(self.policy_version)}
         )
         await resp.prepare(request)
         base = {
@@ -259,7 +274,7 @@ class FakeInferenceServer:
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": body.get("model") or self.model,
-            "policy_version": self.policy_version,
+            POLICY_VERSION: self.policy_version,
         }
 
         async def send(chunk: dict[str, Any]) -> None:
@@ -272,7 +287,7 @@ class FakeInferenceServer:
             ]
         }
         if want_ids:
-            first["prompt_token_ids"] = prompt_ids
+            first[PROMPT_TOKEN_IDS] = prompt_ids
         await send(first)
         for i in range(n):
             for j, tid in enumerate(tokenize(reply)):
@@ -294,12 +309,12 @@ class FakeInferenceServer:
                     )
                 ch: dict[str, Any] = {"index": i, "delta": delta, "finish_reason": None}
                 if want_ids:
-                    ch["token_ids"] = [tid]
+                    ch[TOKEN_IDS] = [tid]
                 if want_lp:
-                    ch["logprobs"] = {"content": [self._lp_item(tid)]}
+                    ch[LOGPROBS] = {LOGPROBS_CONTENT: [self._lp_item(tid)]}
                 await send({"choices": [ch]})
             await send({"choices": [{"index": i, "delta": {}, "finish_reason": finish}]})
-        await resp.write(b"data: [DONE]\n\n")
+        await resp.write(_DONE_EVENT)
         await resp.write_eof()
         return resp
 
@@ -311,8 +326,8 @@ class FakeInferenceServer:
         d, err = await self._prelude(prompt)
         if err is not None:
             return err
-        want_ids = bool(body.get("return_token_ids"))
-        want_lp = body.get("logprobs") is not None
+        want_ids = bool(body.get(RETURN_TOKEN_IDS))
+        want_lp = body.get(LOGPROBS) is not None
         reply, finish = self._reply(d, body)
         prompt_ids, ids = tokenize(prompt), tokenize(reply)
         n = int(body.get("n") or 1)
@@ -322,19 +337,19 @@ class FakeInferenceServer:
                 "index": i,
                 "text": "".join(map(chr, toks)),
                 "finish_reason": fin,
-                "logprobs": None,
+                LOGPROBS: None,
             }
             if want_lp:
-                ch["logprobs"] = {
-                    "tokens": [chr(t) for t in toks],
-                    "token_logprobs": [fake_logprob(t) for t in toks],
+                ch[LOGPROBS] = {
+                    LOGPROB_TOKENS: [chr(t) for t in toks],
+                    TOKEN_LOGPROBS: [fake_logprob(t) for t in toks],
                     "top_logprobs": None,
                     "text_offset": list(range(len(toks))),
                 }
             if want_ids:
-                ch["token_ids"] = toks
+                ch[TOKEN_IDS] = toks
                 if first:
-                    ch["prompt_token_ids"] = prompt_ids
+                    ch[PROMPT_TOKEN_IDS] = prompt_ids
             return ch
 
         base = {
@@ -342,12 +357,12 @@ class FakeInferenceServer:
             "object": "text_completion",
             "created": int(time.time()),
             "model": body.get("model") or self.model,
-            "policy_version": self.policy_version,
+            POLICY_VERSION: self.policy_version,
         }
         if not body.get("stream"):
             return self._json({**base, "choices": [choice(i, ids, finish, True) for i in range(n)]})
         resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "X-Policy-Version": str(self.policy_version)}
+            headers={"Content-Type": "text/event-stream", **version_headers(self.policy_version)}
         )
         await resp.prepare(request)
         for i in range(n):
@@ -356,7 +371,7 @@ class FakeInferenceServer:
                 await resp.write(
                     b"data: " + orjson.dumps({**base, "choices": [choice(i, [tid], fin, j == 0)]}) + b"\n\n"
                 )
-        await resp.write(b"data: [DONE]\n\n")
+        await resp.write(_DONE_EVENT)
         await resp.write_eof()
         return resp
 

@@ -3,7 +3,8 @@
 Agents call ``<gateway>/rollouts/<rollout_id>/attempts/<attempt_id>[/agents/<name>]/v1/...`` with
 any OpenAI client (ids percent-encoded; the ``X-StreamRL-Agent`` header also names the agent). The
 gateway forwards ``chat/completions``, ``completions`` and ``models`` to the inference service,
-forcing ``return_token_ids`` and ``logprobs`` on generation calls, answers the agent (as a stream if
+forcing ``return_token_ids`` and ``logprobs`` on generation calls (the HTTP contract, names and
+format: :mod:`streamrl.schemas.inference_http`), answers the agent (as a stream if
 it asked for one; bytes untouched, tool calls included), and only then parses the response and
 publishes one ``LLMRequest`` per choice to ``requests`` (key ``rollout_id``). Upstream errors reach
 the agent with the same status and body. Calls for an attempt that is not open get 404.
@@ -22,7 +23,6 @@ import logging
 import time
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import unquote
 
 import aiohttp
 import orjson
@@ -33,41 +33,21 @@ from streamrl.consumers import metrics as m
 from streamrl.consumers.attempts import AttemptRegistry, AttemptState, request_id_for
 from streamrl.consumers.recording import ParsedResponse, RecordingError, parse_response, parse_sse
 from streamrl.consumers.sink import RecordSink
+from streamrl.schemas.inference_http import (
+    AGENT_HEADER,
+    CHAT_COMPLETIONS,
+    GENERATION_ENDPOINTS,
+    MODELS,
+    PASSED_RESPONSE_HEADERS,
+    POLICY_VERSION_HEADER,
+    force_training_fields,
+    parse_attempt_path,
+    policy_version_of,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Gateway", "parse_path"]
-
-AGENT_HEADER = "X-StreamRL-Agent"
-VERSION_HEADER = "X-Policy-Version"
-GENERATION_ENDPOINTS = ("chat/completions", "completions")
-_PASS_HEADERS = ("Content-Type", VERSION_HEADER, "X-Request-Id")
-
-
-def parse_path(raw_path: str) -> tuple[str, str, str | None, str] | None:
-    """Split a gateway path into ``(rollout_id, attempt_id, agent_name, endpoint)``.
-
-    ``/rollouts/a%2F0%2F1/attempts/x/agents/solver/v1/chat/completions`` →
-    ``("a/0/1", "x", "solver", "chat/completions")``. Segments are percent-decoded one by one, so
-    ids may contain ``/``. Returns None when the path has another shape.
-    """
-    parts = raw_path.split("/")
-    # ['', 'rollouts', rid, 'attempts', aid, ('agents', name,) 'v1', *endpoint]
-    if len(parts) < 7 or parts[0] != "" or parts[1] != "rollouts" or parts[3] != "attempts":
-        return None
-    rest = parts[5:]
-    agent: str | None = None
-    if rest[0] == "agents":
-        if len(rest) < 4 or not rest[1]:
-            return None
-        agent = unquote(rest[1])
-        rest = rest[2:]
-    if rest[0] != "v1" or len(rest) < 2:
-        return None
-    rid, aid = unquote(parts[2]), unquote(parts[4])
-    if not rid or not aid:
-        return None
-    return rid, aid, agent, "/".join(rest[1:])
+__all__ = ["Gateway"]
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
@@ -190,7 +170,7 @@ class Gateway:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         t_in = time.perf_counter()
-        parsed = parse_path(request.rel_url.raw_path)
+        parsed = parse_attempt_path(request.rel_url.raw_path)
         if parsed is None:
             return _error(
                 404, f"unknown path {request.rel_url.raw_path!r}; use /rollouts/<id>/attempts/<id>/v1/..."
@@ -206,7 +186,7 @@ class Gateway:
             if request.method != "POST":
                 return _error(405, f"{endpoint} takes POST")
             return await self._generate(request, state, agent, endpoint, t_in)
-        if endpoint == "models" or endpoint.startswith("models/"):
+        if endpoint == MODELS or endpoint.startswith(f"{MODELS}/"):
             return await self._passthrough(request, endpoint)
         return _error(404, f"the gateway does not serve /v1/{endpoint}")
 
@@ -239,11 +219,7 @@ class Gateway:
         if not isinstance(body, dict):
             return _error(400, "request body must be a JSON object")
         if self.settings.force_token_ids:
-            body["return_token_ids"] = True
-            if endpoint == "chat/completions":
-                body["logprobs"] = True
-            elif body.get("logprobs") is None:
-                body["logprobs"] = 0
+            force_training_fields(body, chat=endpoint == CHAT_COMPLETIONS)
         stream = bool(body.get("stream"))
         payload = orjson.dumps(body)
         seq = state.begin_call()
@@ -285,7 +261,7 @@ class Gateway:
                 started_at,
                 (t_up1 - t_up0) * 1e3,
                 None,
-                headers.get(VERSION_HEADER),
+                headers.get(POLICY_VERSION_HEADER),
                 lambda: parse_response(raw, where=f"rollout {state.rollout_id!r} call {seq}"),
             )
             return resp
@@ -340,7 +316,7 @@ class Gateway:
             started_at,
             (t_up1 - t_up0) * 1e3,
             ttft,
-            headers.get(VERSION_HEADER),
+            headers.get(POLICY_VERSION_HEADER),
             lambda: parse_sse(raw, where=f"rollout {state.rollout_id!r} call {seq} (stream)"),
         )
         return resp
@@ -367,8 +343,8 @@ class Gateway:
         try:
             parsed: ParsedResponse = parse()
             version = parsed.policy_version
-            if version is None and version_header is not None:
-                version = int(version_header)
+            if version is None:
+                version = policy_version_of(version_header)
             if version is None:
                 m.VERSION_MISSING.inc()
                 version = state.policy_version
@@ -407,7 +383,7 @@ class Gateway:
 
 
 def _copy_headers(upstream: Any) -> dict[str, str]:
-    return {h: upstream[h] for h in _PASS_HEADERS if h in upstream}
+    return {h: upstream[h] for h in PASSED_RESPONSE_HEADERS if h in upstream}
 
 
 async def serve_forever(gateway: Gateway, stop: asyncio.Event) -> None:

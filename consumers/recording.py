@@ -1,6 +1,7 @@
 """Extract what training needs from an inference response: token ids, logprobs, finish reason, version.
 
-Two servers speak this dialect of the OpenAI API:
+The field names and the format are the HTTP contract, :mod:`streamrl.schemas.inference_http`. Two
+servers speak this dialect of the OpenAI API:
 
 - vLLM (>= 0.10.2) with ``return_token_ids: true``: chat responses carry top-level
   ``prompt_token_ids`` and per choice ``token_ids``; completion choices carry ``prompt_token_ids``
@@ -21,8 +22,23 @@ from typing import Any
 import orjson
 
 from streamrl.errors import StreamRLError
+from streamrl.schemas.inference_http import (
+    LOGPROB_TOKENS,
+    LOGPROBS,
+    LOGPROBS_CONTENT,
+    POLICY_VERSION,
+    PROMPT_TOKEN_IDS,
+    RETURN_TOKEN_IDS,
+    SSE_DONE,
+    TOKEN_ID_PREFIX,
+    TOKEN_IDS,
+    TOKEN_LOGPROBS,
+    policy_version_of,
+)
 
 __all__ = ["ChoiceTokens", "ParsedResponse", "RecordingError", "parse_response", "parse_sse"]
+
+_DONE = SSE_DONE.encode()
 
 
 class RecordingError(StreamRLError):
@@ -54,39 +70,30 @@ class ParsedResponse:
     choices: list[ChoiceTokens]
 
 
-def _version(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _absorb_choice(acc: ChoiceTokens, ch: dict[str, Any], top_prompt: Any) -> None:
     """Merge one choice object (full response or stream delta) into ``acc``."""
-    prompt = ch.get("prompt_token_ids")
+    prompt = ch.get(PROMPT_TOKEN_IDS)
     if prompt is None:
         prompt = top_prompt
     if prompt and not acc.prompt_token_ids:
         acc.prompt_token_ids = list(prompt)
-    ids = ch.get("token_ids")
+    ids = ch.get(TOKEN_IDS)
     if ids is not None:
         acc.response_token_ids.extend(ids)
         acc._saw_tokens = True
-    lp = ch.get("logprobs")
+    lp = ch.get(LOGPROBS)
     if isinstance(lp, dict):
-        content = lp.get("content")
+        content = lp.get(LOGPROBS_CONTENT)
         if isinstance(content, list):
             for item in content:
                 acc.response_logprobs.append(float(item["logprob"]))
                 tok = item.get("token")
                 acc._token_texts.append(tok if isinstance(tok, str) else "")
         else:
-            token_lps = lp.get("token_logprobs")
+            token_lps = lp.get(TOKEN_LOGPROBS)
             if isinstance(token_lps, list):
                 acc.response_logprobs.extend(float(x) for x in token_lps)
-                toks = lp.get("tokens")
+                toks = lp.get(LOGPROB_TOKENS)
                 if isinstance(toks, list):
                     acc._token_texts.extend(t if isinstance(t, str) else "" for t in toks)
     fr = ch.get("finish_reason")
@@ -101,16 +108,16 @@ def _finalize(choices: dict[int, ChoiceTokens], where: str) -> list[ChoiceTokens
         if not c._saw_tokens:
             # vLLM's return_tokens_as_token_ids form: logprob tokens read "token_id:<id>".
             texts = c._token_texts
-            if texts and all(t.startswith("token_id:") for t in texts):
-                c.response_token_ids = [int(t[9:]) for t in texts]
+            if texts and all(t.startswith(TOKEN_ID_PREFIX) for t in texts):
+                c.response_token_ids = [int(t[len(TOKEN_ID_PREFIX) :]) for t in texts]
             else:
                 raise RecordingError(
-                    f"{where}: choice {idx} has no token_ids; the inference server must support "
-                    "return_token_ids (vLLM >= 0.10.2 or the StreamRL inference server)"
+                    f"{where}: choice {idx} has no {TOKEN_IDS}; the inference server must support "
+                    f"{RETURN_TOKEN_IDS} (vLLM >= 0.10.2 or the StreamRL inference server)"
                 )
         if not c.prompt_token_ids:
             raise RecordingError(
-                f"{where}: choice {idx} has no prompt_token_ids (return_token_ids unsupported?)"
+                f"{where}: choice {idx} has no {PROMPT_TOKEN_IDS} ({RETURN_TOKEN_IDS} unsupported?)"
             )
         if len(c.response_logprobs) != len(c.response_token_ids):
             raise RecordingError(
@@ -141,14 +148,16 @@ def parse_response(body: dict[str, Any] | bytes, *, where: str = "response") -> 
     if not isinstance(body, dict):
         raise RecordingError(f"{where}: response is not a JSON object")
     choices: dict[int, ChoiceTokens] = {}
-    top_prompt = body.get("prompt_token_ids")
+    top_prompt = body.get(PROMPT_TOKEN_IDS)
     try:
         for ch in body.get("choices") or []:
             idx = int(ch.get("index", 0))
             _absorb_choice(choices.setdefault(idx, ChoiceTokens(idx)), ch, top_prompt)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise RecordingError(f"{where}: malformed choice: {exc!r}") from exc
-    return ParsedResponse(body.get("model"), _version(body.get("policy_version")), _finalize(choices, where))
+    return ParsedResponse(
+        body.get("model"), policy_version_of(body.get(POLICY_VERSION)), _finalize(choices, where)
+    )
 
 
 def parse_sse(raw: bytes, *, where: str = "stream") -> ParsedResponse:
@@ -166,7 +175,7 @@ def parse_sse(raw: bytes, *, where: str = "stream") -> ParsedResponse:
         if not line.startswith(b"data:"):
             continue
         data = line[5:].strip()
-        if not data or data == b"[DONE]":
+        if not data or data == _DONE:
             continue
         try:
             chunk = orjson.loads(data)
@@ -176,10 +185,10 @@ def parse_sse(raw: bytes, *, where: str = "stream") -> ParsedResponse:
             raise RecordingError(f"{where}: chunk is not a JSON object: {data[:80]!r}")
         if "error" in chunk and not chunk.get("choices"):
             raise RecordingError(f"{where}: the stream reported an error: {chunk['error']!r}"[:500])
-        if chunk.get("prompt_token_ids") is not None:
-            top_prompt = chunk["prompt_token_ids"]
+        if chunk.get(PROMPT_TOKEN_IDS) is not None:
+            top_prompt = chunk[PROMPT_TOKEN_IDS]
         model = chunk.get("model") or model
-        v = _version(chunk.get("policy_version"))
+        v = policy_version_of(chunk.get(POLICY_VERSION))
         version = v if v is not None else version
         try:
             for ch in chunk.get("choices") or []:

@@ -37,6 +37,7 @@ from streamrl.dev.rundir import deep_merge, free_port, new_run_id, raw_config, r
 from streamrl.dev.stats import RunStats
 from streamrl.dev.supervisor import ChildFailed, ChildSpec, Supervisor
 from streamrl.errors import ConfigError, StreamRLError
+from streamrl.schemas.inference_http import HEALTH_PATH, POLICY_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +305,7 @@ def _run(
             host = (
                 settings.inference.host if settings.inference.host not in ("0.0.0.0", "::") else "127.0.0.1"
             )
-            health_url = f"http://{host}:{settings.inference.port}/health"
+            health_url = f"http://{host}:{settings.inference.port}{HEALTH_PATH}"
             wait_for_http(health_url, sup, "inference", 300)
     max_steps = dev.max_steps or settings.trainer.max_steps
     started = time.monotonic()
@@ -391,7 +392,7 @@ def _health_version(url: str) -> int | None:
         body = httpx.get(url, timeout=2.0).json()
     except (httpx.HTTPError, ValueError):
         return None
-    version = body.get("policy_version") if isinstance(body, dict) else None
+    version = body.get(POLICY_VERSION) if isinstance(body, dict) else None
     return int(version) if isinstance(version, int) else None
 
 

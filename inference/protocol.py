@@ -6,6 +6,7 @@ Responses are OpenAI ``chat.completion`` / ``text_completion`` JSON plus, as vLL
 ``{"content": [{"token", "logprob", "bytes", "top_logprobs"}]}`` one entry per generated token), and
 StreamRL's ``policy_version: int`` (also the ``X-Policy-Version`` response header). Logprobs are always
 returned: training needs them. ``return_token_ids`` is accepted and ignored (ids are always returned).
+The names and the format are the HTTP contract, :mod:`streamrl.schemas.inference_http`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streamrl.inference.engine import SamplingParams, Sequence
 from streamrl.inference.errors import RequestError
+from streamrl.schemas.inference_http import (
+    LOGPROB_TOKENS,
+    LOGPROBS,
+    LOGPROBS_CONTENT,
+    POLICY_VERSION,
+    PROMPT_TOKEN_IDS,
+    TOKEN_IDS,
+    TOKEN_LOGPROBS,
+)
 
 
 class _Request(BaseModel):
@@ -256,13 +266,13 @@ def chat_response(
                 "index": s.index,
                 "message": message,
                 "finish_reason": finish,
-                "logprobs": {
-                    "content": [
+                LOGPROBS: {
+                    LOGPROBS_CONTENT: [
                         table.chat_logprob(t, lp, top)
                         for t, lp, top in zip(s.token_ids, s.logprobs, s.top, strict=True)
                     ]
                 },
-                "token_ids": list(s.token_ids),
+                TOKEN_IDS: list(s.token_ids),
             }
         )
     completion = sum(len(s.token_ids) for s in seqs)
@@ -278,8 +288,8 @@ def chat_response(
             "completion_tokens": completion,
             "total_tokens": len(prompt_ids) + completion,
         },
-        "prompt_token_ids": list(prompt_ids),
-        "policy_version": version,
+        PROMPT_TOKEN_IDS: list(prompt_ids),
+        POLICY_VERSION: version,
     }
 
 
@@ -298,14 +308,14 @@ def completion_response(
                 "index": i,
                 "text": text,
                 "finish_reason": s.finish_reason,
-                "logprobs": {
-                    "tokens": [table.entry(t)[0] for t in s.token_ids],
-                    "token_logprobs": list(s.logprobs),
+                LOGPROBS: {
+                    LOGPROB_TOKENS: [table.entry(t)[0] for t in s.token_ids],
+                    TOKEN_LOGPROBS: list(s.logprobs),
                     "top_logprobs": [{table.entry(t)[0]: lp for t, lp in top} for top in s.top],
                     "text_offset": offsets,
                 },
-                "token_ids": list(s.token_ids),
-                "prompt_token_ids": list(s.prompt_ids),
+                TOKEN_IDS: list(s.token_ids),
+                PROMPT_TOKEN_IDS: list(s.prompt_ids),
             }
         )
     prompt_tokens = sum(len(s.prompt_ids) for s in seqs if s.index == 0)
@@ -321,8 +331,8 @@ def completion_response(
             "completion_tokens": completion,
             "total_tokens": prompt_tokens + completion,
         },
-        "prompt_token_ids": list(seqs[0].prompt_ids),
-        "policy_version": version,
+        PROMPT_TOKEN_IDS: list(seqs[0].prompt_ids),
+        POLICY_VERSION: version,
     }
 
 

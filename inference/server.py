@@ -35,9 +35,20 @@ from streamrl.inference.protocol import (
     completion_response,
     error_body,
 )
+from streamrl.schemas.inference_http import (
+    HEALTH_PATH,
+    LOGPROB_TOKENS,
+    LOGPROBS,
+    LOGPROBS_CONTENT,
+    POLICY_VERSION,
+    PROMPT_TOKEN_IDS,
+    SSE_DONE,
+    TOKEN_IDS,
+    TOKEN_LOGPROBS,
+    version_headers,
+)
 
 log = logging.getLogger(__name__)
-VERSION_HEADER = "X-Policy-Version"
 
 
 @dataclass
@@ -196,12 +207,12 @@ class InferenceService:
             svc.metrics.requests.labels(request.url.path, "503").inc()
             return JSONResponse(error_body(str(exc), 503, "ServiceUnavailableError"), status_code=503)
 
-        @app.get("/health")
+        @app.get(HEALTH_PATH)
         async def health() -> dict[str, Any]:
             return {
                 "status": "ok",
                 "model": svc.options.served_model_name,
-                "policy_version": svc.engine.version,
+                POLICY_VERSION: svc.engine.version,
             }
 
         @app.get("/metrics")
@@ -222,7 +233,7 @@ class InferenceService:
                         "owned_by": "streamrl",
                         "root": svc.model_dir,
                         "max_model_len": svc.max_model_len,
-                        "policy_version": svc.engine.version,
+                        POLICY_VERSION: svc.engine.version,
                     }
                 ],
             }
@@ -248,7 +259,7 @@ class InferenceService:
                 version=version,
             )
             svc.metrics.requests.labels("/v1/chat/completions", "200").inc()
-            return JSONResponse(body, headers={VERSION_HEADER: str(version)})
+            return JSONResponse(body, headers=version_headers(version))
 
         @app.post("/v1/completions")
         async def completions(req: CompletionRequest) -> Any:
@@ -270,7 +281,7 @@ class InferenceService:
                 model=svc.options.served_model_name, seqs=seqs, texts=texts, table=svc.table, version=version
             )
             svc.metrics.requests.labels("/v1/completions", "200").inc()
-            return JSONResponse(body, headers={VERSION_HEADER: str(version)})
+            return JSONResponse(body, headers=version_headers(version))
 
         return app
 
@@ -285,7 +296,7 @@ class InferenceService:
         return StreamingResponse(
             self._chunks(bridge, seqs, version, chat=chat, include_usage=include_usage),
             media_type="text/event-stream",
-            headers={VERSION_HEADER: str(version), "Cache-Control": "no-cache"},
+            headers={**version_headers(version), "Cache-Control": "no-cache"},
         )
 
     async def _chunks(
@@ -297,7 +308,7 @@ class InferenceService:
             "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()),
             "model": self.options.served_model_name,
-            "policy_version": version,
+            POLICY_VERSION: version,
         }
         by_index = {id(s): i for i, s in enumerate(seqs)}
         sent = [0] * len(seqs)
@@ -318,9 +329,9 @@ class InferenceService:
 
         if chat:
             for i, s in enumerate(seqs):
-                first = {"index": s.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                         "token_ids": [], "finish_reason": None}  # fmt: skip
-                yield chunk(first, prompt_token_ids=list(s.prompt_ids)) if i == 0 else chunk(first)
+                first = {"index": s.index, "delta": {"role": "assistant", "content": ""}, LOGPROBS: None,
+                         TOKEN_IDS: [], "finish_reason": None}  # fmt: skip
+                yield chunk(first, **{PROMPT_TOKEN_IDS: list(s.prompt_ids)}) if i == 0 else chunk(first)
         finished = False
         try:
             async for kind, s, payload in bridge.events():
@@ -330,22 +341,22 @@ class InferenceService:
                     text = delta_text(i, s, payload + 1, final=False)
                     if chat:
                         choice = {"index": s.index, "delta": {"content": text},
-                                  "logprobs": {"content": [self.table.chat_logprob(tok, lp, top)]},
-                                  "token_ids": [tok], "finish_reason": None}  # fmt: skip
+                                  LOGPROBS: {LOGPROBS_CONTENT: [self.table.chat_logprob(tok, lp, top)]},
+                                  TOKEN_IDS: [tok], "finish_reason": None}  # fmt: skip
                     else:
                         tok_text = self.table.entry(tok)[0]
-                        choice = {"index": i, "text": text, "token_ids": [tok], "finish_reason": None,
-                                  "logprobs": {"tokens": [tok_text], "token_logprobs": [lp],
+                        choice = {"index": i, "text": text, TOKEN_IDS: [tok], "finish_reason": None,
+                                  LOGPROBS: {LOGPROB_TOKENS: [tok_text], TOKEN_LOGPROBS: [lp],
                                                "top_logprobs": [{self.table.entry(t)[0]: v for t, v in top}]}}  # fmt: skip
-                    extra = {"prompt_token_ids": list(s.prompt_ids)} if (not chat and payload == 0) else {}
+                    extra = {PROMPT_TOKEN_IDS: list(s.prompt_ids)} if (not chat and payload == 0) else {}
                     yield chunk(choice, **extra)
                 elif kind == "finish":
                     text = delta_text(i, s, len(s.token_ids), final=True)
                     if chat:
-                        choice = {"index": s.index, "delta": {"content": text} if text else {}, "logprobs": None,
-                                  "token_ids": [], "finish_reason": payload}  # fmt: skip
+                        choice = {"index": s.index, "delta": {"content": text} if text else {}, LOGPROBS: None,
+                                  TOKEN_IDS: [], "finish_reason": payload}  # fmt: skip
                     else:
-                        choice = {"index": i, "text": text, "token_ids": [], "logprobs": None,
+                        choice = {"index": i, "text": text, TOKEN_IDS: [], LOGPROBS: None,
                                   "finish_reason": payload}  # fmt: skip
                     yield chunk(choice)
                 elif kind == "error":
@@ -358,7 +369,7 @@ class InferenceService:
                 usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                          "total_tokens": prompt_tokens + completion}  # fmt: skip
                 yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
-            yield "data: [DONE]\n\n"
+            yield f"data: {SSE_DONE}\n\n"
         finally:
             if not finished:  # client went away: stop generating for it
                 for s in seqs:

@@ -43,6 +43,15 @@ import httpx
 
 from streamrl.inference.errors import CheckpointError, InferenceError
 from streamrl.inference.metrics import InferenceMetrics
+from streamrl.schemas.inference_http import (
+    CHAT_COMPLETIONS,
+    COMPLETIONS,
+    HEALTH_PATH,
+    POLICY_VERSION,
+    SSE_DONE,
+    force_training_fields,
+    version_headers,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -51,7 +60,6 @@ if TYPE_CHECKING:
     from streamrl.schemas import CheckpointEvent
 
 log = logging.getLogger(__name__)
-VERSION_HEADER = "X-Policy-Version"
 
 
 def vllm_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
@@ -90,12 +98,7 @@ def prepare_body(body: dict[str, Any], *, chat: bool, model: str) -> dict[str, A
     """The request body sent to vLLM: token ids and logprobs forced on, ``model`` set to the current policy."""
     out = dict(body)
     out["model"] = model
-    out["return_token_ids"] = True
-    if chat:
-        out["logprobs"] = True
-    elif out.get("logprobs") is None:
-        out["logprobs"] = 0
-    return out
+    return force_training_fields(out, chat=chat)
 
 
 def tag_sse_line(line: str, version: int) -> str:
@@ -103,14 +106,14 @@ def tag_sse_line(line: str, version: int) -> str:
     if not line.startswith("data:"):
         return line
     payload = line[5:].strip()
-    if not payload or payload == "[DONE]":
+    if not payload or payload == SSE_DONE:
         return line
     try:
         obj = json.loads(payload)
     except json.JSONDecodeError:
         return line
     if isinstance(obj, dict):
-        obj["policy_version"] = version
+        obj[POLICY_VERSION] = version
     return "data: " + json.dumps(obj)
 
 
@@ -309,11 +312,11 @@ class VllmService:
         client = httpx.AsyncClient(base_url=self.base_url, timeout=self._timeout)
         svc = self
 
-        @app.get("/health")
+        @app.get(HEALTH_PATH)
         async def health() -> dict[str, Any]:
-            r = await client.get("/health")
+            r = await client.get(HEALTH_PATH)
             return {"status": "ok" if r.status_code == 200 else "unhealthy", "model": svc.served_name,
-                    "policy_version": svc.gate.version, "staged_version": None}  # fmt: skip
+                    POLICY_VERSION: svc.gate.version, "staged_version": None}  # fmt: skip
 
         @app.get("/metrics")
         async def metrics() -> PlainTextResponse:
@@ -326,7 +329,7 @@ class VllmService:
             r = await client.get("/v1/models")
             body = r.json()
             for m in body.get("data", []):
-                m["policy_version"] = svc.gate.version
+                m[POLICY_VERSION] = svc.gate.version
             return JSONResponse(body, status_code=r.status_code)
 
         async def forward(request: Request, path: str, chat: bool) -> Response:
@@ -343,10 +346,10 @@ class VllmService:
                 if r.status_code != 200:
                     return Response(r.content, status_code=r.status_code, media_type="application/json")
                 data = r.json()
-                data["policy_version"] = version
+                data[POLICY_VERSION] = version
                 data["model"] = svc.served_name
                 svc.metrics.generated_tokens.inc((data.get("usage") or {}).get("completion_tokens", 0))
-                return JSONResponse(data, headers={VERSION_HEADER: str(version)})
+                return JSONResponse(data, headers=version_headers(version))
             req = client.build_request("POST", path, json=out)
             try:
                 resp = await client.send(req, stream=True)
@@ -369,15 +372,15 @@ class VllmService:
                     svc.gate.exit()
 
             return StreamingResponse(
-                lines(), media_type="text/event-stream", headers={VERSION_HEADER: str(version)}
+                lines(), media_type="text/event-stream", headers=version_headers(version)
             )
 
-        @app.post("/v1/chat/completions")
+        @app.post(f"/v1/{CHAT_COMPLETIONS}")
         async def chat(request: Request) -> Response:
-            return await forward(request, "/v1/chat/completions", chat=True)
+            return await forward(request, f"/v1/{CHAT_COMPLETIONS}", chat=True)
 
-        @app.post("/v1/completions")
+        @app.post(f"/v1/{COMPLETIONS}")
         async def completions(request: Request) -> Response:
-            return await forward(request, "/v1/completions", chat=False)
+            return await forward(request, f"/v1/{COMPLETIONS}", chat=False)
 
         return app

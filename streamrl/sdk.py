@@ -36,7 +36,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar, overload
-from urllib.parse import quote
 
 __all__ = ["LLM", "Agent", "EmittedReward", "RewardError", "RolloutFunction", "emit_reward", "rollout"]
 
@@ -76,11 +75,11 @@ class LLM:
 
     @staticmethod
     def scoped_base_url(gateway_url: str, rollout_id: str, attempt_id: str, agent_name: str | None) -> str:
-        """The ``/v1`` base URL of one attempt on a gateway (ids are percent-encoded, ``/`` included)."""
-        url = f"{gateway_url.rstrip('/')}/rollouts/{quote(rollout_id, safe='')}/attempts/{quote(attempt_id, safe='')}"
-        if agent_name:
-            url += f"/agents/{quote(agent_name, safe='')}"
-        return url + "/v1"
+        """The ``/v1`` base URL of one attempt on a gateway (:func:`streamrl.schemas.inference_http.attempt_base_url`)."""
+        # imported here, not at the top: `import streamrl` stays light for agent code
+        from streamrl.schemas.inference_http import attempt_base_url
+
+        return attempt_base_url(gateway_url, rollout_id, attempt_id, agent_name)
 
     def for_agent(self, name: str) -> LLM:
         """The same rollout with calls recorded under agent ``name`` (for multi-agent rollouts).

@@ -29,6 +29,20 @@ from typing import Any
 
 import orjson
 
+from streamrl.schemas.inference_http import (
+    LOGPROBS,
+    LOGPROBS_CONTENT,
+    POLICY_VERSION,
+    POLICY_VERSION_HEADER,
+    PROMPT_TOKEN_IDS,
+    TOKEN_IDS,
+)
+
+# the contract's names as the bytes this hand-written server writes (built once)
+_PROMPT_IDS_FIELD = b',"%s":' % PROMPT_TOKEN_IDS.encode()
+_VERSION_FIELD = b',"%s":%%d}' % POLICY_VERSION.encode()
+_VERSION_HEADER_LINE = b"%s: %%d\r\n" % POLICY_VERSION_HEADER.encode()
+
 __all__ = ["VOCAB_SIZE", "FakeVLLM", "fake_tokenize", "reply_tokens"]
 
 VOCAB_SIZE = 151_936
@@ -96,8 +110,8 @@ class FakeVLLM:
             "index": 0,
             "message": {"role": "assistant", "content": text},
             "finish_reason": "stop",
-            "logprobs": {"content": content},
-            "token_ids": ids,
+            LOGPROBS: {LOGPROBS_CONTENT: content},
+            TOKEN_IDS: ids,
         }
         self._choices = orjson.dumps([choice])
         self._completion_tokens = response_tokens
@@ -153,9 +167,9 @@ class FakeVLLM:
                     self._choices,
                     b',"usage":',
                     usage,
-                    b',"prompt_token_ids":',
+                    _PROMPT_IDS_FIELD,
                     orjson.dumps(prompt_ids),
-                    b',"policy_version":%d}' % self.policy_version,
+                    _VERSION_FIELD % self.policy_version,
                 )
             )
             return 200, out
@@ -225,10 +239,10 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         head = (
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"X-Policy-Version: %d\r\nConnection: %s\r\n\r\n"
-            % (status, _REASONS.get(status, b"Error"), len(body), self.server.policy_version,
-               b"close" if close else b"keep-alive")
-        )  # fmt: skip
+            % (status, _REASONS.get(status, b"Error"), len(body))
+            + _VERSION_HEADER_LINE % self.server.policy_version
+            + b"Connection: %s\r\n\r\n" % (b"close" if close else b"keep-alive")
+        )
         self.transport.write(head + body)
         if close:
             self.transport.close()

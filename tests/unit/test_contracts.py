@@ -60,3 +60,142 @@ def test_no_stage_reads_or_writes_claim_check_files_itself() -> None:
             ):
                 offenders.append(str(path.relative_to(root)))
     assert not offenders, f"claim-check file handling outside schemas/claim_check.py: {offenders}"
+
+
+# -- the inference <-> gateway HTTP contract ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCT_FOLDERS = (
+    "schemas",
+    "streamrl",
+    "producers",
+    "consumers",
+    "inference",
+    "streams",
+    "trainer",
+    "cli",
+    "dev",
+    "bench",
+    "examples",
+)
+
+
+class _CharTokenizer:
+    """Enough of a tokenizer for :class:`streamrl.inference.protocol.TokenTable`: token i is ``chr(97 + i)``."""
+
+    all_special_ids = ()
+
+    def convert_ids_to_tokens(self, i: int) -> str:
+        return chr(97 + i)
+
+
+def _seq(prompt: list[int], tokens: list[int], logprobs: list[float], index: int = 0):
+    from streamrl.inference.engine import SamplingParams, Sequence
+
+    s = Sequence(prompt, SamplingParams(max_tokens=8), index=index)
+    s.token_ids, s.logprobs, s.top, s.finish_reason = tokens, logprobs, [[] for _ in tokens], "stop"
+    return s
+
+
+def test_the_gateway_reads_what_the_inference_servers_write() -> None:
+    """The CPU server's bodies, and the vLLM front's version tagging of a vLLM stream, parsed by the gateway."""
+    import orjson
+
+    from streamrl.consumers.recording import parse_response, parse_sse
+    from streamrl.inference.protocol import TokenTable, chat_response, completion_response
+    from streamrl.inference.vllm_backend import tag_sse_line
+
+    table = TokenTable(_CharTokenizer())
+    seqs = [_seq([1, 2, 3], [4, 5], [-0.5, -0.25]), _seq([1, 2, 3], [6], [-1.0], index=1)]
+    body = chat_response(model="p", seqs=seqs, texts=["ef", "g"], table=table, with_tools=False, version=7)
+    parsed = parse_response(orjson.dumps(body))
+    assert parsed.policy_version == 7
+    got = [(c.index, c.prompt_token_ids, c.response_token_ids, c.response_logprobs) for c in parsed.choices]
+    assert got == [(0, [1, 2, 3], [4, 5], [-0.5, -0.25]), (1, [1, 2, 3], [6], [-1.0])]
+    body = completion_response(model="p", seqs=seqs[:1], texts=["ef"], table=table, version=2)
+    [c] = parse_response(body).choices
+    assert (c.prompt_token_ids, c.response_token_ids, c.response_logprobs) == (
+        [1, 2, 3],
+        [4, 5],
+        [-0.5, -0.25],
+    )
+    # a vLLM chat stream (vLLM's own field names), tagged by the vLLM front with the version
+    vllm_stream = [
+        'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}], "prompt_token_ids": [9, 8]}',
+        'data: {"choices": [{"index": 0, "delta": {"content": "x"}, "token_ids": [3],'
+        ' "logprobs": {"content": [{"token": "x", "logprob": -0.1}]}}]}',
+        'data: {"choices": [{"index": 0, "delta": {}, "token_ids": [], "finish_reason": "stop"}]}',
+        "data: [DONE]",
+    ]
+    raw = "\n\n".join(tag_sse_line(line, 5) for line in vllm_stream).encode()
+    parsed = parse_sse(raw)
+    assert parsed.policy_version == 5
+    [c] = parsed.choices
+    assert (c.prompt_token_ids, c.response_token_ids, c.response_logprobs, c.finish_reason) == (
+        [9, 8],
+        [3],
+        [-0.1],
+        "stop",
+    )
+
+
+def test_the_gateway_and_the_vllm_front_force_the_same_fields_and_pass_the_version_header() -> None:
+    from streamrl.inference.vllm_backend import prepare_body
+    from streamrl.schemas.inference_http import (
+        PASSED_RESPONSE_HEADERS,
+        force_training_fields,
+        version_headers,
+    )
+
+    for chat, body in (
+        (True, {"messages": []}),
+        (False, {"prompt": "a"}),
+        (False, {"prompt": "a", "logprobs": 3}),
+    ):
+        front = prepare_body(dict(body), chat=chat, model="m")
+        assert front == {**force_training_fields(dict(body), chat=chat), "model": "m"}
+    assert set(version_headers(3)) <= set(PASSED_RESPONSE_HEADERS)  # the gateway hands the server's header on
+
+
+def _string_constants(tree) -> list[tuple[int, str]]:
+    """``(line, text)`` of every str/bytes constant that is not a docstring."""
+    import ast
+
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    out = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, (str, bytes))
+            and id(node) not in docstrings
+        ):
+            text = node.value.decode("latin-1") if isinstance(node.value, bytes) else node.value
+            out.append((node.lineno, text))
+    return out
+
+
+def test_no_second_definition_of_the_http_contract() -> None:
+    """Header and field names of the HTTP contract appear as literals only in ``schemas/inference_http.py``."""
+    import ast
+
+    headers = ("x-policy-version", "x-streamrl-agent")
+    fields = ("return_token_ids", "prompt_token_ids", "token_ids", "token_logprobs")
+    home = ROOT / "schemas" / "inference_http.py"
+    records = ROOT / "schemas" / "records.py"  # LLMRequest.prompt_token_ids: a record field, not the HTTP one
+    offenders = []
+    for folder in PRODUCT_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path in (home, records):
+                continue
+            for line, text in _string_constants(ast.parse(path.read_text(encoding="utf-8"))):
+                low = text.lower()
+                hit = [h for h in headers if h in low]
+                hit += [f for f in fields if text == f or f'"{f}"' in text]
+                if hit:
+                    offenders.append(f"{path.relative_to(ROOT)}:{line}: {hit}")
+    assert not offenders, "use the names of streamrl.schemas.inference_http instead:\n" + "\n".join(offenders)

@@ -1,36 +1,11 @@
-"""Parsing inference responses (vLLM and StreamRL dialects), and gateway paths."""
+"""Parsing inference responses (vLLM and StreamRL dialects)."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from streamrl.consumers.gateway import parse_path
 from streamrl.consumers.recording import RecordingError, parse_response, parse_sse
-
-
-def test_parse_path() -> None:
-    assert parse_path("/rollouts/t%2F0%2F1/attempts/ab/v1/chat/completions") == (
-        "t/0/1",
-        "ab",
-        None,
-        "chat/completions",
-    )
-    assert parse_path("/rollouts/r/attempts/a/agents/my%20agent/v1/completions") == (
-        "r",
-        "a",
-        "my agent",
-        "completions",
-    )
-    assert parse_path("/rollouts/r/attempts/a/v1/models") == ("r", "a", None, "models")
-    for bad in (
-        "/v1/chat/completions",
-        "/rollouts/r/attempts/a/chat",
-        "/rollouts//attempts/a/v1/models",
-        "/rollouts/r/attempts/a/agents//v1/models",
-        "/rollouts/r/attempts/a/v1",
-    ):
-        assert parse_path(bad) is None, bad
 
 
 def test_vllm_chat_response() -> None:
