@@ -5,10 +5,9 @@ Agents (faust-streaming, aiokafka driver, ``at_least_once``, in-memory tables wi
 * ``join`` on ``requests`` + ``trajectories`` + ``<app_id>-ticks`` (co-partitioned by ``rollout_id``),
   table ``join`` keyed by ``rollout_id`` (:mod:`streamrl.streams.join`). Complete train rollouts (with their
   rows) go to ``<app_id>-groups`` keyed by ``group_id``; val rollouts to ``<app_id>-validation``.
-* ``groups`` on ``<app_id>-groups`` (rollouts, ticks, checkpoint versions in one ordered log per
-  partition), table ``groups`` (:mod:`streamrl.streams.groups`); publishes ``batches`` keyed by ``batch_id``.
+* ``groups`` on ``<app_id>-groups`` (rollouts and ticks in one ordered log per partition), table
+  ``groups`` (:mod:`streamrl.streams.groups`); publishes ``batches`` keyed by ``batch_id``.
 * ``validation`` on ``<app_id>-validation`` (one partition), table ``validation`` keyed by version.
-* ``checkpoints`` on ``checkpoints``: the policy's versions are written into every groups partition.
 * a timer (``tick_interval_s``) writes event-time ticks into every assigned ticks/groups partition
   (tables can only be written while processing an event) and refreshes ``validation.json``.
 
@@ -32,7 +31,7 @@ from pydantic import ValidationError
 
 from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
-from streamrl.schemas import CheckpointEvent, LLMRequest, SchemaError, TrainingRow, Trajectory
+from streamrl.schemas import LLMRequest, SchemaError, TrainingRow, Trajectory
 from streamrl.schemas.claim_check import uri_path
 from streamrl.schemas.serde import Serde
 from streamrl.streams import metrics
@@ -87,11 +86,8 @@ class Aggregator:
         self.group_cfg = GroupConfig(
             policy_name=rl.policy_name,
             train_batch_size=rl.train_batch_size,
-            max_staleness=rl.max_staleness,
             min_group_size=s.min_group_size,
             straggler_timeout_s=s.straggler_timeout_s,
-            staleness=s.staleness,
-            stale_weight_decay=s.stale_weight_decay,
             filter_zero_variance=s.filter_zero_variance,
             batch_timeout_s=s.batch_timeout_s,
             dedup_retention_s=s.dedup_retention_s,
@@ -133,7 +129,6 @@ class Aggregator:
         self.ticks_topic = app.topic(n.ticks, **raw)
         self.groups_topic = app.topic(n.groups, **raw)
         self.val_topic = app.topic(n.validation, **raw)
-        self.checkpoints_topic = app.topic(n.checkpoints, **raw)
         self.batches_topic = app.topic(n.batches, **raw)
         self.dlq_topic = app.topic(n.dlq, **raw)
         self.dlq = DeadLetterSink(
@@ -148,7 +143,6 @@ class Aggregator:
         app.agent(self.join_source, name="streams.join")(self._join_agent)
         app.agent(self.groups_topic, name="streams.groups")(self._groups_agent)
         app.agent(self.val_topic, name="streams.validation")(self._val_agent)
-        app.agent(self.checkpoints_topic, name="streams.checkpoints")(self._checkpoints_agent)
         app.timer(s.tick_interval_s, name="streams.tick")(self._tick)
         if s.web_port is not None:
 
@@ -342,7 +336,7 @@ class Aggregator:
             f" ({len(data)} B)",
         )
 
-    # ------------------------------------------------------------------ validation and checkpoints
+    # ------------------------------------------------------------------ validation
     async def _val_agent(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
             msg = event.message
@@ -361,28 +355,6 @@ class Aggregator:
                 metrics.record({"duplicate:val": 1})  # type: ignore[arg-type]
             else:
                 self.val_table[version] = entry
-
-    async def _checkpoints_agent(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg = event.message
-            try:
-                ckpt = self.serde.decode(
-                    msg.value, CheckpointEvent, topic=msg.topic, partition=msg.partition, offset=msg.offset
-                )
-            except SchemaError as exc:
-                self._dead(msg, f"undecodable checkpoint: {exc}", exc)
-                continue
-            if ckpt.policy_name != self.group_cfg.policy_name:
-                continue
-            value = json.dumps({"kind": "version", "version": int(ckpt.version), "ts": time.time()}).encode()
-            for p in range(self.names.group_partitions):
-                await self.groups_topic.send(value=value, partition=p, force=True)
-            log.info(
-                "checkpoint %s version %d -> %d group partition(s)",
-                ckpt.policy_name,
-                ckpt.version,
-                self.names.group_partitions,
-            )
 
     def validation_summary(self) -> dict[str, dict[str, float]]:
         """``{version: {count, mean, std, min, max}}`` of the validation table (local partitions)."""

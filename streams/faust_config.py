@@ -43,11 +43,10 @@ class StreamsTopics:
     app_id: str
     requests: str
     trajectories: str
-    checkpoints: str
     batches: str
     dlq: str
     ticks: str  # join timer ticks, co-partitioned with requests
-    groups: str  # complete train rollouts keyed by group_id, plus group ticks and versions
+    groups: str  # complete train rollouts keyed by group_id, plus group ticks
     validation: str  # complete val rollouts, one partition
     join_partitions: int
     group_partitions: int
@@ -61,7 +60,6 @@ def streams_topics(settings: Settings) -> StreamsTopics:
         app_id=app_id,
         requests=t.name("requests"),
         trajectories=t.name("trajectories"),
-        checkpoints=t.name("checkpoints"),
         batches=t.name("batches"),
         dlq=t.name("dlq"),
         ticks=f"{app_id}-ticks",

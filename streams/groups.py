@@ -1,9 +1,9 @@
 """Groups and batches: a pure, replay-deterministic state machine over one group-topic partition.
 
-Input: one partition of the internal group topic, a single ordered log of three kinds of events
-(all produced by this app): ``rollout`` (a complete train rollout with its rows, keyed by
-``group_id``), ``tick`` (event time for the straggler and batch timeouts) and ``version`` (the latest
-``checkpoints`` version of the policy). Every decision depends only on that log and the state, never
+Input: one partition of the internal group topic, a single ordered log of events (all produced by
+this app): ``train`` (a complete train rollout with its rows, keyed by ``group_id``) and ``tick``
+(event time for the straggler and batch timeouts); ``version`` events written by earlier releases
+are ignored (staleness is the trainer's decision, not this stage's). Every decision depends only on that log and the state, never
 on the wall clock, so replaying the log from the committed offset reproduces the same batches with
 the same ``batch_id``.
 
@@ -11,7 +11,7 @@ State (values of the Faust ``groups`` table):
 
 * one dict per ``group_id``: ``{"p", "applied", "size", "first_ts", "rollouts": {rollout_id: {...}},
   "state": "open"|"ready"|"batched"|"dropped", "ready_at": offset, "batch_id", "closed_ts"}``;
-* one partition dict under :func:`partition_key`: ``{"p", "applied", "version", "pending":
+* one partition dict under :func:`partition_key`: ``{"p", "applied", "pending":
   [[ready_at, group_id], ...], "opened_ts", "emits": [{"offset", "batch_id", "groups", "ts"}]}``,
   written last for every event.
 
@@ -30,7 +30,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 PARTITION_KEY_PREFIX = "__streamrl_partition__/"
 
@@ -52,11 +52,8 @@ class GroupConfig:
 
     policy_name: str = "policy"
     train_batch_size: int = 4
-    max_staleness: int = 1
     min_group_size: int = 2
     straggler_timeout_s: float = 300.0
-    staleness: Literal["drop", "weight"] = "drop"
-    stale_weight_decay: float = 0.5
     filter_zero_variance: bool = True
     batch_timeout_s: float = 30.0
     dedup_retention_s: float = 3600.0
@@ -85,7 +82,7 @@ class GroupResult:
 
 def new_partition_state(partition: int) -> dict[str, Any]:
     """An empty partition dict."""
-    return {"p": partition, "applied": -1, "version": None, "pending": [], "opened_ts": None, "emits": []}
+    return {"p": partition, "applied": -1, "pending": [], "opened_ts": None, "emits": []}
 
 
 class GroupMachine:
@@ -114,7 +111,8 @@ class GroupMachine:
         """Apply one group-topic event at ``offset`` of ``partition``.
 
         Args:
-            event: ``{"kind": "train", ...rollout}`` | ``{"kind": "tick", "ts"}`` | ``{"kind": "version", "version"}``.
+            event: ``{"kind": "train", ...rollout}`` | ``{"kind": "tick", "ts"}`` (``{"kind": "version"}``
+                of earlier releases: ignored).
             committed: the group topic's committed offset for this partition (next to consume), for pruning.
 
         Raises:
@@ -139,9 +137,7 @@ class GroupMachine:
         elif kind == "tick":
             ts = float(event["ts"])
             self._on_tick(ts, part, partition, offset, staged, res, committed)
-        elif kind == "version":
-            version = int(event["version"])
-            part["version"] = version if part["version"] is None else max(part["version"], version)
+        elif kind == "version":  # written by releases whose streams judged staleness: nothing to do
             ts = float(event.get("ts", 0.0))
         else:
             raise ValueError(f"unknown group event kind {kind!r}")
@@ -217,21 +213,7 @@ class GroupMachine:
         cfg = self.cfg
         group["closed_ts"] = ts
         res.stats["groups_ready"] += 1
-        latest = part["version"]
-        kept_rollouts: dict[str, dict[str, Any]] = {}
-        for rid, ro in group["rollouts"].items():
-            rows = []
-            for row in ro["rows"]:
-                staleness = 0 if latest is None else latest - int(row["policy_version"])
-                if staleness > cfg.max_staleness:
-                    if cfg.staleness == "drop":
-                        res.stats["stale_rows_dropped"] += 1
-                        continue
-                    row = {**row, "weight": cfg.stale_weight_decay ** (staleness - cfg.max_staleness)}
-                    res.stats["stale_rows_weighted"] += 1
-                rows.append(row)
-            if rows:
-                kept_rollouts[rid] = {**ro, "rows": rows}
+        kept_rollouts = {rid: ro for rid, ro in group["rollouts"].items() if ro["rows"]}
         rewards = [ro["reward"] for ro in kept_rollouts.values()]
         reason = None
         if not kept_rollouts:

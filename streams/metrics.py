@@ -28,7 +28,7 @@ ROWS_PER_BATCH = Histogram(
 )
 EVENTS = Counter(
     "streamrl_streams_events_total",
-    "Aggregator events by kind: incomplete_join, groups_ready, stale_rows_dropped, "
+    "Aggregator events by kind: incomplete_join, groups_ready, "
     "group_dropped:zero_variance, duplicate:call, merge_break:<cause>, overlong:<action>, ...",
     ["kind"],
 )
@@ -44,9 +44,6 @@ _NAMED = {
     ),
     "groups_ready": Counter(
         "streamrl_streams_groups_ready_total", "Groups complete or closed by the straggler timeout."
-    ),
-    "stale_rows_dropped": Counter(
-        "streamrl_streams_stale_rows_dropped_total", "Rows older than rl.max_staleness versions, dropped."
     ),
     "group_dropped:zero_variance": Counter(
         "streamrl_streams_zero_variance_groups_dropped_total", "Groups whose rewards were all equal, dropped."

@@ -11,7 +11,11 @@ Layout (VERL's convention, see ``verl.trainer.ppo.ray_trainer``): ``B`` rows, pr
   - ``rollout_log_probs`` (B, T) float32 (behaviour logprobs from the inference engine)
   - ``row_weights`` (B,) float32, ``policy_versions`` (B,) int64
 ``non_tensor_batch``: ``uid`` (B,) object = group id, ``rollout_id`` (B,) object.
-``meta_info``: ``batch_id``, ``num_groups``, ``num_rows_in``, ``dropped_stale``, ``dropped_no_tokens``.
+``meta_info``: ``batch_id``, ``num_groups``, ``num_rows_in``, ``dropped_stale``, ``weighted_stale``,
+``dropped_no_tokens``.
+
+``row_weights`` is each row's ``weight`` times its staleness weight (:mod:`streamrl.trainer.staleness`):
+the backends scale the row's advantage by it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from streamrl.schemas import TrainingBatch, TrainingRow
 from streamrl.schemas.claim_check import ClaimCheckError, read_claim_check
 from streamrl.schemas.serde import Serde
 from streamrl.trainer.errors import BadBatchError
+from streamrl.trainer.staleness import StalenessRule
 
 #: Largest behaviour logprob accepted (a logprob is <= 0; a little slack for float32 rounding).
 MAX_LOGPROB = 1e-3
@@ -105,26 +110,31 @@ def validate_row(
 
 
 def filter_rows(
-    rows: Sequence[TrainingRow], trainer_version: int, max_staleness: int | None
-) -> tuple[list[TrainingRow], int, int]:
-    """Drop rows too stale to train and rows with no trained token.
+    rows: Sequence[TrainingRow], trainer_version: int, staleness: StalenessRule | None
+) -> tuple[list[TrainingRow], int, int, int]:
+    """Apply the staleness policy and drop rows with no trained token.
 
-    Staleness of a row = ``trainer_version - row.policy_version`` (DESIGN.md); rows above
-    ``max_staleness`` are dropped (None keeps all).
+    Staleness of a row = ``trainer_version - row.policy_version`` (DESIGN.md). ``staleness.weight``
+    (``streamrl.trainer.staleness``) drops a stale row or multiplies its ``weight``; None keeps
+    every row as it is.
 
     Returns:
-        ``(kept, dropped_stale, dropped_no_tokens)``.
+        ``(kept, dropped_stale, weighted_stale, dropped_no_tokens)``; kept rows carry their final weight.
     """
     kept: list[TrainingRow] = []
-    stale = empty = 0
+    stale = weighted = empty = 0
     for row in rows:
-        if max_staleness is not None and trainer_version - row.policy_version > max_staleness:
+        w = 1.0 if staleness is None else staleness.weight(trainer_version - row.policy_version)
+        if w is None:
             stale += 1
         elif not any(row.response_mask):
             empty += 1
         else:
+            if w != 1.0:
+                weighted += 1
+                row = row.model_copy(update={"weight": row.weight * w})
             kept.append(row)
-    return kept, stale, empty
+    return kept, stale, weighted, empty
 
 
 def rows_to_dataproto(
@@ -184,6 +194,8 @@ def prepare_batch(
     serde: Serde | None,
     trainer_version: int,
     max_staleness: int | None,
+    staleness_policy: str = "drop",
+    stale_weight_decay: float = 0.5,
     vocab_size: int | None = None,
     max_positions: int | None = None,
     pad_token_id: int = 0,
@@ -194,7 +206,10 @@ def prepare_batch(
         batch: the record from ``batches``.
         serde: decodes a claim-check payload (None: inline batches only).
         trainer_version: current trainer step (for staleness).
-        max_staleness: rows staler than this are dropped; None keeps all.
+        max_staleness: rows staler than this are dropped or weighted by ``staleness_policy``; None
+            keeps every row at its weight.
+        staleness_policy, stale_weight_decay: ``rl.staleness_policy`` and ``rl.stale_weight_decay``
+            (:mod:`streamrl.trainer.staleness`).
         vocab_size, max_positions: model limits checked per row (None skips the check).
         pad_token_id: padding id.
 
@@ -207,18 +222,23 @@ def prepare_batch(
     rows = resolve_rows(batch, serde)
     for i, row in enumerate(rows):
         validate_row(batch.batch_id, i, row, vocab_size, max_positions)
-    kept, stale, empty = filter_rows(rows, trainer_version, max_staleness)
+    rule = (
+        None if max_staleness is None else StalenessRule(staleness_policy, max_staleness, stale_weight_decay)
+    )
+    kept, stale, weighted, empty = filter_rows(rows, trainer_version, rule)
     if not kept:
         raise BadBatchError(
             batch.batch_id,
             f"empty after filtering: {len(rows)} rows in, {stale} staler than max_staleness={max_staleness} "
-            f"at trainer version {trainer_version}, {empty} without trained tokens",
+            f"at trainer version {trainer_version} (staleness_policy={staleness_policy}), "
+            f"{empty} without trained tokens",
         )
     meta = {
         "batch_id": batch.batch_id,
         "num_groups": batch.num_groups,
         "num_rows_in": len(rows),
         "dropped_stale": stale,
+        "weighted_stale": weighted,
         "dropped_no_tokens": empty,
     }
     return rows_to_dataproto(kept, pad_token_id=pad_token_id, meta=meta)

@@ -17,8 +17,12 @@ SKIPPED = Counter(
 )
 ROWS_DROPPED = Counter(
     "streamrl_trainer_rows_dropped_total",
-    "Rows filtered out of batches, by reason (stale, no_tokens).",
+    "Rows filtered out of batches, by reason (stale: rl.staleness_policy drop, no_tokens).",
     ["reason"],
+)
+STALE_ROWS_WEIGHTED = Counter(
+    "streamrl_trainer_stale_rows_weighted_total",
+    "Rows staler than rl.max_staleness kept with a decayed weight (rl.staleness_policy: weight).",
 )
 STEP_SECONDS = Histogram(
     "streamrl_trainer_step_seconds",

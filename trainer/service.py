@@ -259,11 +259,14 @@ class TrainerService:
                 serde=self.serde,
                 trainer_version=self.version,
                 max_staleness=self.settings.rl.max_staleness,
+                staleness_policy=self.settings.rl.staleness_policy,
+                stale_weight_decay=self.settings.rl.stale_weight_decay,
                 vocab_size=self.backend.vocab_size,
                 max_positions=self.backend.max_positions,
                 pad_token_id=self.backend.pad_token_id,
             )
             m.count(m.ROWS_DROPPED, data.meta_info["dropped_stale"], reason="stale")
+            m.count(m.STALE_ROWS_WEIGHTED, data.meta_info["weighted_stale"])
             m.count(m.ROWS_DROPPED, data.meta_info["dropped_no_tokens"], reason="no_tokens")
             result = self.backend.train_step(data)
         except BadBatchError as exc:

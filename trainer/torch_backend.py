@@ -205,7 +205,7 @@ class TorchBackend:
         t0 = time.perf_counter()
         batch_id = str(data.meta_info.get("batch_id", "?"))
         advantages, _returns = compute_advantages(data, self.ts)
-        # keep-with-weight rows (staleness) scale their advantage; all VERL policy losses are linear in A
+        # rows kept by the staleness policy with a weight < 1 scale their advantage (VERL losses are linear in A)
         data.batch["advantages"] = advantages * data.batch["row_weights"].unsqueeze(-1)
         response_mask = data.batch["response_mask"]
         set_global_batch_info(self.actor_cfg, response_mask)

@@ -13,8 +13,9 @@ from streamrl.config.base import Section
 class StreamsSettings(Section):
     """How the Faust aggregator joins, builds rows, groups and batches (section ``streams``).
 
-    Group size, groups per batch (``train_batch_size``), ``max_staleness`` and the policy name come
-    from the shared ``rl`` section; everything here is specific to this stage.
+    Group size, groups per batch (``train_batch_size``) and the policy name come from the shared
+    ``rl`` section; everything here is specific to this stage. Streams decides nothing about
+    staleness: the trainer applies ``rl.staleness_policy``.
     """
 
     app_id: str | None = None
@@ -42,10 +43,6 @@ class StreamsSettings(Section):
     """Seconds after a group's first complete rollout before it is closed with what it has."""
     min_group_size: int = Field(2, ge=1)
     """Complete rollouts a straggling group needs to be trained after ``straggler_timeout_s``."""
-    staleness: Literal["drop", "weight"] = "drop"
-    """Rows older than ``rl.max_staleness`` versions: ``drop``, or keep with a decayed ``weight``."""
-    stale_weight_decay: float = Field(0.5, gt=0, le=1)
-    """With ``staleness: weight``: ``weight = decay ** (staleness - max_staleness)`` for a stale row."""
     filter_zero_variance: bool = True
     """Drop groups whose rollout rewards are all equal (no GRPO signal)."""
     batch_timeout_s: float = Field(30.0, gt=0)
@@ -71,6 +68,19 @@ class StreamsSettings(Section):
     """Port of the Faust web server (``/streamrl/validation/``); None disables it."""
     metrics_port: int | None = Field(None, ge=0, le=65535)
     """Prometheus port for ``streamrl_streams_*`` metrics; None or 0 disables it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: object) -> object:
+        if isinstance(data, dict):
+            moved = {"staleness": "rl.staleness_policy", "stale_weight_decay": "rl.stale_weight_decay"}
+            for key, where in moved.items():
+                if key in data:
+                    raise ValueError(
+                        f"streams.{key} moved to {where}: the trainer, which alone knows the true "
+                        "policy version, applies the staleness policy"
+                    )
+        return data
 
     @field_validator("train_agents")
     @classmethod

@@ -96,27 +96,30 @@ def test_trajectory_mode_masks_per_call_rewards_and_claim_check(
         )
 
 
-def test_staleness_filter_and_validation_table(
+def test_rows_keep_their_version_and_validation_table(
     streams_config, worker_factory, feed, batch_reader, tmp_path: Path
 ):
+    """Streams batches rows at the version that served them, however old: the trainer, which
+    alone knows the true version, applies the staleness policy (``rl.staleness_policy``)."""
     port = free_port()
     cfg = streams_config(
         streams={"web_port": port}, rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 1}
     )
     worker_factory(cfg)
     feed.checkpoint(3)
-    feed.flush()
-    time.sleep(2.0)  # the version reaches the group log before the rollouts
     g = "taskS/0"
-    feed.rollout(g, 0, 1.0, group_size=2, version=1)  # staleness 2 > 1: dropped
-    feed.rollout(g, 1, 0.0, group_size=2, version=2)  # staleness 1: kept
+    feed.rollout(g, 0, 1.0, group_size=2, version=1)
+    feed.rollout(g, 1, 0.0, group_size=2, version=2)
     for k, reward in enumerate((1.0, 0.0, 0.5)):
         rid = f"val/3/v{k}/0"
         feed.call(rid, f"{rid}/c0", [1], [2], version=3)
         feed.traj(rid, f"val/3/v{k}", [f"{rid}/c0"], reward, group_size=1, mode="val", version=3)
     feed.flush()
     [batch] = batch_reader.read(1, timeout_s=60)
-    assert [r.rollout_id for r in batch.rows] == [f"{g}/1"]
+    assert [(r.rollout_id, r.policy_version, r.weight) for r in batch.rows] == [
+        (f"{g}/0", 1, 1.0),
+        (f"{g}/1", 2, 1.0),
+    ]
     path = tmp_path / "state" / "validation.json"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

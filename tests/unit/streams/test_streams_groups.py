@@ -77,23 +77,23 @@ def test_full_groups_form_batches_with_deterministic_ids():
     assert stats == {"duplicate_rollout": 1, "groups_ready": 2, "batches": 1}
 
 
-def test_filters_zero_variance_staleness_and_weights():
-    cfg = GroupConfig(train_batch_size=1, max_staleness=1)
+def test_filters_zero_variance_and_ignores_staleness():
+    """Streams batches rows at the version they carry: staleness is the trainer's decision."""
+    cfg = GroupConfig(train_batch_size=1)
     events = [
-        {"kind": "version", "version": 5},
+        {"kind": "version", "version": 5},  # written by earlier releases: ignored
         rollout("z", 0, 1.0, version=5),
         rollout("z", 1, 1.0, version=5),
-        rollout("s", 0, 1.0, version=3),
+        rollout("s", 0, 1.0, version=0),
         rollout("s", 1, 0.0, version=4),
     ]
     batches, stats, _ = run(Table(), cfg, events)
-    assert stats["group_dropped:zero_variance"] == 1 and stats["stale_rows_dropped"] == 1
-    # the only fresh row left has zero variance trivially (one rollout): kept, the filter needs two
+    assert stats == {"groups_ready": 2, "group_dropped:zero_variance": 1, "batches": 1}
     [(_, batch)] = batches
-    assert [r["rollout_id"] for r in batch.rows] == ["s/1"]
-    cfg = GroupConfig(train_batch_size=1, max_staleness=1, staleness="weight", stale_weight_decay=0.5)
-    batches, stats, _ = run(Table(), cfg, events)
-    assert [r["weight"] for r in batches[0][1].rows] == [0.5, 1.0] and stats["stale_rows_weighted"] == 1
+    assert [(r["rollout_id"], r["policy_version"], r["weight"]) for r in batch.rows] == [
+        ("s/0", 0, 1.0),
+        ("s/1", 4, 1.0),
+    ]
 
 
 def test_straggler_timeout_and_partial_batch_timeout():
@@ -139,7 +139,6 @@ def _events(seed_groups: list[int]) -> list[dict]:
 def test_crash_at_any_point_never_duplicates_or_loses_rows(seq, data):
     cfg = GroupConfig(
         train_batch_size=2,
-        max_staleness=100,
         straggler_timeout_s=8,
         batch_timeout_s=3,
         min_group_size=1,

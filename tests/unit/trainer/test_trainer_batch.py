@@ -105,6 +105,25 @@ def test_stale_rows_are_dropped_and_all_stale_is_an_empty_batch() -> None:
         _prep(_batch(rows), trainer_version=5, max_staleness=0)
 
 
+def test_weight_policy_keeps_stale_rows_with_a_decayed_weight() -> None:
+    rows = [
+        _row(0, [5], [8], version=0),  # staleness 3: 0.5 ** 2
+        _row(1, [5], [9], version=1, weight=0.5),  # staleness 2: 0.5 ** 1, times its own weight
+        _row(2, [5], [3], version=3),  # fresh
+    ]
+    d = _prep(_batch(rows), trainer_version=3, max_staleness=1, staleness_policy="weight")
+    assert list(d.non_tensor_batch["rollout_id"]) == ["r0", "r1", "r2"]
+    assert d.batch["row_weights"].tolist() == [0.25, 0.25, 1.0]
+    assert d.meta_info["dropped_stale"] == 0 and d.meta_info["weighted_stale"] == 2
+    d = _prep(
+        _batch(rows), trainer_version=3, max_staleness=1, staleness_policy="weight", stale_weight_decay=1.0
+    )
+    assert d.batch["row_weights"].tolist() == [1.0, 0.5, 1.0] and d.meta_info["weighted_stale"] == 0
+    # every row stale is not an empty batch under the weight policy
+    d = _prep(_batch(rows), trainer_version=9, max_staleness=0, staleness_policy="weight")
+    assert len(d) == 3 and d.meta_info["weighted_stale"] == 3
+
+
 def test_rows_without_trained_tokens_are_dropped() -> None:
     rows = [_row(0, [5], [8, 9], response_mask=[0, 0]), _row(1, [5], [9])]
     d = _prep(_batch(rows))
