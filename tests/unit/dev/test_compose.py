@@ -10,14 +10,13 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 import yaml
 
-from streamrl.cli import app
 from streamrl.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -26,21 +25,6 @@ COMPOSE = ROOT / "compose"
 
 def _compose() -> dict:
     return yaml.safe_load((COMPOSE / "compose.yaml").read_text())
-
-
-def _cli_command(argv: list[str]) -> Any:
-    """Resolve ``streamrl a b ...`` to its (typer-vendored click) command and parse the rest of the
-    arguments with it, failing on an unknown command, option or bad value. Returns the command."""
-    assert argv[0] == "streamrl", argv
-    cmd: Any = typer.main.get_command(app)
-    args = argv[1:]
-    while hasattr(cmd, "list_commands"):  # a group: descend into the named sub-command
-        name, args = args[0], args[1:]
-        sub = cmd.get_command(cmd.make_context("streamrl", [name, "--help"], resilient_parsing=True), name)
-        assert sub is not None, f"`{' '.join(argv)}`: no command {name!r}"
-        cmd = sub
-    cmd.make_context(" ".join(argv[:2]), list(args))  # raises UsageError on unknown options/values
-    return cmd
 
 
 def test_services_images_and_profiles() -> None:
@@ -62,22 +46,22 @@ def test_services_images_and_profiles() -> None:
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
 
 
-def test_every_command_is_a_real_cli_command() -> None:
+def test_every_command_is_a_real_cli_command(cli_command: Callable[[list[str]], Any]) -> None:
     services = _compose()["services"]
     checked = 0
     for svc in services.values():
         if svc.get("command", [None])[0] != "streamrl":
             continue
-        cmd = _cli_command(svc["command"])
+        cmd = cli_command(svc["command"])
         assert cmd.name == svc["command"][-1] or cmd.name in svc["command"]
         checked += 1
     assert checked == 11
     with pytest.raises(Exception, match="No such option"):
-        _cli_command(["streamrl", "worker", "--no-such-option"])
+        cli_command(["streamrl", "worker", "--no-such-option"])
     with pytest.raises(AssertionError, match="no command"):
-        _cli_command(["streamrl", "no-such-command"])
+        cli_command(["streamrl", "no-such-command"])
     with pytest.raises(Exception, match=r"valid integer"):
-        _cli_command(["streamrl", "inference", "--port", "eighty"])
+        cli_command(["streamrl", "inference", "--port", "eighty"])
 
 
 def test_config_ports_and_prometheus_targets_agree() -> None:
@@ -114,7 +98,7 @@ def test_config_ports_and_prometheus_targets_agree() -> None:
 
 
 def test_grafana_dashboard_uses_real_metrics() -> None:
-    dash = json.loads((COMPOSE / "grafana" / "dashboards" / "streamrl.json").read_text())
+    dash = json.loads((COMPOSE / "helm" / "streamrl" / "dashboards" / "streamrl.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     names = {m for e in exprs for m in re.findall(r"streamrl_[a-z_]+", e)}
     assert len(names) >= 10
