@@ -1,4 +1,7 @@
-"""Errors of the inference service (all derive from ``StreamRLError``)."""
+"""Errors only the inference service raises (all derive from ``StreamRLError``).
+
+A checkpoint that cannot be verified or loaded is the shared ``streamrl.errors.CheckpointError``.
+"""
 
 from __future__ import annotations
 
@@ -27,15 +30,3 @@ class RequestError(InferenceError):
 
 class OverloadedError(InferenceError):
     """The request queue is full (HTTP 503)."""
-
-
-class CheckpointError(InferenceError):
-    """A checkpoint cannot be loaded: missing directory, digest mismatch, unloadable weights.
-
-    Attributes:
-        reason: short label for the error metric (``missing``, ``digest``, ``load``, ``kind``).
-    """
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason

@@ -23,11 +23,10 @@ import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote, urlparse
 
-from streamrl.inference.errors import CheckpointError
+from streamrl.errors import CheckpointError
 from streamrl.inference.metrics import InferenceMetrics
-from streamrl.schemas import CheckpointEvent, CheckpointKind, SchemaError, digest_dir
+from streamrl.schemas import CheckpointEvent, CheckpointKind, SchemaError, digest_dir, local_path
 from streamrl.schemas.serde import Serde
 
 if TYPE_CHECKING:
@@ -55,19 +54,15 @@ class ReloadTarget(Protocol):
 
 
 def checkpoint_path(uri: str) -> Path:
-    """Local path of a checkpoint ``uri`` (a path or ``file://`` URI).
+    """Local path of a checkpoint ``uri`` (the forms of :func:`streamrl.schemas.local_path`).
 
     Raises:
-        CheckpointError: unsupported scheme (``reason="uri"``).
+        CheckpointError: unsupported URI (``reason="uri"``).
     """
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if not parsed.scheme:
-        return Path(uri)
-    raise CheckpointError(
-        f"checkpoint uri {uri!r}: scheme {parsed.scheme!r} unsupported (local/file:// only)", "uri"
-    )
+    try:
+        return local_path(uri)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint uri {uri!r}: {exc}", "uri") from exc
 
 
 def verify_checkpoint(event: CheckpointEvent) -> Path:

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from streamrl.inference.errors import CheckpointError, InferenceError
+from streamrl.errors import CheckpointError
+from streamrl.inference.errors import InferenceError
 from streamrl.inference.metrics import InferenceMetrics
 from streamrl.schemas.inference_http import (
     CHAT_COMPLETIONS,

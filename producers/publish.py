@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamrl.errors import BrokerError, StreamRLError
 from streamrl.producers.readers import Row, open_dataset
 from streamrl.schemas import Split, Task, utc_now
-from streamrl.schemas.errors import StreamRLError
 from streamrl.schemas.serde import Serde
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ METADATA_TIMEOUT_S = 10.0
 """How long publish waits for the cluster's metadata before reading the dataset, in seconds."""
 
 
-class TopicUnavailable(StreamRLError):
+class TopicUnavailable(BrokerError):
     """The cluster cannot be reached, or the ``tasks`` topic does not exist on it."""
 
 

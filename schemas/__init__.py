@@ -6,8 +6,8 @@ Light by design: importing it loads pydantic and fastavro only (no torch, faust,
     from streamrl.schemas.serde import Serde
 """
 
-from streamrl.schemas.digest import digest_bytes, digest_dir, digest_file
-from streamrl.schemas.errors import SchemaError, StreamRLError
+from streamrl.schemas.digest import digest_bytes, digest_dir, digest_file, local_path
+from streamrl.schemas.errors import CheckpointError, SchemaError, StreamRLError
 from streamrl.schemas.records import (
     TOP_RECORDS,
     TOPIC_RECORDS,
@@ -33,6 +33,7 @@ from streamrl.schemas.records import (
 __all__ = [
     "TOPIC_RECORDS",
     "TOP_RECORDS",
+    "CheckpointError",
     "CheckpointEvent",
     "CheckpointKind",
     "ClaimCheck",
@@ -55,6 +56,7 @@ __all__ = [
     "digest_bytes",
     "digest_dir",
     "digest_file",
+    "local_path",
     "utc_now",
 ]
 

@@ -31,9 +31,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlparse
 
-from streamrl.schemas.digest import digest_bytes
+from streamrl.schemas.digest import digest_bytes, local_path
 from streamrl.schemas.errors import SchemaError, StreamRLError
 from streamrl.schemas.records import ClaimCheck, TrainingBatch, TrainingRow
 
@@ -64,21 +63,15 @@ class ClaimCheckError(StreamRLError):
 
 
 def uri_path(uri: str) -> Path:
-    """The local path of a claim-check URI or of the ``streams.blob_dir`` setting (forms: module docstring).
+    """The local path of a claim-check URI or of the ``streams.blob_dir`` setting (:func:`~streamrl.schemas.digest.local_path`).
 
     Raises:
         ClaimCheckError: a scheme other than ``file``, or a ``file://`` URI naming another host.
     """
-    parsed = urlparse(uri)
-    if not parsed.scheme:
-        return Path(uri)
-    if parsed.scheme != "file":
-        raise ClaimCheckError(uri, f"URI scheme {parsed.scheme!r} unsupported (local paths and file:// only)")
-    if parsed.netloc not in ("", "localhost"):
-        raise ClaimCheckError(
-            uri, f"file:// URI names host {parsed.netloc!r}; only local files are supported"
-        )
-    return Path(unquote(parsed.path))
+    try:
+        return local_path(uri)
+    except ValueError as exc:
+        raise ClaimCheckError(uri, str(exc)) from exc
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -1,12 +1,32 @@
-"""Content digests (``sha256:<hex>``) for checkpoint directories and claim-check payloads."""
+"""Content digests (``sha256:<hex>``) for checkpoint directories and claim-check payloads, and the
+URIs that name those files between stages."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 _CHUNK = 1 << 20  # bytes read per step
+
+
+def local_path(uri: str) -> Path:
+    """The local path a file URI names: a plain path (absolute or relative), ``file:///abs/path`` or
+    ``file://localhost/abs/path`` (percent-encoded). The form of ``CheckpointEvent.uri`` and
+    ``ClaimCheck.uri``: every stage that reads one must see the same filesystem.
+
+    Raises:
+        ValueError: another scheme, or a ``file://`` URI that names another host (message says which).
+    """
+    parsed = urlparse(uri)
+    if not parsed.scheme:
+        return Path(uri)
+    if parsed.scheme != "file":
+        raise ValueError(f"URI scheme {parsed.scheme!r} unsupported (local paths and file:// only)")
+    if parsed.netloc not in ("", "localhost"):
+        raise ValueError(f"file:// URI names host {parsed.netloc!r}; only local files are supported")
+    return Path(unquote(parsed.path))
 
 
 def digest_bytes(data: bytes) -> str:

@@ -1,7 +1,9 @@
-"""Exceptions of the records layer.
+"""Exceptions of the records layer, and the errors several stages raise about a shared fact.
 
-`StreamRLError` is the one exception base of the whole project (``streamrl.errors`` re-exports it);
-it lives here because `schemas` imports nothing else of the project.
+`StreamRLError` is the one exception base of the whole project (``streamrl.errors`` re-exports it
+and lists the whole hierarchy); it lives here because `schemas` imports nothing else of the project.
+An error about a fact that crosses a stage boundary (a record, a checkpoint) is defined here once;
+an error only one stage raises is defined in that stage.
 """
 
 from __future__ import annotations
@@ -38,3 +40,25 @@ class SchemaError(StreamRLError):
 
     def __reduce__(self):  # keep pickling (multiprocessing, Faust) working with keyword-style init
         return (type(self), (self.topic, self.partition, self.offset, self.reason))
+
+
+class CheckpointError(StreamRLError):
+    """A checkpoint cannot be written, found, verified or loaded.
+
+    Raised by the trainer (writing, resuming) and by every stage that follows ``checkpoints``
+    (inference reloads); the checkpoint a ``CheckpointEvent`` names is a directory whose
+    ``schemas.digest_dir`` equals the event's digest.
+
+    Attributes:
+        reason: short label for metrics and logs: ``missing`` (no such directory), ``digest``
+            (content differs from the recorded digest), ``uri`` (unsupported URI), ``load`` (the
+            weights cannot be loaded), ``kind`` (holds no weights), ``drain`` (in-flight requests did
+            not finish), ``write`` (cannot be written), or ``invalid`` (anything else).
+    """
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        self.reason = reason
+        super().__init__(message)
+
+    def __reduce__(self):  # keep pickling working with the two-argument init
+        return (type(self), (str(self), self.reason))

@@ -1,16 +1,31 @@
 """The StreamRL exception hierarchy.
 
-Every error StreamRL raises on purpose derives from :class:`StreamRLError`. The base lives in
-``schemas`` (which imports nothing else of the project) so that ``schemas.SchemaError`` shares it;
-this module re-exports it and adds the errors of the glue layer.
+Every error StreamRL raises on purpose derives from :class:`StreamRLError`; a third-party error is
+wrapped in one (``raise ... from exc``). Each class is defined once, where its fact lives:
+
+- ``schemas`` (the records layer, imported by every stage): the base ``StreamRLError``,
+  ``SchemaError`` (a record cannot be encoded/decoded), ``CheckpointError`` (a checkpoint cannot be
+  written, found, verified or loaded: trainer and inference), ``ClaimCheckError`` (a claim-check
+  file: streams and trainer);
+- this module (core glue): ``ConfigError``, ``DeliveryError``, ``BrokerError``;
+- each stage, for what only it raises: ``trainer.errors`` (``BadBatchError``, ``NonFiniteLossError``),
+  ``inference.errors`` (``RequestError``, ``OverloadedError``, ``ModelBuildError``), the producers'
+  ``TopicUnavailable``/``InvalidRow``/``DatasetError``, the consumers' ``RecordingError``,
+  ``GatewayControlError``, ``AgentLoadError``, the dev supervisor's ``ChildFailed``.
+
+This module re-exports the shared ones, so ``from streamrl.errors import ...`` finds every class a
+caller may need to catch across stages.
 """
 
 from __future__ import annotations
 
-from streamrl.schemas.errors import SchemaError, StreamRLError
+from streamrl.schemas.claim_check import ClaimCheckError
+from streamrl.schemas.errors import CheckpointError, SchemaError, StreamRLError
 
 __all__ = [
     "BrokerError",
+    "CheckpointError",
+    "ClaimCheckError",
     "ConfigError",
     "DeliveryError",
     "SchemaError",
@@ -40,4 +55,5 @@ class DeliveryError(StreamRLError):
 
 
 class BrokerError(StreamRLError):
-    """The local Kafka broker could not be prepared, started, reached or stopped."""
+    """The Kafka cluster cannot be reached or used: no metadata, a topic missing or laid out unlike the
+    config, a fatal client error, or the local broker could not be prepared, started or stopped."""

@@ -37,6 +37,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar, overload
 
+from streamrl.schemas.errors import StreamRLError
+from streamrl.schemas.inference_http import attempt_base_url
+
 __all__ = ["LLM", "Agent", "EmittedReward", "RewardError", "RolloutFunction", "emit_reward", "rollout"]
 
 Reduction = Literal["last", "sum", "mean", "max", "min"]
@@ -44,8 +47,8 @@ REDUCTIONS: tuple[str, ...] = ("last", "sum", "mean", "max", "min")
 PRIMARY_REWARD_NAME = "reward"
 
 
-class RewardError(ValueError):
-    """A reward is not a finite real number (or there is no reward at all)."""
+class RewardError(StreamRLError, ValueError):
+    """A reward is not a finite real number (or there is no reward at all). Also a ``ValueError``."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,6 @@ class LLM:
     @staticmethod
     def scoped_base_url(gateway_url: str, rollout_id: str, attempt_id: str, agent_name: str | None) -> str:
         """The ``/v1`` base URL of one attempt on a gateway (:func:`streamrl.schemas.inference_http.attempt_base_url`)."""
-        # imported here, not at the top: `import streamrl` stays light for agent code
-        from streamrl.schemas.inference_http import attempt_base_url
-
         return attempt_base_url(gateway_url, rollout_id, attempt_id, agent_name)
 
     def for_agent(self, name: str) -> LLM:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamrl.errors import CheckpointError
 from streamrl.schemas import digest_dir
-from streamrl.trainer.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class CheckpointManager:
             _fsync_path(self.dir)
         except (OSError, RuntimeError, ValueError, TypeError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise CheckpointError(f"writing checkpoint {final}: {exc}") from exc
+            raise CheckpointError(f"writing checkpoint {final}: {exc}", "write") from exc
         return CheckpointInfo(version=version, path=final, meta=full_meta)
 
     def list_complete(self) -> list[CheckpointInfo]:

@@ -1,4 +1,7 @@
-"""Errors of the trainer stage (all derive from :class:`streamrl.errors.StreamRLError`)."""
+"""Errors only the trainer raises (all derive from :class:`streamrl.errors.StreamRLError`).
+
+A checkpoint that cannot be written or loaded is the shared ``streamrl.errors.CheckpointError``.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,3 @@ class NonFiniteLossError(TrainerError):
         self.what = what
         self.value = value
         super().__init__(f"batch {batch_id!r}: non-finite {what} ({value}); step skipped, weights unchanged")
-
-
-class CheckpointError(TrainerError):
-    """A checkpoint directory is missing, incomplete, or its digest does not match."""

@@ -36,7 +36,7 @@ from verl import DataProto
 
 from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
-from streamrl.errors import DeliveryError
+from streamrl.errors import BrokerError, DeliveryError
 from streamrl.kafka import EventProducer, make_consumer
 from streamrl.schemas import CheckpointEvent, CheckpointKind, SchemaError, TrainingBatch, utc_now
 from streamrl.schemas.serde import Serde
@@ -160,7 +160,7 @@ class TrainerService:
         """Resume, then train until stopped or ``max_steps``; returns the final version.
 
         Raises:
-            DeliveryError / KafkaException: the broker is unusable (the process should restart).
+            DeliveryError / BrokerError / KafkaException: the broker is unusable (the process should restart).
         """
         self.producer = EventProducer(self.settings)
         dlq = DeadLetterSink(self.settings, self.producer, stage="trainer", serde=self.serde)
@@ -184,7 +184,7 @@ class TrainerService:
                     if msg.error().code() == KafkaError._PARTITION_EOF:
                         continue
                     if msg.error().fatal():
-                        raise RuntimeError(f"{self.topic}: fatal consumer error: {msg.error()}")
+                        raise BrokerError(f"{self.topic}: fatal consumer error: {msg.error()}")
                     log.warning("%s: consumer error: %s", self.topic, msg.error())
                     continue
                 self.handle(msg, dlq)
@@ -206,7 +206,10 @@ class TrainerService:
         md = self.consumer.list_topics(self.topic, timeout=30)
         tmeta = md.topics.get(self.topic)
         if tmeta is None or tmeta.error is not None:
-            raise RuntimeError(f"topic {self.topic} not available: {tmeta.error if tmeta else 'missing'}")
+            raise BrokerError(
+                f"topic {self.topic} not available ({tmeta.error if tmeta else 'missing'}); "
+                "run `streamrl topics create` first"
+            )
         parts = sorted(tmeta.partitions)
         missing = [p for p in parts if p not in self.offsets]
         start = dict(self.offsets)

@@ -29,6 +29,7 @@ from verl import DataProto
 from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
 
 from streamrl.config.trainer import TrainerSettings
+from streamrl.errors import CheckpointError
 from streamrl.trainer.algorithms import (
     LossInputs,
     build_actor_config,
@@ -37,7 +38,7 @@ from streamrl.trainer.algorithms import (
     compute_advantages,
     set_global_batch_info,
 )
-from streamrl.trainer.errors import CheckpointError, NonFiniteLossError
+from streamrl.trainer.errors import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from transformers import AutoConfig
 from verl import DataProto
 
 from streamrl.config.trainer import TrainerSettings
-from streamrl.errors import ConfigError
+from streamrl.errors import CheckpointError, ConfigError
 from streamrl.trainer.algorithms import build_actor_config, check_algorithm_names, compute_advantages
-from streamrl.trainer.errors import CheckpointError, NonFiniteLossError, TrainerError
+from streamrl.trainer.errors import NonFiniteLossError, TrainerError
 from streamrl.trainer.torch_backend import StepResult
 
 VERL_CPU_REASON = (

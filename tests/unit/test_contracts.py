@@ -199,3 +199,57 @@ def test_no_second_definition_of_the_http_contract() -> None:
                 if hit:
                     offenders.append(f"{path.relative_to(ROOT)}:{line}: {hit}")
     assert not offenders, "use the names of streamrl.schemas.inference_http instead:\n" + "\n".join(offenders)
+
+
+# -- one error hierarchy ------------------------------------------------------------------------------
+
+
+def _exception_classes() -> dict[str, list[tuple[str, list[str]]]]:
+    """Exception classes defined in product code: name -> [(file, base names)] (AST, nothing imported)."""
+    import ast
+    import builtins
+
+    classes: dict[str, list[tuple[str, list[str]]]] = {}
+    for folder in PRODUCT_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ClassDef):
+                    bases = [
+                        b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "") for b in node.bases
+                    ]
+                    classes.setdefault(node.name, []).append((str(path.relative_to(ROOT)), bases))
+
+    def is_exception(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        builtin = getattr(builtins, name, None)
+        if isinstance(builtin, type) and issubclass(builtin, BaseException):
+            return True
+        if name in seen or name not in classes:
+            return False
+        return any(is_exception(b, seen | {name}) for _, bases in classes[name] for b in bases)
+
+    return {name: defs for name, defs in classes.items() if is_exception(name)}
+
+
+def test_every_error_derives_from_streamrl_error_and_is_defined_once() -> None:
+    classes = _exception_classes()
+    twice = {name: [f for f, _ in defs] for name, defs in classes.items() if len(defs) > 1}
+    assert not twice, f"an error class defined more than once (define a shared one in schemas/): {twice}"
+
+    def reaches_base(name: str) -> bool:
+        return name == "StreamRLError" or any(
+            reaches_base(b) for b in classes.get(name, [("", [])])[0][1] if b in classes
+        )
+
+    outside = sorted(f"{defs[0][0]}: {name}" for name, defs in classes.items() if not reaches_base(name))
+    assert not outside, f"errors that do not derive from StreamRLError: {outside}"
+    assert {"CheckpointError", "SchemaError", "ClaimCheckError"} <= set(classes)
+    assert classes["CheckpointError"][0][0] == "schemas/errors.py"
+
+
+def test_the_stages_raise_the_one_checkpoint_error() -> None:
+    from streamrl.errors import CheckpointError
+    from streamrl.inference import reload
+    from streamrl.trainer import checkpoint
+
+    assert reload.CheckpointError is CheckpointError and checkpoint.CheckpointError is CheckpointError
+    assert CheckpointError("x", "digest").reason == "digest"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from streamrl.config import load_settings
-from streamrl.inference.errors import CheckpointError
+from streamrl.errors import CheckpointError
 from streamrl.inference.metrics import InferenceMetrics
 from streamrl.inference.reload import CheckpointWatcher, checkpoint_path, load_policy, verify_checkpoint
 from streamrl.schemas import CheckpointEvent, CheckpointKind, digest_dir

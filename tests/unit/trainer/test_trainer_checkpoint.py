@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from streamrl.errors import CheckpointError
 from streamrl.schemas import digest_dir
 from streamrl.trainer.checkpoint import CheckpointManager
-from streamrl.trainer.errors import CheckpointError
 
 
 def _write(mgr: CheckpointManager, version: int, content: str = "w") -> None:
