@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.gateway [--calls 2000] [--samples 2000] [--workers 1,2,4]
 
-Processes: the fake OpenAI server (``streamrl.consumers.fake_inference``), the standalone gateway
+Processes: the fake OpenAI server (``tests.support.fake_inference``), the standalone gateway
 (``streamrl gateway``, recording to Kafka), worker processes (``streamrl worker``) and this client all
 run separately, so the figures include real sockets and the Kafka producer. Uses
 ``$STREAMRL_BOOTSTRAP_SERVERS`` if set, else starts a throw-away local broker. Prints figures;
@@ -21,7 +21,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,12 +59,6 @@ async def one_call(task: dict, llm: Any) -> float:
 
 
 # ---------------------------------------------------------------------------------------- harness
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, timeout_s: float = 30.0) -> None:
@@ -291,16 +284,12 @@ def main() -> None:
 
     from streamrl.config import load_settings
     from streamrl.topics import ensure_topics
+    from tests.support.kafka import free_port, start_local_broker
 
     broker = None
     bootstrap = os.environ.get("STREAMRL_BOOTSTRAP_SERVERS")
     if not bootstrap:
-        from streamrl.broker import LocalKafka
-        from streamrl.config.kafka import LocalBrokerSettings
-
-        cfg = LocalBrokerSettings(port=_free_port(), controller_port=_free_port(), heap="512m")
-        broker = LocalKafka(cfg, data_dir=Path(tempfile.mkdtemp(prefix="bench-kafka-")))
-        broker.start(timeout_s=120)
+        broker = start_local_broker(Path(tempfile.mkdtemp(prefix="bench-kafka-")), heap="512m")
         bootstrap = broker.bootstrap
     procs: list[subprocess.Popen] = []
     try:
@@ -308,11 +297,11 @@ def main() -> None:
             None, kafka={"bootstrap_servers": bootstrap}, topics={"prefix": f"bench{uuid.uuid4().hex[:8]}."}
         )
         ensure_topics(settings)
-        up_port, gw_port = _free_port(), _free_port()
+        up_port, gw_port = free_port(), free_port()
         upstream = f"http://127.0.0.1:{up_port}/v1"
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "streamrl.consumers.fake_inference", "--port", str(up_port)],
+                [sys.executable, "-m", "tests.support.fake_inference", "--port", str(up_port)],
                 cwd=ROOT,
                 env=_env(settings, upstream),
                 stdout=subprocess.DEVNULL,

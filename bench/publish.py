@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -20,12 +19,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = ROOT / "examples" / "gsm8k" / "data" / "train.jsonl"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -39,16 +32,12 @@ def main() -> None:
     from streamrl.producers.publish import publish_file
     from streamrl.producers.sampler import Sampler
     from streamrl.topics import ensure_topics
+    from tests.support.kafka import start_local_broker
 
     broker = None
     bootstrap = os.environ.get("STREAMRL_BOOTSTRAP_SERVERS")
     if not bootstrap:
-        from streamrl.broker import LocalKafka
-        from streamrl.config.kafka import LocalBrokerSettings
-
-        cfg = LocalBrokerSettings(port=_free_port(), controller_port=_free_port(), heap="512m")
-        broker = LocalKafka(cfg, data_dir=Path(tempfile.mkdtemp(prefix="bench-kafka-")))
-        broker.start(timeout_s=120)
+        broker = start_local_broker(Path(tempfile.mkdtemp(prefix="bench-kafka-")), heap="512m")
         bootstrap = broker.bootstrap
     try:
         settings = load_settings(

@@ -1,7 +1,7 @@
 """Serde micro-benchmark: encode/decode records/s and bytes/record, Avro (fastavro codec) vs JSON.
 
 Record: one LLMRequest with 4,096 response tokens + 4,096 float32 logprobs and 512 prompt tokens
-(streamrl.schemas.examples.llm_request), plus a 64-row TrainingBatch (128 prompt + 256 response tokens per row).
+(tests.support.records.llm_request), plus a 64-row TrainingBatch (128 prompt + 256 response tokens per row).
 
 Run: ``.venv/bin/python -m bench.serde [--seconds 1.0]``. Single process, single thread; rates are records
 per CPU-second of this process (wall-clock rates on an idle core are about the same). Not a test.
@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 
 from streamrl.schemas import LLMRequest, TrainingBatch
-from streamrl.schemas import examples as ex
 from streamrl.schemas.serde import Serde
+from tests.support import records as ex
 
 
 def rate(fn: Callable[[], object], seconds: float) -> float:

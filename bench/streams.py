@@ -38,17 +38,10 @@ from streamrl.kafka import EventProducer, make_consumer
 from streamrl.schemas import LLMRequest, TrainingBatch, Trajectory
 from streamrl.schemas.serde import Serde
 from streamrl.topics import ensure_topics
+from tests.support.kafka import start_local_broker
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Producer:
@@ -158,14 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     bootstrap = os.environ.get("STREAMRL_BOOTSTRAP_SERVERS")
     if not bootstrap:
-        from streamrl.broker import LocalKafka
-        from streamrl.config.kafka import LocalBrokerSettings
-
-        broker = LocalKafka(
-            LocalBrokerSettings(port=_free_port(), controller_port=_free_port(), heap="512m"),
-            data_dir=tmp / "kafka",
-        )
-        broker.start(timeout_s=120)
+        broker = start_local_broker(tmp / "kafka", heap="512m")
         bootstrap = broker.bootstrap
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     rl = {"group_size": args.group_size, "train_batch_size": args.batch_groups}

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.trainer [--rows 64] [--prompt 32] [--response 32] [--repeats 5] [--threads 1]
 
-Model: a local random Llama built by ``streamrl.trainer.toy.build_tiny_model`` (vocab 256, hidden 128, 2 layers,
+Model: a local random Llama built by ``tests.support.toy_policy.build_tiny_model`` (vocab 256, hidden 128, 2 layers,
 ~0.5 M parameters). One batch = ``rows`` rows (groups of 8), ``prompt`` + ``response`` tokens each.
 
 - trainer step: decode the ``TrainingBatch`` record (``streamrl.schemas.serde``) + ``prepare_batch`` + ``train_step``
@@ -40,7 +40,7 @@ def main() -> None:
     from streamrl.schemas.serde import Serde
     from streamrl.trainer.batch import prepare_batch
     from streamrl.trainer.torch_backend import TorchBackend
-    from streamrl.trainer.toy import build_tiny_model, make_batch
+    from tests.support.toy_policy import build_tiny_model, make_batch
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-trainer-"))
     model_dir = build_tiny_model(tmp / "model", vocab_size=256, hidden_size=128, num_layers=2, num_heads=4)

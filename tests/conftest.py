@@ -3,13 +3,12 @@
 The broker is the local launcher's (``streamrl.broker.LocalKafka``) on free ports with a temporary
 data directory, started once per session and stopped at the end. If ``STREAMRL_BOOTSTRAP_SERVERS``
 is set, that cluster is used instead and nothing is started. Every test gets its own topic prefix,
-so tests never see each other's records.
+so tests never see each other's records. Test helpers live in ``tests/support/``.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +16,7 @@ from pathlib import Path
 import pytest
 
 from streamrl.config import Settings, load_settings
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.kafka import start_local_broker
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +25,7 @@ def local_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object | N
     if os.environ.get("STREAMRL_BOOTSTRAP_SERVERS"):
         yield None
         return
-    from streamrl.broker import LocalKafka
-    from streamrl.config.kafka import LocalBrokerSettings
-
-    cfg = LocalBrokerSettings(port=free_port(), controller_port=free_port(), heap="512m")
-    broker = LocalKafka(cfg, data_dir=tmp_path_factory.mktemp("kafka-data"))
-    broker.start(timeout_s=120)
+    broker = start_local_broker(tmp_path_factory.mktemp("kafka-data"), heap="512m")
     try:
         yield broker
     finally:

@@ -12,7 +12,7 @@ message), ``id = int.from_bytes(chunk, "little") % 151_936`` (Qwen2.5 vocabulary
 have realistic token counts and id magnitudes. The reply has ``response_tokens`` tokens (default
 128) with logprob ``-(id % 7 + 1) / 10`` nats each; its JSON is built once at start.
 
-Why not aiohttp (``streamrl.consumers.fake_inference``): the server must cost as little as possible so the
+Why not aiohttp (``tests.support.fake_inference``): the server must cost as little as possible so the
 gateway's overhead is what the benchmark measures; an ``asyncio.Protocol`` with a hand-written
 parser answers in a few tens of microseconds.
 

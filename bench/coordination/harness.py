@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from streamrl.config import Settings, load_settings
 from streamrl.errors import StreamRLError
 from streamrl.kafka import client_config, make_admin, make_producer
 from streamrl.topics import ensure_topics
+from tests.support.kafka import free_port, start_local_broker
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,6 @@ LOG_APPEND_TOPICS = ("samples", "requests", "trajectories", "batches")
 
 class BenchError(StreamRLError):
     """A repetition could not be completed (timeout, a process died, a record is missing); says which."""
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -96,12 +89,7 @@ def broker(work_dir: Path) -> Iterator[str]:
     if external:
         yield external
         return
-    from streamrl.broker import LocalKafka
-    from streamrl.config.kafka import LocalBrokerSettings
-
-    cfg = LocalBrokerSettings(port=free_port(), controller_port=free_port(), heap="768m")
-    kafka = LocalKafka(cfg, data_dir=work_dir / "kafka-data")
-    kafka.start(timeout_s=120)
+    kafka = start_local_broker(work_dir / "kafka-data", heap="768m")
     try:
         yield kafka.bootstrap
     finally:

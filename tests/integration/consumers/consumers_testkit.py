@@ -1,4 +1,4 @@
-"""Helpers of the consumers integration tests: produce samples, read topics, run a worker."""
+"""Helpers of the consumers integration tests: produce samples, committed offsets, run a worker."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
-
-from confluent_kafka import Consumer, TopicPartition
 
 from streamrl.config import Settings
-from streamrl.kafka import client_config, make_producer
+from streamrl.kafka import make_producer
 from streamrl.schemas import LLMRequest, Mode, Sample, Trajectory
 from streamrl.schemas.serde import Serde
+from tests.support.kafka import committed_offsets
 
 SERDE = Serde()
 
@@ -49,46 +47,9 @@ def produce_samples(settings: Settings, samples: list[Sample]) -> dict[str, tupl
     return where
 
 
-class TopicReader:
-    """Reads a topic from the beginning (own group, no commits) and decodes its records."""
-
-    def __init__(self, settings: Settings, base: str, record_type: type) -> None:
-        conf = client_config(settings)
-        conf.update(
-            {
-                "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
-        self.consumer = Consumer(conf)
-        self.consumer.subscribe([settings.topics.name(base)])
-        self.record_type = record_type
-        self.records: list = []
-
-    def read_until(self, done: Callable[[list], bool], timeout_s: float = 60.0) -> list:
-        deadline = time.monotonic() + timeout_s
-        while not done(self.records) and time.monotonic() < deadline:
-            for msg in self.consumer.consume(500, 0.2):
-                if msg.error() is None:
-                    self.records.append(SERDE.decode(msg.value(), self.record_type))
-        return self.records
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-def committed_offsets(settings: Settings, partitions: int) -> dict[int, int]:
-    """Committed offsets of the workers group on samples (partition -> offset; -1001 = none)."""
-    conf = client_config(settings)
-    conf.update({"group.id": settings.group_id("workers"), "enable.auto.commit": False})
-    c = Consumer(conf)
-    try:
-        tps = [TopicPartition(settings.topics.name("samples"), p) for p in range(partitions)]
-        return {tp.partition: tp.offset for tp in c.committed(tps, timeout=10)}
-    finally:
-        c.close()
+def workers_committed(settings: Settings) -> dict[int, int]:
+    """Committed offsets of the workers group on ``samples`` (partition -> offset; -1001 = none)."""
+    return committed_offsets(settings, settings.group_id("workers"), settings.topics.name("samples"))
 
 
 class WorkerThread:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from consumers_testkit import TopicReader, WorkerThread, make_sample, produce_samples, requests_of
+from consumers_testkit import WorkerThread, make_sample, produce_samples, requests_of
 
 from streamrl.schemas import LLMRequest, RolloutStatus, Trajectory
+from tests.support.kafka import TopicReader
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # builds a tiny model (~15 CPU-s)
 torch.set_num_threads(2)

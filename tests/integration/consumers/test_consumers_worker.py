@@ -6,16 +6,16 @@ import json
 
 import pytest
 from consumers_testkit import (
-    TopicReader,
     WorkerThread,
-    committed_offsets,
     make_sample,
     produce_samples,
     requests_of,
+    workers_committed,
 )
 
-from streamrl.consumers.fake_inference import FakeInferenceServer, fake_logprob, render_chat, tokenize
 from streamrl.schemas import LLMRequest, RolloutStatus, Trajectory
+from tests.support.fake_inference import FakeInferenceServer, fake_logprob, render_chat, tokenize
+from tests.support.kafka import TopicReader, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ def test_rollout_records_exact_tokens_ids_and_agent(settings_factory, inference)
     ends = {}
     for p, o in where.values():
         ends[p] = max(ends.get(p, -1), o + 1)
-    committed = committed_offsets(s, 6)
+    committed = workers_committed(s)
     for p, end in ends.items():
         assert committed[p] == end
     assert inference.last_request is not None and inference.last_request["return_token_ids"] is True
@@ -157,15 +157,15 @@ def test_rollout_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
     with WorkerThread(s, "consumers_test_agents:sleepy") as w:
         w.wait_assigned(6)
         got = reader.read_until(lambda r: len(r) >= 2, timeout_s=40)
-        reader.read_until(lambda r: False, timeout_s=1.0)
         assert w.worker.consumer is not None
         assert w.worker.consumer.revocations == 0, (
             "the worker lost or gave up partitions during the long rollout"
         )
         assert len(w.worker.consumer.assigned) == 6
+    got = reader.read_to_end()  # the worker has stopped: a redelivered rollout would be in the log now
     assert sorted(t.rollout_id for t in got) == ["long/0/0", "short/0/0"]  # each once: no redelivery
     assert all(t.status == RolloutStatus.succeeded for t in got)
-    committed = committed_offsets(s, 6)
+    committed = workers_committed(s)
     for p, o in where.values():
         assert committed[p] >= o + 1
     reader.close()
@@ -173,15 +173,12 @@ def test_rollout_longer_than_max_poll_interval_keeps_the_worker_in_its_group(
 
 def test_worker_with_a_standalone_gateway_process(settings_factory, inference) -> None:
     import os
-    import socket
     import subprocess
     import sys
     import time
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     gw_url = f"http://127.0.0.1:{port}"
     s = _settings(settings_factory, inference, gateway_url=gw_url)
     env = {

@@ -16,10 +16,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from consumers_testkit import TopicReader, make_sample, produce_samples
+from consumers_testkit import make_sample, produce_samples
 
-from streamrl.consumers.fake_inference import FakeInferenceServer
 from streamrl.schemas import LLMRequest, RolloutStatus, Trajectory
+from tests.support.fake_inference import FakeInferenceServer
+from tests.support.kafka import TopicReader
 
 pytestmark = pytest.mark.integration
 

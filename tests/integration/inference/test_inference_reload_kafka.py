@@ -12,14 +12,18 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from streamrl.inference.reload import CheckpointWatcher, CpuReloadTarget
 from streamrl.inference.server import InferenceService, ServerOptions, ServerThread
-from streamrl.kafka import EventProducer, make_consumer
+from streamrl.kafka import EventProducer
 from streamrl.schemas import CheckpointEvent, CheckpointKind, DeadLetter, digest_dir
 from streamrl.schemas.serde import Serde
+from tests.support.kafka import free_port, read_topic
+
+pytestmark = pytest.mark.integration
 
 MESSAGES = [{"role": "user", "content": "Which is larger, 3 or 8?"}]
 
@@ -139,15 +143,7 @@ def test_reload_on_checkpoint_event_keeps_in_flight_on_old_version_and_refuses_c
         assert "streamrl_inference_policy_version 1.0" in metrics
 
         # The refused events are in the dead-letter topic with the reason.
-        consumer = make_consumer(settings, settings.group_id("inference-test-dlq"))
-        consumer.subscribe([settings.topics.name("dlq")])
-        letters: list[DeadLetter] = []
-        deadline = time.monotonic() + 30
-        while len(letters) < 2 and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and msg.error() is None:
-                letters.append(Serde().decode(msg.value(), DeadLetter))
-        consumer.close()
+        letters = read_topic(settings, "dlq", DeadLetter, n=2)
         assert sorted(dl.error_type for dl in letters) == ["CheckpointError", "CheckpointError"]
         assert {dl.stage for dl in letters} == {"inference"}
         assert any("digest" in dl.reason for dl in letters) and any(
@@ -168,8 +164,6 @@ def test_cli_builds_a_model_and_serves_it_with_reload(settings, tmp_path: Path) 
     )
     assert result.exit_code == 0, result.output
     assert "parameters" in result.output and (model_dir / "config.json").is_file()
-
-    from tests.conftest import free_port
 
     port = free_port()
     env = {

@@ -59,7 +59,7 @@ def test_vllm_backend_serves_and_reloads(tmp_path: Path) -> None:
     from streamrl.inference.server import ServerThread
     from streamrl.inference.vllm_backend import VllmService
     from streamrl.schemas import CheckpointEvent, CheckpointKind, digest_dir
-    from tests.conftest import free_port
+    from tests.support.kafka import free_port
 
     base = tmp_path / "base"
     build_model(base, tokenizer="char", max_chars=50_000)

@@ -1,5 +1,5 @@
-"""Helpers for the producers' broker tests: read a topic to its end, and a simulated worker + trainer
-that checks the sampler's in-flight bound at every sample it observes."""
+"""Helpers for the producers' broker tests: a simulated worker + trainer that checks the sampler's
+in-flight bound at every sample it observes."""
 
 from __future__ import annotations
 
@@ -9,45 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streamrl.config import Settings
-from streamrl.kafka import EventProducer, make_consumer
+from streamrl.kafka import EventProducer
 from streamrl.schemas import CheckpointEvent, CheckpointKind, Mode, RolloutStatus, Sample, Trajectory
 from streamrl.schemas.serde import Serde
-
-
-def assign_all(consumer: Consumer, topic: str) -> None:
-    meta = consumer.list_topics(topic, timeout=10).topics[topic]
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
-
-
-def read_all(
-    settings: Settings, base: str, *, timeout_s: float = 20.0
-) -> list[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) of a topic from the beginning to its current end offsets."""
-    topic = settings.topics.name(base)
-    c = make_consumer(settings, settings.group_id("test-reader"))
-    try:
-        meta = c.list_topics(topic, timeout=10).topics[topic]
-        ends = {}
-        for p in meta.partitions:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-        assign_all(c, topic)
-        out = []
-        deadline = time.monotonic() + timeout_s
-        while ends and time.monotonic() < deadline:
-            for msg in c.consume(500, timeout=0.5):
-                if msg.error() is None:
-                    out.append((msg.key(), msg.value()))
-                    if msg.partition() in ends and msg.offset() + 1 >= ends[msg.partition()]:
-                        del ends[msg.partition()]
-        assert not ends, f"{topic}: end not reached, missing partitions {ends}"
-        return out
-    finally:
-        c.close()
+from tests.support.kafka import TopicReader
 
 
 @dataclass
@@ -88,8 +55,7 @@ class TrainerSim:
         self.per_version = rl.train_batch_size * rl.group_size
         self.bound = (rl.max_staleness + 1) * self.per_version
         self.serde = Serde()
-        self.consumer = make_consumer(self.settings, self.settings.group_id("test-sim"))
-        assign_all(self.consumer, self.settings.topics.name("samples"))
+        self.reader = TopicReader(self.settings, "samples", Sample, serde=self.serde)
         self.producer = EventProducer(self.settings)
 
     @property
@@ -120,10 +86,10 @@ class TrainerSim:
             self._read(0.1)
 
     def _read(self, timeout_s: float) -> int:
-        msgs = self.consumer.consume(200, timeout=timeout_s)
-        for msg in msgs:
-            assert msg.error() is None, msg.error()
-            s = self.serde.decode_message(msg, Sample)
+        before = len(self.reader.records)
+        self.reader.poll(timeout_s)
+        new = self.reader.records[before:]
+        for s in new:
             if (s.rollout_id, s.retry) in self.seen:  # re-emitted after a crash: downstream dedupes it
                 self.duplicates.append(s)
                 continue
@@ -137,7 +103,7 @@ class TrainerSim:
                     f"in-flight bound broken at {s.rollout_id} retry {s.retry}: E={self.emitted} "
                     f"failed={self.failed} dropped={self.dropped} v={self.version} -> {self.in_flight} > {self.bound}"
                 )
-        return len(msgs)
+        return len(new)
 
     def answer(self) -> None:
         """Write a trajectory for every observed, unanswered sample; then checkpoints while batches are ready."""
@@ -199,7 +165,7 @@ class TrainerSim:
         self.producer.flush(10)
 
     def close(self) -> None:
-        self.consumer.close()
+        self.reader.close()
         self.producer.close()
 
 
@@ -223,9 +189,3 @@ def trainer_sim() -> Callable[..., TrainerSim]:
     yield make
     for sim in made:
         sim.close()
-
-
-@pytest.fixture
-def read_topic() -> Callable[..., list[tuple[bytes | None, bytes | None]]]:
-    """``read_topic(settings, base) -> [(key, value), ...]`` from the beginning to the current end."""
-    return read_all

@@ -11,27 +11,28 @@ from typer.testing import CliRunner
 from streamrl.producers.publish import publish_file
 from streamrl.schemas import Split, Task
 from streamrl.schemas.serde import Serde
+from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
 
 GSM8K = Path(__file__).resolve().parents[3] / "examples" / "gsm8k" / "data" / "train.jsonl"
 
 
-def latest_by_key(settings, read_topic) -> tuple[int, dict[str, Task]]:
+def latest_by_key(settings) -> tuple[int, dict[str, Task]]:
     serde = Serde()
     records = read_topic(settings, "tasks")
-    latest = {k.decode(): serde.decode(v, Task) for k, v in records}
+    latest = {m.key().decode(): serde.decode_message(m, Task) for m in records}
     return len(records), latest
 
 
-def test_publishing_the_same_file_twice_keeps_one_task_per_id(settings, read_topic, tmp_path: Path) -> None:
+def test_publishing_the_same_file_twice_keeps_one_task_per_id(settings, tmp_path: Path) -> None:
     p = tmp_path / "d.jsonl"
     rows = [{"question": f"q{i}", "answer": str(i)} for i in range(20)]
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     first = publish_file(settings, p)
     second = publish_file(settings, p)
     assert first.published == second.published == 20 and first.invalid == 0
-    n_records, latest = latest_by_key(settings, read_topic)
+    n_records, latest = latest_by_key(settings)
     assert n_records == 40  # before compaction both copies are in the log...
     assert len(latest) == 20  # ...but latest value per key = one task per row
     assert sorted(json.loads(t.payload)["question"] for t in latest.values()) == sorted(
@@ -41,7 +42,7 @@ def test_publishing_the_same_file_twice_keeps_one_task_per_id(settings, read_top
 
 
 def test_cli_reports_malformed_lines_by_number_and_uses_the_id_field(
-    settings, read_topic, tmp_path: Path, monkeypatch
+    settings, tmp_path: Path, monkeypatch
 ) -> None:
     from streamrl.cli import app
 
@@ -56,14 +57,14 @@ def test_cli_reports_malformed_lines_by_number_and_uses_the_id_field(
     assert "bad.jsonl line 3: not a JSON object" in out
     assert "bad.jsonl line 4: missing id field 'id'" in out
     assert "published 2 task(s)" in out and "3 invalid" in out
-    _, latest = latest_by_key(settings, read_topic)
+    _, latest = latest_by_key(settings)
     assert set(latest) == {"a", "c"} and all(t.split is Split.val for t in latest.values())
 
 
-def test_publish_gsm8k_train(settings, read_topic) -> None:
+def test_publish_gsm8k_train(settings) -> None:
     report = publish_file(settings, GSM8K)
     assert (report.rows, report.published, report.invalid, report.skipped) == (7473, 7473, 0, 0)
-    n_records, latest = latest_by_key(settings, read_topic)
+    n_records, latest = latest_by_key(settings)
     assert n_records == 7473 and len(latest) == 7473
     print(f"GSM8K train: {report.published} tasks in {report.elapsed_s:.2f} s = {report.rate:.0f} tasks/s")
 

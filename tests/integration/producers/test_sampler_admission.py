@@ -14,6 +14,7 @@ from streamrl.producers.publish import publish_file
 from streamrl.producers.sampler import Sampler
 from streamrl.schemas import DeadLetter, Mode, Sample
 from streamrl.schemas.serde import Serde
+from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -141,7 +142,7 @@ def test_zero_variance_groups_release_capacity_so_the_sampler_never_stalls(
 
 
 def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(
-    settings_factory, trainer_sim, tmp_path, read_topic
+    settings_factory, trainer_sim, tmp_path
 ) -> None:
     s = settings_factory(
         rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 0},
@@ -173,8 +174,7 @@ def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(
     finally:
         stop.set()
         thread.join(10)
-    serde = Serde()
-    dead = [serde.decode(v, DeadLetter) for _, v in read_topic(s, "dlq")]
+    dead = read_topic(s, "dlq", DeadLetter)
     assert (
         len(dead) == 1 and dead[0].stage == "sampler" and dead[0].original_topic == s.topics.name("samples")
     )
@@ -183,7 +183,7 @@ def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(
         and "max_retries=1" in dead[0].reason
         and "injected failure" in dead[0].reason
     )
-    assert serde.decode(dead[0].original_value, Sample).retry == 1
+    assert Serde().decode(dead[0].original_value, Sample).retry == 1
     vals = [x for x in sim.samples if x.mode is Mode.val]
     by_version = Counter(x.policy_version for x in vals)
     assert set(by_version) >= {0, 2} and all(

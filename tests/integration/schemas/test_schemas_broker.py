@@ -3,34 +3,14 @@ record decoded into a SchemaError that names the real topic/partition/offset and
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from streamrl.schemas import TOPIC_RECORDS, DeadLetter, Sample, SchemaError
-from streamrl.schemas import examples as ex
 from streamrl.schemas.serde import Serde
+from tests.support import records as ex
+from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
-
-
-def _consume(settings, topic: str, n: int, timeout_s: float = 60.0) -> list:
-    from streamrl.kafka import make_consumer
-
-    consumer = make_consumer(settings, settings.group_id(f"schemas-test-{topic}"))
-    consumer.subscribe([topic])
-    messages, deadline = [], time.monotonic() + timeout_s
-    try:
-        while len(messages) < n and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            assert msg.error() is None, msg.error()
-            messages.append(msg)
-    finally:
-        consumer.close()
-    assert len(messages) == n, f"{topic}: got {len(messages)} of {n} records in {timeout_s} s"
-    return messages
 
 
 def _key(record) -> str:
@@ -55,14 +35,16 @@ def test_every_record_type_through_kafka(settings, wire_format):
     by_topic: dict[str, list] = {}
     for record in examples:
         base = next(t for t, cls in TOPIC_RECORDS.items() if cls is type(record))
-        by_topic.setdefault(settings.topics.name(base), []).append(record)
+        by_topic.setdefault(base, []).append(record)
     with EventProducer(settings) as producer:
-        for topic, records in by_topic.items():
+        for base, records in by_topic.items():
+            topic = settings.topics.name(base)
             for record in records:
                 producer.produce(topic, writer.encode(record, topic=topic), key=_key(record))
         producer.flush(30)
-    for topic, records in by_topic.items():
-        messages = _consume(settings, topic, len(records))
+    for base, records in by_topic.items():
+        messages = read_topic(settings, base, n=len(records))
+        assert len(messages) == len(records), base
         decoded = [reader.decode_message(m, type(records[0])) for m in messages]
         assert sorted(decoded, key=lambda r: r.model_dump_json()) == sorted(
             records, key=lambda r: r.model_dump_json()
@@ -81,7 +63,8 @@ def test_poisoned_record_names_its_location_and_goes_to_dlq(settings):
         producer.produce(topic, serde.encode(ex.task(seed=3)), key=b"wrong-type", partition=0)
         producer.produce(topic, serde.encode(good)[:-7], key=b"truncated", partition=0)
         producer.flush(30)
-        messages = _consume(settings, topic, 3)
+        messages = read_topic(settings, "samples", n=3)
+        assert len(messages) == 3
         assert serde.decode_message(messages[0], Sample) == good
         sink = DeadLetterSink(settings, producer, stage="schemas-test", serde=serde)
         for msg, reason in zip(messages[1:], ["bytes hold a Task record", "truncated body"], strict=True):
@@ -92,9 +75,8 @@ def test_poisoned_record_names_its_location_and_goes_to_dlq(settings):
             assert str(err).startswith(f"{topic}[0]@{msg.offset()}: Sample:")
             sink.send(msg, err.reason, err)
         producer.flush(30)
-    letters = [
-        serde.decode_message(m, DeadLetter) for m in _consume(settings, settings.topics.name("dlq"), 2)
-    ]
+    letters = read_topic(settings, "dlq", DeadLetter, n=2, serde=serde)
+    assert len(letters) == 2
     assert sorted(d.original_offset for d in letters) == [messages[1].offset(), messages[2].offset()]
     assert {d.error_type for d in letters} == {"SchemaError"}
     assert {d.original_value for d in letters} == {messages[1].value(), messages[2].value()}

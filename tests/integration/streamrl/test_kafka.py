@@ -3,47 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from streamrl.broker import LocalKafka
 from streamrl.config import COMPACTED_TOPICS, TOPIC_NAMES, Settings
 from streamrl.config.kafka import LocalBrokerSettings
-from streamrl.kafka import EventProducer, make_admin, make_consumer
+from streamrl.kafka import EventProducer, make_admin
 from streamrl.topics import describe_topics, ensure_topics
+from tests.support.kafka import free_port, read_topic, start_local_broker
 
 pytestmark = pytest.mark.integration
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def consume_all(
-    settings: Settings, topic: str, expected: int, timeout_s: float = 30.0
-) -> list[tuple[bytes, bytes]]:
-    consumer = make_consumer(settings, f"test-{uuid.uuid4().hex[:8]}")
-    consumer.subscribe([topic])
-    got: list[tuple[bytes, bytes]] = []
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(got) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            got.append((msg.key(), msg.value()))
-    finally:
-        consumer.close()
-    return got
 
 
 def test_ensure_topics_is_idempotent_and_configured(settings: Settings) -> None:
@@ -68,8 +40,10 @@ def test_produce_and_consume_through_factories(settings: Settings) -> None:
     with EventProducer(settings) as producer:
         for i in range(50):
             producer.produce(topic, f"v{i}".encode(), key=f"k{i}")
-    got = consume_all(settings, topic, 50)
-    assert sorted(v for _, v in got) == sorted(f"v{i}".encode() for i in range(50))
+    got = read_topic(settings, "samples", n=50)
+    assert sorted((m.key(), m.value()) for m in got) == sorted(
+        (f"k{i}".encode(), f"v{i}".encode()) for i in range(50)
+    )
     infos = {i.name: i for i in describe_topics(settings)}
     assert infos[topic].records == 50
 
@@ -88,10 +62,8 @@ def test_flush_reports_failed_deliveries(settings: Settings) -> None:
 
 
 def test_broker_restart_keeps_the_log(tmp_path: Path, settings_factory) -> None:
-    cfg = LocalBrokerSettings(port=_port(), controller_port=_port(), heap="384m")
-    broker = LocalKafka(cfg, data_dir=tmp_path / "data")
-    bootstrap, started = broker.start(timeout_s=120)
-    assert started
+    broker = start_local_broker(tmp_path / "data", heap="384m")
+    bootstrap = broker.bootstrap
     try:
         assert broker.start() == (bootstrap, False)  # already running: says so
         s = settings_factory(kafka={"bootstrap_servers": bootstrap})
@@ -103,15 +75,15 @@ def test_broker_restart_keeps_the_log(tmp_path: Path, settings_factory) -> None:
         assert broker.pid() is None
         _, started = broker.start(timeout_s=120)
         assert started
-        got = consume_all(s, topic, 20, timeout_s=60)
-        assert sorted(v for _, v in got) == sorted(f"before-{i}".encode() for i in range(20))
+        got = read_topic(s, "tasks", n=20, timeout_s=60)
+        assert sorted(m.value() for m in got) == sorted(f"before-{i}".encode() for i in range(20))
     finally:
         broker.stop()
     assert not broker.status().running
 
 
 def test_cli_kafka_start_status_stop(tmp_path: Path) -> None:
-    port, cport = _port(), _port()
+    port, cport = free_port(), free_port()
     cfg = tmp_path / "streamrl.yaml"
     cfg.write_text(
         f"kafka:\n  bootstrap_servers: 127.0.0.1:{port}\n  local:\n    port: {port}\n    controller_port: {cport}\n"

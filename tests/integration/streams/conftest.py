@@ -1,4 +1,5 @@
-"""Helpers of the streams integration tests: a real Faust worker process, record builders, batch reader."""
+"""Helpers of the streams integration tests: a real Faust worker process, record builders, a batch
+reader, and waiting until the worker has processed its input."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,11 @@ import pytest
 import yaml
 
 from streamrl.config import Settings
-from streamrl.kafka import EventProducer, make_consumer
+from streamrl.kafka import EventProducer
 from streamrl.schemas import CheckpointEvent, CheckpointKind, LLMRequest, Reward, TrainingBatch, Trajectory
 from streamrl.schemas.serde import Serde
+from streamrl.streams.faust_config import streams_topics
+from tests.support.kafka import TopicReader, wait_committed
 
 REPO = Path(__file__).resolve().parents[3]
 READY_MARKER = "STREAMS-READY"
@@ -73,7 +75,7 @@ class Worker:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams", "-c", str(self.config)],
+                [sys.executable, "-m", "streamrl.streams", "-c", str(self.config)],
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -233,44 +235,29 @@ def feed(settings: Settings) -> Iterator[Feed]:
     f.close()
 
 
-class BatchReader:
-    """Reads ``batches`` from the beginning with its own consumer group."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.serde = Serde()
-        self.consumer = make_consumer(settings, f"test-batches-{uuid.uuid4().hex[:8]}")
-        self.consumer.subscribe([settings.topics.name("batches")])
-        self.batches: list[TrainingBatch] = []
-
-    def read(self, n: int, timeout_s: float = 60.0) -> list[TrainingBatch]:
-        """Wait until ``n`` batch records (duplicates included) have been read; return all of them."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.batches) < n and time.monotonic() < deadline:
-            msg = self.consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            self.batches.append(self.serde.decode(msg.value(), TrainingBatch))
-        return list(self.batches)
-
-    def settle(self, quiet_s: float = 3.0) -> list[TrainingBatch]:
-        """Read until nothing new arrives for ``quiet_s`` seconds."""
-        last = time.monotonic()
-        while time.monotonic() - last < quiet_s:
-            msg = self.consumer.poll(0.3)
-            if msg is not None and not msg.error():
-                self.batches.append(self.serde.decode(msg.value(), TrainingBatch))
-                last = time.monotonic()
-        return list(self.batches)
-
-    def close(self) -> None:
-        self.consumer.close()
+@pytest.fixture
+def batch_reader(settings: Settings) -> Iterator[TopicReader]:
+    """A reader of ``batches`` from the beginning (``.read(n)``, ``.read_to_end()``, ``.records``)."""
+    with TopicReader(settings, "batches", TrainingBatch) as reader:
+        yield reader
 
 
 @pytest.fixture
-def batch_reader(settings: Settings) -> Iterator[BatchReader]:
-    r = BatchReader(settings)
-    yield r
-    r.close()
+def wait_processed(settings: Settings) -> Callable[..., None]:
+    """``wait_processed(timeout_s=60)``: wait until the streams worker committed every record now in
+    its input topics, then every record its join wrote to its internal groups log.
+
+    Faust commits an input offset only after what it produced for it is acknowledged, so afterwards
+    every batch and dead letter caused by the input so far is in the log (read it to its end). Batches
+    that only a timer would emit later (``batch_timeout_s``, straggler timeout) are not covered.
+    """
+    names = streams_topics(settings)
+
+    def wait(timeout_s: float = 60.0) -> None:
+        topics = [names.requests, names.trajectories, names.groups, names.validation]
+        wait_committed(settings, names.app_id, topics, timeout_s)
+
+    return wait
 
 
 @pytest.fixture

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import signal
-import time
-import uuid
 
-from streamrl.kafka import make_consumer
+import pytest
+
 from streamrl.schemas import DeadLetter, TrainingBatch
-from streamrl.schemas.serde import Serde
+from tests.support.kafka import read_topic
+
+pytestmark = pytest.mark.integration
 
 
 def _row_keys(batch: TrainingBatch) -> list[tuple[str, tuple[int, ...]]]:
@@ -27,7 +28,9 @@ def _distinct(batches: list[TrainingBatch]) -> dict[str, TrainingBatch]:
     return by_id
 
 
-def test_sigkill_mid_stream_every_row_exactly_once(streams_config, worker_factory, feed, batch_reader):
+def test_sigkill_mid_stream_every_row_exactly_once(
+    streams_config, worker_factory, feed, batch_reader, wait_processed
+):
     cfg = streams_config(streams={"commit_interval_s": 1.0}, rl={"group_size": 2, "train_batch_size": 2})
     worker = worker_factory(cfg)
     groups = [f"task{i:02d}/0" for i in range(24)]
@@ -43,16 +46,12 @@ def test_sigkill_mid_stream_every_row_exactly_once(streams_config, worker_factor
             expected.add(feed.rollout(g, k, float(k), group_size=2, calls=2))
     feed.flush()
     worker.start()
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        seen = {
-            r.rollout_id
-            for b in _distinct(batch_reader.read(len(batch_reader.batches) + 1, 2)).values()
-            for r in b.rows or []
-        }
-        if seen >= expected:
-            break
-    batches = batch_reader.settle(3.0)
+    batch_reader.read_until(
+        lambda batches: {r.rollout_id for b in _distinct(batches).values() for r in b.rows or []} >= expected,
+        timeout_s=90,
+    )
+    wait_processed()  # every input record processed: a re-emitted batch, if any, is in the log now
+    batches = batch_reader.read_to_end()
     distinct = _distinct(batches)
     rows = [key for b in distinct.values() for key in _row_keys(b)]
     assert len(rows) == len(set(rows)), "a row appears twice among distinct batches"
@@ -61,7 +60,9 @@ def test_sigkill_mid_stream_every_row_exactly_once(streams_config, worker_factor
     assert len(distinct) == len(groups) // 2
 
 
-def test_duplicated_input_never_duplicates_rows(streams_config, worker_factory, feed, batch_reader, settings):
+def test_duplicated_input_never_duplicates_rows(
+    streams_config, worker_factory, feed, batch_reader, wait_processed, settings
+):
     cfg = streams_config(rl={"group_size": 2, "train_batch_size": 2})
     worker_factory(cfg)
     g = "taskD/0"
@@ -69,11 +70,11 @@ def test_duplicated_input_never_duplicates_rows(streams_config, worker_factory, 
     for _ in range(2):
         feed.call(f"{g}/0", f"{g}/0/c0", [1, 2], [3])
         feed.traj(f"{g}/0", g, [f"{g}/0/c0"], 1.0, group_size=2, k=0)
-    # rollout 1: completed twice, by two attempts; only the first is kept
+    # rollout 1: completed twice, by two attempts; only the first is kept. Both topics are keyed by
+    # rollout id, so a2's call and trajectory follow a1's in their partitions: however the worker
+    # interleaves the two topics, a1 has all its records first.
     feed.call(f"{g}/1", f"{g}/1/a1", [1, 2], [4], attempt="a1")
     feed.traj(f"{g}/1", g, [f"{g}/1/a1"], 0.0, group_size=2, k=1, attempt="a1")
-    feed.flush()
-    time.sleep(1.0)
     feed.call(f"{g}/1", f"{g}/1/a2", [1, 2], [5], attempt="a2")
     feed.traj(f"{g}/1", g, [f"{g}/1/a2"], 1.0, group_size=2, k=1, attempt="a2")
     # rollout 2 of another group: failed attempt, then a succeeded retry
@@ -87,22 +88,14 @@ def test_duplicated_input_never_duplicates_rows(streams_config, worker_factory, 
     feed.producer.produce(settings.topics.name("requests"), b"not avro", key=f"{h}/9")
     feed.flush()
     [batch] = batch_reader.read(1, timeout_s=60)
-    batches = batch_reader.settle(3.0)
-    assert batches == [batch]
+    wait_processed()  # every input record processed: a second batch or dead letter would be in the log
+    assert batch_reader.read_to_end() == [batch]
     assert sorted((r.rollout_id, tuple(r.response_ids)) for r in batch.rows) == [
         (f"{g}/0", (3,)),
         (f"{g}/1", (4,)),
         (f"{h}/0", (9,)),
         (f"{h}/1", (10, 20)),
     ]
-    consumer = make_consumer(settings, f"test-dlq-{uuid.uuid4().hex[:6]}")
-    consumer.subscribe([settings.topics.name("dlq")])
-    dead = []
-    deadline = time.monotonic() + 20
-    while not dead and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and not msg.error():
-            dead.append(Serde().decode(msg.value(), DeadLetter))
-    consumer.close()
+    dead = read_topic(settings, "dlq", DeadLetter)
     assert len(dead) == 1 and dead[0].stage == "streams" and dead[0].original_value == b"not avro"
     assert dead[0].original_topic == settings.topics.name("requests")

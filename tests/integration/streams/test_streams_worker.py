@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from streamrl.schemas import Reward, TrainingBatch
 from streamrl.schemas.claim_check import read_claim_check
 from streamrl.schemas.serde import Serde
+from tests.support.kafka import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = pytest.mark.integration
 
 
 def _rows_by_rollout(batch: TrainingBatch) -> dict[str, list]:
@@ -27,7 +24,9 @@ def _rows_by_rollout(batch: TrainingBatch) -> dict[str, list]:
     return out
 
 
-def test_transition_mode_selective_final_reward(streams_config, worker_factory, feed, batch_reader):
+def test_transition_mode_selective_final_reward(
+    streams_config, worker_factory, feed, batch_reader, wait_processed
+):
     cfg = streams_config(streams={"train_agents": ["solver"]}, rl={"group_size": 2, "train_batch_size": 2})
     worker_factory(cfg)
     for g in ("taskA/0", "taskB/0"):
@@ -55,7 +54,8 @@ def test_transition_mode_selective_final_reward(streams_config, worker_factory, 
         assert [r.token_rewards for r in rs] == [[0.0, reward], [0.0, reward]]
         assert [r.policy_version for r in rs] == [0, 1]
         assert all(r.weight == 1.0 and r.reward == reward and r.group_id == rid.rsplit("/", 1)[0] for r in rs)
-    assert batch_reader.settle(2.0) == batches  # nothing more
+    wait_processed()
+    assert batch_reader.read_to_end() == batches  # nothing more
 
 
 def test_trajectory_mode_masks_per_call_rewards_and_claim_check(
@@ -132,9 +132,31 @@ def test_rows_keep_their_version_and_validation_table(
     assert served["3"] == summary
 
 
-def test_straggler_timeout_trains_finished_rollouts(streams_config, worker_factory, feed, batch_reader):
+def _events(port: int) -> dict[str, float]:
+    """``streamrl_streams_events_total`` by kind, scraped from the worker's metrics endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {
+        s.labels["kind"]: s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "streamrl_streams_events"
+        for s in family.samples
+        if s.name == "streamrl_streams_events_total"
+    }
+
+
+def test_straggler_timeout_trains_finished_rollouts(
+    streams_config, worker_factory, feed, batch_reader, wait_processed
+):
+    port = free_port()
     cfg = streams_config(
-        streams={"straggler_timeout_s": 2.0, "min_group_size": 2, "batch_timeout_s": 1.0},
+        streams={
+            "straggler_timeout_s": 2.0,
+            "min_group_size": 2,
+            "batch_timeout_s": 1.0,
+            "metrics_port": port,
+        },
         rl={"group_size": 4, "train_batch_size": 2},
     )
     worker_factory(cfg)
@@ -145,4 +167,10 @@ def test_straggler_timeout_trains_finished_rollouts(streams_config, worker_facto
     [batch] = batch_reader.read(1, timeout_s=60)
     assert batch.num_groups == 1
     assert sorted(r.rollout_id for r in batch.rows) == ["taskG/0/0", "taskG/0/1"]
-    assert batch_reader.settle(3.0) == [batch]
+    deadline = time.monotonic() + 30
+    while (events := _events(port)).get("straggler:dropped", 0) < 1:  # taskH's straggler decision
+        assert time.monotonic() < deadline, f"taskH never dropped by the straggler timeout: {events}"
+        time.sleep(0.2)  # polling the worker's state
+    assert events.get("straggler:trained") == 1 and events.get("straggler_rollouts_dropped") == 1, events
+    wait_processed()  # and everything it caused is in the log: no second batch
+    assert batch_reader.read_to_end() == [batch]

@@ -1,16 +1,14 @@
-"""Helpers of the trainer's broker tests: a tiny local model, producing batches, reading a topic."""
+"""Helpers of the trainer's broker tests: a tiny local model and producing batches."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from confluent_kafka import TopicPartition
 
 from streamrl.config import Settings
-from streamrl.kafka import EventProducer, make_consumer
+from streamrl.kafka import EventProducer
 from streamrl.schemas import TrainingBatch
 from streamrl.schemas.serde import Serde
 
@@ -20,7 +18,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer Llama with a 16-token vocabulary, saved with save_pretrained."""
-    from streamrl.trainer.toy import build_tiny_model
+    from tests.support.toy_policy import build_tiny_model
 
     return build_tiny_model(
         tmp_path_factory.mktemp("tiny") / "model", vocab_size=16, hidden_size=32, num_heads=2
@@ -31,7 +29,7 @@ def toy_batch(
     i: int, *, policy_version: int | None = None, vocab: int = 16, bid: str | None = None
 ) -> TrainingBatch:
     """Batch ``b{i}``: 2 groups x 4 rows, prompt ``[1, i]``, 2-token responses, binary rewards."""
-    from streamrl.trainer.toy import make_batch
+    from tests.support.toy_policy import make_batch
 
     g = torch.Generator().manual_seed(i)
     prompts = [[1, 3 + i % 10] for _ in range(8)]
@@ -61,23 +59,3 @@ def produce(settings: Settings, items: list[TrainingBatch | bytes]) -> None:
             else:
                 p.produce(topic, serde.encode(it, topic=topic), key=it.batch_id)
         p.flush()
-
-
-def read_topic(settings: Settings, base: str, *, expect: int, timeout_s: float = 30.0) -> list[bytes]:
-    """Values of partition 0 of a topic from the beginning; waits for at least ``expect`` records."""
-    topic = settings.topics.name(base)
-    c = make_consumer(settings, settings.group_id(f"test-reader-{time.monotonic_ns()}"))
-    try:
-        c.assign([TopicPartition(topic, 0, 0)])
-        out: list[bytes] = []
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for msg in c.consume(100, timeout=0.5):
-                if msg.error() is None:
-                    out.append(msg.value())
-            _, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)
-            if len(out) >= expect and len(out) >= high:
-                break
-        return out
-    finally:
-        c.close()

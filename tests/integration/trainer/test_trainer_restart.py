@@ -23,9 +23,9 @@ import yaml
 
 from streamrl.config import Settings
 from streamrl.schemas import CheckpointEvent, digest_dir
-from streamrl.schemas.serde import Serde
+from tests.support.kafka import read_topic
 
-from .conftest import produce, read_topic, toy_batch
+from .conftest import produce, toy_batch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[3]
@@ -89,11 +89,7 @@ class TrainerProcess:
 
 
 def _events(settings: Settings, expect: int) -> list[int]:
-    serde = Serde()
-    return [
-        serde.decode(v, CheckpointEvent).version
-        for v in read_topic(settings, "checkpoints", expect=expect, timeout_s=15)
-    ]
+    return [e.version for e in read_topic(settings, "checkpoints", CheckpointEvent, n=expect, timeout_s=15)]
 
 
 def test_sigkill_and_restart_trains_every_batch_exactly_once(

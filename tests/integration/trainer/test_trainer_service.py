@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from streamrl.schemas import CheckpointEvent, DeadLetter, digest_dir
-from streamrl.schemas.serde import Serde
 from streamrl.trainer.service import TrainerService
 from streamrl.trainer.torch_backend import TorchBackend
+from tests.support.kafka import read_topic
 
-from .conftest import produce, read_topic, toy_batch
+from .conftest import produce, toy_batch
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +55,7 @@ def test_trains_from_batches_and_publishes_a_loadable_checkpoint(
     )
     assert REGISTRY.get_sample_value("streamrl_trainer_version") == 3
 
-    serde = Serde()
-    events = [serde.decode(v, CheckpointEvent) for v in read_topic(settings, "checkpoints", expect=1)]
+    events = read_topic(settings, "checkpoints", CheckpointEvent, n=1)
     assert [(e.policy_name, e.version, e.kind.value) for e in events] == [("policy", 3, "full")]
     ev = events[0]
     assert ev.last_batch_id == "b2" and ev.last_batch_offset == 5
@@ -69,7 +68,7 @@ def test_trains_from_batches_and_publishes_a_loadable_checkpoint(
     for k in saved:
         torch.testing.assert_close(loaded.state_dict()[k], backend.model.state_dict()[k])
 
-    dead = [serde.decode(v, DeadLetter) for v in read_topic(settings, "dlq", expect=3)]
+    dead = read_topic(settings, "dlq", DeadLetter, n=3)
     reasons = {d.original_offset: (d.stage, d.error_type, d.reason) for d in dead}
     topic = settings.topics.name("batches")
     assert set(reasons) == {1, 3, 4}

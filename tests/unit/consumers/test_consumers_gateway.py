@@ -10,9 +10,9 @@ import pytest
 
 from streamrl.config.consumers import GatewaySettings
 from streamrl.consumers.attempts import AttemptResult
-from streamrl.consumers.fake_inference import FakeInferenceServer, fake_logprob, render_chat, tokenize
 from streamrl.consumers.gateway import Gateway
 from streamrl.sdk import LLM
+from tests.support.fake_inference import FakeInferenceServer, fake_logprob, render_chat, tokenize
 
 
 class ListSink:

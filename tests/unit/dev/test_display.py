@@ -7,7 +7,7 @@ from rich.console import Console
 from streamrl.dev.display import render, status_line
 from streamrl.dev.stats import RunStats
 from streamrl.schemas import Split
-from streamrl.schemas import examples as ex
+from tests.support import records as ex
 
 
 def _stats() -> RunStats:

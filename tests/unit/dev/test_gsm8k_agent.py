@@ -9,8 +9,8 @@ from types import ModuleType
 
 import pytest
 
-from streamrl.consumers.fake_inference import FakeInferenceServer
 from streamrl.sdk import LLM
+from tests.support.fake_inference import FakeInferenceServer
 
 ROOT = Path(__file__).resolve().parents[3]
 

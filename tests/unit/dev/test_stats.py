@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamrl.dev.stats import RunStats
 from streamrl.schemas import CheckpointEvent, Mode, RolloutStatus, Split
-from streamrl.schemas import examples as ex
+from tests.support import records as ex
 
 
 class Clock:

@@ -21,9 +21,9 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
 
 from streamrl.schemas import LLMRequest
-from streamrl.schemas import examples as ex
 from streamrl.schemas.avro import SchemaInfo, catalog
 from streamrl.schemas.serde import Serde
+from tests.support import records as ex
 
 PAIRS = [(h[i], h[i + 1]) for h in catalog().history.values() for i in range(len(h) - 1)]
 Incompat = SchemaIncompatibilityType

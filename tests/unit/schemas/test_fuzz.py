@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamrl.schemas import TOP_RECORDS, LLMRequest, SchemaError, TrainingBatch
-from streamrl.schemas import examples as ex
 from streamrl.schemas.avro import catalog
 from streamrl.schemas.serde import Serde
+from tests.support import records as ex
 
 SERDE = Serde()  # hypothesis + function-scoped fixtures don't mix; the serde is stateless for SOE
 REGISTRY_SERDE = Serde(registry_url="mock://fuzz")

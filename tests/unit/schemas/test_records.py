@@ -19,7 +19,7 @@ from streamrl.schemas import (
     TrainingRow,
     Trajectory,
 )
-from streamrl.schemas import examples as ex
+from tests.support import records as ex
 
 
 def _with(record, **changes):

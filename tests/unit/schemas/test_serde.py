@@ -19,9 +19,9 @@ from streamrl.schemas import (
     TrainingBatch,
     Trajectory,
 )
-from streamrl.schemas import examples as ex
 from streamrl.schemas.avro import catalog, schema_fingerprint
 from streamrl.schemas.serde import Serde
+from tests.support import records as ex
 
 
 @pytest.mark.parametrize("record", ex.all_examples(seed=7), ids=lambda r: type(r).__name__)

@@ -13,7 +13,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer Llama with a 16-token vocabulary (~0.1 M parameters)."""
-    from streamrl.trainer.toy import build_tiny_model
+    from tests.support.toy_policy import build_tiny_model
 
     return build_tiny_model(
         tmp_path_factory.mktemp("tiny") / "model", vocab_size=16, hidden_size=32, num_heads=2

@@ -11,7 +11,7 @@ from streamrl.config.trainer import LoRASettings, TrainerSettings
 from streamrl.trainer.batch import prepare_batch
 from streamrl.trainer.errors import NonFiniteLossError
 from streamrl.trainer.torch_backend import TorchBackend
-from streamrl.trainer.toy import make_batch, sample
+from tests.support.toy_policy import make_batch, sample
 
 
 def _backend(model_dir: Path, **kw: object) -> TorchBackend:

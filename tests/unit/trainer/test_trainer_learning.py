@@ -17,7 +17,7 @@ from streamrl.schemas import TrainingBatch
 from streamrl.schemas.serde import Serde
 from streamrl.trainer.batch import prepare_batch
 from streamrl.trainer.torch_backend import TorchBackend
-from streamrl.trainer.toy import make_batch, sample
+from tests.support.toy_policy import make_batch, sample
 
 TARGET = 7
 GROUPS, GROUP_SIZE, MAX_STEPS = 8, 8, 24

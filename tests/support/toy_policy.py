@@ -1,7 +1,11 @@
-"""A tiny local policy and a toy verifiable task, for tests, the benchmark and smoke runs.
+"""A tokenizer-less tiny policy for the trainer's tests and benchmark: a model, sampling, batches.
 
-Nothing here is downloaded: the model is a randomly initialised ``LlamaForCausalLM`` saved with
-``save_pretrained``. Sampling is plain ancestral sampling from the model's softmax (temperature 1),
+Why beside the product's builder (``streamrl.inference.model_builder``): that one always trains a
+tokenizer on text (a vocabulary of ~100 characters at least) and builds a servable model with a chat
+template. The trainer's math and learning tests need a model of any vocabulary size and width
+(16 tokens, so a one-token target has chance 1/16) and no tokenizer at all; the trainer benchmark
+sizes it freely. Nothing here is downloaded: the model is a randomly initialised
+``LlamaForCausalLM`` saved with ``save_pretrained``. Sampling is plain ancestral sampling from the model's softmax (temperature 1),
 returning the exact behaviour logprobs, as an inference engine would record them.
 """
 

@@ -13,7 +13,7 @@ directive: ``REPLY:<text>`` (answer ``<text>``), ``CALL:<tool>`` (a tool call, w
 ``ERROR:<status>`` (fail with that HTTP status), ``SLEEP:<seconds>`` (wait first). Logprob of the
 j-th response token: ``-(id % 7 + 1) / 10``.
 
-Run standalone: ``python -m streamrl.consumers.fake_inference --port 8000``.
+Run standalone: ``python -m tests.support.fake_inference --port 8000``.
 """
 
 from __future__ import annotations
@@ -377,7 +377,7 @@ class FakeInferenceServer:
 
 
 def main() -> None:
-    """``python -m streamrl.consumers.fake_inference --host 127.0.0.1 --port 8000``."""
+    """``python -m tests.support.fake_inference --host 127.0.0.1 --port 8000``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)

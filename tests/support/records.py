@@ -1,4 +1,4 @@
-"""Real-looking example records for tests and benchmarks (deterministic for a given seed).
+"""Real-looking example records of every top-level type, for tests and benchmarks (deterministic per seed).
 
 Values are what the pipeline produces: token ids below a Qwen-sized vocabulary, float32 logprobs (so a
 round trip through ``array<float>`` is exact), UTC millisecond timestamps, ids shaped like the real ones.
