@@ -3,7 +3,8 @@
 The broker is the local launcher's (``streamrl.broker.LocalKafka``) on free ports with a temporary
 data directory, started once per session and stopped at the end. If ``STREAMRL_BOOTSTRAP_SERVERS``
 is set, that cluster is used instead and nothing is started. Every test gets its own topic prefix,
-so tests never see each other's records. Test helpers live in ``tests/support/``.
+so tests never see each other's records. A test that uses the broker must be marked ``integration``
+(``tests/support/markers.py`` fails it otherwise). Test helpers live in ``tests/support/``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from streamrl.config import Settings, load_settings
 from tests.support.kafka import start_local_broker
+from tests.support.markers import pytest_runtest_setup  # noqa: F401  (hook: broker tests carry `integration`)
 
 
 @pytest.fixture(scope="session")
