@@ -76,6 +76,25 @@ class RolloutStatus(str, Enum):
     timeout = "timeout"
 
 
+class GroupOutcomeStatus(str, Enum):
+    """What became of the rollouts a GroupOutcome lists."""
+
+    batched = "batched"
+    dropped = "dropped"
+
+
+class DropReason(str, Enum):
+    """Why streams dropped rollouts (``GroupOutcome.reason``; a string on the wire, so a newer producer
+    may write a reason this list does not know yet)."""
+
+    zero_variance = "zero_variance"
+    straggler = "straggler"
+    no_rows = "no_rows"
+    incomplete_join = "incomplete_join"
+    invalid_rows = "invalid_rows"
+    late = "late"
+
+
 class CheckpointKind(str, Enum):
     """What a checkpoint contains."""
 
@@ -395,9 +414,15 @@ class TrainingBatch(TopRecord):
 
 
 class CheckpointEvent(TopRecord):
-    """A new policy version (topic `checkpoints`, key policy name). `metrics` values may be any float."""
+    """A new policy version (topic `checkpoints`, key policy name). `metrics` values may be any float.
 
-    schema_version: Int32 = 1
+    Schema v2 added ``consumed_rollouts`` (default None): the train rollouts the trainer has consumed
+    up to this version, cumulative; v1 records decode with ``consumed_rollouts=None, schema_version=1``.
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+
+    schema_version: Int32 = 2
     policy_name: str
     version: Int32
     kind: CheckpointKind
@@ -408,11 +433,44 @@ class CheckpointEvent(TopRecord):
     last_batch_id: str | None = None
     last_batch_offset: Int64 | None = None
     created_at: UtcDatetime = Field(default_factory=utc_now)
+    consumed_rollouts: Int64 | None = None
 
     def check_invariants(self, scan: bool = True) -> None:
         super().check_invariants(scan)
-        _non_negative(self, "version", "last_batch_offset")
+        _non_negative(self, "version", "last_batch_offset", "consumed_rollouts")
         _digest(self, "digest")
+
+
+class GroupOutcome(TopRecord):
+    """What became of train rollouts of one group (topic `group_outcomes`, key `group_id`).
+
+    Invariants: ``batch_id`` set iff ``status`` is batched, ``reason`` set iff dropped;
+    ``rollout_ids`` non-empty, without repeats.
+    """
+
+    schema_version: Int32 = 1
+    group_id: str
+    status: GroupOutcomeStatus
+    reason: str | None = None
+    batch_id: str | None = None
+    rollout_ids: list[str]
+    decided_at: UtcDatetime = Field(default_factory=utc_now)
+
+    def check_invariants(self, scan: bool = True) -> None:
+        super().check_invariants(scan)
+        batched = self.status is GroupOutcomeStatus.batched
+        if batched != (self.batch_id is not None):
+            raise ValueError(
+                f"GroupOutcome {self.group_id!r}: batch_id must be set exactly when status is batched"
+            )
+        if batched == bool(self.reason):
+            raise ValueError(
+                f"GroupOutcome {self.group_id!r}: reason must be set exactly when status is dropped"
+            )
+        if not self.rollout_ids:
+            raise ValueError(f"GroupOutcome {self.group_id!r}: rollout_ids is empty")
+        if scan and len(set(self.rollout_ids)) != len(self.rollout_ids):
+            raise ValueError(f"GroupOutcome {self.group_id!r}: rollout_ids has repeats")
 
 
 class DeadLetter(TopRecord):
@@ -442,6 +500,7 @@ TOP_RECORDS: tuple[type[TopRecord], ...] = (
     LLMRequest,
     Trajectory,
     TrainingBatch,
+    GroupOutcome,
     CheckpointEvent,
     DeadLetter,
 )
@@ -453,6 +512,7 @@ TOPIC_RECORDS: dict[str, type[TopRecord]] = {
     "requests": LLMRequest,
     "trajectories": Trajectory,
     "batches": TrainingBatch,
+    "group_outcomes": GroupOutcome,
     "checkpoints": CheckpointEvent,
     "dlq": DeadLetter,
 }

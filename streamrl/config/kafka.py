@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from streamrl.config.base import Section
 
@@ -16,11 +16,28 @@ TOPIC_NAMES: tuple[str, ...] = (
     "requests",
     "trajectories",
     "batches",
+    "group_outcomes",
     "checkpoints",
     "dlq",
 )
-#: Topics whose cleanup policy is ``compact``: the latest record per key is the state.
+#: Topics whose cleanup policy is ``compact``: the latest record per key is the state. Not
+#: ``group_outcomes``: a group has several records (its batch, members dropped for their own
+#: reasons, late members), each an event the sampler must count; compaction by ``group_id`` would
+#: keep only the last.
 COMPACTED_TOPICS: frozenset[str] = frozenset({"tasks", "checkpoints"})
+
+
+#: Default partition count of every topic.
+DEFAULT_PARTITIONS: dict[str, int] = {
+    "tasks": 4,
+    "samples": 6,
+    "requests": 6,
+    "trajectories": 6,
+    "batches": 1,
+    "group_outcomes": 1,
+    "checkpoints": 1,
+    "dlq": 1,
+}
 
 
 def _default_home() -> Path:
@@ -100,18 +117,9 @@ class TopicsSettings(Section):
 
     prefix: str = "streamrl."
     """Prepended to every topic name (and consumer group id), so pipelines can share a cluster."""
-    partitions: dict[str, int] = Field(
-        default_factory=lambda: {
-            "tasks": 4,
-            "samples": 6,
-            "requests": 6,
-            "trajectories": 6,
-            "batches": 1,
-            "checkpoints": 1,
-            "dlq": 1,
-        }
-    )
-    """Partition count per topic (base name). ``requests`` and ``trajectories`` must be equal."""
+    partitions: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_PARTITIONS))
+    """Partition count per topic (base name); a topic not listed keeps its default. ``requests`` and
+    ``trajectories`` must be equal."""
     replication_factor: int = Field(1, ge=1)
     """Replication factor of every topic (1 for the local single-node broker)."""
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
@@ -120,6 +128,11 @@ class TopicsSettings(Section):
     """``retention.ms`` of the non-compacted topics; None keeps the broker default (7 days)."""
     configs: dict[str, dict[str, str]] = Field(default_factory=dict)
     """Extra topic configs per base name, e.g. ``{samples: {retention.ms: "86400000"}}``."""
+
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _defaults_for_unlisted_topics(cls, value: Any) -> Any:
+        return {**DEFAULT_PARTITIONS, **value} if isinstance(value, dict) else value
 
     @model_validator(mode="after")
     def _check_topics(self) -> TopicsSettings:
@@ -130,9 +143,6 @@ class TopicsSettings(Section):
         for name, count in self.partitions.items():
             if count < 1:
                 raise ValueError(f"partitions.{name} must be >= 1, got {count}")
-        missing = [t for t in TOPIC_NAMES if t not in self.partitions]
-        if missing:
-            raise ValueError(f"partitions is missing {missing}; give a count for every topic")
         if self.partitions["requests"] != self.partitions["trajectories"]:
             raise ValueError(
                 "partitions.requests and partitions.trajectories must be equal (the join by rollout_id "

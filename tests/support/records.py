@@ -18,6 +18,8 @@ from streamrl.schemas.records import (
     CheckpointKind,
     ClaimCheck,
     DeadLetter,
+    GroupOutcome,
+    GroupOutcomeStatus,
     LLMRequest,
     Mode,
     Reward,
@@ -165,7 +167,17 @@ def checkpoint_event(seed: int = 0) -> CheckpointEvent:
         policy_name="grpo-main", version=18, kind=CheckpointKind.lora, uri=f"file:///var/lib/streamrl/ckpt/step-{18 + seed}",
         digest=digest_bytes(f"ckpt {seed}".encode()), base_model="Qwen/Qwen2.5-0.5B-Instruct",
         metrics={"actor/pg_loss": -0.0123, "actor/pg_clipfrac": 0.031, "actor/grad_norm": 0.88, "perf/step_s": 41.2},
-        last_batch_id=f"grpo-main/b{seed:06d}", last_batch_offset=1234, created_at=_T0,
+        last_batch_id=f"grpo-main/b{seed:06d}", last_batch_offset=1234, created_at=_T0, consumed_rollouts=18 * 128,
+    )  # fmt: skip
+
+
+def group_outcome(seed: int = 0, status: str = "batched") -> GroupOutcome:
+    """A group of 8 batched (or, with ``status="dropped"``, dropped as zero-variance)."""
+    group = f"gsm8k-{seed:05d}/2"
+    batched = status == "batched"
+    return GroupOutcome(
+        group_id=group, status=GroupOutcomeStatus(status), reason=None if batched else "zero_variance",
+        batch_id=f"b-{seed:032x}" if batched else None, rollout_ids=[f"{group}/{k}" for k in range(8)], decided_at=_T0,
     )  # fmt: skip
 
 
@@ -182,5 +194,6 @@ def all_examples(seed: int = 0) -> list[TopRecord]:
     """One example of every topic record type (both TrainingBatch forms)."""
     return [
         task(seed), sample(seed), llm_request(seed), trajectory(seed), training_batch(seed),
-        claim_check_batch(seed), checkpoint_event(seed), dead_letter(seed),
+        claim_check_batch(seed), group_outcome(seed), group_outcome(seed, "dropped"), checkpoint_event(seed),
+        dead_letter(seed),
     ]  # fmt: skip

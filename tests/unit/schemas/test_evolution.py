@@ -20,7 +20,7 @@ from avro.schema import parse as avro_parse
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
 
-from streamrl.schemas import LLMRequest
+from streamrl.schemas import CheckpointEvent, LLMRequest
 from streamrl.schemas.avro import SchemaInfo, catalog
 from streamrl.schemas.serde import Serde
 from tests.support import records as ex
@@ -82,6 +82,18 @@ def test_new_reader_decodes_old_version_bytes(soe_serde):
     assert decoded == record.model_copy(update={"schema_version": 1, "ttft_ms": None})
     # what it re-encodes is the latest version
     assert soe_serde.encode(decoded)[2:10] == catalog().latest("LLMRequest").soe_header[2:10]
+
+
+def test_checkpoint_event_v1_bytes_read_as_v2_without_a_consumption_count(soe_serde):
+    record = ex.checkpoint_event(seed=3)
+    v1 = catalog().history["CheckpointEvent"][0]
+    buf = io.BytesIO()
+    schemaless_writer(
+        buf, v1.parsed, record.model_dump(exclude={"consumed_rollouts"}) | {"schema_version": 1}
+    )
+    decoded = soe_serde.decode(v1.soe_header + buf.getvalue(), CheckpointEvent)
+    assert decoded.schema_version == 1 and decoded.consumed_rollouts is None
+    assert decoded == record.model_copy(update={"schema_version": 1, "consumed_rollouts": None})
 
 
 def test_registry_resolves_old_and_newer_writers(registry, registry_serde):

@@ -22,6 +22,22 @@ from streamrl.schemas import (
 from tests.support import records as ex
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"batch_id": None}, "batch_id must be set exactly when status is batched"),
+        ({"reason": "late"}, "reason must be set exactly when status is dropped"),
+        ({"rollout_ids": []}, "rollout_ids is empty"),
+        ({"rollout_ids": ["g/0", "g/0"]}, "rollout_ids has repeats"),
+        ({"status": "dropped", "batch_id": None}, "reason must be set exactly when status is dropped"),
+    ],
+)
+def test_group_outcome_rejects(changes, message):
+    with pytest.raises(ValidationError) as info:
+        _with(ex.group_outcome(), **changes)
+    assert message in str(info.value)
+
+
 def _with(record, **changes):
     """Rebuild `record` through full validation with some fields changed."""
     data = record.model_dump()
