@@ -5,8 +5,9 @@ Agents (faust-streaming, aiokafka driver, ``at_least_once``, in-memory tables wi
 * ``join`` on ``requests`` + ``trajectories`` + ``<app_id>-ticks`` (co-partitioned by ``rollout_id``),
   table ``join`` keyed by ``rollout_id`` (:mod:`streamrl.streams.join`). Complete train rollouts (with their
   rows) go to ``<app_id>-groups`` keyed by ``group_id``; val rollouts to ``<app_id>-validation``.
-* ``groups`` on ``<app_id>-groups`` (rollouts and ticks in one ordered log per partition), table
-  ``groups`` (:mod:`streamrl.streams.groups`); publishes ``batches`` keyed by ``batch_id``.
+* ``groups`` on ``<app_id>-groups`` (rollouts, lost rollouts and ticks in one ordered log per
+  partition), table ``groups`` (:mod:`streamrl.streams.groups`); publishes ``batches`` keyed by
+  ``batch_id`` and ``group_outcomes`` keyed by ``group_id`` (what became of every train rollout).
 * ``validation`` on ``<app_id>-validation`` (one partition), table ``validation`` keyed by version.
 * a timer (``tick_interval_s``) writes event-time ticks into every assigned ticks/groups partition
   (tables can only be written while processing an event) and refreshes ``validation.json``.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,14 @@ from pydantic import ValidationError
 
 from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
-from streamrl.schemas import LLMRequest, SchemaError, TrainingRow, Trajectory
+from streamrl.schemas import (
+    GroupOutcome,
+    GroupOutcomeStatus,
+    LLMRequest,
+    SchemaError,
+    TrainingRow,
+    Trajectory,
+)
 from streamrl.schemas.claim_check import uri_path
 from streamrl.schemas.serde import Serde
 from streamrl.streams import metrics
@@ -130,6 +139,7 @@ class Aggregator:
         self.groups_topic = app.topic(n.groups, **raw)
         self.val_topic = app.topic(n.validation, **raw)
         self.batches_topic = app.topic(n.batches, **raw)
+        self.outcomes_topic = app.topic(n.group_outcomes, **raw)
         self.dlq_topic = app.topic(n.dlq, **raw)
         self.dlq = DeadLetterSink(
             settings,
@@ -238,10 +248,21 @@ class Aggregator:
             if state.get("p") != msg.partition:
                 continue
             done = state["done"]
-            if done is not None and done["out"] is None and tick_ts - done["ts"] <= retention_s:
+            if (
+                done is not None
+                and done["out"] is None
+                and not state.get("lost")
+                and tick_ts - done["ts"] <= retention_s
+            ):
                 continue  # fast path: a finished rollout with nothing to prune yet
             res = on_tick(
-                state, tick_ts=tick_ts, partition=msg.partition, committed=self._committed, cfg=self.join_cfg
+                state,
+                tick_ts=tick_ts,
+                partition=msg.partition,
+                committed=self._committed,
+                cfg=self.join_cfg,
+                topic=msg.topic,
+                offset=msg.offset,
             )
             await self._apply_join(key, res, msg)
 
@@ -277,12 +298,21 @@ class Aggregator:
                 key=str(out["policy_version"]).encode(), value=json.dumps(value).encode(), force=True
             )
             return
-        try:
-            for row in out["rows"]:
-                TrainingRow(**row)
-        except (ValidationError, ValueError) as exc:
-            self._dead(msg, f"rollout {out['rollout_id']}: a training row is invalid: {exc}", exc)
-            return
+        if out["kind"] == "train":
+            try:
+                for row in out["rows"]:
+                    TrainingRow(**row)
+            except (ValidationError, ValueError) as exc:
+                self._dead(msg, f"rollout {out['rollout_id']}: a training row is invalid: {exc}", exc)
+                # the group stage still decides the rollout, so its group outcome says what happened
+                out = {
+                    "kind": "lost",
+                    "rollout_id": out["rollout_id"],
+                    "group_id": out["group_id"],
+                    "group_size": out["group_size"],
+                    "reason": "invalid_rows",
+                    "last_ts": out["last_ts"],
+                }
         await self.groups_topic.send(key=out["group_id"].encode(), value=json.dumps(out).encode(), force=True)
 
     # ------------------------------------------------------------------ groups and batches
@@ -307,7 +337,25 @@ class Aggregator:
                     self.group_table[key] = value
             for batch in res.batches:
                 await self._publish(batch)
+            for decided in res.outcomes:
+                await self._publish_outcome(decided, replayed=res.replayed)
             metrics.record(res.stats)
+
+    async def _publish_outcome(self, decided: dict[str, Any], *, replayed: bool) -> None:
+        """Publish one group outcome (``GroupOutcome``, key ``group_id``) to ``group_outcomes``."""
+        record = GroupOutcome(
+            group_id=decided["group_id"],
+            status=GroupOutcomeStatus(decided["status"]),
+            reason=decided["reason"],
+            batch_id=decided["batch_id"],
+            rollout_ids=decided["rollout_ids"],
+            decided_at=datetime.fromtimestamp(decided["ts"], tz=timezone.utc),
+        )
+        await self.outcomes_topic.send(
+            key=record.group_id.encode(), value=self.serde.encode(record), force=True
+        )
+        if not replayed:
+            metrics.count_outcome(record.status.value, record.reason, len(record.rollout_ids))
 
     async def _publish(self, batch: Batch) -> None:
         s = self.settings.streams

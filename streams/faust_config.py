@@ -44,6 +44,7 @@ class StreamsTopics:
     requests: str
     trajectories: str
     batches: str
+    group_outcomes: str
     dlq: str
     ticks: str  # join timer ticks, co-partitioned with requests
     groups: str  # complete train rollouts keyed by group_id, plus group ticks
@@ -61,6 +62,7 @@ def streams_topics(settings: Settings) -> StreamsTopics:
         requests=t.name("requests"),
         trajectories=t.name("trajectories"),
         batches=t.name("batches"),
+        group_outcomes=t.name("group_outcomes"),
         dlq=t.name("dlq"),
         ticks=f"{app_id}-ticks",
         groups=f"{app_id}-groups",

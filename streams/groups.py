@@ -1,27 +1,41 @@
-"""Groups and batches: a pure, replay-deterministic state machine over one group-topic partition.
+"""Groups, batches and group outcomes: a pure, replay-deterministic state machine over one group-topic
+partition.
 
 Input: one partition of the internal group topic, a single ordered log of events (all produced by
-this app): ``train`` (a complete train rollout with its rows, keyed by ``group_id``) and ``tick``
-(event time for the straggler and batch timeouts); ``version`` events written by earlier releases
-are ignored (staleness is the trainer's decision, not this stage's). Every decision depends only on that log and the state, never
-on the wall clock, so replaying the log from the committed offset reproduces the same batches with
-the same ``batch_id``.
+this app): ``train`` (a complete train rollout with its rows, keyed by ``group_id``), ``lost`` (a
+train rollout whose trajectory succeeded but that will bring no rows: its join timed out, or a row
+was invalid) and ``tick`` (event time for the straggler and batch timeouts); ``version`` events
+written by earlier releases are ignored (staleness is the trainer's decision, not this stage's).
+Every decision depends only on that log and the state, never on the wall clock, so replaying the
+log from the committed offset reproduces the same batches with the same ``batch_id``.
+
+Outputs: batches, and *group outcomes* (``GroupOutcome`` records, what became of every train
+rollout that reached this stage): ``batched`` (its rows are in batch ``batch_id``) or ``dropped``
+with the reason: ``zero_variance``, ``straggler`` (fewer than ``min_group_size`` rollouts at the
+straggler timeout), ``no_rows`` (a rollout without rows; a group with none), ``incomplete_join`` /
+``invalid_rows`` (from ``lost`` events) and ``late`` (a rollout or loss that arrives after its group
+closed). Each rollout of a group is decided once: a repeated rollout id is a duplicate (counted,
+no outcome). The sampler's admission counts from these records.
 
 State (values of the Faust ``groups`` table):
 
 * one dict per ``group_id``: ``{"p", "applied", "size", "first_ts", "rollouts": {rollout_id: {...}},
-  "state": "open"|"ready"|"batched"|"dropped", "ready_at": offset, "batch_id", "closed_ts"}``;
-* one partition dict under :func:`partition_key`: ``{"p", "applied", "pending":
-  [[ready_at, group_id], ...], "opened_ts", "emits": [{"offset", "batch_id", "groups", "ts"}]}``,
-  written last for every event.
+  "lost": {rollout_id: reason}, "members": [decided or present rollout ids], "state":
+  "open"|"ready"|"batched"|"dropped", "ready_at": offset, "batch_id", "closed_ts", "outcomes_at":
+  offset, "outcomes": [outcomes of the group decided at that offset, batches aside]}``;
+* one partition dict under :func:`partition_key`: ``{"p", "applied", "pending": [[ready_at,
+  group_id], ...], "opened_ts", "emits": [{"offset", "batch_id", "groups", "ts"}], "outcomes":
+  [{"offset", "outcome"}]}``, written last for every event.
 
 Crash safety: a group is written before the partition dict, both to the same changelog partition in
 order, so a recovered state is a prefix of the writes. If the partition dict already includes an
-event (``applied >= offset``) the event is not applied again; batches it emitted are re-sent (same id,
-same rows) because they stay in ``emits`` until their offset is committed. Otherwise the event is
-applied again from the partition dict's older state; group updates are idempotent (rollouts are
-keyed by ``rollout_id``, a group's readiness remembers ``ready_at``). A group enters at most one
-batch; a rollout at most one group: no row is ever duplicated within or among batches.
+event (``applied >= offset``) the event is not applied again; the batches and outcomes it produced
+are re-sent (same ids, same rows) because they stay in ``emits``/``outcomes`` until their offset is
+committed. Otherwise the event is applied again from the partition dict's older state; group updates
+are idempotent (rollouts are keyed by ``rollout_id``, a group's readiness remembers ``ready_at``, its
+outcomes ``outcomes_at``), so a group already written re-sends the outcomes it decided at that
+offset. A group enters at most one batch; a rollout at most one group: no row is ever duplicated
+within or among batches, and a rollout gets one decision (a crash may repeat its record).
 """
 
 from __future__ import annotations
@@ -34,6 +48,9 @@ from typing import Any
 
 PARTITION_KEY_PREFIX = "__streamrl_partition__/"
 
+ZERO_VARIANCE_TOLERANCE = 1e-12
+"""Rewards within this of each other are "all equal" (a zero-variance group)."""
+
 
 def partition_key(partition: int) -> str:
     """Table key of the partition dict of group-topic partition ``partition``."""
@@ -44,6 +61,26 @@ def batch_id_for(policy_name: str, group_ids: list[str]) -> str:
     """Deterministic batch id: ``b-`` + the first 32 hex of sha256(policy name, sorted group ids)."""
     digest = hashlib.sha256("\n".join([policy_name, *sorted(group_ids)]).encode()).hexdigest()
     return f"b-{digest[:32]}"
+
+
+def outcome(
+    group_id: str,
+    status: str,
+    rollout_ids: list[str],
+    ts: float,
+    *,
+    reason: str | None = None,
+    batch_id: str | None = None,
+) -> dict[str, Any]:
+    """One group outcome as the state stores it (``GroupOutcome`` fields; ``ts`` in seconds)."""
+    return {
+        "group_id": group_id,
+        "status": status,
+        "reason": reason,
+        "batch_id": batch_id,
+        "rollout_ids": sorted(rollout_ids),
+        "ts": ts,
+    }
 
 
 @dataclass(frozen=True)
@@ -73,16 +110,18 @@ class Batch:
 
 @dataclass
 class GroupResult:
-    """Writes (key -> value, None deletes) in order, batches to publish, and counters."""
+    """Writes (key -> value, None deletes) in order, batches and outcomes to publish, and counters."""
 
     writes: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
     batches: list[Batch] = field(default_factory=list)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
     stats: Counter[str] = field(default_factory=Counter)
+    replayed: bool = False  # the event was applied before: batches and outcomes are re-sent
 
 
 def new_partition_state(partition: int) -> dict[str, Any]:
     """An empty partition dict."""
-    return {"p": partition, "applied": -1, "pending": [], "opened_ts": None, "emits": []}
+    return {"p": partition, "applied": -1, "pending": [], "opened_ts": None, "emits": [], "outcomes": []}
 
 
 class GroupMachine:
@@ -111,8 +150,9 @@ class GroupMachine:
         """Apply one group-topic event at ``offset`` of ``partition``.
 
         Args:
-            event: ``{"kind": "train", ...rollout}`` | ``{"kind": "tick", "ts"}`` (``{"kind": "version"}``
-                of earlier releases: ignored).
+            event: ``{"kind": "train", ...rollout}`` | ``{"kind": "lost", "rollout_id", "group_id",
+                "group_size", "reason", "last_ts"}`` | ``{"kind": "tick", "ts"}`` (``{"kind":
+                "version"}`` of earlier releases: ignored).
             committed: the group topic's committed offset for this partition (next to consume), for pruning.
 
         Raises:
@@ -121,19 +161,28 @@ class GroupMachine:
         res = GroupResult()
         part = self._get(partition_key(partition)) or new_partition_state(partition)
         if offset <= part["applied"]:
+            res.replayed = True
             for emit in part["emits"]:
                 if emit["offset"] == offset:
                     batch = self._build(emit["groups"], emit["batch_id"], emit["ts"], {})
                     batch.replayed = True
                     res.batches.append(batch)
                     res.stats["batch_replayed"] += 1
+            for kept in part.get("outcomes", []):
+                if kept["offset"] == offset:
+                    res.outcomes.append(kept["outcome"])
             return res
-        part = {**part, "pending": [list(x) for x in part["pending"]], "emits": list(part["emits"])}
+        part = {
+            **part,
+            "pending": [list(x) for x in part["pending"]],
+            "emits": list(part["emits"]),
+            "outcomes": list(part.get("outcomes", [])),
+        }
         kind = event.get("kind")
         staged: dict[str, dict[str, Any]] = {}
-        if kind == "train":
-            self._on_rollout(event, part, partition, offset, staged, res)
+        if kind in ("train", "lost"):
             ts = float(event["last_ts"])
+            self._on_member(event, part, partition, offset, ts, staged, res)
         elif kind == "tick":
             ts = float(event["ts"])
             self._on_tick(ts, part, partition, offset, staged, res, committed)
@@ -143,6 +192,11 @@ class GroupMachine:
             raise ValueError(f"unknown group event kind {kind!r}")
         self._batch(part, offset, ts, staged, res, flush=kind == "tick")
         part["applied"] = offset
+        part["outcomes"].extend({"offset": offset, "outcome": o} for o in res.outcomes)
+        for o in res.outcomes:
+            res.stats[f"outcome_rollouts:{o['status']}" + (f":{o['reason']}" if o["reason"] else "")] += len(
+                o["rollout_ids"]
+            )
         for key, value in staged.items():
             res.writes.append((key, value))
         res.writes.append((partition_key(partition), part))
@@ -152,51 +206,32 @@ class GroupMachine:
         if gid in staged:
             return staged[gid]
         value = self._get(gid)
-        return None if value is None else {**value, "rollouts": dict(value.get("rollouts") or {})}
-
-    def _on_rollout(
-        self,
-        ev: dict[str, Any],
-        part: dict[str, Any],
-        partition: int,
-        offset: int,
-        staged: dict[str, dict[str, Any]],
-        res: GroupResult,
-    ) -> None:
-        gid = ev["group_id"]
-        group = self._group(gid, staged)
-        if group is None:
-            group = {
-                "p": partition,
-                "applied": -1,
-                "size": int(ev["group_size"]),
-                "first_ts": float(ev["last_ts"]),
-                "rollouts": {},
-                "state": "open",
-                "ready_at": None,
-                "batch_id": None,
-                "closed_ts": None,
-            }
-        if offset <= group["applied"]:  # written before the partition dict: only its follow-up is redone
-            self._requeue(gid, group, offset, part)
-            return
-        group["applied"] = offset
-        staged[gid] = group
-        if ev["rollout_id"] in group["rollouts"]:
-            res.stats["duplicate_rollout"] += 1
-            return
-        if group["state"] != "open":
-            res.stats["late_rollout"] += 1
-            return
-        group["rollouts"][ev["rollout_id"]] = {
-            "reward": float(ev["reward"]),
-            "rows": ev["rows"],
-            "last_ts": float(ev["last_ts"]),
+        if value is None:
+            return None
+        return {
+            **value,
+            "rollouts": dict(value.get("rollouts") or {}),
+            "lost": dict(value.get("lost") or {}),
+            # groups written before outcomes existed have no members list: their rollouts are the members
+            "members": list(value.get("members") or sorted(value.get("rollouts") or {})),
         }
-        if len(group["rollouts"]) >= group["size"]:
-            self._close(gid, group, part, offset, float(ev["last_ts"]), res)
 
-    def _requeue(self, gid: str, group: dict[str, Any], offset: int, part: dict[str, Any]) -> None:
+    @staticmethod
+    def _decide(
+        gid: str, group: dict[str, Any], offset: int, outcomes: list[dict[str, Any]], res: GroupResult
+    ) -> None:
+        """Publish ``outcomes`` of ``group`` decided at ``offset``, and remember them for a re-apply."""
+        if group.get("outcomes_at") != offset:
+            group["outcomes_at"], group["outcomes"] = offset, []
+        group["outcomes"] = group["outcomes"] + outcomes
+        res.outcomes.extend(outcomes)
+
+    @staticmethod
+    def _redo(gid: str, group: dict[str, Any], offset: int, part: dict[str, Any], res: GroupResult) -> None:
+        """The group was written at ``offset`` but the partition dict was not: redo the follow-up
+        (re-queue it if it became ready there; re-send the outcomes it decided there)."""
+        if group.get("outcomes_at") == offset:
+            res.outcomes.extend(group.get("outcomes") or [])
         if group["ready_at"] != offset or group["state"] not in ("ready", "batched"):
             return
         queued = {g for _, g in part["pending"]} | {g for e in part["emits"] for g in e["groups"]}
@@ -206,29 +241,104 @@ class GroupMachine:
             if part["opened_ts"] is None:
                 part["opened_ts"] = group["closed_ts"]
 
+    def _on_member(
+        self,
+        ev: dict[str, Any],
+        part: dict[str, Any],
+        partition: int,
+        offset: int,
+        ts: float,
+        staged: dict[str, dict[str, Any]],
+        res: GroupResult,
+    ) -> None:
+        """A complete rollout (``train``) or a lost one (``lost``) of a group."""
+        gid, rid = ev["group_id"], ev["rollout_id"]
+        group = self._group(gid, staged)
+        if group is None:
+            group = {
+                "p": partition,
+                "applied": -1,
+                "size": int(ev["group_size"]),
+                "first_ts": ts,
+                "rollouts": {},
+                "lost": {},
+                "members": [],
+                "state": "open",
+                "ready_at": None,
+                "batch_id": None,
+                "closed_ts": None,
+            }
+        if offset <= group["applied"]:  # written before the partition dict: only its follow-up is redone
+            self._redo(gid, group, offset, part, res)
+            return
+        group["applied"] = offset
+        staged[gid] = group
+        if rid in group["members"]:
+            res.stats["duplicate_rollout" if ev["kind"] == "train" else "duplicate_lost"] += 1
+            return
+        group["members"] = sorted([*group["members"], rid])
+        lost = ev["kind"] == "lost"
+        if group["state"] != "open":
+            res.stats["late_lost" if lost else "late_rollout"] += 1
+            reason = str(ev["reason"]) if lost else "late"
+            self._decide(gid, group, offset, [outcome(gid, "dropped", [rid], ts, reason=reason)], res)
+            return
+        if lost:
+            group["lost"][rid] = str(ev["reason"])
+        else:
+            group["rollouts"][rid] = {
+                "reward": float(ev["reward"]),
+                "rows": ev["rows"],
+                "last_ts": float(ev["last_ts"]),
+            }
+        if len(group["rollouts"]) + len(group["lost"]) >= group["size"]:
+            self._close(gid, group, part, offset, ts, res)
+
     def _close(
         self, gid: str, group: dict[str, Any], part: dict[str, Any], offset: int, ts: float, res: GroupResult
     ) -> None:
-        """A group is complete (or its straggler timeout passed): filter it, then queue or drop it."""
+        """A group is complete (or its straggler timeout passed with enough rollouts): filter it,
+        then queue or drop it; every member without a batch gets its outcome now."""
         cfg = self.cfg
         group["closed_ts"] = ts
         res.stats["groups_ready"] += 1
-        kept_rollouts = {rid: ro for rid, ro in group["rollouts"].items() if ro["rows"]}
-        rewards = [ro["reward"] for ro in kept_rollouts.values()]
+        decided = self._lost_outcomes(gid, group, ts)
+        kept = {rid: ro for rid, ro in group["rollouts"].items() if ro["rows"]}
+        rowless = sorted(rid for rid in group["rollouts"] if rid not in kept)
+        rewards = [ro["reward"] for ro in kept.values()]
         reason = None
-        if not kept_rollouts:
+        if not kept:
             reason = "empty"
-        elif cfg.filter_zero_variance and len(rewards) >= 2 and max(rewards) - min(rewards) <= 1e-12:
+        elif (
+            cfg.filter_zero_variance
+            and len(rewards) >= 2
+            and max(rewards) - min(rewards) <= ZERO_VARIANCE_TOLERANCE
+        ):
             reason = "zero_variance"
+        if rowless:
+            decided.append(outcome(gid, "dropped", rowless, ts, reason="no_rows"))
         if reason is not None:
             res.stats[f"group_dropped:{reason}"] += 1
+            if kept:
+                decided.append(outcome(gid, "dropped", list(kept), ts, reason=reason))
             group.update(state="dropped", rollouts={})
-            return
-        group.update(state="ready", rollouts=kept_rollouts, ready_at=offset)
-        part["pending"].append([offset, gid])
-        part["pending"].sort()
-        if part["opened_ts"] is None:
-            part["opened_ts"] = ts
+        else:
+            group.update(state="ready", rollouts=kept, ready_at=offset)
+            part["pending"].append([offset, gid])
+            part["pending"].sort()
+            if part["opened_ts"] is None:
+                part["opened_ts"] = ts
+        if decided:
+            self._decide(gid, group, offset, decided, res)
+
+    @staticmethod
+    def _lost_outcomes(gid: str, group: dict[str, Any], ts: float) -> list[dict[str, Any]]:
+        """One ``dropped`` outcome per reason for the group's lost members (and forget them)."""
+        by_reason: dict[str, list[str]] = {}
+        for rid, reason in group["lost"].items():
+            by_reason.setdefault(reason, []).append(rid)
+        group["lost"] = {}
+        return [outcome(gid, "dropped", rids, ts, reason=r) for r, rids in sorted(by_reason.items())]
 
     def _on_tick(
         self,
@@ -245,13 +355,15 @@ class GroupMachine:
             e["batch_id"] for e in part["emits"] if committed is not None and e["offset"] < committed
         }
         part["emits"] = [e for e in part["emits"] if e["batch_id"] not in emitted_ok]
+        if committed is not None:
+            part["outcomes"] = [o for o in part["outcomes"] if o["offset"] >= committed]
         for gid, value in sorted(self._items()):
             if gid.startswith(PARTITION_KEY_PREFIX) or value.get("p") != partition:
                 continue
             group = self._group(gid, staged)
             assert group is not None
             if offset <= group["applied"]:
-                self._requeue(gid, group, offset, part)
+                self._redo(gid, group, offset, part, res)
                 continue
             state = group["state"]
             if state == "open" and ts - group["first_ts"] > cfg.straggler_timeout_s:
@@ -263,7 +375,14 @@ class GroupMachine:
                 else:
                     res.stats["straggler:dropped"] += 1
                     res.stats["straggler_rollouts_dropped"] += len(group["rollouts"])
+                    decided = self._lost_outcomes(gid, group, ts)
+                    if group["rollouts"]:
+                        decided.append(
+                            outcome(gid, "dropped", list(group["rollouts"]), ts, reason="straggler")
+                        )
                     group.update(state="dropped", rollouts={}, closed_ts=ts)
+                    if decided:
+                        self._decide(gid, group, offset, decided, res)
             elif state == "batched" and group["batch_id"] in emitted_ok and group["rollouts"]:
                 group["applied"] = offset
                 group["rollouts"] = {}
@@ -275,6 +394,10 @@ class GroupMachine:
                 and ts - group["closed_ts"] > cfg.dedup_retention_s
             ):
                 res.writes.append((gid, None))
+            elif group.get("outcomes") and committed is not None and group["outcomes_at"] < committed:
+                group["applied"] = offset  # its outcomes are delivered: no re-apply needs them
+                group["outcomes"] = []
+                staged[gid] = group
 
     def _batch(
         self,
@@ -299,6 +422,7 @@ class GroupMachine:
                 assert group is not None, gid
                 group.update(state="batched", batch_id=batch_id)
                 staged[gid] = group
+                res.outcomes.append(outcome(gid, "batched", list(group["rollouts"]), ts, batch_id=batch_id))
             batch = self._build(take, batch_id, ts, staged)
             part["emits"].append({"offset": offset, "batch_id": batch_id, "groups": sorted(take), "ts": ts})
             part["opened_ts"] = ts if part["pending"] else None

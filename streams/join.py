@@ -4,7 +4,8 @@ One state dict per ``rollout_id`` (the value of the Faust ``join`` table)::
 
     {"p": partition, "applied": {topic: last applied offset}, "calls": {request_id: Call},
      "trajs": {attempt_id: Traj}, "dead": [attempt ids dropped], "first_ts": s,
-     "done": None | {"attempt_id", "ts", "by": [topic, offset] | None, "out": forward | None}}
+     "done": None | {"attempt_id", "ts", "by": [topic, offset] | None, "out": forward | None},
+     "lost": [{"by": [ticks topic, offset], "out": lost forward}] (until that offset is committed)}
 
 A rollout completes when a succeeded trajectory and every call it lists have arrived; the first
 completed attempt wins, later records of the rollout are counted as duplicates and ignored.
@@ -67,13 +68,30 @@ def new_state(partition: int, ts: float) -> dict[str, Any]:
 
 
 def _replayed(state: dict[str, Any] | None, topic: str, offset: int, res: JoinResult) -> bool:
-    """True if (topic, offset) is already in ``state``; re-sends the forward it produced, if any."""
+    """True if (topic, offset) is already in ``state``; re-sends the forwards it produced, if any."""
     if state is None or offset > state["applied"].get(topic, -1):
         return False
     done = state["done"]
     if done is not None and done["by"] == [topic, offset] and done["out"] is not None:
         res.forwards.append(done["out"])
         res.stats["reforwarded"] += 1
+    for lost in state.get("lost") or []:
+        if lost["by"] == [topic, offset]:
+            res.forwards.append(lost["out"])
+            res.stats["reforwarded"] += 1
+    return True
+
+
+def _prune_lost(state: dict[str, Any], partition: int, committed: Committed) -> bool:
+    """Forget ``lost`` forwards whose tick offset is committed (they are delivered); True if any."""
+    kept = []
+    for lost in state.get("lost") or []:
+        upto = committed(lost["by"][0], partition)
+        if upto is None or lost["by"][1] >= upto:
+            kept.append(lost)
+    if len(kept) == len(state.get("lost") or []):
+        return False
+    state["lost"] = kept
     return True
 
 
@@ -186,27 +204,43 @@ def _drop_attempt(state: dict[str, Any], attempt: str, res: JoinResult) -> None:
 
 
 def on_tick(
-    state: dict[str, Any], *, tick_ts: float, partition: int, committed: Committed, cfg: JoinConfig
+    state: dict[str, Any],
+    *,
+    tick_ts: float,
+    partition: int,
+    committed: Committed,
+    cfg: JoinConfig,
+    topic: str = "ticks",
+    offset: int = -1,
 ) -> JoinResult:
-    """Apply a timer tick (event time ``tick_ts``, seconds) to one rollout of ``partition``.
+    """Apply a timer tick (event time ``tick_ts``, seconds) at ``topic[partition]@offset`` to one rollout.
 
     Expires succeeded attempts whose calls are still missing after ``join_timeout_s`` (dead-lettered,
-    ``incomplete_join``), drops calls without a trajectory after ``orphan_call_timeout_s``
-    (``abandoned_calls``), strips the kept forward once its source offset is committed, and forgets
-    finished rollouts after ``dedup_retention_s``. Idempotent: a replayed tick changes nothing more.
+    ``incomplete_join``); when a train rollout has no succeeded attempt left, forwards a ``lost``
+    event to the group stage (its group outcome is ``dropped: incomplete_join``; a later attempt
+    that completes is then a duplicate there). Drops calls without a trajectory after
+    ``orphan_call_timeout_s`` (``abandoned_calls``), strips kept forwards once their source offset is
+    committed, and forgets finished rollouts after ``dedup_retention_s``. A tick that expired an
+    attempt is remembered (``applied``), so replaying it re-sends its ``lost`` forward; other ticks
+    are idempotent.
     """
     res = JoinResult(state)
+    if offset >= 0 and _replayed(state, topic, offset, res):
+        return res
+    if _prune_lost(state, partition, committed):
+        res.changed = True
     done = state["done"]
     if done is not None:
         if done["out"] is not None:
-            topic, offset = done["by"]
-            upto = committed(topic, partition)
-            if upto is not None and offset < upto:
+            by_topic, by_offset = done["by"]
+            upto = committed(by_topic, partition)
+            if upto is not None and by_offset < upto:
                 done["out"], done["by"] = None, None
                 res.changed = True
-        if done["out"] is None and tick_ts - done["ts"] > cfg.dedup_retention_s:
+        if done["out"] is None and not state.get("lost") and tick_ts - done["ts"] > cfg.dedup_retention_s:
             res.state, res.changed = None, True
         return res
+    expired: list[Traj] = []
     for attempt, traj in sorted(state["trajs"].items()):
         if tick_ts - traj["ts"] > cfg.join_timeout_s:
             missing = [rid for rid in traj["request_ids"] if rid not in state["calls"]]
@@ -221,6 +255,21 @@ def on_tick(
             res.stats["incomplete_join"] += 1
             _drop_attempt(state, attempt, res)
             res.changed = True
+            expired.append(traj)
+    if expired and not state["trajs"] and expired[-1]["mode"] == "train":
+        last = expired[-1]
+        out = {
+            "kind": "lost",
+            "rollout_id": last["rollout_id"],
+            "group_id": last["group_id"],
+            "group_size": last["group_size"],
+            "reason": "incomplete_join",
+            "last_ts": tick_ts,
+        }
+        res.forwards.append(out)
+        if offset >= 0:  # remembered until committed, so a replay of this tick re-sends it
+            state["lost"] = [*(state.get("lost") or []), {"by": [topic, offset], "out": out}]
+            state["applied"][topic] = offset
     with_traj = set(state["trajs"])
     stale = [
         rid
@@ -232,7 +281,7 @@ def on_tick(
     if stale:
         res.stats["abandoned_calls"] += len(stale)
         res.changed = True
-    if not state["calls"] and not state["trajs"]:
+    if not state["calls"] and not state["trajs"] and not state.get("lost"):
         last = max([state["first_ts"]] + [c["ts"] for c in state["calls"].values()])
         if not state["dead"] or tick_ts - last > cfg.dedup_retention_s:
             res.state, res.changed = None, True

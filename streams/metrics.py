@@ -32,6 +32,12 @@ EVENTS = Counter(
     "group_dropped:zero_variance, duplicate:call, merge_break:<cause>, overlong:<action>, ...",
     ["kind"],
 )
+OUTCOME_ROLLOUTS = Counter(
+    "streamrl_streams_group_outcome_rollouts_total",
+    "Train rollouts decided in group_outcomes records, by status (batched, dropped) and reason "
+    "(zero_variance, straggler, no_rows, incomplete_join, invalid_rows, late; none when batched).",
+    ["status", "reason"],
+)
 BATCHES = Counter(
     "streamrl_streams_batches_total", "Batches published, by form (inline, claim_check, replayed).", ["form"]
 )
@@ -88,6 +94,14 @@ def record(stats: TallyCounter[str]) -> None:
                     _NAMED[kind].inc(n)
     except Exception:  # metrics never crash the stage
         log.debug("streams metrics not recorded", exc_info=True)
+
+
+def count_outcome(status: str, reason: str | None, rollouts: int) -> None:
+    """Count the rollouts of one published group outcome; never raises."""
+    try:
+        OUTCOME_ROLLOUTS.labels(status, reason or "none").inc(rollouts)
+    except Exception:
+        log.debug("streams outcome metric not recorded", exc_info=True)
 
 
 def observe(hist: Histogram, value: float) -> None:

@@ -197,3 +197,17 @@ def all_examples(seed: int = 0) -> list[TopRecord]:
         claim_check_batch(seed), group_outcome(seed), group_outcome(seed, "dropped"), checkpoint_event(seed),
         dead_letter(seed),
     ]  # fmt: skip
+
+
+def outcome_decisions(outcomes: list[GroupOutcome]) -> dict[str, tuple[str, str | None, str | None]]:
+    """``rollout_id -> (status, reason, batch_id)`` of ``GroupOutcome`` records.
+
+    Raises:
+        AssertionError: a rollout decided two different ways (a repeated identical record is fine).
+    """
+    out: dict[str, tuple[str, str | None, str | None]] = {}
+    for o in outcomes:
+        for rid in o.rollout_ids:
+            d = (o.status.value, o.reason, o.batch_id)
+            assert out.setdefault(rid, d) == d, f"{rid}: decided {out[rid]} and {d}"
+    return out

@@ -18,7 +18,15 @@ import yaml
 
 from streamrl.config import Settings
 from streamrl.kafka import EventProducer
-from streamrl.schemas import CheckpointEvent, CheckpointKind, LLMRequest, Reward, TrainingBatch, Trajectory
+from streamrl.schemas import (
+    CheckpointEvent,
+    CheckpointKind,
+    GroupOutcome,
+    LLMRequest,
+    Reward,
+    TrainingBatch,
+    Trajectory,
+)
 from streamrl.schemas.serde import Serde
 from streamrl.streams.faust_config import streams_topics
 from tests.support.kafka import TopicReader, wait_committed
@@ -233,6 +241,13 @@ def feed(settings: Settings) -> Iterator[Feed]:
     f = Feed(settings)
     yield f
     f.close()
+
+
+@pytest.fixture
+def outcome_reader(settings: Settings) -> Iterator[TopicReader]:
+    """A reader of ``group_outcomes`` from the beginning (``GroupOutcome`` records)."""
+    with TopicReader(settings, "group_outcomes", GroupOutcome) as reader:
+        yield reader
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 
 from streamrl.schemas import DeadLetter, TrainingBatch
 from tests.support.kafka import read_topic
+from tests.support.records import outcome_decisions
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def _distinct(batches: list[TrainingBatch]) -> dict[str, TrainingBatch]:
 
 
 def test_sigkill_mid_stream_every_row_exactly_once(
-    streams_config, worker_factory, feed, batch_reader, wait_processed
+    streams_config, worker_factory, feed, batch_reader, wait_processed, outcome_reader
 ):
     cfg = streams_config(streams={"commit_interval_s": 1.0}, rl={"group_size": 2, "train_batch_size": 2})
     worker = worker_factory(cfg)
@@ -58,6 +59,10 @@ def test_sigkill_mid_stream_every_row_exactly_once(
     assert {rid for rid, _ in rows} == expected
     assert len(rows) == 2 * len(expected)  # two calls per rollout, transition mode
     assert len(distinct) == len(groups) // 2
+    # every rollout has its outcome (a replay may repeat a record, never change a decision)
+    decisions = outcome_decisions(outcome_reader.read_to_end())
+    assert set(decisions) == expected
+    assert all(status == "batched" and bid in distinct for status, _, bid in decisions.values())
 
 
 def test_duplicated_input_never_duplicates_rows(

@@ -110,3 +110,59 @@ def test_replay_after_crash_reforwards_until_committed(b):
     assert res.changed and res.state["done"]["out"] is None
     res = on_tick(res.state, tick_ts=2000, partition=3, committed=_never, cfg=CFG)
     assert res.changed and res.state is None
+
+
+TCK = "p.ticks"
+
+
+def test_join_timeout_tells_the_group_stage_the_rollout_is_lost_and_a_replay_tells_it_again(b):
+    s = on_trajectory(
+        None, b.traj("ro", ["c1"], ts=100.0), topic=TRJ, partition=2, offset=0, now=100, cfg=CFG
+    )
+    expired = on_tick(s.state, tick_ts=111.0, partition=2, committed=_never, cfg=CFG, topic=TCK, offset=9)
+    [lost] = expired.forwards
+    assert lost == {
+        "kind": "lost",
+        "rollout_id": "ro",
+        "group_id": "t1/0",
+        "group_size": 2,
+        "reason": "incomplete_join",
+        "last_ts": 111.0,
+    }
+    # the recovered state already has the expiry; the tick is replayed: the lost event is sent again
+    again = on_tick(expired.state, tick_ts=111.0, partition=2, committed=_never, cfg=CFG, topic=TCK, offset=9)
+    assert again.forwards == [lost] and not again.dead and not again.changed
+    # a later tick does nothing more; once the tick's offset is committed the kept forward goes
+    later = on_tick(
+        expired.state, tick_ts=112.0, partition=2, committed=_never, cfg=CFG, topic=TCK, offset=10
+    )
+    assert not later.forwards and not later.changed
+    pruned = on_tick(
+        expired.state, tick_ts=113.0, partition=2, committed=lambda t, p: 10 if t == TCK else None, cfg=CFG,
+        topic=TCK, offset=11,
+    )  # fmt: skip
+    assert pruned.changed and pruned.state["lost"] == [] and not pruned.forwards
+
+
+def test_no_lost_event_while_another_attempt_may_complete_nor_for_val(b):
+    s = on_trajectory(
+        None, b.traj("ro", ["c1"], ts=100.0), topic=TRJ, partition=0, offset=0, now=100, cfg=CFG
+    )
+    s = on_trajectory(
+        s.state,
+        b.traj("ro", ["c9"], attempt="a2", ts=105.0),
+        topic=TRJ,
+        partition=0,
+        offset=1,
+        now=105,
+        cfg=CFG,
+    )
+    res = on_tick(s.state, tick_ts=111.0, partition=0, committed=_never, cfg=CFG, topic=TCK, offset=0)
+    assert len(res.dead) == 1 and not res.forwards  # attempt a2 may still complete
+    res = on_tick(res.state, tick_ts=116.0, partition=0, committed=_never, cfg=CFG, topic=TCK, offset=1)
+    assert len(res.dead) == 1 and [f["kind"] for f in res.forwards] == ["lost"]
+    v = on_trajectory(
+        None, b.traj("vo", ["c1"], mode="val", ts=100.0), topic=TRJ, partition=0, offset=2, now=100, cfg=CFG
+    )
+    res = on_tick(v.state, tick_ts=111.0, partition=0, committed=_never, cfg=CFG, topic=TCK, offset=2)
+    assert len(res.dead) == 1 and not res.forwards  # validation rollouts have no group outcome
