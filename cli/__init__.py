@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 #: Modules under streamrl.cli that register commands; each defines ``register(app)``.
-COMMAND_MODULES = ("kafka", "producers", "consumers", "inference", "streams", "trainer", "dev")
+COMMAND_MODULES = ("kafka", "producers", "consumers", "inference", "streams", "trainer", "dev", "status")
 
 
 @app.callback()

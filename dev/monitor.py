@@ -1,16 +1,21 @@
-"""The monitor of ``streamrl dev``: reads the run's topics from the beginning and measures lag.
+"""The monitor of ``streamrl dev`` and ``streamrl status``: reads a pipeline's topics and measures lag.
 
-One background thread owns a consumer *assigned* (no group membership, no commits) to every
-partition of ``tasks``, ``samples``, ``requests``, ``trajectories``, ``batches``, ``checkpoints``
-and ``dlq``, decodes the records it needs and feeds :class:`streamrl.dev.stats.RunStats`. Lag is
-measured in the caller's thread: for every consumer group of the run (group ids with the run's
-prefix stem) committed offsets are compared with the partitions' end offsets.
+A consumer *assigned* (no group membership, no commits) to every partition of ``tasks``,
+``samples``, ``requests``, ``trajectories``, ``batches``, ``checkpoints`` and ``dlq`` (or a subset)
+decodes the records it needs and feeds :class:`streamrl.dev.stats.RunStats`: in a background thread
+(:meth:`Monitor.start`, ``streamrl dev``) or in the caller's thread up to the end offsets
+(:meth:`Monitor.read_to_end`, ``streamrl status``). Lag is measured in the caller's thread: for
+every consumer group of the pipeline (group ids with the prefix stem, and the streams app id)
+committed offsets are compared with the partitions' end offsets.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import (
@@ -42,16 +47,36 @@ DECODED: dict[str, type | None] = {
 }
 
 
+@dataclass(frozen=True)
+class GroupState:
+    """A consumer group of the pipeline as the broker reports it."""
+
+    group: str
+    """Full group id."""
+    state: str
+    """``STABLE``, ``EMPTY``, ``PREPARING_REBALANCING``, ``COMPLETING_REBALANCING``, ``DEAD`` or ``UNKNOWN``."""
+    members: int
+    """Connected members (0 when the group is empty: its stage is not running)."""
+
+
 class Monitor:
-    """Feeds a :class:`RunStats` from the run's topics in a background thread.
+    """Feeds a :class:`RunStats` from a pipeline's topics.
 
     Args:
-        settings: the run's settings (its topic prefix).
+        settings: the pipeline's settings (its topic prefix).
         stats: the aggregate to fill; read it under :attr:`lock`.
         poll_timeout_s: longest block of one poll, in seconds.
+        topics: base names to read (default: all of :data:`DECODED`); ``requests`` is the largest.
     """
 
-    def __init__(self, settings: Settings, stats: RunStats, *, poll_timeout_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stats: RunStats,
+        *,
+        poll_timeout_s: float = 0.2,
+        topics: Iterable[str] | None = None,
+    ) -> None:
         self.settings = settings
         self.stats = stats
         self.lock = threading.Lock()
@@ -59,13 +84,17 @@ class Monitor:
         self.serde = Serde(settings.kafka.schema_registry_url)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._topics = {settings.topics.name(b): b for b in DECODED}
+        bases = list(DECODED) if topics is None else [b for b in topics if b in DECODED]
+        self._topics = {settings.topics.name(b): b for b in bases}
         self.error: BaseException | None = None
         self._admin: Any = None
         self._offsets: Consumer | None = None
+        self._consumer: Consumer | None = None
+        self.last_record_ms: dict[str, int] = {}
+        """Topic base name → broker timestamp (ms since the epoch) of the newest record read."""
 
     # -- consumption ------------------------------------------------------------------------------
-    def _consumer(self) -> Consumer:
+    def _consumer_(self) -> Consumer:
         conf = client_config(self.settings)
         conf.update(
             {
@@ -96,7 +125,7 @@ class Monitor:
 
     def start(self) -> None:
         """Start the consuming thread (topics must exist)."""
-        consumer = self._consumer()
+        consumer = self._consumer_()
         self._thread = threading.Thread(target=self._run, args=(consumer,), name="dev-monitor", daemon=True)
         self._thread.start()
 
@@ -115,12 +144,44 @@ class Monitor:
         finally:
             consumer.close()
 
+    def read_to_end(self, timeout_s: float = 30.0) -> bool:
+        """Read in the caller's thread up to the end offsets the partitions have now (incremental:
+        a second call reads only what arrived since).
+
+        Returns:
+            True when every partition was read to its end offset within ``timeout_s``.
+
+        Raises:
+            KafkaException: a topic does not exist or the cluster cannot be reached.
+        """
+        if self._consumer is None:
+            self._consumer = self._consumer_()
+        consumer = self._consumer
+        ends = {}
+        for tp in consumer.assignment():
+            _, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            ends[(tp.topic, tp.partition)] = high
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            behind = [tp for tp in consumer.position(consumer.assignment()) if _before(tp, ends)]
+            if not behind:
+                return True
+            msgs = consumer.consume(num_messages=500, timeout=self.poll_timeout_s)
+            with self.lock:
+                for msg in msgs:
+                    self._ingest(msg)
+        return False
+
     def _ingest(self, msg: Any) -> None:
         if msg.error() is not None:
             if msg.error().code() != KafkaError._PARTITION_EOF:
                 log.warning("monitor: %s[%s]: %s", msg.topic(), msg.partition(), msg.error())
             return
         base = self._topics.get(msg.topic())
+        if base is not None:
+            ts_type, ts = msg.timestamp()
+            if ts_type and ts > self.last_record_ms.get(base, 0):
+                self.last_record_ms[base] = ts
         record_type = DECODED.get(base) if base else None
         s = self.stats
         if base == "batches":
@@ -153,9 +214,10 @@ class Monitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-        if self._offsets is not None:
-            self._offsets.close()
-            self._offsets = None
+        for c in (self._offsets, self._consumer):
+            if c is not None:
+                c.close()
+        self._offsets = self._consumer = None
         self._admin = None  # an AdminClient has no close(); dropping it ends its connections
 
     # -- lag ------------------------------------------------------------------------------------
@@ -170,13 +232,9 @@ class Monitor:
             ``{(group id, topic base name): lag}``. Errors are logged and give ``{}``.
         """
         stem = self.settings.group_id("")
-        if self._admin is None:
-            self._admin = make_admin(self.settings)
-        admin = self._admin
+        admin = self._admin_()
         try:
-            listed = admin.list_consumer_groups(request_timeout=timeout_s).result()
-            groups = [g.group_id for g in listed.valid if g.group_id.startswith(stem)]
-            groups = [g for g in groups if g != self.settings.group_id("dev-monitor")]
+            groups = [g.group for g in self.groups(timeout_s)]
             committed: dict[str, list[TopicPartition]] = {}
             for g in groups:
                 fut = admin.list_consumer_group_offsets(
@@ -186,26 +244,87 @@ class Monitor:
         except KafkaException as exc:
             log.warning("monitor: cannot list consumer group offsets: %s", exc)
             return {}
-        ends = self._end_offsets([tp for tps in committed.values() for tp in tps], timeout_s)
+        names = {self.settings.topics.name(b): b for b in DECODED}
+        tps_all = [tp for tps in committed.values() for tp in tps if tp.topic in names]
+        ends = self._end_offsets(tps_all, timeout_s)
         lag: dict[tuple[str, str], int] = {}
         for g, tps in committed.items():
             for tp in tps:
-                base = self._topics.get(tp.topic)
+                base = names.get(tp.topic)
                 if base is None or (tp.topic, tp.partition) not in ends:
                     continue
                 end = ends[(tp.topic, tp.partition)]
                 behind = end - tp.offset if tp.offset >= 0 else end
-                key = (g.removeprefix(stem), base)
+                key = (g.removeprefix(stem) if g.startswith(stem) else g, base)
                 lag[key] = lag.get(key, 0) + max(0, behind)
         with self.lock:
             self.stats.lag = lag
         return lag
 
-    def _end_offsets(self, tps: list[TopicPartition], timeout_s: float) -> dict[tuple[str, int], int]:
+    def _admin_(self) -> Any:
+        if self._admin is None:
+            self._admin = make_admin(self.settings)
+        return self._admin
+
+    def _is_pipeline_group(self, group: str) -> bool:
+        if group == self.settings.group_id("dev-monitor"):
+            return False
+        app_id = self.settings.streams.app_id or f"{self.settings.topics.prefix}streams"
+        return group.startswith(self.settings.group_id("")) or group == app_id
+
+    def groups(self, timeout_s: float = 5.0) -> list[GroupState]:
+        """The pipeline's consumer groups with their state and member count, sorted by id.
+
+        Raises:
+            KafkaException: the cluster cannot be reached.
+        """
+        admin = self._admin_()
+        listed = admin.list_consumer_groups(request_timeout=timeout_s).result()
+        ids = sorted(g.group_id for g in listed.valid if self._is_pipeline_group(g.group_id))
+        if not ids:
+            return []
+        described = admin.describe_consumer_groups(ids, request_timeout=timeout_s)
+        out = []
+        for gid in ids:
+            try:
+                d = described[gid].result()
+                state = getattr(d.state, "name", str(d.state))
+                out.append(GroupState(gid, state, len(d.members)))
+            except KafkaException as exc:
+                log.warning("monitor: cannot describe group %s: %s", gid, exc)
+                out.append(GroupState(gid, "UNKNOWN", 0))
+        return out
+
+    def _offsets_consumer(self) -> Consumer:
         if self._offsets is None:
             conf = client_config(self.settings)
             conf.update({"group.id": self.settings.group_id("dev-monitor"), "enable.auto.commit": False})
             self._offsets = Consumer(conf)
+        return self._offsets
+
+    def count_since(self, base: str, since_ms: int, timeout_s: float = 10.0) -> int:
+        """Records of topic ``base`` whose broker timestamp is at or after ``since_ms`` (ms since the
+        epoch), summed over its partitions from ``offsets_for_times`` and the end offsets.
+
+        Raises:
+            KafkaException: the cluster cannot be reached.
+        """
+        consumer = self._offsets_consumer()
+        topic = self.settings.topics.name(base)
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return 0
+        query = [TopicPartition(topic, p, since_ms) for p in meta.partitions]
+        total = 0
+        for tp in consumer.offsets_for_times(query, timeout=timeout_s):
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s)
+            if tp.offset >= 0:  # -1: no record at or after since_ms
+                total += max(0, high - tp.offset)
+        return total
+
+    def _end_offsets(self, tps: list[TopicPartition], timeout_s: float) -> dict[tuple[str, int], int]:
+        self._offsets_consumer()
+        assert self._offsets is not None
         try:
             out = {}
             for tp in {(t.topic, t.partition) for t in tps}:
@@ -215,3 +334,10 @@ class Monitor:
         except KafkaException as exc:
             log.warning("monitor: cannot read end offsets: %s", exc)
             return {}
+
+
+def _before(tp: TopicPartition, ends: dict[tuple[str, int], int]) -> bool:
+    """Whether the consumer's position on ``tp`` is short of the end offset captured in ``ends``."""
+    end = ends.get((tp.topic, tp.partition), 0)
+    low = 0 if tp.offset < 0 else tp.offset
+    return end > 0 and low < end

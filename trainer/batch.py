@@ -12,7 +12,8 @@ Layout (VERL's convention, see ``verl.trainer.ppo.ray_trainer``): ``B`` rows, pr
   - ``row_weights`` (B,) float32, ``policy_versions`` (B,) int64
 ``non_tensor_batch``: ``uid`` (B,) object = group id, ``rollout_id`` (B,) object.
 ``meta_info``: ``batch_id``, ``num_groups``, ``num_rows_in``, ``dropped_stale``, ``weighted_stale``,
-``dropped_no_tokens``.
+``dropped_no_tokens``, ``staleness_mean``/``staleness_max`` (trainer version - row ``policy_version``
+over the rows that came in, before the staleness policy).
 
 ``row_weights`` is each row's ``weight`` times its staleness weight (:mod:`streamrl.trainer.staleness`):
 the backends scale the row's advantage by it.
@@ -233,7 +234,10 @@ def prepare_batch(
             f"at trainer version {trainer_version} (staleness_policy={staleness_policy}), "
             f"{empty} without trained tokens",
         )
+    staleness = [trainer_version - r.policy_version for r in rows]
     meta = {
+        "staleness_mean": sum(staleness) / len(staleness),
+        "staleness_max": max(staleness),
         "batch_id": batch.batch_id,
         "num_groups": batch.num_groups,
         "num_rows_in": len(rows),

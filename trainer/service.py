@@ -272,6 +272,9 @@ class TrainerService:
             m.count(m.STALE_ROWS_WEIGHTED, data.meta_info["weighted_stale"])
             m.count(m.ROWS_DROPPED, data.meta_info["dropped_no_tokens"], reason="no_tokens")
             result = self.backend.train_step(data)
+            # the staleness of what was trained, in the step's metrics (and so in the checkpoint event)
+            result.metrics["staleness/mean"] = float(data.meta_info["staleness_mean"])
+            result.metrics["staleness/max"] = float(data.meta_info["staleness_max"])
         except BadBatchError as exc:
             log.error("%s: bad batch, sent to dlq: %s", where, exc)
             dlq.send(msg, reason=f"{where}: {exc}", error=exc)
