@@ -6,7 +6,7 @@ Defined once per process (prometheus-client's default registry); served by
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Summary
 
 _LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 _OVERHEAD_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -17,6 +17,15 @@ ROLLOUT_SECONDS = Histogram(
     "streamrl_worker_rollout_duration_seconds",
     "Wall-clock duration of one rollout attempt",
     buckets=_LATENCY_BUCKETS_S,
+)
+REWARD = Summary(
+    "streamrl_worker_reward",
+    "Primary reward of finished rollouts by mode (train: succeeded ones; val: a failed or timed-out "
+    "rollout counts 0, as in validation); mean = rate(_sum) / rate(_count)",
+    ["mode"],
+)
+POLICY_VERSION = Gauge(
+    "streamrl_worker_policy_version", "Policy version of the last sample this worker finished (the sampler's)"
 )
 SAMPLES_RECEIVED = Counter(
     "streamrl_worker_samples_received_total", "Samples received from the samples topic"
@@ -53,3 +62,16 @@ OVERHEAD_SECONDS = Histogram(
     "Time the gateway adds to a call (handling before and after the upstream call)",
     buckets=_OVERHEAD_BUCKETS_S,
 )
+
+
+def observe_rollout(
+    mode: str, status: str, reward: float | None, policy_version: int, duration_s: float
+) -> None:
+    """Count one finished rollout attempt: status, duration, reward by mode, the sample's version."""
+    ROLLOUTS.labels(status).inc()
+    ROLLOUT_SECONDS.observe(duration_s)
+    POLICY_VERSION.set(policy_version)
+    if status == "succeeded" and reward is not None:
+        REWARD.labels(mode).observe(reward)
+    elif mode == "val":
+        REWARD.labels(mode).observe(0.0)

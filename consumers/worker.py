@@ -347,8 +347,9 @@ class RolloutWorker:
             started_at=started_at,
             finished_at=utc_now(),
         )
-        m.ROLLOUTS.labels(outcome.status).inc()
-        m.ROLLOUT_SECONDS.observe(outcome.duration_s)
+        m.observe_rollout(
+            Mode(sample.mode).value, outcome.status, outcome.reward, sample.policy_version, outcome.duration_s
+        )
         await self._publish(traj, tp, offset, slot)
 
     async def _publish(self, traj: Trajectory, tp: tuple[str, int], offset: int, slot: list[bool]) -> None:

@@ -9,6 +9,7 @@ broker address, the run's topic prefix, model paths, the inference port, run-loc
 from __future__ import annotations
 
 import copy
+import json
 import secrets
 import socket
 import time
@@ -66,8 +67,43 @@ def raw_config(path: Path | None) -> dict[str, Any]:
     return data
 
 
+def metrics_ports(settings: Settings, host: str = "127.0.0.1") -> dict[str, int]:
+    """With ``dev.metrics``: the metrics port of every child (``sampler``, ``streams``, ``trainer``,
+    ``worker-<i>``), the configured one where a ``*.metrics_port`` is set, else a free port."""
+    ports = {
+        "sampler": settings.sampler.metrics_port or free_port(host),
+        "streams": settings.streams.metrics_port or free_port(host),
+        "trainer": settings.trainer.metrics_port or free_port(host),
+    }
+    for i in range(settings.dev.workers):
+        ports[f"worker-{i}"] = free_port(host)
+    return ports
+
+
+def write_prometheus_targets(path: Path, ports: dict[str, int], inference_port: int | None) -> Path:
+    """Write Prometheus ``file_sd_configs`` targets: one group per child, ``job`` = its stage
+    (``worker-3`` -> ``worker``), ``instance`` = ``127.0.0.1:<port>``; inference's ``/metrics`` is on
+    its API port."""
+    groups = [
+        {"targets": [f"127.0.0.1:{port}"], "labels": {"job": name.split("-")[0], "child": name}}
+        for name, port in sorted(ports.items())
+    ]
+    if inference_port is not None:
+        groups.append(
+            {"targets": [f"127.0.0.1:{inference_port}"], "labels": {"job": "inference", "child": "inference"}}
+        )
+    path.write_text(json.dumps(groups, indent=2) + "\n")
+    return path
+
+
 def run_overrides(
-    settings: Settings, run_dir: Path, *, bootstrap: str | None, run_id: str, inference_port: int | None
+    settings: Settings,
+    run_dir: Path,
+    *,
+    bootstrap: str | None,
+    run_id: str,
+    inference_port: int | None,
+    metrics: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """What ``dev`` adds to the user's config for this run.
 
@@ -76,7 +112,9 @@ def run_overrides(
     - ``inference.model`` / ``trainer.model_path``: ``dev.model.path`` when unset;
     - ``inference.port`` and ``gateway.upstream_url``: a free port with ``dev.free_ports``;
     - ``trainer.checkpoint_dir``, ``streams.state_dir``, ``streams.blob_dir``: inside the run
-      directory when left at their defaults (so runs never share state).
+      directory when left at their defaults (so runs never share state);
+    - ``sampler``/``streams``/``trainer.metrics_port`` from ``metrics`` (:func:`metrics_ports`);
+      each worker gets its port through its environment (``STREAMRL_WORKER__METRICS_PORT``).
     """
     over: dict[str, Any] = {}
     if bootstrap is not None:
@@ -98,6 +136,9 @@ def run_overrides(
         trainer["model_path"] = model
     if settings.trainer.checkpoint_dir == Path("runs/checkpoints"):
         trainer["checkpoint_dir"] = str(run_dir / "checkpoints")
+    if metrics:
+        trainer["metrics_port"] = metrics["trainer"]
+        over["sampler"] = {"metrics_port": metrics["sampler"]}
     if trainer:
         over["trainer"] = trainer
     streams: dict[str, Any] = {}
@@ -105,6 +146,8 @@ def run_overrides(
         streams["state_dir"] = str(run_dir / "streams")
     if settings.streams.blob_dir == "runs/blobs":
         streams["blob_dir"] = str(run_dir / "blobs")
+    if metrics:
+        streams["metrics_port"] = metrics["streams"]
     if streams:
         over["streams"] = streams
     return over

@@ -33,7 +33,16 @@ from streamrl.config import Settings, load_settings
 from streamrl.dev.display import render, status_line
 from streamrl.dev.monitor import Monitor
 from streamrl.dev.report import format_summary, plot_rewards, write_summary
-from streamrl.dev.rundir import deep_merge, free_port, new_run_id, raw_config, run_overrides, write_config
+from streamrl.dev.rundir import (
+    deep_merge,
+    free_port,
+    metrics_ports,
+    new_run_id,
+    raw_config,
+    run_overrides,
+    write_config,
+    write_prometheus_targets,
+)
 from streamrl.dev.stats import RunStats
 from streamrl.dev.supervisor import ChildFailed, ChildSpec, Supervisor
 from streamrl.errors import ConfigError, StreamRLError
@@ -72,11 +81,14 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "streamrl.cli", *args]
 
 
-def child_specs(settings: Settings, config_path: Path) -> list[ChildSpec]:
+def child_specs(
+    settings: Settings, config_path: Path, metrics: dict[str, int] | None = None
+) -> list[ChildSpec]:
     """The long-running children of a run, in start order (inference first, sampler last).
 
     The trainer and the sampler may exit 0 (``max_steps`` reached, all epochs done); the others
-    must run until stopped.
+    must run until stopped. ``metrics`` (:func:`~streamrl.dev.rundir.metrics_ports`) gives each
+    worker its own metrics port.
     """
     cfg = ("--config", str(config_path))
     specs = []
@@ -85,7 +97,9 @@ def child_specs(settings: Settings, config_path: Path) -> list[ChildSpec]:
     specs.append(ChildSpec("trainer", _cli("trainer", *cfg), may_exit=True))
     specs.append(ChildSpec("streams", _cli("streams", *cfg)))
     for i in range(settings.dev.workers):
-        specs.append(ChildSpec(f"worker-{i}", _cli("worker", *cfg)))
+        name = f"worker-{i}"
+        env = {"STREAMRL_WORKER__METRICS_PORT": str(metrics[name])} if metrics and name in metrics else {}
+        specs.append(ChildSpec(name, _cli("worker", *cfg), env=env))
     specs.append(ChildSpec("sampler", _cli("sampler", *cfg), may_exit=True))
     return specs
 
@@ -223,9 +237,16 @@ def run_dev(
         if not broker_started:
             broker = None  # not ours: leave it running
     port = free_port(settings.inference.host) if dev.free_ports and dev.start_inference else None
-    over = run_overrides(settings, run_dir, bootstrap=bootstrap, run_id=run_id, inference_port=port)
+    metrics = metrics_ports(settings) if dev.metrics else None
+    over = run_overrides(
+        settings, run_dir, bootstrap=bootstrap, run_id=run_id, inference_port=port, metrics=metrics
+    )
     config_path = write_config(run_dir / "config.yaml", deep_merge(user, over))
     settings = load_settings(config_path)
+    if metrics is not None:
+        serving = settings.inference.port if dev.start_inference else None
+        targets = write_prometheus_targets(run_dir / "prometheus-targets.json", metrics, serving)
+        console.print(f"metrics: Prometheus file_sd targets in {targets}")
     console.print(f"run {run_id}: {run_dir} (topics {settings.topics.prefix}*)")
 
     stats = RunStats(val_samples_per_task=settings.sampler.val_samples_per_task)
@@ -241,7 +262,17 @@ def run_dev(
         with _Signals() as signals:
             try:
                 outcome, code = _run(
-                    settings, config_path, sup, monitor, stats, console, signals, run_id, on_tick, started_at
+                    settings,
+                    config_path,
+                    sup,
+                    monitor,
+                    stats,
+                    console,
+                    signals,
+                    run_id,
+                    on_tick,
+                    started_at,
+                    metrics,
                 )
             except ChildFailed as exc:
                 outcome, code = f"failed: {exc.name} exited with code {exc.returncode}", EXIT_CHILD_FAILED
@@ -285,6 +316,7 @@ def _run(
     run_id: str,
     on_tick: Callable[[RunStats], None] | None,
     run_started: float,
+    metrics: dict[str, int] | None = None,
 ) -> tuple[str, int]:
     from streamrl.topics import ensure_topics
 
@@ -299,7 +331,7 @@ def _run(
             return "interrupted", EXIT_INTERRUPTED
     monitor.start()
     health_url = None
-    for spec in child_specs(settings, config_path):
+    for spec in child_specs(settings, config_path, metrics):
         sup.start(spec)
         if spec.name == "inference":
             host = (

@@ -6,7 +6,7 @@ several servers can live in one process (tests) without clashing in the global r
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class InferenceMetrics:
@@ -28,6 +28,8 @@ class InferenceMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        if registry is None:  # process_* (CPU seconds, resident memory) like every other stage's endpoint
+            ProcessCollector(registry=r)
         self.requests = Counter(
             "streamrl_inference_requests",
             "HTTP requests by endpoint and status",

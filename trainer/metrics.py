@@ -44,6 +44,12 @@ ENTROPY = Gauge(
     "streamrl_trainer_entropy_nats", "Mean token entropy of the policy on the batch (last step), nats."
 )
 GRAD_NORM = Gauge("streamrl_trainer_grad_norm", "Global L2 gradient norm before clipping (last step).")
+LR = Gauge("streamrl_trainer_lr", "Learning rate of the last step (after warmup and schedule).")
+STALENESS = Gauge(
+    "streamrl_trainer_staleness",
+    "Staleness of the last batch's rows (trainer version - row policy_version), by stat (mean, max).",
+    ["stat"],
+)
 REWARD_MEAN = Gauge("streamrl_trainer_reward_mean", "Mean rollout reward of the last batch.")
 CHECKPOINTS = Counter("streamrl_trainer_checkpoints_total", "Checkpoints written, by outcome.", ["outcome"])
 
@@ -61,6 +67,10 @@ def record_step(version: int, metrics: dict[str, float], step_time_s: float, tok
         ENTROPY.set(metrics.get("actor/entropy", float("nan")))
         GRAD_NORM.set(metrics.get("actor/grad_norm", float("nan")))
         REWARD_MEAN.set(metrics.get("reward/mean", float("nan")))
+        LR.set(metrics.get("actor/lr", float("nan")))
+        if "staleness/mean" in metrics:
+            STALENESS.labels("mean").set(metrics["staleness/mean"])
+            STALENESS.labels("max").set(metrics["staleness/max"])
     except Exception as exc:  # metrics never crash the trainer
         log.warning("recording trainer metrics failed: %s", exc)
 

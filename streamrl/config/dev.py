@@ -79,6 +79,11 @@ class DevSettings(Section):
     """Directories prepended to the children's ``PYTHONPATH`` (so ``--agent examples.x:fn`` imports)."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment variables of every child (e.g. ``OMP_NUM_THREADS``)."""
+    metrics: bool = False
+    """Serve every stage's Prometheus metrics on a free port (``sampler``/``streams``/``trainer``
+    ``.metrics_port`` unless set, one per worker; inference on its API port) and write their scrape
+    targets to ``<run_dir>/prometheus-targets.json`` (Prometheus ``file_sd_configs`` format, label
+    ``job`` = the stage), so a local Prometheus and the Grafana dashboard can watch the run."""
     max_steps: int | None = Field(None, ge=1)
     """Stop once a checkpoint of this policy version is published; None = ``trainer.max_steps``."""
     final_val_timeout_s: float = Field(120.0, ge=0)

@@ -63,3 +63,28 @@ def test_user_choices_are_kept(tmp_path: Path) -> None:
     assert "kafka" not in over and "topics" not in over and "gateway" not in over
     assert "inference" not in over
     assert over["trainer"] == {"model_path": "models/tiny-char"}
+
+
+def test_dev_metrics_gives_every_child_a_port_and_writes_prometheus_targets(tmp_path: Path) -> None:
+    from streamrl.dev.rundir import metrics_ports, write_prometheus_targets
+    from streamrl.dev.runner import child_specs
+
+    settings = load_settings(None, dev={"workers": 2, "metrics": True}, trainer={"metrics_port": 9999})
+    ports = metrics_ports(settings)
+    assert set(ports) == {"sampler", "streams", "trainer", "worker-0", "worker-1"}
+    assert ports["trainer"] == 9999 and len(set(ports.values())) == 5
+    over = run_overrides(settings, tmp_path, bootstrap=None, run_id="r", inference_port=4321, metrics=ports)
+    path = write_config(tmp_path / "config.yaml", deep_merge({"dev": {"workers": 2}}, over))
+    run = load_settings(path)
+    assert (run.sampler.metrics_port, run.streams.metrics_port, run.trainer.metrics_port) == (
+        ports["sampler"], ports["streams"], 9999,
+    )  # fmt: skip
+    workers = [s for s in child_specs(run, path, ports) if s.name.startswith("worker-")]
+    assert [int(s.env["STREAMRL_WORKER__METRICS_PORT"]) for s in workers] == [
+        ports["worker-0"],
+        ports["worker-1"],
+    ]
+    groups = json.loads(write_prometheus_targets(tmp_path / "t.json", ports, 4321).read_text())
+    jobs = {g["labels"]["child"]: (g["labels"]["job"], g["targets"][0]) for g in groups}
+    assert jobs["worker-1"] == ("worker", f"127.0.0.1:{ports['worker-1']}")
+    assert jobs["inference"] == ("inference", "127.0.0.1:4321")
