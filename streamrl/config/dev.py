@@ -1,7 +1,7 @@
 """Config section of ``streamrl dev`` / ``streamrl demo``: the whole pipeline on one machine.
 
 ``dev`` starts the local broker (unless ``STREAMRL_BOOTSTRAP_SERVERS`` is set), creates the topics,
-builds the tiny model if it is missing, publishes the datasets and supervises every stage as a child
+fetches or builds the policy model if it is missing, publishes the datasets and supervises every stage as a child
 process. Everything a stage reads (model paths, ports, directories) is written into the run's own
 effective config file, ``<run_root>/<run_id>/config.yaml``, which every child is started with.
 """
@@ -30,12 +30,20 @@ class DatasetSpec(Section):
 
 
 class ModelSpec(Section):
-    """The policy model: built locally (``streamrl.inference.model_builder``) when its directory has no config.json."""
+    """The policy model: a real pretrained one fetched by name, or a tiny one built locally.
 
+    With ``pretrained`` set, ``streamrl dev`` runs ``streamrl model fetch <pretrained> --out <path>``
+    when ``path`` has no ``config.json`` (converted once, cached in ``~/.cache/streamrl``); otherwise it
+    builds a randomly initialised model there (``streamrl.inference.model_builder``).
+    """
+
+    pretrained: str | None = None
+    """Name of a pretrained model ``streamrl model fetch`` knows (``smollm2-135m-instruct``); None = build
+    a tiny model. ``path`` then defaults to ``models/<pretrained>``."""
     path: Path = Path("models/tiny-char")
     """Hugging Face model directory. Used as ``inference.model`` and ``trainer.model_path`` unless those are set."""
     build: bool = True
-    """Build a randomly initialised model there when it is missing; False = it must exist."""
+    """Fetch or build the model there when it is missing; False = it must exist."""
     preset: str = "tiny"
     """Size preset of the builder (``tiny`` ~0.3M parameters with ``char``, ``small`` ~5M)."""
     tokenizer: Literal["char", "bpe"] = "char"
@@ -48,6 +56,17 @@ class ModelSpec(Section):
     """Characters of training text read to build the tokenizer; None = all."""
     seed: int = 0
     """Weight initialisation seed."""
+
+    @model_validator(mode="after")
+    def _pretrained_path(self) -> ModelSpec:
+        if self.pretrained is not None:
+            if not self.pretrained or "/" in self.pretrained:
+                raise ValueError(
+                    f"dev.model.pretrained {self.pretrained!r} must be a model name (streamrl model list)"
+                )
+            if "path" not in self.model_fields_set:
+                self.path = Path("models") / self.pretrained
+        return self
 
 
 class DevSettings(Section):
@@ -66,7 +85,7 @@ class DevSettings(Section):
     """Data directory of the local broker ``dev`` starts; None = the launcher's (``kafka.local.home``/kafka-data)."""
     """Leave the local broker that ``dev`` started running after the run."""
     model: ModelSpec = Field(default_factory=ModelSpec)
-    """The policy model (built if missing)."""
+    """The policy model (fetched or built if missing)."""
     datasets: list[DatasetSpec] = Field(default_factory=list)
     """Files published to ``tasks`` before the stages start."""
     workers: int = Field(1, ge=0, le=64)
