@@ -11,7 +11,6 @@ The names and the format are the HTTP contract, :mod:`streamrl.schemas.inference
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streamrl.inference.engine import SamplingParams, Sequence
 from streamrl.inference.errors import RequestError
+from streamrl.inference.tools import parse_tool_calls
 from streamrl.schemas.inference_http import (
     LOGPROB_TOKENS,
     LOGPROBS,
@@ -95,11 +95,30 @@ class ChatRequest(_Request):
     messages: list[dict[str, Any]] = Field(min_length=1)
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    """``auto`` (default with tools) or ``none`` (tools neither shown nor parsed); ``required`` and a
+    named function are refused (they need guided decoding, which this backend does not have)."""
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     add_generation_prompt: bool = True
     chat_template_kwargs: dict[str, Any] | None = None
+
+    def active_tools(self) -> list[dict[str, Any]] | None:
+        """The tools to show the model and parse calls of (None = no tool calling in this request).
+
+        Raises:
+            RequestError: ``tool_choice`` is ``required`` or names a function.
+        """
+        choice = self.tool_choice
+        if choice in (None, "auto"):
+            return self.tools or None
+        if choice == "none":
+            return None
+        raise RequestError(
+            f"tool_choice={choice!r} is not supported by the cpu backend (no guided decoding): "
+            "use 'auto' or 'none'",
+            "tool_choice",
+        )
 
     @field_validator("messages")
     @classmethod
@@ -202,44 +221,6 @@ def _bytes_to_unicode() -> dict[int, str]:
             cs.append(256 + n)
             n += 1
     return dict(zip(bs, [chr(c) for c in cs], strict=True))
-
-
-_TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
-
-
-def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """Split Hermes/Qwen-style ``<tool_call>{json}</tool_call>`` blocks out of generated text.
-
-    Returns:
-        ``(content, tool_calls)``: content is the text before the first call (None if empty);
-        tool_calls in OpenAI form (``arguments`` a JSON string). Blocks that are not valid JSON with a
-        ``name`` are left in the content and no call is returned for them.
-    """
-    calls: list[dict[str, Any]] = []
-    first = None
-    for m in _TOOL_CALL.finditer(text):
-        try:
-            obj = json.loads(m.group(1))
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            continue
-        first = m.start() if first is None else first
-        args = obj.get("arguments", {})
-        calls.append(
-            {
-                "id": f"call_{uuid.uuid4().hex[:24]}",
-                "type": "function",
-                "function": {
-                    "name": obj["name"],
-                    "arguments": args if isinstance(args, str) else json.dumps(args),
-                },
-            }
-        )
-    if not calls:
-        return text, []
-    content = text[:first].strip()
-    return (content or None), calls
 
 
 def chat_response(

@@ -35,6 +35,7 @@ from streamrl.inference.protocol import (
     completion_response,
     error_body,
 )
+from streamrl.inference.tools import ToolCallStream, fallback_messages, template_renders_tools
 from streamrl.schemas.inference_http import (
     HEALTH_PATH,
     LOGPROB_TOKENS,
@@ -116,6 +117,8 @@ class InferenceService:
             max_queue=opts.max_queue,
         )
         self.table = TokenTable(self.tokenizer)
+        self.template_tools = template_renders_tools(self.tokenizer)
+        """Whether the model's chat template renders ``tools`` (else :mod:`~streamrl.inference.tools` does)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -152,16 +155,18 @@ class InferenceService:
             )
         return max_tokens
 
-    def _chat_prompt(self, req: ChatRequest) -> list[int]:
+    def _chat_prompt(self, req: ChatRequest, tools: list[dict[str, Any]] | None) -> list[int]:
+        """Prompt token ids of a chat request: the model's chat template, with ``tools`` rendered by the
+        template if it can, else by :func:`~streamrl.inference.tools.fallback_messages` (system prompt)."""
         kwargs = dict(req.chat_template_kwargs or {})
         messages = [{**m, "role": "system"} if m.get("role") == "developer" else m for m in req.messages]
+        if self.template_tools:
+            kwargs["tools"] = tools
+        else:
+            messages = fallback_messages(messages, tools)
         try:
             text = self.tokenizer.apply_chat_template(
-                messages,
-                tools=req.tools,
-                add_generation_prompt=req.add_generation_prompt,
-                tokenize=False,
-                **kwargs,
+                messages, add_generation_prompt=req.add_generation_prompt, tokenize=False, **kwargs
             )
         except Exception as exc:  # jinja errors: the messages do not fit the template
             raise RequestError(
@@ -240,14 +245,15 @@ class InferenceService:
 
         @app.post("/v1/chat/completions")
         async def chat(req: ChatRequest) -> Any:
-            prompt = svc._chat_prompt(req)
+            tools = req.active_tools()
+            prompt = svc._chat_prompt(req, tools)
             max_tokens = svc._check_length(len(prompt), req.max_completion_tokens or req.max_tokens)
             top = req.top_logprobs or 0
             params = req.sampling(max_tokens, top)
             group = [Sequence(prompt, params, index=i) for i in range(req.n)]
             bridge = svc._submit([group])
             if req.stream:
-                return await svc._stream(bridge, group, req, chat=True)
+                return await svc._stream(bridge, group, req, chat=True, tools=bool(tools))
             version = await bridge.wait_all()
             texts = [visible_text(svc.tokenizer, s) for s in group]
             body = chat_response(
@@ -255,7 +261,7 @@ class InferenceService:
                 seqs=group,
                 texts=texts,
                 table=svc.table,
-                with_tools=bool(req.tools),
+                with_tools=bool(tools),
                 version=version,
             )
             svc.metrics.requests.labels("/v1/chat/completions", "200").inc()
@@ -286,7 +292,7 @@ class InferenceService:
         return app
 
     async def _stream(
-        self, bridge: _Bridge, seqs: list[Sequence], req: Any, *, chat: bool
+        self, bridge: _Bridge, seqs: list[Sequence], req: Any, *, chat: bool, tools: bool = False
     ) -> StreamingResponse:
         """SSE response: waits for the batch to start (to know the version), then one chunk per token."""
         version = await bridge.wait_start()
@@ -294,14 +300,27 @@ class InferenceService:
         self.metrics.requests.labels(endpoint, "200").inc()
         include_usage = bool((req.stream_options or {}).get("include_usage"))
         return StreamingResponse(
-            self._chunks(bridge, seqs, version, chat=chat, include_usage=include_usage),
+            self._chunks(bridge, seqs, version, chat=chat, tools=tools, include_usage=include_usage),
             media_type="text/event-stream",
             headers={**version_headers(version), "Cache-Control": "no-cache"},
         )
 
     async def _chunks(
-        self, bridge: _Bridge, seqs: list[Sequence], version: int, *, chat: bool, include_usage: bool
+        self,
+        bridge: _Bridge,
+        seqs: list[Sequence],
+        version: int,
+        *,
+        chat: bool,
+        tools: bool,
+        include_usage: bool,
     ) -> AsyncIterator[str]:
+        """SSE chunks: one per generated token (with its id and logprob), then one per finished choice.
+
+        With ``tools``, text that may belong to a ``<tool_call>`` block is held back and a parsed call
+        is sent as a ``tool_calls`` delta (:class:`~streamrl.inference.tools.ToolCallStream`); token ids
+        and logprobs are still sent with every token.
+        """
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         base = {
             "id": rid,
@@ -314,15 +333,28 @@ class InferenceService:
         sent = [0] * len(seqs)
         hold = max((len(x) for x in seqs[0].params.stop), default=1) - 1
 
-        def delta_text(i: int, s: Sequence, upto: int, final: bool) -> str:
+        parsers = [ToolCallStream() if tools else None for _ in seqs]
+
+        def delta(i: int, s: Sequence, upto: int, final: bool) -> dict[str, Any]:
+            """The chat delta (or completion text) for choice ``i`` after ``upto`` tokens."""
             if final:
                 full = visible_text(self.tokenizer, s)
             else:
                 full = self.tokenizer.decode(s.token_ids[:upto], skip_special_tokens=True)
                 full = full[: max(len(full) - hold, 0)].rstrip("\ufffd")
-            out = full[sent[i] :] if len(full) > sent[i] else ""
+            parser = parsers[i]
+            if parser is not None:
+                text, calls = parser.feed(full)
+                if final:
+                    more, calls2 = parser.finish()
+                    text, calls = text + more, calls + calls2
+                out: dict[str, Any] = {"content": text} if text or not calls else {}
+                if calls:
+                    out["tool_calls"] = calls
+                return out
+            text = full[sent[i] :] if len(full) > sent[i] else ""
             sent[i] = max(sent[i], len(full))
-            return out
+            return {"content": text}
 
         def chunk(choice: dict[str, Any], **extra: Any) -> str:
             return f"data: {json.dumps({**base, 'choices': [choice], **extra})}\n\n"
@@ -338,25 +370,31 @@ class InferenceService:
                 i = by_index[id(s)]
                 if kind == "token":
                     tok, lp, top = s.token_ids[payload], s.logprobs[payload], s.top[payload]
-                    text = delta_text(i, s, payload + 1, final=False)
+                    d = delta(i, s, payload + 1, final=False)
                     if chat:
-                        choice = {"index": s.index, "delta": {"content": text},
+                        choice = {"index": s.index, "delta": d,
                                   LOGPROBS: {LOGPROBS_CONTENT: [self.table.chat_logprob(tok, lp, top)]},
                                   TOKEN_IDS: [tok], "finish_reason": None}  # fmt: skip
                     else:
                         tok_text = self.table.entry(tok)[0]
-                        choice = {"index": i, "text": text, TOKEN_IDS: [tok], "finish_reason": None,
+                        choice = {"index": i, "text": d["content"], TOKEN_IDS: [tok], "finish_reason": None,
                                   LOGPROBS: {LOGPROB_TOKENS: [tok_text], TOKEN_LOGPROBS: [lp],
                                                "top_logprobs": [{self.table.entry(t)[0]: v for t, v in top}]}}  # fmt: skip
                     extra = {PROMPT_TOKEN_IDS: list(s.prompt_ids)} if (not chat and payload == 0) else {}
                     yield chunk(choice, **extra)
                 elif kind == "finish":
-                    text = delta_text(i, s, len(s.token_ids), final=True)
+                    d = delta(i, s, len(s.token_ids), final=True)
                     if chat:
-                        choice = {"index": s.index, "delta": {"content": text} if text else {}, LOGPROBS: None,
-                                  TOKEN_IDS: [], "finish_reason": payload}  # fmt: skip
+                        parser = parsers[i]
+                        reason = (
+                            "tool_calls"
+                            if parser is not None and parser.calls and payload == "stop"
+                            else payload
+                        )
+                        choice = {"index": s.index, "delta": d if any(d.values()) else {}, LOGPROBS: None,
+                                  TOKEN_IDS: [], "finish_reason": reason}  # fmt: skip
                     else:
-                        choice = {"index": i, "text": text, TOKEN_IDS: [], LOGPROBS: None,
+                        choice = {"index": i, "text": d["content"], TOKEN_IDS: [], LOGPROBS: None,
                                   "finish_reason": payload}  # fmt: skip
                     yield chunk(choice)
                 elif kind == "error":

@@ -1,4 +1,4 @@
-"""Pure logic: token bytes, tool-call parsing, request validation, the vLLM command/proxy helpers, the gate."""
+"""Pure logic: token bytes, request validation, the vLLM command/proxy helpers, the gate."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from streamrl.config import load_settings
 from streamrl.inference.errors import RequestError
 from streamrl.inference.model_builder import DEFAULT_TEXT, iter_text, train_tokenizer
-from streamrl.inference.protocol import ChatRequest, CompletionRequest, TokenTable, parse_tool_calls
+from streamrl.inference.protocol import ChatRequest, CompletionRequest, TokenTable
 from streamrl.inference.vllm_backend import VersionGate, prepare_body, tag_sse_line, vllm_command
 
 
@@ -30,17 +30,6 @@ def test_token_table_gives_exact_bytes_for_char_and_byte_level_tokens(tokenizer)
     text = "Weng earns ünïcödé ☃"
     ids = bpe.encode(text, add_special_tokens=False)
     assert b"".join(bytes(table.entry(i)[1]) for i in ids) == text.encode()
-
-
-def test_parse_tool_calls() -> None:
-    text = 'Let me compute.\n<tool_call>\n{"name": "calc", "arguments": {"x": 2}}\n</tool_call>'
-    content, calls = parse_tool_calls(text)
-    assert content == "Let me compute."
-    assert (
-        calls[0]["function"] == {"name": "calc", "arguments": '{"x": 2}'} and calls[0]["type"] == "function"
-    )
-    assert parse_tool_calls("<tool_call>{not json}</tool_call>") == ("<tool_call>{not json}</tool_call>", [])
-    assert parse_tool_calls("plain") == ("plain", [])
 
 
 def test_requests_reject_what_would_bias_logprobs_and_accept_return_token_ids() -> None:
