@@ -68,7 +68,9 @@ def test_sigkill_mid_epoch_then_restart_skips_nothing(settings_factory, trainer_
                 break
             sim.answer()
             if len(kills) < 2 and sim.version >= (3, 11)[len(kills)]:
-                time.sleep(0.01 * len(kills))  # let the sampler see the checkpoint and start emitting
+                if kills:  # the second kill lands once the sampler saw the checkpoint and emits again
+                    emitted = sim.emitted
+                    sim.drain_until(lambda: sim.emitted > emitted)  # noqa: B023 (called right here)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
                 kills.append((sim.version, sim.emitted))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,7 @@ def test_verl_backend_trains_saves_and_resumes(tiny_model_dir: Path, tmp_path: P
             toy_batch(i), serde=None, trainer_version=i, max_staleness=None, vocab_size=be.vocab_size
         )
         r = be.train_step(data)
-        assert (
-            r.metrics["actor/grad_norm"] > 0 and r.metrics["actor/grad_norm"] == r.metrics["actor/grad_norm"]
-        )
+        assert math.isfinite(r.metrics["actor/grad_norm"]) and r.metrics["actor/grad_norm"] > 0
     ckpt = tmp_path / "step"
     (ckpt / "model").mkdir(parents=True)
     be.save_model(ckpt / "model")

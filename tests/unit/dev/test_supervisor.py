@@ -76,23 +76,46 @@ def test_stop_all_kills_grandchildren_and_sigterm_ignorers(tmp_path: Path) -> No
         os.kill(grandchild, 0)
 
 
+STOP_ORDER_CHILD = """
+import os, signal, sys, time
+name, ready, out = sys.argv[1:4]
+
+def running(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+def on_sigterm(*_):
+    pids = {f: int(open(os.path.join(ready, f)).read()) for f in os.listdir(ready) if "." not in f}
+    others = sorted(f for f, pid in pids.items() if f != name and running(pid))
+    with open(out, "a") as f:
+        f.write(name + ":" + ",".join(others) + "\\n")
+    raise SystemExit(0)
+
+signal.signal(signal.SIGTERM, on_sigterm)
+with open(os.path.join(ready, name + ".tmp"), "w") as f:
+    f.write(str(os.getpid()))
+os.rename(os.path.join(ready, name + ".tmp"), os.path.join(ready, name))  # ready: handler installed
+time.sleep(60)
+"""
+
+
 def test_stop_order_is_sequential(tmp_path: Path) -> None:
-    """Children are stopped one at a time in the given order (the later ones still run meanwhile)."""
-    out = tmp_path / "order.txt"
-    script = (
-        "import signal, sys, time\n"
-        "name = sys.argv[1]\n"
-        f"def h(*a):\n    open({str(out)!r}, 'a').write(name + '\\n'); time.sleep(0.3); raise SystemExit(0)\n"
-        "signal.signal(signal.SIGTERM, h)\n"
-        "time.sleep(60)\n"
-    )
+    """Children are stopped one at a time in the given order: when a child gets SIGTERM, the ones
+    stopped before it are gone and the later ones still run."""
+    out, ready = tmp_path / "order.txt", tmp_path / "ready"
+    ready.mkdir()
     sup = Supervisor(tmp_path / "logs", stop_timeout_s=5)
     for name in ("a", "b", "c"):
-        sup.start(ChildSpec(name, [PY, "-c", script, name]))
-    time.sleep(1.0)  # let them install their handlers
+        sup.start(ChildSpec(name, [PY, "-c", STOP_ORDER_CHILD, name, str(ready), str(out)]))
+    for name in ("a", "b", "c"):
+        _wait_file(ready / name)  # its SIGTERM handler is installed
     codes = sup.stop_all(["c", "a", "b"])
     assert codes == {"c": 0, "a": 0, "b": 0}
-    assert out.read_text().split() == ["c", "a", "b"]
+    # each line: the child, then the other children still running when it got SIGTERM
+    assert out.read_text().split() == ["c:a,b", "a:b", "b:"]
 
 
 def test_start_rejects_duplicates_and_missing_executables(tmp_path: Path) -> None:

@@ -90,8 +90,12 @@ def test_version_gate_drains_in_flight_requests_before_switching() -> None:
 
     t = threading.Thread(target=reload)
     t.start()
-    time.sleep(0.2)
-    assert not switched.is_set()  # waits for the in-flight request
+    deadline = time.monotonic() + 5
+    while (entered := gate.try_enter()) is not None:  # until the reload has closed the gate
+        gate.exit()
+        assert time.monotonic() < deadline, f"the reload never closed the gate (v{entered})"
+        time.sleep(0.001)
+    assert not switched.is_set()  # it waits for the in-flight request
     assert gate.try_enter() is None  # new requests are held back meanwhile
     gate.exit()
     t.join(5)

@@ -14,6 +14,7 @@ from tests.support import records as ex
 SERDE = Serde()  # hypothesis + function-scoped fixtures don't mix; the serde is stateless for SOE
 REGISTRY_SERDE = Serde(registry_url="mock://fuzz")
 REGISTERED = [REGISTRY_SERDE.encode(r)[:5] for r in (ex.task(), ex.trajectory())]  # ids 1, 2 known
+KNOWN_IDS = {int.from_bytes(header[1:], "big") for header in REGISTERED}
 SMALL = [
     r for r in ex.all_examples(seed=5) if not isinstance(r, LLMRequest) and getattr(r, "rows", None) is None
 ]
@@ -25,12 +26,17 @@ HEADERS = [info.soe_header for versions in catalog().history.values() for info i
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _decode_only_schema_error(data: bytes, record_type) -> None:
+def _decode_only_schema_error(data: bytes, record_type, serde: Serde = SERDE) -> SchemaError | None:
+    """Decode; a failure must be a SchemaError at the given location (any other exception propagates
+    and fails the test), a success a record of the asked type. Returns the error, if any."""
     try:
-        SERDE.decode(data, record_type, topic="fuzz", partition=0, offset=1)
+        record = serde.decode(data, record_type, topic="fuzz", partition=0, offset=1)
     except SchemaError as err:
         assert (err.topic, err.partition, err.offset) == ("fuzz", 0, 1) and err.reason
-    # any other exception propagates and fails the test
+        assert str(err).startswith("fuzz[0]@1: "), str(err)
+        return err
+    assert isinstance(record, record_type)
+    return None
 
 
 @FUZZ
@@ -51,13 +57,14 @@ def test_random_body_after_a_valid_header(header, body, record_type):
 @given(
     body=st.binary(max_size=256),
     record_type=st.sampled_from(TOP_RECORDS),
-    schema_id=st.integers(0, 2**32 - 1),
+    schema_id=st.one_of(st.sampled_from(sorted(KNOWN_IDS)), st.integers(0, 2**32 - 1)),
 )
 def test_random_confluent_frames(body, record_type, schema_id):
-    try:
-        REGISTRY_SERDE.decode(b"\x00" + schema_id.to_bytes(4, "big") + body, record_type)
-    except SchemaError:
-        pass
+    err = _decode_only_schema_error(
+        b"\x00" + schema_id.to_bytes(4, "big") + body, record_type, REGISTRY_SERDE
+    )
+    if schema_id not in KNOWN_IDS:  # the registry has no such schema: the error names the id
+        assert err is not None and f"unknown schema id {schema_id}" in err.reason, err
 
 
 @pytest.mark.parametrize(("record_type", "data"), ENCODED, ids=lambda v: getattr(v, "__name__", ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def test_step_changes_weights_and_reports_metrics(tiny_model_dir: Path) -> None:
         "actor/grad_norm",
         "reward/mean",
     ):
-        assert key in r.metrics and r.metrics[key] == r.metrics[key], key
+        assert key in r.metrics and math.isfinite(r.metrics[key]), (key, r.metrics.get(key))
     assert r.metrics["actor/grad_norm"] > 0 and r.metrics["actor/entropy"] > 0
     assert r.num_tokens == 16 * 6 and r.step_time_s > 0
 

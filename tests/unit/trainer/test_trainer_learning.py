@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from streamrl.config.trainer import TrainerSettings
@@ -38,6 +39,7 @@ def test_grpo_raises_the_reward_of_fresh_samples(tiny_model_dir: Path) -> None:
     serde = Serde()
     g = torch.Generator().manual_seed(0)
     before = _mean_reward(be, g)
+    on_policy: list[float] = []  # the step's reward/mean: the reward of the policy's fresh samples
     for step in range(MAX_STEPS):
         # one prompt per group, GROUP_SIZE samples each
         prompts = [p for p in _prompts(GROUPS, g) for _ in range(GROUP_SIZE)]
@@ -50,9 +52,13 @@ def test_grpo_raises_the_reward_of_fresh_samples(tiny_model_dir: Path) -> None:
         data = prepare_batch(
             batch, serde=None, trainer_version=step, max_staleness=0, vocab_size=be.vocab_size
         )
-        result = be.train_step(data)
-        assert result.metrics["actor/loss"] == result.metrics["actor/loss"]  # finite, not NaN
+        result = be.train_step(data)  # raises on a non-finite loss or gradient
+        assert result.metrics["reward/mean"] == pytest.approx(sum(rewards) / len(rewards))
+        on_policy.append(result.metrics["reward/mean"])
     after = _mean_reward(be, g)
+    first, last = on_policy[:6], on_policy[-6:]
+    print(f"on-policy reward: first 6 steps {sum(first) / 6:.3f}, last 6 steps {sum(last) / 6:.3f}")
+    assert sum(last) / 6 > sum(first) / 6 + 0.3, on_policy
     assert before < 0.2, f"untrained model already scores {before:.2f}"
     assert after > 0.6 and after > before + 0.4, (
         f"mean reward {before:.3f} -> {after:.3f} after {MAX_STEPS} steps"
