@@ -1,0 +1,245 @@
+"""Operations against one real short ``streamrl dev`` run (the demo task, ``dev.metrics`` on) on the
+session broker, watched by a real Prometheus (Debian's ``prometheus``) through the run's file_sd
+targets:
+
+1. ``streamrl status`` while it runs: lag per group and topic, policy version, rollouts, last
+   checkpoint, staleness; an undecodable sample is injected so the run dead-letters one record;
+2. every PromQL expression of the Grafana dashboard returns data over the run (``query_range``),
+   except the panels fed by exporters a cluster brings (dcgm-exporter, node-exporter);
+3. ``streamrl status`` once it stopped says so, with what the run reached (= its summary.json);
+plus clear errors for a cluster without the pipeline and an unreachable one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streamrl.config import load_settings
+from streamrl.dev.rundir import free_port
+from streamrl.dev.status import PipelineStatus, StatusReader
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+DASHBOARD = ROOT / "compose" / "helm" / "streamrl" / "dashboards" / "streamrl.json"
+#: Metric prefixes of exporters a cluster runs beside StreamRL (not part of a StreamRL run).
+EXTERNAL = {"DCGM_": "NVIDIA dcgm-exporter", "node_": "Prometheus node-exporter"}
+
+
+@dataclass
+class Run:
+    proc: subprocess.Popen[str]
+    run_dir: Path
+    env: dict[str, str]
+    prometheus: str
+    """Base URL of the Prometheus scraping the run."""
+    prom_started: float
+    """Wall clock (s since the epoch) when Prometheus started scraping."""
+    log: Path
+
+
+def _wait(pred: Any, timeout_s: float, what: str, proc: subprocess.Popen[str] | None = None) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the dev run exited ({proc.returncode}) while waiting for {what}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Run]:
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        if os.environ.get("CI"):
+            pytest.fail("prometheus is not installed (.ci/run installs Debian's prometheus package)")
+        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    tmp = tmp_path_factory.mktemp("ops")
+    config = {
+        "rl": {"group_size": 2, "train_batch_size": 2},
+        "dev": {
+            "run_root": str(tmp / "runs"), "run_id": "r", "metrics": True, "max_steps": 4,
+            "final_val_timeout_s": 60, "display": "plain", "plain_every_s": 5, "timeout_s": 420,
+            "model": {"path": str(tmp / "model"), "max_chars": 20_000},
+            "datasets": [
+                {"path": str(ROOT / "examples/max_digit/data/train.jsonl"), "split": "train", "limit": 6},
+                {"path": str(ROOT / "examples/max_digit/data/val.jsonl"), "split": "val", "limit": 2},
+            ],
+        },
+        "sampler": {"val_every": 1, "val_at_start": True},
+        "streams": {"filter_zero_variance": False},
+        "worker": {"agent": "examples.max_digit.agent:solve", "sampling": {"max_tokens": 1}},
+        "trainer": {"save_every": 1, "max_steps": 4},
+    }  # fmt: skip
+    cfg = tmp / "dev.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "STREAMRL_BOOTSTRAP_SERVERS": kafka_bootstrap, "PYTHONPATH": str(ROOT)}
+    env.pop("STREAMRL_TOPIC_PREFIX", None)
+    log = tmp / "dev.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamrl.cli", "dev", "-c", str(cfg)],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+    prom = None
+    try:
+        run_dir = tmp / "runs" / "r"
+        targets = run_dir / "prometheus-targets.json"
+        _wait(targets.exists, 240, "the run's prometheus-targets.json", proc)
+        port = free_port()
+        (tmp / "prometheus.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "scrape_configs": [
+                        {"job_name": "streamrl", "file_sd_configs": [{"files": [str(targets)]}]}
+                    ],
+                }
+            )
+        )
+        prom_log = (tmp / "prometheus.log").open("w")
+        prom = subprocess.Popen(
+            [prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=prom_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return urllib.request.urlopen(f"{url}/-/ready", timeout=2).status == 200
+            except OSError:
+                return False
+
+        _wait(ready, 60, "Prometheus to be ready")
+        yield Run(proc, run_dir, env, url, time.time(), log)
+    finally:
+        if proc.poll() is None:  # SIGTERM: dev stops its children (SIGKILL would orphan them)
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if prom is not None:
+            prom.terminate()
+            prom.wait(30)
+
+
+def _status_cli(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamrl.cli", "status", "-c", str(config), *args],
+        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+
+
+def test_status_while_the_pipeline_runs(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMRL_BOOTSTRAP_SERVERS", run.env["STREAMRL_BOOTSTRAP_SERVERS"])
+    settings = load_settings(run.run_dir / "config.yaml")
+    from confluent_kafka import Producer
+
+    from streamrl.kafka import client_config
+
+    reader = StatusReader(settings, window_s=60)
+    try:
+
+        def running_with_a_checkpoint() -> PipelineStatus | None:
+            try:
+                st = reader.refresh()
+            except Exception:  # the topics are not there yet
+                return None
+            ok = st.state == "running" and st.policy_version >= 1 and st.last_checkpoint
+            return st if ok else None
+
+        st = _wait(running_with_a_checkpoint, 300, "status to show the run with a checkpoint", run.proc)
+    finally:
+        reader.close()
+    # a record no worker can decode: the run dead-letters it (status and the dashboard count it)
+    producer = Producer(client_config(settings))
+    producer.produce(settings.topics.name("samples"), b"not an avro record", key=b"garbage")
+    assert producer.flush(10) == 0
+    stages = {g["stage"]: g for g in st.groups}
+    assert stages["workers"]["members"] >= 1 and "samples" in stages["workers"]["lag"]
+    assert {"requests", "trajectories"} <= set(stages["streams"]["lag"])
+    assert st.rollouts.get("succeeded", 0) > 0 and st.rollouts_per_s > 0
+    assert st.samples >= st.rollouts["succeeded"]
+    assert (
+        st.last_checkpoint["version"] == st.policy_version and "actor/loss" in st.last_checkpoint["metrics"]
+    )
+    assert st.staleness is not None and 0 <= st.staleness["mean"] <= st.staleness["max"]
+    assert st.verdict.startswith("RUNNING") and st.complete
+
+
+def _query_range(url: str, expr: str, start: float, end: float) -> list[float]:
+    q = urllib.parse.urlencode({"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": "2"})
+    body = json.loads(urllib.request.urlopen(f"{url}/api/v1/query_range?{q}", timeout=30).read())
+    assert body["status"] == "success", body
+    values = [float(v) for series in body["data"]["result"] for _, v in series["values"]]
+    return [v for v in values if v == v and abs(v) != float("inf")]  # finite samples
+
+
+def test_every_dashboard_query_returns_data_from_the_run(run: Run) -> None:
+    run.proc.wait(timeout=420)
+    assert run.proc.returncode == 0, run.log.read_text()[-4000:]
+    dash = json.loads(DASHBOARD.read_text())
+    exprs = [(p["title"], t["expr"]) for p in dash["panels"] for t in p.get("targets", [])]
+    end = time.time()
+    empty, skipped = [], []
+    for title, expr in exprs:
+        external = [name for prefix, name in EXTERNAL.items() if prefix in expr]
+        if external:
+            skipped.append(f"{title}: {external[0]}")
+            continue
+        if not _query_range(run.prometheus, expr, run.prom_started, end):
+            empty.append(f"{title}: {expr}")
+    assert not empty, "dashboard queries without data from the run:\n" + "\n".join(empty)
+    assert len(exprs) - len(skipped) >= 35 and len(skipped) == 4, skipped
+    print(f"{len(exprs) - len(skipped)} dashboard queries returned data; not run here: {skipped}")
+
+
+def test_status_once_the_pipeline_stopped(run: Run) -> None:
+    if run.proc.poll() is None:
+        run.proc.wait(timeout=420)
+    done = _status_cli(run.run_dir / "config.yaml", run.env, "--json")
+    assert done.returncode == 0, done.stderr
+    st = json.loads(done.stdout)
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    assert st["state"] == "stopped" and st["verdict"].startswith("STOPPED"), st["verdict"]
+    assert st["policy_version"] >= 4 and st["last_checkpoint"]["version"] == st["policy_version"]
+    assert st["val"]["version"] == summary["version_last"] and st["val"]["reward"] == summary["reward_last"]
+    assert st["dead_lettered"] == summary["dlq"] >= 1 and st["rollouts"] == summary["status"]
+    assert st["samples"] == summary["samples"]
+    screen = _status_cli(run.run_dir / "config.yaml", run.env)
+    assert screen.returncode == 0 and "STOPPED" in screen.stdout and "policy version" in screen.stdout
+
+
+def test_status_names_a_missing_pipeline(kafka_bootstrap: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "other.yaml"
+    cfg.write_text("topics: {prefix: no-such-pipeline.}\n")
+    proc = _status_cli(cfg, {"STREAMRL_BOOTSTRAP_SERVERS": kafka_bootstrap, "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1
+    assert "no StreamRL topics with prefix 'no-such-pipeline.'" in proc.stderr
+
+
+def test_status_names_an_unreachable_cluster(tmp_path: Path) -> None:
+    cfg = tmp_path / "down.yaml"
+    cfg.write_text("kafka: {bootstrap_servers: '127.0.0.1:1'}\n")
+    proc = _status_cli(cfg, {"PATH": "/usr/bin:/bin"}, "--timeout", "3")
+    assert proc.returncode == 1 and "cannot reach Kafka at 127.0.0.1:1" in proc.stderr
