@@ -41,8 +41,8 @@ def cli_command() -> Callable[[list[str]], Any]:
 
 
 @pytest.fixture(scope="session")
-def k8s_tools() -> dict[str, Any]:
-    """helm, kubeconform and the JSON schemas (``tools/k8s_tools.py``: built once, cached in ~/.cache).
+def deploy_tools() -> dict[str, Any]:
+    """helm, kubeconform, docker-compose and the JSON schemas (``tools/deploy_tools.py``: built once, cached in ~/.cache).
 
     Needs go, java and mvn; without them the tests skip locally and fail under CI (``CI=true``).
     """
@@ -52,7 +52,10 @@ def k8s_tools() -> dict[str, Any]:
             pytest.fail(f"the chart checks need {missing} on PATH")
         pytest.skip(f"{missing} not installed: cannot build helm/kubeconform and the schemas")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "k8s_tools.py")], capture_output=True, text=True, timeout=1800
+        [sys.executable, str(ROOT / "tools" / "deploy_tools.py")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout)

@@ -63,10 +63,10 @@ def _render(tools: dict[str, Any], flags: list[str]) -> subprocess.CompletedProc
 
 
 @pytest.fixture(scope="module")
-def rendered(k8s_tools: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def rendered(deploy_tools: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     out = {}
     for name in VALUE_SETS:
-        proc = _render(k8s_tools, _flags(name))
+        proc = _render(deploy_tools, _flags(name))
         assert proc.returncode == 0, f"{name}: {proc.stderr}"
         out[name] = [d for d in yaml.safe_load_all(proc.stdout) if d]
     return out
@@ -81,17 +81,17 @@ def _kubeconform(tools: dict[str, Any], text: str) -> subprocess.CompletedProces
 
 # -- real tools ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(VALUE_SETS))
-def test_helm_lint(k8s_tools: dict[str, Any], name: str) -> None:
-    proc = _helm(k8s_tools, "lint", "--strict", str(CHART), *_flags(name))
+def test_helm_lint(deploy_tools: dict[str, Any], name: str) -> None:
+    proc = _helm(deploy_tools, "lint", "--strict", str(CHART), *_flags(name))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_kubeconform_validates_every_rendered_resource(
-    k8s_tools: dict[str, Any], rendered: dict[str, list[dict[str, Any]]]
+    deploy_tools: dict[str, Any], rendered: dict[str, list[dict[str, Any]]]
 ) -> None:
     kinds = set()
     for name, docs in rendered.items():
-        proc = _kubeconform(k8s_tools, yaml.safe_dump_all(docs))
+        proc = _kubeconform(deploy_tools, yaml.safe_dump_all(docs))
         assert proc.returncode == 0, f"{name}: {proc.stdout}{proc.stderr}"
         assert "Skipped: 0" in proc.stdout and "Errors: 0" in proc.stdout, proc.stdout
         kinds |= {d["kind"] for d in docs}
@@ -101,23 +101,23 @@ def test_kubeconform_validates_every_rendered_resource(
 
 @pytest.mark.parametrize("kind", ["Deployment", "ScaledObject", "Kafka", "KafkaNodePool"])
 def test_kubeconform_rejects_an_unknown_field(
-    k8s_tools: dict[str, Any], rendered: dict[str, list[dict[str, Any]]], kind: str
+    deploy_tools: dict[str, Any], rendered: dict[str, list[dict[str, Any]]], kind: str
 ) -> None:
     doc = next(d for d in rendered["gpu"] if d["kind"] == kind)
     bad = json.loads(json.dumps(doc))
     bad["spec"]["noSuchField"] = 1
-    proc = _kubeconform(k8s_tools, yaml.safe_dump(bad))
+    proc = _kubeconform(deploy_tools, yaml.safe_dump(bad))
     assert proc.returncode != 0 and "noSuchField" in proc.stdout, proc.stdout
 
 
-def test_render_refuses_more_workers_than_partitions(k8s_tools: dict[str, Any]) -> None:
-    proc = _render(k8s_tools, ["--set", "worker.autoscaling.maxReplicas=13"])
+def test_render_refuses_more_workers_than_partitions(deploy_tools: dict[str, Any]) -> None:
+    proc = _render(deploy_tools, ["--set", "worker.autoscaling.maxReplicas=13"])
     assert proc.returncode != 0 and "exceeds the partitions of samples (12)" in proc.stderr
     proc = _render(
-        k8s_tools, ["--set", "config.topics.partitions=null", "--set", "worker.autoscaling.maxReplicas=7"]
+        deploy_tools, ["--set", "config.topics.partitions=null", "--set", "worker.autoscaling.maxReplicas=7"]
     )
     assert proc.returncode != 0 and "(6)" in proc.stderr  # the settings' default partition count
-    proc = _render(k8s_tools, ["--set", "model.path=/elsewhere"])
+    proc = _render(deploy_tools, ["--set", "model.path=/elsewhere"])
     assert proc.returncode != 0 and "must be under /models/" in proc.stderr
 
 
@@ -283,9 +283,9 @@ def test_env_ports_paths_and_topics_match_the_settings(
     assert so["maxReplicaCount"] <= s.topics.partitions["samples"]
 
 
-def test_group_ids_follow_the_topic_prefix(k8s_tools: dict[str, Any], tmp_path: Path) -> None:
+def test_group_ids_follow_the_topic_prefix(deploy_tools: dict[str, Any], tmp_path: Path) -> None:
     for prefix in ("team-a.", "x_", "plain", "..."):
-        proc = _render(k8s_tools, ["--set-string", f"config.topics.prefix={prefix}"])
+        proc = _render(deploy_tools, ["--set-string", f"config.topics.prefix={prefix}"])
         assert proc.returncode == 0, proc.stderr
         docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
         s = _settings(docs, tmp_path)

@@ -1,9 +1,13 @@
-"""Install the Kubernetes checking tools and build the JSON schemas they validate against, offline.
+"""Install the deployment checking tools and build the JSON schemas they validate against, offline.
 
-What the chart checks need (``tests/unit/deploy/test_helm_chart.py``, ``.ci/run``):
+What the compose and chart checks need (``tests/unit/dev/test_compose.py``,
+``tests/unit/dev/test_helm_chart.py``, ``.ci/run``):
 
 - ``helm`` and ``kubeconform``, built with ``go install`` from the Go module proxy (pinned below),
-  cached as ``~/.cache/streamrl/bin/<name>-<version>``;
+  and ``docker-compose`` (Docker Compose v2, whose ``config`` command is the real compose parser and
+  validator; it needs no Docker daemon), built from its Go module inside a throwaway module because
+  its go.mod has ``exclude`` directives that ``go install pkg@version`` refuses; cached as
+  ``~/.cache/streamrl/bin/<name>-<version>``;
 - JSON schemas for kubeconform (it normally downloads them from GitHub, which this project's
   machines cannot reach), cached under ``~/.cache/streamrl/k8s/schemas-<key>/``:
   - core kinds (Deployment, StatefulSet, ...): the ``v<K8S>-local-strict`` schemas shipped in the
@@ -19,8 +23,8 @@ What the chart checks need (``tests/unit/deploy/test_helm_chart.py``, ``.ci/run`
   ``openapi2jsonschema.py`` does it (strict: ``additionalProperties: false`` on every object with
   ``properties``; ``x-kubernetes-int-or-string`` -> integer or string).
 
-Usage: ``python tools/k8s_tools.py`` installs what is missing and prints one JSON object
-(``helm``, ``kubeconform``, ``schema_locations``, ``kubernetes_version``). Needs ``go``, ``java``,
+Usage: ``python tools/deploy_tools.py`` installs what is missing and prints one JSON object
+(``helm``, ``kubeconform``, ``docker_compose``, ``schema_locations``, ``kubernetes_version``). Needs ``go``, ``java``,
 ``mvn`` and ``uv`` (or pip) on PATH. Raises ``SystemExit`` with the failing step's output.
 """
 
@@ -41,6 +45,7 @@ CACHE = Path(os.environ.get("STREAMRL_TOOLS_CACHE", Path.home() / ".cache" / "st
 
 HELM = ("helm.sh/helm/v3/cmd/helm", "v3.22.0")
 KUBECONFORM = ("github.com/yannh/kubeconform/cmd/kubeconform", "v0.8.0")
+COMPOSE = ("github.com/docker/compose/v2", "v2.40.3")
 KUBERNETES_VERSION = "1.33.0"
 """Kubernetes version the chart is validated for (a ``v<ver>-local-strict`` set in kubernetes-validate)."""
 KUBERNETES_VALIDATE = "1.37.0"
@@ -83,9 +88,29 @@ def go_tool(package: str, version: str) -> Path:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as gobin:
-        print(f"k8s_tools: go install {package}@{version} (minutes, once) ...", file=sys.stderr)
+        print(f"deploy_tools: go install {package}@{version} (minutes, once) ...", file=sys.stderr)
         _run(["go", "install", f"{package}@{version}"], env={**_go_env(), "GOBIN": gobin}, cwd=gobin)
         shutil.move(str(Path(gobin) / name), dest)
+    return dest
+
+
+def compose_binary() -> Path:
+    """Docker Compose v2 built from its Go module (``go install`` refuses its go.mod), cached."""
+    module, version = COMPOSE
+    dest = CACHE / "bin" / f"docker-compose-{version}"
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        print(f"deploy_tools: go build {module}@{version} (minutes, once) ...", file=sys.stderr)
+        (Path(work) / "go.mod").write_text("module streamrl.local/compose\n\ngo 1.22\n")
+        _run(["go", "get", f"{module}@{version}"], env=_go_env(), cwd=work)
+        _run(
+            ["go", "build", "-o", str(Path(work) / "docker-compose"), f"{module}/cmd"],
+            env=_go_env(),
+            cwd=work,
+        )
+        shutil.move(str(Path(work) / "docker-compose"), dest)
     return dest
 
 
@@ -244,14 +269,17 @@ def schemas() -> Path:
 
 
 def ensure() -> dict[str, Any]:
-    """Install helm and kubeconform, build the schemas; returns their paths and kubeconform's flags."""
+    """Install helm, kubeconform and docker-compose, build the schemas; returns their paths and
+    kubeconform's schema locations."""
     (CACHE / "k8s").mkdir(parents=True, exist_ok=True)
     helm = go_tool(*HELM)
     kubeconform = go_tool(*KUBECONFORM)
+    compose = compose_binary()
     root = schemas()
     return {
         "helm": str(helm),
         "kubeconform": str(kubeconform),
+        "docker_compose": str(compose),
         "kubernetes_version": KUBERNETES_VERSION,
         "schema_locations": [
             f"{root}/{{{{.NormalizedKubernetesVersion}}}}-standalone{{{{.StrictSuffix}}}}/{{{{.ResourceKind}}}}{{{{.KindSuffix}}}}.json",
