@@ -1,8 +1,10 @@
 """Batched sampling from a transformers causal LM with the exact token ids and logprobs training needs.
 
 A batch is a list of :class:`Sequence` (one per choice; a request with ``n`` choices has ``n``).
-Prompts are left-padded into one ``(B, L)`` tensor, prefilled once, then decoded one token per step
-with the KV cache (``DynamicCache``); rows that finish are dropped from the batch and the cache.
+Distinct prompts are left-padded into one ``(U, L)`` tensor and prefilled once (sequences with the
+same prompt, e.g. a GRPO group's rollouts, share one prefill and get copies of its KV-cache row), then
+every sequence is decoded one token per step with the KV cache (``DynamicCache``), so a 200-token
+answer costs linear, not quadratic, time; rows that finish are dropped from the batch and the cache.
 
 Logprobs (what each generated token's ``logprob`` means), per ``logprobs_mode``:
 
@@ -203,13 +205,18 @@ class Engine:
         if not seqs:
             return 0
         gens = [self._generator(s) for s in seqs]
-        B, L = len(seqs), max(len(s.prompt_ids) for s in seqs)
-        input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)  # (B, L) left-padded
-        attn = torch.zeros((B, L), dtype=torch.long)  # (B, L) 1 = real token
-        for i, s in enumerate(seqs):
-            input_ids[i, L - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids, dtype=torch.long)
-            attn[i, L - len(s.prompt_ids) :] = 1
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (B, L) positions ignore the padding
+        # Identical prompts (the n choices of a request, the rollouts of a GRPO group sent as separate
+        # requests) are prefilled once; their rows of the KV cache are then copied.
+        unique: dict[tuple[int, ...], int] = {}
+        row_of = [unique.setdefault(tuple(s.prompt_ids), len(unique)) for s in seqs]  # seq -> prefill row
+        prompts = list(unique)
+        B, U, L = len(seqs), len(prompts), max(len(p) for p in prompts)
+        input_ids = torch.full((U, L), self.pad_id, dtype=torch.long)  # (U, L) left-padded
+        attn = torch.zeros((U, L), dtype=torch.long)  # (U, L) 1 = real token
+        for i, p in enumerate(prompts):
+            input_ids[i, L - len(p) :] = torch.tensor(p, dtype=torch.long)
+            attn[i, L - len(p) :] = 1
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # (U, L) positions ignore the padding
         temps = torch.tensor([s.params.temperature for s in seqs], dtype=torch.float32)  # (B,)
         from transformers import DynamicCache
 
@@ -222,7 +229,11 @@ class Engine:
             use_cache=True,
             logits_to_keep=1,
         )
-        logits = out.logits[:, -1, :].float().cpu()  # (B, V)
+        logits = out.logits[:, -1, :].float().cpu()  # (U, V)
+        if U < B:  # one row per sequence: (U, ...) -> (B, ...)
+            expand = torch.tensor(row_of, dtype=torch.long)
+            cache.batch_select_indices(expand.to(device))
+            logits, attn, pos = logits[expand], attn[expand], pos[expand]
         active = list(range(B))  # row -> index into seqs
         generated = 0
         while True:

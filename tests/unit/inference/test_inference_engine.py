@@ -53,6 +53,32 @@ def test_logprobs_match_forward_pass_with_left_padding(
         torch.testing.assert_close(torch.tensor(s.logprobs), expected, atol=2e-4, rtol=0)
 
 
+def test_identical_prompts_share_one_prefill_and_keep_exact_logprobs(tokenizer, model) -> None:
+    eng = Engine(tokenizer, Policy(model, 0, "m"), [tokenizer.eos_token_id], "scaled")
+    a, b = _prompts(tokenizer, 2)
+    seqs = [
+        Sequence(p, SamplingParams(max_tokens=10, seed=i, ignore_eos=True))
+        for i, p in enumerate([a, b, a, a, b])
+    ]
+    calls = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, args, kw: calls.append(kw["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        eng.run_batch(seqs)
+    finally:
+        hook.remove()
+    assert calls[0] == (2, max(len(a), len(b)))  # one prefill row per distinct prompt
+    assert all(c[0] == 5 and c[1] == 1 for c in calls[1:])  # then every sequence decodes
+    for s in seqs:
+        torch.testing.assert_close(
+            torch.tensor(s.logprobs), _forward_logprobs(model, s, 1.0), atol=2e-4, rtol=0
+        )
+    alone = Sequence(a, SamplingParams(max_tokens=10, seed=2, ignore_eos=True))
+    eng.run_batch([alone])
+    assert alone.token_ids == seqs[2].token_ids  # same seed, same tokens, shared prefill or not
+
+
 def test_greedy_is_argmax_and_reports_raw_logprobs(tokenizer, model, engine: Engine) -> None:
     s = Sequence(_prompts(tokenizer, 1)[0], SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
     engine.run_batch([s])
