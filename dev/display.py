@@ -66,10 +66,8 @@ def render(
         if val is None:
             vtxt, atxt = "", ""
         else:
-            done = len(val.rewards)
-            mean = val.mean
-            mark = "" if stats.val_complete(v) else f" ({done}/{stats.val_expected})"
-            vtxt = (f"{mean:.3f}" if mean is not None else "-") + mark
+            mark = "" if stats.val_complete(v) else f" ({val.count}/{stats.val_expected})"
+            vtxt = f"{val.mean:.3f}{mark}"
             atxt = str(len(stats.answers(v)))
         rewards.add_row(str(v), f"{train[v]:.3f}" if v in train else "", vtxt, atxt)
 

@@ -1,8 +1,8 @@
 """The monitor of ``streamrl dev`` and ``streamrl status``: reads a pipeline's topics and measures lag.
 
 A consumer *assigned* (no group membership, no commits) to every partition of ``tasks``,
-``samples``, ``requests``, ``trajectories``, ``batches``, ``checkpoints`` and ``dlq`` (or a subset)
-decodes the records it needs and feeds :class:`streamrl.dev.stats.RunStats`: in a background thread
+``samples``, ``requests``, ``trajectories``, ``batches``, ``checkpoints``, ``dlq`` and ``validation``
+(or a subset) decodes the records it needs and feeds :class:`streamrl.dev.stats.RunStats`: in a background thread
 (:meth:`Monitor.start`, ``streamrl dev``) or in the caller's thread up to the end offsets
 (:meth:`Monitor.read_to_end`, ``streamrl status``). Lag is measured in the caller's thread: for
 every consumer group of the pipeline (group ids with the prefix stem, and the streams app id)
@@ -30,7 +30,15 @@ from confluent_kafka import (
 from streamrl.config import Settings
 from streamrl.dev.stats import RunStats
 from streamrl.kafka import client_config, make_admin
-from streamrl.schemas import CheckpointEvent, LLMRequest, Sample, SchemaError, Task, Trajectory
+from streamrl.schemas import (
+    CheckpointEvent,
+    LLMRequest,
+    Sample,
+    SchemaError,
+    Task,
+    Trajectory,
+    ValidationResult,
+)
 from streamrl.schemas.serde import Serde
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,7 @@ DECODED: dict[str, type | None] = {
     "checkpoints": CheckpointEvent,
     "batches": None,
     "dlq": None,
+    "validation": ValidationResult,
 }
 
 
@@ -208,6 +217,9 @@ class Monitor:
             s.on_checkpoint(record)
         elif isinstance(record, Task):
             s.on_task(record)
+        elif isinstance(record, ValidationResult):
+            if record.policy_name == self.settings.rl.policy_name:
+                s.on_validation(record)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the thread and close the consumer."""

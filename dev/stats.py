@@ -5,9 +5,11 @@ the progress display and the summary: policy version, rollouts/s, reward mean pe
 and val), whether every sample got a trajectory, which version served the calls, and how many
 distinct greedy answers the policy gives on the val set.
 
-Validation results are computed here from val-mode trajectories keyed by the validated policy
-version (``Trajectory.policy_version`` of a val sample is the version it validates). The answer of
-a val rollout is the response token ids of its last call (``Trajectory.request_ids[-1]``).
+The validation reward is not computed here: it is the ``ValidationResult`` record streams publishes
+on the ``validation`` topic (the one definition: every val rollout counts, failed and timed-out ones
+as 0), the latest record per policy version. What this module adds is the answers: the answer of a
+val rollout is the response token ids of its last call (``Trajectory.request_ids[-1]``), keyed by the
+validated version (``Trajectory.policy_version`` of a val sample).
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from streamrl.schemas import CheckpointEvent, LLMRequest, Mode, RolloutStatus, Sample, Split, Task, Trajectory
+from streamrl.schemas import (
+    CheckpointEvent,
+    LLMRequest,
+    Mode,
+    RolloutStatus,
+    Sample,
+    Split,
+    Task,
+    Trajectory,
+    ValidationResult,
+)
 
 
 @dataclass
@@ -36,20 +48,6 @@ class Mean:
     def value(self) -> float | None:
         """The mean, or None when empty."""
         return self.total / self.count if self.count else None
-
-
-@dataclass
-class ValResult:
-    """Validation of one policy version: the final reward and answer of each val rollout."""
-
-    rewards: dict[str, float] = field(default_factory=dict)
-    """rollout_id → reward (0.0 for a failed/timeout rollout: it did not solve the task)."""
-    answer_requests: dict[str, str] = field(default_factory=dict)
-    """rollout_id → request_id of its last call (its answer)."""
-
-    @property
-    def mean(self) -> float | None:
-        return sum(self.rewards.values()) / len(self.rewards) if self.rewards else None
 
 
 @dataclass
@@ -78,8 +76,11 @@ class RunStats:
     status: Counter[str] = field(default_factory=Counter)
     train_reward: dict[int, Mean] = field(default_factory=dict)
     """Sample policy version → mean reward of its succeeded train rollouts."""
-    val: dict[int, ValResult] = field(default_factory=dict)
-    """Validated policy version → its results."""
+    val: dict[int, ValidationResult] = field(default_factory=dict)
+    """Validated policy version → its latest ``ValidationResult`` (from streams, on ``validation``)."""
+    val_answers: dict[int, dict[str, str]] = field(default_factory=dict)
+    """Validated policy version → rollout_id → request_id of its last call (its answer), succeeded
+    val rollouts only."""
     requests: int = 0
     served_versions: Counter[int] = field(default_factory=Counter)
     """Policy version that served a call → number of calls."""
@@ -119,14 +120,16 @@ class RunStats:
         self.last_progress = now
         ok = traj.status == RolloutStatus.succeeded and traj.reward is not None
         if traj.mode == Mode.val:
-            res = self.val.setdefault(traj.policy_version, ValResult())
-            res.rewards[traj.rollout_id] = float(traj.reward) if ok else 0.0  # type: ignore[arg-type]
             if ok and traj.request_ids:
-                res.answer_requests[traj.rollout_id] = traj.request_ids[-1]
-            else:
-                res.answer_requests.pop(traj.rollout_id, None)
+                self.val_answers.setdefault(traj.policy_version, {})[traj.rollout_id] = traj.request_ids[-1]
         elif ok:
             self.train_reward.setdefault(traj.policy_version, Mean()).add(float(traj.reward))  # type: ignore[arg-type]
+
+    def on_validation(self, result: ValidationResult) -> None:
+        """The latest figures of a version (a later record of the same version replaces the earlier)."""
+        prev = self.val.get(result.policy_version)
+        if prev is None or result.count >= prev.count:
+            self.val[result.policy_version] = result
 
     def on_checkpoint(self, event: CheckpointEvent) -> None:
         self.checkpoints.append(event)
@@ -155,17 +158,13 @@ class RunStats:
         return len(self.val_tasks) * self.val_samples_per_task
 
     def val_complete(self, version: int) -> bool:
-        """True when every val task of ``version`` has its rollouts' results."""
+        """True when streams has counted a result for every val rollout of ``version``."""
         res = self.val.get(version)
-        return res is not None and self.val_expected > 0 and len(res.rewards) >= self.val_expected
+        return res is not None and self.val_expected > 0 and res.count >= self.val_expected
 
     def val_means(self) -> dict[int, float]:
-        """Validated version → mean val reward (complete validations only)."""
-        return {
-            v: r.mean
-            for v in sorted(self.val)
-            if self.val_complete(v) and (r := self.val[v]).mean is not None
-        }
+        """Validated version → validation reward (``ValidationResult.mean``; complete validations only)."""
+        return {v: self.val[v].mean for v in sorted(self.val) if self.val_complete(v)}
 
     def train_means(self) -> dict[int, float]:
         """Sample policy version → mean train reward."""
@@ -175,11 +174,8 @@ class RunStats:
 
     def answers(self, version: int) -> Counter[tuple[int, ...]]:
         """Distinct answers (response token ids of the last call) of the val rollouts of ``version``."""
-        res = self.val.get(version)
         out: Counter[tuple[int, ...]] = Counter()
-        if res is None:
-            return out
-        for req_id in res.answer_requests.values():
+        for req_id in self.val_answers.get(version, {}).values():
             resp = self.val_responses.get(req_id)
             if resp is not None:
                 out[resp] += 1

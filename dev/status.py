@@ -3,7 +3,7 @@
 Everything comes from the cluster the config points at, so it works the same against a ``make
 demo`` on a laptop and a Kubernetes deployment: the consumer groups of the pipeline (state, members,
 lag per topic: :meth:`Monitor.groups`, :meth:`Monitor.measure_lag`), and the records of ``tasks``,
-``samples``, ``trajectories``, ``batches``, ``checkpoints`` and ``dlq`` read to their end offsets
+``samples``, ``trajectories``, ``batches``, ``checkpoints``, ``dlq`` and ``validation`` read to their end offsets
 by the same :class:`~streamrl.dev.monitor.Monitor` and :class:`~streamrl.dev.stats.RunStats` that
 ``streamrl dev`` uses (``requests``, the largest topic, is not read). Figures:
 
@@ -17,8 +17,9 @@ by the same :class:`~streamrl.dev.monitor.Monitor` and :class:`~streamrl.dev.sta
 - rollouts succeeded/failed/timeout, samples in flight (no trajectory yet), dead-lettered records;
 - staleness of the last trained batch (trainer version − row policy version, mean and max; the
   trainer puts them in each checkpoint's metrics);
-- the last val reward: mean val reward of the newest policy version whose validation is complete,
-  a failed or timed-out val rollout counting 0 (:meth:`RunStats.val_means`), with the one in progress.
+- the last val reward: the validation reward streams publishes (``ValidationResult`` on
+  ``validation``: every val rollout counts, a failed or timed-out one as 0) of the newest policy
+  version whose validation is complete (:meth:`RunStats.val_means`), with the one in progress.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from streamrl.dev.stats import RunStats
 from streamrl.errors import StreamRLError
 
 #: Topics ``status`` reads (``requests`` holds every call's token ids: too large to read for a status).
-STATUS_TOPICS = ("tasks", "samples", "trajectories", "batches", "checkpoints", "dlq")
+STATUS_TOPICS = ("tasks", "samples", "trajectories", "batches", "checkpoints", "dlq", "validation")
 #: Checkpoint metrics shown with the last checkpoint.
 CHECKPOINT_METRICS = ("actor/loss", "reward/mean", "actor/lr", "actor/entropy", "actor/grad_norm")
 
@@ -254,7 +255,7 @@ def last_validation(stats: RunStats) -> dict[str, Any] | None:
     if not stats.val_complete(newest):
         out["in_progress"] = {
             "version": newest,
-            "done": len(stats.val[newest].rewards),
+            "done": stats.val[newest].count,
             "expected": stats.val_expected,
         }
     return out

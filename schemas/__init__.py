@@ -30,6 +30,7 @@ from streamrl.schemas.records import (
     TrainingBatch,
     TrainingRow,
     Trajectory,
+    ValidationResult,
     utc_now,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "TrainingBatch",
     "TrainingRow",
     "Trajectory",
+    "ValidationResult",
     "digest_bytes",
     "digest_dir",
     "digest_file",

@@ -494,6 +494,52 @@ class DeadLetter(TopRecord):
     failed_at: UtcDatetime = Field(default_factory=utc_now)
 
 
+class ValidationResult(TopRecord):
+    """The validation reward of one policy version (topic `validation`, compacted, key
+    ``<policy_name>/<policy_version>``; :meth:`key`). Computed in one place, streams, and read by
+    everyone else (``streamrl dev``'s display and summary, ``streamrl status``).
+
+    Definition: every val rollout of the version counts once; it scores the reward of its first
+    succeeded attempt, or 0 while it has only failed or timed-out attempts (a later success of a
+    re-issued rollout replaces the 0). ``mean`` is the validation reward: the mean score over all
+    ``count`` rollouts. A version's record is re-published as its rollouts finish; the latest one is
+    the current figure (complete once ``count`` reaches the val tasks × ``sampler.val_samples_per_task``).
+    """
+
+    schema_version: Int32 = 1
+    policy_name: str
+    policy_version: Int32
+    count: Int32
+    succeeded: Int32
+    failed: Int32
+    timed_out: Int32
+    mean: float
+    std: float
+    min: float
+    max: float
+    updated_at: UtcDatetime = Field(default_factory=utc_now)
+
+    def key(self) -> str:
+        """The Kafka key: ``<policy_name>/<policy_version>``."""
+        return f"{self.policy_name}/{self.policy_version}"
+
+    def check_invariants(self, scan: bool = True) -> None:
+        super().check_invariants(scan)
+        _non_negative(self, "policy_version", "succeeded", "failed", "timed_out", "std")
+        _finite(self, "mean", "std", "min", "max")
+        where = f"ValidationResult {self.key()!r}"
+        if self.count < 1 or self.count != self.succeeded + self.failed + self.timed_out:
+            raise ValueError(
+                f"{where}: count={self.count} must be >= 1 and = succeeded + failed + timed_out "
+                f"({self.succeeded} + {self.failed} + {self.timed_out})"
+            )
+        slack = 1e-9 * max(1.0, abs(self.min), abs(self.max))  # float rounding of the mean
+        if not self.min - slack <= self.mean <= self.max + slack:
+            raise ValueError(f"{where}: mean {self.mean} outside [min {self.min}, max {self.max}]")
+        if self.failed + self.timed_out and self.min > 0:
+            raise ValueError(f"{where}: failed or timed-out rollouts score 0, but min is {self.min}")
+
+
 TOP_RECORDS: tuple[type[TopRecord], ...] = (
     Task,
     Sample,
@@ -503,6 +549,7 @@ TOP_RECORDS: tuple[type[TopRecord], ...] = (
     GroupOutcome,
     CheckpointEvent,
     DeadLetter,
+    ValidationResult,
 )
 """Every record type that is a topic value, in pipeline order."""
 
@@ -515,5 +562,6 @@ TOPIC_RECORDS: dict[str, type[TopRecord]] = {
     "group_outcomes": GroupOutcome,
     "checkpoints": CheckpointEvent,
     "dlq": DeadLetter,
+    "validation": ValidationResult,
 }
 """Logical topic name (without prefix) -> record type of its values."""

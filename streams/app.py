@@ -4,11 +4,14 @@ Agents (faust-streaming, aiokafka driver, ``at_least_once``, in-memory tables wi
 
 * ``join`` on ``requests`` + ``trajectories`` + ``<app_id>-ticks`` (co-partitioned by ``rollout_id``),
   table ``join`` keyed by ``rollout_id`` (:mod:`streamrl.streams.join`). Complete train rollouts (with their
-  rows) go to ``<app_id>-groups`` keyed by ``group_id``; val rollouts to ``<app_id>-validation``.
+  rows) go to ``<app_id>-groups`` keyed by ``group_id``; every val trajectory (any status) goes
+  straight to ``<app_id>-validation`` keyed by its policy version.
 * ``groups`` on ``<app_id>-groups`` (rollouts, lost rollouts and ticks in one ordered log per
   partition), table ``groups`` (:mod:`streamrl.streams.groups`); publishes ``batches`` keyed by
   ``batch_id`` and ``group_outcomes`` keyed by ``group_id`` (what became of every train rollout).
-* ``validation`` on ``<app_id>-validation`` (one partition), table ``validation`` keyed by version.
+* ``validation`` on ``<app_id>-validation`` (one partition), table ``validation`` keyed by version
+  (:mod:`streamrl.streams.validation`, the one computation of the validation reward); publishes the
+  version's ``ValidationResult`` to the compacted ``validation`` topic on every val trajectory.
 * a timer (``tick_interval_s``) writes event-time ticks into every assigned ticks/groups partition
   (tables can only be written while processing an event) and refreshes ``validation.json``.
 
@@ -37,6 +40,7 @@ from streamrl.schemas import (
     GroupOutcome,
     GroupOutcomeStatus,
     LLMRequest,
+    Mode,
     SchemaError,
     TrainingRow,
     Trajectory,
@@ -49,7 +53,7 @@ from streamrl.streams.faust_config import StreamsTopics, faust_broker, streams_t
 from streamrl.streams.groups import Batch, GroupConfig, GroupMachine
 from streamrl.streams.join import JoinConfig, JoinResult, on_call, on_tick, on_trajectory
 from streamrl.streams.rows import RowConfig
-from streamrl.streams.validation import add_result, summary, write_json
+from streamrl.streams.validation import add_outcome, result, summary, write_json
 
 log = logging.getLogger("streams")
 
@@ -138,6 +142,8 @@ class Aggregator:
         self.ticks_topic = app.topic(n.ticks, **raw)
         self.groups_topic = app.topic(n.groups, **raw)
         self.val_topic = app.topic(n.validation, **raw)
+        self.val_results_topic = app.topic(n.validation_results, **raw)
+        self._val_dirty = True  # validation.json is rewritten on the next tick
         self.batches_topic = app.topic(n.batches, **raw)
         self.outcomes_topic = app.topic(n.group_outcomes, **raw)
         self.dlq_topic = app.topic(n.dlq, **raw)
@@ -220,6 +226,8 @@ class Aggregator:
                     )
                     self._check_key(key, t.rollout_id)
                     rollout_id = t.rollout_id
+                    if t.mode is Mode.val:  # scored from the trajectory alone (no join with its calls)
+                        await self._send_val(t, msg.timestamp)
                     res = on_trajectory(
                         self.join_table.get(rollout_id),
                         traj_of(t, msg.timestamp, msg.offset),
@@ -289,15 +297,7 @@ class Aggregator:
 
     async def _forward(self, out: dict[str, Any], msg: Any) -> None:
         if out["kind"] == "val":
-            value = {
-                "rollout_id": out["rollout_id"],
-                "version": out["policy_version"],
-                "reward": out["reward"],
-            }
-            await self.val_topic.send(
-                key=str(out["policy_version"]).encode(), value=json.dumps(value).encode(), force=True
-            )
-            return
+            return  # validation counts the trajectory itself (_send_val); the join only cleans up its calls
         if out["kind"] == "train":
             try:
                 for row in out["rows"]:
@@ -385,28 +385,47 @@ class Aggregator:
         )
 
     # ------------------------------------------------------------------ validation
+    async def _send_val(self, t: Trajectory, ts: float) -> None:
+        """Forward one val trajectory's outcome (record time ``ts``, seconds) to the validation agent."""
+        value = {
+            "rollout_id": t.rollout_id,
+            "version": int(t.policy_version),
+            "status": t.status.value,
+            "reward": t.reward,
+            "ts": ts,
+        }
+        await self.val_topic.send(
+            key=str(t.policy_version).encode(), value=json.dumps(value).encode(), force=True
+        )
+
     async def _val_agent(self, stream: faust.StreamT) -> None:
+        policy = self.settings.rl.policy_name
         async for event in stream.events():
             msg = event.message
             try:
                 ev = json.loads(msg.value)
-                version, rollout_id, reward = (
-                    str(int(ev["version"])),
-                    str(ev["rollout_id"]),
-                    float(ev["reward"]),
-                )
+                version, rollout_id, status = int(ev["version"]), str(ev["rollout_id"]), str(ev["status"])
+                reward = None if ev["reward"] is None else float(ev["reward"])
+                ts = float(ev["ts"])
             except (ValueError, KeyError, TypeError) as exc:
                 self._dead(msg, f"bad validation event: {exc!r}", exc)
                 continue
-            entry = add_result(self.val_table.get(version), rollout_id, reward)
+            entry = add_outcome(self.val_table.get(str(version)), rollout_id, status, reward, ts)
             if entry is None:
                 metrics.record({"duplicate:val": 1})  # type: ignore[arg-type]
+                entry = self.val_table.get(str(version))
             else:
-                self.val_table[version] = entry
+                self.val_table[str(version)] = entry
+                self._val_dirty = True
+            # published on duplicates too: a replayed event re-sends a record lost with a crash
+            rec = result(policy, version, entry)
+            await self.val_results_topic.send(
+                key=rec.key().encode(), value=self.serde.encode(rec), force=True
+            )
 
-    def validation_summary(self) -> dict[str, dict[str, float]]:
-        """``{version: {count, mean, std, min, max}}`` of the validation table (local partitions)."""
-        return summary(self.val_table.items())
+    def validation_summary(self) -> dict[str, dict[str, Any]]:
+        """The figures of every validated version (:func:`streamrl.streams.validation.summary`)."""
+        return summary(self.settings.rl.policy_name, self.val_table.items())
 
     # ------------------------------------------------------------------ timer
     async def _tick(self) -> None:
@@ -417,9 +436,10 @@ class Aggregator:
         for tp in tps:
             topic = self.ticks_topic if tp.topic == self.names.ticks else self.groups_topic
             await topic.send(value=value, partition=tp.partition, force=True)
-        if TP(self.names.validation, 0) in assigned:
+        if self._val_dirty and TP(self.names.validation, 0) in assigned:
             try:
                 write_json(self.validation_path, self.validation_summary())
+                self._val_dirty = False
             except OSError as exc:
                 log.warning("cannot write %s: %s", self.validation_path, exc)
         if now - self._last_summary >= metrics.SUMMARY_INTERVAL_S:

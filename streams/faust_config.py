@@ -48,7 +48,8 @@ class StreamsTopics:
     dlq: str
     ticks: str  # join timer ticks, co-partitioned with requests
     groups: str  # complete train rollouts keyed by group_id, plus group ticks
-    validation: str  # complete val rollouts, one partition
+    validation: str  # val trajectories' outcomes, one partition
+    validation_results: str  # the public, compacted `validation` topic (ValidationResult records)
     join_partitions: int
     group_partitions: int
 
@@ -67,6 +68,7 @@ def streams_topics(settings: Settings) -> StreamsTopics:
         ticks=f"{app_id}-ticks",
         groups=f"{app_id}-groups",
         validation=f"{app_id}-validation",
+        validation_results=t.name("validation"),
         join_partitions=t.partitions["requests"],
         group_partitions=settings.streams.group_partitions,
     )
@@ -125,7 +127,7 @@ def ensure_streams_topics(settings: Settings, timeout_s: float = 30.0) -> Stream
     """Create the internal topics if missing and check co-partitioning of ``requests``/``trajectories``.
 
     Raises:
-        BrokerError: unreachable cluster, a source topic is missing, partition counts differ from the
+        BrokerError: unreachable cluster, a source or output topic is missing, partition counts differ from the
             config, or a topic cannot be created.
     """
     names = streams_topics(settings)
@@ -143,6 +145,9 @@ def ensure_streams_topics(settings: Settings, timeout_s: float = 30.0) -> Stream
                 f"topic {source} has {have} partitions, config says {names.join_partitions}: "
                 "requests and trajectories must be co-partitioned with the join table"
             )
+    for output in (names.batches, names.validation_results):  # else a send would auto-create it, uncompacted
+        if output not in existing:
+            raise BrokerError(f"topic {output} does not exist; run `streamrl topics create` first")
     retention = str(int(max(3600.0, 10 * settings.streams.dedup_retention_s) * 1000))
     wanted = {
         names.ticks: (names.join_partitions, {"retention.ms": "3600000"}),

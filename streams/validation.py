@@ -1,10 +1,17 @@
-"""Validation results: per policy version reward statistics of val-mode rollouts.
+"""The validation reward of a policy version: computed here, once, and published as ``ValidationResult``.
 
-The table value per version is ``{"count", "sum", "sumsq", "min", "max", "rollouts": [ids]}``;
-adding a rollout id twice changes nothing, so at-least-once input cannot double count. The view
-(:func:`summary`) is what ``validation.json`` and the web endpoint show::
+Definition (the record's docstring repeats it for readers): every val rollout of a policy version
+counts once, by ``rollout_id``. Its score is the reward of its first succeeded attempt; while it has
+only failed or timed-out attempts it scores 0 (the sampler re-issues a failed rollout up to
+``sampler.max_retries`` times, and a later success replaces the 0). The version's figures are the
+count, the succeeded/failed/timed-out counts, and the mean, population standard deviation, minimum
+and maximum of the scores, failed and timed-out rollouts included.
 
-    {"<version>": {"count": n, "mean": m, "std": s, "min": a, "max": b}}
+The input is every val ``Trajectory`` (any status), straight from ``trajectories``: a val rollout
+needs no join with its calls to be scored. The table value per policy version is
+``{"outcomes": {rollout_id: [status, score]}, "ts": latest counted trajectory's record time in
+seconds}``; :func:`add_outcome` is idempotent, so at-least-once input cannot double count, and the
+table never shrinks, so a replayed event re-publishes the latest figures, never older ones.
 """
 
 from __future__ import annotations
@@ -14,41 +21,75 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from streamrl.schemas import RolloutStatus, ValidationResult
 
-def add_result(entry: dict[str, Any] | None, rollout_id: str, reward: float) -> dict[str, Any] | None:
-    """The entry with one more val rollout, or None if ``rollout_id`` was already counted."""
-    entry = entry or {"count": 0, "sum": 0.0, "sumsq": 0.0, "min": None, "max": None, "rollouts": []}
-    if rollout_id in entry["rollouts"]:
+SUCCEEDED = RolloutStatus.succeeded.value
+
+
+def add_outcome(
+    entry: dict[str, Any] | None, rollout_id: str, status: str, reward: float | None, ts: float
+) -> dict[str, Any] | None:
+    """The version's entry with one more val trajectory applied, or None when nothing changes.
+
+    Args:
+        entry: the table value of the version (None: first rollout of the version).
+        rollout_id: the trajectory's rollout.
+        status: ``succeeded``, ``failed`` or ``timeout``.
+        reward: the trajectory's reward (a succeeded one without a reward scores 0).
+        ts: the trajectory record's time, seconds since the epoch.
+
+    Returns:
+        The new entry; None if ``rollout_id`` already has a success, or already has a failure and
+        this is another failure (the first outcome of each kind counts).
+    """
+    outcomes: dict[str, list[Any]] = dict((entry or {}).get("outcomes", {}))
+    prev = outcomes.get(rollout_id)
+    if prev is not None and (prev[0] == SUCCEEDED or status != SUCCEEDED):
         return None
-    return {
-        "count": entry["count"] + 1,
-        "sum": entry["sum"] + reward,
-        "sumsq": entry["sumsq"] + reward * reward,
-        "min": reward if entry["min"] is None else min(entry["min"], reward),
-        "max": reward if entry["max"] is None else max(entry["max"], reward),
-        "rollouts": [*entry["rollouts"], rollout_id],
-    }
+    score = float(reward or 0.0) if status == SUCCEEDED else 0.0
+    outcomes[rollout_id] = [status, score]
+    return {"outcomes": outcomes, "ts": max(float(ts), float((entry or {}).get("ts", ts)))}
 
 
-def summary(items: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
-    """``{version: {count, mean, std, min, max}}`` sorted by version (population std)."""
-    out: dict[str, dict[str, float]] = {}
-    for version, e in sorted(items, key=lambda kv: int(kv[0])):
-        n = e["count"]
-        if not n:
+def result(policy_name: str, version: int, entry: dict[str, Any]) -> ValidationResult:
+    """The ``ValidationResult`` of one version's entry (at least one outcome)."""
+    values = list(entry["outcomes"].values())
+    scores = [float(v[1]) for v in values]
+    n = len(scores)
+    lo, hi = min(scores), max(scores)
+    mean = min(max(math.fsum(scores) / n, lo), hi)  # clamped: rounding may step just outside
+    var = math.fsum((s - mean) ** 2 for s in scores) / n
+    statuses = [v[0] for v in values]
+    return ValidationResult(
+        policy_name=policy_name,
+        policy_version=version,
+        count=n,
+        succeeded=statuses.count(SUCCEEDED),
+        failed=statuses.count(RolloutStatus.failed.value),
+        timed_out=statuses.count(RolloutStatus.timeout.value),
+        mean=mean,
+        std=math.sqrt(var),
+        min=lo,
+        max=hi,
+        updated_at=datetime.fromtimestamp(float(entry["ts"]), tz=timezone.utc),
+    )
+
+
+def summary(policy_name: str, items: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """``{version: {count, succeeded, failed, timed_out, mean, std, min, max, updated_at}}``, by version
+    (what ``validation.json`` and the web endpoint show: the published records' figures)."""
+    out: dict[str, dict[str, Any]] = {}
+    for version, entry in sorted(items, key=lambda kv: int(kv[0])):
+        if not entry.get("outcomes"):
             continue
-        mean = e["sum"] / n
-        var = max(0.0, e["sumsq"] / n - mean * mean)
-        out[str(version)] = {
-            "count": n,
-            "mean": mean,
-            "std": math.sqrt(var),
-            "min": e["min"],
-            "max": e["max"],
-        }
+        rec = result(policy_name, int(version), entry)
+        out[str(version)] = rec.model_dump(
+            mode="json", exclude={"schema_version", "policy_name", "policy_version"}
+        )
     return out
 
 

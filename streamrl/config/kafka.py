@@ -19,12 +19,13 @@ TOPIC_NAMES: tuple[str, ...] = (
     "group_outcomes",
     "checkpoints",
     "dlq",
+    "validation",
 )
 #: Topics whose cleanup policy is ``compact``: the latest record per key is the state. Not
 #: ``group_outcomes``: a group has several records (its batch, members dropped for their own
 #: reasons, late members), each an event the sampler must count; compaction by ``group_id`` would
 #: keep only the last.
-COMPACTED_TOPICS: frozenset[str] = frozenset({"tasks", "checkpoints"})
+COMPACTED_TOPICS: frozenset[str] = frozenset({"tasks", "checkpoints", "validation"})
 
 
 #: Default partition count of every topic.
@@ -37,6 +38,7 @@ DEFAULT_PARTITIONS: dict[str, int] = {
     "group_outcomes": 1,
     "checkpoints": 1,
     "dlq": 1,
+    "validation": 1,
 }
 
 

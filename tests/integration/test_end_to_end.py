@@ -3,7 +3,8 @@
 A handful of GSM8K tasks, the tiny locally built model, the example agent (openai SDK, calculator
 tool) and every stage as a real child process on the session's real broker. Checks: every sample
 got a trajectory, batches were trained, checkpoints were published and loaded by the inference server
-(its ``/health`` version advanced and calls were served by new versions), and no child is left running.
+(its ``/health`` version advanced and calls were served by new versions), the last version's
+validation reward arrived from streams, and no child is left running.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ def test_dev_trains_the_gsm8k_agent_end_to_end(kafka_bootstrap: str, tmp_path: P
     assert summary["inference_version_first"] == 0, summary
     assert summary["inference_version_last"] >= 2, summary
     assert summary["served_version_max"] >= 1, summary
+    # the last version was validated: dev read streams' ValidationResult records (validation topic)
+    assert summary["version_last"] == summary["versions"] and summary["val_tasks"] == 2, summary
+    assert 0.0 <= summary["reward_last"] <= 1.0, summary
     assert (run_dir / "reward.png").read_bytes()[:4] == b"\x89PNG"
     # every child's log exists and nothing is left running
     for name in ("inference", "trainer", "streams", "worker-0", "sampler"):

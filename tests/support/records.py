@@ -31,6 +31,7 @@ from streamrl.schemas.records import (
     TrainingBatch,
     TrainingRow,
     Trajectory,
+    ValidationResult,
 )
 
 VOCAB_SIZE = 151_936  # Qwen2.5 vocabulary
@@ -190,12 +191,20 @@ def dead_letter(seed: int = 0) -> DeadLetter:
     )  # fmt: skip
 
 
+def validation_result(seed: int = 0) -> ValidationResult:
+    """Version 20 validated on 104 tasks: 90 succeeded, 3 failed and 1 timed out (those score 0)."""
+    return ValidationResult(
+        policy_name="grpo-main", policy_version=20 + seed, count=94, succeeded=90, failed=3, timed_out=1,
+        mean=0.7234042553191489, std=0.4473, min=0.0, max=1.0, updated_at=_T0,
+    )  # fmt: skip
+
+
 def all_examples(seed: int = 0) -> list[TopRecord]:
     """One example of every topic record type (both TrainingBatch forms)."""
     return [
         task(seed), sample(seed), llm_request(seed), trajectory(seed), training_batch(seed),
         claim_check_batch(seed), group_outcome(seed), group_outcome(seed, "dropped"), checkpoint_event(seed),
-        dead_letter(seed),
+        dead_letter(seed), validation_result(seed),
     ]  # fmt: skip
 
 

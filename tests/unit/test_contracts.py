@@ -253,3 +253,49 @@ def test_the_stages_raise_the_one_checkpoint_error() -> None:
 
     assert reload.CheckpointError is CheckpointError and checkpoint.CheckpointError is CheckpointError
     assert CheckpointError("x", "digest").reason == "digest"
+
+
+# -- one definition of the validation reward ----------------------------------------------------------
+
+
+def test_dev_shows_the_validation_reward_streams_publishes() -> None:
+    """Val trajectories (a failure, a timeout, a failure re-issued and then succeeded) go through the
+    streams computation; dev's display and summary read the published record, failures as 0."""
+    from streamrl.dev.stats import RunStats
+    from streamrl.schemas import Split, Task
+    from streamrl.streams.validation import add_outcome, result
+
+    stats = RunStats()
+    for i in range(4):
+        stats.on_task(Task(task_id=f"v{i}", split=Split.val, payload="{}"))
+    entry = None
+    for rid, status, reward in [
+        ("val/5/v0/0", "succeeded", 1.0),
+        ("val/5/v1/0", "failed", None),
+        ("val/5/v2/0", "timeout", None),
+        ("val/5/v3/0", "failed", None),
+        ("val/5/v3/0", "succeeded", 1.0),  # the re-issued attempt
+    ]:
+        entry = add_outcome(entry, rid, status, reward, 1.0) or entry
+        stats.on_validation(result("policy", 5, entry))
+    assert stats.val_complete(5) and stats.val_means() == {5: 0.5}
+    assert stats.summary(1.0)["reward_last"] == 0.5
+
+
+def test_only_streams_computes_the_validation_reward() -> None:
+    """``ValidationResult`` is built in ``streams/validation.py`` only; everyone else reads the record."""
+    import ast
+
+    home = ROOT / "streams" / "validation.py"
+    builders = []
+    for folder in PRODUCT_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == home or path.name == "examples.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (
+                    isinstance(node, ast.Call)
+                    and getattr(node.func, "id", getattr(node.func, "attr", "")) == "ValidationResult"
+                ):
+                    builders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not builders, f"the validation reward is computed only in streams/validation.py: {builders}"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from streamrl.schemas import Reward, TrainingBatch
+from streamrl.kafka import make_consumer
+from streamrl.schemas import Reward, TrainingBatch, ValidationResult
 from streamrl.schemas.claim_check import read_claim_check
 from streamrl.schemas.serde import Serde
 from tests.support.kafka import free_port
@@ -97,10 +99,12 @@ def test_trajectory_mode_masks_per_call_rewards_and_claim_check(
 
 
 def test_rows_keep_their_version_and_validation_table(
-    streams_config, worker_factory, feed, batch_reader, tmp_path: Path
+    settings, streams_config, worker_factory, feed, batch_reader, tmp_path: Path
 ):
     """Streams batches rows at the version that served them, however old: the trainer, which
-    alone knows the true version, applies the staleness policy (``rl.staleness_policy``)."""
+    alone knows the true version, applies the staleness policy (``rl.staleness_policy``).
+    Validation counts every val rollout, failed and timed-out ones as 0, publishes the figures on
+    the ``validation`` topic and writes the same figures to validation.json and the web endpoint."""
     port = free_port()
     cfg = streams_config(
         streams={"web_port": port}, rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 1}
@@ -114,20 +118,40 @@ def test_rows_keep_their_version_and_validation_table(
         rid = f"val/3/v{k}/0"
         feed.call(rid, f"{rid}/c0", [1], [2], version=3)
         feed.traj(rid, f"val/3/v{k}", [f"{rid}/c0"], reward, group_size=1, mode="val", version=3)
+    feed.traj("val/3/v3/0", "val/3/v3", [], 0.0, group_size=1, mode="val", status="failed", version=3)
+    feed.traj("val/3/v4/0", "val/3/v4", [], 0.0, group_size=1, mode="val", status="timeout", version=3)
+    feed.call("val/3/v4/0", "val/3/v4/0/c0", [1], [2], attempt="a2", version=3)  # re-issued: succeeds
+    feed.traj(
+        "val/3/v4/0", "val/3/v4", ["val/3/v4/0/c0"], 1.0, group_size=1, attempt="a2", mode="val", version=3
+    )
     feed.flush()
     [batch] = batch_reader.read(1, timeout_s=60)
     assert [(r.rollout_id, r.policy_version, r.weight) for r in batch.rows] == [
         (f"{g}/0", 1, 1.0),
         (f"{g}/1", 2, 1.0),
     ]
+    consumer = make_consumer(settings, f"test-validation-{uuid.uuid4().hex[:8]}")
+    consumer.subscribe([settings.topics.name("validation")])
+    latest, deadline = None, time.monotonic() + 60
+    try:
+        while (latest is None or (latest.count, latest.succeeded) != (5, 4)) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                latest = Serde().decode(msg.value(), ValidationResult)
+                assert msg.key() == b"policy/3"
+    finally:
+        consumer.close()
+    assert latest is not None, "no ValidationResult on the validation topic"
+    assert (latest.count, latest.succeeded, latest.failed, latest.timed_out) == (5, 4, 1, 0)
+    assert abs(latest.mean - (1.0 + 0.0 + 0.5 + 0.0 + 1.0) / 5) < 1e-12
+    assert (latest.min, latest.max) == (0.0, 1.0)
+    expected = latest.model_dump(mode="json", exclude={"schema_version", "policy_name", "policy_version"})
     path = tmp_path / "state" / "validation.json"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if path.exists() and json.loads(path.read_text()).get("3", {}).get("count") == 3:
-            break
+    summary, deadline = None, time.monotonic() + 30
+    while summary != expected and time.monotonic() < deadline:  # rewritten on the tick after a change
+        summary = json.loads(path.read_text()).get("3") if path.exists() else None
         time.sleep(0.3)
-    summary = json.loads(path.read_text())["3"]
-    assert summary["count"] == 3 and abs(summary["mean"] - 0.5) < 1e-9
+    assert summary == expected
     served = httpx.get(f"http://127.0.0.1:{port}/streamrl/validation/", timeout=10).json()
     assert served["3"] == summary
 

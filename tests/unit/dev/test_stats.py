@@ -1,9 +1,9 @@
-"""RunStats: val means per version from val trajectories, completeness, distinct answers, rates."""
+"""RunStats: val means per version from streams' ValidationResult records, completeness, distinct answers, rates."""
 
 from __future__ import annotations
 
 from streamrl.dev.stats import RunStats
-from streamrl.schemas import CheckpointEvent, Mode, RolloutStatus, Split
+from streamrl.schemas import CheckpointEvent, Mode, RolloutStatus, Split, ValidationResult
 from tests.support import records as ex
 
 
@@ -50,20 +50,29 @@ def _stats_with_val_tasks(n: int) -> RunStats:
     return s
 
 
-def test_val_means_only_for_complete_versions_and_failures_count_as_zero() -> None:
+def _val_result(version: int, count: int, mean: float, failed: int = 0):
+    return ValidationResult(
+        policy_name="policy", policy_version=version, count=count, succeeded=count - failed, failed=failed,
+        timed_out=0, mean=mean, std=0.0 if mean in (0.0, 1.0) else 0.5, min=0.0 if failed or mean < 1 else 1.0, max=1.0,
+    )  # fmt: skip
+
+
+def test_val_means_are_streams_records_for_complete_versions_only() -> None:
     s = _stats_with_val_tasks(3)
     assert s.val_expected == 3 and s.train_tasks == {"gsm8k-00099"}
     for i, r in enumerate([1.0, 0.0, 1.0]):
         s.on_trajectory(_val_traj(0, f"v{i}", r, f"r0-{i}"))
-    s.on_trajectory(_val_traj(2, "v0", 1.0, "r2-0"))
-    s.on_trajectory(_val_traj(2, "v1", None, "r2-1", ok=False))  # failed: counts as 0
-    assert s.val_means() == {0: 2 / 3}
-    assert not s.val_complete(2)
-    s.on_trajectory(_val_traj(2, "v2", 1.0, "r2-2"))
+    assert s.val_means() == {}  # trajectories alone: the reward is streams' to compute, not dev's
+    s.on_validation(_val_result(0, 3, 2 / 3))
+    s.on_validation(_val_result(2, 2, 0.5, failed=1))
+    assert s.val_means() == {0: 2 / 3} and not s.val_complete(2)
+    s.on_validation(_val_result(2, 3, 2 / 3, failed=1))
     assert s.val_means() == {0: 2 / 3, 2: 2 / 3}
-    # a retried val rollout replaces its earlier result
-    s.on_trajectory(_val_traj(2, "v1", 1.0, "r2-1b"))
+    s.on_validation(_val_result(2, 3, 1.0))  # a re-issued rollout succeeded: the record is updated
     assert s.val_means()[2] == 1.0
+    s.on_validation(_val_result(2, 2, 0.5))  # an older figure never replaces a newer one
+    assert s.val_means()[2] == 1.0
+    assert s.summary(1.0)["val_reward"] == {"0": 0.6667, "2": 1.0}
 
 
 def test_distinct_answers_from_the_last_call_of_each_val_rollout() -> None:
@@ -75,6 +84,7 @@ def test_distinct_answers_from_the_last_call_of_each_val_rollout() -> None:
     s.on_request(_req("t/0/0", "train-call", [99]))  # train calls are not kept
     assert "train-call" not in s.val_responses
     assert s.answers(3) == {(57,): 3, (58,): 1}
+    s.on_validation(_val_result(3, 4, 1.0))  # version 3's validation is complete
     summary = s.summary(12.0, decode=lambda ids: "".join(chr(i) for i in ids))
     assert summary["distinct_answers_last"] == 2
     assert summary["top_answers_last"] == [["9", 3], [":", 1]]

@@ -83,7 +83,7 @@ def test_bad_env_value_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_copartitioning_is_enforced(tmp_path: Path) -> None:
-    text = "topics:\n  partitions: {tasks: 1, samples: 2, requests: 4, trajectories: 2, batches: 1, checkpoints: 1, dlq: 1}\n"
+    text = "topics:\n  partitions: {tasks: 1, samples: 2, requests: 4, trajectories: 2, batches: 1, checkpoints: 1, dlq: 1, validation: 1}\n"
     with pytest.raises(ConfigError, match="co-partitioned"):
         load_settings(write(tmp_path, text))
 
