@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from streamrl.kafka import make_consumer
 from streamrl.schemas import Reward, TrainingBatch, ValidationResult
 from streamrl.schemas.claim_check import read_claim_check
 from streamrl.schemas.serde import Serde
-from tests.support.kafka import free_port
+from tests.support.kafka import TopicReader, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -130,18 +128,10 @@ def test_rows_keep_their_version_and_validation_table(
         (f"{g}/0", 1, 1.0),
         (f"{g}/1", 2, 1.0),
     ]
-    consumer = make_consumer(settings, f"test-validation-{uuid.uuid4().hex[:8]}")
-    consumer.subscribe([settings.topics.name("validation")])
-    latest, deadline = None, time.monotonic() + 60
-    try:
-        while (latest is None or (latest.count, latest.succeeded) != (5, 4)) and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and not msg.error():
-                latest = Serde().decode(msg.value(), ValidationResult)
-                assert msg.key() == b"policy/3"
-    finally:
-        consumer.close()
-    assert latest is not None, "no ValidationResult on the validation topic"
+    with TopicReader(settings, "validation", ValidationResult) as reader:
+        records = reader.read_until(lambda r: bool(r) and (r[-1].count, r[-1].succeeded) == (5, 4))
+        assert {m.key() for m in reader.messages} == {b"policy/3"}
+    latest = records[-1]
     assert (latest.count, latest.succeeded, latest.failed, latest.timed_out) == (5, 4, 1, 0)
     assert abs(latest.mean - (1.0 + 0.0 + 0.5 + 0.0 + 1.0) / 5) < 1e-12
     assert (latest.min, latest.max) == (0.0, 1.0)
