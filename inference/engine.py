@@ -90,6 +90,8 @@ class Sequence:
             ``top_logprobs`` alternatives as ``(token_id, logprob)`` pairs.
         finish_reason: ``stop`` (EOS, stop token or stop string), ``length``, or ``abort``.
         stop_at: character offset of the matched stop string in the decoded text, or None.
+        stop_reason: what stopped it, as vLLM reports it: the matched stop string, the stop token id
+            from ``stop_token_ids``, or None (end of sequence, length, abort).
         version: policy version that generated it (set when its batch starts).
         cancelled: set by the server when the client went away; the engine drops the row.
     """
@@ -103,6 +105,7 @@ class Sequence:
     top: list[list[tuple[int, float]]] = field(default_factory=list)
     finish_reason: str | None = None
     stop_at: int | None = None
+    stop_reason: str | int | None = None
     version: int = -1
     cancelled: bool = False
     enqueued_at: float = field(default_factory=time.monotonic)
@@ -122,8 +125,9 @@ def visible_text(tokenizer: Any, seq: Sequence) -> str:
     return text if seq.stop_at is None else text[: seq.stop_at]
 
 
-def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    hits = [i for s in stops if s and (i := text.find(s)) >= 0]
+def _find_stop(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
+    """``(offset, stop string)`` of the earliest stop string in ``text``, or None."""
+    hits = [(i, s) for s in stops if s and (i := text.find(s)) >= 0]
     return min(hits) if hits else None
 
 
@@ -311,13 +315,15 @@ class Engine:
         p = s.params
         if s.cancelled:
             s.finish_reason = "abort"
-        elif (tok in self.eos_token_ids and not p.ignore_eos) or tok in p.stop_token_ids:
+        elif tok in p.stop_token_ids:
+            s.finish_reason, s.stop_reason = "stop", tok
+        elif tok in self.eos_token_ids and not p.ignore_eos:
             s.finish_reason = "stop"
         elif p.stop:
             text = self.tokenizer.decode(s.token_ids, skip_special_tokens=True)
-            at = _find_stop(text, p.stop)
-            if at is not None:
-                s.stop_at, s.finish_reason = at, "stop"
+            hit = _find_stop(text, p.stop)
+            if hit is not None:
+                (s.stop_at, s.stop_reason), s.finish_reason = hit, "stop"
         if s.finish_reason is None and len(s.token_ids) >= p.max_tokens:
             s.finish_reason = "length"
         s._emit("token", len(s.token_ids) - 1)

@@ -27,6 +27,7 @@ from streamrl.schemas.inference_http import (
     LOGPROBS_CONTENT,
     POLICY_VERSION,
     PROMPT_TOKEN_IDS,
+    STOP_REASON,
     TOKEN_IDS,
     TOKEN_LOGPROBS,
 )
@@ -101,6 +102,9 @@ class ChatRequest(_Request):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    """vLLM's: the last (assistant) message is a prefix to continue, not a finished turn (needs
+    ``add_generation_prompt: false``)."""
     chat_template_kwargs: dict[str, Any] | None = None
 
     def active_tools(self) -> list[dict[str, Any]] | None:
@@ -129,6 +133,22 @@ class ChatRequest(_Request):
                     f"messages[{i}].role must be system/user/assistant/tool, got {m.get('role')!r}"
                 )
         return messages
+
+
+class TokenizeRequest(BaseModel):
+    """``POST /tokenize`` body (vLLM's): a ``prompt``, or chat ``messages`` (with ``tools``) rendered by
+    the chat template."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    add_special_tokens: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None
 
 
 class CompletionRequest(_Request):
@@ -247,6 +267,7 @@ def chat_response(
                 "index": s.index,
                 "message": message,
                 "finish_reason": finish,
+                STOP_REASON: s.stop_reason,
                 LOGPROBS: {
                     LOGPROBS_CONTENT: [
                         table.chat_logprob(t, lp, top)
@@ -289,6 +310,7 @@ def completion_response(
                 "index": i,
                 "text": text,
                 "finish_reason": s.finish_reason,
+                STOP_REASON: s.stop_reason,
                 LOGPROBS: {
                     LOGPROB_TOKENS: [table.entry(t)[0] for t in s.token_ids],
                     TOKEN_LOGPROBS: list(s.logprobs),

@@ -30,6 +30,7 @@ from streamrl.inference.metrics import InferenceMetrics
 from streamrl.inference.protocol import (
     ChatRequest,
     CompletionRequest,
+    TokenizeRequest,
     TokenTable,
     chat_response,
     completion_response,
@@ -44,8 +45,10 @@ from streamrl.schemas.inference_http import (
     POLICY_VERSION,
     PROMPT_TOKEN_IDS,
     SSE_DONE,
+    STOP_REASON,
     TOKEN_IDS,
     TOKEN_LOGPROBS,
+    TOKENIZE_PATH,
     version_headers,
 )
 
@@ -155,10 +158,18 @@ class InferenceService:
             )
         return max_tokens
 
-    def _chat_prompt(self, req: ChatRequest, tools: list[dict[str, Any]] | None) -> list[int]:
+    def _chat_prompt(
+        self, req: ChatRequest | TokenizeRequest, tools: list[dict[str, Any]] | None
+    ) -> list[int]:
         """Prompt token ids of a chat request: the model's chat template, with ``tools`` rendered by the
         template if it can, else by :func:`~streamrl.inference.tools.fallback_messages` (system prompt)."""
         kwargs = dict(req.chat_template_kwargs or {})
+        if req.continue_final_message:
+            if req.add_generation_prompt:
+                raise RequestError(
+                    "continue_final_message needs add_generation_prompt: false", "continue_final_message"
+                )
+            kwargs["continue_final_message"] = True
         messages = [{**m, "role": "system"} if m.get("role") == "developer" else m for m in req.messages]
         if self.template_tools:
             kwargs["tools"] = tools
@@ -242,6 +253,17 @@ class InferenceService:
                     }
                 ],
             }
+
+        @app.post(TOKENIZE_PATH)
+        async def tokenize(req: TokenizeRequest) -> dict[str, Any]:
+            if req.messages is not None:
+                ids = svc._chat_prompt(req, req.tools)
+            elif req.prompt is not None:
+                ids = svc.tokenizer.encode(req.prompt, add_special_tokens=req.add_special_tokens)
+            else:
+                raise RequestError("give either prompt or messages", "prompt")
+            svc.metrics.requests.labels(TOKENIZE_PATH, "200").inc()
+            return {"count": len(ids), "max_model_len": svc.max_model_len, "tokens": ids}
 
         @app.post("/v1/chat/completions")
         async def chat(req: ChatRequest) -> Any:
@@ -392,10 +414,10 @@ class InferenceService:
                             else payload
                         )
                         choice = {"index": s.index, "delta": d if any(d.values()) else {}, LOGPROBS: None,
-                                  TOKEN_IDS: [], "finish_reason": reason}  # fmt: skip
+                                  TOKEN_IDS: [], "finish_reason": reason, STOP_REASON: s.stop_reason}  # fmt: skip
                     else:
                         choice = {"index": i, "text": d["content"], TOKEN_IDS: [], LOGPROBS: None,
-                                  "finish_reason": payload}  # fmt: skip
+                                  "finish_reason": payload, STOP_REASON: s.stop_reason}  # fmt: skip
                     yield chunk(choice)
                 elif kind == "error":
                     yield f"data: {json.dumps(error_body(f'generation failed: {payload}', 500, 'InternalServerError'))}\n\n"

@@ -3,8 +3,8 @@
 This module never imports vllm (CPU machines do not have it): it launches ``vllm serve`` as a
 subprocess (or attaches to a running one) and talks HTTP to it.
 
-Front server (``inference.host:port``): forwards ``/v1/chat/completions`` and ``/v1/completions`` to
-vLLM with ``return_token_ids: true`` and (chat) ``logprobs: true`` forced, and adds
+Front server (``inference.host:port``): forwards ``/tokenize`` as is, and ``/v1/chat/completions`` and
+``/v1/completions`` to vLLM with ``return_token_ids: true`` and (chat) ``logprobs: true`` forced, and adds
 ``policy_version`` to every response and stream chunk plus the ``X-Policy-Version`` header.
 
 Weight reload, between requests: a :class:`VersionGate` stops admitting new requests, waits until the
@@ -50,6 +50,7 @@ from streamrl.schemas.inference_http import (
     HEALTH_PATH,
     POLICY_VERSION,
     SSE_DONE,
+    TOKENIZE_PATH,
     force_training_fields,
     version_headers,
 )
@@ -383,5 +384,12 @@ class VllmService:
         @app.post(f"/v1/{COMPLETIONS}")
         async def completions(request: Request) -> Response:
             return await forward(request, f"/v1/{COMPLETIONS}", chat=False)
+
+        @app.post(TOKENIZE_PATH)
+        async def tokenize(request: Request) -> Response:
+            body = await request.json()
+            body["model"] = svc.lora_name or svc.served_name
+            r = await client.post(TOKENIZE_PATH, json=body)
+            return Response(r.content, status_code=r.status_code, media_type="application/json")
 
         return app

@@ -183,3 +183,39 @@ def test_raw_sse_format(server) -> None:
     assert events[-1] == "data: [DONE]"
     first = json.loads(events[0][6:])
     assert first["choices"][0]["delta"]["role"] == "assistant" and first["prompt_token_ids"]
+
+
+def test_tokenize_matches_the_chat_prompt_and_stop_reason_names_the_stop(server, client, tokenizer) -> None:
+    """vLLM's ``/tokenize`` (the gateway's count_tokens uses it) and per-choice ``stop_reason``."""
+    url = server[1]
+    out = client.chat.completions.create(model="policy", messages=MESSAGES, max_tokens=3, seed=1)
+    r = httpx.post(url + "/tokenize", json={"model": "policy", "messages": MESSAGES}, timeout=10)
+    assert r.status_code == 200
+    assert r.json()["tokens"] == out.model_extra["prompt_token_ids"] and r.json()["max_model_len"] == 256
+    r = httpx.post(url + "/tokenize", json={"prompt": "12 apples"}, timeout=10)
+    assert r.json()["tokens"] == tokenizer.encode("12 apples", add_special_tokens=False)
+    # a stop string that the sampled text contains: stop_reason names it (vLLM's field)
+    probe = client.chat.completions.create(model="policy", messages=MESSAGES, max_tokens=12, seed=3)
+    text = probe.choices[0].message.content
+    stop = text[2:4] if len(text) >= 4 else text[:1]
+    got = client.chat.completions.create(
+        model="policy", messages=MESSAGES, max_tokens=12, seed=3, stop=[stop, "@@"]
+    )
+    assert got.choices[0].finish_reason == "stop" and got.choices[0].model_extra["stop_reason"] == stop
+    assert probe.choices[0].model_extra["stop_reason"] is None
+
+
+def test_continue_final_message_extends_the_assistant_turn(server, client, tokenizer) -> None:
+    msgs = [*MESSAGES, {"role": "assistant", "content": "The answer is"}]
+    out = client.chat.completions.create(
+        model="policy",
+        messages=msgs,
+        max_tokens=2,
+        extra_body={"continue_final_message": True, "add_generation_prompt": False},
+    )
+    prompt = tokenizer.decode(out.model_extra["prompt_token_ids"])
+    assert prompt.endswith("assistant\nThe answer is")  # no end-of-turn after the prefix
+    with pytest.raises(openai.BadRequestError, match="add_generation_prompt"):
+        client.chat.completions.create(
+            model="policy", messages=msgs, max_tokens=2, extra_body={"continue_final_message": True}
+        )
