@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["AttemptRegistry", "AttemptResult", "AttemptState", "request_id_for"]
 
@@ -51,6 +52,9 @@ class AttemptState:
     errors: list[str] = field(default_factory=list)
     pending: set[asyncio.Future[None]] = field(default_factory=set)
     calls_in_progress: int = 0
+    responses: dict[str, Any] = field(default_factory=dict)
+    """Responses API objects of this attempt by id (``StoredResponse``), for ``previous_response_id``;
+    they live as long as the attempt."""
     _idle: asyncio.Event | None = None
 
     def begin_call(self) -> int:

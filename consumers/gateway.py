@@ -9,6 +9,12 @@ it asked for one; bytes untouched, tool calls included), and only then parses th
 publishes one ``LLMRequest`` per choice to ``requests`` (key ``rollout_id``). Upstream errors reach
 the agent with the same status and body. Calls for an attempt that is not open get 404.
 
+OpenAI's Responses API (``responses``, ``GET responses/<id>``) and Anthropic's Messages API
+(``messages``, ``messages/count_tokens``) are translated: each generation becomes one chat completion
+upstream (:mod:`streamrl.consumers.dialects`), recorded exactly as a chat call, and its answer is
+translated back (events too, when streaming). A field that cannot be honoured is HTTP 400 naming it;
+an unknown endpoint is HTTP 404 listing the supported ones.
+
 The control routes (``POST /control/attempts``, ``POST /control/attempts/close``) let workers in
 other processes open and close attempts on a standalone gateway (``streamrl gateway``).
 
@@ -31,15 +37,24 @@ from aiohttp import web
 from streamrl.config.consumers import GatewaySettings
 from streamrl.consumers import metrics as m
 from streamrl.consumers.attempts import AttemptRegistry, AttemptState, request_id_for
+from streamrl.consumers.dialects import Dialect, MessagesDialect, dialect_for, openai_error
+from streamrl.consumers.messages_api import translate_request
 from streamrl.consumers.recording import ParsedResponse, RecordingError, parse_response, parse_sse
 from streamrl.consumers.sink import RecordSink
+from streamrl.consumers.translation import ChatStreamReader, SSESplitter, TranslationError, chat_output
 from streamrl.schemas.inference_http import (
     AGENT_HEADER,
+    ANTHROPIC_API_KEY_HEADER,
     CHAT_COMPLETIONS,
+    GATEWAY_ENDPOINTS,
     GENERATION_ENDPOINTS,
+    MESSAGES,
+    MESSAGES_COUNT_TOKENS,
     MODELS,
     PASSED_RESPONSE_HEADERS,
     POLICY_VERSION_HEADER,
+    RESPONSES,
+    TOKENIZE_PATH,
     force_training_fields,
     parse_attempt_path,
     policy_version_of,
@@ -50,9 +65,19 @@ log = logging.getLogger(__name__)
 __all__ = ["Gateway"]
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
-    body = orjson.dumps({"error": {"message": message, "type": kind, "code": status}})
+def _error(
+    status: int, message: str, kind: str = "invalid_request_error", dialect: Dialect | None = None
+) -> web.Response:
+    """An error answer in the format of the API called (OpenAI's, or Anthropic's for ``messages``)."""
+    body = dialect.error(status, message) if dialect is not None else openai_error(status, message, kind=kind)
     return web.Response(status=status, body=body, content_type="application/json")
+
+
+SUPPORTED = (
+    ", ".join(f"{'GET' if e == MODELS else 'POST'} /v1/{e}" for e in GATEWAY_ENDPOINTS)
+    + ", GET /v1/responses/<id>"
+)
+"""The endpoints an agent may call, as the 404 for any other lists them."""
 
 
 class Gateway:
@@ -176,26 +201,94 @@ class Gateway:
                 404, f"unknown path {request.rel_url.raw_path!r}; use /rollouts/<id>/attempts/<id>/v1/..."
             )
         rollout_id, attempt_id, agent, endpoint = parsed
+        anthropic = MessagesDialect() if endpoint.startswith(MESSAGES) else None
         state = self.registry.get(rollout_id, attempt_id)
         if state is None:
             return _error(
-                404, f"rollout {rollout_id!r} attempt {attempt_id!r} is unknown or finished", "not_found"
+                404,
+                f"rollout {rollout_id!r} attempt {attempt_id!r} is unknown or finished",
+                "not_found",
+                anthropic,
             )
         agent = agent or request.headers.get(AGENT_HEADER) or state.agent_name
-        if endpoint in GENERATION_ENDPOINTS:
+        if endpoint in GENERATION_ENDPOINTS or endpoint in (RESPONSES, MESSAGES):
             if request.method != "POST":
-                return _error(405, f"{endpoint} takes POST")
+                return _error(405, f"{endpoint} takes POST", dialect=anthropic)
             return await self._generate(request, state, agent, endpoint, t_in)
+        if endpoint == MESSAGES_COUNT_TOKENS and request.method == "POST":
+            return await self._count_tokens(request)
+        if endpoint.startswith(f"{RESPONSES}/") and request.method == "GET":
+            stored = state.responses.get(endpoint[len(RESPONSES) + 1 :])
+            if stored is None:
+                return _error(
+                    404, f"response {endpoint[len(RESPONSES) + 1 :]!r} is not held for this attempt"
+                )
+            return web.Response(body=orjson.dumps(stored.response), content_type="application/json")
         if endpoint == MODELS or endpoint.startswith(f"{MODELS}/"):
             return await self._passthrough(request, endpoint)
-        return _error(404, f"the gateway does not serve /v1/{endpoint}")
+        return _error(
+            404,
+            f"the gateway does not serve {request.method} /v1/{endpoint}; it serves {SUPPORTED}",
+            "not_found",
+            anthropic,
+        )
 
     def _upstream_headers(self, request: web.Request) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         auth = self._upstream_auth or request.headers.get("Authorization")
+        if not auth and request.headers.get(ANTHROPIC_API_KEY_HEADER):
+            auth = f"Bearer {request.headers[ANTHROPIC_API_KEY_HEADER]}"  # Anthropic clients' key
         if auth:
             headers["Authorization"] = auth
         return headers
+
+    def _upstream_root(self) -> str:
+        """The inference service's root URL (``upstream_url`` without its ``/v1``)."""
+        return self._upstream[: -len("/v1")] if self._upstream.endswith("/v1") else self._upstream
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """``messages/count_tokens``: the translated prompt, tokenized by the inference service."""
+        assert self._session is not None
+        dialect = MessagesDialect()
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise TranslationError("request body must be a JSON object")
+            chat, _ = translate_request(body, count_only=True)
+        except orjson.JSONDecodeError as exc:
+            return _error(400, f"request body is not JSON: {exc}", dialect=dialect)
+        except TranslationError as exc:
+            return web.Response(
+                status=exc.status,
+                body=dialect.error(exc.status, exc.message, exc.param),
+                content_type="application/json",
+            )
+        req = {
+            k: chat[k]
+            for k in ("model", "messages", "tools", "add_generation_prompt", "continue_final_message")
+            if k in chat
+        }
+        try:
+            async with self._session.post(
+                self._upstream_root() + TOKENIZE_PATH,
+                data=orjson.dumps(req),
+                headers=self._upstream_headers(request),
+            ) as up:
+                raw = await up.read()
+                if up.status != 200:
+                    return web.Response(
+                        status=up.status,
+                        body=dialect.upstream_error(up.status, raw),
+                        content_type="application/json",
+                    )
+                count = int(orjson.loads(raw)["count"])
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return _error(502, f"inference service unreachable: {exc!r}", dialect=dialect)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            return _error(
+                502, f"the inference service's {TOKENIZE_PATH} answer is malformed: {exc!r}", dialect=dialect
+            )
+        return web.Response(body=orjson.dumps({"input_tokens": count}), content_type="application/json")
 
     async def _passthrough(self, request: web.Request, endpoint: str) -> web.StreamResponse:
         assert self._session is not None
@@ -212,18 +305,31 @@ class Gateway:
         self, request: web.Request, state: AttemptState, agent: str | None, endpoint: str, t_in: float
     ) -> web.StreamResponse:
         assert self._session is not None
+        dialect = dialect_for(endpoint, state)
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError as exc:
-            return _error(400, f"request body is not JSON: {exc}")
+            return _error(400, f"request body is not JSON: {exc}", dialect=dialect)
         if not isinstance(body, dict):
-            return _error(400, "request body must be a JSON object")
+            return _error(400, "request body must be a JSON object", dialect=dialect)
+        if dialect is not None:
+            try:
+                body = dialect.translate(body)
+            except TranslationError as exc:
+                m.LLM_CALLS.labels(endpoint, "untranslatable").inc()
+                return web.Response(
+                    status=exc.status,
+                    body=dialect.error(exc.status, exc.message, exc.param),
+                    content_type="application/json",
+                )
+            endpoint = CHAT_COMPLETIONS
         if self.settings.force_token_ids:
             force_training_fields(body, chat=endpoint == CHAT_COMPLETIONS)
         stream = bool(body.get("stream"))
         payload = orjson.dumps(body)
         seq = state.begin_call()
         started_at = datetime.now(timezone.utc)
+        label = dialect.name if dialect is not None else endpoint
         try:
             t_up0 = time.perf_counter()
             try:
@@ -231,28 +337,40 @@ class Gateway:
                     f"{self._upstream}/{endpoint}", data=payload, headers=self._upstream_headers(request)
                 ) as up:
                     if stream and up.status == 200:
-                        return await self._relay_stream(
-                            request, up, state, seq, agent, body, started_at, t_in, t_up0
+                        relay = self._relay_stream if dialect is None else self._translate_stream
+                        return await relay(
+                            request, up, state, seq, agent, body, started_at, t_in, t_up0, dialect
                         )
                     raw = await up.read()
                     status, headers = up.status, _copy_headers(up.headers)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                m.LLM_CALLS.labels(endpoint, "upstream_unreachable").inc()
+                m.LLM_CALLS.labels(label, "upstream_unreachable").inc()
                 code = 504 if isinstance(exc, TimeoutError) else 502
-                return _error(code, f"inference service call failed: {exc!r}", "upstream_error")
+                return _error(code, f"inference service call failed: {exc!r}", "upstream_error", dialect)
             t_up1 = time.perf_counter()
             if status == 200:
                 state.completed_at[request_id_for(state.attempt_id, seq, 0)] = time.time()
-            resp = web.Response(body=raw, status=status, headers=headers)
+            answer = raw
+            if dialect is not None:
+                try:
+                    answer = (
+                        orjson.dumps(dialect.complete(chat_output(orjson.loads(raw))))
+                        if status == 200
+                        else dialect.upstream_error(status, raw)
+                    )
+                except (orjson.JSONDecodeError, TranslationError) as exc:
+                    status, answer = 502, dialect.error(502, f"cannot translate the inference answer: {exc}")
+                headers["Content-Type"] = "application/json"
+            resp = web.Response(body=answer, status=status, headers=headers)
             await resp.prepare(request)
             await resp.write_eof()
             t_out = time.perf_counter()
             m.OVERHEAD_SECONDS.observe((t_up0 - t_in) + (t_out - t_up1))
             m.UPSTREAM_SECONDS.observe(t_up1 - t_up0)
             if status != 200:
-                m.LLM_CALLS.labels(endpoint, f"http_{status}").inc()
+                m.LLM_CALLS.labels(label, f"http_{status}").inc()
                 return resp
-            m.LLM_CALLS.labels(endpoint, "ok").inc()
+            m.LLM_CALLS.labels(label, "ok").inc()
             self._record(
                 state,
                 seq,
@@ -279,6 +397,7 @@ class Gateway:
         started_at: datetime,
         t_in: float,
         t_up0: float,
+        dialect: Dialect | None = None,
     ) -> web.StreamResponse:
         headers = _copy_headers(up.headers)
         headers.setdefault("Content-Type", "text/event-stream")
@@ -303,11 +422,95 @@ class Gateway:
         t_up1 = time.perf_counter()
         state.completed_at[request_id_for(state.attempt_id, seq, 0)] = time.time()
         await resp.write_eof()
+        self._stream_done(
+            state, seq, agent, body, started_at, t_in, t_up0, t_up1, t_first, headers, bytes(buf)
+        )
+        return resp
+
+    async def _translate_stream(
+        self,
+        request: web.Request,
+        up: aiohttp.ClientResponse,
+        state: AttemptState,
+        seq: int,
+        agent: str | None,
+        body: dict[str, Any],
+        started_at: datetime,
+        t_in: float,
+        t_up0: float,
+        dialect: Dialect | None = None,
+    ) -> web.StreamResponse:
+        """Relay a chat stream as the dialect's event stream, translating chunk by chunk."""
+        assert dialect is not None
+        headers = _copy_headers(up.headers)
+        headers["Content-Type"] = "text/event-stream"
+        headers["Cache-Control"] = "no-cache"
+        resp = web.StreamResponse(status=200, headers=headers)
+        await resp.prepare(request)
+        writer, splitter, reader = dialect.stream(), SSESplitter(), ChatStreamReader()
+        opened = False
+        buf = bytearray()
+        t_first: float | None = None
+        try:
+            async for chunk in up.content.iter_any():
+                if t_first is None:
+                    t_first = time.perf_counter()
+                buf += chunk
+                out = b""
+                for obj in splitter.feed(chunk):
+                    events = reader.feed(obj)
+                    if not opened:
+                        out, opened = writer.open(reader.output.prompt_tokens), True
+                    out += writer.feed(events)
+                if out:
+                    await resp.write(out)
+            if not opened:
+                await resp.write(writer.open(reader.output.prompt_tokens))
+            if reader.error is not None:
+                raise TranslationError(f"the inference service reported an error: {reader.error}", None, 502)
+            await resp.write(writer.finish(reader.output))
+        except (aiohttp.ClientError, TimeoutError, TranslationError) as exc:
+            m.LLM_CALLS.labels("stream", "upstream_broken").inc()
+            reason = (
+                exc.message if isinstance(exc, TranslationError) else f"the inference stream broke: {exc!r}"
+            )
+            state.errors.append(f"call {seq}: {reason}")
+            try:
+                await resp.write(writer.fail(502, reason))
+                await resp.write_eof()
+            except (ConnectionResetError, RuntimeError):
+                pass
+            return resp
+        except (ConnectionResetError, RuntimeError):
+            m.LLM_CALLS.labels("stream", "agent_disconnected").inc()
+            return resp
+        t_up1 = time.perf_counter()
+        state.completed_at[request_id_for(state.attempt_id, seq, 0)] = time.time()
+        await resp.write_eof()
+        self._stream_done(
+            state, seq, agent, body, started_at, t_in, t_up0, t_up1, t_first, headers, bytes(buf)
+        )
+        return resp
+
+    def _stream_done(
+        self,
+        state: AttemptState,
+        seq: int,
+        agent: str | None,
+        body: dict[str, Any],
+        started_at: datetime,
+        t_in: float,
+        t_up0: float,
+        t_up1: float,
+        t_first: float | None,
+        headers: dict[str, str],
+        raw: bytes,
+    ) -> None:
+        """Metrics and the record of a finished stream (the upstream chat stream's bytes in ``raw``)."""
         m.OVERHEAD_SECONDS.observe((t_up0 - t_in) + (time.perf_counter() - t_up1))
         m.UPSTREAM_SECONDS.observe(t_up1 - t_up0)
         m.LLM_CALLS.labels("stream", "ok").inc()
         ttft = None if t_first is None else (t_first - t_up0) * 1e3
-        raw = bytes(buf)
         self._record(
             state,
             seq,
@@ -319,7 +522,6 @@ class Gateway:
             headers.get(POLICY_VERSION_HEADER),
             lambda: parse_sse(raw, where=f"rollout {state.rollout_id!r} call {seq} (stream)"),
         )
-        return resp
 
     # ------------------------------------------------------------------------------------ recording
 

@@ -14,7 +14,9 @@ Agent -> gateway
     Base URL of one rollout attempt: ``<gateway>/rollouts/<rollout_id>/attempts/<attempt_id>[/agents/<name>]/v1``
     (each id percent-encoded as one path segment, ``/`` included): :func:`attempt_base_url`,
     :func:`parse_attempt_path`. Header :data:`AGENT_HEADER` (``X-StreamRL-Agent``) names the agent of a
-    call when the path does not.
+    call when the path does not. Endpoints under it: :data:`GATEWAY_ENDPOINTS`; the Responses and
+    Messages APIs are translated by the gateway into one chat completion each (Anthropic clients use the
+    base URL without ``/v1`` and may send their key as :data:`ANTHROPIC_API_KEY_HEADER`).
 
 Gateway -> inference (requests)
     ``POST <upstream>/chat/completions`` and ``POST <upstream>/completions`` (:data:`GENERATION_ENDPOINTS`),
@@ -34,7 +36,9 @@ Inference -> gateway (responses)
     - streams are server-sent events, ``data: {json}`` lines ending with ``data: [DONE]``; the first
       chunk carries :data:`PROMPT_TOKEN_IDS`, every token chunk its :data:`TOKEN_IDS` delta.
 
-Inference ``GET /health`` (:data:`HEALTH_PATH`) answers ``{"status", "model", "policy_version"}``.
+Inference ``GET /health`` (:data:`HEALTH_PATH`) answers ``{"status", "model", "policy_version"}``;
+``POST /tokenize`` (:data:`TOKENIZE_PATH`, vLLM's) counts a prompt. Per choice, :data:`STOP_REASON`
+names the stop string or token that ended generation (vLLM's field).
 """
 
 from __future__ import annotations
@@ -44,21 +48,28 @@ from urllib.parse import quote, unquote
 
 __all__ = [
     "AGENT_HEADER",
+    "ANTHROPIC_API_KEY_HEADER",
     "CHAT_COMPLETIONS",
     "COMPLETIONS",
+    "GATEWAY_ENDPOINTS",
     "GENERATION_ENDPOINTS",
     "HEALTH_PATH",
     "LOGPROBS",
     "LOGPROBS_CONTENT",
     "LOGPROB_TOKENS",
+    "MESSAGES",
+    "MESSAGES_COUNT_TOKENS",
     "MODELS",
     "PASSED_RESPONSE_HEADERS",
     "POLICY_VERSION",
     "POLICY_VERSION_HEADER",
     "PROMPT_TOKEN_IDS",
     "REQUEST_ID_HEADER",
+    "RESPONSES",
     "RETURN_TOKEN_IDS",
     "SSE_DONE",
+    "STOP_REASON",
+    "TOKENIZE_PATH",
     "TOKEN_IDS",
     "TOKEN_ID_PREFIX",
     "TOKEN_LOGPROBS",
@@ -78,14 +89,35 @@ REQUEST_ID_HEADER = "X-Request-Id"
 """Response header passed through from the inference service, when it sets one."""
 PASSED_RESPONSE_HEADERS: tuple[str, ...] = ("Content-Type", POLICY_VERSION_HEADER, REQUEST_ID_HEADER)
 """Headers of an inference response the gateway hands on to the agent."""
+ANTHROPIC_API_KEY_HEADER = "x-api-key"
+"""Request header carrying the key of an Anthropic Messages client (``Authorization: Bearer`` works too)."""
 
 # -- endpoints (relative to the ``/v1`` base) -------------------------------------------------------
 CHAT_COMPLETIONS = "chat/completions"
 COMPLETIONS = "completions"
 MODELS = "models"
 GENERATION_ENDPOINTS: tuple[str, ...] = (CHAT_COMPLETIONS, COMPLETIONS)
+RESPONSES = "responses"
+"""OpenAI Responses API; the gateway translates it to :data:`CHAT_COMPLETIONS` (the inference service
+never sees it)."""
+MESSAGES = "messages"
+"""Anthropic Messages API; the gateway translates it to :data:`CHAT_COMPLETIONS`."""
+MESSAGES_COUNT_TOKENS = "messages/count_tokens"
+"""Anthropic token counting; the gateway answers it with the inference service's :data:`TOKENIZE_PATH`."""
+GATEWAY_ENDPOINTS: tuple[str, ...] = (
+    CHAT_COMPLETIONS,
+    COMPLETIONS,
+    MODELS,
+    RESPONSES,
+    MESSAGES,
+    MESSAGES_COUNT_TOKENS,
+)
+"""Everything an agent may call under its ``/v1`` base on the gateway (``GET responses/<id>`` too)."""
 HEALTH_PATH = "/health"
 """Inference service health route (server root, not under ``/v1``); its body has :data:`POLICY_VERSION`."""
+TOKENIZE_PATH = "/tokenize"
+"""Inference service tokenizer route (server root, vLLM's): ``{"model", "messages", "tools"?,
+"add_generation_prompt"?}`` or ``{"model", "prompt"}`` -> ``{"count", "max_model_len", "tokens"}``."""
 
 # -- request fields -----------------------------------------------------------------------------------
 RETURN_TOKEN_IDS = "return_token_ids"
@@ -108,6 +140,9 @@ LOGPROB_TOKENS = "tokens"
 """Completions: ``choices[i].logprobs.tokens`` = the token texts."""
 TOKEN_ID_PREFIX = "token_id:"
 """vLLM ``return_tokens_as_token_ids``: logprob token texts read ``token_id:<id>``."""
+STOP_REASON = "stop_reason"
+"""Per choice (vLLM): the stop string or stop token id that ended generation; null on end-of-sequence
+or a length stop."""
 SSE_DONE = "[DONE]"
 """Payload of the last server-sent event of a stream (``data: [DONE]``)."""
 
