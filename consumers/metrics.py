@@ -20,8 +20,8 @@ ROLLOUT_SECONDS = Histogram(
 )
 REWARD = Summary(
     "streamrl_worker_reward",
-    "Primary reward of finished rollouts by mode (train: succeeded ones; val: a failed or timed-out "
-    "rollout counts 0, as in validation); mean = rate(_sum) / rate(_count)",
+    "Primary reward of succeeded train rollouts (mode=train); mean = rate(_sum) / rate(_count). The "
+    "validation reward is streams' (streamrl_streams_validation_reward, the validation topic).",
     ["mode"],
 )
 POLICY_VERSION = Gauge(
@@ -71,7 +71,5 @@ def observe_rollout(
     ROLLOUTS.labels(status).inc()
     ROLLOUT_SECONDS.observe(duration_s)
     POLICY_VERSION.set(policy_version)
-    if status == "succeeded" and reward is not None:
+    if mode == "train" and status == "succeeded" and reward is not None:
         REWARD.labels(mode).observe(reward)
-    elif mode == "val":
-        REWARD.labels(mode).observe(0.0)

@@ -296,8 +296,6 @@ class Aggregator:
             metrics.observe(metrics.JOIN_LATENCY, dt)
 
     async def _forward(self, out: dict[str, Any], msg: Any) -> None:
-        if out["kind"] == "val":
-            return  # validation counts the trajectory itself (_send_val); the join only cleans up its calls
         if out["kind"] == "train":
             try:
                 for row in out["rows"]:
@@ -422,6 +420,7 @@ class Aggregator:
             await self.val_results_topic.send(
                 key=rec.key().encode(), value=self.serde.encode(rec), force=True
             )
+            metrics.show_validation(rec.policy_version, rec.mean, rec.count)
 
     def validation_summary(self) -> dict[str, dict[str, Any]]:
         """The figures of every validated version (:func:`streamrl.streams.validation.summary`)."""

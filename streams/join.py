@@ -48,7 +48,8 @@ class JoinResult:
     Attributes:
         state: the new state; None deletes the key.
         changed: whether the table must be written (or the key deleted).
-        forwards: complete-rollout payloads to send to the group stage (train) or validation (val).
+        forwards: complete train rollouts to send to the group stage, and lost ones (validation
+            reads val trajectories directly: a completed val rollout forwards nothing).
         dead: ``(traj, reason)`` of attempts given up (to the dead-letter topic).
         stats: counters (``duplicate:call``, ``incomplete_join``, ``abandoned_calls``, ...).
         join_latency_s: processing time minus the trajectory's record time, for completed joins.
@@ -102,21 +103,22 @@ def _complete(
     others = [rid for rid in state["calls"] if rid not in listed]
     if others:
         res.stats["abandoned_calls"] += len(others)
-    out: dict[str, Any] = {
-        "kind": traj["mode"],
-        "rollout_id": traj["rollout_id"],
-        "attempt_id": traj["attempt_id"],
-        "group_id": traj["group_id"],
-        "group_size": traj["group_size"],
-        "policy_version": traj["policy_version"],
-        "reward": float(traj["reward"] or 0.0),
-        "last_ts": max([traj["ts"]] + [state["calls"][rid]["ts"] for rid in listed]),
-    }
+    out: dict[str, Any] | None = None  # val: scored from its trajectory by the validation agent
     if traj["mode"] == "train":
         rows, stats = build_rows(traj, state["calls"], cfg.rows)
         res.stats.update(stats)
-        out["rows"] = rows
-    res.forwards.append(out)
+        out = {
+            "kind": "train",
+            "rollout_id": traj["rollout_id"],
+            "attempt_id": traj["attempt_id"],
+            "group_id": traj["group_id"],
+            "group_size": traj["group_size"],
+            "policy_version": traj["policy_version"],
+            "reward": float(traj["reward"] or 0.0),
+            "last_ts": max([traj["ts"]] + [state["calls"][rid]["ts"] for rid in listed]),
+            "rows": rows,
+        }
+        res.forwards.append(out)
     res.join_latency_s.append(max(0.0, now - traj["ts"]))
     res.stats[f"completed:{traj['mode']}"] += 1
     state["calls"], state["trajs"], state["dead"] = {}, {}, []

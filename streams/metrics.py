@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter as TallyCounter
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,18 @@ OUTCOME_ROLLOUTS = Counter(
     "Train rollouts decided in group_outcomes records, by status (batched, dropped) and reason "
     "(zero_variance, straggler, no_rows, incomplete_join, invalid_rows, late; none when batched).",
     ["status", "reason"],
+)
+VALIDATION_VERSION = Gauge(
+    "streamrl_streams_validation_version",
+    "Newest validated policy version (its ValidationResult is the gauges below).",
+)
+VALIDATION_REWARD = Gauge(
+    "streamrl_streams_validation_reward",
+    "Validation reward of the newest validated version, as published on the validation topic: mean "
+    "score of its val rollouts so far, failed and timed-out ones as 0 (partial while the validation runs).",
+)
+VALIDATION_ROLLOUTS = Gauge(
+    "streamrl_streams_validation_rollouts", "Val rollouts counted so far for the newest validated version."
 )
 BATCHES = Counter(
     "streamrl_streams_batches_total", "Batches published, by form (inline, claim_check, replayed).", ["form"]
@@ -102,6 +114,17 @@ def count_outcome(status: str, reason: str | None, rollouts: int) -> None:
         OUTCOME_ROLLOUTS.labels(status, reason or "none").inc(rollouts)
     except Exception:
         log.debug("streams outcome metric not recorded", exc_info=True)
+
+
+def show_validation(version: int, reward: float, rollouts: int) -> None:
+    """Set the validation gauges from a published ``ValidationResult`` (an older version is ignored)."""
+    try:
+        if version >= VALIDATION_VERSION._value.get():
+            VALIDATION_VERSION.set(version)
+            VALIDATION_REWARD.set(reward)
+            VALIDATION_ROLLOUTS.set(rollouts)
+    except Exception:
+        log.debug("streams validation gauges not set", exc_info=True)
 
 
 def observe(hist: Histogram, value: float) -> None:

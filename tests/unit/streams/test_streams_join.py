@@ -27,6 +27,18 @@ def test_completes_when_trajectory_and_all_listed_calls_arrived(b):
     assert res.state["done"]["by"] == [REQ, 1] and res.state["calls"] == {}
 
 
+def test_a_completed_val_rollout_drops_its_calls_and_forwards_nothing(b):
+    """Validation scores val trajectories straight from ``trajectories`` (streams/validation.py)."""
+    s = on_call(None, b.call("c1", [1], [2]), topic=REQ, partition=0, offset=0, now=1, cfg=CFG).state
+    res = on_trajectory(s, b.traj("vo", ["c1"], mode="val"), topic=TRJ, partition=0, offset=0, now=2, cfg=CFG)
+    assert not res.forwards and res.stats["completed:val"] == 1
+    assert res.state["calls"] == {} and res.state["done"]["out"] is None
+    replay = on_trajectory(
+        res.state, b.traj("vo", ["c1"], mode="val"), topic=TRJ, partition=0, offset=0, now=3, cfg=CFG
+    )
+    assert not replay.forwards  # nothing to re-send on a replay either
+
+
 def test_duplicates_and_later_attempts_are_counted_and_ignored(b):
     s = on_call(None, b.call("c1", [1], [2]), topic=REQ, partition=0, offset=0, now=1, cfg=CFG).state
     res = on_call(s, b.call("c1", [1], [2]), topic=REQ, partition=0, offset=1, now=1, cfg=CFG)
