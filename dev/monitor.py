@@ -26,12 +26,14 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
+from confluent_kafka.admin import OffsetSpec
 
 from streamrl.config import Settings
 from streamrl.dev.stats import RunStats
 from streamrl.kafka import client_config, make_admin
 from streamrl.schemas import (
     CheckpointEvent,
+    GroupOutcome,
     LLMRequest,
     Sample,
     SchemaError,
@@ -50,6 +52,7 @@ DECODED: dict[str, type | None] = {
     "requests": LLMRequest,
     "trajectories": Trajectory,
     "checkpoints": CheckpointEvent,
+    "group_outcomes": GroupOutcome,
     "batches": None,
     "dlq": None,
     "validation": ValidationResult,
@@ -97,7 +100,6 @@ class Monitor:
         self._topics = {settings.topics.name(b): b for b in bases}
         self.error: BaseException | None = None
         self._admin: Any = None
-        self._offsets: Consumer | None = None
         self._consumer: Consumer | None = None
         self.last_record_ms: dict[str, int] = {}
         """Topic base name → broker timestamp (ms since the epoch) of the newest record read."""
@@ -166,10 +168,7 @@ class Monitor:
         if self._consumer is None:
             self._consumer = self._consumer_()
         consumer = self._consumer
-        ends = {}
-        for tp in consumer.assignment():
-            _, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-            ends[(tp.topic, tp.partition)] = high
+        ends = self._list_offsets(list(consumer.assignment()), OffsetSpec.latest(), timeout_s)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             behind = [tp for tp in consumer.position(consumer.assignment()) if _before(tp, ends)]
@@ -220,16 +219,17 @@ class Monitor:
         elif isinstance(record, ValidationResult):
             if record.policy_name == self.settings.rl.policy_name:
                 s.on_validation(record)
+        elif isinstance(record, GroupOutcome):
+            s.on_group_outcome(record)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the thread and close the consumer."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-        for c in (self._offsets, self._consumer):
-            if c is not None:
-                c.close()
-        self._offsets = self._consumer = None
+        if self._consumer is not None:
+            self._consumer.close()
+        self._consumer = None
         self._admin = None  # an AdminClient has no close(); dropping it ends its connections
 
     # -- lag ------------------------------------------------------------------------------------
@@ -307,42 +307,38 @@ class Monitor:
                 out.append(GroupState(gid, "UNKNOWN", 0))
         return out
 
-    def _offsets_consumer(self) -> Consumer:
-        if self._offsets is None:
-            conf = client_config(self.settings)
-            conf.update({"group.id": self.settings.group_id("dev-monitor"), "enable.auto.commit": False})
-            self._offsets = Consumer(conf)
-        return self._offsets
+    def _list_offsets(
+        self, tps: list[TopicPartition], spec: OffsetSpec, timeout_s: float
+    ) -> dict[tuple[str, int], int]:
+        """One ListOffsets request per broker for every partition (``get_watermark_offsets`` costs a
+        round trip per partition: seconds for a few dozen on a busy broker)."""
+        if not tps:
+            return {}
+        futures = self._admin_().list_offsets(
+            {TopicPartition(t.topic, t.partition): spec for t in tps}, request_timeout=timeout_s
+        )
+        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
 
     def count_since(self, base: str, since_ms: int, timeout_s: float = 10.0) -> int:
         """Records of topic ``base`` whose broker timestamp is at or after ``since_ms`` (ms since the
-        epoch), summed over its partitions from ``offsets_for_times`` and the end offsets.
+        epoch), summed over its partitions from the offsets for that time and the end offsets.
 
         Raises:
             KafkaException: the cluster cannot be reached.
         """
-        consumer = self._offsets_consumer()
         topic = self.settings.topics.name(base)
-        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        meta = self._admin_().list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
             return 0
-        query = [TopicPartition(topic, p, since_ms) for p in meta.partitions]
-        total = 0
-        for tp in consumer.offsets_for_times(query, timeout=timeout_s):
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s)
-            if tp.offset >= 0:  # -1: no record at or after since_ms
-                total += max(0, high - tp.offset)
-        return total
+        tps = [TopicPartition(topic, p) for p in meta.partitions]
+        since = self._list_offsets(tps, OffsetSpec.for_timestamp(since_ms), timeout_s)
+        ends = self._list_offsets(tps, OffsetSpec.latest(), timeout_s)
+        # offset -1: no record at or after since_ms in that partition
+        return sum(max(0, ends[k] - off) for k, off in since.items() if off >= 0)
 
     def _end_offsets(self, tps: list[TopicPartition], timeout_s: float) -> dict[tuple[str, int], int]:
-        self._offsets_consumer()
-        assert self._offsets is not None
         try:
-            out = {}
-            for tp in {(t.topic, t.partition) for t in tps}:
-                _, high = self._offsets.get_watermark_offsets(TopicPartition(*tp), timeout=timeout_s)
-                out[tp] = high
-            return out
+            return self._list_offsets(tps, OffsetSpec.latest(), timeout_s)
         except KafkaException as exc:
             log.warning("monitor: cannot read end offsets: %s", exc)
             return {}

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from streamrl.schemas import (
     CheckpointEvent,
+    GroupOutcome,
     LLMRequest,
     Mode,
     RolloutStatus,
@@ -90,6 +91,8 @@ class RunStats:
     inference_versions: list[int] = field(default_factory=list)
     """Policy versions reported by the inference server's ``/health``, in polling order."""
     batches: int = 0
+    group_outcomes: Counter[str] = field(default_factory=Counter)
+    """``batched`` or ``dropped:<reason>`` → GroupOutcome records (what streams made of the groups)."""
     dlq: int = 0
     decode_errors: int = 0
     lag: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -130,6 +133,10 @@ class RunStats:
         prev = self.val.get(result.policy_version)
         if prev is None or result.count >= prev.count:
             self.val[result.policy_version] = result
+
+    def on_group_outcome(self, outcome: GroupOutcome) -> None:
+        status = getattr(outcome.status, "value", outcome.status)
+        self.group_outcomes[status if status == "batched" else f"dropped:{outcome.reason}"] += 1
 
     def on_checkpoint(self, event: CheckpointEvent) -> None:
         self.checkpoints.append(event)

@@ -15,6 +15,7 @@ by the same :class:`~streamrl.dev.monitor.Monitor` and :class:`~streamrl.dev.sta
 - rollouts/s: trajectory records whose broker timestamp is within the last ``window_s`` seconds,
   counted from offsets (``offsets_for_times``), divided by ``window_s``;
 - rollouts succeeded/failed/timeout, samples in flight (no trajectory yet), dead-lettered records;
+- what streams made of the groups (``group_outcomes``: batched, or dropped with the reason);
 - staleness of the last trained batch (trainer version − row policy version, mean and max; the
   trainer puts them in each checkpoint's metrics);
 - the last val reward: the validation reward streams publishes (``ValidationResult`` on
@@ -38,7 +39,16 @@ from streamrl.dev.stats import RunStats
 from streamrl.errors import StreamRLError
 
 #: Topics ``status`` reads (``requests`` holds every call's token ids: too large to read for a status).
-STATUS_TOPICS = ("tasks", "samples", "trajectories", "batches", "checkpoints", "dlq", "validation")
+STATUS_TOPICS = (
+    "tasks",
+    "samples",
+    "trajectories",
+    "batches",
+    "group_outcomes",
+    "checkpoints",
+    "dlq",
+    "validation",
+)
 #: Checkpoint metrics shown with the last checkpoint.
 CHECKPOINT_METRICS = ("actor/loss", "reward/mean", "actor/lr", "actor/entropy", "actor/grad_norm")
 
@@ -71,6 +81,8 @@ class PipelineStatus:
     """Samples without a trajectory yet."""
     dead_lettered: int = 0
     batches: int = 0
+    group_outcomes: dict[str, int] = field(default_factory=dict)
+    """What streams made of the train groups: ``batched`` or ``dropped:<reason>`` → records."""
     staleness: dict[str, float] | None = None
     """``mean``/``max`` of the last trained batch, ``max_staleness`` (the config's bound)."""
     val: dict[str, Any] | None = None
@@ -236,6 +248,7 @@ class StatusReader:
             in_flight=len(st.missing_trajectories()),
             dead_lettered=st.dlq,
             batches=st.batches,
+            group_outcomes=dict(st.group_outcomes),
             staleness=staleness,
             val=last_validation(st),
             last_trajectory_age_s=round(traj_age, 1) if traj_age is not None else None,
@@ -278,47 +291,56 @@ def render(st: PipelineStatus) -> Any:
     from rich.table import Table
 
     color = {"running": "green", "idle": "yellow", "stopped": "red"}[st.state]
-    head = Table.grid(padding=(0, 3))
     ok = st.rollouts.get("succeeded", 0)
-    bad = sum(n for k, n in st.rollouts.items() if k != "succeeded")
-    ck = st.last_checkpoint
-    head.add_row(
-        f"[bold]policy version[/] {st.policy_version}",
-        f"[bold]rollouts/s[/] {st.rollouts_per_s:.1f} (last {st.window_s:.0f} s)",
-        f"[bold]rollouts[/] {ok} succeeded, {bad} failed"
-        + (
-            f" ({', '.join(f'{k} {n}' for k, n in sorted(st.rollouts.items()) if k != 'succeeded')})"
-            if bad
-            else ""
-        ),
-        f"[bold]dead-lettered[/] {st.dead_lettered}",
+    failed = {k: n for k, n in sorted(st.rollouts.items()) if k != "succeeded"}
+    rollouts = f"{ok} succeeded, {sum(failed.values())} failed" + (
+        f" ({', '.join(f'{k} {n}' for k, n in failed.items())})" if set(failed) - {"failed"} else ""
+    )
+    dropped = {k.removeprefix("dropped:"): n for k, n in st.group_outcomes.items() if k != "batched"}
+    outcomes = f"{st.group_outcomes.get('batched', 0)} batched, {sum(dropped.values())} dropped" + (
+        f" ({', '.join(f'{k} {n}' for k, n in sorted(dropped.items()))})" if dropped else ""
     )
     stale = (
         f"{st.staleness['mean']:.2f} mean, {st.staleness['max']:.0f} max (bound {st.staleness['max_staleness']:.0f})"
         if st.staleness
         else "-"
     )
-    if st.val and st.val["reward"] is not None:
-        val = f"{st.val['reward']:.3f} at v{st.val['version']}"
-    else:
-        val = "-"
+    val = (
+        f"{st.val['reward']:.3f} at v{st.val['version']}" if st.val and st.val["reward"] is not None else "-"
+    )
     if st.val and st.val["in_progress"]:
         p = st.val["in_progress"]
         val += f" (v{p['version']}: {p['done']}/{p['expected']})"
+    ck = st.last_checkpoint
     last = "-"
     if ck:
         loss = ck["metrics"].get("actor/loss")
         last = f"v{ck['version']} {_ago(ck['age_s'])}" + (f", loss {loss:.4f}" if loss is not None else "")
-    head.add_row(
-        f"[bold]in flight[/] {st.in_flight} of {st.samples} samples",
-        f"[bold]staleness[/] {stale}",
-        f"[bold]last checkpoint[/] {last}",
-        f"[bold]last val reward[/] {val}",
-    )
+    head = Table.grid(padding=(0, 2))
+    for _ in range(4):
+        head.add_column()
+    pairs = [
+        ("policy version", str(st.policy_version)),
+        ("rollouts/s", f"{st.rollouts_per_s:.1f} (last {st.window_s:.0f} s)"),
+        ("rollouts", rollouts),
+        ("dead-lettered", str(st.dead_lettered)),
+        ("in flight", f"{st.in_flight} of {st.samples} samples"),
+        ("staleness", stale),
+        ("batches", str(st.batches)),
+        ("groups", outcomes),
+        ("last checkpoint", last),
+        ("last val reward", val),
+    ]
+    for i in range(0, len(pairs), 2):
+        (a, av), (b, bv) = pairs[i], pairs[i + 1]
+        head.add_row(f"[bold]{a}[/]", av, f"[bold]{b}[/]", bv)
     groups = Table("consumer group", "stage", "state", "members", "lag (records behind, by topic)")
     for g in st.groups:
         lag = ", ".join(f"{t} {n}" for t, n in g["lag"].items()) or "-"
-        groups.add_row(g["group"], g["stage"], g["state"].lower(), str(g["members"]), lag)
+        if g["stage"] in ("sampler", "trainer") and g["members"] == 0:  # they assign, never join
+            groups.add_row(g["group"], g["stage"], "[dim]assigns partitions[/]", "-", lag)
+        else:
+            groups.add_row(g["group"], g["stage"], g["state"].lower(), str(g["members"]), lag)
     body: list[Any] = [f"[bold {color}]{st.verdict}[/]", head, groups]
     if not st.complete:
         body.append("[yellow]partial read: not every topic reached its end offset within the timeout[/]")

@@ -226,6 +226,7 @@ def test_status_once_the_pipeline_stopped(run: Run) -> None:
     assert st["val"]["version"] == summary["version_last"] and st["val"]["reward"] == summary["reward_last"]
     assert st["dead_lettered"] == summary["dlq"] >= 1 and st["rollouts"] == summary["status"]
     assert st["samples"] == summary["samples"]
+    assert st["group_outcomes"].get("batched", 0) >= st["batches"] >= 4  # train_batch_size groups per batch
     screen = _status_cli(run.run_dir / "config.yaml", run.env)
     assert screen.returncode == 0 and "STOPPED" in screen.stdout and "policy version" in screen.stdout
 

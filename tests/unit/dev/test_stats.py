@@ -131,3 +131,17 @@ def test_version_and_rate_window() -> None:
     clock.t += 11
     assert s.rollouts_per_s() == 0.0
     assert s.last_progress == 1000.0
+
+
+def test_group_outcomes_are_counted_by_status_and_reason() -> None:
+    from streamrl.schemas import GroupOutcome
+
+    stats = RunStats()
+    stats.on_group_outcome(
+        GroupOutcome(group_id="t1/0", status="batched", batch_id="b-1", rollout_ids=["t1/0/0"])
+    )
+    for gid in ("t2/0", "t3/0"):
+        stats.on_group_outcome(
+            GroupOutcome(group_id=gid, status="dropped", reason="zero_variance", rollout_ids=[f"{gid}/0"])
+        )
+    assert stats.group_outcomes == {"batched": 1, "dropped:zero_variance": 2}
