@@ -107,4 +107,5 @@ def score_call(calls: list[dict[str, Any]], name: str, arguments: dict[str, Any]
     if not isinstance(given, dict):
         return FORMAT_CREDIT
     right = sum(1 for k, v in arguments.items() if k in given and _same(given[k], v))
-    return FORMAT_CREDIT + (1 - FORMAT_CREDIT) * right / max(len(arguments), len(given), 1)
+    share = right / max(len(arguments), len(given), 1)
+    return 1.0 if share == 1.0 else FORMAT_CREDIT + (1 - FORMAT_CREDIT) * share  # exactly 1.0 when right
