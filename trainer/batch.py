@@ -11,7 +11,8 @@ Layout (VERL's convention, see ``verl.trainer.ppo.ray_trainer``): ``B`` rows, pr
   - ``rollout_log_probs`` (B, T) float32 (behaviour logprobs from the inference engine)
   - ``row_weights`` (B,) float32, ``policy_versions`` (B,) int64
 ``non_tensor_batch``: ``uid`` (B,) object = group id, ``rollout_id`` (B,) object.
-``meta_info``: ``batch_id``, ``num_groups``, ``num_rows_in``, ``dropped_stale``, ``weighted_stale``,
+``meta_info``: ``batch_id``, ``num_groups``, ``num_rows_in``, ``num_rollouts`` (distinct rollout ids
+among the rows in, the dropped ones included), ``dropped_stale``, ``weighted_stale``,
 ``dropped_no_tokens``, ``staleness_mean``/``staleness_max`` (trainer version - row ``policy_version``
 over the rows that came in, before the staleness policy).
 
@@ -241,6 +242,7 @@ def prepare_batch(
         "batch_id": batch.batch_id,
         "num_groups": batch.num_groups,
         "num_rows_in": len(rows),
+        "num_rollouts": len({r.rollout_id for r in rows}),
         "dropped_stale": stale,
         "weighted_stale": weighted,
         "dropped_no_tokens": empty,

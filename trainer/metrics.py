@@ -10,9 +10,15 @@ log = logging.getLogger(__name__)
 
 STEPS = Counter("streamrl_trainer_steps_total", "Policy-update steps completed.")
 VERSION = Gauge("streamrl_trainer_version", "Current trainer version (= step).")
+CONSUMED_ROLLOUTS = Gauge(
+    "streamrl_trainer_consumed_rollouts",
+    "Train rollouts in the batches trained into the current weights, cumulative (published in "
+    "CheckpointEvent.consumed_rollouts; the sampler's admission counts from it).",
+)
 SKIPPED = Counter(
     "streamrl_trainer_batches_skipped_total",
-    "Batches not trained, by reason (duplicate, bad_batch, schema, policy_mismatch, nonfinite_loss).",
+    "Batches not trained, by reason (duplicate, duplicate_dead_lettered, bad_batch, schema, "
+    "policy_mismatch, nonfinite_loss).",
     ["reason"],
 )
 ROWS_DROPPED = Counter(
@@ -79,5 +85,13 @@ def count(counter: Counter, n: float = 1.0, **labels: str) -> None:
     """``counter.labels(**labels).inc(n)`` that never raises."""
     try:
         (counter.labels(**labels) if labels else counter).inc(n)
+    except Exception as exc:
+        log.warning("recording trainer metric failed: %s", exc)
+
+
+def set_gauge(gauge: Gauge, value: float) -> None:
+    """``gauge.set(value)`` that never raises."""
+    try:
+        gauge.set(value)
     except Exception as exc:
         log.warning("recording trainer metric failed: %s", exc)

@@ -98,6 +98,9 @@ class TrainerService:
         self.saved_version = 0
         self.lineage: deque[str] = deque(maxlen=self.ts.dedupe_window)
         self._seen: set[str] = set()
+        self.dead_lettered: deque[str] = deque(maxlen=self.ts.dedupe_window)
+        self._dead_seen: set[str] = set()
+        self.consumed_rollouts = 0
         self.offsets: dict[int, int] = {}
         self.last_batch: tuple[str, int, int] | None = None  # (batch_id, partition, offset)
         self.last_metrics: dict[str, float] = {}
@@ -121,6 +124,14 @@ class TrainerService:
         self.lineage.append(batch_id)
         self._seen.add(batch_id)
 
+    def _remember_dead(self, batch_id: str) -> None:
+        """A batch sent to ``dlq``: a re-delivered copy is skipped, so it is never trained after its
+        dead letter told the sampler it was consumed."""
+        if len(self.dead_lettered) == self.dead_lettered.maxlen:
+            self._dead_seen.discard(self.dead_lettered[0])
+        self.dead_lettered.append(batch_id)
+        self._dead_seen.add(batch_id)
+
     def resume(self) -> CheckpointInfo | None:
         """Load the latest valid checkpoint (if any) into the backend and the service state."""
         removed = self.manager.clean_temp()
@@ -140,6 +151,18 @@ class TrainerService:
         self.offsets = {int(p): int(o) for p, o in meta.get("offsets", {}).items()}
         for bid in meta.get("trained_batch_ids", []):
             self._remember(bid)
+        for bid in meta.get("dead_lettered_batch_ids", []):
+            self._remember_dead(bid)
+        if "consumed_rollouts" in meta:
+            self.consumed_rollouts = int(meta["consumed_rollouts"])
+        else:  # written before the trainer counted them: one full batch per version
+            rl = self.settings.rl
+            self.consumed_rollouts = ckpt.version * rl.train_batch_size * rl.group_size
+            log.warning(
+                "checkpoint %d has no consumed_rollouts: estimating %d (version x train_batch_size x group_size)",
+                ckpt.version,
+                self.consumed_rollouts,
+            )
         if meta.get("last_batch_id") is not None:
             self.last_batch = (
                 meta["last_batch_id"],
@@ -250,6 +273,10 @@ class TrainerService:
             log.info("%s: batch %s already trained: skipped", where, batch.batch_id)
             m.count(m.SKIPPED, reason="duplicate")
             return False
+        if batch.batch_id in self._dead_seen:
+            log.info("%s: batch %s already dead-lettered: skipped", where, batch.batch_id)
+            m.count(m.SKIPPED, reason="duplicate_dead_lettered")
+            return False
         if batch.policy_name != self.settings.rl.policy_name:
             reason = f"{where}: batch {batch.batch_id} is for policy {batch.policy_name!r}, this trainer trains {self.settings.rl.policy_name!r}"
             log.error(reason)
@@ -278,14 +305,20 @@ class TrainerService:
         except BadBatchError as exc:
             log.error("%s: bad batch, sent to dlq: %s", where, exc)
             dlq.send(msg, reason=f"{where}: {exc}", error=exc)
+            self._remember_dead(batch.batch_id)
             m.count(m.SKIPPED, reason="bad_batch")
             return False
         except NonFiniteLossError as exc:
             log.error("%s: %s", where, exc)
             dlq.send(msg, reason=f"{where}: {exc}", error=exc)
+            self._remember_dead(batch.batch_id)
             m.count(m.SKIPPED, reason="nonfinite_loss")
             return False
         self.version += 1
+        # every rollout of the batch is consumed, its stale-dropped rows too (the sampler's admission
+        # counts it; a dead-lettered batch is counted by the sampler from its dead letter instead)
+        self.consumed_rollouts += int(data.meta_info["num_rollouts"])
+        m.set_gauge(m.CONSUMED_ROLLOUTS, self.consumed_rollouts)
         self._remember(batch.batch_id)
         self.last_batch = (batch.batch_id, part, off)
         self.last_metrics = dict(result.metrics)
@@ -329,6 +362,7 @@ class TrainerService:
         last_id, last_part, last_off = self.last_batch if self.last_batch else (None, None, None)
         state = {
             "version": self.version,
+            "consumed_rollouts": self.consumed_rollouts,
             "offsets": {str(p): o for p, o in self.offsets.items()},
             "last_batch_id": last_id,
             "last_batch_partition": last_part,
@@ -340,6 +374,7 @@ class TrainerService:
             "kind": self.backend.kind,
             "base_model": str(self.backend.base_model_path),
             "trained_batch_ids": list(self.lineage),
+            "dead_lettered_batch_ids": list(self.dead_lettered),
             "metrics": {k: float(v) for k, v in self.last_metrics.items() if math.isfinite(float(v))},
             "created_at": utc_now().isoformat(),
         }
@@ -386,6 +421,7 @@ class TrainerService:
             last_batch_id=meta.get("last_batch_id"),
             last_batch_offset=meta.get("last_batch_offset"),
             created_at=utc_now(),
+            consumed_rollouts=meta.get("consumed_rollouts"),
         )
         self.producer.produce(
             self.ckpt_topic, self.serde.encode(event, topic=self.ckpt_topic), key=self.settings.rl.policy_name

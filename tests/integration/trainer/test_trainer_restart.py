@@ -157,6 +157,9 @@ def test_sigkill_and_restart_trains_every_batch_exactly_once(
     assert meta["trained_batch_ids"] == [f"b{i}" for i in range(8)]  # each batch exactly once, in order
     assert meta["digest"] == digest_dir(ckpt_dir / "step-00000008" / "model")
     assert meta["offsets"] == {"0": 9}
+    # each batch's 8 rollouts consumed once, across the kills (b4 retrained after run B's loss)
+    assert meta["consumed_rollouts"] == 8 * 8
+    assert json.loads((ckpt_dir / "step-00000004" / "meta.json").read_text())["consumed_rollouts"] == 4 * 8
     assert json.loads((ckpt_dir / "step-00000004" / "meta.json").read_text())["trained_batch_ids"] == [
         "b0",
         "b1",

@@ -39,13 +39,22 @@ def test_trains_from_batches_and_publishes_a_loadable_checkpoint(
     )
     bad_vocab = toy_batch(1, vocab=40, bid="bad-vocab")
     stale = toy_batch(2, policy_version=0, bid="stale")  # trained at version 2 with max_staleness 1
-    produce(settings, [toy_batch(0), b"\x00not avro", toy_batch(1), bad_vocab, stale, toy_batch(2)])
+    # bad_vocab delivered again: skipped, never trained after its dead letter (the sampler counted it)
+    produce(
+        settings, [toy_batch(0), b"\x00not avro", toy_batch(1), bad_vocab, stale, bad_vocab, toy_batch(2)]
+    )
 
     backend = TorchBackend(settings.trainer, rollout_n=4)
     initial = {k: v.clone() for k, v in backend.model.state_dict().items()}
     steps_before = REGISTRY.get_sample_value("streamrl_trainer_steps_total") or 0.0
     bad_before = (
         REGISTRY.get_sample_value("streamrl_trainer_batches_skipped_total", {"reason": "bad_batch"}) or 0.0
+    )
+    again_before = (
+        REGISTRY.get_sample_value(
+            "streamrl_trainer_batches_skipped_total", {"reason": "duplicate_dead_lettered"}
+        )
+        or 0.0
     )
     assert TrainerService(settings, backend).run() == 3
     assert REGISTRY.get_sample_value("streamrl_trainer_steps_total") == steps_before + 3
@@ -54,11 +63,18 @@ def test_trains_from_batches_and_publishes_a_loadable_checkpoint(
         == bad_before + 2
     )
     assert REGISTRY.get_sample_value("streamrl_trainer_version") == 3
+    assert (
+        REGISTRY.get_sample_value(
+            "streamrl_trainer_batches_skipped_total", {"reason": "duplicate_dead_lettered"}
+        )
+        == again_before + 1
+    )
 
     events = read_topic(settings, "checkpoints", CheckpointEvent, n=1)
     assert [(e.policy_name, e.version, e.kind.value) for e in events] == [("policy", 3, "full")]
     ev = events[0]
-    assert ev.last_batch_id == "b2" and ev.last_batch_offset == 5
+    assert ev.last_batch_id == "b2" and ev.last_batch_offset == 6
+    assert ev.consumed_rollouts == 3 * 8  # b0, b1, b2 (8 rollouts each); dead-lettered batches are not
     assert math.isfinite(ev.metrics["actor/loss"]) and ev.metrics["actor/grad_norm"] > 0
     assert digest_dir(ev.uri) == ev.digest
     loaded = AutoModelForCausalLM.from_pretrained(ev.uri)
