@@ -1,138 +1,110 @@
-"""The sampler's bookkeeping: every emission, its outcome, and the admission (staleness) bound.
+"""The sampler's bookkeeping: emissions, their outcomes, and the admission bound, from facts only.
 
-Pure logic, no Kafka: the sampler feeds it what it emits and what it reads from ``trajectories``
-and ``checkpoints``, live or while replaying the topics after a restart.
+Pure logic, no Kafka: the sampler feeds it what it emits and what it reads from ``trajectories``,
+``group_outcomes``, ``checkpoints`` and the trainer's dead letters in ``dlq``, live or while
+replaying the topics after a restart. It copies no rule of another stage: what became of a group is
+read from streams' ``GroupOutcome`` records, what the trainer consumed from its ``CheckpointEvent``.
 
-What is counted (train samples only; val samples never reach the trainer and are not bounded):
+The unit is the rollout ``(group_id, k)`` (``rollout_id = group_id/k``, :mod:`streamrl.producers.plan`);
+an *emission* is one sample of it, ``retry`` 0, 1, ... (a re-issue after a failed rollout is a new
+emission). What is counted (train only; val samples never reach the trainer and are not bounded):
 
-- **emitted** ``E``: train sample *emissions*; a re-issue after a failure (``retry + 1``) is a new
-  emission.
-- **released** ``R``: emissions that will never reach the trainer, each counted once:
-
-  * those whose trajectory is ``failed``/``timeout`` (re-issued or dead-lettered);
-  * every member of a *dead group* (a group with a dead-lettered member: streams never completes it,
-    so its succeeded members are released too), once it has a final outcome (running members and
-    any emitted after the group died are released when their trajectory arrives, so a replay that
-    learns of the death after every sample gives the same count);
-  * every member of a *zero-variance group*, when ``filter_zero_variance`` is on (it mirrors
-    ``streams.filter_zero_variance``; both stages read the same config): a train group whose
-    ``group_size`` rollouts (``group_size >= 2``) each have a latest emission whose first final
-    trajectory is ``succeeded``, with rewards all equal by streams' rule (:func:`is_zero_variance`
-    over :func:`streams_reward`, the comparison of ``streams/groups.py``). Streams drops such a
-    group before batching, so it is never consumed; without this release it would hold admission
-    capacity for ever and stall the pipeline. Emissions of the group recorded later (none in normal
-    operation) are released too.
-- **consumed** ``C = v × train_batch_size × group_size``: what the trainer has trained, from the
-  latest ``checkpoints`` version ``v`` of ``rl.policy_name`` (version = step = batches trained).
-- **in flight** ``F = E − R − C``: admitted samples the trainer has not consumed yet (queued,
-  running, or completed and waiting to be batched).
+- **running** ``U``: train emissions without a final trajectory yet. An emission's first final
+  trajectory ends it: ``failed``/``timeout`` (re-issued or dead-lettered by the sampler) or
+  ``succeeded``.
+- **waiting** ``W``: train rollouts with a succeeded trajectory (of any emission, any attempt:
+  streams keeps the first completed attempt of a rollout, whichever emission ran it) whose first
+  group outcome is not ``dropped``. A rollout holds one unit however many of its emissions
+  succeeded, until streams drops it or the trainer consumes it.
+- **consumed** ``C``: rollouts the trainer consumed: ``CheckpointEvent.consumed_rollouts`` of the
+  newest version (rollouts of every trained batch, their stale-dropped rows included), plus the
+  rollouts of every batch the trainer dead-lettered (``dlq`` records of stage ``trainer`` from
+  ``batches``, keyed by ``batch_id``), counted by the ``batched`` outcomes that name that batch.
+- **in flight** ``F = U + W − C``: admitted work the trainer has not consumed (queued, running,
+  or succeeded and waiting to be batched or trained).
 
 Admission: a train sample is emitted only while ``F < (max_staleness + 1) × train_batch_size ×
-group_size`` (the bound of DESIGN.md / AReaL's ``(η + 1) × B``), so ``F`` never exceeds the bound:
-with ``max_staleness = 0`` the sampler emits one batch, then waits for the trainer's next version.
+group_size`` (DESIGN.md / AReaL's ``(η + 1) × B``). Each rollout that succeeded is decided by
+streams exactly once (batched, or dropped with a reason: zero variance, straggler, no rows,
+incomplete join, invalid rows, late), so every unit of ``W`` is released by a ``dropped`` outcome or
+consumed by the trainer: no drop leaks capacity, and nothing is released twice (a rollout's first
+outcome decides; a repeated record, e.g. after a streams crash, changes nothing).
 
-Every count depends only on the set of records read (each emission's outcome is its first final
-trajectory, and trajectories of one rollout share a partition), so replaying the topics after a
-restart gives the same ``E``, ``R`` and ``C``.
+Replay determinism: every count depends only on the set of records read (an emission's first
+final trajectory and a rollout's first outcome are first in their partitions, which are ordered;
+"has a succeeded trajectory" is order-free), so replaying the topics after a restart gives the same
+``U``, ``W`` and ``C`` whatever the interleaving of topics.
 
-Known limits: the sampler sees ``samples``, ``trajectories`` and ``checkpoints`` only, not what
-streams decides at group close, so these cases are not mirrored:
+State is per group and compact: the latest retry per ``k``, bitmasks of succeeded / decided /
+dropped rollouts, and the ``Sample`` of running or failed-awaiting-action emissions only (needed to
+re-issue or dead-letter them); a finished emission keeps nothing. A group's book stays (about a
+hundred bytes) so late records are recognised; snapshots are not taken here (issue 18).
 
-- *Leaks* (samples never consumed nor released: they hold capacity for good, a restart replays the
-  same counts; enough of them stall admission): a group streams drops as a straggler (fewer than
-  ``streams.min_group_size`` complete rollouts after ``straggler_timeout_s``: e.g. a rollout whose
-  join timed out (``incomplete_join`` to ``dlq``, the sampler saw it ``succeeded``), a rollout whose
-  rows were invalid, the rest of a task deleted mid-epoch); a group that becomes empty or
-  zero-variance only after streams drops stale rows (``streams.staleness: drop``, judged against
-  streams' latest version at close time, unknown here); a group closed by the straggler timeout
-  whose early subset is zero-variance while the full group is not (the late members are ignored).
-  Mirroring them would need streams' ``dlq`` records and its close-time decisions (event-time
-  ticks, its version at close); e.g. after an incomplete join the group may still be trained
-  partial (then ``C`` already counts the lost member, and releasing it would count it twice) or be
-  dropped (then every member leaks), which the sampler cannot tell apart.
-- *Over-releases* (``F`` under-counts, so up to that many samples more than the bound may be
-  admitted; never a stall): a zero-variance group of which streams keeps exactly one rollout (the
-  others stale, row-less, or lost to a join timeout) and trains it with ``min_group_size <= 1``;
-  a dead group that streams had already trained as a straggler partial group; a batch emitted
-  partial after ``batch_timeout_s`` (``C`` counts ``train_batch_size`` groups per version).
-- Exact already: a group streams trains partial after ``straggler_timeout_s`` counts as
-  ``group_size`` consumed samples in ``C``, so its late members (ignored by streams) balance, and
-  a re-issued late member's failed emission is released as usual. A zero-variance group that
-  streams closes early, or thins by stale rows or lost joins, is still dropped (any two survivors
-  are still equal; none left is dropped as empty), except the one-survivor case above.
-- Outcome mismatch: streams takes the first *succeeded, fully joined attempt* of a rollout, the
-  ledger the first final trajectory of each emission; they differ only when one emission runs
-  several attempts with different outcomes or rewards (a redelivered sample).
+Where it is not exact (each rare, none a stall): ``F`` grows by one without an admission when a
+rollout succeeds only after its emission's first trajectory failed (a redelivered sample's second
+attempt), so ``F`` may pass the bound by that much; streams forgets a closed group after
+``streams.dedup_retention_s`` (default 1 h), so a rollout arriving later than that opens a new group
+and may be decided twice (the sampler keeps the first decision; if both are ``batched`` the trainer
+counts it twice and ``F`` under-counts by one); a batch the trainer cannot decode at all is counted
+if its key is its ``batch_id`` (as streams writes it); a ``CheckpointEvent`` without
+``consumed_rollouts`` (schema v1) counts ``version × train_batch_size × group_size``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum
+from dataclasses import dataclass, field
 from typing import Any
 
-ZERO_VARIANCE_TOLERANCE = 1e-12
-"""Rewards within this of each other are "all equal": the tolerance of ``GroupMachine._close`` in
-``streams/groups.py`` (``max(rewards) - min(rewards) <= 1e-12``)."""
+
+def split_rollout_id(rollout_id: str) -> tuple[str, int] | None:
+    """``group_id/k`` -> ``(group_id, k)``; None if ``rollout_id`` does not end in ``/<k>``."""
+    group_id, _, k = rollout_id.rpartition("/")
+    if not group_id or not k.isdigit():
+        return None
+    return group_id, int(k)
 
 
-def streams_reward(reward: float | None) -> float:
-    """The reward streams groups a rollout by: ``float(reward or 0.0)`` (``streams/join.py``), so a
-    succeeded trajectory without a reward counts as 0.0."""
-    return float(reward or 0.0)
-
-
-def is_zero_variance(rewards: list[float]) -> bool:
-    """Streams' zero-variance rule (``streams/groups.py`` ``GroupMachine._close``): at least two
-    rewards and ``max − min <= ZERO_VARIANCE_TOLERANCE``. Rewards are finite (the ``Trajectory``
-    schema rejects NaN/inf), so the order of ``rewards`` does not matter."""
-    return len(rewards) >= 2 and max(rewards) - min(rewards) <= ZERO_VARIANCE_TOLERANCE
-
-
-class EmissionState(str, Enum):
-    """Lifecycle of one emission ``(rollout_id, retry)``."""
-
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-@dataclass
-class Emission:
-    """One emitted sample ``(rollout_id, retry)`` and what became of it.
+@dataclass(slots=True)
+class GroupBook:
+    """What the ledger keeps of one group (train or val).
 
     Attributes:
-        rollout_id, retry, group_id, mode: as in the ``Sample`` record.
-        sample: the emitted record itself (opaque here; the sampler re-issues and dead-letters it).
-        state: running until its first final trajectory arrives.
-        released: counted in ``R`` (never twice).
-        error: the error of the first final trajectory, if it failed.
-        reward: the ``reward`` of the first final trajectory, if it succeeded (None = no reward).
+        train: a train group (counted against the bound).
+        latest: latest retry emitted, per ``k`` (-1 = not emitted).
+        running: ``(k, retry) -> Sample`` of emissions without a final trajectory.
+        failed: ``(k, retry) -> (Sample, error)`` of failed latest emissions whose re-issue or dead
+            letter is owed (not yet emitted / sent).
+        succeeded, decided, dropped: bitmasks over ``k``: a succeeded trajectory was read; a group
+            outcome was read (the first decides); that first outcome was ``dropped``.
     """
 
-    rollout_id: str
-    retry: int
-    group_id: str
-    mode: str
-    sample: Any = None
-    state: EmissionState = EmissionState.RUNNING
-    released: bool = False
-    error: str | None = None
-    reward: float | None = None
+    train: bool
+    latest: list[int]
+    running: dict[tuple[int, int], Any] = field(default_factory=dict)
+    failed: dict[tuple[int, int], tuple[Any, str | None]] = field(default_factory=dict)
+    succeeded: int = 0
+    decided: int = 0
+    dropped: int = 0
 
 
 @dataclass(frozen=True)
 class Reissue:
-    """Action: emit ``emission.sample`` again with ``retry = emission.retry + 1``."""
+    """Action: emit ``sample`` again with ``retry = sample.retry + 1``."""
 
-    emission: Emission
+    sample: Any
+    group_id: str
+    k: int
+    retry: int
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """Action: send ``emission.sample`` to ``dlq`` with ``reason``; its group is dead."""
+    """Action: send ``sample`` to ``dlq`` with ``reason``."""
 
-    emission: Emission
+    sample: Any
+    group_id: str
+    k: int
+    retry: int
     reason: str
 
 
@@ -147,21 +119,13 @@ class Ledger:
         train_batch_size: groups per trainer step (``rl.train_batch_size``).
         max_staleness: ``rl.max_staleness`` (η).
         max_retries: re-issues allowed after a failed/timeout trajectory (``sampler.max_retries``).
-        filter_zero_variance: release zero-variance train groups (``streams.filter_zero_variance``;
-            must match what streams runs with, see the module docstring).
 
     Raises:
         ValueError: a parameter out of range.
     """
 
     def __init__(
-        self,
-        *,
-        group_size: int,
-        train_batch_size: int,
-        max_staleness: int,
-        max_retries: int,
-        filter_zero_variance: bool,
+        self, *, group_size: int, train_batch_size: int, max_staleness: int, max_retries: int
     ) -> None:
         if group_size < 1 or train_batch_size < 1 or max_staleness < 0 or max_retries < 0:
             raise ValueError(
@@ -172,19 +136,22 @@ class Ledger:
         self.train_batch_size = train_batch_size
         self.max_staleness = max_staleness
         self.max_retries = max_retries
-        self.filter_zero_variance = filter_zero_variance
         self.version = 0
+        self.consumed_trained = 0
+        self.consumed_dead_lettered = 0
         self.emitted_train = 0
-        self.released_train = 0
-        self._emissions: dict[tuple[str, int], Emission] = {}
-        self._latest_retry: dict[str, int] = {}
-        self._group_members: dict[str, list[Emission]] = {}
-        self._dead_groups: set[str] = set()
-        self._zero_variance_groups: set[str] = set()
-        self._open: set[str] = set()  # rollout ids whose latest emission has no final outcome
-        self._pending: set[tuple[str, int]] = set()  # failed emissions whose action is not done yet
+        self.running_train = 0
+        self.waiting_train = 0
+        self.released_by_outcome = 0
+        self.groups: dict[str, GroupBook] = {}
+        self._open: set[tuple[str, int]] = (
+            set()
+        )  # rollouts whose latest emission is running or owed an action
+        self._batch_rollouts: dict[str, int] = {}  # batch id -> rollouts whose first outcome names it
+        self._dead_batches: set[str] = set()  # batches the trainer dead-lettered
         self.unknown_trajectories = 0
         self.duplicate_trajectories = 0
+        self.unknown_outcomes = 0
 
     # ---- the bound ------------------------------------------------------------------------------
     @property
@@ -194,188 +161,194 @@ class Ledger:
 
     @property
     def consumed(self) -> int:
-        """``C = version × train_batch_size × group_size`` samples trained."""
-        return self.version * self.train_batch_size * self.group_size
+        """``C``: rollouts of trained batches (the newest checkpoint's count) and of dead-lettered ones."""
+        return self.consumed_trained + self.consumed_dead_lettered
 
     @property
     def in_flight(self) -> int:
-        """``F = E − R − C`` (may be negative if the trainer consumed samples of a previous run)."""
-        return self.emitted_train - self.released_train - self.consumed
+        """``F = U + W − C`` (may be negative if the trainer consumed samples of a previous run)."""
+        return self.running_train + self.waiting_train - self.consumed
 
     def can_admit(self, n: int = 1) -> bool:
         """Whether ``n`` more train samples fit under the bound."""
         return self.in_flight + n <= self.bound
 
     # ---- inputs ---------------------------------------------------------------------------------
-    def on_checkpoint(self, version: int) -> bool:
-        """A ``checkpoints`` event of our policy; returns whether the version moved forward."""
-        if version > self.version:
-            self.version = version
-            return True
-        return False
+    def on_checkpoint(self, version: int, consumed_rollouts: int | None) -> bool:
+        """A ``checkpoints`` event of our policy; returns whether the version moved forward.
 
-    def on_emitted(self, rollout_id: str, retry: int, group_id: str, mode: str, sample: Any = None) -> bool:
+        The newest version's ``consumed_rollouts`` is the trainer's count (a repeated version, as a
+        restarted trainer publishes, replaces it); None (a schema v1 event) counts
+        ``version × train_batch_size × group_size``.
+        """
+        if version < self.version:
+            return False
+        if consumed_rollouts is None:
+            consumed_rollouts = version * self.train_batch_size * self.group_size
+        self.consumed_trained = consumed_rollouts
+        moved = version > self.version
+        self.version = version
+        return moved
+
+    def on_emitted(self, sample: Any) -> bool:
         """Record an emission (ours now, or one read back from ``samples``).
+
+        Args:
+            sample: a ``Sample`` (``group_id``, ``k``, ``retry``, ``group_size``, ``mode``).
 
         Returns:
             False if ``(rollout_id, retry)`` was already recorded (a duplicate in ``samples``), else True.
         """
-        key = (rollout_id, retry)
-        if key in self._emissions:
+        gid, k, retry = sample.group_id, sample.k, sample.retry
+        book = self.groups.get(gid)
+        if book is None:
+            train = getattr(sample.mode, "value", sample.mode) == "train"
+            book = self.groups[gid] = GroupBook(train=train, latest=[-1] * sample.group_size)
+        if k >= len(book.latest):
+            book.latest.extend([-1] * (k + 1 - len(book.latest)))
+        prev = book.latest[k]
+        if retry <= prev:
             return False
-        em = Emission(rollout_id, retry, group_id, mode, sample)
-        self._emissions[key] = em
-        self._group_members.setdefault(group_id, []).append(em)
-        if mode == "train":
+        book.latest[k] = retry
+        book.running[(k, retry)] = sample
+        if book.train:
             self.emitted_train += 1
-        prev = self._latest_retry.get(rollout_id, -1)
-        if retry > prev:
-            self._latest_retry[rollout_id] = retry
-            self._pending.discard((rollout_id, prev))
-            self._open.add(rollout_id)
-        if group_id in self._zero_variance_groups:
-            self._release(em)
-        # an emission into a dead group is released when it ends, like the members that were running
-        # when the group died: recovery learns of dead groups only after replaying every sample, so
-        # releasing it here would make the live count differ from the replayed one
+            self.running_train += 1
+        if prev >= 0:
+            book.failed.pop((k, prev), None)  # its re-issue is out
+        self._open.add((gid, k))
         return True
 
     def on_trajectory(
-        self,
-        rollout_id: str,
-        retry: int,
-        status: str,
-        error: str | None = None,
-        reward: float | None = None,
+        self, group_id: str, k: int, retry: int, status: str, error: str | None = None
     ) -> Action | None:
         """A final trajectory arrived; update the books and say what to do.
 
-        The first trajectory of an emission decides its outcome; later ones (redeliveries, other
-        attempts of the same emission) only count as duplicates.
+        The first trajectory of an emission ends it; any succeeded trajectory marks its rollout
+        succeeded (streams keeps the first completed attempt, whichever emission ran it).
 
         Args:
             status: ``succeeded``, ``failed`` or ``timeout``.
             error: the trajectory's error (failed/timeout), for the dead-letter reason.
-            reward: the trajectory's ``reward`` (succeeded); decides zero-variance groups.
 
         Returns:
-            :class:`Reissue` (failed, retries left, not yet re-issued), :class:`DeadLetter` (failed
-            after ``max_retries``), or None.
+            :class:`Reissue` (failed, retries left), :class:`DeadLetter` (failed after
+            ``max_retries``), or None (succeeded, a newer retry exists, the rollout already
+            succeeded, a duplicate, or unknown).
         """
-        em = self._emissions.get((rollout_id, retry))
-        if em is None:
+        book = self.groups.get(group_id)
+        if book is None or k >= len(book.latest) or retry > book.latest[k]:
             self.unknown_trajectories += 1
             return None
-        if em.state is not EmissionState.RUNNING:
+        if status == "succeeded":
+            self._succeeded(group_id, book, k)
+        sample = book.running.pop((k, retry), None)
+        if sample is None:
             self.duplicate_trajectories += 1
             return None
-        latest = self._latest_retry[rollout_id] == retry
-        if status == "succeeded":
-            em.state = EmissionState.SUCCEEDED
-            em.reward = reward
-            if latest:
-                self._open.discard(rollout_id)
-                self._check_zero_variance(em.group_id)
-            if em.group_id in self._dead_groups or em.group_id in self._zero_variance_groups:
-                self._release(em)
+        if not book.running:
+            book.running = {}  # an emptied dict keeps its table: give it back
+        if book.train:
+            self.running_train -= 1
+        if retry < book.latest[k]:
+            return None  # a newer emission of the rollout is out
+        if status == "succeeded" or book.succeeded >> k & 1:
+            self._open.discard((group_id, k))
             return None
-        em.state = EmissionState.FAILED
-        em.error = error
-        self._release(em)
-        if not latest or em.group_id in self._dead_groups:
-            if latest:
-                self._open.discard(rollout_id)
-            return None
-        self._pending.add((rollout_id, retry))
-        if retry < self.max_retries:
-            return Reissue(em)
-        return DeadLetter(
-            em,
-            f"rollout {rollout_id} {status} {retry + 1} time(s) (max_retries={self.max_retries}); last error: {error or status}",
-        )
+        book.failed[(k, retry)] = (sample, error)
+        return self._action(group_id, k, retry, sample, error or status)
 
-    def on_dead_lettered(self, rollout_id: str, retry: int) -> None:
-        """The emission went to ``dlq`` (now, or found there on recovery): its group is dead."""
-        em = self._emissions.get((rollout_id, retry))
-        self._pending.discard((rollout_id, retry))
-        self._open.discard(rollout_id)
-        group_id = em.group_id if em is not None else None
-        if group_id is None or group_id in self._dead_groups:
+    def on_outcome(self, group_id: str, status: str, rollout_ids: list[str], batch_id: str | None) -> None:
+        """A ``GroupOutcome``: the first outcome of each listed rollout decides it.
+
+        ``dropped`` releases a rollout's waiting unit (now, or when its success is read);
+        ``batched`` leaves it waiting until the trainer consumes the batch (and counts it for the
+        batch, in case the trainer dead-letters that batch).
+        """
+        book = self.groups.get(group_id)
+        if book is None or not book.train:
+            self.unknown_outcomes += 1
             return
-        self._dead_groups.add(group_id)
-        for member in self._group_members.get(group_id, []):
-            if member.state is not EmissionState.RUNNING:
-                self._release(member)
+        for rid in rollout_ids:
+            parsed = split_rollout_id(rid)
+            if parsed is None or parsed[0] != group_id or parsed[1] >= len(book.latest):
+                self.unknown_outcomes += 1
+                continue
+            k = parsed[1]
+            if book.decided >> k & 1:
+                continue
+            book.decided |= 1 << k
+            if status == "dropped":
+                book.dropped |= 1 << k
+                self.released_by_outcome += 1
+                if book.succeeded >> k & 1:
+                    self.waiting_train -= 1
+            elif batch_id is not None:
+                self._batch_rollouts[batch_id] = self._batch_rollouts.get(batch_id, 0) + 1
+                if batch_id in self._dead_batches:
+                    self.consumed_dead_lettered += 1
+
+    def on_batch_dead_lettered(self, batch_id: str) -> None:
+        """The trainer sent batch ``batch_id`` to ``dlq``: its rollouts are consumed (once per id)."""
+        if batch_id in self._dead_batches:
+            return
+        self._dead_batches.add(batch_id)
+        self.consumed_dead_lettered += self._batch_rollouts.get(batch_id, 0)
+
+    def on_dead_lettered(self, group_id: str, k: int, retry: int) -> None:
+        """The emission went to ``dlq`` (now, or found there on recovery): nothing more is owed."""
+        book = self.groups.get(group_id)
+        if book is None:
+            return
+        book.failed.pop((k, retry), None)
+        self._open.discard((group_id, k))
 
     # ---- queries --------------------------------------------------------------------------------
     def pending_actions(self) -> list[Action]:
         """Actions owed for failed emissions not yet re-issued or dead-lettered (used after recovery)."""
         out: list[Action] = []
-        for rollout_id, retry in sorted(self._pending):
-            em = self._emissions[(rollout_id, retry)]
-            if retry < self.max_retries:
-                out.append(Reissue(em))
-            else:
-                out.append(
-                    DeadLetter(
-                        em,
-                        f"rollout {rollout_id} failed {retry + 1} time(s) (max_retries={self.max_retries}); last error: {em.error}",
-                    )
-                )
+        for gid in sorted(self.groups):
+            book = self.groups[gid]
+            for (k, retry), (sample, error) in sorted(book.failed.items(), key=lambda kv: kv[0]):
+                out.append(self._action(gid, k, retry, sample, error or "failed"))
         return out
 
     def has_emitted(self, rollout_id: str, retry: int) -> bool:
         """Whether ``(rollout_id, retry)`` is recorded."""
-        return (rollout_id, retry) in self._emissions
+        parsed = split_rollout_id(rollout_id)
+        if parsed is None or parsed[0] not in self.groups:
+            return False
+        latest = self.groups[parsed[0]].latest
+        return parsed[1] < len(latest) and latest[parsed[1]] >= retry
 
-    def group_emissions(self, group_id: str) -> list[Emission]:
-        """Every emission of a group, in recording order."""
-        return list(self._group_members.get(group_id, []))
+    def has_group(self, group_id: str) -> bool:
+        """Whether any sample of ``group_id`` is recorded."""
+        return group_id in self.groups
 
     @property
     def open_rollouts(self) -> int:
-        """Rollouts without a final outcome (running, or failed and awaiting re-issue / dead-letter)."""
+        """Rollouts whose latest emission is running, or failed and awaiting its re-issue / dead letter."""
         return len(self._open)
 
-    @property
-    def dead_groups(self) -> int:
-        """Groups with a dead-lettered member."""
-        return len(self._dead_groups)
-
-    @property
-    def zero_variance_groups(self) -> int:
-        """Train groups released because streams drops them as zero-variance."""
-        return len(self._zero_variance_groups)
-
-    def _check_zero_variance(self, group_id: str) -> None:
-        """Release every member of ``group_id`` if streams will drop it as zero-variance.
-
-        The group qualifies when it is a train group with ``group_size`` distinct rollouts, the
-        latest emission (highest ``retry``) of each has its first final trajectory ``succeeded``,
-        and those ``group_size`` rewards pass :func:`is_zero_variance`. Earlier failed emissions of
-        its rollouts are already released; :meth:`_release` never counts one twice.
-        """
-        if (
-            not self.filter_zero_variance
-            or self.group_size < 2
-            or group_id in self._zero_variance_groups
-            or group_id in self._dead_groups
-        ):
+    # ---- internals ------------------------------------------------------------------------------
+    def _succeeded(self, group_id: str, book: GroupBook, k: int) -> None:
+        if book.succeeded >> k & 1:
             return
-        members = self._group_members.get(group_id, [])
-        latest = {em.rollout_id: em for em in members if em.retry == self._latest_retry.get(em.rollout_id)}
-        if (
-            len(latest) != self.group_size
-            or any(em.mode != "train" or em.state is not EmissionState.SUCCEEDED for em in latest.values())
-            or not is_zero_variance([streams_reward(em.reward) for em in latest.values()])
-        ):
-            return
-        self._zero_variance_groups.add(group_id)
-        for em in members:
-            self._release(em)
+        book.succeeded |= 1 << k
+        if book.train and not book.dropped >> k & 1:
+            self.waiting_train += 1
+        for key in [key for key in book.failed if key[0] == k]:
+            del book.failed[key]  # no re-issue owed: streams has a completed attempt
+        if (k, book.latest[k]) not in book.running:
+            self._open.discard((group_id, k))
 
-    def _release(self, em: Emission) -> None:
-        if not em.released:
-            em.released = True
-            if em.mode == "train":
-                self.released_train += 1
+    def _action(self, group_id: str, k: int, retry: int, sample: Any, error: str) -> Action:
+        if retry < self.max_retries:
+            return Reissue(sample, group_id, k, retry)
+        return DeadLetter(
+            sample,
+            group_id,
+            k,
+            retry,
+            f"rollout {group_id}/{k} failed {retry + 1} time(s) (max_retries={self.max_retries}); last error: {error}",
+        )

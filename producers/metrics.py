@@ -24,7 +24,7 @@ SAMPLES_EMITTED = Counter(
 )
 IN_FLIGHT = Gauge(
     "streamrl_sampler_in_flight",
-    "Train samples admitted and not yet consumed by the trainer (F = E - R - C).",
+    "Train samples admitted and not yet consumed by the trainer (F = U + W - C).",
 )
 IN_FLIGHT_BOUND = Gauge(
     "streamrl_sampler_in_flight_bound", "(max_staleness + 1) x train_batch_size x group_size."
@@ -42,9 +42,17 @@ POLICY_VERSION = Gauge("streamrl_sampler_policy_version", "Latest trainer versio
 TRAJECTORIES_READ = Counter(
     "streamrl_sampler_trajectories_read_total", "Trajectories read, by status.", ["status"]
 )
-ZERO_VARIANCE_GROUPS = Gauge(
-    "streamrl_sampler_zero_variance_groups",
-    "Train groups released because streams drops them as zero-variance (since the topics began).",
+RUNNING = Gauge("streamrl_sampler_running", "Train samples emitted without a final trajectory yet (U).")
+WAITING = Gauge(
+    "streamrl_sampler_waiting",
+    "Train rollouts that succeeded and were not dropped by streams (W; consumed ones included, see C).",
+)
+CONSUMED = Gauge(
+    "streamrl_sampler_consumed_rollouts",
+    "Train rollouts the trainer consumed (C): its latest checkpoint's count plus dead-lettered batches.",
+)
+GROUP_OUTCOMES_READ = Counter(
+    "streamrl_sampler_group_outcomes_read_total", "GroupOutcome records read, by status.", ["status"]
 )
 DEAD_LETTERED = Counter("streamrl_sampler_dead_lettered_total", "Samples sent to dlq after max_retries.")
 BAD_RECORDS = Counter(

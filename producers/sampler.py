@@ -1,15 +1,17 @@
 """The sampler service: ``tasks`` → ``samples`` with group fan-out, epochs, admission control,
 validation rounds and retries. Restart-safe without local state.
 
-Loop: poll ``tasks`` / ``checkpoints`` / ``trajectories`` → update the :class:`~streamrl.producers.ledger.Ledger`
-→ emit what is allowed, in this order: re-issues of failed rollouts, validation samples, then train
-samples of the current epoch while the in-flight bound has room (see :mod:`streamrl.producers.ledger` for
-exactly what is counted: failed emissions, dead groups and, mirroring streams'
-``filter_zero_variance``, zero-variance groups are released).
+Loop: poll ``tasks`` / ``checkpoints`` / ``trajectories`` / ``group_outcomes`` / ``dlq`` → update
+the :class:`~streamrl.producers.ledger.Ledger` → emit what is allowed, in this order: re-issues of
+failed rollouts, validation samples, then train samples of the current epoch while the in-flight
+bound has room. Admission counts from facts only (see :mod:`streamrl.producers.ledger`): streams'
+group outcomes say which rollouts were dropped, the trainer's checkpoints and dead letters which
+were consumed; no rule of another stage is copied here.
 
 Recovery (every start): read ``samples`` and the sampler's own ``dlq`` records from the beginning to
-their end offsets (what was emitted and dead-lettered), then ``tasks``, ``checkpoints`` and
-``trajectories`` to their end offsets (dataset, trainer version, outcomes). The current epoch is the
+their end offsets (what was emitted and dead-lettered), then ``tasks``, ``checkpoints``,
+``trajectories``, ``group_outcomes`` and ``dlq`` to their end offsets (dataset, trainer version and
+consumption, outcomes). The current epoch is the
 highest epoch with a train sample; its missing ``(task, k)`` samples are emitted in the same seeded
 order (:mod:`streamrl.producers.plan`), failed rollouts without a re-issue are re-issued, and the loop goes on
 live from the recovered positions. A sample produced but not acknowledged before a crash is emitted
@@ -47,6 +49,7 @@ from streamrl.producers.plan import (
 from streamrl.schemas import (
     CheckpointEvent,
     DeadLetter,
+    GroupOutcome,
     Mode,
     Sample,
     SchemaError,
@@ -133,11 +136,18 @@ class Sampler:
             train_batch_size=rl.train_batch_size,
             max_staleness=rl.max_staleness,
             max_retries=self.cfg.max_retries,
-            filter_zero_variance=settings.streams.filter_zero_variance,
         )
         self.topic = {
             name: settings.topics.name(name)
-            for name in ("tasks", "samples", "trajectories", "checkpoints", "dlq")
+            for name in (
+                "tasks",
+                "samples",
+                "trajectories",
+                "group_outcomes",
+                "checkpoints",
+                "dlq",
+                "batches",
+            )
         }
         self.serde = Serde(registry_url=settings.kafka.schema_registry_url)
         self.producer = EventProducer(settings)
@@ -153,7 +163,7 @@ class Sampler:
         self.val_queue: deque[Sample] = deque()
         self._recovered_emitted: dict[int, set[tuple[str, int]]] = {}
         self._where: dict[tuple[str, int], tuple[int, int]] = {}  # (rollout_id, retry) -> (partition, offset)
-        self._dead_lettered: set[tuple[str, int]] = set()
+        self._dead_lettered: set[tuple[str, int, int]] = set()  # (group_id, k, retry) sent to dlq
         self._dlq_sources: set[tuple[str, int, int]] = set()
         self._replaying = False
         self._wait_since: float | None = None
@@ -174,13 +184,19 @@ class Sampler:
         try:
             read |= read_to_end(
                 self.consumer,
-                [self.topic["tasks"], self.topic["checkpoints"], self.topic["trajectories"]],
+                [
+                    self.topic["tasks"],
+                    self.topic["checkpoints"],
+                    self.topic["trajectories"],
+                    self.topic["group_outcomes"],
+                    self.topic["dlq"],
+                ],
                 self._on_message,
             )
         finally:
             self._replaying = False
-        for rid, retry in self._dead_lettered:
-            self.ledger.on_dead_lettered(rid, retry)
+        for group_id, k, retry in self._dead_lettered:
+            self.ledger.on_dead_lettered(group_id, k, retry)
         for action in self.ledger.pending_actions():
             self._act(action)
         self.epoch = max(self._recovered_emitted, default=0)
@@ -193,7 +209,8 @@ class Sampler:
             "emitted_in_epoch": len(self._recovered_emitted.get(self.epoch, ())),
             "version": self.ledger.version,
             "in_flight": self.ledger.in_flight,
-            "zero_variance_groups": self.ledger.zero_variance_groups,
+            "consumed": self.ledger.consumed,
+            "released_by_outcome": self.ledger.released_by_outcome,
             "owed_reissues": len(self.retry_queue),
             "tasks": len(self.tasks),
             "seconds": round(time.perf_counter() - t0, 3),
@@ -215,7 +232,7 @@ class Sampler:
                     s = self.serde.decode(dl.original_value, Sample)
                 except SchemaError:
                     return
-                self._dead_lettered.add((s.rollout_id, s.retry))
+                self._dead_lettered.add((s.group_id, s.k, s.retry))
             return
         try:
             sample = self.serde.decode_message(msg, Sample)
@@ -223,7 +240,7 @@ class Sampler:
             log.error("%s (not ours? skipped in recovery)", exc)
             return
         self._where[(sample.rollout_id, sample.retry)] = (msg.partition(), msg.offset())
-        self.ledger.on_emitted(sample.rollout_id, sample.retry, sample.group_id, sample.mode.value, sample)
+        self.ledger.on_emitted(sample)
         if sample.mode is Mode.train and sample.retry == 0:
             self._recovered_emitted.setdefault(sample.epoch, set()).add((sample.task_id, sample.k))
 
@@ -237,6 +254,10 @@ class Sampler:
                 self._on_checkpoint(msg)
             elif topic == self.topic["trajectories"]:
                 self._on_trajectory(msg)
+            elif topic == self.topic["group_outcomes"]:
+                self._on_outcome(msg)
+            elif topic == self.topic["dlq"]:
+                self._on_dead_letter(msg)
         except SchemaError as exc:
             self._bad_record(msg, exc)
 
@@ -265,7 +286,7 @@ class Sampler:
         if event.policy_name != self.settings.rl.policy_name:
             return
         prev = self.ledger.version
-        if self.ledger.on_checkpoint(event.version) and not self._replaying:
+        if self.ledger.on_checkpoint(event.version, event.consumed_rollouts) and not self._replaying:
             log.info(
                 "trainer version %d: in flight %d / bound %d, epoch %d",
                 event.version,
@@ -280,33 +301,51 @@ class Sampler:
     def _on_trajectory(self, msg: Message) -> None:
         traj = self.serde.decode_message(msg, Trajectory)
         m.TRAJECTORIES_READ.labels(traj.status.value).inc()
-        action = self.ledger.on_trajectory(
-            traj.rollout_id, traj.retry, traj.status.value, traj.error, reward=traj.reward
-        )
-        if action is not None and not self._replaying:
+        action = self.ledger.on_trajectory(traj.group_id, traj.k, traj.retry, traj.status.value, traj.error)
+        if action is None:
+            self._where.pop((traj.rollout_id, traj.retry), None)  # finished: its location is not needed
+        elif not self._replaying:
             self._act(action)
 
+    def _on_outcome(self, msg: Message) -> None:
+        outcome = self.serde.decode_message(msg, GroupOutcome)
+        m.GROUP_OUTCOMES_READ.labels(outcome.status.value).inc()
+        self.ledger.on_outcome(outcome.group_id, outcome.status.value, outcome.rollout_ids, outcome.batch_id)
+
+    def _on_dead_letter(self, msg: Message) -> None:
+        """A batch the trainer dead-lettered is consumed: the ledger counts its rollouts."""
+        try:
+            dl = self.serde.decode_message(msg, DeadLetter)
+        except SchemaError:
+            return  # not ours to judge (and never dead-letter the dead-letter topic into itself)
+        if dl.stage == "trainer" and dl.original_topic == self.topic["batches"] and dl.original_key:
+            self.ledger.on_batch_dead_lettered(dl.original_key.decode(errors="replace"))
+
     def _act(self, action: Reissue | DeadLetterAction) -> None:
-        em = action.emission
-        sample: Sample = em.sample
+        sample: Sample = action.sample
+        where = self._where.pop((sample.rollout_id, action.retry), (-1, -1))
         if isinstance(action, Reissue):
             again = sample.model_copy(
-                update={"retry": em.retry + 1, "policy_version": self.ledger.version, "created_at": utc_now()}
+                update={
+                    "retry": action.retry + 1,
+                    "policy_version": self.ledger.version,
+                    "created_at": utc_now(),
+                }
             )
             self.retry_queue.append(again)
             return
-        partition, offset = self._where.get((em.rollout_id, em.retry), (-1, -1))
+        partition, offset = where
         self.dlq.send(
             None,
             reason=action.reason,
             topic=self.topic["samples"],
             partition=partition,
             offset=offset,
-            key=em.rollout_id,
+            key=sample.rollout_id,
             value=self.serde.encode(sample),
         )
         m.DEAD_LETTERED.inc()
-        self.ledger.on_dead_lettered(em.rollout_id, em.retry)
+        self.ledger.on_dead_lettered(action.group_id, action.k, action.retry)
 
     # ------------------------------------------------------------------------------------ validation
     def _schedule_validation_after_recovery(self) -> None:
@@ -314,11 +353,12 @@ class Sampler:
         if not every or (v // every == 0 and not self.cfg.val_at_start):
             return
         start = (v // every) * every
-        started = [u for u in range(start, v + 1) if any(e.mode == "val" for e in self._val_emissions(u))]
+        started = [
+            u
+            for u in range(start, v + 1)
+            if any(self.ledger.has_group(val_group_id(u, t)) for t in self.tasks)
+        ]
         self._schedule_validation(max(started) if started else v)
-
-    def _val_emissions(self, version: int) -> list[Any]:
-        return [em for t in self.tasks for em in self.ledger.group_emissions(val_group_id(version, t))]
 
     def _schedule_validation(self, version: int) -> None:
         """Queue the val samples of ``version`` that are not emitted yet (one pass over the val split).
@@ -357,13 +397,14 @@ class Sampler:
         key = (sample.rollout_id, sample.retry)
 
         def delivered(err: KafkaError | None, msg: Message, key: tuple[str, int] = key) -> None:
-            if err is None:
+            if err is None and key in self._where:  # not finished already
                 self._where[key] = (msg.partition(), msg.offset())
 
+        self._where[key] = (-1, -1)
         self.producer.produce(
             self.topic["samples"], self.serde.encode(sample), key=sample.rollout_id, on_delivery=delivered
         )
-        self.ledger.on_emitted(sample.rollout_id, sample.retry, sample.group_id, sample.mode.value, sample)
+        self.ledger.on_emitted(sample)
         m.SAMPLES_EMITTED.labels(sample.mode.value, str(sample.retry > 0).lower()).inc()
 
     def _ensure_cursor(self) -> EpochCursor | None:
@@ -498,7 +539,9 @@ class Sampler:
         m.IN_FLIGHT_BOUND.set(self.ledger.bound)
         m.EPOCH.set(self.epoch)
         m.POLICY_VERSION.set(self.ledger.version)
-        m.ZERO_VARIANCE_GROUPS.set(self.ledger.zero_variance_groups)
+        m.RUNNING.set(self.ledger.running_train)
+        m.WAITING.set(self.ledger.waiting_train)
+        m.CONSUMED.set(self.ledger.consumed)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """:meth:`recover`, then :meth:`step` until ``stop`` is set or :attr:`done` (with ``exit_when_done``)."""

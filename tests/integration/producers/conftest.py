@@ -1,5 +1,5 @@
-"""Helpers for the producers' broker tests: a simulated worker + trainer that checks the sampler's
-in-flight bound at every sample it observes."""
+"""Helpers for the producers' broker tests: simulated workers, streams and trainer that check the
+sampler's in-flight bound at every sample they observe."""
 
 from __future__ import annotations
 
@@ -12,43 +12,54 @@ import pytest
 
 from streamrl.config import Settings
 from streamrl.kafka import EventProducer
-from streamrl.schemas import CheckpointEvent, CheckpointKind, Mode, RolloutStatus, Sample, Trajectory
+from streamrl.schemas import (
+    CheckpointEvent,
+    CheckpointKind,
+    GroupOutcome,
+    GroupOutcomeStatus,
+    Mode,
+    RolloutStatus,
+    Sample,
+    Trajectory,
+)
 from streamrl.schemas.serde import Serde
 from tests.support.kafka import TopicReader
 
 
 @dataclass
 class TrainerSim:
-    """Plays the rollout workers and the trainer against a running sampler.
+    """Plays the rollout workers, streams and the trainer against a running sampler.
 
-    It reads ``samples``, answers each with a trajectory (``failed`` for rollouts in ``fail``), and
-    writes checkpoint ``v + 1`` whenever ``train_batch_size × group_size`` succeeded train samples of
-    trainable groups are waiting. Rewards: ``k`` (so a group has reward variance), or 0.0 for every
-    member of a group in ``zero_variance``: streams drops such a group (``filter_zero_variance``), so
-    once all its ``group_size`` rollouts succeeded its samples count as ``dropped``, never trained.
-    At every observed train sample it checks the true in-flight count
-    ``E − failed − dropped − v × B × G ≤ bound`` where ``v`` is the latest version it wrote (the
-    sampler cannot have seen a later one).
+    It reads ``samples`` and answers each with a trajectory (``failed`` for ``(rollout_id, retry)`` in
+    ``fail``). As streams, it publishes a ``GroupOutcome`` for every train group whose members all
+    succeeded: ``dropped`` (``zero_variance``) for groups in ``zero_variance``, else ``batched``
+    once ``train_batch_size`` groups are ready; for a group in ``dead`` (a member dead-lettered by
+    the sampler) it drops the others as stragglers once they all succeeded. As the trainer, it
+    writes checkpoint ``v + 1`` with ``consumed_rollouts`` for every batch. At every observed train
+    sample it checks the true in-flight count ``E − failed − dropped − consumed ≤ bound`` (from what it
+    wrote: the sampler cannot have read more).
     """
 
     settings: Settings
     fail: set[tuple[str, int]] = field(default_factory=set)
     dead: set[str] = field(default_factory=set)
-    """Group ids that will be dead (a member dead-lettered): their samples never train, they count as released."""
+    """Group ids with a member the sampler will dead-letter: streams drops the rest as stragglers."""
     zero_variance: set[str] = field(default_factory=set)
-    """Train group ids whose members all get reward 0.0 (streams drops them as zero-variance)."""
+    """Train group ids streams drops as zero-variance."""
     samples: list[Sample] = field(default_factory=list)
     version: int = 0
     emitted: int = 0
     failed: int = 0
     dropped: int = 0
-    ready: int = 0
+    consumed: int = 0
     max_in_flight: int = 0
     answered: set[tuple[str, int]] = field(default_factory=set)
     checks: int = 0
     seen: set[tuple[str, int]] = field(default_factory=set)
     duplicates: list[Sample] = field(default_factory=list)
     succeeded_in_group: dict[str, set[str]] = field(default_factory=dict)
+    decided: set[str] = field(default_factory=set)
+    ready: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         rl = self.settings.rl
@@ -60,7 +71,7 @@ class TrainerSim:
 
     @property
     def in_flight(self) -> int:
-        return self.emitted - self.failed - self.dropped - self.version * self.per_version
+        return self.emitted - self.failed - self.dropped - self.consumed
 
     def drain(self, quiet_s: float = 1.0, timeout_s: float = 30.0, first_s: float = 0.0) -> int:
         """Read samples until none arrives for ``quiet_s`` (waiting up to ``first_s`` for the first one);
@@ -80,8 +91,8 @@ class TrainerSim:
         deadline = time.monotonic() + timeout_s
         while not done():
             assert time.monotonic() < deadline, (
-                f"sampler stalled: E={self.emitted} failed={self.failed} dropped={self.dropped} v={self.version} "
-                f"in flight {self.in_flight} < bound {self.bound}"
+                f"sampler stalled: E={self.emitted} failed={self.failed} dropped={self.dropped} "
+                f"consumed={self.consumed} in flight {self.in_flight} < bound {self.bound}"
             )
             self._read(0.1)
 
@@ -101,12 +112,14 @@ class TrainerSim:
                 self.checks += 1
                 assert self.in_flight <= self.bound, (
                     f"in-flight bound broken at {s.rollout_id} retry {s.retry}: E={self.emitted} "
-                    f"failed={self.failed} dropped={self.dropped} v={self.version} -> {self.in_flight} > {self.bound}"
+                    f"failed={self.failed} dropped={self.dropped} consumed={self.consumed} "
+                    f"-> {self.in_flight} > {self.bound}"
                 )
         return len(new)
 
     def answer(self) -> None:
-        """Write a trajectory for every observed, unanswered sample; then checkpoints while batches are ready."""
+        """A trajectory for every observed, unanswered sample; then the outcomes of the groups that
+        completed, and a checkpoint per batch."""
         now = datetime.now(timezone.utc)
         for s in self.samples:
             key = (s.rollout_id, s.retry)
@@ -125,7 +138,7 @@ class TrainerSim:
                 retry=s.retry,
                 mode=s.mode,
                 status=RolloutStatus.failed if failed else RolloutStatus.succeeded,
-                reward=None if failed else (0.0 if s.group_id in self.zero_variance else float(s.k)),
+                reward=None if failed else float(s.k),
                 error="injected failure" if failed else None,
                 worker_id="sim",
                 policy_version=s.policy_version,
@@ -136,29 +149,56 @@ class TrainerSim:
                 self.settings.topics.name("trajectories"), self.serde.encode(traj), key=s.rollout_id
             )
             if s.mode is Mode.train:
-                if failed or s.group_id in self.dead:
+                if failed:
                     self.failed += 1
-                elif s.group_id in self.zero_variance:
-                    done = self.succeeded_in_group.setdefault(s.group_id, set())
-                    done.add(s.rollout_id)
-                    if len(done) == s.group_size:  # complete: streams drops it, nothing of it trains
-                        self.dropped += s.group_size
                 else:
-                    self.ready += 1
+                    self.succeeded_in_group.setdefault(s.group_id, set()).add(s.rollout_id)
+        G = self.settings.rl.group_size
+        for gid, done in sorted(self.succeeded_in_group.items()):
+            if gid in self.decided:
+                continue
+            if gid in self.dead and len(done) == G - 1:
+                self.outcome(gid, sorted(done), reason="straggler")
+            elif len(done) == G and gid in self.zero_variance:
+                self.outcome(gid, sorted(done), reason="zero_variance")
+            elif len(done) == G and gid not in self.dead:
+                self.decided.add(gid)
+                self.ready.append((gid, sorted(done)))
+        B = self.settings.rl.train_batch_size
+        while len(self.ready) >= B:
+            take, self.ready = self.ready[:B], self.ready[B:]
+            batch_id = f"b-{self.version + 1}"
+            for gid, rids in take:
+                self.outcome(gid, rids, batch_id=batch_id)
+            self.producer.flush(10)
+            self.checkpoint(self.version + 1, self.consumed + sum(len(r) for _, r in take))
         self.producer.flush(10)
-        while self.ready >= self.per_version:
-            self.ready -= self.per_version
-            self.checkpoint(self.version + 1)
 
-    def checkpoint(self, version: int) -> None:
+    def outcome(
+        self, gid: str, rids: list[str], *, reason: str | None = None, batch_id: str | None = None
+    ) -> None:
+        self.decided.add(gid)
+        rec = GroupOutcome(
+            group_id=gid,
+            status=GroupOutcomeStatus.batched if batch_id else GroupOutcomeStatus.dropped,
+            reason=reason,
+            batch_id=batch_id,
+            rollout_ids=rids,
+        )
+        self.producer.produce(self.settings.topics.name("group_outcomes"), self.serde.encode(rec), key=gid)
+        if reason is not None:
+            self.dropped += len(rids)
+
+    def checkpoint(self, version: int, consumed: int) -> None:
         ev = CheckpointEvent(
             policy_name=self.settings.rl.policy_name,
             version=version,
             kind=CheckpointKind.full,
             uri=f"/tmp/ckpt/{version}",
             digest="sha256:" + "0" * 64,
+            consumed_rollouts=consumed,
         )
-        self.version = version
+        self.version, self.consumed = version, consumed
         self.producer.produce(
             self.settings.topics.name("checkpoints"), self.serde.encode(ev), key=ev.policy_name
         )

@@ -98,19 +98,18 @@ def test_in_flight_bound_holds_at_every_moment(
     ]
 
 
-def test_zero_variance_groups_release_capacity_so_the_sampler_never_stalls(
+def test_dropped_groups_release_capacity_so_the_sampler_never_stalls(
     settings_factory, trainer_sim, tmp_path
 ) -> None:
-    """Streams drops groups whose rewards are all equal (``streams.filter_zero_variance``, default on),
-    so the trainer never consumes them. With ``max_staleness=0`` the first batch fills the bound; its
-    two groups are zero-variance here, so no checkpoint ever comes: the sampler must release them from
-    their trajectories alone, and keep the bound at every sample (a zero-variance member also fails
-    once: its re-issue completes the group)."""
+    """Streams drops groups (here as zero-variance) and says so in ``group_outcomes``; the trainer
+    never consumes them. With ``max_staleness=0`` the first batch fills the bound; its two groups are
+    dropped here, so no checkpoint ever comes: the sampler must release them from the outcomes, and
+    keep the bound at every sample (a dropped group's member also fails once: its re-issue completes
+    the group)."""
     s = settings_factory(
         rl={"group_size": 4, "train_batch_size": 2, "max_staleness": 0, "seed": 5},
         sampler={"max_epochs": 1, "max_retries": 1, "poll_interval_s": 0.05, "flush_interval_s": 0.1},
     )
-    assert s.streams.filter_zero_variance
     tasks = [f"t{i}" for i in range(8)]
     data = tmp_path / "tasks.jsonl"
     data.write_text("".join(json.dumps({"id": t}) + "\n" for t in tasks))
@@ -135,7 +134,7 @@ def test_zero_variance_groups_release_capacity_so_the_sampler_never_stalls(
     sim.drain(quiet_s=0.3)
     assert sim.max_in_flight == bound and sim.checks == total_train and sim.dropped == 16
     assert sim.version == 2  # only the 4 groups with reward variance train
-    assert sampler.done and sampler.ledger.zero_variance_groups == 4
+    assert sampler.done and sampler.ledger.released_by_outcome == 16
     assert sampler.ledger.in_flight == (sim.version - sampler.ledger.version) * sim.per_version
     train = [x for x in sim.samples if x.mode is Mode.train]
     assert sorted((x.rollout_id, x.retry) for x in train if x.retry > 0) == [(f"{order[0]}/0/1", 1)]
@@ -167,8 +166,8 @@ def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(
         sim.drain(quiet_s=0.5, first_s=20)
         while thread.is_alive() and time.monotonic() < deadline:
             sim.drain(quiet_s=0.5)
-            sim.answer()  # t1's group is dead once t1/0/0 is dead-lettered: the sampler must release
-            # its other member without a checkpoint, or it would stall here (max_staleness=0)
+            sim.answer()  # t1/0/0 is dead-lettered: streams drops t1/0/1 as a straggler, and the
+            # sampler must release it without a checkpoint, or it would stall here (max_staleness=0)
         assert not errors, errors
         assert not thread.is_alive(), "sampler did not finish"
     finally:
@@ -191,7 +190,8 @@ def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(
     )  # 2 tasks x 2 samples, once per version
     assert all(v % 2 == 0 for v in by_version)
     assert sim.version == 2  # t0 and t2 trained; t1's group never did
-    assert sampler.ledger.dead_groups == 1 and sampler.ledger.in_flight == 0
+    assert sampler.ledger.released_by_outcome == 1
+    assert sampler.ledger.in_flight == (sim.version - sampler.ledger.version) * sim.per_version
     assert {x.rollout_id for x in vals if x.policy_version == 2} == {
         f"val/2/v{i}/{k}" for i in range(2) for k in range(2)
     }

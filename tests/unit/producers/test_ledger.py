@@ -1,445 +1,357 @@
-"""Ledger: the admission bound, retries, dead letters, dead groups and zero-variance groups."""
+"""Ledger: the admission bound from facts (trajectories, group outcomes, the trainer's consumption),
+retries and dead letters, exactness over whole runs, and replay determinism."""
 
 from __future__ import annotations
+
+import random
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrl.producers.ledger import DeadLetter, Ledger, Reissue
+from streamrl.producers.ledger import DeadLetter, Ledger, Reissue, split_rollout_id
 
 
 def new(**kw) -> Ledger:
-    args = {
-        "group_size": 4,
-        "train_batch_size": 2,
-        "max_staleness": 1,
-        "max_retries": 1,
-        "filter_zero_variance": True,
-    } | kw
+    args = {"group_size": 4, "train_batch_size": 2, "max_staleness": 1, "max_retries": 1} | kw
     return Ledger(**args)
 
 
-def emit_group(led: Ledger, task: str, epoch: int = 0) -> None:
+def sample(group: str, k: int, retry: int = 0, *, size: int = 4, mode: str = "train") -> SimpleNamespace:
+    """What the ledger reads of a ``Sample``."""
+    return SimpleNamespace(
+        rollout_id=f"{group}/{k}", group_id=group, k=k, retry=retry, group_size=size, mode=mode
+    )
+
+
+def emit_group(led: Ledger, group: str) -> None:
     for k in range(led.group_size):
         assert led.can_admit()
-        led.on_emitted(f"{task}/{epoch}/{k}", 0, f"{task}/{epoch}", "train")
+        assert led.on_emitted(sample(group, k, size=led.group_size))
 
 
-def test_bound_and_consumed_follow_the_formula() -> None:
+def succeed(led: Ledger, group: str, ks=None) -> None:
+    for k in ks if ks is not None else range(led.group_size):
+        assert led.on_trajectory(group, k, 0, "succeeded") is None
+
+
+def rids(group: str, ks) -> list[str]:
+    return [f"{group}/{k}" for k in ks]
+
+
+def test_bound_and_consumption_come_from_the_trainers_count() -> None:
     led = new()
     assert led.bound == (1 + 1) * 2 * 4
-    for t in range(4):
-        emit_group(led, f"t{t}")
+    for g in ("a/0", "b/0", "c/0", "d/0"):
+        emit_group(led, g)
     assert led.in_flight == 16 and not led.can_admit()
-    led.on_checkpoint(1)
+    for g in ("a/0", "b/0"):
+        succeed(led, g)
+    assert led.in_flight == 16  # succeeded and waiting: still in flight
+    assert led.on_checkpoint(1, consumed_rollouts=8)
     assert led.consumed == 8 and led.in_flight == 8 and led.can_admit(8) and not led.can_admit(9)
-    assert not led.on_checkpoint(1) and not led.on_checkpoint(0)
+    assert not led.on_checkpoint(1, consumed_rollouts=8) and not led.on_checkpoint(0, 0)
+    assert led.consumed == 8  # an older version changes nothing
+    # a checkpoint of schema v1 (no count): one full batch per version
+    assert led.on_checkpoint(2, consumed_rollouts=None) and led.consumed == 2 * 2 * 4
 
 
-def test_on_policy_admits_exactly_one_batch() -> None:
+def test_on_policy_admits_exactly_one_batch_and_val_is_not_bounded() -> None:
     led = new(max_staleness=0)
-    emit_group(led, "a")
-    emit_group(led, "b")
+    emit_group(led, "a/0")
+    emit_group(led, "b/0")
     assert not led.can_admit()
+    assert led.on_emitted(sample("val/0/x", 0, size=1, mode="val"))
+    assert led.in_flight == 8 and led.emitted_train == 8
+    assert led.on_trajectory("val/0/x", 0, 0, "succeeded") is None and led.in_flight == 8
 
 
-def test_val_samples_are_not_bounded() -> None:
-    led = new(max_staleness=0, train_batch_size=1)
-    emit_group(led, "a")
-    led.on_emitted("val/0/x/0", 0, "val/0/x", "val")
-    assert led.in_flight == 4 and led.emitted_train == 4
+def test_dropped_outcome_releases_a_rollout_in_either_order_and_once() -> None:
+    led = new(max_staleness=0)
+    emit_group(led, "a/0")
+    emit_group(led, "b/0")
+    succeed(led, "a/0")
+    led.on_outcome("a/0", "dropped", rids("a/0", range(4)), None)  # e.g. zero variance
+    assert led.in_flight == 4 and led.can_admit(4)
+    # outcome before the trajectories are read (they are other topics): released all the same
+    led.on_outcome("b/0", "dropped", rids("b/0", (0, 1)), None)
+    succeed(led, "b/0")
+    assert led.in_flight == 2
+    # a repeated record, or a second decision of a decided rollout, changes nothing
+    led.on_outcome("a/0", "dropped", rids("a/0", range(4)), None)
+    led.on_outcome("b/0", "batched", rids("b/0", (0, 1, 2, 3)), "b-1")
+    assert led.in_flight == 2 and led.released_by_outcome == 6
+    led.on_checkpoint(1, consumed_rollouts=2)  # b/0/2 and b/0/3 trained
+    assert led.in_flight == 0
 
 
-def test_failure_releases_and_asks_for_a_reissue_then_a_dead_letter() -> None:
+def test_batched_rollouts_wait_for_the_trainer_or_its_dead_letter() -> None:
     led = new()
-    emit_group(led, "a")
-    assert led.on_trajectory("a/0/1", 0, "succeeded") is None
-    act = led.on_trajectory("a/0/0", 0, "failed", "boom")
-    assert isinstance(act, Reissue) and act.emission.retry == 0
+    for g in ("a/0", "b/0"):
+        emit_group(led, g)
+        succeed(led, g)
+    led.on_outcome("a/0", "batched", rids("a/0", range(4)), "b-1")
+    assert led.in_flight == 8  # batched is not consumed
+    led.on_batch_dead_lettered("b-1")
+    led.on_batch_dead_lettered("b-1")  # the same dead letter read twice (recovery reads dlq again)
+    assert led.in_flight == 4
+    # dead letter first, outcome later (recovery reads dlq before group_outcomes is replayed)
+    led.on_batch_dead_lettered("b-2")
+    led.on_outcome("b/0", "batched", rids("b/0", (0, 1)), "b-2")
+    led.on_outcome("b/0", "batched", rids("b/0", (2, 3)), "b-2")
+    assert led.in_flight == 0 and led.consumed_dead_lettered == 8
+
+
+def test_failure_asks_for_a_reissue_then_a_dead_letter() -> None:
+    led = new()
+    emit_group(led, "a/0")
+    act = led.on_trajectory("a/0", 0, 0, "failed", "boom")
+    assert isinstance(act, Reissue) and (act.group_id, act.k, act.retry) == ("a/0", 0, 0)
+    assert act.sample.rollout_id == "a/0/0"
     assert led.in_flight == 3 and led.pending_actions() == [act]
-    led.on_emitted("a/0/0", 1, "a/0", "train")
+    led.on_emitted(sample("a/0", 0, 1))
     assert led.pending_actions() == [] and led.in_flight == 4
-    dead = led.on_trajectory("a/0/0", 1, "timeout", "slow")
+    dead = led.on_trajectory("a/0", 0, 1, "timeout", "slow")
     assert isinstance(dead, DeadLetter) and "max_retries=1" in dead.reason and "slow" in dead.reason
-    led.on_dead_lettered("a/0/0", 1)
-    # group a/0 is dead: the succeeded member a/0/1 is released now, running ones when they end
-    assert led.dead_groups == 1 and led.in_flight == 2
-    assert led.on_trajectory("a/0/2", 0, "failed") is None
-    assert led.on_trajectory("a/0/3", 0, "succeeded") is None
-    assert led.in_flight == 0 and led.open_rollouts == 0
+    led.on_dead_lettered("a/0", 0, 1)
+    assert led.in_flight == 3 and led.open_rollouts == 3 and led.pending_actions() == []
+    # the group's other members wait for streams' outcome (a straggler drop, here)
+    succeed(led, "a/0", (1, 2, 3))
+    assert led.in_flight == 3 and led.open_rollouts == 0
+    led.on_outcome("a/0", "dropped", rids("a/0", (1, 2, 3)), None)
+    assert led.in_flight == 0
 
 
-def test_duplicate_and_unknown_trajectories_change_nothing() -> None:
+def test_a_late_success_of_a_failed_emission_counts_once_and_owes_no_reissue() -> None:
+    """A redelivered sample: its first attempt failed, another attempt succeeded. Streams keeps the
+    success, so the rollout waits for its outcome; the re-issue is no longer owed."""
+    led = new(max_retries=2)
+    emit_group(led, "a/0")
+    assert isinstance(led.on_trajectory("a/0", 0, 0, "failed"), Reissue)
+    assert led.on_trajectory("a/0", 0, 0, "succeeded") is None
+    assert led.pending_actions() == [] and led.in_flight == 4 and led.duplicate_trajectories == 1
+    # had the re-issue gone out, it runs; whatever it ends with, the rollout is held once
+    led.on_emitted(sample("a/0", 0, 1))
+    assert led.in_flight == 5
+    assert led.on_trajectory("a/0", 0, 1, "failed") is None and led.in_flight == 4
+
+
+def test_duplicate_and_unknown_records_change_nothing() -> None:
     led = new()
-    emit_group(led, "a")
-    led.on_trajectory("a/0/0", 0, "succeeded")
+    emit_group(led, "a/0")
+    assert not led.on_emitted(sample("a/0", 0))
+    led.on_trajectory("a/0", 0, 0, "succeeded")
     before = led.in_flight
-    assert led.on_trajectory("a/0/0", 0, "failed") is None
-    assert led.on_trajectory("zzz/0/0", 0, "failed") is None
-    assert led.in_flight == before and led.duplicate_trajectories == 1 and led.unknown_trajectories == 1
-
-
-def test_late_trajectory_of_an_older_retry_is_ignored() -> None:
-    led = new(max_retries=3)
-    emit_group(led, "a")
-    assert isinstance(led.on_trajectory("a/0/0", 0, "failed"), Reissue)
-    led.on_emitted("a/0/0", 1, "a/0", "train")
-    assert led.on_trajectory("a/0/0", 0, "succeeded") is None  # first outcome of retry 0 already decided
-    assert led.open_rollouts == 4
-
-
-def test_duplicate_emission_is_not_counted_twice() -> None:
-    led = new()
-    assert led.on_emitted("a/0/0", 0, "a/0", "train")
-    assert not led.on_emitted("a/0/0", 0, "a/0", "train")
-    assert led.emitted_train == 1
+    assert led.on_trajectory("a/0", 0, 0, "failed") is None
+    assert led.on_trajectory("zzz/0", 0, 0, "failed") is None
+    assert led.on_trajectory("a/0", 1, 5, "succeeded") is None  # a retry never emitted
+    led.on_outcome("zzz/0", "dropped", ["zzz/0/0"], None)
+    led.on_outcome("a/0", "dropped", ["a/0/x", "b/0/1", "a/0/9"], None)
+    assert led.in_flight == before and led.emitted_train == 4
+    assert (led.duplicate_trajectories, led.unknown_trajectories, led.unknown_outcomes) == (1, 2, 4)
 
 
 def test_recovery_replay_finds_owed_actions() -> None:
     """Replaying samples then trajectories: a failure whose re-issue is in samples owes nothing."""
     led = new(max_retries=2)
-    for rid in ("a/0/0", "a/0/1"):
-        led.on_emitted(rid, 0, "a/0", "train")
-    led.on_emitted("a/0/0", 1, "a/0", "train")
-    assert led.on_trajectory("a/0/0", 0, "failed") is None  # its re-issue was already read back
-    act = led.on_trajectory("a/0/1", 0, "failed")
+    led.on_emitted(sample("a/0", 0))
+    led.on_emitted(sample("a/0", 1))
+    led.on_emitted(sample("a/0", 0, 1))
+    assert led.on_trajectory("a/0", 0, 0, "failed") is None  # its re-issue was already read back
+    act = led.on_trajectory("a/0", 1, 0, "failed")
     assert isinstance(act, Reissue)
     assert led.pending_actions() == [act]
 
 
-def test_invalid_parameters() -> None:
+def test_finished_emissions_keep_no_sample() -> None:
+    led = new()
+    emit_group(led, "a/0")
+    succeed(led, "a/0", (0, 1, 2))
+    assert isinstance(led.on_trajectory("a/0", 3, 0, "failed"), Reissue)
+    book = led.groups["a/0"]
+    assert list(book.running) == [] and list(book.failed) == [(3, 0)]  # kept until re-issued
+    led.on_emitted(sample("a/0", 3, 1))
+    led.on_trajectory("a/0", 3, 1, "succeeded")
+    assert not book.running and not book.failed and book.succeeded == 0b1111
+
+
+def test_invalid_parameters_and_ids() -> None:
     with pytest.raises(ValueError, match="group_size"):
-        Ledger(group_size=0, train_batch_size=1, max_staleness=0, max_retries=0, filter_zero_variance=True)
+        Ledger(group_size=0, train_batch_size=1, max_staleness=0, max_retries=0)
+    assert split_rollout_id("t1/0/3") == ("t1/0", 3)
+    assert split_rollout_id("val/4/t1/0") == ("val/4/t1", 0)
+    assert split_rollout_id("t1/0/x") is None and split_rollout_id("7") is None
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from(["emit", "ok", "fail", "ckpt"]), max_size=120), st.integers(0, 2))
-def test_admission_never_exceeds_the_bound(ops: list[str], staleness: int) -> None:
-    """Random interleavings of admitted emissions, outcomes and checkpoints keep F <= bound."""
-    led = new(max_staleness=staleness, max_retries=1)
-    running: list[tuple[str, int]] = []
-    done_ok = 0
-    n = 0
-    for op in ops:
-        if op == "emit" and led.can_admit():
-            rid = f"t{n // 4}/0/{n % 4}"
-            led.on_emitted(rid, 0, f"t{n // 4}/0", "train")
-            running.append((rid, 0))
-            n += 1
-        elif op in ("ok", "fail") and running:
-            rid, retry = running.pop(0)
-            act = led.on_trajectory(rid, retry, "succeeded" if op == "ok" else "failed")
-            done_ok += op == "ok"
-            if isinstance(act, Reissue) and led.can_admit():
-                led.on_emitted(rid, retry + 1, act.emission.group_id, "train")
-                running.append((rid, retry + 1))
-            elif isinstance(act, DeadLetter):
-                led.on_dead_lettered(rid, retry)
-        elif op == "ckpt" and done_ok >= led.train_batch_size * led.group_size * (led.version + 1):
-            led.on_checkpoint(led.version + 1)
-        assert led.in_flight <= led.bound
+# ---- whole runs against a model of streams and the trainer ----------------------------------------
 
 
-# ---- zero-variance groups (mirror of streams.filter_zero_variance) --------------------------------
+class World:
+    """Plays workers, streams and the trainer around a ledger, by the rules of those stages.
 
+    Rollouts succeed or fail at random (a failed one is re-issued, then dead-lettered); now and then
+    a redelivered sample's second attempt succeeds after its first failed. A group closes when each
+    member succeeded or was dead-lettered; streams then drops it (zero variance / straggler), drops
+    some members (incomplete join / no rows) and batches the rest, and drops a member that succeeds
+    after its group closed as late; it may repeat a record (a crash). The trainer trains or
+    dead-letters each batch. Every record goes into per-topic logs, so the run can be replayed in
+    another interleaving.
+    """
 
-def finish_group(led: Ledger, task: str, rewards: list[float | None], epoch: int = 0) -> None:
-    for k, reward in enumerate(rewards):
-        assert led.on_trajectory(f"{task}/{epoch}/{k}", 0, "succeeded", reward=reward) is None
-
-
-def test_zero_variance_group_releases_its_capacity_without_a_checkpoint() -> None:
-    """The deadlock of the demo: with max_staleness=0 the first batch fills the bound; if both its
-    groups have all-zero reward streams drops them, no checkpoint ever comes, and only the release
-    lets the sampler admit again."""
-    led = new(max_staleness=0)
-    emit_group(led, "a")
-    emit_group(led, "b")
-    assert not led.can_admit()
-    finish_group(led, "a", [0.0, 0.0, 0.0, None])  # None is 0.0 for streams
-    assert led.zero_variance_groups == 1 and led.in_flight == 4 and led.can_admit(4) and not led.can_admit(5)
-    finish_group(led, "b", [1.0, 1.0, 1.0, 1.0])
-    assert led.zero_variance_groups == 2 and led.in_flight == 0 and led.released_train == 8
-    assert led.version == 0 and led.can_admit(8)
-
-
-def test_group_with_reward_variance_is_not_released() -> None:
-    led = new()
-    emit_group(led, "a")
-    finish_group(led, "a", [0.0, 0.0, 1.0, 0.0])
-    assert led.zero_variance_groups == 0 and led.in_flight == 4 and led.released_train == 0
-
-
-def test_zero_variance_needs_every_rollout_of_the_group() -> None:
-    led = new()
-    emit_group(led, "a")
-    finish_group(led, "a", [1.0, 1.0, 1.0])  # the fourth is still running
-    assert led.zero_variance_groups == 0 and led.in_flight == 4
-    led.on_trajectory("a/0/3", 0, "succeeded", reward=1.0)
-    assert led.zero_variance_groups == 1 and led.in_flight == 0
-
-
-def test_streams_tolerance_and_missing_reward() -> None:
-    led = new(group_size=2)
-    for task, rewards in {"same": [0.5, 0.5 + 1e-13], "none": [None, 0.0], "diff": [0.5, 0.5 + 1e-9]}.items():
-        for k in range(2):
-            led.on_emitted(f"{task}/0/{k}", 0, f"{task}/0", "train")
-        finish_group(led, task, rewards)
-    assert led.zero_variance_groups == 2 and led.in_flight == 2
-
-
-def test_filter_off_group_size_one_and_val_groups_are_never_released() -> None:
-    off = new(filter_zero_variance=False)
-    emit_group(off, "a")
-    finish_group(off, "a", [0.0] * 4)
-    assert off.zero_variance_groups == 0 and off.in_flight == 4
-    single = new(group_size=1)  # streams needs >= 2 rewards to call a group zero-variance
-    emit_group(single, "a")
-    finish_group(single, "a", [0.0])
-    assert single.zero_variance_groups == 0 and single.in_flight == 1
-    val = new()
-    for k in range(4):
-        val.on_emitted(f"val/0/x/{k}", 0, "val/0/x", "val")
-        val.on_trajectory(f"val/0/x/{k}", 0, "succeeded", reward=0.0)
-    assert val.zero_variance_groups == 0 and val.released_train == 0
-
-
-def test_retried_member_counts_by_its_latest_emission_and_is_released_once() -> None:
-    led = new(max_retries=2)
-    emit_group(led, "a")
-    assert isinstance(led.on_trajectory("a/0/0", 0, "failed", "boom"), Reissue)
-    for k in (1, 2, 3):
-        led.on_trajectory(f"a/0/{k}", 0, "succeeded", reward=0.0)
-    assert led.zero_variance_groups == 0 and led.released_train == 1  # a/0/0 retry 0 still owed a re-issue
-    led.on_emitted("a/0/0", 1, "a/0", "train")
-    assert isinstance(led.on_trajectory("a/0/0", 1, "timeout"), Reissue)
-    led.on_emitted("a/0/0", 2, "a/0", "train")
-    led.on_trajectory("a/0/0", 2, "succeeded", reward=0.0)
-    # 6 emissions: two failed ones released when they failed, the 4 latest ones now; none twice
-    assert led.zero_variance_groups == 1 and led.emitted_train == 6 and led.released_train == 6
-    assert led.in_flight == 0 and led.open_rollouts == 0 and led.pending_actions() == []
-    led.on_trajectory("a/0/1", 0, "succeeded", reward=5.0)  # a redelivery decides nothing
-    assert led.released_train == 6 and led.duplicate_trajectories == 1
-
-
-def test_retried_member_with_another_reward_keeps_the_group() -> None:
-    led = new()
-    emit_group(led, "a")
-    led.on_trajectory("a/0/0", 0, "failed")
-    for k in (1, 2, 3):
-        led.on_trajectory(f"a/0/{k}", 0, "succeeded", reward=0.0)
-    led.on_emitted("a/0/0", 1, "a/0", "train")
-    led.on_trajectory("a/0/0", 1, "succeeded", reward=1.0)
-    assert led.zero_variance_groups == 0 and led.released_train == 1 and led.in_flight == 4
-
-
-def test_dead_group_is_not_also_zero_variance() -> None:
-    led = new(max_retries=0)
-    emit_group(led, "a")
-    for k in (1, 2, 3):
-        led.on_trajectory(f"a/0/{k}", 0, "succeeded", reward=0.0)
-    dead = led.on_trajectory("a/0/0", 0, "failed")
-    assert isinstance(dead, DeadLetter)
-    led.on_dead_lettered("a/0/0", 0)
-    assert led.dead_groups == 1 and led.zero_variance_groups == 0
-    assert led.released_train == 4 and led.in_flight == 0
-
-
-def test_replay_order_gives_the_same_counts() -> None:
-    """Live: emissions and trajectories interleave; recovery: every sample first, then every
-    trajectory. Both end with the same E, R, C and zero-variance groups."""
-    live = new(max_retries=2)
-    log_emit: list[tuple[str, int, str]] = []
-    log_traj: list[tuple[str, int, str, float | None]] = []
-
-    def emit(rid: str, retry: int) -> None:
-        group = rid.rsplit("/", 1)[0]
-        live.on_emitted(rid, retry, group, "train")
-        log_emit.append((rid, retry, group))
-
-    def traj(rid: str, retry: int, status: str, reward: float | None = None) -> None:
-        live.on_trajectory(rid, retry, status, reward=reward)
-        log_traj.append((rid, retry, status, reward))
-
-    for t in ("a", "b", "c"):
-        for k in range(4):
-            emit(f"{t}/0/{k}", 0)
-    traj("a/0/0", 0, "failed")
-    emit("a/0/0", 1)
-    for k in (1, 2, 3):
-        traj(f"a/0/{k}", 0, "succeeded", 0.0)
-    traj("a/0/0", 1, "succeeded", None)  # zero-variance after a retry
-    for k in range(4):
-        traj(f"b/0/{k}", 0, "succeeded", float(k % 2))  # variance: kept
-        traj(f"c/0/{k}", 0, "succeeded", 1.0)  # zero variance
-    live.on_checkpoint(1)
-    assert live.zero_variance_groups == 2 and live.released_train == 9 and live.in_flight == 13 - 9 - 8
-
-    replay = new(max_retries=2)
-    for rid, retry, group in log_emit:
-        replay.on_emitted(rid, retry, group, "train")
-    replay.on_checkpoint(1)
-    for rid, retry, status, reward in log_traj:
-        assert replay.on_trajectory(rid, retry, status, reward=reward) is None  # nothing owed
-    for led in (live, replay):
-        assert (led.emitted_train, led.released_train, led.consumed, led.zero_variance_groups) == (
-            13,
-            9,
-            8,
-            2,
-        )
-    assert replay.pending_actions() == []
-
-
-@settings(max_examples=80, deadline=None)
-@given(
-    st.lists(st.sampled_from(["emit", "ok0", "ok1", "okN", "fail", "ckpt"]), max_size=150),
-    st.integers(0, 1),
-    st.booleans(),
-)
-def test_releases_match_a_model_of_streams_and_replay(ops: list[str], staleness: int, zv: bool) -> None:
-    """Random runs of G=2 groups, rewards in {0, 1, None}, failures with one retry, dead groups and
-    checkpoints that consume only groups streams would batch. At every step the ledger's ``R`` equals
-    an independent model's (failed emissions, finished members of dead groups, members of
-    zero-variance groups), the *true* in-flight count stays under the bound, and replaying samples then
-    trajectories reproduces every count."""
-    G, B = 2, 1
-    led = new(
-        group_size=G, train_batch_size=B, max_staleness=staleness, max_retries=1, filter_zero_variance=zv
-    )
-    emissions: list[tuple[str, int, str]] = []
-    outcomes: dict[tuple[str, int], tuple[str, float | None]] = {}
-    trajs: list[tuple[str, int, str, float | None]] = []
-    dead_groups: set[str] = set()
-    dead_lettered: list[tuple[str, int]] = []
-    running: list[tuple[str, int]] = []
-    n = 0
-
-    def latest(rid: str) -> int:
-        return max(r for x, r, _ in emissions if x == rid)
-
-    def group_state(gid: str) -> str:
-        rids = {x for x, _, g in emissions if g == gid}
-        if gid in dead_groups:
-            return "dead"
-        outs = [outcomes.get((rid, latest(rid))) for rid in rids]
-        if len(rids) < G or any(o is None or o[0] != "succeeded" for o in outs):
-            return "open"
-        rewards = [float(o[1] or 0.0) for o in outs if o is not None]
-        return "zero_variance" if zv and max(rewards) - min(rewards) <= 1e-12 else "complete"
-
-    def model_released() -> int:
-        states = {g: group_state(g) for _, _, g in emissions}
-        total = 0
-        for rid, retry, g in emissions:
-            out = outcomes.get((rid, retry))
-            if out is not None and (out[0] == "failed" or states[g] in ("dead", "zero_variance")):
-                total += 1
-        return total
-
-    for op in ops:
-        if op == "emit" and led.can_admit():
-            rid, gid = f"t{n // G}/0/{n % G}", f"t{n // G}/0"
-            led.on_emitted(rid, 0, gid, "train")
-            emissions.append((rid, 0, gid))
-            running.append((rid, 0))
-            n += 1
-        elif op.startswith(("ok", "fail")) and running:
-            rid, retry = running.pop(0)
-            status = "failed" if op == "fail" else "succeeded"
-            reward = {"ok0": 0.0, "ok1": 1.0}.get(op)
-            outcomes[(rid, retry)] = (status, reward)
-            trajs.append((rid, retry, status, reward))
-            act = led.on_trajectory(rid, retry, status, reward=reward)
-            if isinstance(act, Reissue):
-                if not led.can_admit():
-                    continue  # stays owed; the sampler would emit it once there is room
-                led.on_emitted(rid, retry + 1, act.emission.group_id, "train")
-                emissions.append((rid, retry + 1, act.emission.group_id))
-                running.append((rid, retry + 1))
-            elif isinstance(act, DeadLetter):
-                led.on_dead_lettered(rid, retry)
-                dead_lettered.append((rid, retry))
-                dead_groups.add(act.emission.group_id)
-        elif op == "ckpt":
-            batchable = sum(group_state(g) == "complete" for g in {g for _, _, g in emissions})
-            if batchable >= B * (led.version + 1):
-                led.on_checkpoint(led.version + 1)
-        released = model_released()
-        assert led.released_train == released
-        assert len(emissions) - released - led.consumed <= led.bound
-        assert led.in_flight == len(emissions) - released - led.consumed
-
-    replay = new(
-        group_size=G, train_batch_size=B, max_staleness=staleness, max_retries=1, filter_zero_variance=zv
-    )
-    for rid, retry, gid in emissions:
-        replay.on_emitted(rid, retry, gid, "train")
-    replay.on_checkpoint(led.version)
-    for rid, retry, status, reward in trajs:
-        replay.on_trajectory(rid, retry, status, reward=reward)
-    for rid, retry in dead_lettered:  # the sampler applies its dlq records after the replay
-        replay.on_dead_lettered(rid, retry)
-    assert (
-        replay.emitted_train,
-        replay.released_train,
-        replay.in_flight,
-        replay.zero_variance_groups,
-        replay.dead_groups,
-    ) == (led.emitted_train, led.released_train, led.in_flight, led.zero_variance_groups, led.dead_groups)
-
-
-def test_emission_into_a_dead_group_is_released_when_it_ends_live_and_replayed() -> None:
-    live = new(max_retries=0)
-    live.on_emitted("a/0/0", 0, "a/0", "train")
-    assert isinstance(live.on_trajectory("a/0/0", 0, "failed"), DeadLetter)
-    live.on_dead_lettered("a/0/0", 0)
-    live.on_emitted("a/0/1", 0, "a/0", "train")  # admitted after its group died
-    replay = new(max_retries=0)
-    replay.on_emitted("a/0/0", 0, "a/0", "train")
-    replay.on_emitted("a/0/1", 0, "a/0", "train")
-    replay.on_trajectory("a/0/0", 0, "failed")
-    replay.on_dead_lettered("a/0/0", 0)
-    for led in (live, replay):
-        assert led.in_flight == 1
-        led.on_trajectory("a/0/1", 0, "succeeded", reward=1.0)
-        assert led.in_flight == 0 and led.released_train == 2
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    st.lists(
-        st.one_of(st.none(), st.sampled_from([0.0, 1.0, -1.0, 1e-13]), st.floats(-2, 2, allow_nan=False)),
-        min_size=1,
-        max_size=5,
-    )
-)
-def test_same_verdict_as_streams_group_machine(rewards: list[float | None]) -> None:
-    """Cross-check against the streams stage itself: a complete group of fresh rollouts is dropped
-    as zero-variance by ``streamrl.streams.groups.GroupMachine`` exactly when the ledger releases it."""
-    from streamrl.streams.groups import GroupConfig, GroupMachine
-
-    table: dict[str, dict] = {}
-    machine = GroupMachine(GroupConfig(filter_zero_variance=True), table.get, lambda: list(table.items()))
-    dropped = 0
-    for k, reward in enumerate(rewards):
-        event = {
-            "kind": "train",
-            "rollout_id": f"a/0/{k}",
-            "group_id": "a/0",
-            "group_size": len(rewards),
-            "reward": float(reward or 0.0),  # streams/join.py forwards float(traj.reward or 0.0)
-            "rows": [{"policy_version": 0}],
-            "last_ts": float(k),
+    def __init__(self, rng: random.Random, led: Ledger, *, groups: int) -> None:
+        self.rng, self.led = rng, led
+        self.todo = [
+            sample(f"t{i}/0", k, size=led.group_size) for i in range(groups) for k in range(led.group_size)
+        ]
+        self.retry_queue: list = []
+        self.running: list = []  # samples being run
+        self.logs: dict[str, list] = {
+            "samples": [],
+            "trajectories": [],
+            "outcomes": [],
+            "checkpoints": [],
+            "dlq": [],
         }
-        res = machine.on_event(event, partition=0, offset=k)
-        table.update({key: value for key, value in res.writes if value is not None})
-        dropped += res.stats["group_dropped:zero_variance"]
-    led = new(group_size=len(rewards))
-    for k in range(len(rewards)):
-        led.on_emitted(f"a/0/{k}", 0, "a/0", "train")
-    for k, reward in enumerate(rewards):
-        led.on_trajectory(f"a/0/{k}", 0, "succeeded", reward=reward)
-    assert led.zero_variance_groups == dropped
-    assert led.in_flight == (0 if dropped else len(rewards))
+        self.succeeded: dict[str, set[int]] = {}
+        self.dead: dict[str, set[int]] = {}
+        self.closed: set[str] = set()
+        self.batches: list[tuple[str, int]] = []  # (batch id, rollouts) waiting for the trainer
+        self.version = self.consumed = self.n_batches = 0
+        self.late_successes = 0  # successes after a failed first trajectory: F may pass the bound by these
+
+    def step(self) -> bool:
+        """One random event; False when nothing is left to do."""
+        rng, led = self.rng, self.led
+        choices = []
+        if (self.retry_queue or self.todo) and led.can_admit():
+            choices.append("emit")
+        if self.running:
+            choices += ["finish"] * 3
+        if self.batches:
+            choices.append("train")
+        if not choices:
+            return False
+        what = rng.choice(choices)
+        if what == "emit":
+            s = (self.retry_queue or self.todo).pop(0)
+            assert led.on_emitted(s)
+            self.logs["samples"].append(s)
+            self.running.append(s)
+        elif what == "finish":
+            s = self.running.pop(rng.randrange(len(self.running)))
+            ok = rng.random() < 0.7
+            self.traj(s, "succeeded" if ok else "failed")
+            if rng.random() < 0.1:  # a redelivered sample: another attempt's trajectory
+                if not ok and s.k not in self.succeeded.get(s.group_id, set()):
+                    self.late_successes += 1
+                self.traj(s, "succeeded")
+        else:
+            self.train()
+        return True
+
+    def traj(self, s, status: str) -> None:
+        led, gid = self.led, s.group_id
+        self.logs["trajectories"].append((gid, s.k, s.retry, status, "boom"))
+        act = led.on_trajectory(gid, s.k, s.retry, status, "boom")
+        if status == "succeeded" and s.k not in self.succeeded.setdefault(gid, set()):
+            self.succeeded[gid].add(s.k)
+            if gid in self.closed:
+                self.outcome(gid, "dropped", [s.k])  # late
+        if isinstance(act, Reissue):
+            self.retry_queue.append(sample(gid, s.k, s.retry + 1, size=led.group_size))
+        elif isinstance(act, DeadLetter):
+            led.on_dead_lettered(gid, s.k, s.retry)
+            self.dead.setdefault(gid, set()).add(s.k)
+        self.maybe_close(gid)
+
+    def maybe_close(self, gid: str) -> None:
+        done = self.succeeded.get(gid, set()) | self.dead.get(gid, set())
+        if gid in self.closed or len(done) < self.led.group_size:
+            return
+        self.closed.add(gid)
+        ok = sorted(self.succeeded.get(gid, set()))
+        if not ok:
+            return
+        rng = self.rng
+        fate = rng.choice(["zero_variance", "straggler", "partial", "batched", "batched"])
+        if fate in ("zero_variance", "straggler"):
+            self.outcome(gid, "dropped", ok)
+            return
+        if fate == "partial" and len(ok) > 1:
+            lost = ok[: rng.randint(1, len(ok) - 1)]
+            self.outcome(gid, "dropped", lost)  # incomplete join / no rows
+            ok = ok[len(lost) :]
+        self.n_batches += 1
+        bid = f"b{self.n_batches}"
+        self.outcome(gid, "batched", ok, bid)
+        if rng.random() < 0.2:
+            self.outcome(gid, "batched", ok, bid)  # a streams crash repeats a record
+        self.batches.append((bid, len(ok)))
+
+    def outcome(self, gid: str, status: str, ks: list[int], bid: str | None = None) -> None:
+        rec = (gid, status, rids(gid, ks), bid)
+        self.logs["outcomes"].append(rec)
+        self.led.on_outcome(*rec)
+
+    def train(self) -> None:
+        bid, n = self.batches.pop(0)
+        if self.rng.random() < 0.2:
+            self.logs["dlq"].append(bid)
+            self.led.on_batch_dead_lettered(bid)
+            return
+        self.version += 1
+        self.consumed += n
+        self.logs["checkpoints"].append((self.version, self.consumed))
+        self.led.on_checkpoint(self.version, self.consumed)
+
+
+def replay(led_args: dict, logs: dict[str, list], rng: random.Random) -> Ledger:
+    """Samples first (as recovery does), then the other topics interleaved at random, each in order."""
+    led = Ledger(**led_args)
+    for s in logs["samples"]:
+        led.on_emitted(s)
+    queues = {k: list(v) for k, v in logs.items() if k != "samples" and v}
+    while queues:
+        topic = rng.choice(sorted(queues))
+        rec = queues[topic].pop(0)
+        if not queues[topic]:
+            del queues[topic]
+        if topic == "trajectories":
+            led.on_trajectory(*rec)
+        elif topic == "outcomes":
+            led.on_outcome(*rec)
+        elif topic == "checkpoints":
+            led.on_checkpoint(*rec)
+        else:
+            led.on_batch_dead_lettered(rec)
+    return led
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2), st.integers(1, 4))
+def test_a_run_with_every_kind_of_drop_ends_with_nothing_in_flight(seed: int, staleness: int, g: int) -> None:
+    """Whole runs with failures, retries, dead letters, late successes, every kind of drop,
+    repeated outcome records and dead-lettered batches: admission never passes the bound (but by a
+    late success), never stalls while work is left, and ends with ``F == 0`` exactly (no leak, no
+    over-release); a replay in another interleaving of the topics gives the same counts."""
+    rng = random.Random(seed)
+    args = {"group_size": g, "train_batch_size": 2, "max_staleness": staleness, "max_retries": 1}
+    led = Ledger(**args)
+    world = World(rng, led, groups=12)
+    for _ in range(10_000):
+        if not world.step():
+            break
+        assert led.in_flight <= led.bound + world.late_successes
+    assert not world.todo and not world.retry_queue and not world.running and not world.batches, "stalled"
+    assert led.in_flight == 0 and led.open_rollouts == 0 and led.pending_actions() == []
+    again = replay(args, world.logs, random.Random(seed + 1))
+    for name in (
+        "emitted_train",
+        "running_train",
+        "waiting_train",
+        "consumed",
+        "in_flight",
+        "released_by_outcome",
+    ):
+        assert getattr(again, name) == getattr(led, name), name
