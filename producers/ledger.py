@@ -23,8 +23,10 @@ emission). What is counted (train only; val samples never reach the trainer and 
 - **in flight** ``F = U + W − C``: admitted work the trainer has not consumed (queued, running,
   or succeeded and waiting to be batched or trained).
 
-Admission: a train sample is emitted only while ``F < (max_staleness + 1) × train_batch_size ×
-group_size`` (DESIGN.md / AReaL's ``(η + 1) × B``). Each rollout that succeeded is decided by
+Admission: train samples are emitted only while ``F`` stays within ``(max_staleness + 1) ×
+train_batch_size × group_size`` (DESIGN.md / AReaL's ``(η + 1) × B``); the sampler admits a new
+group only when all its members fit (:meth:`Ledger.can_admit` with the group's size), a re-issue
+when one fits. Each rollout that succeeded is decided by
 streams exactly once (batched, or dropped with a reason: zero variance, straggler, no rows,
 incomplete join, invalid rows, late), so every unit of ``W`` is released by a ``dropped`` outcome or
 consumed by the trainer: no drop leaks capacity, and nothing is released twice (a rollout's first

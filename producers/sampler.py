@@ -441,7 +441,7 @@ class Sampler:
         return None
 
     def emit_ready(self) -> int:
-        """Emit what is allowed now: re-issues, val samples, then train samples under the bound.
+        """Emit what is allowed now: re-issues, val samples, then whole train groups under the bound.
 
         Returns:
             samples emitted.
@@ -460,10 +460,12 @@ class Sampler:
             nxt = cursor.peek()
             if nxt is None:
                 continue
-            if not self.ledger.can_admit():
+            task_id, k = nxt
+            # a group is admitted whole: its members k..G-1 must all fit, or a half-admitted group
+            # would wait at streams for members admitted only after its straggler timeout
+            if not self.ledger.can_admit(self.group_size - k):
                 blocked = True
                 break
-            task_id, k = nxt
             cursor.mark(task_id, k)
             task = self.tasks.get(task_id)
             if task is None:  # deleted after the epoch began: its remaining samples are not emitted

@@ -4,6 +4,7 @@
   (read a topic from its beginning and decode it) and :func:`~tests.support.kafka.read_topic`.
 - ``fake_inference``: a small, real OpenAI-compatible HTTP server with vLLM's token-id fields.
 - ``records``: real-looking example records of every top-level type (deterministic per seed).
+- ``processes``: stage processes for tests (a real streams worker, started until it holds its partitions).
 - ``toy_policy``: a tokenizer-less random Llama of any vocabulary size, ancestral sampling with
   behaviour logprobs, and inline ``TrainingBatch`` records for the trainer's math and learning tests.
 

@@ -3,11 +3,7 @@ reader, and waiting until the worker has processed its input."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,9 +26,8 @@ from streamrl.schemas import (
 from streamrl.schemas.serde import Serde
 from streamrl.streams.faust_config import streams_topics
 from tests.support.kafka import TopicReader, wait_committed
+from tests.support.processes import StreamsWorker as Worker
 
-REPO = Path(__file__).resolve().parents[3]
-READY_MARKER = "STREAMS-READY"
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 #: Small timeouts so the tests stay fast; each test overrides what it exercises.
@@ -65,52 +60,6 @@ def write_config(
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-class Worker:
-    """``python -m streamrl.streams -c <config>`` as a child process, its output in a log file."""
-
-    def __init__(self, config: Path, log_path: Path) -> None:
-        self.config, self.log_path = config, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 90.0) -> Worker:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("STREAMRL_BOOTSTRAP_SERVERS", "STREAMRL_TOPIC_PREFIX")
-        }
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamrl.streams", "-c", str(self.config)],
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
-            if READY_MARKER in text:
-                return self
-            if self.proc.poll() is not None:
-                raise AssertionError(f"streams worker exited with {self.proc.returncode}:\n{text[-4000:]}")
-            time.sleep(0.2)
-        raise AssertionError(f"streams worker not ready after {timeout_s} s:\n{self.tail()}")
-
-    def tail(self, n: int = 4000) -> str:
-        return self.log_path.read_bytes()[-n:].decode(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
 
 
 @pytest.fixture
