@@ -1,7 +1,10 @@
 """The ``streamrl`` command line: one entry point, one sub-command per stage.
 
 Entry points are thin: they parse options and load the config first, then import the stage's
-heavy code inside the command body, so ``streamrl --help`` stays instant.
+heavy code inside the command body, so ``streamrl --help`` stays instant. A command's flags that
+set a config key are handed to the settings loader as overrides (``cli.common.settings_from``), so a
+bad flag is validated like a bad key and reported in one line naming the flag; a flag the parser
+rejects (not a number, out of a command-only range) is one line too (:func:`main`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import sys
 
 import typer
+import typer.core
 
 from streamrl.errors import StreamRLError
 
@@ -46,10 +50,37 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"streamrl.cli.{_name}").register(app)
 
 
+_option_type = typer.core.TyperOption.display_type_rich
+
+
+def _no_type_for_flags(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+    """``--help`` shows no ``<bool>`` beside an on/off flag (it takes no value)."""
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _no_type_for_flags  # type: ignore[method-assign]
+
+
+def _error(message: str, code: int) -> None:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Run the CLI; a :class:`StreamRLError` prints one clear line and exits 1."""
+    """Run the CLI. Errors are one line on stderr, no traceback: a :class:`StreamRLError` (bad
+    config key or flag value, broker down, ...) exits 1; a value the parser rejects exits 2
+    (``error: Invalid value for '--limit': 0 is not in the range x>=1.``). Other usage errors
+    (unknown option or command) print the usage hint, as click does."""
     try:
-        app()
+        rv = app(standalone_mode=False)
     except StreamRLError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        _error(str(exc), 1)
+    except typer.BadParameter as exc:
+        _error(exc.format_message(), exc.exit_code)
+    except typer.TyperException as exc:  # typer's click exceptions: usage errors, unknown option/command
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    except typer.Abort:
+        typer.echo("Aborted!", err=True)
         sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)

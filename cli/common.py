@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -18,9 +20,19 @@ ConfigOption = typer.Option(
 )
 
 
-def settings_from(config: Path | None) -> Settings:
-    """Load settings for a command (raises ConfigError, which ``main`` prints in one line)."""
-    return load_settings(config)
+def settings_from(config: Path | None, flags: Mapping[str, tuple[str, Any]] | None = None) -> Settings:
+    """Load settings for a command, its flags handed to the loader as overrides.
+
+    Args:
+        config: the ``--config`` file (None: the default lookup).
+        flags: ``{"--max-steps": ("trainer.max_steps", value)}``; a None value is a flag not given.
+            A flag beats the environment and the file; its value is validated like a key's.
+
+    Raises:
+        ConfigError: a bad key or flag; ``main`` prints it in one line
+            (``--max-steps: trainer.max_steps: Input should be greater than or equal to 1 (got 0)``).
+    """
+    return load_settings(config, flags=flags)
 
 
 def not_yet(name: str) -> None:

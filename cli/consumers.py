@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
             "-a",
             help="Agent to run: package.module:function (or :Class). Default: worker.agent.",
         ),
-        concurrency: int | None = typer.Option(None, "--concurrency", "-n", min=1, help="Rollouts at once."),
+        concurrency: int | None = typer.Option(None, "--concurrency", "-n", help="Rollouts at once."),
         gateway_url: str | None = typer.Option(
             None,
             "--gateway-url",
@@ -33,16 +33,21 @@ def register(app: typer.Typer) -> None:
         config: Path | None = ConfigOption,
     ) -> None:
         """Join the workers consumer group on samples and run rollouts through the agent until SIGTERM."""
-        settings = settings_from(config)
-        if concurrency is not None:
-            settings.worker.concurrency = concurrency
-        if gateway_url is not None:
-            settings.worker.gateway_url = gateway_url
-        if upstream_url is not None:
-            settings.gateway.upstream_url = upstream_url
-        spec = agent or settings.worker.agent
+        settings = settings_from(
+            config,
+            {
+                "--agent": ("worker.agent", agent),
+                "--concurrency": ("worker.concurrency", concurrency),
+                "--gateway-url": ("worker.gateway_url", gateway_url),
+                "--upstream-url": ("gateway.upstream_url", upstream_url),
+                "--worker-id": ("worker.worker_id", worker_id),
+            },
+        )
+        spec = settings.worker.agent
         if not spec:
-            raise typer.BadParameter("give --agent package.module:function (or set worker.agent)")
+            raise typer.BadParameter(
+                "give package.module:function (or set worker.agent)", param_hint="'--agent'"
+            )
         import asyncio
         import signal
 
@@ -56,25 +61,28 @@ def register(app: typer.Typer) -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            await RolloutWorker(settings, runner, worker_id=worker_id).run(stop)
+            await RolloutWorker(settings, runner).run(stop)
 
         asyncio.run(main())
 
     @app.command("gateway")
     def gateway(
         host: str | None = typer.Option(None, "--host", help="Bind address (default: gateway.host)."),
-        port: int | None = typer.Option(
-            None, "--port", "-p", min=0, max=65535, help="Port (default: gateway.port)."
-        ),
+        port: int | None = typer.Option(None, "--port", "-p", help="Port (default: gateway.port)."),
         upstream_url: str | None = typer.Option(
             None, "--upstream-url", help="Inference service OpenAI base URL (default: gateway.upstream_url)."
         ),
         config: Path | None = ConfigOption,
     ) -> None:
         """Serve the recording OpenAI-compatible gateway standalone (workers attach with --gateway-url)."""
-        settings = settings_from(config)
-        if upstream_url is not None:
-            settings.gateway.upstream_url = upstream_url
+        settings = settings_from(
+            config,
+            {
+                "--host": ("gateway.host", host),
+                "--port": ("gateway.port", port),
+                "--upstream-url": ("gateway.upstream_url", upstream_url),
+            },
+        )
         import asyncio
         import signal
 
@@ -95,7 +103,7 @@ def register(app: typer.Typer) -> None:
             gw = Gateway(
                 settings.gateway, KafkaSink(producer, serde, settings.topics.name, loop), control=True
             )
-            url = await gw.start(host=host, port=port)
+            url = await gw.start()
             typer.echo(f"gateway listening on {url} (upstream {settings.gateway.upstream_url})", err=True)
             try:
                 await stop.wait()

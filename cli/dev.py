@@ -20,25 +20,21 @@ def register(app: typer.Typer) -> None:
             None, "--run-id", help="Run directory name (default: time + random)."
         ),
         max_steps: int | None = typer.Option(
-            None, "--max-steps", min=1, help="Stop at this policy version (overrides dev.max_steps)."
+            None, "--max-steps", help="Stop at this policy version (overrides dev.max_steps)."
         ),
-        workers: int | None = typer.Option(None, "--workers", min=0, help="Rollout worker processes."),
+        workers: int | None = typer.Option(None, "--workers", help="Rollout worker processes."),
         display: str | None = typer.Option(None, "--display", help="auto|live|plain|off."),
     ) -> None:
         """Run broker, inference, sampler, workers, streams and trainer as supervised children, with a live display."""
         from streamrl.dev.runner import run_dev
 
-        dev_over = {
-            k: v
-            for k, v in {
-                "run_id": run_id,
-                "max_steps": max_steps,
-                "workers": workers,
-                "display": display,
-            }.items()
-            if v is not None
+        flags = {
+            "--run-id": ("dev.run_id", run_id),
+            "--max-steps": ("dev.max_steps", max_steps),
+            "--workers": ("dev.workers", workers),
+            "--display": ("dev.display", display),
         }
-        result = run_dev(config, overrides={"dev": dev_over} if dev_over else None)
+        result = run_dev(config, flags=flags)
         raise typer.Exit(result.exit_code)
 
     @app.command("demo")
@@ -46,17 +42,18 @@ def register(app: typer.Typer) -> None:
         run_id: str | None = typer.Option(
             None, "--run-id", help="Run directory name (default: time + random)."
         ),
-        max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop at this policy version."),
+        max_steps: int | None = typer.Option(None, "--max-steps", help="Stop at this policy version."),
         display: str | None = typer.Option(None, "--display", help="auto|live|plain|off."),
     ) -> None:
         """Train the learnable demo (largest digit, tiny char model, GRPO on CPU) on the embedded defaults."""
         from streamrl.dev.demo import demo_overrides
         from streamrl.dev.runner import run_dev
 
-        over = demo_overrides()
-        for key, value in {"run_id": run_id, "max_steps": max_steps, "display": display}.items():
-            if value is not None:
-                over["dev"][key] = value
+        flags = {
+            "--run-id": ("dev.run_id", run_id),
+            "--max-steps": ("dev.max_steps", max_steps),
+            "--display": ("dev.display", display),
+        }
         # os.devnull as the config file: the demo runs on its embedded defaults, never on ./streamrl.yaml.
-        result = run_dev(Path(os.devnull), overrides=over)
+        result = run_dev(Path(os.devnull), base=demo_overrides(), flags=flags)
         raise typer.Exit(result.exit_code)

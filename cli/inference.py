@@ -29,24 +29,18 @@ def register(app: typer.Typer) -> None:
         attach: str | None = typer.Option(None, "--attach", help="vllm: URL of a running `vllm serve`."),
     ) -> None:
         """Serve the policy with an OpenAI-compatible API (token ids, logprobs, policy version)."""
-        settings = settings_from(config)
-        inf = settings.inference
-        if backend is not None:
-            if backend not in ("cpu", "vllm"):
-                raise typer.BadParameter(f"--backend must be cpu or vllm, got {backend!r}")
-            inf.backend = backend  # type: ignore[assignment]
-        if model is not None:
-            inf.model = str(model)
-        if host is not None:
-            inf.host = host
-        if port is not None:
-            inf.port = port
-        if version is not None:
-            inf.initial_version = version
-        if reload is not None:
-            inf.reload = reload
-        if attach is not None:
-            inf.vllm.attach_url = attach
+        settings = settings_from(
+            config,
+            {
+                "--backend": ("inference.backend", backend),
+                "--model": ("inference.model", model),
+                "--host": ("inference.host", host),
+                "--port": ("inference.port", port),
+                "--policy-version": ("inference.initial_version", version),
+                "--reload": ("inference.reload", reload),
+                "--attach": ("inference.vllm.attach_url", attach),
+            },
+        )
 
         from streamrl.inference.run import run_inference
 
@@ -81,10 +75,16 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Weight initialisation seed."),
     ) -> None:
         """Build a randomly initialised Llama/Qwen2-style model with a locally trained tokenizer."""
+        from streamrl.inference.model_builder import PRESETS
+
+        if preset not in PRESETS:
+            raise typer.BadParameter(
+                f"must be one of {sorted(PRESETS)}, got {preset!r}", param_hint="'--preset'"
+            )
         if tokenizer not in ("bpe", "char"):
-            raise typer.BadParameter(f"--tokenizer must be bpe or char, got {tokenizer!r}")
+            raise typer.BadParameter(f"must be bpe or char, got {tokenizer!r}", param_hint="'--tokenizer'")
         if arch not in ("llama", "qwen2"):
-            raise typer.BadParameter(f"--arch must be llama or qwen2, got {arch!r}")
+            raise typer.BadParameter(f"must be llama or qwen2, got {arch!r}", param_hint="'--arch'")
         from streamrl.inference.model_builder import build_model
 
         report = build_model(

@@ -35,9 +35,9 @@ def register(app: typer.Typer) -> None:
         config: Path | None = ConfigOption,
     ) -> None:
         """Publish one Task per row to the tasks topic; report invalid rows by line number."""
-        settings = settings_from(config)
         if split not in ("train", "val"):
-            raise typer.BadParameter(f"--split must be train or val, got {split!r}")
+            raise typer.BadParameter(f"must be train or val, got {split!r}", param_hint="'--split'")
+        settings = settings_from(config)
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -93,15 +93,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sampler")
     def sampler(
-        max_epochs: int | None = typer.Option(
-            None, "--max-epochs", min=1, help="Override sampler.max_epochs."
-        ),
+        max_epochs: int | None = typer.Option(None, "--max-epochs", help="Override sampler.max_epochs."),
         config: Path | None = ConfigOption,
     ) -> None:
         """Run the sampler: tasks → samples with group fan-out, epochs, admission control, retries, validation."""
-        settings = settings_from(config)
-        if max_epochs is not None:
-            settings.sampler.max_epochs = max_epochs
+        settings = settings_from(config, {"--max-epochs": ("sampler.max_epochs", max_epochs)})
         from streamrl.producers.sampler import run_sampler
 
         run_sampler(settings)

@@ -32,20 +32,17 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train the policy from `batches` (one step per batch) and publish new checkpoints."""
-        settings = settings_from(config)
+        settings = settings_from(
+            config,
+            {
+                "--backend": ("trainer.backend", backend),
+                "--model": ("trainer.model_path", model),
+                "--checkpoint-dir": ("trainer.checkpoint_dir", checkpoint_dir),
+                "--max-steps": ("trainer.max_steps", max_steps),
+                "--metrics-port": ("trainer.metrics_port", metrics_port),
+            },
+        )
         ts = settings.trainer
-        if backend is not None:
-            if backend not in ("torch", "verl"):
-                raise typer.BadParameter(f"--backend must be torch or verl, got {backend!r}")
-            ts.backend = backend  # type: ignore[assignment]
-        if model is not None:
-            ts.model_path = model
-        if checkpoint_dir is not None:
-            ts.checkpoint_dir = checkpoint_dir
-        if max_steps is not None:
-            ts.max_steps = max_steps
-        if metrics_port is not None:
-            ts.metrics_port = metrics_port
 
         from streamrl.metrics import serve_metrics
         from streamrl.trainer.run import run_trainer

@@ -2,7 +2,7 @@
 
 Order of a run:
 
-1. load the config (file + env + ``overrides``), create ``<run_root>/<run_id>/``;
+1. load the config (file + ``base``, env, flags and ``overrides``), create ``<run_root>/<run_id>/``;
 2. start the local broker unless ``STREAMRL_BOOTSTRAP_SERVERS`` is set;
 3. write the effective ``config.yaml`` (see :mod:`streamrl.dev.rundir`), create the topics;
 4. fetch (``dev.model.pretrained``) or build the model if its directory is empty; publish ``dev.datasets`` (``streamrl publish``);
@@ -22,14 +22,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from streamrl.config import Settings, load_settings
+from streamrl.config import Settings, flag_overrides, load_settings
 from streamrl.dev.display import render, status_line
 from streamrl.dev.monitor import Monitor
 from streamrl.dev.report import format_summary, plot_rewards, write_summary
@@ -196,6 +196,8 @@ class _Signals:
 def run_dev(
     config: Path | None = None,
     *,
+    base: dict[str, Any] | None = None,
+    flags: Mapping[str, tuple[str, Any]] | None = None,
     overrides: dict[str, Any] | None = None,
     console: Console | None = None,
     on_tick: Callable[[RunStats], None] | None = None,
@@ -204,7 +206,11 @@ def run_dev(
 
     Args:
         config: YAML config; None = the default lookup of :func:`streamrl.config.load_settings`.
-        overrides: config sections merged over the file (``streamrl demo`` passes its defaults here).
+        base: config sections merged over the file, below the environment (``streamrl demo`` passes
+            its embedded config here).
+        flags: command-line flags, ``{"--max-steps": ("dev.max_steps", 5)}`` (see
+            :func:`streamrl.config.load_settings`): above the environment, named in errors.
+        overrides: config sections set explicitly, above the environment (as flags).
         console: where the display and the summary go (default: stdout).
         on_tick: called with the stats (under the monitor lock) after every display refresh (tests).
 
@@ -215,10 +221,10 @@ def run_dev(
         ConfigError: invalid config.  BrokerError: the local broker cannot start.
     """
     console = console or Console()
-    overrides = overrides or {}
+    overrides = deep_merge(overrides or {}, flag_overrides(flags or {})[0])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /health poll is noise
-    user = deep_merge(raw_config(config), overrides)
-    settings = load_settings(config, **overrides)
+    settings = load_settings(config, base=base, flags=flags, **(overrides or {}))
+    user = deep_merge(deep_merge(raw_config(config), base or {}), overrides)
     dev = settings.dev
     for i, ds in enumerate(dev.datasets):
         if not ds.path.exists():

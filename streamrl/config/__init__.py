@@ -1,14 +1,19 @@
 """StreamRL configuration: one YAML file, one section per stage, validated by pydantic-settings.
 
-Precedence (highest first): ``STREAMRL_BOOTSTRAP_SERVERS`` / ``STREAMRL_TOPIC_PREFIX``, then
-``STREAMRL_<SECTION>__<FIELD>`` environment variables (``STREAMRL_SAMPLER__MAX_EPOCHS=3``), then the
-YAML file, then the defaults. Unknown keys and bad values fail at start with the key path and the
-reason (:class:`streamrl.errors.ConfigError`). This package imports no torch, faust or vllm.
+Precedence (highest first): explicit overrides (command-line flags, ``load_settings(flags=...)`` and
+``load_settings(**sections)``), then ``STREAMRL_BOOTSTRAP_SERVERS`` / ``STREAMRL_TOPIC_PREFIX`` /
+``STREAMRL_SCHEMA_REGISTRY_URL``, then ``STREAMRL_<SECTION>__<FIELD>`` environment variables
+(``STREAMRL_SAMPLER__MAX_EPOCHS=3``), then the YAML file (with ``base`` merged over it), then the
+defaults. Unknown keys and bad values fail at start with the key path, the reason and where the
+value came from (a flag, an environment variable, the file): :class:`streamrl.errors.ConfigError`.
+This package imports no torch, faust or vllm.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,7 @@ __all__ = [
     "ConfigError",
     "Settings",
     "default_config_path",
+    "flag_overrides",
     "load_settings",
 ]
 
@@ -42,6 +48,26 @@ ENV_SHORTCUTS: dict[str, tuple[str, str]] = {
     "STREAMRL_TOPIC_PREFIX": ("topics", "prefix"),
     "STREAMRL_SCHEMA_REGISTRY_URL": ("kafka", "schema_registry_url"),
 }
+
+#: The sources below the explicit overrides, for the ``Settings(...)`` call of :func:`load_settings`:
+#: ``(shortcut environment variables, file data)``. Empty for a bare ``Settings(...)``.
+_LOWER_SOURCES: ContextVar[tuple[dict[str, Any], dict[str, Any]]] = ContextVar(
+    "streamrl_lower_sources", default=({}, {})
+)
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """A settings source that returns a fixed mapping (the YAML file, the shortcut variables)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self.data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self.data
 
 
 class Settings(BaseSettings):
@@ -79,8 +105,14 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment variables override the YAML file (passed as init kwargs).
-        return (env_settings, init_settings)
+        # Explicit overrides (init kwargs) > shortcut variables > STREAMRL_<SECTION>__<KEY> > file.
+        shortcuts, file_data = _LOWER_SOURCES.get()
+        return (
+            init_settings,
+            _DictSource(settings_cls, shortcuts),
+            env_settings,
+            _DictSource(settings_cls, file_data),
+        )
 
     def group_id(self, name: str) -> str:
         """Consumer group id of a stage: ``group_id("workers") -> "streamrl-workers"``."""
@@ -112,63 +144,119 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _describe(exc: ValidationError, source: str) -> str:
-    lines = []
+def _origin(loc: tuple[str, ...], origins: Mapping[tuple[str, ...], str]) -> str | None:
+    """The flag (or other named origin) whose key path is ``loc`` or a prefix of it."""
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in origins:
+            return origins[loc[:n]]
+    return None
+
+
+def _describe(exc: ValidationError, source: str, origins: Mapping[tuple[str, ...], str]) -> str:
+    """One line per flag error (``--max-steps: trainer.max_steps: <reason> (got 0)``), then the
+    other errors under ``invalid configuration from <source>:``, each with its key path."""
+    flag_lines, lines = [], []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        loc_t = tuple(str(p) for p in err["loc"])
+        loc = ".".join(loc_t) or "<root>"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         given = err.get("input")
         shown = "" if err["type"] == "extra_forbidden" or isinstance(given, dict) else f" (got {given!r})"
-        env_name = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+        flag = _origin(loc_t, origins)
+        if flag is not None:
+            flag_lines.append(f"{flag}: {loc}: {msg}{shown}")
+            continue
+        env_name = ENV_PREFIX + "__".join(loc_t).upper()
         origin = f" [from env {env_name}]" if env_name in os.environ else ""
         lines.append(f"  {loc}: {msg}{shown}{origin}")
-    return f"invalid configuration from {source}:\n" + "\n".join(lines)
+    if lines:
+        flag_lines.append(f"invalid configuration from {source}:\n" + "\n".join(lines))
+    return "\n".join(flag_lines)
 
 
-def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in: mappings merged key by key, recursively; other values replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def flag_overrides(
+    flags: Mapping[str, tuple[str, Any]],
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """Sections set by command-line flags, and which flag set each key path.
+
+    Args:
+        flags: ``{"--max-steps": ("trainer.max_steps", 5)}``; None values (flags not given) are left out.
+
+    Returns:
+        ``({"trainer": {"max_steps": 5}}, {("trainer", "max_steps"): "--max-steps"})``; paths
+        (``pathlib.Path``) become strings.
+    """
+    sections: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    for flag, (key, value) in flags.items():
+        if value is None:
+            continue
+        *parents, name = key.split(".")
+        node = sections
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[name] = str(value) if isinstance(value, Path) else value
+        origins[tuple(key.split("."))] = flag
+    return sections, origins
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    flags: Mapping[str, tuple[str, Any]] | None = None,
+    base: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> Settings:
     """Load and validate the configuration.
 
     Args:
         path: YAML file; None uses :func:`default_config_path` (or the defaults if there is none).
-        **overrides: top-level sections merged over the file (``topics={"prefix": "t1."}``), below env vars.
+        flags: command-line flags, ``{"--max-steps": ("trainer.max_steps", 0)}`` (flag -> dotted key
+            path, value); they override everything, and an invalid one is reported as
+            ``--max-steps: trainer.max_steps: <reason> (got 0)``. None values count as not given.
+        base: sections merged over the file, below the environment (an embedded config such as
+            ``streamrl demo``'s).
+        **overrides: top-level sections (``topics={"prefix": "t1."}``) that override the environment
+            and the file, as flags do (tests and tools that set values explicitly).
 
     Returns:
         The validated :class:`Settings`.
 
     Raises:
         ConfigError: the file is unreadable or not YAML, or any key is unknown or has a bad value;
-            the message lists every offending key path with the reason.
+            the message lists every offending key path with the reason and the flag that set it.
     """
     cfg_path = Path(path) if path is not None else default_config_path()
     data: dict[str, Any] = _read_yaml(cfg_path) if cfg_path is not None else {}
-    for section, values in overrides.items():
-        if isinstance(values, dict) and isinstance(data.get(section), dict):
-            data[section] = {**data[section], **values}
-        else:
-            data[section] = values
+    data = _merge(data, base or {})
+    from_flags, origins = flag_overrides(flags or {})
+    explicit = _merge(overrides, from_flags)
     source = str(cfg_path) if cfg_path is not None else "defaults"
     env_used = sorted(k for k in os.environ if k.startswith(ENV_PREFIX))
     if env_used:
         source += " and environment (" + ", ".join(env_used) + ")"
+    shortcuts: dict[str, Any] = {}
     for env_name, (section, key) in ENV_SHORTCUTS.items():
         value = os.environ.get(env_name)
         if value:
-            sec = data.setdefault(section, {})
-            if not isinstance(sec, dict):
-                raise ConfigError(f"{source}: section {section!r} must be a mapping")
-            sec[key] = value
+            shortcuts.setdefault(section, {})[key] = value
+    token = _LOWER_SOURCES.set((shortcuts, data))
     try:
-        settings = Settings(**data)
+        return Settings(**explicit)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
-    # Shortcut variables win over the nested STREAMRL_KAFKA__... form too.
-    for env_name, (section, key) in ENV_SHORTCUTS.items():
-        value = os.environ.get(env_name)
-        if value:
-            try:
-                setattr(getattr(settings, section), key, value)
-            except ValidationError as exc:
-                raise ConfigError(_describe(exc, env_name)) from None
-    return settings
+        raise ConfigError(_describe(exc, source, origins)) from None
+    finally:
+        _LOWER_SOURCES.reset(token)

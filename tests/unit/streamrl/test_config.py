@@ -174,3 +174,27 @@ def test_librdkafka_repeats_are_held_back() -> None:
     filt.window_s = 0  # window over: the next one passes and says how many were held
     r = rec("Connect to 127.0.0.1:1 failed (after 9ms in state CONNECT)")
     assert filt.filter(r) and "49 similar" in r.getMessage()
+
+
+def test_flags_and_overrides_beat_env_which_beats_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write(tmp_path, "rl:\n  group_size: 4\n  max_staleness: 3\ntopics:\n  prefix: file.\n")
+    monkeypatch.setenv("STREAMRL_RL__GROUP_SIZE", "16")
+    monkeypatch.setenv("STREAMRL_RL__MAX_STALENESS", "5")
+    monkeypatch.setenv("STREAMRL_TOPIC_PREFIX", "env.")
+    s = load_settings(cfg, flags={"--group-size": ("rl.group_size", 2), "--unset": ("rl.seed", None)})
+    assert (s.rl.group_size, s.rl.max_staleness, s.topics.prefix) == (2, 5, "env.")
+    s = load_settings(cfg, topics={"prefix": "explicit."}, base={"rl": {"max_staleness": 9, "seed": 7}})
+    assert (s.topics.prefix, s.rl.max_staleness, s.rl.seed) == ("explicit.", 5, 7)  # base: below env
+
+
+def test_a_bad_flag_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMRL_TRAINER__MAX_STEPS", "3")  # the flag's value is the one judged
+    with pytest.raises(ConfigError) as err:
+        load_settings(flags={"--max-steps": ("trainer.max_steps", 0)})
+    assert str(err.value) == (
+        "--max-steps: trainer.max_steps: Input should be greater than or equal to 1 (got 0)"
+    )
+    with pytest.raises(ConfigError, match=r"^--backend: trainer.backend: Input should be 'torch' or 'verl'"):
+        load_settings(flags={"--backend": ("trainer.backend", "tf")})
