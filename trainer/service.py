@@ -14,16 +14,12 @@ Exactly-once effect on the policy (DESIGN.md "Invariants"):
 
 Bad batches go to ``dlq`` with the reason (``topic[partition]@offset: reason``) and are skipped; a
 non-finite loss abandons the step with the weights untouched and is reported the same way.
-
-Test failpoint: ``STREAMRL_TRAINER_FAILPOINT=after_checkpoint_write:<version>`` makes the process
-SIGKILL itself right after writing that checkpoint, before publishing it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -48,8 +44,6 @@ from streamrl.trainer.torch_backend import StepResult
 
 log = logging.getLogger("trainer")
 
-FAILPOINT_ENV = "STREAMRL_TRAINER_FAILPOINT"
-
 
 class Backend(Protocol):
     """What the service needs from a training backend (``torch`` or ``verl``)."""
@@ -64,13 +58,6 @@ class Backend(Protocol):
     def save_model(self, model_dir: Path) -> None: ...
     def save_state(self, path: Path, extra: dict[str, Any]) -> None: ...
     def load(self, ckpt_dir: Path) -> dict[str, Any]: ...
-
-
-def _failpoint(name: str, version: int) -> None:
-    spec = os.environ.get(FAILPOINT_ENV, "")
-    if spec == f"{name}:{version}":
-        log.warning("failpoint %s hit at version %d: SIGKILL", name, version)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class TrainerService:
@@ -399,7 +386,6 @@ class TrainerService:
             (time.perf_counter() - t0) * 1000,
             ckpt.digest,
         )
-        _failpoint("after_checkpoint_write", ckpt.version)
         if self._publish(ckpt):
             self._commit()
             for p in self.manager.prune():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -31,15 +30,35 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[3]
 
 
+#: ``python -c`` program: ``streamrl`` with the trainer SIGKILLing itself right after writing checkpoint
+#: ``{version}``, before publishing its event (the crash window between the two).
+KILL_BEFORE_PUBLISH = """
+import logging, os, signal
+logging.basicConfig(level=logging.INFO)  # before torch is imported (the CLI configures logging later)
+from streamrl.trainer.service import TrainerService
+publish = TrainerService._publish
+def _publish(self, ckpt):
+    if ckpt.version == {version}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return publish(self, ckpt)
+TrainerService._publish = _publish
+from streamrl.cli import main
+main()
+"""
+
+
 class TrainerProcess:
     """``streamrl trainer`` in a subprocess; its log lines are collected from stderr."""
 
-    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, *extra: str, kill_before_publishing: int | None = None) -> None:
         self.lines: list[str] = []
+        if kill_before_publishing is None:
+            cli = ["-m", "streamrl.cli"]
+        else:
+            cli = ["-c", KILL_BEFORE_PUBLISH.format(version=kill_before_publishing)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrl.cli", "trainer", "-c", str(config), *extra],
+            [sys.executable, *cli, "trainer", "-c", str(config), *extra],
             cwd=REPO,
-            env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -115,9 +134,9 @@ def test_sigkill_and_restart_trains_every_batch_exactly_once(
     produce(settings, [toy_batch(i) for i in range(5)])
 
     # run A: killed right after writing checkpoint 2, before publishing it
-    a = TrainerProcess(config, env={"STREAMRL_TRAINER_FAILPOINT": "after_checkpoint_write:2"})
+    a = TrainerProcess(config, kill_before_publishing=2)
     assert a.wait() == -signal.SIGKILL, "\n".join(a.lines[-30:])
-    assert a.steps() == [(1, "b0"), (2, "b1")]
+    assert a.steps() == [(1, "b0"), (2, "b1")], "\n".join(a.lines[-30:])
     assert (ckpt_dir / "step-00000002" / "meta.json").is_file()
     assert not (ckpt_dir / "step-00000002" / "PUBLISHED").exists()
     assert _events(settings, expect=0) == []
