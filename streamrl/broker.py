@@ -3,7 +3,9 @@
 The jars come from Maven Central (``compose/kafka/pom.xml``, resolved with ``mvn`` into a cache
 outside the repo); the node runs KRaft in combined mode (broker + controller) on 127.0.0.1, its
 storage formatted once with ``kafka.tools.StorageTool format --standalone`` and kept, so a restart
-keeps the log.
+keeps the log. The cluster id is passed as ``--cluster-id=<id>`` (a random id starts with ``-``
+about once in 64, which the tool would read as a flag). A start that is interrupted (Ctrl-C) or
+fails stops the JVM it spawned: the broker runs in its own session, so nothing else would.
 """
 
 from __future__ import annotations
@@ -66,7 +68,12 @@ def check_java_and_maven() -> None:
         )
 
 
-def _kafka_uuid() -> str:
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 random bytes, URL-safe base64 without padding (22 characters).
+
+    About one id in 64 starts with ``-``: pass it to the storage tool as ``--cluster-id=<id>``
+    (one argument), never as ``-t <id>``, which argparse reads as a flag.
+    """
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
@@ -196,8 +203,12 @@ class LocalKafka:
             "-cp", self._classpath(), main, *args,
         ]  # fmt: skip
 
-    def format_storage(self) -> bool:
+    def format_storage(self, cluster_id: str | None = None) -> bool:
         """Format the log directory once (``StorageTool format --standalone``).
+
+        Args:
+            cluster_id: the KRaft cluster id (default: :func:`new_cluster_id`); any id the tool
+                accepts, including one that starts with ``-`` (passed as ``--cluster-id=<id>``).
 
         Returns:
             True if it formatted, False if the storage was already formatted (kept as is).
@@ -208,8 +219,14 @@ class LocalKafka:
         config = self._write_config()
         if (self.data_dir / "log" / "meta.properties").exists():
             return False
+        cluster_id = cluster_id or new_cluster_id()
         cmd = self._java(
-            "kafka.tools.StorageTool", "format", "--standalone", "-t", _kafka_uuid(), "-c", str(config)
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            f"--cluster-id={cluster_id}",  # one argument: an id starting with "-" is not a flag
+            "--config",
+            str(config),
         )
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -282,18 +299,38 @@ class LocalKafka:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self.pid_file.write_text(str(proc.pid))
+        try:
+            self.pid_file.write_text(str(proc.pid))
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise BrokerError(f"Kafka exited with code {proc.returncode}:\n{self.log_tail()}")
+                if self.answers(timeout_s=2.0):
+                    return self.bootstrap, True
+                time.sleep(0.3)
+            raise BrokerError(
+                f"Kafka did not answer on {self.bootstrap} within {timeout_s:.0f} s:\n{self.log_tail()}"
+            )
+        except BaseException:
+            # Ctrl-C (KeyboardInterrupt), SIGTERM turned into an exception, or a failed start: the JVM
+            # runs in its own session, so nothing else would ever stop it
+            self._terminate(proc)
+            raise
+
+    def _terminate(self, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+        """Stop a broker this launcher just started (SIGTERM, SIGKILL after ``timeout_s``) and forget it."""
+        if proc.poll() is None:
+            proc.terminate()
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BrokerError(f"Kafka exited with code {proc.returncode}:\n{self.log_tail()}")
-            if self.answers(timeout_s=2.0):
-                return self.bootstrap, True
-            time.sleep(0.3)
-        self.stop()
-        raise BrokerError(
-            f"Kafka did not answer on {self.bootstrap} within {timeout_s:.0f} s:\n{self.log_tail()}"
-        )
+        while proc.poll() is None:
+            try:
+                proc.wait(0.2)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    proc.kill()
+            except KeyboardInterrupt:  # a second Ctrl-C: no graceful stop, but still no orphan
+                proc.kill()
+        self.pid_file.unlink(missing_ok=True)
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``). Data is kept.
