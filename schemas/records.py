@@ -76,6 +76,27 @@ class RolloutStatus(str, Enum):
     timeout = "timeout"
 
 
+class FailureKind(str, Enum):
+    """Whose failure a failed or timed-out rollout attempt was (``Trajectory.failure_kind``; a string
+    on the wire, so a newer writer may add kinds: :meth:`Trajectory.failure` reads an unknown one as
+    ``agent``, today's path).
+
+    - ``agent``: the task's own failure: the agent raised, returned no or a non-finite reward, or hit
+      its time limit. Re-issued up to ``sampler.max_retries``, then dead-lettered.
+    - ``request``: the inference service refused one of the attempt's calls deterministically (an
+      HTTP 4xx other than 408/429, e.g. a prompt longer than the context), and the agent did not
+      recover from it.
+    - ``infrastructure``: not the task's failure: the inference service was unreachable, answered
+      5xx/408/429 or timed out (and no later call of the attempt succeeded), a record of the attempt
+      could not be delivered, or the worker stopped before the rollout finished. Re-issued without
+      spending the sample's retries; workers stop taking samples while the service is unhealthy.
+    """
+
+    agent = "agent"
+    request = "request"
+    infrastructure = "infrastructure"
+
+
 class GroupOutcomeStatus(str, Enum):
     """What became of the rollouts a GroupOutcome lists."""
 
@@ -293,9 +314,15 @@ class Reward(Record):
 
 
 class Trajectory(TopRecord):
-    """Outcome of one rollout attempt (topic `trajectories`, key `rollout_id`). Rewards must be finite."""
+    """Outcome of one rollout attempt (topic `trajectories`, key `rollout_id`). Rewards must be finite.
 
-    schema_version: Int32 = 1
+    Schema v2 added ``failure_kind`` (a :class:`FailureKind` value; None on success, and on failed v1
+    records, which :meth:`failure` reads as ``agent``). Invariant: a succeeded attempt has none.
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+
+    schema_version: Int32 = 2
     rollout_id: str
     attempt_id: str
     task_id: str
@@ -314,12 +341,28 @@ class Trajectory(TopRecord):
     policy_version: Int32
     started_at: UtcDatetime
     finished_at: UtcDatetime
+    failure_kind: str | None = None
 
     def check_invariants(self, scan: bool = True) -> None:
         super().check_invariants(scan)
         _non_negative(self, "epoch", "retry", "policy_version")
         _group_index(self)
         _finite(self, "reward")
+        if self.failure_kind is not None and self.status is RolloutStatus.succeeded:
+            raise ValueError(
+                f"Trajectory {self.rollout_id!r}: a succeeded attempt has no failure_kind "
+                f"(got {self.failure_kind!r})"
+            )
+
+    def failure(self) -> FailureKind | None:
+        """Whose failure this attempt was: None if it succeeded; ``agent`` for a failed attempt
+        without a kind (schema v1) or with a kind this version does not know."""
+        if self.status is RolloutStatus.succeeded:
+            return None
+        try:
+            return FailureKind(self.failure_kind) if self.failure_kind is not None else FailureKind.agent
+        except ValueError:
+            return FailureKind.agent
 
 
 class TrainingRow(Record):

@@ -20,7 +20,7 @@ from avro.schema import parse as avro_parse
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
 
-from streamrl.schemas import CheckpointEvent, LLMRequest
+from streamrl.schemas import CheckpointEvent, FailureKind, LLMRequest, RolloutStatus, Trajectory
 from streamrl.schemas.avro import SchemaInfo, catalog
 from streamrl.schemas.serde import Serde
 from tests.support import records as ex
@@ -94,6 +94,21 @@ def test_checkpoint_event_v1_bytes_read_as_v2_without_a_consumption_count(soe_se
     decoded = soe_serde.decode(v1.soe_header + buf.getvalue(), CheckpointEvent)
     assert decoded.schema_version == 1 and decoded.consumed_rollouts is None
     assert decoded == record.model_copy(update={"schema_version": 1, "consumed_rollouts": None})
+
+
+def test_trajectory_v1_bytes_read_as_v2_without_a_failure_kind(soe_serde):
+    record = ex.trajectory(seed=4).model_copy(
+        update={"status": RolloutStatus.failed, "reward": None, "error": "ValueError: boom"}
+    )
+    v1 = catalog().history["Trajectory"][0]
+    buf = io.BytesIO()
+    schemaless_writer(buf, v1.parsed, record.model_dump(exclude={"failure_kind"}) | {"schema_version": 1})
+    decoded = soe_serde.decode(v1.soe_header + buf.getvalue(), Trajectory)
+    assert decoded.schema_version == 1 and decoded.failure_kind is None
+    assert decoded == record.model_copy(update={"schema_version": 1})
+    assert decoded.failure() is FailureKind.agent  # a v1 failure is the agent's: today's path
+    v2 = record.model_copy(update={"failure_kind": FailureKind.infrastructure.value})
+    assert soe_serde.decode(soe_serde.encode(v2), Trajectory).failure() is FailureKind.infrastructure
 
 
 def test_registry_resolves_old_and_newer_writers(registry, registry_serde):

@@ -11,8 +11,10 @@ from pydantic import ValidationError
 from streamrl.schemas import (
     CheckpointEvent,
     ClaimCheck,
+    FailureKind,
     LLMRequest,
     Reward,
+    RolloutStatus,
     Sample,
     Task,
     TrainingBatch,
@@ -95,6 +97,19 @@ def test_trajectory_rewards_must_be_finite():
     with pytest.raises(ValidationError, match=r"Reward\.value must be finite"):
         Reward(name="correct", value=math.inf)
     assert _with(ex.trajectory(), reward=None, rewards=[]).reward is None
+
+
+def test_trajectory_failure_kind():
+    ok = ex.trajectory()
+    assert ok.failure() is None
+    with pytest.raises(ValidationError, match="a succeeded attempt has no failure_kind"):
+        _with(ok, failure_kind="infrastructure")
+    failed = _with(ok, status=RolloutStatus.failed, reward=None, error="boom")
+    assert failed.failure() is FailureKind.agent  # no kind (a v1 record): today's path
+    for kind in FailureKind:
+        assert _with(failed, failure_kind=kind.value).failure() is kind
+    # a kind written by a newer producer is read as the agent's failure (re-issued, then dead-lettered)
+    assert _with(failed, failure_kind="quota").failure() is FailureKind.agent
 
 
 def test_training_row_lengths_mask_and_values():
