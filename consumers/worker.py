@@ -99,8 +99,22 @@ class _DlqProducer:
         self.producer = producer
         self.on_delivery: Any = None
 
-    def produce(self, topic: str, value: bytes, key: Any = None, headers: Any = None) -> None:
-        self.producer.produce(topic, value, key=key, headers=headers, on_delivery=self.on_delivery)
+    def produce(
+        self, topic: str, value: bytes, key: Any = None, headers: Any = None, on_delivery: Any = None
+    ) -> None:
+        """``DeadLetterSink.send`` passes its own ``on_delivery`` (None unless its caller gave one):
+        both callbacks run (a TypeError here left an undecodable sample unacknowledged for good,
+        stalling its partition's commits)."""
+        ours, theirs = self.on_delivery, on_delivery
+        if ours is None or theirs is None:
+            callback = ours or theirs
+        else:
+
+            def callback(err: Any, msg: Any) -> None:
+                ours(err, msg)
+                theirs(err, msg)
+
+        self.producer.produce(topic, value, key=key, headers=headers, on_delivery=callback)
 
 
 class RolloutWorker:

@@ -216,3 +216,30 @@ def test_worker_with_a_standalone_gateway_process(settings_factory, inference) -
     assert t.rewards[0].request_id == calls[0].request_id
     trajs.close()
     reqs.close()
+
+
+def test_an_undecodable_sample_is_dead_lettered_and_its_partition_moves_on(
+    settings_factory, inference
+) -> None:
+    from confluent_kafka import Producer
+
+    from streamrl.kafka import client_config
+    from streamrl.schemas import DeadLetter
+
+    s = settings_factory(topics={"partitions": {"samples": 1}}, gateway={"upstream_url": inference.url})
+    producer = Producer(client_config(s))
+    producer.produce(s.topics.name("samples"), b"not an avro record", key=b"garbage")
+    assert producer.flush(10) == 0
+    sample = make_sample("task-after-garbage", 0, {"sleep_s": 0})
+    where = produce_samples(s, [sample])
+    dlq, trajs = TopicReader(s, "dlq", DeadLetter), TopicReader(s, "trajectories", Trajectory)
+    with WorkerThread(s, "consumers_test_agents:sleepy_sync"):
+        letters = dlq.read_until(lambda r: len(r) >= 1)
+        got = trajs.read_until(lambda r: len(r) >= 1)
+    assert letters[0].stage == "worker" and letters[0].original_offset == 0
+    assert letters[0].original_value == b"not an avro record" and "cannot decode Sample" in letters[0].reason
+    assert got[0].rollout_id == sample.rollout_id and got[0].status == RolloutStatus.succeeded
+    # the dead-lettered offset does not hold back the partition's commits
+    assert workers_committed(s)[0] == where[sample.rollout_id][1] + 1 == 2
+    dlq.close()
+    trajs.close()

@@ -3,7 +3,8 @@ session broker, watched by a real Prometheus (Debian's ``prometheus``) through t
 targets:
 
 1. ``streamrl status`` while it runs: lag per group and topic, policy version, rollouts, last
-   checkpoint, staleness; an undecodable sample is injected so the run dead-letters one record;
+   checkpoint, staleness (an undecodable sample is injected at the start, so the run dead-letters
+   one record);
 2. every PromQL expression of the Grafana dashboard returns data over the run (``query_range``),
    except the panels fed by exporters a cluster brings (dcgm-exporter, node-exporter);
 3. ``streamrl status`` once it stopped says so, with what the run reached (= its summary.json);
@@ -27,10 +28,12 @@ from typing import Any
 
 import pytest
 import yaml
+from confluent_kafka import Producer
 
 from streamrl.config import load_settings
 from streamrl.dev.rundir import free_port
 from streamrl.dev.status import PipelineStatus, StatusReader
+from streamrl.kafka import client_config, make_admin
 
 pytestmark = pytest.mark.integration
 
@@ -129,6 +132,15 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
                 return False
 
         _wait(ready, 60, "Prometheus to be ready")
+        # a record no worker can decode, as early as the topic exists, so the run dead-letters it while
+        # Prometheus scrapes for long enough (a counter series needs two scrapes for rate())
+        settings = load_settings(run_dir / "config.yaml", kafka={"bootstrap_servers": kafka_bootstrap})
+        admin = make_admin(settings)
+        samples = settings.topics.name("samples")
+        _wait(lambda: samples in admin.list_topics(timeout=5).topics, 120, "the samples topic", proc)
+        producer = Producer(client_config(settings))
+        producer.produce(samples, b"not an avro record", key=b"garbage")
+        assert producer.flush(10) == 0
         yield Run(proc, run_dir, env, url, time.time(), log)
     finally:
         if proc.poll() is None:  # SIGTERM: dev stops its children (SIGKILL would orphan them)
@@ -153,10 +165,6 @@ def _status_cli(config: Path, env: dict[str, str], *args: str) -> subprocess.Com
 def test_status_while_the_pipeline_runs(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMRL_BOOTSTRAP_SERVERS", run.env["STREAMRL_BOOTSTRAP_SERVERS"])
     settings = load_settings(run.run_dir / "config.yaml")
-    from confluent_kafka import Producer
-
-    from streamrl.kafka import client_config
-
     reader = StatusReader(settings, window_s=60)
     try:
 
@@ -171,10 +179,6 @@ def test_status_while_the_pipeline_runs(run: Run, monkeypatch: pytest.MonkeyPatc
         st = _wait(running_with_a_checkpoint, 300, "status to show the run with a checkpoint", run.proc)
     finally:
         reader.close()
-    # a record no worker can decode: the run dead-letters it (status and the dashboard count it)
-    producer = Producer(client_config(settings))
-    producer.produce(settings.topics.name("samples"), b"not an avro record", key=b"garbage")
-    assert producer.flush(10) == 0
     stages = {g["stage"]: g for g in st.groups}
     assert stages["workers"]["members"] >= 1 and "samples" in stages["workers"]["lag"]
     assert {"requests", "trajectories"} <= set(stages["streams"]["lag"])
