@@ -35,7 +35,7 @@ from streamrl.dev.rundir import free_port
 from streamrl.dev.status import PipelineStatus, StatusReader
 from streamrl.kafka import client_config, make_admin
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "compose" / "helm" / "streamrl" / "dashboards" / "streamrl.json"
@@ -79,7 +79,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
         "rl": {"group_size": 2, "train_batch_size": 2},
         "dev": {
             "run_root": str(tmp / "runs"), "run_id": "r", "metrics": True, "max_steps": 4,
-            "final_val_timeout_s": 60, "display": "plain", "plain_every_s": 5, "timeout_s": 420,
+            "final_val_timeout_s": 60, "display": "plain", "plain_every_s": 5, "timeout_s": 900,
             "model": {"path": str(tmp / "model"), "max_chars": 20_000},
             "datasets": [
                 {"path": str(ROOT / "examples/max_digit/data/train.jsonl"), "split": "train", "limit": 6},
@@ -176,7 +176,8 @@ def test_status_while_the_pipeline_runs(run: Run, monkeypatch: pytest.MonkeyPatc
             ok = st.state == "running" and st.policy_version >= 1 and st.last_checkpoint
             return st if ok else None
 
-        st = _wait(running_with_a_checkpoint, 300, "status to show the run with a checkpoint", run.proc)
+        # generous: on a loaded 2-core machine the model build and start-up alone took 4 min
+        st = _wait(running_with_a_checkpoint, 600, "status to show the run with a checkpoint", run.proc)
     finally:
         reader.close()
     stages = {g["stage"]: g for g in st.groups}
@@ -200,7 +201,7 @@ def _query_range(url: str, expr: str, start: float, end: float) -> list[float]:
 
 
 def test_every_dashboard_query_returns_data_from_the_run(run: Run) -> None:
-    run.proc.wait(timeout=420)
+    run.proc.wait(timeout=600)
     assert run.proc.returncode == 0, run.log.read_text()[-4000:]
     dash = json.loads(DASHBOARD.read_text())
     exprs = [(p["title"], t["expr"]) for p in dash["panels"] for t in p.get("targets", [])]
@@ -220,7 +221,7 @@ def test_every_dashboard_query_returns_data_from_the_run(run: Run) -> None:
 
 def test_status_once_the_pipeline_stopped(run: Run) -> None:
     if run.proc.poll() is None:
-        run.proc.wait(timeout=420)
+        run.proc.wait(timeout=600)
     done = _status_cli(run.run_dir / "config.yaml", run.env, "--json")
     assert done.returncode == 0, done.stderr
     st = json.loads(done.stdout)
