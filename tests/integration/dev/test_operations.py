@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -234,6 +235,21 @@ def test_status_once_the_pipeline_stopped(run: Run) -> None:
     assert st["group_outcomes"].get("batched", 0) >= st["batches"] >= 4  # train_batch_size groups per batch
     screen = _status_cli(run.run_dir / "config.yaml", run.env)
     assert screen.returncode == 0 and "STOPPED" in screen.stdout and "policy version" in screen.stdout
+    # --watch --json: one object per reading until Ctrl-C, which ends it cleanly
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "streamrl.cli", "status", "-c", str(run.run_dir / "config.yaml"),
+         "--watch", "--json", "--interval", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run.env, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        readings = [json.loads(watch.stdout.readline()) for _ in range(3)]
+    finally:
+        watch.send_signal(signal.SIGINT)
+        rc = watch.wait(30)
+    assert rc == 0 and [r["state"] for r in readings] == ["stopped"] * 3
+    assert (
+        len({r["read_at"] for r in readings}) == 3 and readings[-1]["policy_version"] == st["policy_version"]
+    )
 
 
 def test_status_names_a_missing_pipeline(kafka_bootstrap: str, tmp_path: Path) -> None:
