@@ -38,17 +38,8 @@ from streamrl.dev.monitor import GroupState, Monitor
 from streamrl.dev.stats import RunStats
 from streamrl.errors import StreamRLError
 
-#: Topics ``status`` reads (``requests`` holds every call's token ids: too large to read for a status).
-STATUS_TOPICS = (
-    "tasks",
-    "samples",
-    "trajectories",
-    "batches",
-    "group_outcomes",
-    "checkpoints",
-    "dlq",
-    "validation",
-)
+#: Topics ``status`` reads: every topic but ``requests`` (every call's token ids: too large to read for a status).
+STATUS_TOPICS = tuple(t for t in TOPIC_NAMES if t != "requests")
 #: Checkpoint metrics shown with the last checkpoint.
 CHECKPOINT_METRICS = ("actor/loss", "reward/mean", "actor/lr", "actor/entropy", "actor/grad_norm")
 
