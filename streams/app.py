@@ -51,7 +51,7 @@ from streamrl.streams import metrics
 from streamrl.streams.convert import batch_record, call_of, traj_of
 from streamrl.streams.faust_config import StreamsTopics, faust_broker, streams_topics
 from streamrl.streams.groups import Batch, GroupConfig, GroupMachine
-from streamrl.streams.join import JoinConfig, JoinResult, on_call, on_tick, on_trajectory
+from streamrl.streams.join import JoinConfig, JoinResult, lost_forward, on_call, on_tick, on_trajectory
 from streamrl.streams.rows import RowConfig
 from streamrl.streams.validation import add_outcome, result, summary, write_json
 
@@ -303,14 +303,7 @@ class Aggregator:
             except (ValidationError, ValueError) as exc:
                 self._dead(msg, f"rollout {out['rollout_id']}: a training row is invalid: {exc}", exc)
                 # the group stage still decides the rollout, so its group outcome says what happened
-                out = {
-                    "kind": "lost",
-                    "rollout_id": out["rollout_id"],
-                    "group_id": out["group_id"],
-                    "group_size": out["group_size"],
-                    "reason": "invalid_rows",
-                    "last_ts": out["last_ts"],
-                }
+                out = lost_forward(out, "invalid_rows", out["last_ts"])
         await self.groups_topic.send(key=out["group_id"].encode(), value=json.dumps(out).encode(), force=True)
 
     # ------------------------------------------------------------------ groups and batches

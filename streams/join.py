@@ -68,6 +68,24 @@ def new_state(partition: int, ts: float) -> dict[str, Any]:
     return {"p": partition, "applied": {}, "calls": {}, "trajs": {}, "dead": [], "first_ts": ts, "done": None}
 
 
+def lost_forward(rollout: dict[str, Any], reason: str, ts: float) -> dict[str, Any]:
+    """The group-stage event of a train rollout that succeeded but will bring no rows.
+
+    Args:
+        rollout: a compact trajectory or a forward (``rollout_id``, ``group_id``, ``group_size``).
+        reason: its group outcome's reason (``incomplete_join``, ``invalid_rows``).
+        ts: event time of the decision, seconds.
+    """
+    return {
+        "kind": "lost",
+        "rollout_id": rollout["rollout_id"],
+        "group_id": rollout["group_id"],
+        "group_size": rollout["group_size"],
+        "reason": reason,
+        "last_ts": ts,
+    }
+
+
 def _replayed(state: dict[str, Any] | None, topic: str, offset: int, res: JoinResult) -> bool:
     """True if (topic, offset) is already in ``state``; re-sends the forwards it produced, if any."""
     if state is None or offset > state["applied"].get(topic, -1):
@@ -259,15 +277,7 @@ def on_tick(
             res.changed = True
             expired.append(traj)
     if expired and not state["trajs"] and expired[-1]["mode"] == "train":
-        last = expired[-1]
-        out = {
-            "kind": "lost",
-            "rollout_id": last["rollout_id"],
-            "group_id": last["group_id"],
-            "group_size": last["group_size"],
-            "reason": "incomplete_join",
-            "last_ts": tick_ts,
-        }
+        out = lost_forward(expired[-1], "incomplete_join", tick_ts)
         res.forwards.append(out)
         if offset >= 0:  # remembered until committed, so a replay of this tick re-sends it
             state["lost"] = [*(state.get("lost") or []), {"by": [topic, offset], "out": out}]
