@@ -22,6 +22,7 @@ the rest, publish, commit, leave the group.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -30,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
 from confluent_kafka import Message
 
 from streamrl.config import Settings
@@ -92,31 +92,6 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class _DlqProducer:
-    """Hands DeadLetterSink's produce to the EventProducer with our delivery callback."""
-
-    def __init__(self, producer: EventProducer) -> None:
-        self.producer = producer
-        self.on_delivery: Any = None
-
-    def produce(
-        self, topic: str, value: bytes, key: Any = None, headers: Any = None, on_delivery: Any = None
-    ) -> None:
-        """``DeadLetterSink.send`` passes its own ``on_delivery`` (None unless its caller gave one):
-        both callbacks run (a TypeError here left an undecodable sample unacknowledged for good,
-        stalling its partition's commits)."""
-        ours, theirs = self.on_delivery, on_delivery
-        if ours is None or theirs is None:
-            callback = ours or theirs
-        else:
-
-            def callback(err: Any, msg: Any) -> None:
-                ours(err, msg)
-                theirs(err, msg)
-
-        self.producer.produce(topic, value, key=key, headers=headers, on_delivery=callback)
-
-
 class RolloutWorker:
     """One member of the ``workers`` consumer group.
 
@@ -153,8 +128,7 @@ class RolloutWorker:
         producer = EventProducer(self.settings)
         sink = KafkaSink(producer, self.serde, self.settings.topics.name, loop)
         self._sink = sink
-        self._dlq_producer = _DlqProducer(producer)
-        self._dlq = DeadLetterSink(self.settings, self._dlq_producer, "worker", self.serde)  # type: ignore[arg-type]
+        self._dlq = DeadLetterSink(self.settings, producer, "worker", self.serde)
         if self.cfg.gateway_url:
             self.client = RemoteGatewayClient(self.cfg.gateway_url)
         else:
@@ -273,9 +247,11 @@ class RolloutWorker:
         where = f"{tp[0]}[{tp[1]}]@{offset}"
         try:
             try:
+                if msg.value() is None:
+                    raise SchemaError(tp[0], tp[1], offset, "tombstone (null value): not a Sample")
                 sample = self.serde.decode(msg.value(), Sample, topic=tp[0], partition=tp[1], offset=offset)
             except SchemaError as exc:
-                self._dead_letter(msg, tp, offset, f"{where}: cannot decode Sample: {exc}", exc)
+                self._dead_letter(msg, tp, offset, f"cannot decode Sample: {exc.reason}", exc)
                 return
             try:
                 await self._rollout(sample, tp, offset, slot)
@@ -289,6 +265,11 @@ class RolloutWorker:
     def _dead_letter(
         self, msg: Message, tp: tuple[str, int], offset: int, reason: str, exc: Exception
     ) -> None:
+        """Send an unprocessable sample to ``dlq``; its offset becomes committable once that is acked.
+
+        ``reason`` is prefixed with ``topic[partition]@offset``. A dead letter that cannot even be
+        queued leaves the sample unacknowledged (redelivered after a restart), never lost.
+        """
         assert self.consumer is not None
         m.SAMPLES_DEAD_LETTERED.inc()
         consumer = self.consumer
@@ -296,9 +277,11 @@ class RolloutWorker:
         def delivered(err: Any, _msg: Any) -> None:
             consumer.finished(tp, offset, acked=err is None)
 
-        self._dlq_producer.on_delivery = delivered
-        self._dlq.send(msg, reason, exc)
-        self._dlq_producer.on_delivery = None
+        try:
+            self._dlq.send(msg, f"{tp[0]}[{tp[1]}]@{offset}: {reason}", exc, on_delivery=delivered)
+        except Exception:
+            log.exception("%s[%d]@%d: the dead letter could not be queued", tp[0], tp[1], offset)
+            consumer.finished(tp, offset, acked=False)
 
     async def _rollout(self, sample: Sample, tp: tuple[str, int], offset: int, slot: list[bool]) -> None:
         assert self.consumer is not None and self.client is not None
@@ -318,7 +301,9 @@ class RolloutWorker:
                 agent_name=self.runner.name,
                 gateway_url=self.client.url,
             )
-            task = orjson.loads(sample.payload)
+            # Python's json, not orjson: it reads every integer exactly (orjson turns one beyond 64
+            # bits into a float), as publish and the Task record's check read the payload
+            task = json.loads(sample.payload)
             try:
                 outcome = await self.runner.run(
                     task, llm, timeout_s=self.cfg.rollout_timeout_s, executor=self._executor
