@@ -32,6 +32,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT32_MAX = 3.4028234663852886e38
+MAX_LOGPROB = 1e-3
+"""Largest logprob accepted: a log-probability is <= 0 (the slack absorbs float32 rounding only)."""
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -154,6 +156,20 @@ def _finite_list(model: BaseModel, name: str) -> None:
             raise ValueError(f"{type(model).__name__}.{name}[{i}] must be finite float32, got {value}")
 
 
+def _logprob_list(model: BaseModel, name: str) -> None:
+    """Every element a finite float32 log-probability: in ``[-FLOAT32_MAX, MAX_LOGPROB]``."""
+    values: list[float] = getattr(model, name)
+    if not values:
+        return
+    if math.isfinite(sum(values)) and min(values) >= -FLOAT32_MAX and max(values) <= MAX_LOGPROB:
+        return
+    for i, value in enumerate(values):
+        if not (math.isfinite(value) and -FLOAT32_MAX <= value):
+            raise ValueError(f"{type(model).__name__}.{name}[{i}] must be finite float32, got {value}")
+        if value > MAX_LOGPROB:
+            raise ValueError(f"{type(model).__name__}.{name}[{i}] = {value} > 0: not a log-probability")
+
+
 def _token_ids(model: BaseModel, name: str) -> None:
     ids: list[int] = getattr(model, name)
     if ids and (min(ids) < 0 or max(ids) > INT32_MAX):
@@ -166,6 +182,8 @@ def _json_object(model: BaseModel, name: str) -> None:
     text: str = getattr(model, name)
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{type(model).__name__}.{name} is JSON nested too deeply") from None
     except ValueError as exc:
         raise ValueError(f"{type(model).__name__}.{name} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
@@ -262,7 +280,7 @@ class LLMRequest(TopRecord):
     """One LLM call / choice (topic `requests`, key `rollout_id`).
 
     Invariants: ``len(response_logprobs) == len(response_token_ids)``; token ids in [0, 2^31);
-    logprobs finite; ``sequence``, ``choice_index``, ``policy_version``, ``latency_ms``, ``ttft_ms`` >= 0.
+    logprobs finite and <= 0 (``MAX_LOGPROB``); ``sequence``, ``choice_index``, ``policy_version``, ``latency_ms``, ``ttft_ms`` >= 0.
     Schema v2 added ``ttft_ms`` (default None); v1 records decode with ``ttft_ms=None, schema_version=1``.
     """
 
@@ -297,7 +315,7 @@ class LLMRequest(TopRecord):
         if scan:
             _token_ids(self, "prompt_token_ids")
             _token_ids(self, "response_token_ids")
-            _finite_list(self, "response_logprobs")
+            _logprob_list(self, "response_logprobs")
 
 
 class Reward(Record):
@@ -314,7 +332,10 @@ class Reward(Record):
 
 
 class Trajectory(TopRecord):
-    """Outcome of one rollout attempt (topic `trajectories`, key `rollout_id`). Rewards must be finite.
+    """Outcome of one rollout attempt (topic `trajectories`, key `rollout_id`).
+
+    Invariants: rewards finite; a ``succeeded`` trajectory has a ``reward`` (a rollout without a
+    finite reward did not succeed: nothing may train it as 0) and no ``failure_kind``.
 
     Schema v2 added ``failure_kind`` (a :class:`FailureKind` value; None on success, and on failed v1
     records, which :meth:`failure` reads as ``agent``). Invariant: a succeeded attempt has none.
@@ -348,6 +369,11 @@ class Trajectory(TopRecord):
         _non_negative(self, "epoch", "retry", "policy_version")
         _group_index(self)
         _finite(self, "reward")
+        if self.status == RolloutStatus.succeeded and self.reward is None:
+            raise ValueError(
+                f"Trajectory {self.rollout_id!r}: status succeeded needs a reward (got null); "
+                "a rollout without a finite reward is failed"
+            )
         if self.failure_kind is not None and self.status is RolloutStatus.succeeded:
             raise ValueError(
                 f"Trajectory {self.rollout_id!r}: a succeeded attempt has no failure_kind "
@@ -369,8 +395,8 @@ class TrainingRow(Record):
     """One training row (nested in TrainingBatch).
 
     Shapes: ``prompt_ids`` (P,); ``response_ids``, ``response_mask``, ``behaviour_logprobs``,
-    ``token_rewards`` all (R,) with R >= 1. Mask values in {0, 1}; logprobs, rewards, weight finite;
-    weight >= 0.
+    ``token_rewards`` all (R,) with R >= 1, P >= 1 (the first response token needs a context).
+    Mask values in {0, 1}; logprobs finite and <= 0; rewards, weight finite; weight >= 0.
     """
 
     rollout_id: str
@@ -389,6 +415,10 @@ class TrainingRow(Record):
         n = len(self.response_ids)
         if n == 0:
             raise ValueError(f"TrainingRow {self.rollout_id!r}: response_ids is empty")
+        if not self.prompt_ids:
+            raise ValueError(
+                f"TrainingRow {self.rollout_id!r}: prompt_ids is empty (the first response token needs a context)"
+            )
         for name in ("response_mask", "behaviour_logprobs", "token_rewards"):
             if len(getattr(self, name)) != n:
                 raise ValueError(
@@ -399,7 +429,7 @@ class TrainingRow(Record):
                 raise ValueError(f"TrainingRow {self.rollout_id!r}: response_mask values must be 0 or 1")
             _token_ids(self, "prompt_ids")
             _token_ids(self, "response_ids")
-            _finite_list(self, "behaviour_logprobs")
+            _logprob_list(self, "behaviour_logprobs")
             _finite_list(self, "token_rewards")
         _finite(self, "reward", "weight")
         _non_negative(self, "policy_version", "weight")

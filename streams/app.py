@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,7 +51,7 @@ from streamrl.schemas.serde import Serde
 from streamrl.streams import metrics
 from streamrl.streams.convert import batch_record, call_of, traj_of
 from streamrl.streams.faust_config import StreamsTopics, faust_broker, streams_topics
-from streamrl.streams.groups import Batch, GroupConfig, GroupMachine
+from streamrl.streams.groups import Batch, GroupConfig, GroupMachine, check_event
 from streamrl.streams.join import JoinConfig, JoinResult, lost_forward, on_call, on_tick, on_trajectory
 from streamrl.streams.rows import RowConfig
 from streamrl.streams.validation import add_outcome, result, summary, write_json
@@ -58,6 +59,37 @@ from streamrl.streams.validation import add_outcome, result, summary, write_json
 log = logging.getLogger("streams")
 
 READY_MARKER = "STREAMS-READY"
+
+
+def internal_event(value: bytes | None) -> dict[str, Any]:
+    """Decode one record of an internal topic (ticks, groups, validation): a JSON object.
+
+    Raises:
+        ValueError: null, not UTF-8, not JSON, nested too deeply, or not an object (the caller
+            dead-letters it; an internal topic is writable by any client of the cluster).
+    """
+    if value is None:
+        raise ValueError("null value (tombstone)")
+    try:
+        ev = json.loads(value)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(ev, dict):
+        raise ValueError(f"not a JSON object (got {type(ev).__name__})")
+    return ev
+
+
+MAX_TICK_AHEAD_S = 300.0
+"""A tick more than this ahead of the wall clock is rejected (it would expire every join and group)."""
+
+
+def _not_ahead(ts: float, now: float) -> None:
+    if ts > now + MAX_TICK_AHEAD_S:
+        raise ValueError(
+            f"tick time {ts:.3f} is {ts - now:.0f} s ahead of the clock (max {MAX_TICK_AHEAD_S:g} s)"
+        )
 
 
 class _FaustProducer:
@@ -250,7 +282,16 @@ class Aggregator:
             )
 
     async def _join_tick(self, msg: Any, now: float) -> None:
-        tick_ts = float(json.loads(msg.value)["ts"])
+        try:
+            ev = internal_event(msg.value)
+            if ev.get("kind") != "tick":
+                raise ValueError(f"not a tick (kind {ev.get('kind')!r})")
+            check_event(ev)
+            tick_ts = float(ev["ts"])
+            _not_ahead(tick_ts, now)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._dead(msg, f"bad tick: {exc}", exc)
+            return
         retention_s = self.join_cfg.dedup_retention_s
         for key, state in list(self.join_table.items()):
             if state.get("p") != msg.partition:
@@ -296,14 +337,7 @@ class Aggregator:
             metrics.observe(metrics.JOIN_LATENCY, dt)
 
     async def _forward(self, out: dict[str, Any], msg: Any) -> None:
-        if out["kind"] == "train":
-            try:
-                for row in out["rows"]:
-                    TrainingRow(**row)
-            except (ValidationError, ValueError) as exc:
-                self._dead(msg, f"rollout {out['rollout_id']}: a training row is invalid: {exc}", exc)
-                # the group stage still decides the rollout, so its group outcome says what happened
-                out = lost_forward(out, "invalid_rows", out["last_ts"])
+        """Send a complete (or lost) train rollout to the group stage, keyed by its group id."""
         await self.groups_topic.send(key=out["group_id"].encode(), value=json.dumps(out).encode(), force=True)
 
     # ------------------------------------------------------------------ groups and batches
@@ -311,7 +345,12 @@ class Aggregator:
         async for event in stream.events():
             msg = event.message
             try:
-                ev = json.loads(msg.value)
+                ev = internal_event(msg.value)
+                check_event(ev)
+                if ev["kind"] == "tick":
+                    _not_ahead(float(ev["ts"]), time.time())
+                elif ev["kind"] == "train":
+                    ev = self._checked_rows(ev, msg)
                 res = self.machine.on_event(
                     ev,
                     partition=msg.partition,
@@ -331,6 +370,22 @@ class Aggregator:
             for decided in res.outcomes:
                 await self._publish_outcome(decided, replayed=res.replayed)
             metrics.record(res.stats)
+
+    def _checked_rows(self, ev: dict[str, Any], msg: Any) -> dict[str, Any]:
+        """A train event whose rows are all valid ``TrainingRow``s, or (rows dead-lettered) the
+        ``lost`` event that tells the group stage the rollout brings nothing (``invalid_rows``).
+
+        This is where rows enter the group stage, so the one place they are checked: a bad row
+        never reaches a batch, and its group still decides every member.
+        """
+        try:
+            for row in ev["rows"]:
+                TrainingRow(**row)
+        except (ValidationError, ValueError, TypeError) as exc:
+            self._dead(msg, f"rollout {ev['rollout_id']}: a training row is invalid: {exc}", exc)
+            metrics.record({"invalid_rows": 1})  # type: ignore[arg-type]
+            return lost_forward(ev, "invalid_rows", ev["last_ts"])
+        return ev
 
     async def _publish_outcome(self, decided: dict[str, Any], *, replayed: bool) -> None:
         """Publish one group outcome (``GroupOutcome``, key ``group_id``) to ``group_outcomes``."""
@@ -394,10 +449,12 @@ class Aggregator:
         async for event in stream.events():
             msg = event.message
             try:
-                ev = json.loads(msg.value)
+                ev = internal_event(msg.value)
                 version, rollout_id, status = int(ev["version"]), str(ev["rollout_id"]), str(ev["status"])
                 reward = None if ev["reward"] is None else float(ev["reward"])
                 ts = float(ev["ts"])
+                if status == "succeeded" and (reward is None or not math.isfinite(reward)):
+                    raise ValueError(f"succeeded without a finite reward ({ev['reward']!r})")
             except (ValueError, KeyError, TypeError) as exc:
                 self._dead(msg, f"bad validation event: {exc!r}", exc)
                 continue

@@ -17,16 +17,8 @@ from streamrl.streams.rows import Call, Traj
 
 
 def call_of(req: LLMRequest, ts: float) -> Call:
-    """Compact form of one request record received with record time ``ts`` (seconds).
-
-    Raises:
-        ValueError: ``response_logprobs`` and ``response_token_ids`` differ in length.
-    """
-    if len(req.response_logprobs) != len(req.response_token_ids):
-        raise ValueError(
-            f"request {req.request_id}: {len(req.response_logprobs)} logprobs for "
-            f"{len(req.response_token_ids)} response tokens"
-        )
+    """Compact form of one request record received with record time ``ts`` (seconds); the record's
+    invariants (equal token/logprob lengths, logprobs <= 0) were checked when it was decoded."""
     return Call(
         request_id=req.request_id,
         attempt_id=req.attempt_id,

@@ -41,6 +41,7 @@ within or among batches, and a rollout gets one decision (a crash may repeat its
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +118,53 @@ class GroupResult:
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     stats: Counter[str] = field(default_factory=Counter)
     replayed: bool = False  # the event was applied before: batches and outcomes are re-sent
+
+
+def _need(ev: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = ev.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{ev.get('kind')} event: {name} must be {kind}, got {value!r}"[:300])
+    return value
+
+
+def _finite_ts(ev: dict[str, Any], name: str) -> float:
+    value = float(_need(ev, name, (int, float)))
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{ev.get('kind')} event: {name} must be a finite time in seconds, got {value}")
+    return value
+
+
+def check_event(ev: dict[str, Any]) -> None:
+    """Check the shape of one group-topic event before :meth:`GroupMachine.on_event` applies it.
+
+    The topic is internal, but any client of the cluster can write to it: an event the machine
+    cannot apply is rejected here (the caller dead-letters it) rather than crashing the agent.
+    Rows are not checked here (the caller validates them as ``TrainingRow``).
+
+    Raises:
+        ValueError: unknown kind, a missing field, a field of the wrong type, a non-finite time or
+            reward, ``group_size`` < 1, rows not a list of objects.
+    """
+    kind = ev.get("kind")
+    if kind in ("train", "lost"):
+        _need(ev, "rollout_id", str)
+        _need(ev, "group_id", str)
+        if _need(ev, "group_size", int) < 1:
+            raise ValueError(f"{kind} event: group_size must be >= 1, got {ev['group_size']}")
+        _finite_ts(ev, "last_ts")
+        if kind == "lost":
+            _need(ev, "reason", str)
+            return
+        reward = float(_need(ev, "reward", (int, float)))
+        if not math.isfinite(reward):
+            raise ValueError(f"train event: reward must be finite, got {reward}")
+        rows = _need(ev, "rows", list)
+        if not all(isinstance(r, dict) for r in rows):
+            raise ValueError("train event: rows must be a list of objects")
+    elif kind == "tick":
+        _finite_ts(ev, "ts")
+    elif kind != "version":
+        raise ValueError(f"unknown group event kind {kind!r}")
 
 
 def new_partition_state(partition: int) -> dict[str, Any]:

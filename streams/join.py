@@ -132,7 +132,7 @@ def _complete(
             "group_id": traj["group_id"],
             "group_size": traj["group_size"],
             "policy_version": traj["policy_version"],
-            "reward": float(traj["reward"] or 0.0),
+            "reward": float(traj["reward"]),  # set on every succeeded trajectory (its invariants)
             "last_ts": max([traj["ts"]] + [state["calls"][rid]["ts"] for rid in listed]),
             "rows": rows,
         }

@@ -181,7 +181,7 @@ def _place_rewards(
 ) -> list[list[float]]:
     """Per-token rewards of every draft, ``(R_i,)`` each."""
     token_rewards = [[0.0] * len(d.response) for d in drafts]
-    final = float(traj["reward"] or 0.0)
+    final = float(traj["reward"])  # a succeeded trajectory has a finite reward (Trajectory invariants)
     per_call = [r for r in traj["rewards"] if r.get("primary") and r.get("request_id")]
     if cfg.reward_placement == "final" or not per_call:
         for tr in token_rewards:
@@ -240,7 +240,7 @@ def build_rows(
         trained.append(call)
     drafts = [d for d in _drafts(trained, cfg, stats) if _fit(d, cfg, stats)]
     token_rewards = _place_rewards(drafts, traj, ordered_ids, cfg, stats)
-    reward = float(traj["reward"] or 0.0)
+    reward = float(traj["reward"])
     rows = [
         {
             "rollout_id": traj["rollout_id"],

@@ -39,18 +39,23 @@ def add_outcome(
         entry: the table value of the version (None: first rollout of the version).
         rollout_id: the trajectory's rollout.
         status: ``succeeded``, ``failed`` or ``timeout``.
-        reward: the trajectory's reward (a succeeded one without a reward scores 0).
+        reward: the trajectory's reward (set on every succeeded trajectory: its invariants).
         ts: the trajectory record's time, seconds since the epoch.
 
     Returns:
         The new entry; None if ``rollout_id`` already has a success, or already has a failure and
         this is another failure (the first outcome of each kind counts).
+
+    Raises:
+        ValueError: a succeeded outcome without a reward (never trained or scored as 0).
     """
     outcomes: dict[str, list[Any]] = dict((entry or {}).get("outcomes", {}))
     prev = outcomes.get(rollout_id)
     if prev is not None and (prev[0] == SUCCEEDED or status != SUCCEEDED):
         return None
-    score = float(reward or 0.0) if status == SUCCEEDED else 0.0
+    if status == SUCCEEDED and reward is None:
+        raise ValueError(f"val rollout {rollout_id}: succeeded without a reward")
+    score = float(reward) if status == SUCCEEDED else 0.0  # type: ignore[arg-type]
     outcomes[rollout_id] = [status, score]
     return {"outcomes": outcomes, "ts": max(float(ts), float((entry or {}).get("ts", ts)))}
 

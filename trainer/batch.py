@@ -13,7 +13,8 @@ Layout (VERL's convention, see ``verl.trainer.ppo.ray_trainer``): ``B`` rows, pr
 ``non_tensor_batch``: ``uid`` (B,) object = group id, ``rollout_id`` (B,) object.
 ``meta_info``: ``batch_id``, ``num_groups``, ``num_rows_in``, ``num_rollouts`` (distinct rollout ids
 among the rows in, the dropped ones included), ``dropped_stale``, ``weighted_stale``,
-``dropped_no_tokens``, ``staleness_mean``/``staleness_max`` (trainer version - row ``policy_version``
+``dropped_no_tokens``, ``rejected`` (``[(row index, rollout id, reason)]`` of rows this model cannot
+train: dropped, the other rows train), ``staleness_mean``/``staleness_max`` (trainer version - row ``policy_version``
 over the rows that came in, before the staleness policy).
 
 ``row_weights`` is each row's ``weight`` times its staleness weight (:mod:`streamrl.trainer.staleness`):
@@ -22,7 +23,6 @@ the backends scale the row's advantage by it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,9 +34,6 @@ from streamrl.schemas.claim_check import ClaimCheckError, read_claim_check
 from streamrl.schemas.serde import Serde
 from streamrl.trainer.errors import BadBatchError
 from streamrl.trainer.staleness import StalenessRule
-
-#: Largest behaviour logprob accepted (a logprob is <= 0; a little slack for float32 rounding).
-MAX_LOGPROB = 1e-3
 
 
 def resolve_rows(batch: TrainingBatch, serde: Serde | None) -> list[TrainingRow]:
@@ -59,56 +56,22 @@ def resolve_rows(batch: TrainingBatch, serde: Serde | None) -> list[TrainingRow]
         raise BadBatchError(batch.batch_id, str(exc)) from exc
 
 
-def validate_row(
-    batch_id: str, i: int, row: TrainingRow, vocab_size: int | None, max_positions: int | None
-) -> None:
-    """Check one row's shapes and values.
+def model_limit_error(row: TrainingRow, vocab_size: int | None, max_positions: int | None) -> str | None:
+    """Why this model cannot train ``row``, or None.
 
-    Raises:
-        BadBatchError: naming the row index and rollout id: empty prompt/response, per-token list length
-            != ``len(response_ids)``, mask values not 0/1, token id outside ``[0, vocab_size)``, sequence
-            longer than ``max_positions``, NaN/inf reward, token reward, logprob or weight, logprob > 0,
-            negative weight.
+    A row's own invariants (shapes, 0/1 mask, finite values, logprobs <= 0, a non-empty prompt) are
+    ``TrainingRow``'s, checked when the batch was decoded; only what depends on the model is checked
+    here: token ids inside ``[0, vocab_size)``, prompt + response within ``max_positions``.
     """
-    where = f"row {i} ({row.rollout_id!r})"
-    n = len(row.response_ids)
-    if not row.prompt_ids:
-        raise BadBatchError(batch_id, f"{where}: empty prompt_ids (the first response token needs a context)")
-    if n == 0:
-        raise BadBatchError(batch_id, f"{where}: empty response_ids")
-    for name in ("response_mask", "behaviour_logprobs", "token_rewards"):
-        if len(getattr(row, name)) != n:
-            raise BadBatchError(
-                batch_id,
-                f"{where}: shape mismatch: len({name})={len(getattr(row, name))} != len(response_ids)={n}",
-            )
-    if any(m not in (0, 1) for m in row.response_mask):
-        raise BadBatchError(batch_id, f"{where}: response_mask values must be 0 or 1")
     if vocab_size is not None:
         lo = min(min(row.prompt_ids), min(row.response_ids))
         hi = max(max(row.prompt_ids), max(row.response_ids))
         if lo < 0 or hi >= vocab_size:
-            raise BadBatchError(
-                batch_id, f"{where}: token id range [{lo}, {hi}] outside the vocabulary [0, {vocab_size})"
-            )
-    if max_positions is not None and len(row.prompt_ids) + n > max_positions:
-        raise BadBatchError(
-            batch_id,
-            f"{where}: {len(row.prompt_ids)}+{n} tokens exceed the model's {max_positions} positions",
-        )
-    if not math.isfinite(row.reward):
-        raise BadBatchError(batch_id, f"{where}: non-finite reward {row.reward}")
-    if not math.isfinite(row.weight) or row.weight < 0:
-        raise BadBatchError(batch_id, f"{where}: weight must be finite and >= 0, got {row.weight}")
-    if not math.isfinite(math.fsum(row.token_rewards)) or any(
-        not math.isfinite(r) for r in row.token_rewards
-    ):
-        raise BadBatchError(batch_id, f"{where}: non-finite token_rewards")
-    lp = row.behaviour_logprobs
-    if any(not math.isfinite(x) for x in lp):
-        raise BadBatchError(batch_id, f"{where}: non-finite behaviour_logprobs")
-    if max(lp) > MAX_LOGPROB:
-        raise BadBatchError(batch_id, f"{where}: behaviour logprob {max(lp)} > 0 (not a log-probability)")
+            return f"token id range [{lo}, {hi}] outside the vocabulary [0, {vocab_size})"
+    n = len(row.prompt_ids) + len(row.response_ids)
+    if max_positions is not None and n > max_positions:
+        return f"{len(row.prompt_ids)}+{len(row.response_ids)} tokens exceed the model's {max_positions} positions"
+    return None
 
 
 def filter_rows(
@@ -219,21 +182,33 @@ def prepare_batch(
         The ``DataProto`` (layout in the module docstring).
 
     Raises:
-        BadBatchError: any row invalid, or no row left after filtering.
+        BadBatchError: the claim-check cannot be read, or no row left after filtering.
     """
     rows = resolve_rows(batch, serde)
+    rejected: list[tuple[int, str, str]] = []
+    fit: list[TrainingRow] = []
     for i, row in enumerate(rows):
-        validate_row(batch.batch_id, i, row, vocab_size, max_positions)
+        reason = model_limit_error(row, vocab_size, max_positions)
+        if reason is None:
+            fit.append(row)
+        else:
+            rejected.append((i, row.rollout_id, reason))
     rule = (
         None if max_staleness is None else StalenessRule(staleness_policy, max_staleness, stale_weight_decay)
     )
-    kept, stale, weighted, empty = filter_rows(rows, trainer_version, rule)
+    kept, stale, weighted, empty = filter_rows(fit, trainer_version, rule)
     if not kept:
+        beyond = (
+            f", {len(rejected)} beyond the model's limits (row {rejected[0][0]} ({rejected[0][1]!r}): "
+            f"{rejected[0][2]})"
+            if rejected
+            else ""
+        )
         raise BadBatchError(
             batch.batch_id,
             f"empty after filtering: {len(rows)} rows in, {stale} staler than max_staleness={max_staleness} "
             f"at trainer version {trainer_version} (staleness_policy={staleness_policy}), "
-            f"{empty} without trained tokens",
+            f"{empty} without trained tokens{beyond}",
         )
     staleness = [trainer_version - r.policy_version for r in rows]
     meta = {
@@ -246,5 +221,6 @@ def prepare_batch(
         "dropped_stale": stale,
         "weighted_stale": weighted,
         "dropped_no_tokens": empty,
+        "rejected": rejected,
     }
     return rows_to_dataproto(kept, pad_token_id=pad_token_id, meta=meta)

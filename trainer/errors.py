@@ -29,6 +29,16 @@ class BadBatchError(TrainerError):
         super().__init__(f"batch {batch_id!r}: {reason}")
 
 
+class RejectedRowError(TrainerError):
+    """One row of a trained batch exceeds what the model can take (vocabulary, positions): it was
+    dropped and dead-lettered alone (keyed by its rollout id, never a batch id), the batch's other
+    rows trained."""
+
+    def __init__(self, batch_id: str, index: int, rollout_id: str, reason: str) -> None:
+        self.batch_id, self.index, self.rollout_id, self.reason = batch_id, index, rollout_id, reason
+        super().__init__(f"batch {batch_id!r} row {index} ({rollout_id!r}): {reason}; the other rows trained")
+
+
 class NonFiniteLossError(TrainerError):
     """The loss or gradient norm of a step was NaN/inf; the step was abandoned and the weights left untouched."""
 

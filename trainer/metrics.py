@@ -23,7 +23,8 @@ SKIPPED = Counter(
 )
 ROWS_DROPPED = Counter(
     "streamrl_trainer_rows_dropped_total",
-    "Rows filtered out of batches, by reason (stale: rl.staleness_policy drop, no_tokens).",
+    "Rows filtered out of batches, by reason (stale: rl.staleness_policy drop, no_tokens, "
+    "model_limits: token ids outside the vocabulary or longer than the positions, dead-lettered).",
     ["reason"],
 )
 STALE_ROWS_WEIGHTED = Counter(

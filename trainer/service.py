@@ -39,7 +39,7 @@ from streamrl.schemas.serde import Serde
 from streamrl.trainer import metrics as m
 from streamrl.trainer.batch import prepare_batch
 from streamrl.trainer.checkpoint import CheckpointInfo, CheckpointManager
-from streamrl.trainer.errors import BadBatchError, NonFiniteLossError
+from streamrl.trainer.errors import BadBatchError, NonFiniteLossError, RejectedRowError
 from streamrl.trainer.torch_backend import StepResult
 
 log = logging.getLogger("trainer")
@@ -285,6 +285,7 @@ class TrainerService:
             m.count(m.ROWS_DROPPED, data.meta_info["dropped_stale"], reason="stale")
             m.count(m.STALE_ROWS_WEIGHTED, data.meta_info["weighted_stale"])
             m.count(m.ROWS_DROPPED, data.meta_info["dropped_no_tokens"], reason="no_tokens")
+            self._reject_rows(msg, batch.batch_id, where, data.meta_info["rejected"], dlq)
             result = self.backend.train_step(data)
             # the staleness of what was trained, in the step's metrics (and so in the checkpoint event)
             result.metrics["staleness/mean"] = float(data.meta_info["staleness_mean"])
@@ -314,6 +315,29 @@ class TrainerService:
         if self.version % self.ts.save_every == 0:
             self.save_and_publish()
         return True
+
+    def _reject_rows(
+        self,
+        msg: Message,
+        batch_id: str,
+        where: str,
+        rejected: list[tuple[int, str, str]],
+        dlq: DeadLetterSink,
+    ) -> None:
+        """Dead-letter rows the model cannot take, one record each, keyed by rollout id."""
+        for index, rollout_id, reason in rejected:
+            err = RejectedRowError(batch_id, index, rollout_id, reason)
+            log.error("%s: %s", where, err)
+            dlq.send(
+                topic=msg.topic(),
+                partition=msg.partition(),
+                offset=msg.offset(),
+                key=rollout_id,
+                value=None,
+                reason=f"{where}: {err}",
+                error=err,
+            )
+        m.count(m.ROWS_DROPPED, len(rejected), reason="model_limits")
 
     def _log_step(self, batch_id: str, where: str, r: StepResult) -> None:
         mt = r.metrics

@@ -26,14 +26,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def toy_batch(
-    i: int, *, policy_version: int | None = None, vocab: int = 16, bid: str | None = None
+    i: int, *, policy_version: int | None = None, vocab: int = 16, low: int = 3, bid: str | None = None
 ) -> TrainingBatch:
-    """Batch ``b{i}``: 2 groups x 4 rows, prompt ``[1, i]``, 2-token responses, binary rewards."""
+    """Batch ``b{i}``: 2 groups x 4 rows, prompt ``[1, i]``, 2-token responses drawn from
+    ``[low, vocab)``, binary rewards."""
     from tests.support.toy_policy import make_batch
 
     g = torch.Generator().manual_seed(i)
     prompts = [[1, 3 + i % 10] for _ in range(8)]
-    resp = torch.randint(3, vocab, (8, 2), generator=g).tolist()
+    resp = torch.randint(low, vocab, (8, 2), generator=g).tolist()
     lp = (-torch.rand(8, 2, generator=g) * 3).tolist()
     rewards = [float(r[0] % 2) for r in resp]
     return make_batch(

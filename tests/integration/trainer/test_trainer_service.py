@@ -37,7 +37,7 @@ def test_trains_from_batches_and_publishes_a_loadable_checkpoint(
             "poll_timeout_s": 0.2,
         },
     )
-    bad_vocab = toy_batch(1, vocab=40, bid="bad-vocab")
+    bad_vocab = toy_batch(1, vocab=40, low=16, bid="bad-vocab")  # no row this model can take
     stale = toy_batch(2, policy_version=0, bid="stale")  # trained at version 2 with max_staleness 1
     # bad_vocab delivered again: skipped, never trained after its dead letter (the sampler counted it)
     produce(

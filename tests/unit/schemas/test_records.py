@@ -59,6 +59,10 @@ def test_examples_are_valid_and_revalidate():
         ({"response_logprobs": [-0.1] * 4095 + [math.nan]}, "response_logprobs[4095] must be finite"),
         ({"response_logprobs": [-math.inf] + [-0.1] * 4095}, "response_logprobs[0] must be finite"),
         ({"response_logprobs": [-1e39] + [-0.1] * 4095}, "response_logprobs[0] must be finite float32"),
+        (
+            {"response_logprobs": [-0.1] * 4095 + [0.5]},
+            "response_logprobs[4095] = 0.5 > 0: not a log-probability",
+        ),
         ({"prompt_token_ids": [1, -2, 3]}, "prompt_token_ids: token ids must be in [0, 2^31)"),
         ({"response_token_ids": [2**31] * 4096}, "response_token_ids: token ids must be in [0, 2^31)"),
         ({"policy_version": -1}, "policy_version must be >= 0"),
@@ -96,7 +100,10 @@ def test_trajectory_rewards_must_be_finite():
         _with(ex.trajectory(), reward=math.nan)
     with pytest.raises(ValidationError, match=r"Reward\.value must be finite"):
         Reward(name="correct", value=math.inf)
-    assert _with(ex.trajectory(), reward=None, rewards=[]).reward is None
+    assert _with(ex.trajectory(), status="failed", reward=None, rewards=[]).reward is None
+    # a succeeded rollout without a reward did not succeed: nothing may train it as 0
+    with pytest.raises(ValidationError, match="status succeeded needs a reward"):
+        _with(ex.trajectory(), reward=None, rewards=[])
 
 
 def test_trajectory_failure_kind():

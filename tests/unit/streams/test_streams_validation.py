@@ -45,7 +45,8 @@ def test_a_later_success_replaces_a_failure_but_nothing_replaces_a_success() -> 
     }  # fmt: skip
     assert add_outcome(entry, "r", "succeeded", 0.0, 5.0) is None  # a second success (another attempt)
     assert add_outcome(entry, "r", "failed", None, 5.0) is None
-    assert result("p", 0, add_outcome(None, "s", "succeeded", None, 1.0)).mean == 0.0  # no reward: 0
+    with pytest.raises(ValueError, match="succeeded without a reward"):  # never scored as 0
+        add_outcome(None, "s", "succeeded", None, 1.0)
 
 
 def test_duplicates_and_redelivery_order_do_not_change_the_figures() -> None:

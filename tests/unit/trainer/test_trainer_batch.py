@@ -71,26 +71,36 @@ def test_layout_left_pads_prompts_right_pads_responses() -> None:
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
-        (
-            {"response_mask": [1, 1, 1]},
-            r"row 0 \('r0'\): shape mismatch: len\(response_mask\)=3 != len\(response_ids\)=2",
-        ),
-        ({"reward": float("nan")}, r"row 0 \('r0'\): non-finite reward nan"),
-        ({"token_rewards": [0.0, float("inf")]}, "non-finite token_rewards"),
-        ({"behaviour_logprobs": [-0.1, 0.7]}, "not a log-probability"),
-        ({"response_ids": [8, 99]}, r"token id range \[5, 99\] outside the vocabulary \[0, 16\)"),
-        ({"prompt_ids": []}, "empty prompt_ids"),
-        ({"weight": -1.0}, "weight must be finite and >= 0"),
+        ({"response_mask": [1, 1, 1]}, r"len\(response_mask\)=3 != len\(response_ids\)=2"),
+        ({"reward": float("nan")}, r"TrainingRow.reward must be finite, got nan"),
+        ({"token_rewards": [0.0, float("inf")]}, r"token_rewards\[1\] must be finite"),
+        ({"behaviour_logprobs": [-0.1, 0.7]}, r"behaviour_logprobs\[1\] = 0.7 > 0: not a log-probability"),
+        ({"prompt_ids": []}, "prompt_ids is empty"),
+        ({"weight": -1.0}, "weight must be >= 0"),
     ],
 )
-def test_bad_rows_are_rejected_naming_the_row(kw: dict[str, object], match: str) -> None:
-    with pytest.raises(BadBatchError, match=match) as info:
-        _prep(_batch([_row(0, [5, 6], [8, 9], **kw)]))
-    assert info.value.batch_id == "b1"
+def test_a_rows_own_rules_are_the_records_invariants(kw: dict[str, object], match: str) -> None:
+    """What a row is (shapes, values) is checked once, by TrainingRow when a batch is built or decoded;
+    the trainer checks only what depends on its model."""
+    fields = dict(_row(0, [5, 6], [8, 9]))
+    fields.update(kw)
+    with pytest.raises(ValueError, match=match):
+        TrainingRow(**fields)
 
 
-def test_too_long_for_the_model_is_rejected() -> None:
-    with pytest.raises(BadBatchError, match="exceed the model's 4 positions"):
+def test_rows_beyond_the_models_limits_are_dropped_alone() -> None:
+    rows = [_row(0, [5, 6], [8, 99]), _row(1, [5, 6], [8, 9]), _row(2, [5, 6, 7], [8, 9, 10])]
+    d = _prep(_batch(rows), max_positions=5)
+    assert list(d.non_tensor_batch["rollout_id"]) == ["r1"]
+    assert d.meta_info["rejected"] == [
+        (0, "r0", "token id range [5, 99] outside the vocabulary [0, 16)"),
+        (2, "r2", "3+3 tokens exceed the model's 5 positions"),
+    ]
+    assert d.meta_info["num_rollouts"] == 3  # consumed, the rejected ones too
+
+
+def test_a_batch_with_no_row_the_model_can_take_is_bad() -> None:
+    with pytest.raises(BadBatchError, match=r"1 beyond the model's limits \(row 0 \('r0'\): .*4 positions\)"):
         _prep(_batch([_row(0, [5, 6, 7], [8, 9])]), max_positions=4)
 
 
