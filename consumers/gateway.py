@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from pydantic import ValidationError
 
 from streamrl.config.consumers import GatewaySettings
 from streamrl.consumers import metrics as m
@@ -54,6 +55,7 @@ from streamrl.schemas.inference_http import (
     PASSED_RESPONSE_HEADERS,
     POLICY_VERSION_HEADER,
     RESPONSES,
+    SSE_DONE,
     TOKENIZE_PATH,
     force_training_fields,
     parse_attempt_path,
@@ -406,6 +408,7 @@ class Gateway:
         await resp.prepare(request)
         buf = bytearray()
         t_first: float | None = None
+        broken: str | None = None
         try:
             async for chunk in up.content.iter_any():
                 if t_first is None:
@@ -413,11 +416,23 @@ class Gateway:
                 buf += chunk
                 await resp.write(chunk)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            m.LLM_CALLS.labels("stream", "upstream_broken").inc()
-            state.errors.append(f"call {seq}: the inference stream broke: {exc!r}")
-            return resp
+            broken = f"the inference stream broke: {exc!r}"
         except (ConnectionResetError, RuntimeError):
             m.LLM_CALLS.labels("stream", "agent_disconnected").inc()
+            return resp
+        if broken is None and not _ends_with_done(buf):
+            broken = "the inference stream ended without data: [DONE] (the service went away mid-answer)"
+        if broken is not None:
+            # the agent must be able to tell a partial answer from a complete one: end its stream
+            # with an error event (the openai clients raise APIError on it), never a clean end
+            m.LLM_CALLS.labels("stream", "upstream_broken").inc()
+            state.errors.append(f"call {seq}: {broken}")
+            sep = b"" if buf.endswith(b"\n\n") or not buf else b"\n\n"
+            try:
+                await resp.write(sep + b"data: " + openai_error(502, broken, kind="upstream_error") + b"\n\n")
+                await resp.write_eof()
+            except (ConnectionResetError, RuntimeError):
+                pass
             return resp
         t_up1 = time.perf_counter()
         state.completed_at[request_id_for(state.attempt_id, seq, 0)] = time.time()
@@ -468,6 +483,12 @@ class Gateway:
                 await resp.write(writer.open(reader.output.prompt_tokens))
             if reader.error is not None:
                 raise TranslationError(f"the inference service reported an error: {reader.error}", None, 502)
+            if not _ends_with_done(buf):
+                raise TranslationError(
+                    "the inference stream ended without data: [DONE] (the service went away mid-answer)",
+                    None,
+                    502,
+                )
             await resp.write(writer.finish(reader.output))
         except (aiohttp.ClientError, TimeoutError, TranslationError) as exc:
             m.LLM_CALLS.labels("stream", "upstream_broken").inc()
@@ -577,11 +598,24 @@ class Gateway:
         except RecordingError as exc:
             m.RECORDING_ERRORS.labels("bad_response").inc()
             state.errors.append(str(exc))
+        except ValidationError as exc:  # the response breaks a rule of LLMRequest (say which)
+            m.RECORDING_ERRORS.labels("invalid_record").inc()
+            what = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            state.errors.append(
+                f"rollout {state.rollout_id!r} call {seq}: cannot record the response: {what}"
+            )
         except (
             Exception
         ) as exc:  # a record that fails validation/encoding: reported, never raised to the agent
             m.RECORDING_ERRORS.labels(type(exc).__name__).inc()
             state.errors.append(f"rollout {state.rollout_id!r} call {seq}: cannot record the response: {exc}")
+
+
+def _ends_with_done(buf: bytearray) -> bool:
+    """Whether a relayed event stream ended with its ``data: [DONE]`` event."""
+    return buf.rstrip().endswith(b"data: " + SSE_DONE.encode()) or buf.rstrip().endswith(
+        b"data:" + SSE_DONE.encode()
+    )
 
 
 def _copy_headers(upstream: Any) -> dict[str, str]:

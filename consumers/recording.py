@@ -12,10 +12,17 @@ servers speak this dialect of the OpenAI API:
 
 Logprobs: chat ``choices[i].logprobs.content[j].logprob``; completions
 ``choices[i].logprobs.token_logprobs[j]`` (either form is accepted for either endpoint).
+
+What is recorded is checked against what the server says it generated: when the response carries
+``usage``, its ``completion_tokens`` must equal the token ids of all choices together (and its
+``prompt_tokens`` the prompt's when the choices share one prompt); a partial or truncated answer is
+a failed call, never a complete record. Bodies with ``NaN``/``Infinity`` (Python's ``json`` writes
+them; JSON has no such numbers) are read, so the record's own checks can say which value is wrong.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +108,49 @@ def _absorb_choice(acc: ChoiceTokens, ch: dict[str, Any], top_prompt: Any) -> No
         acc.finish_reason = fr
 
 
+def _loads(data: bytes, where: str, what: str) -> Any:
+    """Parse JSON with orjson; a body orjson refuses is re-read by Python's ``json``, which accepts
+    ``NaN``/``Infinity`` (so a non-finite logprob is reported as such, at its token, by the record's
+    checks instead of as "not JSON").
+
+    Raises:
+        RecordingError: not JSON for either parser.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError):
+            raise RecordingError(f"{where}: {what} is not JSON: {exc}") from exc
+
+
+def _check_usage(usage: Any, choices: list[ChoiceTokens], where: str) -> None:
+    """The token counts the server reports (``usage``) must match the token ids recorded.
+
+    Raises:
+        RecordingError: ``completion_tokens`` differs from the response token ids of all choices, or
+            ``prompt_tokens`` from the prompt's token ids (checked when every choice has one prompt).
+    """
+    if not isinstance(usage, dict):
+        return
+    completion = usage.get("completion_tokens")
+    got = sum(len(c.response_token_ids) for c in choices)
+    if isinstance(completion, int) and completion != got:
+        raise RecordingError(
+            f"{where}: usage.completion_tokens={completion} but the response carries {got} token ids "
+            f"(a partial or truncated answer is not recorded)"
+        )
+    prompt = usage.get("prompt_tokens")
+    prompts = {tuple(c.prompt_token_ids) for c in choices}
+    if isinstance(prompt, int) and len(prompts) == 1:
+        n = len(next(iter(prompts)))
+        if prompt != n:
+            raise RecordingError(
+                f"{where}: usage.prompt_tokens={prompt} but the response carries {n} prompt token ids"
+            )
+
+
 def _finalize(choices: dict[int, ChoiceTokens], where: str) -> list[ChoiceTokens]:
     out = []
     for idx in sorted(choices):
@@ -138,13 +188,11 @@ def parse_response(body: dict[str, Any] | bytes, *, where: str = "response") -> 
         where: names the call in error messages.
 
     Raises:
-        RecordingError: not JSON, no choices, no token ids, or logprobs not matching token ids.
+        RecordingError: not JSON, no choices, no token ids, logprobs not matching token ids, or
+            token counts not matching ``usage``.
     """
     if isinstance(body, bytes | bytearray | memoryview):
-        try:
-            body = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RecordingError(f"{where}: response is not JSON: {exc}") from exc
+        body = _loads(bytes(body), where, "response")
     if not isinstance(body, dict):
         raise RecordingError(f"{where}: response is not a JSON object")
     choices: dict[int, ChoiceTokens] = {}
@@ -155,19 +203,22 @@ def parse_response(body: dict[str, Any] | bytes, *, where: str = "response") -> 
             _absorb_choice(choices.setdefault(idx, ChoiceTokens(idx)), ch, top_prompt)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise RecordingError(f"{where}: malformed choice: {exc!r}") from exc
-    return ParsedResponse(
-        body.get("model"), policy_version_of(body.get(POLICY_VERSION)), _finalize(choices, where)
-    )
+    out = _finalize(choices, where)
+    _check_usage(body.get("usage"), out, where)
+    return ParsedResponse(body.get("model"), policy_version_of(body.get(POLICY_VERSION)), out)
 
 
 def parse_sse(raw: bytes, *, where: str = "stream") -> ParsedResponse:
     """Parse a whole server-sent-events body (``data: {...}`` chunks, ``data: [DONE]``).
 
     Raises:
-        RecordingError: a chunk is not JSON, the stream carries an ``error`` object, or the
-            accumulated choices fail the checks of :func:`parse_response`.
+        RecordingError: a chunk is not JSON, the stream carries an ``error`` object, it ends without
+            ``data: [DONE]`` (the server went away mid-stream), or the accumulated choices fail the
+            checks of :func:`parse_response` (``usage`` of the last chunk that has one).
     """
     choices: dict[int, ChoiceTokens] = {}
+    usage: Any = None
+    done = False
     top_prompt: Any = None
     model: str | None = None
     version: int | None = None
@@ -175,16 +226,18 @@ def parse_sse(raw: bytes, *, where: str = "stream") -> ParsedResponse:
         if not line.startswith(b"data:"):
             continue
         data = line[5:].strip()
-        if not data or data == _DONE:
+        if data == _DONE:
+            done = True
             continue
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise RecordingError(f"{where}: chunk is not JSON: {exc}: {data[:80]!r}") from exc
+        if not data:
+            continue
+        chunk = _loads(data, where, f"chunk {data[:80]!r}")
         if not isinstance(chunk, dict):
             raise RecordingError(f"{where}: chunk is not a JSON object: {data[:80]!r}")
         if "error" in chunk and not chunk.get("choices"):
             raise RecordingError(f"{where}: the stream reported an error: {chunk['error']!r}"[:500])
+        if chunk.get("usage") is not None:
+            usage = chunk["usage"]
         if chunk.get(PROMPT_TOKEN_IDS) is not None:
             top_prompt = chunk[PROMPT_TOKEN_IDS]
         model = chunk.get("model") or model
@@ -196,8 +249,12 @@ def parse_sse(raw: bytes, *, where: str = "stream") -> ParsedResponse:
                 _absorb_choice(choices.setdefault(idx, ChoiceTokens(idx)), ch, None)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise RecordingError(f"{where}: malformed stream choice: {exc!r}") from exc
+    if not done:
+        raise RecordingError(f"{where}: the stream ended without data: [DONE] (a partial answer)")
     if top_prompt is not None:
         for c in choices.values():
             if not c.prompt_token_ids:
                 c.prompt_token_ids = list(top_prompt)
-    return ParsedResponse(model, version, _finalize(choices, where))
+    out = _finalize(choices, where)
+    _check_usage(usage, out, where)
+    return ParsedResponse(model, version, out)
