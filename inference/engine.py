@@ -125,6 +125,22 @@ def visible_text(tokenizer: Any, seq: Sequence) -> str:
     return text if seq.stop_at is None else text[: seq.stop_at]
 
 
+def streamed_text(tokenizer: Any, seq: Sequence, upto: int) -> str:
+    """The text of the first ``upto`` tokens that a streaming client may already see.
+
+    The same stop-string rule as :func:`visible_text`, applied to a prefix: cut before a stop string
+    matched in it, else hold back the last ``len(longest stop) - 1`` characters (they may begin one)
+    and an incomplete UTF-8 character. So the streamed text is always a prefix of the final text.
+    """
+    text = tokenizer.decode(seq.token_ids[:upto], skip_special_tokens=True)
+    stops = seq.params.stop
+    hit = _find_stop(text, stops)
+    if hit is not None:
+        return text[: hit[0]]
+    hold = max((len(x) for x in stops), default=1) - 1
+    return text[: max(len(text) - hold, 0)].rstrip("\ufffd")
+
+
 def _find_stop(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
     """``(offset, stop string)`` of the earliest stop string in ``text``, or None."""
     hits = [(i, s) for s in stops if s and (i := text.find(s)) >= 0]

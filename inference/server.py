@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from streamrl.inference.batcher import Batcher
-from streamrl.inference.engine import Engine, LogprobsMode, Policy, Sequence, visible_text
+from streamrl.inference.engine import Engine, LogprobsMode, Policy, Sequence, streamed_text, visible_text
 from streamrl.inference.errors import OverloadedError, RequestError
 from streamrl.inference.metrics import InferenceMetrics
 from streamrl.inference.protocol import (
@@ -353,17 +353,12 @@ class InferenceService:
         }
         by_index = {id(s): i for i, s in enumerate(seqs)}
         sent = [0] * len(seqs)
-        hold = max((len(x) for x in seqs[0].params.stop), default=1) - 1
 
         parsers = [ToolCallStream() if tools else None for _ in seqs]
 
         def delta(i: int, s: Sequence, upto: int, final: bool) -> dict[str, Any]:
             """The chat delta (or completion text) for choice ``i`` after ``upto`` tokens."""
-            if final:
-                full = visible_text(self.tokenizer, s)
-            else:
-                full = self.tokenizer.decode(s.token_ids[:upto], skip_special_tokens=True)
-                full = full[: max(len(full) - hold, 0)].rstrip("\ufffd")
+            full = visible_text(self.tokenizer, s) if final else streamed_text(self.tokenizer, s, upto)
             parser = parsers[i]
             if parser is not None:
                 text, calls = parser.feed(full)

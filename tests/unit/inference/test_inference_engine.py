@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from streamrl.inference.engine import Engine, Policy, SamplingParams, Sequence, visible_text
+from streamrl.inference.engine import Engine, Policy, SamplingParams, Sequence, streamed_text, visible_text
 
 
 def _prompts(tokenizer, n: int) -> list[list[int]]:
@@ -140,6 +140,24 @@ def test_finish_reasons_length_stop_token_and_stop_string(tokenizer, engine: Eng
     assert by_str.finish_reason == "stop"
     assert visible_text(tokenizer, by_str) == full[: full.find(stop_text)]
     assert stop_text not in visible_text(tokenizer, by_str)
+
+
+def test_streamed_text_never_shows_a_stop_string(tokenizer, engine: Engine) -> None:
+    """Streaming and non-streaming share one stop-string rule: at every token, the text a stream may
+    have sent is a prefix of the final visible text (which ends before the stop string)."""
+    p = _prompts(tokenizer, 1)[0]
+    greedy = Sequence(p, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
+    engine.run_batch([greedy])
+    text = tokenizer.decode(greedy.token_ids, skip_special_tokens=True)
+    for a, b in [(2, 4), (3, 5), (1, 2)]:  # two-character stop strings taken from the continuation
+        stop = text[a:b]
+        s = Sequence(p, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True, stop=(stop,)))
+        engine.run_batch([s])
+        final = visible_text(tokenizer, s)
+        assert stop not in final and s.finish_reason == "stop"
+        for upto in range(1, len(s.token_ids) + 1):
+            shown = streamed_text(tokenizer, s, upto)
+            assert final.startswith(shown), (stop, upto, shown, final)
 
 
 def test_policy_staged_during_a_batch_is_used_from_the_next_batch(tokenizer, model) -> None:
