@@ -124,13 +124,18 @@ def as_reward(value: object, where: str) -> float:
     if isinstance(value, bool):
         raise RewardError(f"{where}: reward must be a finite float, got bool {value!r}")
     if isinstance(value, numbers.Real):
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # an int beyond float range (10**400)
+            raise RewardError(
+                f"{where}: reward must be finite, got {type(value).__name__} beyond float range"
+            ) from None
     elif (
         hasattr(value, "__float__") and getattr(value, "ndim", 0) == 0 and not isinstance(value, str | bytes)
     ):
         try:
             out = float(value)  # numpy / torch scalars
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise RewardError(f"{where}: reward must be a finite float, got {type(value).__name__}") from exc
     else:
         shown = repr(value)

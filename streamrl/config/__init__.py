@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamrl.config.consumers import GatewaySettings, WorkerSettings
@@ -70,6 +70,11 @@ class _DictSource(PydanticBaseSettingsSource):
         return self.data
 
 
+RECORD_OVERHEAD_BYTES = 8192
+"""Room a topic's message size must leave beside a task payload: the key (a task id up to 1,024
+characters, 4 bytes each at most), the Sample's other fields and Kafka's record framing."""
+
+
 class Settings(BaseSettings):
     """The whole StreamRL configuration (``streamrl.yaml``)."""
 
@@ -114,6 +119,19 @@ class Settings(BaseSettings):
             _DictSource(settings_cls, file_data),
         )
 
+    @model_validator(mode="after")
+    def _across_sections(self) -> Settings:
+        """Rules between sections (each names both keys and how to fix it)."""
+        limit = self.topics.max_message_bytes - RECORD_OVERHEAD_BYTES
+        if self.publish.max_task_bytes > limit:
+            raise ValueError(
+                f"publish.max_task_bytes={self.publish.max_task_bytes} is over what a topic takes: "
+                f"topics.max_message_bytes={self.topics.max_message_bytes} minus {RECORD_OVERHEAD_BYTES} "
+                f"bytes for the key and the Sample's other fields = {limit}; lower publish.max_task_bytes "
+                "or raise topics.max_message_bytes"
+            )
+        return self
+
     def group_id(self, name: str) -> str:
         """Consumer group id of a stage: ``group_id("workers") -> "streamrl-workers"``."""
         stem = self.topics.prefix.rstrip(".-_") or "streamrl"
@@ -135,6 +153,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             data = yaml.safe_load(f)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raw = path.read_bytes()
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason}); save the file as UTF-8"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:
@@ -158,8 +184,8 @@ def _describe(exc: ValidationError, source: str, origins: Mapping[tuple[str, ...
     flag_lines, lines = [], []
     for err in exc.errors():
         loc_t = tuple(str(p) for p in err["loc"])
-        loc = ".".join(loc_t) or "<root>"
-        msg = err["msg"]
+        loc = ".".join(loc_t)
+        msg = str(err["msg"]).removeprefix("Value error, ")  # our validators' own sentence
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         given = err.get("input")
@@ -170,7 +196,7 @@ def _describe(exc: ValidationError, source: str, origins: Mapping[tuple[str, ...
             continue
         env_name = ENV_PREFIX + "__".join(loc_t).upper()
         origin = f" [from env {env_name}]" if env_name in os.environ else ""
-        lines.append(f"  {loc}: {msg}{shown}{origin}")
+        lines.append(f"  {loc}: {msg}{shown}{origin}" if loc else f"  {msg}{origin}")
     if lines:
         flag_lines.append(f"invalid configuration from {source}:\n" + "\n".join(lines))
     return "\n".join(flag_lines)

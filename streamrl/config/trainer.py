@@ -6,10 +6,11 @@ against the registry when the trainer starts, not here, so that this module impo
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from streamrl.config.base import Section
 
@@ -25,6 +26,15 @@ OUTCOME_ADV_ESTIMATORS: tuple[str, ...] = (
     "reinforce_plus_plus_baseline",
     "opo",
     "gpg",
+)
+
+#: VERL's other estimators: known names that a batch cannot feed (critic values, baseline rollouts).
+NON_OUTCOME_ADV_ESTIMATORS: tuple[str, ...] = (
+    "gae",
+    "remax",
+    "gdpo",
+    "optimal_token_baseline",
+    "tir_optimal_token_baseline",
 )
 
 
@@ -149,13 +159,22 @@ class TrainerSettings(Section):
     verl: VerlBackendSettings = Field(default_factory=VerlBackendSettings)
     """Settings of the ``verl`` backend."""
 
+    @field_validator("adv_estimator")
+    @classmethod
+    def _known_estimator(cls, name: str) -> str:
+        if name in NON_OUTCOME_ADV_ESTIMATORS:
+            raise ValueError(
+                f"{name!r} is not usable from batches (it needs critic values or extra baseline "
+                f"rollouts); choose one of {list(OUTCOME_ADV_ESTIMATORS)}"
+            )
+        if name not in OUTCOME_ADV_ESTIMATORS:
+            close = difflib.get_close_matches(name, OUTCOME_ADV_ESTIMATORS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown estimator {name!r}{hint}; known: {list(OUTCOME_ADV_ESTIMATORS)}")
+        return name
+
     @model_validator(mode="after")
     def _check(self) -> TrainerSettings:
-        if self.adv_estimator not in OUTCOME_ADV_ESTIMATORS:
-            raise ValueError(
-                f"adv_estimator={self.adv_estimator!r} is not usable from batches (it needs critic values or "
-                f"extra baseline rollouts); choose one of {list(OUTCOME_ADV_ESTIMATORS)}"
-            )
         if self.lr_schedule != "constant" and self.total_steps is None and self.max_steps is None:
             raise ValueError(
                 f"lr_schedule={self.lr_schedule!r} decays over a horizon: set trainer.total_steps or trainer.max_steps"
