@@ -86,9 +86,22 @@ def register(app: typer.Typer) -> None:
             f"skipped {report.skipped} duplicate(s), {report.invalid} invalid; "
             f"{report.rows} rows in {report.elapsed_s:.2f} s ({report.rate:.0f} rows/s)"
         )
+        if report.rows == 0:
+            typer.secho(
+                f"warning: {file} has no rows; nothing was published", err=True, fg=typer.colors.YELLOW
+            )
         if report.published == 0 and report.invalid:
             # Nothing usable in the file: a script must be able to tell (skipping some bad rows is fine).
             typer.secho("error: every row was invalid; nothing was published", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1)
+        if report.stopped is not None or report.undelivered:
+            # Rows the file holds were not all published: reading stopped early, or the broker refused some.
+            why = []
+            if report.stopped is not None:
+                why.append(f"reading stopped at {report.stopped} (rows after it were not read)")
+            if report.undelivered:
+                why.append(f"{report.undelivered} task(s) were refused by the broker")
+            typer.secho("error: " + "; ".join(why), err=True, fg=typer.colors.RED)
             raise typer.Exit(1)
 
     @app.command("sampler")

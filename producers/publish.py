@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamrl.errors import BrokerError, StreamRLError
+from confluent_kafka import KafkaError, KafkaException
+
+from streamrl.errors import BrokerError, DeliveryError, StreamRLError
 from streamrl.producers.readers import Row, open_dataset
 from streamrl.schemas import Split, Task, utc_now
 from streamrl.schemas.serde import Serde
@@ -85,6 +87,8 @@ class PublishReport:
         published: Tasks produced and acknowledged (counted before the final flush in a dry run).
         skipped: rows whose ``task_id`` already appeared in this run.
         invalid: rows that could not become a Task.
+        undelivered: Tasks the broker did not accept (each listed in ``problems``; not in ``published``).
+        stopped: where reading stopped early (the file cannot be read past it), or None.
         problems: ``(where, reason)`` for every skipped or invalid row, in file order.
         elapsed_s: wall time from first read to last acknowledgement, in seconds.
     """
@@ -93,6 +97,8 @@ class PublishReport:
     published: int = 0
     skipped: int = 0
     invalid: int = 0
+    undelivered: int = 0
+    stopped: str | None = None
     problems: list[tuple[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
 
@@ -126,6 +132,8 @@ def row_payload(value: Any, where: str) -> str:
         )
     except (TypeError, ValueError) as exc:
         raise InvalidRow(where, f"not JSON-serializable: {exc}") from None
+    except RecursionError:
+        raise InvalidRow(where, "nested too deeply to serialize as JSON") from None
 
 
 def row_hash_id(value: dict[str, Any], split: Split, chars: int) -> str:
@@ -205,6 +213,36 @@ def build_task(
     )
 
 
+def _not_produced(err: KafkaError, size: int, settings: Any) -> str:
+    """Why a Task was not accepted by the client or the broker, naming its size and the limit."""
+    if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        return (
+            f"not published: {err.str()}: the task is {size} bytes, over what the topic accepts "
+            f"(topics.max_message_bytes={settings.topics.max_message_bytes}; the broker's "
+            "max.message.bytes of the topic may be lower)"
+        )
+    return f"not published: {err.str()} ({size} bytes)"
+
+
+def _on_delivery(
+    undelivered: list[tuple[str, str]], where: str, size: int, settings: Any
+) -> Callable[[Any, Any], None]:
+    """A delivery callback that records a refused Task as ``(where, reason)``."""
+
+    def delivered(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            undelivered.append((where, _not_produced(err, size, settings)))
+
+    return delivered
+
+
+def _position(where: str) -> int:
+    try:
+        return int(where.rsplit(" ", 1)[-1])
+    except ValueError:
+        return 0
+
+
 Progress = Callable[[int], None]
 
 
@@ -235,11 +273,14 @@ def publish_file(
         on_total: called once with the row count when the format knows it upfront, else None.
 
     Returns:
-        The :class:`PublishReport`; invalid and duplicate rows are listed in ``problems``.
+        The :class:`PublishReport`; invalid, duplicate and undelivered rows are listed in
+        ``problems`` (a Task the broker refuses, e.g. over the topic's message size, is one row's
+        problem: the rows after it are still published).
 
     Raises:
         streamrl.producers.readers.DatasetError: the dataset cannot be opened.
-        streamrl.errors.DeliveryError: a record was not acknowledged by the broker.
+        streamrl.errors.DeliveryError: records were not acknowledged for another reason than their
+            own (the broker went away, the flush timed out).
     """
     from streamrl.producers.metrics import PUBLISH_INVALID, PUBLISH_PUBLISHED, PUBLISH_SKIPPED
 
@@ -260,6 +301,7 @@ def publish_file(
             producer.close(timeout_s=0.1)  # nothing was produced yet
             raise
     report = PublishReport()
+    undelivered: list[tuple[str, str]] = []  # appended on the producer's poll thread
     first_seen: dict[str, str] = {}
     source = Path(path).name
     start = time.perf_counter()
@@ -274,6 +316,8 @@ def publish_file(
             if pending >= 256 and on_rows is not None:
                 on_rows(pending)
                 pending = 0
+            if row.stopped:
+                report.stopped = row.where
             try:
                 task = build_task(
                     row, split=split, id_field=id_field, source=source, hash_chars=cfg.id_hash_chars
@@ -284,8 +328,13 @@ def publish_file(
                         row.where,
                         f"task is {len(value)} bytes encoded, over publish.max_task_bytes={cfg.max_task_bytes}",
                     )
-            except (InvalidRow, StreamRLError) as exc:
-                reason = exc.reason if isinstance(exc, InvalidRow) else str(exc)
+            except (InvalidRow, StreamRLError, ValueError, RecursionError) as exc:
+                if isinstance(exc, InvalidRow):
+                    reason = exc.reason
+                elif isinstance(exc, RecursionError):
+                    reason = "nested too deeply"
+                else:
+                    reason = str(exc)
                 report.invalid += 1
                 report.problems.append((row.where, reason))
                 PUBLISH_INVALID.inc()
@@ -302,10 +351,28 @@ def publish_file(
                 continue
             first_seen[task.task_id] = row.where
             if producer is not None:
-                producer.produce(topic, value, key=task.task_id)
+                try:
+                    producer.produce(
+                        topic,
+                        value,
+                        key=task.task_id,
+                        on_delivery=_on_delivery(undelivered, row.where, len(value), settings),
+                    )
+                except KafkaException as exc:  # refused by the client itself (e.g. over message.max.bytes)
+                    report.invalid += 1
+                    report.problems.append((row.where, _not_produced(exc.args[0], len(value), settings)))
+                    PUBLISH_INVALID.inc()
+                    continue
             report.published += 1
         if producer is not None:
-            producer.flush(cfg.flush_timeout_s)
+            try:
+                producer.flush(cfg.flush_timeout_s)
+            except DeliveryError as exc:
+                if len(exc.failures) != len(undelivered):  # not only rows the broker refused: a real outage
+                    raise
+            report.undelivered = len(undelivered)
+            report.published -= len(undelivered)
+            report.problems.extend(sorted(undelivered, key=lambda p: _position(p[0])))
             PUBLISH_PUBLISHED.inc(report.published)
     except BaseException:
         failed = True

@@ -43,12 +43,15 @@ class Row:
         unit: ``"line"`` or ``"row"``, so ``f"{unit} {position}"`` says where the row is.
         value: the parsed row (a dict for well-formed rows; anything JSON gave otherwise).
         error: why the row could not be parsed, or None.
+        stopped: reading stopped at this error (the file cannot be read past it): rows after it
+            were not read.
     """
 
     position: int
     unit: str
     value: Any = None
     error: str | None = None
+    stopped: bool = False
 
     @property
     def where(self) -> str:
@@ -119,6 +122,23 @@ def open_dataset(path: str | Path, fmt: str | None = None, *, hf_split: str | No
         raise DatasetError(f"{p}: cannot read: {exc.strerror or exc}") from exc
 
 
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` whose failures are all ``ValueError`` with a reason that says what is wrong.
+
+    Raises:
+        ValueError: malformed JSON (with the column), nesting deeper than the parser's recursion
+            limit, or an integer over Python's 4,300-digit conversion limit.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply (over ~1,000 levels)") from None
+    except ValueError as exc:  # int digits limit
+        raise ValueError(f"unreadable JSON value: {exc}") from None
+
+
 def _read_jsonl(path: Path) -> Iterator[Row]:
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -131,18 +151,29 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
             if not line.strip():
                 continue
             try:
-                yield Row(lineno, "line", json.loads(line))
-            except json.JSONDecodeError as exc:
-                yield Row(lineno, "line", error=f"malformed JSON: {exc.msg} at column {exc.colno}")
+                yield Row(lineno, "line", parse_json(line))
+            except ValueError as exc:
+                yield Row(lineno, "line", error=str(exc))
+
+
+def _not_utf8(text: str) -> str | None:
+    """What is wrong with a text decoded with ``surrogateescape`` that had bytes that are not UTF-8,
+    or None."""
+    for ch in text:
+        if "\udc80" <= ch <= "\udcff":
+            return f"not UTF-8 (byte 0x{ord(ch) - 0xDC00:02x})"
+    return None
 
 
 def _read_json_array(path: Path) -> Iterator[Row]:
-    """Elements of a top-level JSON array, each with the line its first character is on."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        yield Row(1, "line", error=f"not UTF-8: {exc.reason}")
-        return
+    """Elements of a top-level JSON array, each with the line its first character is on.
+
+    A malformed element is reported at its line and skipped: reading goes on after the ``,`` that
+    ends it (found by bracket and string matching). Only an array whose structure cannot be
+    followed (unbalanced brackets, an unterminated string) stops reading, at the line where it breaks.
+    """
+    raw = path.read_bytes()
+    text = raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     decoder = json.JSONDecoder()
     lines = _LineCounter(text)
     pos = _skip_ws(text, 0)
@@ -151,29 +182,85 @@ def _read_json_array(path: Path) -> Iterator[Row]:
             lines.at(pos),
             "line",
             error="a .json dataset must be a JSON array (use .jsonl for one object per line)",
+            stopped=True,
         )
         return
     pos = _skip_ws(text, pos + 1)
     if pos < len(text) and text[pos] == "]":
         return
     while True:
+        line = lines.at(pos)
         try:
             value, end = decoder.raw_decode(text, pos)
+            bad = _not_utf8(text[pos:end])
+            row = Row(line, "line", value) if bad is None else Row(line, "line", error=bad)
         except json.JSONDecodeError as exc:
-            yield Row(
-                exc.lineno, "line", error=f"malformed JSON: {exc.msg} at column {exc.colno}; stopped reading"
+            end = _skip_value(text, pos)
+            if end is None:
+                yield Row(
+                    line,
+                    "line",
+                    error=f"malformed JSON: {exc.msg}; the array cannot be followed past it, stopped reading",
+                    stopped=True,
+                )
+                return
+            row = Row(
+                line, "line", error=f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             )
-            return
-        yield Row(lines.at(pos), "line", value)
+        except RecursionError:
+            end = _skip_value(text, pos)
+            if end is None:
+                yield Row(line, "line", error="JSON nested too deeply; stopped reading", stopped=True)
+                return
+            row = Row(line, "line", error="JSON nested too deeply (over ~1,000 levels)")
+        except ValueError as exc:  # an integer over the digits limit
+            end = _skip_value(text, pos)
+            if end is None:
+                yield Row(line, "line", error=f"unreadable JSON value: {exc}; stopped reading", stopped=True)
+                return
+            row = Row(line, "line", error=f"unreadable JSON value: {exc}")
+        yield row
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == "]":
             return
         if pos >= len(text) or text[pos] != ",":
             yield Row(
-                lines.at(pos), "line", error="malformed JSON array: expected ',' or ']'; stopped reading"
+                lines.at(pos),
+                "line",
+                error="malformed JSON array: expected ',' or ']'; stopped reading",
+                stopped=True,
             )
             return
         pos = _skip_ws(text, pos + 1)
+
+
+def _skip_value(text: str, pos: int) -> int | None:
+    """End of the (malformed) array element starting at ``pos``: the index of the ``,`` or ``]`` that
+    closes it at bracket depth 0, outside strings; None if the text ends first or brackets do not match."""
+    depth, i, n = 0, pos, len(text)
+    closing = {"}": "{", "]": "["}
+    stack: list[str] = []
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            if i >= n:
+                return None
+        elif ch in "{[":
+            stack.append(ch)
+            depth += 1
+        elif ch in "}]":
+            if not stack:
+                return i if ch == "]" else None
+            if stack.pop() != closing[ch]:
+                return None
+            depth -= 1
+        elif ch == "," and depth == 0:
+            return i
+        i += 1
+    return None
 
 
 class _LineCounter:
@@ -196,20 +283,33 @@ def _skip_ws(text: str, pos: int) -> int:
 
 
 def _read_csv(path: Path) -> Iterator[Row]:
-    """CSV rows as dicts of strings keyed by the header row; a row with the wrong field count is an error."""
-    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which must not become part of
-    # the first column's name ("\ufeffquestion").
-    with path.open("r", encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
+    """CSV rows as dicts of strings keyed by the header row; a row with the wrong field count is an error.
+
+    Bytes are decoded line by line (``surrogateescape``), so a byte that is not UTF-8 is reported
+    at its own line and only its row is skipped.
+    """
+    with path.open("rb") as fh:
+        physical = _PhysicalLines(fh)
+        reader = csv.reader(physical)
         try:
             header = next(reader, None)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            yield Row(1, "line", error=f"unreadable CSV header: {exc}")
+        except csv.Error as exc:
+            yield Row(1, "line", error=f"unreadable CSV header: {exc}", stopped=True)
             return
         if header is None:
             return
+        header = [h.removeprefix("\ufeff") if i == 0 else h for i, h in enumerate(header)]
+        bad = _not_utf8("".join(header))
+        if bad is not None:
+            yield Row(1, "line", error=f"CSV header {bad}", stopped=True)
+            return
         if len(set(header)) != len(header) or any(not h for h in header):
-            yield Row(1, "line", error=f"CSV header must have unique, non-empty column names, got {header}")
+            yield Row(
+                1,
+                "line",
+                error=f"CSV header must have unique, non-empty column names, got {header}",
+                stopped=True,
+            )
             return
         start = reader.line_num + 1
         while True:
@@ -217,17 +317,45 @@ def _read_csv(path: Path) -> Iterator[Row]:
                 fields = next(reader)
             except StopIteration:
                 return
-            except (csv.Error, UnicodeDecodeError) as exc:
-                yield Row(start, "line", error=f"malformed CSV: {exc}; stopped reading")
+            except csv.Error as exc:
+                yield Row(start, "line", error=f"malformed CSV: {exc}; stopped reading", stopped=True)
                 return
             if not fields:  # blank line
                 start = reader.line_num + 1
                 continue
-            if len(fields) != len(header):
+            bad = _not_utf8("".join(fields))
+            if bad is not None:  # reported at the physical line of the bad byte
+                at = min((n for n in physical.bad_lines if start <= n <= reader.line_num), default=start)
+                yield Row(at, "line", error=bad)
+            elif len(fields) != len(header):
                 yield Row(start, "line", error=f"has {len(fields)} fields, the header has {len(header)}")
             else:
                 yield Row(start, "line", dict(zip(header, fields, strict=True)))
             start = reader.line_num + 1
+
+
+class _PhysicalLines:
+    """Lines of a binary file decoded as UTF-8 one by one (``surrogateescape``), remembering which
+    1-based lines had bytes that are not UTF-8."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self.line = 0
+        self.bad_lines: set[int] = set()
+
+    def __iter__(self) -> _PhysicalLines:
+        return self
+
+    def __next__(self) -> str:
+        raw = self._fh.readline()
+        if not raw:
+            raise StopIteration
+        self.line += 1
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.bad_lines.add(self.line)
+            return raw.decode("utf-8", errors="surrogateescape")
 
 
 def _open_parquet(path: Path) -> Dataset:

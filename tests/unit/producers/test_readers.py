@@ -38,12 +38,62 @@ def test_json_array_elements_carry_their_line(tmp_path: Path) -> None:
     assert [(r.position, r.value) for r in rows] == [(2, {"a": 1}), (3, {"a": 2, "b": 3}), (5, "x")]
 
 
-def test_json_array_malformed_element_stops_with_its_line(tmp_path: Path) -> None:
+def test_json_array_malformed_element_is_skipped_and_reading_goes_on(tmp_path: Path) -> None:
     p = tmp_path / "d.json"
-    p.write_text('[{"a": 1},\n{"a": }]')
+    p.write_text('[{"a": 1},\n{"a": },\n{"b": "x,]"},\n[1, {"c": [2]} 3], \n{"d": 4}]')
+    rows = rows_of(p)
+    assert [(r.position, r.value, r.error is None, r.stopped) for r in rows] == [
+        (1, {"a": 1}, True, False),
+        (2, None, False, False),
+        (3, {"b": "x,]"}, True, False),
+        (4, None, False, False),
+        (5, {"d": 4}, True, False),
+    ]
+    assert "malformed JSON" in rows[1].error
+
+
+def test_json_array_that_cannot_be_followed_stops_at_its_line(tmp_path: Path) -> None:
+    p = tmp_path / "d.json"
+    p.write_text('[{"a": 1},\n{"a": "unterminated}\n]')
     rows = rows_of(p)
     assert rows[0].value == {"a": 1}
-    assert rows[1].error is not None and rows[1].position == 2
+    assert rows[1].position == 2 and rows[1].stopped and "stopped reading" in rows[1].error
+
+
+def test_json_array_non_utf8_element_is_reported_at_its_line(tmp_path: Path) -> None:
+    p = tmp_path / "d.json"
+    p.write_bytes(b'[{"a": 1},\n{"a": "caf\xe9"},\n{"a": 3}]')
+    rows = rows_of(p)
+    assert [(r.position, r.error) for r in rows] == [(1, None), (2, "not UTF-8 (byte 0xe9)"), (3, None)]
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+        ('{"n": ' + "9" * 5000 + "}", "unreadable JSON value: Exceeds the limit"),
+    ],
+)
+def test_jsonl_rows_python_cannot_parse_are_errors_and_reading_goes_on(
+    tmp_path: Path, line: str, match: str
+) -> None:
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"a": 1}\n' + line + '\n{"a": 2}\n')
+    rows = rows_of(p)
+    assert [r.value for r in rows] == [{"a": 1}, None, {"a": 2}]
+    assert rows[1].where == "line 2" and match in rows[1].error
+
+
+def test_csv_non_utf8_byte_is_reported_at_its_own_line(tmp_path: Path) -> None:
+    p = tmp_path / "d.csv"
+    p.write_bytes('q,a\nfine,1\ncaf\xe9,2\n"multi\nline",3\nlast,4\n'.encode("latin-1"))
+    rows = rows_of(p)
+    assert [(r.where, r.value, r.error) for r in rows] == [
+        ("line 2", {"q": "fine", "a": "1"}, None),
+        ("line 3", None, "not UTF-8 (byte 0xe9)"),
+        ("line 4", {"q": "multi\nline", "a": "3"}, None),
+        ("line 6", {"q": "last", "a": "4"}, None),
+    ]
 
 
 def test_json_that_is_not_an_array_is_one_error(tmp_path: Path) -> None:
