@@ -13,12 +13,36 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AttemptRegistry", "AttemptResult", "AttemptState", "request_id_for"]
+__all__ = [
+    "INFRASTRUCTURE",
+    "REQUEST",
+    "AttemptRegistry",
+    "AttemptResult",
+    "AttemptState",
+    "request_id_for",
+    "upstream_failure_kind",
+]
 
 
 def request_id_for(attempt_id: str, sequence: int, choice_index: int) -> str:
     """The id of one recorded choice: unique because ``attempt_id`` is (``<attempt>-<seq>-<choice>``)."""
     return f"{attempt_id}-{sequence}-{choice_index}"
+
+
+INFRASTRUCTURE = "infrastructure"
+"""A call the inference service failed for reasons outside the request (``FailureKind`` value)."""
+REQUEST = "request"
+"""A call the inference service refused deterministically (``FailureKind`` value)."""
+
+
+def upstream_failure_kind(status: int) -> str:
+    """Whose failure an HTTP error answer of the inference service is.
+
+    5xx, 408 (request timeout) and 429 (too many requests) are the service's state: ``infrastructure``
+    (retrying later may succeed). Any other 4xx refuses the request itself (a prompt longer than the
+    context, a bad parameter): ``request`` (retrying the same call fails the same way).
+    """
+    return INFRASTRUCTURE if status >= 500 or status in (408, 429) else REQUEST
 
 
 @dataclass
@@ -29,12 +53,25 @@ class AttemptResult:
         request_ids: ids of the recorded LLMRequests, ordered by (sequence, choice_index).
         completed_at: wall-clock completion time (s since epoch) of each call's first choice id,
             used to attach rewards to the last call made before them.
-        errors: reasons records could not be made or delivered (empty when all is well).
+        errors: reasons records could not be made or delivered (empty when all is well): the
+            Trajectory must not name calls streams cannot find, so the attempt fails (infrastructure).
+        calls_ok: calls the inference service answered with HTTP 200.
+        infra_failures: calls it failed for infrastructure reasons (unreachable, 5xx, 408/429,
+            timeout, a broken stream), recovered or not.
+        unrecovered: ``(kind, detail)`` of the last failed call when no call of the attempt succeeded
+            after it (``kind`` ``infrastructure`` or ``request``); None when the last call succeeded.
+        in_progress: calls still running when the attempt was closed and settled (the agent returned
+            or timed out without waiting for them); ``in_progress_error`` says so.
     """
 
     request_ids: list[str]
     completed_at: dict[str, float]
     errors: list[str]
+    calls_ok: int = 0
+    infra_failures: int = 0
+    unrecovered: tuple[str, str] | None = None
+    in_progress: int = 0
+    in_progress_error: str | None = None
 
 
 @dataclass
@@ -55,7 +92,22 @@ class AttemptState:
     responses: dict[str, Any] = field(default_factory=dict)
     """Responses API objects of this attempt by id (``StoredResponse``), for ``previous_response_id``;
     they live as long as the attempt."""
+    calls_ok: int = 0
+    infra_failures: int = 0
+    unrecovered: tuple[str, str] | None = None
     _idle: asyncio.Event | None = None
+
+    def upstream_ok(self) -> None:
+        """The inference service answered a call of this attempt (HTTP 200)."""
+        self.calls_ok += 1
+        self.unrecovered = None
+
+    def upstream_failed(self, kind: str, detail: str) -> None:
+        """The inference service failed a call of this attempt: ``kind`` is ``infrastructure`` or
+        ``request`` (:func:`upstream_failure_kind`), ``detail`` what the agent was told."""
+        if kind == INFRASTRUCTURE:
+            self.infra_failures += 1
+        self.unrecovered = (kind, detail[:1000])
 
     def begin_call(self) -> int:
         """Reserve the next sequence number for a call that just arrived."""
@@ -97,21 +149,29 @@ class AttemptState:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        in_progress_error = None
         if self.calls_in_progress:
             self._idle = asyncio.Event()
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, deadline - loop.time()))
             except TimeoutError:
-                self.errors.append(
-                    f"{self.calls_in_progress} LLM call(s) still in progress {timeout_s:g} s after the rollout ended"
-                )
+                in_progress_error = f"{self.calls_in_progress} LLM call(s) still in progress {timeout_s:g} s after the rollout ended"
         if self.pending:
             _, not_done = await asyncio.wait(set(self.pending), timeout=max(0.0, deadline - loop.time()))
             if not_done:
                 self.errors.append(
                     f"{len(not_done)} LLMRequest record(s) not acknowledged within {timeout_s:g} s"
                 )
-        return AttemptResult(self.ordered_request_ids(), dict(self.completed_at), list(self.errors))
+        return AttemptResult(
+            self.ordered_request_ids(),
+            dict(self.completed_at),
+            list(self.errors),
+            calls_ok=self.calls_ok,
+            infra_failures=self.infra_failures,
+            unrecovered=self.unrecovered,
+            in_progress=self.calls_in_progress,
+            in_progress_error=in_progress_error,
+        )
 
 
 class AttemptRegistry:

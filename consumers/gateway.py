@@ -9,6 +9,12 @@ it asked for one; bytes untouched, tool calls included), and only then parses th
 publishes one ``LLMRequest`` per choice to ``requests`` (key ``rollout_id``). Upstream errors reach
 the agent with the same status and body. Calls for an attempt that is not open get 404.
 
+Every upstream outcome is noted on the attempt (:meth:`AttemptState.upstream_ok` /
+:meth:`~AttemptState.upstream_failed`), classified: unreachable, a timeout, a broken stream, 5xx,
+408 or 429 is ``infrastructure``; any other 4xx is ``request``. The worker reads them when it closes
+the attempt to tell the task's failures from the inference service's. :meth:`Gateway.probe_upstream`
+(and ``GET /healthz/upstream`` for workers of a standalone gateway) asks the service's ``/health``.
+
 OpenAI's Responses API (``responses``, ``GET responses/<id>``) and Anthropic's Messages API
 (``messages``, ``messages/count_tokens``) are translated: each generation becomes one chat completion
 upstream (:mod:`streamrl.consumers.dialects`), recorded exactly as a chat call, and its answer is
@@ -37,7 +43,13 @@ from pydantic import ValidationError
 
 from streamrl.config.consumers import GatewaySettings
 from streamrl.consumers import metrics as m
-from streamrl.consumers.attempts import AttemptRegistry, AttemptState, request_id_for
+from streamrl.consumers.attempts import (
+    INFRASTRUCTURE,
+    AttemptRegistry,
+    AttemptState,
+    request_id_for,
+    upstream_failure_kind,
+)
 from streamrl.consumers.dialects import Dialect, MessagesDialect, dialect_for, openai_error
 from streamrl.consumers.messages_api import translate_request
 from streamrl.consumers.recording import ParsedResponse, RecordingError, parse_response, parse_sse
@@ -49,6 +61,7 @@ from streamrl.schemas.inference_http import (
     CHAT_COMPLETIONS,
     GATEWAY_ENDPOINTS,
     GENERATION_ENDPOINTS,
+    HEALTH_PATH,
     MESSAGES,
     MESSAGES_COUNT_TOKENS,
     MODELS,
@@ -112,6 +125,7 @@ class Gateway:
             app.router.add_post("/control/attempts", self._open_attempt)
             app.router.add_post("/control/attempts/close", self._close_attempt)
         app.router.add_get("/healthz", self._health)
+        app.router.add_get("/healthz/upstream", self._upstream_health)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app
 
@@ -160,6 +174,35 @@ class Gateway:
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "open_attempts": len(self.registry)})
 
+    async def _upstream_health(self, request: web.Request) -> web.Response:
+        healthy, detail = await self.probe_upstream()
+        return web.json_response({"healthy": healthy, "detail": detail}, status=200 if healthy else 503)
+
+    async def probe_upstream(self, timeout_s: float = 2.0) -> tuple[bool, str]:
+        """Ask the inference service whether it serves: ``GET <root>/health`` answers 200 (a service
+        without ``/health``, 404, is asked ``GET /v1/models`` instead).
+
+        Returns:
+            ``(healthy, detail)``: detail is the status or the error, for logs.
+        """
+        if self._session is None:
+            return False, "the gateway is not started"
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        headers = {"Authorization": self._upstream_auth} if self._upstream_auth else {}
+        try:
+            async with self._session.get(self._upstream_root() + HEALTH_PATH, timeout=timeout) as r:
+                await r.read()
+                status = r.status
+            if status == 404:
+                async with self._session.get(
+                    f"{self._upstream}/{MODELS}", timeout=timeout, headers=headers
+                ) as r:
+                    await r.read()
+                    status = r.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return False, f"inference service unreachable: {exc!r}"
+        return status == 200, f"HTTP {status}"
+
     async def _open_attempt(self, request: web.Request) -> web.Response:
         try:
             body = orjson.loads(await request.read())
@@ -190,6 +233,11 @@ class Gateway:
                     "request_ids": result.request_ids,
                     "completed_at": result.completed_at,
                     "errors": result.errors,
+                    "calls_ok": result.calls_ok,
+                    "infra_failures": result.infra_failures,
+                    "unrecovered": list(result.unrecovered) if result.unrecovered else None,
+                    "in_progress": result.in_progress,
+                    "in_progress_error": result.in_progress_error,
                 }
             ),
             content_type="application/json",
@@ -285,6 +333,7 @@ class Gateway:
                     )
                 count = int(orjson.loads(raw)["count"])
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self._note_unreachable(request, exc)
             return _error(502, f"inference service unreachable: {exc!r}", dialect=dialect)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             return _error(
@@ -301,7 +350,15 @@ class Gateway:
                 raw = await up.read()
                 return web.Response(body=raw, status=up.status, headers=_copy_headers(up.headers))
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self._note_unreachable(request, exc)
             return _error(502, f"inference service unreachable: {exc!r}", "upstream_error")
+
+    def _note_unreachable(self, request: web.Request, exc: BaseException) -> None:
+        """Note an infrastructure failure of a non-generation call on its attempt, if it has one."""
+        parsed = parse_attempt_path(request.rel_url.raw_path)
+        state = self.registry.get(parsed[0], parsed[1]) if parsed is not None else None
+        if state is not None:
+            state.upstream_failed(INFRASTRUCTURE, f"inference service unreachable: {exc!r}")
 
     async def _generate(
         self, request: web.Request, state: AttemptState, agent: str | None, endpoint: str, t_in: float
@@ -348,6 +405,7 @@ class Gateway:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 m.LLM_CALLS.labels(label, "upstream_unreachable").inc()
                 code = 504 if isinstance(exc, TimeoutError) else 502
+                state.upstream_failed(INFRASTRUCTURE, f"inference service call failed: {exc!r}")
                 return _error(code, f"inference service call failed: {exc!r}", "upstream_error", dialect)
             t_up1 = time.perf_counter()
             if status == 200:
@@ -362,7 +420,15 @@ class Gateway:
                     )
                 except (orjson.JSONDecodeError, TranslationError) as exc:
                     status, answer = 502, dialect.error(502, f"cannot translate the inference answer: {exc}")
+                    raw = answer
                 headers["Content-Type"] = "application/json"
+            if status == 200:
+                state.upstream_ok()
+            else:
+                state.upstream_failed(
+                    upstream_failure_kind(status),
+                    f"the inference service answered HTTP {status}: {raw[:300].decode(errors='replace')}",
+                )
             resp = web.Response(body=answer, status=status, headers=headers)
             await resp.prepare(request)
             await resp.write_eof()
@@ -426,7 +492,7 @@ class Gateway:
             # the agent must be able to tell a partial answer from a complete one: end its stream
             # with an error event (the openai clients raise APIError on it), never a clean end
             m.LLM_CALLS.labels("stream", "upstream_broken").inc()
-            state.errors.append(f"call {seq}: {broken}")
+            state.upstream_failed(INFRASTRUCTURE, f"call {seq}: {broken}")
             sep = b"" if buf.endswith(b"\n\n") or not buf else b"\n\n"
             try:
                 await resp.write(sep + b"data: " + openai_error(502, broken, kind="upstream_error") + b"\n\n")
@@ -436,6 +502,7 @@ class Gateway:
             return resp
         t_up1 = time.perf_counter()
         state.completed_at[request_id_for(state.attempt_id, seq, 0)] = time.time()
+        state.upstream_ok()
         await resp.write_eof()
         self._stream_done(
             state, seq, agent, body, started_at, t_in, t_up0, t_up1, t_first, headers, bytes(buf)
@@ -495,7 +562,7 @@ class Gateway:
             reason = (
                 exc.message if isinstance(exc, TranslationError) else f"the inference stream broke: {exc!r}"
             )
-            state.errors.append(f"call {seq}: {reason}")
+            state.upstream_failed(INFRASTRUCTURE, f"call {seq}: {reason}")
             try:
                 await resp.write(writer.fail(502, reason))
                 await resp.write_eof()
@@ -507,6 +574,7 @@ class Gateway:
             return resp
         t_up1 = time.perf_counter()
         state.completed_at[request_id_for(state.attempt_id, seq, 0)] = time.time()
+        state.upstream_ok()
         await resp.write_eof()
         self._stream_done(
             state, seq, agent, body, started_at, t_in, t_up0, t_up1, t_first, headers, bytes(buf)

@@ -33,6 +33,10 @@ class GatewayClient(Protocol):
         """Reject further calls; wait (≤ ``timeout_s`` s) until the attempt's records are acknowledged."""
         ...
 
+    async def probe(self, timeout_s: float) -> tuple[bool, str]:
+        """Whether the inference service behind the gateway serves: ``(healthy, detail)``."""
+        ...
+
 
 class InProcessGatewayClient:
     """The gateway runs on this event loop (the default)."""
@@ -51,6 +55,9 @@ class InProcessGatewayClient:
         if state is None:
             return AttemptResult([], {}, [f"attempt {attempt_id!r} was not open on the gateway"])
         return await state.settle(timeout_s)
+
+    async def probe(self, timeout_s: float) -> tuple[bool, str]:
+        return await self.gateway.probe_upstream(timeout_s)
 
 
 class RemoteGatewayClient:
@@ -98,11 +105,29 @@ class RemoteGatewayClient:
             out = await self._post("/control/attempts/close", body, timeout_s + 30.0)
         except GatewayControlError as exc:
             return AttemptResult([], {}, [str(exc)])
+        unrecovered = out.get("unrecovered")
         return AttemptResult(
             list(out["request_ids"]),  # type: ignore[call-overload]
             {str(k): float(v) for k, v in dict(out["completed_at"]).items()},  # type: ignore[call-overload]
             list(out["errors"]),  # type: ignore[call-overload]
+            calls_ok=int(out.get("calls_ok", 0)),  # type: ignore[call-overload]
+            infra_failures=int(out.get("infra_failures", 0)),  # type: ignore[call-overload]
+            unrecovered=(str(unrecovered[0]), str(unrecovered[1])) if unrecovered else None,  # type: ignore[index]
+            in_progress=int(out.get("in_progress", 0)),  # type: ignore[call-overload]
+            in_progress_error=out.get("in_progress_error"),  # type: ignore[arg-type]
         )
+
+    async def probe(self, timeout_s: float) -> tuple[bool, str]:
+        """``GET /healthz/upstream`` on the gateway; an unreachable gateway counts as unhealthy."""
+        try:
+            async with self._s().get(
+                f"{self.url}/healthz/upstream", timeout=aiohttp.ClientTimeout(total=timeout_s + 1.0)
+            ) as r:
+                raw = await r.read()
+                detail = str(orjson.loads(raw).get("detail", "")) if raw else ""
+                return r.status == 200, detail or f"HTTP {r.status}"
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, AttributeError) as exc:
+            return False, f"gateway {self.url} unreachable: {exc!r}"
 
     async def aclose(self) -> None:
         """Close the HTTP session."""

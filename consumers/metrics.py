@@ -36,6 +36,25 @@ SAMPLES_DEAD_LETTERED = Counter(
 TRAJECTORY_DELIVERY_FAILURES = Counter(
     "streamrl_worker_trajectory_delivery_failures_total", "Trajectories the broker did not acknowledge"
 )
+ROLLOUT_FAILURES = Counter(
+    "streamrl_worker_rollout_failures_total",
+    "Failed or timed-out rollout attempts by failure kind: agent (the task's own), request (a call the "
+    "inference service refused), infrastructure (the service unreachable/5xx/timing out, a record not "
+    "delivered, the worker stopping)",
+    ["kind"],
+)
+INFERENCE_HEALTHY = Gauge(
+    "streamrl_worker_inference_healthy",
+    "1 while the worker takes samples, 0 while its circuit breaker holds the inference service unhealthy",
+)
+BREAKER_TRIPS = Counter(
+    "streamrl_worker_breaker_trips_total",
+    "Times the worker stopped taking samples: inference service unhealthy",
+)
+INFERENCE_UNHEALTHY_SECONDS = Counter(
+    "streamrl_worker_inference_unhealthy_seconds_total",
+    "Seconds the worker took no samples because the inference service was unhealthy (counted when it recovers)",
+)
 COMMITS = Counter("streamrl_worker_commits_total", "Offset commits of the samples consumer", ["outcome"])
 PAUSED = Gauge("streamrl_worker_paused", "1 while the worker is at capacity and its partitions are paused")
 

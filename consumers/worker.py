@@ -12,11 +12,18 @@ sample:
    :class:`~streamrl.sdk.LLM` scoped to it, under the rollout time limit;
 3. close the attempt and wait until every LLMRequest of it is acknowledged (else the rollout fails
    with the reason: the Trajectory must never name calls that streams cannot find);
-4. publish the Trajectory (rewards attached to the last call made before each was emitted); its
-   acknowledgement makes the sample's offset committable.
+4. classify the attempt (:mod:`streamrl.consumers.failures`: the task's failure, a refused request,
+   or the infrastructure's) and publish the Trajectory with its ``failure_kind`` (rewards attached
+   to the last call made before each was emitted); its acknowledgement makes the sample's offset
+   committable.
+
+While the inference service is unhealthy (:class:`~streamrl.consumers.breaker.InferenceBreaker`:
+attempts it failed, a failed health probe) the loop starts no samples; they wait in the consumer's
+queue (which keeps polling, so the group keeps the worker) until a probe succeeds. Rollouts that were
+running fail as ``infrastructure`` and the sampler re-issues them without spending their retries.
 
 SIGTERM (``stop`` set): stop taking samples, give running rollouts ``shutdown_timeout_s``, time out
-the rest, publish, commit, leave the group.
+the rest (``infrastructure``: the worker stopped, not the task), publish, commit, leave the group.
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ from confluent_kafka import Message
 from streamrl.config import Settings
 from streamrl.consumers import metrics as m
 from streamrl.consumers.attempts import AttemptResult
+from streamrl.consumers.breaker import InferenceBreaker
 from streamrl.consumers.consumer_loop import SampleConsumer
+from streamrl.consumers.failures import classify
 from streamrl.consumers.gateway import Gateway
 from streamrl.consumers.gateway_client import GatewayClient, InProcessGatewayClient, RemoteGatewayClient
 from streamrl.consumers.runner import AgentRunner, Outcome
@@ -44,7 +53,16 @@ from streamrl.consumers.sink import KafkaSink
 from streamrl.dlq import DeadLetterSink
 from streamrl.kafka import EventProducer, make_consumer
 from streamrl.metrics import serve_metrics
-from streamrl.schemas import Mode, Reward, RolloutStatus, Sample, SchemaError, Trajectory, utc_now
+from streamrl.schemas import (
+    FailureKind,
+    Mode,
+    Reward,
+    RolloutStatus,
+    Sample,
+    SchemaError,
+    Trajectory,
+    utc_now,
+)
 from streamrl.schemas.serde import Serde
 from streamrl.sdk import LLM, EmittedReward
 
@@ -111,6 +129,7 @@ class RolloutWorker:
         self.gateway: Gateway | None = None
         self.client: GatewayClient | None = None
         self.consumer: SampleConsumer | None = None
+        self.breaker: InferenceBreaker | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._active = 0  # rollout slots in use (event loop only)
@@ -135,6 +154,14 @@ class RolloutWorker:
             self.gateway = Gateway(self.settings.gateway, sink)
             await self.gateway.start(port=self.cfg.gateway_port)
             self.client = InProcessGatewayClient(self.gateway)
+        client = self.client
+        self.breaker = InferenceBreaker(
+            lambda: client.probe(self.cfg.health_probe_timeout_s),
+            failures_to_open=self.cfg.breaker_failures,
+            probe_initial_s=self.cfg.breaker_probe_s,
+            probe_max_s=self.cfg.breaker_probe_max_s,
+            on_close=self._pump,
+        )
         self._executor = ThreadPoolExecutor(
             self.cfg.sync_threads or self.cfg.concurrency, thread_name_prefix="agent"
         )
@@ -197,6 +224,8 @@ class RolloutWorker:
                 "flushing the producer at shutdown failed; unacknowledged samples will be redelivered"
             )
         await loop.run_in_executor(None, self.consumer.close, 60.0)
+        if self.breaker is not None:
+            await self.breaker.aclose()
         try:
             await self.runner.teardown()
         except Exception:
@@ -221,8 +250,8 @@ class RolloutWorker:
         self._pump_scheduled = False
         assert self.consumer is not None
         free = self.cfg.concurrency - self._active
-        if free <= 0:
-            return
+        if free <= 0 or (self.breaker is not None and self.breaker.is_open):
+            return  # no slot, or the inference service is unhealthy: samples wait in the queue
         for msg in self.consumer.take(free):
             self._start(msg)
 
@@ -289,6 +318,7 @@ class RolloutWorker:
         started_at = utc_now()
         m.ROLLOUTS_RUNNING.inc()
         outcome: Outcome
+        interrupted = False  # the worker, not the agent, ended the attempt (shutdown, cannot start)
         try:
             await self.client.open(sample.rollout_id, attempt_id, self.runner.name, sample.policy_version)
             llm = LLM(
@@ -309,20 +339,30 @@ class RolloutWorker:
                     task, llm, timeout_s=self.cfg.rollout_timeout_s, executor=self._executor
                 )
             except asyncio.CancelledError:
+                interrupted = True
                 outcome = Outcome(
                     "timeout",
                     error=f"worker {self.worker_id} shut down before the rollout finished "
                     f"(shutdown_timeout_s={self.cfg.shutdown_timeout_s:g})",
                 )
         except Exception as exc:
+            interrupted = True
             outcome = Outcome("failed", error=f"the worker could not start the rollout: {exc!r}")
         finally:
             m.ROLLOUTS_RUNNING.dec()
         result = await self.client.close(sample.rollout_id, attempt_id, self.cfg.delivery_timeout_s)
-        if result.errors and outcome.status == "succeeded":
-            outcome = Outcome(
-                "failed", None, outcome.rewards, "; ".join(result.errors)[:4000], outcome.duration_s
+        healthy = None
+        if outcome.status == "timeout" and result.in_progress and not interrupted:
+            assert self.breaker is not None  # calls hung at the time limit: is the service there at all?
+            healthy = await self.breaker.check()
+        verdict = classify(outcome, result, interrupted=interrupted, healthy=healthy)
+        if self.breaker is not None and not interrupted:
+            service_failed = verdict.failure_kind is FailureKind.infrastructure and (
+                result.infra_failures > 0 or healthy is False
             )
+            self.breaker.record(service_failed, result.calls_ok > 0)
+        if verdict.failure_kind is not None:
+            m.ROLLOUT_FAILURES.labels(verdict.failure_kind.value).inc()
         # model_construct: every field comes from the validated Sample, the validated Rewards or
         # values built here (UTC millisecond stamps, enums); Serde.encode re-checks the invariants
         # (finite reward, group index, non-negative versions) before anything is produced
@@ -336,18 +376,23 @@ class RolloutWorker:
             epoch=sample.epoch,
             retry=sample.retry,
             mode=Mode(sample.mode),
-            status=RolloutStatus(outcome.status),
-            reward=outcome.reward,
+            status=RolloutStatus(verdict.status),
+            reward=outcome.reward if verdict.status == "succeeded" else None,
             rewards=attach_rewards(outcome.rewards, result),
             request_ids=result.request_ids,
-            error=outcome.error,
+            error=verdict.error,
             worker_id=self.worker_id,
             policy_version=sample.policy_version,
             started_at=started_at,
             finished_at=utc_now(),
+            failure_kind=verdict.failure_kind.value if verdict.failure_kind is not None else None,
         )
         m.observe_rollout(
-            Mode(sample.mode).value, outcome.status, outcome.reward, sample.policy_version, outcome.duration_s
+            Mode(sample.mode).value,
+            verdict.status,
+            traj.reward,
+            sample.policy_version,
+            outcome.duration_s,
         )
         await self._publish(traj, tp, offset, slot)
 

@@ -37,9 +37,16 @@ final trajectory and a rollout's first outcome are first in their partitions, wh
 "has a succeeded trajectory" is order-free), so replaying the topics after a restart gives the same
 ``U``, ``W`` and ``C`` whatever the interleaving of topics.
 
+Failures are counted per rollout by kind (each emission's first final trajectory once): the task's
+own (``agent``, ``request``; a v1 trajectory without a kind is ``agent``) against ``max_retries``,
+``infrastructure`` ones (the inference service down, a worker stopping) against
+``max_infra_retries`` only, so an outage spends no sample's retries. Past its kind's budget a
+rollout is dead-lettered, the reason starting with the kind.
+
 State is per group and compact: the latest retry per ``k``, bitmasks of succeeded / decided /
-dropped rollouts, and the ``Sample`` of running or failed-awaiting-action emissions only (needed to
-re-issue or dead-letter them); a finished emission keeps nothing. A group's book stays (about a
+dropped rollouts, failure counts of members that failed, and the ``Sample`` of running or
+failed-awaiting-action emissions only (needed to re-issue or dead-letter them); a finished emission
+keeps nothing. A group's book stays (about a
 hundred bytes) so late records are recognised; snapshots are not taken here (issue 18).
 
 Where it is not exact (each rare, none a stall): ``F`` grows by one without an admission when a
@@ -74,40 +81,58 @@ class GroupBook:
         train: a train group (counted against the bound).
         latest: latest retry emitted, per ``k`` (-1 = not emitted).
         running: ``(k, retry) -> Sample`` of emissions without a final trajectory.
-        failed: ``(k, retry) -> (Sample, error)`` of failed latest emissions whose re-issue or dead
-            letter is owed (not yet emitted / sent).
+        failed: ``(k, retry) -> (Sample, error, kind)`` of failed latest emissions whose re-issue or
+            dead letter is owed (not yet emitted / sent).
         succeeded, decided, dropped: bitmasks over ``k``: a succeeded trajectory was read; a group
             outcome was read (the first decides); that first outcome was ``dropped``.
+        failures: ``k -> (task failures, infrastructure failures)`` of the rollout's emissions (each
+            emission's first final trajectory counts once); None while no member failed.
     """
 
     train: bool
     latest: list[int]
     running: dict[tuple[int, int], Any] = field(default_factory=dict)
-    failed: dict[tuple[int, int], tuple[Any, str | None]] = field(default_factory=dict)
+    failed: dict[tuple[int, int], tuple[Any, str | None, str]] = field(default_factory=dict)
     succeeded: int = 0
     decided: int = 0
     dropped: int = 0
+    failures: dict[int, tuple[int, int]] | None = None
+
+
+INFRASTRUCTURE = "infrastructure"
+"""``FailureKind.infrastructure``: a failure that is not the task's (the ledger compares strings; it
+imports no records)."""
+AGENT = "agent"
 
 
 @dataclass(frozen=True)
 class Reissue:
-    """Action: emit ``sample`` again with ``retry = sample.retry + 1``."""
+    """Action: emit ``sample`` again with ``retry = sample.retry + 1``.
+
+    Attributes:
+        kind: the failure that caused it (``agent``, ``request``, ``infrastructure``).
+        failures: failures of that kind so far (counting infrastructure failures apart from the
+            task's), for the re-issue's backoff.
+    """
 
     sample: Any
     group_id: str
     k: int
     retry: int
+    kind: str = AGENT
+    failures: int = 1
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """Action: send ``sample`` to ``dlq`` with ``reason``."""
+    """Action: send ``sample`` to ``dlq`` with ``reason`` (which starts with the failure kind)."""
 
     sample: Any
     group_id: str
     k: int
     retry: int
     reason: str
+    kind: str = AGENT
 
 
 Action = Reissue | DeadLetter
@@ -120,24 +145,41 @@ class Ledger:
         group_size: samples per train group (``rl.group_size``).
         train_batch_size: groups per trainer step (``rl.train_batch_size``).
         max_staleness: ``rl.max_staleness`` (η).
-        max_retries: re-issues allowed after a failed/timeout trajectory (``sampler.max_retries``).
+        max_retries: re-issues allowed after the task's own failures (``agent``/``request``
+            trajectories; ``sampler.max_retries``).
+        max_infra_retries: re-issues allowed after infrastructure failures, counted apart
+            (``sampler.max_infra_retries``): they spend none of ``max_retries``.
 
     Raises:
         ValueError: a parameter out of range.
     """
 
     def __init__(
-        self, *, group_size: int, train_batch_size: int, max_staleness: int, max_retries: int
+        self,
+        *,
+        group_size: int,
+        train_batch_size: int,
+        max_staleness: int,
+        max_retries: int,
+        max_infra_retries: int = 20,
     ) -> None:
-        if group_size < 1 or train_batch_size < 1 or max_staleness < 0 or max_retries < 0:
+        if (
+            group_size < 1
+            or train_batch_size < 1
+            or max_staleness < 0
+            or max_retries < 0
+            or max_infra_retries < 0
+        ):
             raise ValueError(
-                f"Ledger: need group_size>=1, train_batch_size>=1, max_staleness>=0, max_retries>=0; got "
-                f"{group_size}, {train_batch_size}, {max_staleness}, {max_retries}"
+                "Ledger: need group_size>=1, train_batch_size>=1, max_staleness>=0, max_retries>=0, "
+                f"max_infra_retries>=0; got {group_size}, {train_batch_size}, {max_staleness}, "
+                f"{max_retries}, {max_infra_retries}"
             )
         self.group_size = group_size
         self.train_batch_size = train_batch_size
         self.max_staleness = max_staleness
         self.max_retries = max_retries
+        self.max_infra_retries = max_infra_retries
         self.version = 0
         self.consumed_trained = 0
         self.consumed_dead_lettered = 0
@@ -222,20 +264,29 @@ class Ledger:
         return True
 
     def on_trajectory(
-        self, group_id: str, k: int, retry: int, status: str, error: str | None = None
+        self,
+        group_id: str,
+        k: int,
+        retry: int,
+        status: str,
+        error: str | None = None,
+        kind: str | None = None,
     ) -> Action | None:
         """A final trajectory arrived; update the books and say what to do.
 
         The first trajectory of an emission ends it; any succeeded trajectory marks its rollout
-        succeeded (streams keeps the first completed attempt, whichever emission ran it).
+        succeeded (streams keeps the first completed attempt, whichever emission ran it). A failed
+        emission counts once against its kind's budget: ``infrastructure`` failures against
+        ``max_infra_retries``, the task's own (``agent``, ``request``) against ``max_retries``.
 
         Args:
             status: ``succeeded``, ``failed`` or ``timeout``.
             error: the trajectory's error (failed/timeout), for the dead-letter reason.
+            kind: the trajectory's failure kind (``Trajectory.failure()``; None = ``agent``).
 
         Returns:
-            :class:`Reissue` (failed, retries left), :class:`DeadLetter` (failed after
-            ``max_retries``), or None (succeeded, a newer retry exists, the rollout already
+            :class:`Reissue` (failed, retries of its kind left), :class:`DeadLetter` (failed after
+            its kind's budget), or None (succeeded, a newer retry exists, the rollout already
             succeeded, a duplicate, or unknown).
         """
         book = self.groups.get(group_id)
@@ -252,13 +303,19 @@ class Ledger:
             book.running = {}  # an emptied dict keeps its table: give it back
         if book.train:
             self.running_train -= 1
+        kind = kind or AGENT
+        if status != "succeeded":  # this emission's first final trajectory: count it, once
+            fails = book.failures if book.failures is not None else {}
+            task, infra = fails.get(k, (0, 0))
+            fails[k] = (task, infra + 1) if kind == INFRASTRUCTURE else (task + 1, infra)
+            book.failures = fails
         if retry < book.latest[k]:
             return None  # a newer emission of the rollout is out
         if status == "succeeded" or book.succeeded >> k & 1:
             self._open.discard((group_id, k))
             return None
-        book.failed[(k, retry)] = (sample, error)
-        return self._action(group_id, k, retry, sample, error or status)
+        book.failed[(k, retry)] = (sample, error, kind)
+        return self._action(group_id, book, k, retry, sample, error or status, kind)
 
     def on_outcome(self, group_id: str, status: str, rollout_ids: list[str], batch_id: str | None) -> None:
         """A ``GroupOutcome``: the first outcome of each listed rollout decides it.
@@ -311,8 +368,8 @@ class Ledger:
         out: list[Action] = []
         for gid in sorted(self.groups):
             book = self.groups[gid]
-            for (k, retry), (sample, error) in sorted(book.failed.items(), key=lambda kv: kv[0]):
-                out.append(self._action(gid, k, retry, sample, error or "failed"))
+            for (k, retry), (sample, error, kind) in sorted(book.failed.items(), key=lambda kv: kv[0]):
+                out.append(self._action(gid, book, k, retry, sample, error or "failed", kind))
         return out
 
     def has_emitted(self, rollout_id: str, retry: int) -> bool:
@@ -344,13 +401,25 @@ class Ledger:
         if (k, book.latest[k]) not in book.running:
             self._open.discard((group_id, k))
 
-    def _action(self, group_id: str, k: int, retry: int, sample: Any, error: str) -> Action:
-        if retry < self.max_retries:
-            return Reissue(sample, group_id, k, retry)
-        return DeadLetter(
-            sample,
-            group_id,
-            k,
-            retry,
-            f"rollout {group_id}/{k} failed {retry + 1} time(s) (max_retries={self.max_retries}); last error: {error}",
+    def _action(
+        self, group_id: str, book: GroupBook, k: int, retry: int, sample: Any, error: str, kind: str
+    ) -> Action:
+        """Re-issue while the failure's kind has budget left, else dead-letter; the reason names the
+        kind first (``agent failure: ...``, ``infrastructure failure: ...``)."""
+        task, infra = (book.failures or {}).get(k, (0, 0))
+        if kind == INFRASTRUCTURE:
+            if infra <= self.max_infra_retries:
+                return Reissue(sample, group_id, k, retry, kind, infra)
+            reason = (
+                f"infrastructure failure: rollout {group_id}/{k} failed {infra} time(s) for reasons "
+                f"outside the task (max_infra_retries={self.max_infra_retries}; {task} failure(s) of "
+                f"its own); last error: {error}"
+            )
+            return DeadLetter(sample, group_id, k, retry, reason, kind)
+        if task <= self.max_retries:
+            return Reissue(sample, group_id, k, retry, kind, task)
+        reason = (
+            f"{kind} failure: rollout {group_id}/{k} failed {task} time(s) (max_retries={self.max_retries}; "
+            f"{infra} infrastructure failure(s) not counted); last error: {error}"
         )
+        return DeadLetter(sample, group_id, k, retry, reason, kind)

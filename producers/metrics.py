@@ -54,7 +54,20 @@ CONSUMED = Gauge(
 GROUP_OUTCOMES_READ = Counter(
     "streamrl_sampler_group_outcomes_read_total", "GroupOutcome records read, by status.", ["status"]
 )
-DEAD_LETTERED = Counter("streamrl_sampler_dead_lettered_total", "Samples sent to dlq after max_retries.")
+DEAD_LETTERED = Counter(
+    "streamrl_sampler_dead_lettered_total",
+    "Samples sent to dlq after max_retries (or max_infra_retries); the dead letter's error_type names the kind.",
+)
+FAILURES_READ = Counter(
+    "streamrl_sampler_rollout_failures_total",
+    "Failed or timed-out trajectories read, by failure kind (agent, request, infrastructure).",
+    ["kind"],
+)
+REISSUES = Counter(
+    "streamrl_sampler_reissues_total",
+    "Failed rollouts re-issued, by the kind of the failure (infrastructure ones spend no retries).",
+    ["kind"],
+)
 BAD_RECORDS = Counter(
     "streamrl_sampler_bad_records_total", "Undecodable input records sent to dlq, by topic.", ["topic"]
 )

@@ -21,6 +21,7 @@ skipped. One sampler per topic prefix: two would both emit.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import signal
 import threading
@@ -136,6 +137,7 @@ class Sampler:
             train_batch_size=rl.train_batch_size,
             max_staleness=rl.max_staleness,
             max_retries=self.cfg.max_retries,
+            max_infra_retries=self.cfg.max_infra_retries,
         )
         self.topic = {
             name: settings.topics.name(name)
@@ -159,7 +161,10 @@ class Sampler:
         self.epoch = 0
         self.cursor: EpochCursor | None = None
         self.train_done = False
-        self.retry_queue: deque[Sample] = deque()
+        self.retry_queue: list[tuple[float, int, Sample]] = []
+        """Re-issues waiting for their backoff: a heap of ``(due, seq, sample)``, ``due`` in
+        ``time.monotonic()`` seconds."""
+        self._retry_seq = 0
         self.val_queue: deque[Sample] = deque()
         self._recovered_emitted: dict[int, set[tuple[str, int]]] = {}
         self._where: dict[tuple[str, int], tuple[int, int]] = {}  # (rollout_id, retry) -> (partition, offset)
@@ -301,7 +306,17 @@ class Sampler:
     def _on_trajectory(self, msg: Message) -> None:
         traj = self.serde.decode_message(msg, Trajectory)
         m.TRAJECTORIES_READ.labels(traj.status.value).inc()
-        action = self.ledger.on_trajectory(traj.group_id, traj.k, traj.retry, traj.status.value, traj.error)
+        failure = traj.failure()
+        if failure is not None:
+            m.FAILURES_READ.labels(failure.value).inc()
+        action = self.ledger.on_trajectory(
+            traj.group_id,
+            traj.k,
+            traj.retry,
+            traj.status.value,
+            traj.error,
+            failure.value if failure is not None else None,
+        )
         if action is None:
             self._where.pop((traj.rollout_id, traj.retry), None)  # finished: its location is not needed
         elif not self._replaying:
@@ -321,6 +336,14 @@ class Sampler:
         if dl.stage == "trainer" and dl.original_topic == self.topic["batches"] and dl.original_key:
             self.ledger.on_batch_dead_lettered(dl.original_key.decode(errors="replace"))
 
+    def backoff_s(self, failures: int) -> float:
+        """Delay of a re-issue after ``failures`` failures of one kind, in seconds:
+        ``retry_backoff_s × 2^(failures − 1)``, at most ``retry_backoff_max_s`` (0 when off)."""
+        base = self.cfg.retry_backoff_s
+        if base <= 0 or failures < 1:
+            return 0.0
+        return min(self.cfg.retry_backoff_max_s, base * 2.0 ** min(failures - 1, 30))
+
     def _act(self, action: Reissue | DeadLetterAction) -> None:
         sample: Sample = action.sample
         where = self._where.pop((sample.rollout_id, action.retry), (-1, -1))
@@ -332,7 +355,10 @@ class Sampler:
                     "created_at": utc_now(),
                 }
             )
-            self.retry_queue.append(again)
+            delay = 0.0 if self._replaying else self.backoff_s(action.failures)
+            self._retry_seq += 1
+            heapq.heappush(self.retry_queue, (time.monotonic() + delay, self._retry_seq, again))
+            m.REISSUES.labels(action.kind).inc()
             return
         partition, offset = where
         self.dlq.send(
@@ -343,6 +369,7 @@ class Sampler:
             offset=offset,
             key=sample.rollout_id,
             value=self.serde.encode(sample),
+            error_type=f"{action.kind}_failure",
         )
         m.DEAD_LETTERED.inc()
         self.ledger.on_dead_lettered(action.group_id, action.k, action.retry)
@@ -447,15 +474,18 @@ class Sampler:
             samples emitted.
         """
         n = 0
-        while self.retry_queue and n < MAX_EMIT_PER_STEP:
-            if self.retry_queue[0].mode is Mode.train and not self.ledger.can_admit():
+        blocked = False
+        now = time.monotonic()
+        while self.retry_queue and self.retry_queue[0][0] <= now and n < MAX_EMIT_PER_STEP:
+            due = self.retry_queue[0][2]
+            if due.mode is Mode.train and not self.ledger.can_admit():
+                blocked = True
                 break
-            self._emit(self.retry_queue.popleft())
+            self._emit(heapq.heappop(self.retry_queue)[2])
             n += 1
         while self.val_queue and n < MAX_EMIT_PER_STEP:
             self._emit(self.val_queue.popleft())
             n += 1
-        blocked = False
         while n < MAX_EMIT_PER_STEP and (cursor := self._ensure_cursor()) is not None:
             nxt = cursor.peek()
             if nxt is None:
@@ -485,7 +515,6 @@ class Sampler:
                 )
             )
             n += 1
-        blocked = blocked or bool(self.retry_queue)
         now = time.monotonic()
         if blocked and self._wait_since is None:
             self._wait_since = now

@@ -58,6 +58,7 @@ class DeadLetterSink:
         key: bytes | str | None = None,
         value: bytes | None = None,
         on_delivery: DeliveryCallback | None = None,
+        error_type: str | None = None,
     ) -> DeadLetter:
         """Publish one dead letter.
 
@@ -69,6 +70,9 @@ class DeadLetterSink:
             error: the exception, if any; its type name becomes ``error_type``.
             on_delivery: ``(err, msg)`` called on the producer's poll thread once the dead letter is
                 acknowledged or failed (e.g. to commit the original offset only after it is safe).
+            error_type: the envelope's ``error_type`` when no exception says it (e.g. the sampler's
+                ``agent_failure``/``infrastructure_failure``); default the exception's class name,
+                else ``Rejected``.
 
         Returns:
             The envelope that was queued (the caller's next ``producer.flush`` confirms it).
@@ -76,7 +80,8 @@ class DeadLetterSink:
         if record is not None:
             topic, partition, offset = record.topic() or "", record.partition() or 0, record.offset()
             key, value = record.key(), record.value()
-        error_type = type(error).__name__ if error is not None else "Rejected"
+        if error_type is None:
+            error_type = type(error).__name__ if error is not None else "Rejected"
         if not reason:
             reason = str(error) if error is not None else "rejected"
         envelope = DeadLetter(

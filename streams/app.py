@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
 from streamrl.schemas import (
+    FailureKind,
     GroupOutcome,
     GroupOutcomeStatus,
     LLMRequest,
@@ -258,7 +259,9 @@ class Aggregator:
                     )
                     self._check_key(key, t.rollout_id)
                     rollout_id = t.rollout_id
-                    if t.mode is Mode.val:  # scored from the trajectory alone (no join with its calls)
+                    # a val rollout is scored from the trajectory alone (no join with its calls); an
+                    # infrastructure failure is not the policy's: it scores nothing (it is re-issued)
+                    if t.mode is Mode.val and t.failure() is not FailureKind.infrastructure:
                         await self._send_val(t, msg.timestamp)
                     res = on_trajectory(
                         self.join_table.get(rollout_id),

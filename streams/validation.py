@@ -7,8 +7,10 @@ only failed or timed-out attempts it scores 0 (the sampler re-issues a failed ro
 count, the succeeded/failed/timed-out counts, and the mean, population standard deviation, minimum
 and maximum of the scores, failed and timed-out rollouts included.
 
-The input is every val ``Trajectory`` (any status), straight from ``trajectories``: a val rollout
-needs no join with its calls to be scored. The table value per policy version is
+The input is every val ``Trajectory`` (any status) but infrastructure failures, straight from
+``trajectories``: a val rollout needs no join with its calls to be scored. An attempt the inference
+service failed (``failure_kind`` infrastructure) says nothing about the policy, so it scores
+nothing; the sampler re-issues it. The table value per policy version is
 ``{"outcomes": {rollout_id: [status, score]}, "ts": latest counted trajectory's record time in
 seconds}``; :func:`add_outcome` is idempotent, so at-least-once input cannot double count, and the
 table never shrinks, so a replayed event re-publishes the latest figures, never older ones.

@@ -39,6 +39,18 @@ class WorkerSettings(Section):
     delivery_timeout_s: float = Field(30.0, gt=0)
     """How long a finished rollout waits for its LLMRequest records to be acknowledged before its
     Trajectory is produced, in seconds; past it the rollout is failed with the reason."""
+    breaker_failures: int = Field(3, ge=1)
+    """Rollout attempts in a row failed by the inference service (unreachable, 5xx, timing out) after
+    which the worker takes no samples until the service answers its health probe. One such failure
+    already triggers a probe; a failed probe stops the worker at once."""
+    breaker_probe_s: float = Field(0.5, gt=0)
+    """First health-probe interval once the worker stopped taking samples, in seconds; it doubles up
+    to ``breaker_probe_max_s``."""
+    breaker_probe_max_s: float = Field(5.0, gt=0)
+    """Longest interval between health probes of an unhealthy inference service, in seconds (so the
+    worker resumes at most this long after the service is back)."""
+    health_probe_timeout_s: float = Field(2.0, gt=0)
+    """Time limit of one health probe (``GET /health`` of the inference service), in seconds."""
     model: str | None = None
     """Model name handed to agents (``llm.model``); None = ``rl.policy_name``."""
     sampling: dict[str, Any] = Field(default_factory=dict)
@@ -63,6 +75,11 @@ class WorkerSettings(Section):
             raise ValueError(
                 f"worker.max_poll_interval_ms ({self.max_poll_interval_ms}) must be >= "
                 f"worker.session_timeout_ms ({self.session_timeout_ms}); raise it or lower the session timeout"
+            )
+        if self.breaker_probe_max_s < self.breaker_probe_s:
+            raise ValueError(
+                f"worker.breaker_probe_max_s ({self.breaker_probe_max_s}) must be >= worker.breaker_probe_s "
+                f"({self.breaker_probe_s})"
             )
         return self
 

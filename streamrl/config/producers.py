@@ -38,7 +38,19 @@ class SamplerSettings(Section):
     val_samples_per_task: int = Field(1, ge=1)
     """Rollouts per val task per validation."""
     max_retries: int = Field(2, ge=0)
-    """Re-issues of a rollout whose trajectory is failed/timeout; after that the sample goes to ``dlq``."""
+    """Re-issues of a rollout after failures of the task's own (``failure_kind`` agent or request:
+    an exception, a bad reward, its time limit, a refused request); after that the sample goes to
+    ``dlq``. Infrastructure failures do not count here (``max_infra_retries``)."""
+    max_infra_retries: int = Field(20, ge=0)
+    """Re-issues of a rollout after infrastructure failures (inference unreachable, 5xx, timeouts to
+    it, a worker stopping), counted apart from ``max_retries``; a bound for a service that always
+    fails one sample. Workers take no samples while the inference service is unhealthy, so an outage
+    costs each running rollout about one."""
+    retry_backoff_s: float = Field(1.0, ge=0)
+    """Delay before re-issuing a failed rollout, in seconds, doubling with each failure of the same
+    kind (0 = re-issue at once)."""
+    retry_backoff_max_s: float = Field(30.0, ge=0)
+    """Longest delay before a re-issue, in seconds."""
     poll_interval_s: float = Field(0.2, gt=0)
     """Longest wait for new records in one poll of ``tasks``/``checkpoints``/``trajectories``, in seconds."""
     commit_interval_s: float = Field(5.0, gt=0)

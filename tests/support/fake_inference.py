@@ -1,7 +1,7 @@
 """A small, real OpenAI-compatible HTTP server with vLLM's token-id fields, for tests and benchmarks.
 
 It speaks ``/v1/chat/completions`` (plain and SSE streaming, ``n`` choices, tool calls),
-``/v1/completions`` and ``/v1/models``, and answers like vLLM with ``return_token_ids``: top-level
+``/v1/completions``, ``/v1/models`` and ``/health`` (200, or 503 while ``healthy`` is False), and answers like vLLM with ``return_token_ids``: top-level
 ``prompt_token_ids`` (chat), per choice ``token_ids`` (and ``prompt_token_ids`` for completions),
 ``logprobs.content[i].logprob``/``token`` (chat) or ``logprobs.token_logprobs`` (completions), and
 like the StreamRL CPU server a ``policy_version`` field and ``X-Policy-Version`` header. Token ids
@@ -29,6 +29,7 @@ import orjson
 from aiohttp import web
 
 from streamrl.schemas.inference_http import (
+    HEALTH_PATH,
     LOGPROB_TOKENS,
     LOGPROBS,
     LOGPROBS_CONTENT,
@@ -89,6 +90,8 @@ class FakeInferenceServer:
         self.policy_version = policy_version
         self.model = model
         self.calls = 0
+        self.healthy = True
+        """What ``GET /health`` answers: 200 while True, 503 otherwise (settable at any time)."""
         self.last_request: dict[str, Any] | None = None
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -102,6 +105,7 @@ class FakeInferenceServer:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get(HEALTH_PATH, self._health)
         return app
 
     async def start_async(self) -> str:
@@ -160,6 +164,10 @@ class FakeInferenceServer:
         self.stop()
 
     # ------------------------------------------------------------------------------ handlers
+    async def _health(self, request: web.Request) -> web.Response:
+        body = {"status": "ok" if self.healthy else "unavailable", POLICY_VERSION: self.policy_version}
+        return self._json(body, 200 if self.healthy else 503)
+
     async def _models(self, request: web.Request) -> web.Response:
         return self._json(
             {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "streamrl"}]}

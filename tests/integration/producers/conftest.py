@@ -42,6 +42,9 @@ class TrainerSim:
 
     settings: Settings
     fail: set[tuple[str, int]] = field(default_factory=set)
+    infra: set[tuple[str, int]] = field(default_factory=set)
+    """``(rollout_id, retry)`` answered ``failed`` as infrastructure failures (the inference service
+    was down), which spend none of the sample's retries."""
     dead: set[str] = field(default_factory=set)
     """Group ids with a member the sampler will dead-letter: streams drops the rest as stragglers."""
     zero_variance: set[str] = field(default_factory=set)
@@ -126,7 +129,7 @@ class TrainerSim:
             if key in self.answered:
                 continue
             self.answered.add(key)
-            failed = key in self.fail
+            failed = key in self.fail or key in self.infra
             traj = Trajectory(
                 rollout_id=s.rollout_id,
                 attempt_id=f"a-{s.rollout_id}-{s.retry}",
@@ -139,11 +142,14 @@ class TrainerSim:
                 mode=s.mode,
                 status=RolloutStatus.failed if failed else RolloutStatus.succeeded,
                 reward=None if failed else float(s.k),
-                error="injected failure" if failed else None,
+                error=("inference service unreachable" if key in self.infra else "injected failure")
+                if failed
+                else None,
                 worker_id="sim",
                 policy_version=s.policy_version,
                 started_at=now,
                 finished_at=now,
+                failure_kind=("infrastructure" if key in self.infra else "agent") if failed else None,
             )
             self.producer.produce(
                 self.settings.topics.name("trajectories"), self.serde.encode(traj), key=s.rollout_id
@@ -211,7 +217,8 @@ class TrainerSim:
 
 @pytest.fixture
 def trainer_sim() -> Callable[..., TrainerSim]:
-    """``trainer_sim(settings, fail=set(), dead=set(), zero_variance=set()) -> TrainerSim``; closed at teardown."""
+    """``trainer_sim(settings, fail=set(), dead=set(), zero_variance=set(), infra=set()) -> TrainerSim``;
+    closed at teardown."""
     made: list[TrainerSim] = []
 
     def make(
@@ -219,9 +226,14 @@ def trainer_sim() -> Callable[..., TrainerSim]:
         fail: set[tuple[str, int]] | None = None,
         dead: set[str] | None = None,
         zero_variance: set[str] | None = None,
+        infra: set[tuple[str, int]] | None = None,
     ) -> TrainerSim:
         sim = TrainerSim(
-            settings, fail=fail or set(), dead=dead or set(), zero_variance=zero_variance or set()
+            settings,
+            fail=fail or set(),
+            infra=infra or set(),
+            dead=dead or set(),
+            zero_variance=zero_variance or set(),
         )
         made.append(sim)
         return sim

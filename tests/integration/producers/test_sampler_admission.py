@@ -152,6 +152,7 @@ def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(
             "val_samples_per_task": 2,
             "poll_interval_s": 0.05,
             "flush_interval_s": 0.1,
+            "retry_backoff_s": 0.05,
         },
     )
     train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
@@ -159,7 +160,10 @@ def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(
     val.write_text("".join(json.dumps({"id": f"v{i}"}) + "\n" for i in range(2)))
     publish_file(s, train, id_field="id")
     publish_file(s, val, id_field="id", split="val")
-    sim = trainer_sim(s, fail={("t1/0/0", 0), ("t1/0/0", 1)}, dead={"t1/0"})
+    # t1/0/0: two infrastructure failures (spend no retries), then two of its own (max_retries=1)
+    sim = trainer_sim(
+        s, infra={("t1/0/0", 0), ("t1/0/0", 1)}, fail={("t1/0/0", 2), ("t1/0/0", 3)}, dead={"t1/0"}
+    )
     sampler, stop, thread, errors = start(s)
     try:
         deadline = time.monotonic() + 60
@@ -177,12 +181,9 @@ def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(
     assert (
         len(dead) == 1 and dead[0].stage == "sampler" and dead[0].original_topic == s.topics.name("samples")
     )
-    assert (
-        "t1/0/0" in dead[0].reason
-        and "max_retries=1" in dead[0].reason
-        and "injected failure" in dead[0].reason
-    )
-    assert Serde().decode(dead[0].original_value, Sample).retry == 1
+    assert dead[0].reason.startswith("agent failure: rollout t1/0/0 failed 2 time(s) (max_retries=1; 2 infra")
+    assert "injected failure" in dead[0].reason and dead[0].error_type == "agent_failure"
+    assert Serde().decode(dead[0].original_value, Sample).retry == 3
     vals = [x for x in sim.samples if x.mode is Mode.val]
     by_version = Counter(x.policy_version for x in vals)
     assert set(by_version) >= {0, 2} and all(

@@ -129,6 +129,7 @@ class Feed:
         status: str = "succeeded",
         version: int = 0,
         rewards: list[Reward] | None = None,
+        failure_kind: str | None = None,
     ) -> Trajectory:
         t = Trajectory(
             rollout_id=rollout_id,
@@ -147,6 +148,7 @@ class Feed:
             policy_version=version,
             started_at=T0,
             finished_at=T0,
+            failure_kind=failure_kind if status != "succeeded" else None,
         )
         self.producer.produce(self.settings.topics.name("trajectories"), self.serde.encode(t), key=rollout_id)
         return t

@@ -97,12 +97,13 @@ def test_trajectory_mode_masks_per_call_rewards_and_claim_check(
 
 
 def test_rows_keep_their_version_and_validation_table(
-    settings, streams_config, worker_factory, feed, batch_reader, tmp_path: Path
+    settings, streams_config, worker_factory, feed, batch_reader, wait_processed, tmp_path: Path
 ):
     """Streams batches rows at the version that served them, however old: the trainer, which
     alone knows the true version, applies the staleness policy (``rl.staleness_policy``).
-    Validation counts every val rollout, failed and timed-out ones as 0, publishes the figures on
-    the ``validation`` topic and writes the same figures to validation.json and the web endpoint."""
+    Validation counts every val rollout, failed and timed-out ones as 0 (but an infrastructure
+    failure, which says nothing of the policy), publishes the figures on the ``validation`` topic
+    and writes the same figures to validation.json and the web endpoint."""
     port = free_port()
     cfg = streams_config(
         streams={"web_port": port}, rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 1}
@@ -118,6 +119,10 @@ def test_rows_keep_their_version_and_validation_table(
         feed.traj(rid, f"val/3/v{k}", [f"{rid}/c0"], reward, group_size=1, mode="val", version=3)
     feed.traj("val/3/v3/0", "val/3/v3", [], 0.0, group_size=1, mode="val", status="failed", version=3)
     feed.traj("val/3/v4/0", "val/3/v4", [], 0.0, group_size=1, mode="val", status="timeout", version=3)
+    feed.traj(  # the inference service was down: not counted (the sampler re-issues it)
+        "val/3/v5/0", "val/3/v5", [], 0.0, group_size=1, mode="val", status="failed", version=3,
+        failure_kind="infrastructure",
+    )  # fmt: skip
     feed.call("val/3/v4/0", "val/3/v4/0/c0", [1], [2], attempt="a2", version=3)  # re-issued: succeeds
     feed.traj(
         "val/3/v4/0", "val/3/v4", ["val/3/v4/0/c0"], 1.0, group_size=1, attempt="a2", mode="val", version=3
@@ -128,8 +133,10 @@ def test_rows_keep_their_version_and_validation_table(
         (f"{g}/0", 1, 1.0),
         (f"{g}/1", 2, 1.0),
     ]
+    wait_processed()
     with TopicReader(settings, "validation", ValidationResult) as reader:
         records = reader.read_until(lambda r: bool(r) and (r[-1].count, r[-1].succeeded) == (5, 4))
+        records = reader.read_to_end()
         assert {m.key() for m in reader.messages} == {b"policy/3"}
     latest = records[-1]
     assert (latest.count, latest.succeeded, latest.failed, latest.timed_out) == (5, 4, 1, 0)

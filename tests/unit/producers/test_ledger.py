@@ -123,6 +123,34 @@ def test_failure_asks_for_a_reissue_then_a_dead_letter() -> None:
     assert led.in_flight == 0
 
 
+def test_infrastructure_failures_spend_no_retries_and_have_their_own_budget() -> None:
+    led = new(max_retries=1, max_infra_retries=2)
+    emit_group(led, "a/0")
+    retry = 0
+    for n in (1, 2):  # an inference outage, twice: re-issued, the task's budget untouched
+        act = led.on_trajectory("a/0", 0, retry, "failed", "502 inference unreachable", "infrastructure")
+        assert isinstance(act, Reissue) and (act.kind, act.failures) == ("infrastructure", n)
+        retry += 1
+        led.on_emitted(sample("a/0", 0, retry))
+    act = led.on_trajectory("a/0", 0, retry, "failed", "ValueError: boom", "agent")  # the task's own
+    assert isinstance(act, Reissue) and (act.kind, act.failures) == ("agent", 1)
+    retry += 1
+    led.on_emitted(sample("a/0", 0, retry))
+    dead = led.on_trajectory("a/0", 0, retry, "timeout", "slow")  # no kind (a v1 record): the agent's
+    assert isinstance(dead, DeadLetter) and dead.kind == "agent"
+    assert dead.reason.startswith("agent failure: rollout a/0/0 failed 2 time(s) (max_retries=1; 2 infra")
+    assert "slow" in dead.reason
+    assert led.groups["a/0"].failures == {0: (2, 2)}
+    # infrastructure failures past their own budget are dead-lettered too, saying so
+    for r in range(3):
+        if r:
+            led.on_emitted(sample("a/0", 1, r))
+        act = led.on_trajectory("a/0", 1, r, "failed", "HTTP 500", "infrastructure")
+    assert isinstance(act, DeadLetter) and act.kind == "infrastructure"
+    assert act.reason.startswith("infrastructure failure: rollout a/0/1 failed 3 time(s)")
+    assert "max_infra_retries=2" in act.reason
+
+
 def test_a_late_success_of_a_failed_emission_counts_once_and_owes_no_reissue() -> None:
     """A redelivered sample: its first attempt failed, another attempt succeeded. Streams keeps the
     success, so the rollout waits for its outcome; the re-issue is no longer owed."""
@@ -241,7 +269,8 @@ class World:
         elif what == "finish":
             s = self.running.pop(rng.randrange(len(self.running)))
             ok = rng.random() < 0.7
-            self.traj(s, "succeeded" if ok else "failed")
+            kind = None if ok else rng.choice(["agent", "request", "infrastructure", "infrastructure"])
+            self.traj(s, "succeeded" if ok else "failed", kind)
             if rng.random() < 0.1:  # a redelivered sample: another attempt's trajectory
                 if not ok and s.k not in self.succeeded.get(s.group_id, set()):
                     self.late_successes += 1
@@ -250,10 +279,10 @@ class World:
             self.train()
         return True
 
-    def traj(self, s, status: str) -> None:
+    def traj(self, s, status: str, kind: str | None = None) -> None:
         led, gid = self.led, s.group_id
-        self.logs["trajectories"].append((gid, s.k, s.retry, status, "boom"))
-        act = led.on_trajectory(gid, s.k, s.retry, status, "boom")
+        self.logs["trajectories"].append((gid, s.k, s.retry, status, "boom", kind))
+        act = led.on_trajectory(gid, s.k, s.retry, status, "boom", kind)
         if status == "succeeded" and s.k not in self.succeeded.setdefault(gid, set()):
             self.succeeded[gid].add(s.k)
             if gid in self.closed:
@@ -336,7 +365,13 @@ def test_a_run_with_every_kind_of_drop_ends_with_nothing_in_flight(seed: int, st
     late success), never stalls while work is left, and ends with ``F == 0`` exactly (no leak, no
     over-release); a replay in another interleaving of the topics gives the same counts."""
     rng = random.Random(seed)
-    args = {"group_size": g, "train_batch_size": 2, "max_staleness": staleness, "max_retries": 1}
+    args = {
+        "group_size": g,
+        "train_batch_size": 2,
+        "max_staleness": staleness,
+        "max_retries": 1,
+        "max_infra_retries": 2,
+    }
     led = Ledger(**args)
     world = World(rng, led, groups=12)
     for _ in range(10_000):
@@ -355,3 +390,4 @@ def test_a_run_with_every_kind_of_drop_ends_with_nothing_in_flight(seed: int, st
         "released_by_outcome",
     ):
         assert getattr(again, name) == getattr(led, name), name
+    assert {g: b.failures for g, b in again.groups.items()} == {g: b.failures for g, b in led.groups.items()}
