@@ -108,3 +108,14 @@ def test_a_violation_breaks_a_contract(path, source, broken):
     assert "1 broken" in result.stdout
     words = " ".join(result.stdout.split())  # lint-imports wraps long contract names
     assert f"{broken} BROKEN" in words, result.stdout
+
+
+def test_tests_support_is_the_repositorys_own():
+    """``tests/`` is a regular package: verl installs a top-level ``tests`` package that would
+    otherwise shadow the repository's namespace package, and bench/ imports ``tests.support``."""
+    import subprocess
+
+    code = "import tests.support.kafka as m; print(m.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert Path(out.stdout.strip()).resolve().is_relative_to(ROOT / "tests"), out.stdout

@@ -170,7 +170,7 @@ def test_micro_batch_losses_sum_to_the_whole_batch_loss() -> None:
 
 
 def test_unknown_names_are_rejected_with_the_registry() -> None:
-    with pytest.raises(ValueError, match="adv_estimator='gae' is not usable"):
+    with pytest.raises(ValueError, match="'gae' is not usable from batches"):
         TrainerSettings(adv_estimator="gae")
     ts = TrainerSettings(policy_loss="nope")
     with pytest.raises(
