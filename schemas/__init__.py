@@ -8,9 +8,14 @@ Light by design: importing it loads pydantic and fastavro only (no torch, faust,
 
 from streamrl.schemas.digest import digest_bytes, digest_dir, digest_file, local_path
 from streamrl.schemas.errors import CheckpointError, SchemaError, StreamRLError
+from streamrl.schemas.optimization import (
+    OptimizerEvent,
+    OptimizerEventKind,
+    OptimizerState,
+    Resource,
+    ResourceKind,
+)
 from streamrl.schemas.records import (
-    TOP_RECORDS,
-    TOPIC_RECORDS,
     CheckpointEvent,
     CheckpointKind,
     ClaimCheck,
@@ -32,8 +37,10 @@ from streamrl.schemas.records import (
     TrainingRow,
     Trajectory,
     ValidationResult,
+    resource_version,
     utc_now,
 )
+from streamrl.schemas.topic_records import TOP_RECORDS, TOPIC_RECORDS
 
 __all__ = [
     "TOPIC_RECORDS",
@@ -49,7 +56,12 @@ __all__ = [
     "GroupOutcomeStatus",
     "LLMRequest",
     "Mode",
+    "OptimizerEvent",
+    "OptimizerEventKind",
+    "OptimizerState",
     "Record",
+    "Resource",
+    "ResourceKind",
     "Reward",
     "RolloutStatus",
     "Sample",
@@ -67,6 +79,7 @@ __all__ = [
     "digest_dir",
     "digest_file",
     "local_path",
+    "resource_version",
     "utc_now",
 ]
 

@@ -20,6 +20,7 @@ ones only: lengths, versions, exactly-one; the O(n) list scans ran at constructi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -206,6 +207,32 @@ def _digest(model: BaseModel, name: str) -> None:
         )
 
 
+RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+"""What a resource name may be: 1-128 letters, digits, ``_``, ``-``, ``.`` (no ``/``: keys are ``name/version``)."""
+RESOURCE_VERSION_RE = re.compile(r"^[0-9a-f]{16}$")
+"""What a resource version is: 16 lowercase hex digits, the head of the content's sha256."""
+
+
+def check_resource_ref(name: str, version: str, where: str) -> None:
+    """Raise ValueError (naming ``where``) unless ``name`` and ``version`` are a well-formed resource reference."""
+    if not RESOURCE_NAME_RE.match(name):
+        raise ValueError(
+            f"{where}: resource name {name!r} must be 1-128 letters, digits, '_', '-' or '.' (no '/')"
+        )
+    if not RESOURCE_VERSION_RE.match(version):
+        raise ValueError(f"{where}: resource {name!r} version {version!r} must be 16 lowercase hex digits")
+
+
+def resource_digest(kind: str, content: str) -> str:
+    """``sha256:<hex>`` of a resource: over the UTF-8 bytes of ``kind``, a NUL byte, and ``content``."""
+    return "sha256:" + hashlib.sha256(kind.encode() + b"\0" + content.encode()).hexdigest()
+
+
+def resource_version(kind: str, content: str) -> str:
+    """The version of a resource with this kind and content: the first 16 hex digits of its digest."""
+    return resource_digest(kind, content)[7:23]
+
+
 class Record(BaseModel):
     """Base of all records: `extra="forbid"`, invariants checked by `check_invariants` after validation."""
 
@@ -254,9 +281,16 @@ class Task(TopRecord):
 
 
 class Sample(TopRecord):
-    """One rollout to run (topic `samples`, key `rollout_id` = `task_id/epoch/k`)."""
+    """One rollout to run (topic `samples`, key `rollout_id` = `task_id/epoch/k`).
 
-    schema_version: Int32 = 1
+    Schema v2 added ``resources`` (name -> version of the Resources the rollout is pinned to; default
+    empty); v1 records decode with ``resources={}, schema_version=1``. Invariant: every pinned name
+    and version is well formed (:func:`check_resource_ref`).
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+
+    schema_version: Int32 = 2
     rollout_id: str
     task_id: str
     group_id: str
@@ -268,12 +302,15 @@ class Sample(TopRecord):
     payload: str
     policy_version: Int32
     created_at: UtcDatetime = Field(default_factory=utc_now)
+    resources: dict[str, str] = Field(default_factory=dict)
 
     def check_invariants(self, scan: bool = True) -> None:
         super().check_invariants(scan)
         _non_negative(self, "epoch", "retry", "policy_version")
         _group_index(self)
         _json_object(self, "payload")
+        for name, version in self.resources.items():
+            check_resource_ref(name, version, f"Sample {self.rollout_id!r}: resources")
 
 
 class LLMRequest(TopRecord):
@@ -611,30 +648,3 @@ class ValidationResult(TopRecord):
             raise ValueError(f"{where}: mean {self.mean} outside [min {self.min}, max {self.max}]")
         if self.failed + self.timed_out and self.min > 0:
             raise ValueError(f"{where}: failed or timed-out rollouts score 0, but min is {self.min}")
-
-
-TOP_RECORDS: tuple[type[TopRecord], ...] = (
-    Task,
-    Sample,
-    LLMRequest,
-    Trajectory,
-    TrainingBatch,
-    GroupOutcome,
-    CheckpointEvent,
-    DeadLetter,
-    ValidationResult,
-)
-"""Every record type that is a topic value, in pipeline order."""
-
-TOPIC_RECORDS: dict[str, type[TopRecord]] = {
-    "tasks": Task,
-    "samples": Sample,
-    "requests": LLMRequest,
-    "trajectories": Trajectory,
-    "batches": TrainingBatch,
-    "group_outcomes": GroupOutcome,
-    "checkpoints": CheckpointEvent,
-    "dlq": DeadLetter,
-    "validation": ValidationResult,
-}
-"""Logical topic name (without prefix) -> record type of its values."""

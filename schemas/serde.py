@@ -39,7 +39,8 @@ from pydantic import BaseModel
 
 from streamrl.schemas.avro import SOE_MAGIC, SchemaCatalog, SchemaInfo, catalog, schema_fingerprint
 from streamrl.schemas.errors import SchemaError
-from streamrl.schemas.records import TOP_RECORDS, Record, TopRecord
+from streamrl.schemas.records import Record, TopRecord
+from streamrl.schemas.topic_records import TOP_RECORDS
 
 R = TypeVar("R", bound=TopRecord)
 Convert = Callable[[Any], Any]

@@ -20,12 +20,18 @@ TOPIC_NAMES: tuple[str, ...] = (
     "checkpoints",
     "dlq",
     "validation",
+    "resources",
+    "optimizer_events",
+    "optimizer_state",
 )
-#: Topics whose cleanup policy is ``compact``: the latest record per key is the state. Not
+#: Topics whose cleanup policy is ``compact``: the latest record per key is the state (``resources``:
+#: one immutable record per ``name/version``, so compaction never drops a version). Not
 #: ``group_outcomes``: a group has several records (its batch, members dropped for their own
 #: reasons, late members), each an event the sampler must count; compaction by ``group_id`` would
 #: keep only the last.
-COMPACTED_TOPICS: frozenset[str] = frozenset({"tasks", "checkpoints", "validation"})
+COMPACTED_TOPICS: frozenset[str] = frozenset(
+    {"tasks", "checkpoints", "validation", "resources", "optimizer_state"}
+)
 
 
 #: Default partition count of every topic.
@@ -39,6 +45,9 @@ DEFAULT_PARTITIONS: dict[str, int] = {
     "checkpoints": 1,
     "dlq": 1,
     "validation": 1,
+    "resources": 1,
+    "optimizer_events": 1,
+    "optimizer_state": 1,
 }
 
 

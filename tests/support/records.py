@@ -13,6 +13,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from streamrl.schemas.digest import digest_bytes
+from streamrl.schemas.optimization import OptimizerEvent, OptimizerState, Resource
 from streamrl.schemas.records import (
     CheckpointEvent,
     CheckpointKind,
@@ -199,12 +200,49 @@ def validation_result(seed: int = 0) -> ValidationResult:
     )  # fmt: skip
 
 
+def resource(seed: int = 0) -> Resource:
+    """A prompt template derived from a parent version by an optimizer run."""
+    return Resource.create(
+        "system_prompt", f"You are a careful assistant (variant {seed}). Answer {{question}} in one line.",
+        parents=["0123456789abcdef"], metadata={"run_id": "opt-1", "algorithm": "apo", "round": "2"},
+        created_by="optimizer:opt-1",
+    ).model_copy(update={"created_at": _T0})  # fmt: skip
+
+
+def pinned_sample(seed: int = 0) -> Sample:
+    """A val sample of an optimizer evaluation, pinned to :func:`resource`'s version."""
+    r = resource(seed)
+    return Sample(
+        rollout_id=f"opt-1-r2-v{seed}/val-{seed:04d}", task_id=f"val-{seed:04d}", group_id=f"opt-1-r2-v{seed}",
+        group_size=1, k=0, epoch=0, retry=0, mode=Mode.val, payload='{"question": "2+2?"}', policy_version=0,
+        created_at=_T0, resources={r.name: r.version},
+    )  # fmt: skip
+
+
+def optimizer_event(seed: int = 0) -> OptimizerEvent:
+    """The score of an evaluation of 3 val tasks: one succeeded, one failed, one unfinished at the deadline."""
+    return OptimizerEvent(
+        run_id="opt-1", seq=40 + seed, kind="score", algorithm="apo", round=2, resource_name="system_prompt",
+        resource_version=resource(seed).version, eval_id=f"opt-1-r2-v{seed}", split="val", score=1 / 3,
+        count=3, succeeded=1, failed=1, timed_out=1, task_rewards={"val-0": 1.0, "val-1": 0.0, "val-2": 0.0},
+        created_at=_T0,
+    )  # fmt: skip
+
+
+def optimizer_state(seed: int = 0) -> OptimizerState:
+    """A run in the middle of round 2."""
+    return OptimizerState(
+        run_id="opt-1", algorithm="apo", seq=41 + seed, state=json.dumps({"round": 2, "phase": "val"}),
+        updated_at=_T0,
+    )  # fmt: skip
+
+
 def all_examples(seed: int = 0) -> list[TopRecord]:
-    """One example of every topic record type (both TrainingBatch forms)."""
+    """One example of every topic record type (both TrainingBatch forms, both Sample forms)."""
     return [
-        task(seed), sample(seed), llm_request(seed), trajectory(seed), training_batch(seed),
+        task(seed), sample(seed), pinned_sample(seed), llm_request(seed), trajectory(seed), training_batch(seed),
         claim_check_batch(seed), group_outcome(seed), group_outcome(seed, "dropped"), checkpoint_event(seed),
-        dead_letter(seed), validation_result(seed),
+        dead_letter(seed), validation_result(seed), resource(seed), optimizer_event(seed), optimizer_state(seed),
     ]  # fmt: skip
 
 

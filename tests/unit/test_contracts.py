@@ -283,10 +283,15 @@ def test_dev_shows_the_validation_reward_streams_publishes() -> None:
 
 
 def test_only_streams_computes_the_validation_reward() -> None:
-    """``ValidationResult`` is built in ``streams/validation.py`` only; everyone else reads the record."""
+    """``ValidationResult`` is built by the one scoring rule (``schemas/scoring.py``), which streams
+    calls; everyone else reads the record (the optimizer scores its evaluations with the same rule)."""
     import ast
 
-    home = ROOT / "streams" / "validation.py"
+    from streamrl.schemas import scoring
+    from streamrl.streams import validation
+
+    assert validation.add_outcome is scoring.add_outcome
+    home = ROOT / "schemas" / "scoring.py"
     builders = []
     for folder in PRODUCT_FOLDERS:
         for path in sorted((ROOT / folder).rglob("*.py")):
@@ -298,4 +303,4 @@ def test_only_streams_computes_the_validation_reward() -> None:
                     and getattr(node.func, "id", getattr(node.func, "attr", "")) == "ValidationResult"
                 ):
                     builders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    assert not builders, f"the validation reward is computed only in streams/validation.py: {builders}"
+    assert not builders, f"the validation reward is computed only by schemas/scoring.py: {builders}"
