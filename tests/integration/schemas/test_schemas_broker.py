@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def _key(record) -> str:
-    for name in ("rollout_id", "batch_id", "task_id", "policy_name", "original_topic"):
+    for name in ("rollout_id", "batch_id", "task_id", "policy_name", "original_topic", "run_id", "name"):
         if hasattr(record, name):
             return getattr(record, name)
     raise AssertionError(type(record))
