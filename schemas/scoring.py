@@ -9,7 +9,11 @@ succeeded attempt; while it has only failed or timed-out attempts it scores 0 (a
 that then succeeds replaces the 0). The figures are the count, the succeeded/failed/timed-out
 counts, and the mean (the score), population standard deviation, minimum and maximum of the
 scores, failed and timed-out rollouts included. A rollout that never finished is counted by the
-caller as ``timeout`` (the optimizer does so at an evaluation's deadline): it scores 0 too.
+caller as ``timeout`` (the optimizer does so at an evaluation's deadline): it scores 0 too. An
+attempt that failed for the infrastructure (``Trajectory.failure_kind`` ``infrastructure``: the
+inference service unreachable or failing, the worker stopping) says nothing about the policy or the
+prompt, so it scores nothing (:func:`counts`): its rollout is re-issued, and scores 0 only if it never
+finishes.
 
 An *entry* is ``{"outcomes": {rollout_id: [status, score]}, "ts": seconds}``, a JSON-ready value
 (streams keeps it in a Faust table); :func:`add_outcome` is idempotent, so at-least-once input
@@ -23,9 +27,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from streamrl.schemas.records import RolloutStatus, ValidationResult
+from streamrl.schemas.records import FailureKind, RolloutStatus, Trajectory, ValidationResult
 
 SUCCEEDED = RolloutStatus.succeeded.value
+
+
+def counts(trajectory: Trajectory) -> bool:
+    """Whether an attempt's outcome is scored: every attempt but an infrastructure failure."""
+    return trajectory.failure() is not FailureKind.infrastructure
 
 
 def add_outcome(

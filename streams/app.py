@@ -38,7 +38,6 @@ from pydantic import ValidationError
 from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
 from streamrl.schemas import (
-    FailureKind,
     GroupOutcome,
     GroupOutcomeStatus,
     LLMRequest,
@@ -48,6 +47,7 @@ from streamrl.schemas import (
     Trajectory,
 )
 from streamrl.schemas.claim_check import uri_path
+from streamrl.schemas.scoring import counts
 from streamrl.schemas.serde import Serde
 from streamrl.streams import metrics
 from streamrl.streams.convert import batch_record, call_of, traj_of
@@ -261,7 +261,7 @@ class Aggregator:
                     rollout_id = t.rollout_id
                     # a val rollout is scored from the trajectory alone (no join with its calls); an
                     # infrastructure failure is not the policy's: it scores nothing (it is re-issued)
-                    if t.mode is Mode.val and t.failure() is not FailureKind.infrastructure:
+                    if t.mode is Mode.val and counts(t):
                         await self._send_val(t, msg.timestamp)
                     res = on_trajectory(
                         self.join_table.get(rollout_id),

@@ -105,3 +105,13 @@ def test_the_scoring_rule_counts_failures_and_unfinished_rollouts_as_zero() -> N
     assert f.mean == pytest.approx(1.5 / 4) and f.min == 0.0 and f.max == 1.0
     with pytest.raises(ValueError, match="no outcome"):
         figures({"outcomes": {}})
+
+
+def test_an_infrastructure_failure_scores_nothing() -> None:
+    from streamrl.schemas import FailureKind, RolloutStatus
+    from streamrl.schemas.scoring import counts
+
+    failed = ex.trajectory(1).model_copy(update={"status": RolloutStatus.failed, "reward": None})
+    assert counts(failed) and counts(ex.trajectory(1))
+    assert not counts(failed.model_copy(update={"failure_kind": FailureKind.infrastructure.value}))
+    assert counts(failed.model_copy(update={"failure_kind": FailureKind.request.value}))
