@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from streamrl.errors import CheckpointError
 from streamrl.inference.metrics import InferenceMetrics
-from streamrl.schemas import CheckpointEvent, CheckpointKind, SchemaError, digest_dir, local_path
+from streamrl.schemas import CheckpointEvent, CheckpointKind, SchemaError, local_path, verify_checkpoint_dir
 from streamrl.schemas.serde import Serde
 
 if TYPE_CHECKING:
@@ -66,23 +66,16 @@ def checkpoint_path(uri: str) -> Path:
 
 
 def verify_checkpoint(event: CheckpointEvent) -> Path:
-    """Check that the event's directory exists and matches its digest.
+    """Check that the event's directory exists and matches its digest
+    (:func:`streamrl.schemas.verify_checkpoint_dir`, the rule every stage applies).
 
     Returns:
         The directory.
 
     Raises:
-        CheckpointError: ``reason="missing"`` (not a directory) or ``"digest"`` (content differs).
+        CheckpointError: ``reason="uri"``, ``"missing"`` (not a directory) or ``"digest"`` (content differs).
     """
-    path = checkpoint_path(event.uri)
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint v{event.version}: {path} is not a directory", "missing")
-    actual = digest_dir(path)
-    if actual != event.digest:
-        raise CheckpointError(
-            f"checkpoint v{event.version}: digest of {path} is {actual}, event says {event.digest}", "digest"
-        )
-    return path
+    return verify_checkpoint_dir(event.uri, event.digest, f"checkpoint v{event.version}")
 
 
 def load_policy(event: CheckpointEvent, path: Path, *, base_dir: str, dtype: str = "float32") -> Policy:

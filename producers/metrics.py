@@ -38,7 +38,15 @@ ADMISSION_WAIT_SECONDS = Counter(
     "Seconds spent with train work blocked by the in-flight bound.",
 )
 EPOCH = Gauge("streamrl_sampler_epoch", "Epoch being emitted (0-based).")
-POLICY_VERSION = Gauge("streamrl_sampler_policy_version", "Latest trainer version seen on checkpoints.")
+POLICY_VERSION = Gauge(
+    "streamrl_sampler_policy_version", "Latest trainer version adopted from a verified checkpoint."
+)
+CHECKPOINTS_REFUSED = Counter(
+    "streamrl_sampler_checkpoints_refused_total",
+    "CheckpointEvents not adopted because their checkpoint does not exist or verify here, by reason "
+    "(missing, digest, uri).",
+    ["reason"],
+)
 TRAJECTORIES_READ = Counter(
     "streamrl_sampler_trajectories_read_total", "Trajectories read, by status.", ["status"]
 )

@@ -37,6 +37,7 @@ from streamrl.dlq import DeadLetterSink
 from streamrl.errors import BrokerError
 from streamrl.kafka import EventProducer, make_consumer
 from streamrl.producers import metrics as m
+from streamrl.producers.checkpoints import CheckpointGate, Verdict
 from streamrl.producers.ledger import DeadLetter as DeadLetterAction
 from streamrl.producers.ledger import Ledger, Reissue
 from streamrl.producers.plan import (
@@ -157,6 +158,7 @@ class Sampler:
         self.consumer = make_consumer(
             settings, settings.group_id("sampler"), **{"enable.partition.eof": False}
         )
+        self.gate = CheckpointGate(self.cfg.verify_checkpoints)
         self.tasks: dict[str, Task] = {}
         self.epoch = 0
         self.cursor: EpochCursor | None = None
@@ -285,10 +287,41 @@ class Sampler:
         self.tasks[task.task_id] = task
 
     def _on_checkpoint(self, msg: Message) -> None:
+        """A checkpoint of our policy moves the version only once it verifies (:mod:`.checkpoints`):
+        in place while recovering, on the gate's thread when live (adopted in :meth:`_adopt_verified`)."""
         if msg.key() is not None and msg.key().decode(errors="replace") != self.settings.rl.policy_name:
             return
         event = self.serde.decode_message(msg, CheckpointEvent)
-        if event.policy_name != self.settings.rl.policy_name:
+        if event.policy_name != self.settings.rl.policy_name or event.version < self.ledger.version:
+            return  # another policy's, or older than the version adopted: moves nothing
+        if self._replaying:
+            self._adopt(Verdict(event, msg, self.gate.check(event)))
+        else:
+            self.gate.submit(event, msg)
+
+    def _adopt_verified(self) -> None:
+        for verdict in self.gate.ready():
+            self._adopt(verdict)
+
+    def _adopt(self, verdict: Verdict) -> None:
+        event, msg, error = verdict.event, verdict.msg, verdict.error
+        if error is not None:
+            where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+            if self._replaying:  # e.g. rotated away by the trainer since: a newer one follows
+                log.warning("%s: checkpoint v%d not adopted: %s", where, event.version, error)
+                return
+            m.CHECKPOINTS_REFUSED.labels(error.reason).inc()
+            log.error(
+                "%s: checkpoint v%d not adopted (version stays %d): %s",
+                where,
+                event.version,
+                self.ledger.version,
+                error,
+            )
+            if (msg.topic(), msg.partition(), msg.offset()) not in self._dlq_sources:
+                self.dlq.send(
+                    msg, reason=f"{where}: checkpoint v{event.version} not adopted: {error}", error=error
+                )
             return
         prev = self.ledger.version
         if self.ledger.on_checkpoint(event.version, event.consumed_rollouts) and not self._replaying:
@@ -534,6 +567,7 @@ class Sampler:
 
     def step(self) -> int:
         """One iteration: poll inputs, emit what is allowed, flush/commit on their intervals. Returns samples emitted."""
+        self._adopt_verified()
         emitted = self.emit_ready()
         timeout = 0.0 if emitted else self.cfg.poll_interval_s
         for msg in self.consumer.consume(num_messages=1000, timeout=timeout):
@@ -588,6 +622,7 @@ class Sampler:
 
     def close(self) -> None:
         """Flush every emitted sample (raises ``DeliveryError`` on a failed one), commit, close the clients."""
+        self.gate.close()
         try:
             self.producer.close(60.0)
             self._commit()

@@ -6,7 +6,7 @@ Light by design: importing it loads pydantic and fastavro only (no torch, faust,
     from streamrl.schemas.serde import Serde
 """
 
-from streamrl.schemas.digest import digest_bytes, digest_dir, digest_file, local_path
+from streamrl.schemas.digest import digest_bytes, digest_dir, digest_file, local_path, verify_checkpoint_dir
 from streamrl.schemas.errors import CheckpointError, SchemaError, StreamRLError
 from streamrl.schemas.optimization import (
     OptimizerEvent,
@@ -81,6 +81,7 @@ __all__ = [
     "local_path",
     "resource_version",
     "utc_now",
+    "verify_checkpoint_dir",
 ]
 
 

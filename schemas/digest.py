@@ -1,5 +1,6 @@
-"""Content digests (``sha256:<hex>``) for checkpoint directories and claim-check payloads, and the
-URIs that name those files between stages."""
+"""Content digests (``sha256:<hex>``) for checkpoint directories and claim-check payloads, the URIs
+that name those files between stages, and the one rule for adopting a checkpoint
+(:func:`verify_checkpoint_dir`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import hashlib
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+from streamrl.schemas.errors import CheckpointError
 
 _CHUNK = 1 << 20  # bytes read per step
 
@@ -78,3 +81,35 @@ def digest_dir(path: str | os.PathLike[str]) -> str:
             while chunk := fh.read(_CHUNK):
                 h.update(chunk)
     return "sha256:" + h.hexdigest()
+
+
+def verify_checkpoint_dir(uri: str, digest: str, what: str = "checkpoint") -> Path:
+    """The rule before a checkpoint may move a policy version anywhere: its directory exists and its
+    :func:`digest_dir` equals the digest the ``CheckpointEvent`` carries.
+
+    The trainer digests what it wrote (from disk) before it publishes; the inference server and the
+    sampler apply this rule to every event they act on, so a missing, tampered or foreign checkpoint
+    moves nothing.
+
+    Args:
+        uri: the event's ``uri`` (local path or ``file://``).
+        digest: the event's ``digest`` (``sha256:<hex>``).
+        what: names the checkpoint in messages (``checkpoint v12``).
+
+    Returns:
+        The directory.
+
+    Raises:
+        CheckpointError: ``reason="uri"`` (unsupported URI), ``"missing"`` (not a directory here) or
+            ``"digest"`` (its content differs).
+    """
+    try:
+        path = local_path(uri)
+    except ValueError as exc:
+        raise CheckpointError(f"{what}: uri {uri!r}: {exc}", "uri") from exc
+    if not path.is_dir():
+        raise CheckpointError(f"{what}: {path} is not a directory here", "missing")
+    actual = digest_dir(path)
+    if actual != digest:
+        raise CheckpointError(f"{what}: digest of {path} is {actual}, the event says {digest}", "digest")
+    return path

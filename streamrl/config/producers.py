@@ -37,6 +37,10 @@ class SamplerSettings(Section):
     """With ``val_every > 0``: also validate version 0 (the initial policy)."""
     val_samples_per_task: int = Field(1, ge=1)
     """Rollouts per val task per validation."""
+    verify_checkpoints: bool = True
+    """Adopt a ``CheckpointEvent`` (its version, its ``consumed_rollouts``) only once its directory
+    exists here and matches its digest (the sampler must see the trainer's checkpoint directory; each
+    version is hashed once, on a background thread). False trusts the trainer's own check."""
     max_retries: int = Field(2, ge=0)
     """Re-issues of a rollout after failures of the task's own (``failure_kind`` agent or request:
     an exception, a bad reward, its time limit, a refused request); after that the sample goes to

@@ -11,8 +11,9 @@ import random
 import struct
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-from streamrl.schemas.digest import digest_bytes
+from streamrl.schemas.digest import digest_bytes, digest_dir
 from streamrl.schemas.optimization import OptimizerEvent, OptimizerState, Resource
 from streamrl.schemas.records import (
     CheckpointEvent,
@@ -171,6 +172,25 @@ def checkpoint_event(seed: int = 0) -> CheckpointEvent:
         metrics={"actor/pg_loss": -0.0123, "actor/pg_clipfrac": 0.031, "actor/grad_norm": 0.88, "perf/step_s": 41.2},
         last_batch_id=f"grpo-main/b{seed:06d}", last_batch_offset=1234, created_at=_T0, consumed_rollouts=18 * 128,
     )  # fmt: skip
+
+
+def verified_checkpoint(
+    root: Path, policy_name: str, version: int, *, consumed_rollouts: int | None = None
+) -> CheckpointEvent:
+    """A CheckpointEvent naming a real directory ``root/<policy>/v<version>`` that verifies (its digest
+    is ``digest_dir`` of what is written there), as the trainer publishes them: stages adopt only
+    checkpoints that exist and verify."""
+    path = root / policy_name / f"v{version}"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "weights.bin").write_bytes(f"{policy_name} v{version}".encode())
+    return CheckpointEvent(
+        policy_name=policy_name,
+        version=version,
+        kind=CheckpointKind.full,
+        uri=str(path),
+        digest=digest_dir(path),
+        consumed_rollouts=consumed_rollouts,
+    )
 
 
 def group_outcome(seed: int = 0, status: str = "batched") -> GroupOutcome:

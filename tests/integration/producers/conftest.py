@@ -3,18 +3,19 @@ sampler's in-flight bound at every sample they observe."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from streamrl.config import Settings
 from streamrl.kafka import EventProducer
 from streamrl.schemas import (
-    CheckpointEvent,
-    CheckpointKind,
     GroupOutcome,
     GroupOutcomeStatus,
     Mode,
@@ -24,6 +25,7 @@ from streamrl.schemas import (
 )
 from streamrl.schemas.serde import Serde
 from tests.support.kafka import TopicReader
+from tests.support.records import verified_checkpoint
 
 
 @dataclass
@@ -71,6 +73,7 @@ class TrainerSim:
         self.serde = Serde()
         self.reader = TopicReader(self.settings, "samples", Sample, serde=self.serde)
         self.producer = EventProducer(self.settings)
+        self.ckpt_root = Path(tempfile.mkdtemp(prefix="trainer-sim-"))  # real checkpoints: they must verify
 
     @property
     def in_flight(self) -> int:
@@ -196,13 +199,8 @@ class TrainerSim:
             self.dropped += len(rids)
 
     def checkpoint(self, version: int, consumed: int) -> None:
-        ev = CheckpointEvent(
-            policy_name=self.settings.rl.policy_name,
-            version=version,
-            kind=CheckpointKind.full,
-            uri=f"/tmp/ckpt/{version}",
-            digest="sha256:" + "0" * 64,
-            consumed_rollouts=consumed,
+        ev = verified_checkpoint(
+            self.ckpt_root, self.settings.rl.policy_name, version, consumed_rollouts=consumed
         )
         self.version, self.consumed = version, consumed
         self.producer.produce(
@@ -213,6 +211,7 @@ class TrainerSim:
     def close(self) -> None:
         self.reader.close()
         self.producer.close()
+        shutil.rmtree(self.ckpt_root, ignore_errors=True)
 
 
 @pytest.fixture
