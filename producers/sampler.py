@@ -16,7 +16,8 @@ highest epoch with a train sample; its missing ``(task, k)`` samples are emitted
 order (:mod:`streamrl.producers.plan`), failed rollouts without a re-issue are re-issued, and the loop goes on
 live from the recovered positions. A sample produced but not acknowledged before a crash is emitted
 again with the same ``rollout_id`` and ``retry`` (downstream dedupes by rollout id); nothing is
-skipped. One sampler per topic prefix: two would both emit.
+skipped. One sampler per topic prefix, enforced by a fence (:mod:`streamrl.producers.fence`): a
+second one exits naming the first.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from streamrl.errors import BrokerError
 from streamrl.kafka import EventProducer, make_consumer
 from streamrl.producers import metrics as m
 from streamrl.producers.checkpoints import CheckpointGate, Verdict
+from streamrl.producers.fence import SamplerFence
 from streamrl.producers.ledger import DeadLetter as DeadLetterAction
 from streamrl.producers.ledger import Ledger, Reissue
 from streamrl.producers.plan import (
@@ -159,6 +161,7 @@ class Sampler:
             settings, settings.group_id("sampler"), **{"enable.partition.eof": False}
         )
         self.gate = CheckpointGate(self.cfg.verify_checkpoints)
+        self.fence: SamplerFence | None = None  # held by run()
         self.tasks: dict[str, Task] = {}
         self.epoch = 0
         self.cursor: EpochCursor | None = None
@@ -566,7 +569,13 @@ class Sampler:
         )
 
     def step(self) -> int:
-        """One iteration: poll inputs, emit what is allowed, flush/commit on their intervals. Returns samples emitted."""
+        """One iteration: poll inputs, emit what is allowed, flush/commit on their intervals. Returns samples emitted.
+
+        Raises:
+            FenceError: this sampler lost its prefix's fence (:meth:`run` holds it): nothing more is emitted.
+        """
+        if self.fence is not None:
+            self.fence.check()
         self._adopt_verified()
         emitted = self.emit_ready()
         timeout = 0.0 if emitted else self.cfg.poll_interval_s
@@ -609,8 +618,18 @@ class Sampler:
         m.CONSUMED.set(self.ledger.consumed)
 
     def run(self, stop: threading.Event | None = None) -> None:
-        """:meth:`recover`, then :meth:`step` until ``stop`` is set or :attr:`done` (with ``exit_when_done``)."""
+        """Hold the fence (:mod:`.fence`), :meth:`recover`, then :meth:`step` until ``stop`` is set or
+        :attr:`done` (with ``exit_when_done``).
+
+        Raises:
+            FenceError: another sampler holds this prefix's fence, or this one lost it.
+        """
         stop = stop or threading.Event()
+        self.fence = SamplerFence(self.settings)
+        self.fence.acquire()  # one sampler per topic prefix: FenceError names the one that holds it
+        log.info(
+            "sampler %s holds the fence of topic prefix %r", self.fence.client_id, self.settings.topics.prefix
+        )
         self.recover()
         while not stop.is_set():
             self.step()
@@ -623,6 +642,8 @@ class Sampler:
     def close(self) -> None:
         """Flush every emitted sample (raises ``DeliveryError`` on a failed one), commit, close the clients."""
         self.gate.close()
+        if self.fence is not None:
+            self.fence.close()
         try:
             self.producer.close(60.0)
             self._commit()

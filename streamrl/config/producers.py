@@ -6,7 +6,7 @@ live in ``settings.rl``; only what the producers alone read is here.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from streamrl.config.base import Section
 
@@ -37,6 +37,13 @@ class SamplerSettings(Section):
     """With ``val_every > 0``: also validate version 0 (the initial policy)."""
     val_samples_per_task: int = Field(1, ge=1)
     """Rollouts per val task per validation."""
+    fence_session_timeout_s: float = Field(10.0, ge=6.0, le=300.0)
+    """Session timeout of the sampler's fence (one sampler per topic prefix): a sampler that stops
+    heartbeating for this long loses the fence, which then passes to a waiting successor. At least the
+    broker's ``group.min.session.timeout.ms`` (6 s by default)."""
+    fence_timeout_s: float = Field(25.0, gt=0)
+    """How long a starting sampler waits for the fence before it exits naming the sampler that holds
+    it; longer than ``fence_session_timeout_s``, so a crashed predecessor's fence is released in time."""
     verify_checkpoints: bool = True
     """Adopt a ``CheckpointEvent`` (its version, its ``consumed_rollouts``) only once its directory
     exists here and matches its digest (the sampler must see the trainer's checkpoint directory; each
@@ -67,3 +74,13 @@ class SamplerSettings(Section):
     outcome (succeeded, or dead-lettered). False keeps serving (validation, late retries)."""
     metrics_port: int | None = Field(None, ge=0, le=65535)
     """Port of the Prometheus ``/metrics`` endpoint; None or 0 = off."""
+
+    @model_validator(mode="after")
+    def _fence_waits_out_a_session(self) -> SamplerSettings:
+        if self.fence_timeout_s <= self.fence_session_timeout_s:
+            raise ValueError(
+                f"fence_timeout_s={self.fence_timeout_s:g} must exceed fence_session_timeout_s="
+                f"{self.fence_session_timeout_s:g}, or a restarted sampler gives up before its crashed "
+                "predecessor's fence is released"
+            )
+        return self
