@@ -38,10 +38,12 @@ final trajectory and a rollout's first outcome are first in their partitions, wh
 ``U``, ``W`` and ``C`` whatever the interleaving of topics.
 
 Failures are counted per rollout by kind (each emission's first final trajectory once): the task's
-own (``agent``, ``request``; a v1 trajectory without a kind is ``agent``) against ``max_retries``,
+own (``agent``; a v1 trajectory without a kind is ``agent``) against ``max_retries``,
 ``infrastructure`` ones (the inference service down, a worker stopping) against
 ``max_infra_retries`` only, so an outage spends no sample's retries. Past its kind's budget a
-rollout is dead-lettered, the reason starting with the kind.
+rollout is dead-lettered, the reason starting with the kind. A ``request`` failure (the inference
+service refused a call with a deterministic 4xx, e.g. a prompt longer than the context) is
+dead-lettered at once: a re-issue of the same task cannot succeed.
 
 State is per group and compact: the latest retry per ``k``, bitmasks of succeeded / decided /
 dropped rollouts, failure counts of members that failed, and the ``Sample`` of running or
@@ -103,6 +105,9 @@ INFRASTRUCTURE = "infrastructure"
 """``FailureKind.infrastructure``: a failure that is not the task's (the ledger compares strings; it
 imports no records)."""
 AGENT = "agent"
+REQUEST = "request"
+"""``FailureKind.request``: the inference service refused a call deterministically (a 4xx): dead-lettered
+at once, never re-issued."""
 
 
 @dataclass(frozen=True)
@@ -145,8 +150,8 @@ class Ledger:
         group_size: samples per train group (``rl.group_size``).
         train_batch_size: groups per trainer step (``rl.train_batch_size``).
         max_staleness: ``rl.max_staleness`` (η).
-        max_retries: re-issues allowed after the task's own failures (``agent``/``request``
-            trajectories; ``sampler.max_retries``).
+        max_retries: re-issues allowed after the task's own failures (``agent`` trajectories;
+            ``sampler.max_retries``); a ``request`` failure is dead-lettered at once.
         max_infra_retries: re-issues allowed after infrastructure failures, counted apart
             (``sampler.max_infra_retries``): they spend none of ``max_retries``.
 
@@ -277,7 +282,8 @@ class Ledger:
         The first trajectory of an emission ends it; any succeeded trajectory marks its rollout
         succeeded (streams keeps the first completed attempt, whichever emission ran it). A failed
         emission counts once against its kind's budget: ``infrastructure`` failures against
-        ``max_infra_retries``, the task's own (``agent``, ``request``) against ``max_retries``.
+        ``max_infra_retries``, the task's own (``agent``) against ``max_retries``; a ``request``
+        failure (a deterministic 4xx) is dead-lettered without a re-issue.
 
         Args:
             status: ``succeeded``, ``failed`` or ``timeout``.
@@ -414,6 +420,13 @@ class Ledger:
                 f"infrastructure failure: rollout {group_id}/{k} failed {infra} time(s) for reasons "
                 f"outside the task (max_infra_retries={self.max_infra_retries}; {task} failure(s) of "
                 f"its own); last error: {error}"
+            )
+            return DeadLetter(sample, group_id, k, retry, reason, kind)
+        if kind == REQUEST:  # a call the inference service refuses deterministically: never retried
+            reason = (
+                f"request failure: rollout {group_id}/{k}: the inference service refused a call with a "
+                f"deterministic 4xx (e.g. a prompt longer than the context); a re-issue cannot succeed, "
+                f"so it is not retried; last error: {error}"
             )
             return DeadLetter(sample, group_id, k, retry, reason, kind)
         if task <= self.max_retries:

@@ -151,6 +151,19 @@ def test_infrastructure_failures_spend_no_retries_and_have_their_own_budget() ->
     assert "max_infra_retries=2" in act.reason
 
 
+def test_a_request_failure_is_dead_lettered_at_once() -> None:
+    """A call the inference service refuses deterministically (HTTP 400: prompt longer than the
+    context) cannot succeed on a re-issue: no retry is spent on it."""
+    led = new(max_retries=3)
+    emit_group(led, "a/0")
+    dead = led.on_trajectory("a/0", 0, 0, "failed", "HTTP 400: maximum context length", "request")
+    assert isinstance(dead, DeadLetter) and dead.kind == "request"
+    assert dead.reason.startswith("request failure: rollout a/0/0: the inference service refused a call")
+    assert "not retried" in dead.reason and "maximum context length" in dead.reason
+    led.on_dead_lettered("a/0", 0, 0)
+    assert led.in_flight == 3 and led.pending_actions() == []
+
+
 def test_a_late_success_of_a_failed_emission_counts_once_and_owes_no_reissue() -> None:
     """A redelivered sample: its first attempt failed, another attempt succeeded. Streams keeps the
     success, so the rollout waits for its outcome; the re-issue is no longer owed."""
