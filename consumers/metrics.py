@@ -56,6 +56,11 @@ INFERENCE_UNHEALTHY_SECONDS = Counter(
     "Seconds the worker took no samples because the inference service was unhealthy (counted when it recovers)",
 )
 COMMITS = Counter("streamrl_worker_commits_total", "Offset commits of the samples consumer", ["outcome"])
+ABANDONED_THREADS = Gauge(
+    "streamrl_worker_abandoned_threads",
+    "Sync agent threads written off because their rollout timed out while the agent still ran "
+    "(they cannot be stopped; the worker exits past worker.max_abandoned_threads)",
+)
 PAUSED = Gauge("streamrl_worker_paused", "1 while the worker is at capacity and its partitions are paused")
 
 LLM_CALLS = Counter(

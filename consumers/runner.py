@@ -13,10 +13,11 @@ import os
 import sys
 import time
 import traceback
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamrl.consumers.sync_pool import SyncAgentPool
 from streamrl.errors import StreamRLError
 from streamrl.sdk import (
     LLM,
@@ -130,8 +131,12 @@ class AgentRunner:
         ctx = bind_reward_log(log)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        pooled: Future[Any] | None = None  # a sync call on a SyncAgentPool (abandoned if given up)
         if self.is_async:
             fut: asyncio.Future[Any] = loop.create_task(self.fn(task, llm), context=ctx)
+        elif isinstance(executor, SyncAgentPool):
+            pooled = executor.submit(ctx.run, self.fn, task, llm)
+            fut = asyncio.wrap_future(pooled, loop=loop)
         else:
             fut = loop.run_in_executor(executor, ctx.run, self.fn, task, llm)
         # one waiter woken by whichever comes first, the agent or the time limit (what asyncio.wait
@@ -148,6 +153,8 @@ class AgentRunner:
             await waiter
         except asyncio.CancelledError:
             fut.cancel()
+            if pooled is not None:
+                executor.abandon(pooled)  # type: ignore[union-attr]
             log.closed = True
             raise
         finally:
@@ -157,6 +164,8 @@ class AgentRunner:
         log.closed = True
         if not fut.done():
             fut.cancel()
+            if pooled is not None:  # a sync agent cannot be stopped: its thread is written off and
+                executor.abandon(pooled)  # type: ignore[union-attr]  # replaced (consumers/sync_pool.py)
             return Outcome(
                 "timeout", None, log.rewards, f"rollout exceeded its time limit of {limit:g} s", duration
             )

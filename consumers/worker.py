@@ -34,7 +34,6 @@ import logging
 import os
 import socket
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -50,7 +49,9 @@ from streamrl.consumers.gateway import Gateway
 from streamrl.consumers.gateway_client import GatewayClient, InProcessGatewayClient, RemoteGatewayClient
 from streamrl.consumers.runner import AgentRunner, Outcome
 from streamrl.consumers.sink import KafkaSink
+from streamrl.consumers.sync_pool import SyncAgentPool
 from streamrl.dlq import DeadLetterSink
+from streamrl.errors import StreamRLError
 from streamrl.kafka import EventProducer, make_consumer
 from streamrl.metrics import serve_metrics
 from streamrl.schemas import (
@@ -71,6 +72,10 @@ log = logging.getLogger(__name__)
 __all__ = ["RolloutWorker", "attach_rewards", "default_worker_id"]
 
 PUBLISH_ATTEMPTS = 3
+
+
+class WorkerError(StreamRLError):
+    """The worker cannot go on (e.g. too many sync agent threads abandoned): it stops, to be restarted."""
 
 
 def default_worker_id() -> str:
@@ -141,6 +146,7 @@ class RolloutWorker:
 
         Raises:
             StreamRLError: the consumer thread died (the error is re-raised after shutdown).
+            WorkerError: more than ``worker.max_abandoned_threads`` sync agent calls never returned.
         """
         self._loop = loop = asyncio.get_running_loop()
         serve_metrics(self.cfg.metrics_port)
@@ -162,9 +168,7 @@ class RolloutWorker:
             probe_max_s=self.cfg.breaker_probe_max_s,
             on_close=self._pump,
         )
-        self._executor = ThreadPoolExecutor(
-            self.cfg.sync_threads or self.cfg.concurrency, thread_name_prefix="agent"
-        )
+        self._executor = SyncAgentPool(self.cfg.sync_threads or self.cfg.concurrency, "agent")
         await self.runner.setup(self.worker_id)
         overrides = {
             "session.timeout.ms": self.cfg.session_timeout_ms,
@@ -191,16 +195,29 @@ class RolloutWorker:
             self.cfg.concurrency,
             self.client.url,
         )
+        too_many: WorkerError | None = None
         try:
             while not stop.is_set() and self.consumer.alive:
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=0.5)
                 except TimeoutError:
                     pass
+                m.ABANDONED_THREADS.set(self._executor.abandoned)
+                if self._executor.abandoned > self.cfg.max_abandoned_threads:
+                    too_many = WorkerError(
+                        f"worker {self.worker_id}: {self._executor.abandoned} sync agent call(s) never returned "
+                        f"after their rollout timed out (worker.max_abandoned_threads="
+                        f"{self.cfg.max_abandoned_threads}); their threads cannot be stopped, so the worker "
+                        "stops to be restarted"
+                    )
+                    log.error("%s", too_many)
+                    break
         finally:
             await self._shutdown(producer)
         if self.consumer.error is not None:
             raise self.consumer.error
+        if too_many is not None:
+            raise too_many
 
     async def _shutdown(self, producer: EventProducer) -> None:
         assert self.consumer is not None

@@ -18,7 +18,12 @@ class WorkerSettings(Section):
     concurrency: int = Field(8, ge=1, le=4096)
     """Rollouts run at once by this worker; partitions are paused while it is at capacity."""
     sync_threads: int | None = Field(None, ge=1)
-    """Threads for synchronous agents; None = ``concurrency``."""
+    """Threads for synchronous agents; None = ``concurrency``. A sync agent still running when its
+    rollout times out keeps its thread (Python cannot stop it): the thread is written off and
+    replaced, so the pool keeps this many live threads."""
+    max_abandoned_threads: int = Field(16, ge=0)
+    """Most written-off sync agent threads (agents that never returned) a worker tolerates; past it the
+    worker stops with an error, for its supervisor to restart it (the only way to reclaim them)."""
     rollout_timeout_s: float = Field(600.0, gt=0)
     """Wall-clock limit of one rollout, in seconds; past it the rollout becomes a ``timeout`` trajectory."""
     shutdown_timeout_s: float = Field(60.0, ge=0)
