@@ -27,7 +27,17 @@ app = typer.Typer(
 )
 
 #: Modules under streamrl.cli that register commands; each defines ``register(app)``.
-COMMAND_MODULES = ("kafka", "producers", "consumers", "inference", "streams", "trainer", "dev", "status")
+COMMAND_MODULES = (
+    "kafka",
+    "producers",
+    "consumers",
+    "inference",
+    "streams",
+    "trainer",
+    "dev",
+    "status",
+    "resources",
+)
 
 
 @app.callback()

@@ -54,6 +54,8 @@ from streamrl.dlq import DeadLetterSink
 from streamrl.errors import StreamRLError
 from streamrl.kafka import EventProducer, make_consumer
 from streamrl.metrics import serve_metrics
+from streamrl.resource_store import ResourceStore
+from streamrl.resources import ResourceMap
 from streamrl.schemas import (
     FailureKind,
     Mode,
@@ -135,6 +137,7 @@ class RolloutWorker:
         self.client: GatewayClient | None = None
         self.consumer: SampleConsumer | None = None
         self.breaker: InferenceBreaker | None = None
+        self.resources = ResourceStore(settings)  # read only when a sample pins resources
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._active = 0  # rollout slots in use (event loop only)
@@ -252,6 +255,7 @@ class RolloutWorker:
         if isinstance(self.client, RemoteGatewayClient):
             await self.client.aclose()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.resources.close()
         await loop.run_in_executor(None, producer.close, 10.0)
         log.info("worker %s stopped after %d rollout(s)", self.worker_id, self.completed)
 
@@ -337,6 +341,10 @@ class RolloutWorker:
         outcome: Outcome
         interrupted = False  # the worker, not the agent, ended the attempt (shutdown, cannot start)
         try:
+            pinned = ResourceMap()
+            if sample.resources:  # the versions the sample pins (cached; read from `resources` on a miss)
+                records = await self.resources.resolve(sample.resources, self.cfg.resource_timeout_s)
+                pinned = ResourceMap.of(records)
             await self.client.open(sample.rollout_id, attempt_id, self.runner.name, sample.policy_version)
             llm = LLM(
                 base_url=LLM.scoped_base_url(self.client.url, sample.rollout_id, attempt_id, None),
@@ -347,6 +355,7 @@ class RolloutWorker:
                 attempt_id=attempt_id,
                 agent_name=self.runner.name,
                 gateway_url=self.client.url,
+                resources=pinned,
             )
             # Python's json, not orjson: it reads every integer exactly (orjson turns one beyond 64
             # bits into a float), as publish and the Task record's check read the payload

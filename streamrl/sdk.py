@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar, overload
 
+from streamrl.resources import ResourceMap
 from streamrl.schemas.errors import StreamRLError
 from streamrl.schemas.inference_http import attempt_base_url
 
@@ -65,6 +66,9 @@ class LLM:
         rollout_id: the sample's ``rollout_id`` (``task_id/epoch/k``).
         attempt_id: this execution of the sample (fresh on every redelivery).
         agent_name: the agent name the calls are recorded under (selective optimization), or None.
+        resources: the resources the sample pinned, by name (:class:`streamrl.resources.ResourceMap`:
+            ``llm.resources["system_prompt"].format(...)`` for a prompt template; ``.get(name)`` is
+            None when the sample pinned no such resource).
     """
 
     base_url: str
@@ -75,6 +79,7 @@ class LLM:
     attempt_id: str = ""
     agent_name: str | None = None
     gateway_url: str = ""
+    resources: Mapping[str, Any] = field(default_factory=ResourceMap)
 
     @staticmethod
     def scoped_base_url(gateway_url: str, rollout_id: str, attempt_id: str, agent_name: str | None) -> str:

@@ -126,7 +126,7 @@ class TopicInfo:
         return sum(self.end_offsets)
 
 
-def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> int:
+def high_watermark(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> int:
     """High watermark of one partition, retrying while a new partition's leader settles in."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -160,7 +160,7 @@ def describe_topics(settings: Settings, *, timeout_s: float = 15.0) -> list[Topi
             if name not in meta:
                 continue
             ends = [
-                _high_watermark(consumer, TopicPartition(name, p), timeout_s)
+                high_watermark(consumer, TopicPartition(name, p), timeout_s)
                 for p in sorted(meta[name].partitions)
             ]
             out.append(TopicInfo(name, len(ends), tuple(ends)))

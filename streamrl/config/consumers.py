@@ -44,6 +44,9 @@ class WorkerSettings(Section):
     delivery_timeout_s: float = Field(30.0, gt=0)
     """How long a finished rollout waits for its LLMRequest records to be acknowledged before its
     Trajectory is produced, in seconds; past it the rollout is failed with the reason."""
+    resource_timeout_s: float = Field(30.0, gt=0)
+    """How long a rollout waits for the resource versions its sample pins to appear on ``resources``,
+    in seconds (a version is read once and cached); still missing after it, the rollout fails."""
     breaker_failures: int = Field(3, ge=1)
     """Rollout attempts in a row failed by the inference service (unreachable, 5xx, timing out) after
     which the worker takes no samples until the service answers its health probe. One such failure

@@ -151,3 +151,11 @@ async def chat_twice(task: dict, llm) -> float:
         pass
     await client.close()
     return 0.0
+
+
+@rollout
+async def reads_its_prompt(task: dict, llm) -> float:
+    """Reports the pinned prompt it was given (filled with the task's name) as a reward's name."""
+    prompt = llm.resources["system_prompt"].format(name=task["name"])
+    emit_reward(1.0, name=f"saw:{prompt}:{llm.resources['system_prompt'].version}")
+    return float(len(llm.resources))
