@@ -107,11 +107,12 @@ async def _latency(gateway_url: str, upstream: str, calls: int) -> dict[str, flo
             data=orjson.dumps({"rollout_id": "bench/0/0", "attempt_id": "lat", "policy_version": 0}),
         ) as r:
             r.raise_for_status()
+            token = (await r.json())["token"]  # the attempt's API key
         through = LLM.scoped_base_url(gateway_url, "bench/0/0", "lat", None) + "/chat/completions"
         direct = upstream + "/chat/completions"
         request = {"model": "policy", "messages": [{"role": "user", "content": "hello REPLY:abcdefgh"}]}
         body = orjson.dumps(force_training_fields(request, chat=True))  # what the gateway sends upstream
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
 
         async def one(url: str) -> float:
             t0 = time.perf_counter()

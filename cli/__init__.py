@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "dev",
     "status",
     "resources",
+    "security",
 )
 
 

@@ -28,11 +28,18 @@ def settings_from(config: Path | None, flags: Mapping[str, tuple[str, Any]] | No
         flags: ``{"--max-steps": ("trainer.max_steps", value)}``; a None value is a flag not given.
             A flag beats the environment and the file; its value is validated like a key's.
 
+    Every secret the settings hold is hidden from this process's log lines from now on
+    (:func:`streamrl.security.redact_logs`).
+
     Raises:
         ConfigError: a bad key or flag; ``main`` prints it in one line
             (``--max-steps: trainer.max_steps: Input should be greater than or equal to 1 (got 0)``).
     """
-    return load_settings(config, flags=flags)
+    from streamrl.security import redact_logs
+
+    settings = load_settings(config, flags=flags)
+    redact_logs(settings)
+    return settings
 
 
 def not_yet(name: str) -> None:

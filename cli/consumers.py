@@ -91,19 +91,26 @@ def register(app: typer.Typer) -> None:
         from streamrl.kafka import EventProducer
         from streamrl.metrics import serve_metrics
         from streamrl.schemas.serde import Serde
+        from streamrl.security import credentials, server_ssl_context
+
+        creds = credentials(settings.security)
+        tls = server_ssl_context(settings.gateway.tls)
 
         async def main() -> None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            serve_metrics(settings.gateway.metrics_port)
+            serve_metrics(settings.gateway.metrics_port, token=creds.metrics_token)
             producer = EventProducer(settings)
             serde = Serde(registry_url=settings.kafka.schema_registry_url)
             gw = Gateway(
-                settings.gateway, KafkaSink(producer, serde, settings.topics.name, loop), control=True
+                settings.gateway,
+                KafkaSink(producer, serde, settings.topics.name, loop),
+                control=True,
+                credentials=creds,
             )
-            url = await gw.start()
+            url = await gw.start(ssl_context=tls)
             typer.echo(f"gateway listening on {url} (upstream {settings.gateway.upstream_url})", err=True)
             try:
                 await stop.wait()

@@ -99,11 +99,13 @@ def config_example() -> None:
 
 @config_app.command("show")
 def config_show(config: Path | None = ConfigOption) -> None:
-    """Validate the config (file + environment) and print the effective values as YAML."""
+    """Validate the config (file + environment) and print the effective values as YAML (secrets as ``**********``)."""
     import yaml
 
+    from streamrl.security import redacted_settings
+
     settings = settings_from(config)
-    typer.echo(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), nl=False)
+    typer.echo(yaml.safe_dump(redacted_settings(settings), sort_keys=False), nl=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -45,8 +45,9 @@ def register(app: typer.Typer) -> None:
         ts = settings.trainer
 
         from streamrl.metrics import serve_metrics
+        from streamrl.security import credentials
         from streamrl.trainer.run import run_trainer
 
-        serve_metrics(ts.metrics_port)
+        serve_metrics(ts.metrics_port, token=credentials(settings.security).metrics_token)
         version = run_trainer(settings)
         typer.echo(f"trainer stopped at version {version}")

@@ -1,7 +1,9 @@
 """Open rollout attempts known to a gateway, and what their LLM calls produced.
 
 The worker opens an attempt before it calls the agent and closes it when the agent returns; the
-gateway rejects calls for attempts it does not know (HTTP 404). Each call takes the next
+gateway rejects calls for attempts it does not know (HTTP 404). Each attempt gets an unguessable
+token (``secrets.token_urlsafe``, 256 bits) that the agent sends as its API key; a call without it
+(another attempt's token included) is HTTP 401. Each call takes the next
 ``sequence`` number when it arrives; its records' delivery futures are kept so the worker can wait
 until every LLMRequest of the attempt is acknowledged before it produces the Trajectory.
 All methods run on the event loop thread.
@@ -10,6 +12,7 @@ All methods run on the event loop thread.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +85,9 @@ class AttemptState:
     attempt_id: str
     agent_name: str | None
     policy_version: int
+    token: str = field(default="", repr=False)
+    """The attempt's API key (``llm.api_key``): calls must carry it (``Authorization: Bearer`` or
+    ``x-api-key``)."""
     next_sequence: int = 0
     closed: bool = False
     ids_by_sequence: dict[int, list[str]] = field(default_factory=dict)
@@ -183,7 +189,7 @@ class AttemptRegistry:
     def open(
         self, rollout_id: str, attempt_id: str, agent_name: str | None = None, policy_version: int = 0
     ) -> AttemptState:
-        """Open an attempt; its calls are accepted from now on.
+        """Open an attempt; its calls are accepted from now on, with its ``token`` as the API key.
 
         Raises:
             ValueError: the attempt is already open (attempt ids must be fresh).
@@ -191,7 +197,7 @@ class AttemptRegistry:
         key = (rollout_id, attempt_id)
         if key in self._open:
             raise ValueError(f"attempt {attempt_id!r} of rollout {rollout_id!r} is already open")
-        state = AttemptState(rollout_id, attempt_id, agent_name, policy_version)
+        state = AttemptState(rollout_id, attempt_id, agent_name, policy_version, secrets.token_urlsafe(32))
         self._open[key] = state
         return state
 

@@ -21,8 +21,16 @@ upstream (:mod:`streamrl.consumers.dialects`), recorded exactly as a chat call, 
 translated back (events too, when streaming). A field that cannot be honoured is HTTP 400 naming it;
 an unknown endpoint is HTTP 404 listing the supported ones.
 
+Credentials: every call must carry its attempt's token (``Authorization: Bearer <token>``, as OpenAI
+clients send ``api_key``, or ``x-api-key: <token>``, as Anthropic clients do); without it, or with
+another attempt's, the answer is HTTP 401; after the attempt ends, HTTP 404. The agent's key never
+goes upstream: the gateway sends ``gateway.upstream_api_key``, else the admin token. A body over
+``gateway.max_body_bytes`` is HTTP 413, ``n`` over ``gateway.max_choices`` HTTP 400.
+
 The control routes (``POST /control/attempts``, ``POST /control/attempts/close``) let workers in
-other processes open and close attempts on a standalone gateway (``streamrl gateway``).
+other processes open and close attempts on a standalone gateway (``streamrl gateway``); with an admin
+token configured they require it (``Authorization: Bearer <admin>``), and opening an attempt answers
+its token. A standalone gateway serves HTTPS with ``gateway.tls``.
 
 Stack: aiohttp server and one pooled aiohttp client session on the worker's event loop; JSON via
 orjson. Recording (parse + Avro encode + produce) runs after the response is written.
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -74,6 +83,7 @@ from streamrl.schemas.inference_http import (
     parse_attempt_path,
     policy_version_of,
 )
+from streamrl.security import Credentials, bearer_token, client_ssl_context, is_loopback, token_matches
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +98,18 @@ def _error(
     return web.Response(status=status, body=body, content_type="application/json")
 
 
+def _unauthorized(message: str, dialect: Dialect | None = None) -> web.Response:
+    """HTTP 401 in the API's error format, with ``WWW-Authenticate: Bearer``."""
+    body = (
+        dialect.error(401, message)
+        if dialect is not None
+        else openai_error(401, message, kind="authentication_error")
+    )
+    return web.Response(
+        status=401, body=body, content_type="application/json", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
 SUPPORTED = (
     ", ".join(f"{'GET' if e == MODELS else 'POST'} /v1/{e}" for e in GATEWAY_ENDPOINTS)
     + ", GET /v1/responses/<id>"
@@ -99,20 +121,31 @@ class Gateway:
     """An OpenAI-compatible recording proxy.
 
     Args:
-        settings: the ``gateway`` config section (upstream URL and key, timeouts, pool size).
+        settings: the ``gateway`` config section (upstream URL and key, timeouts, pool size, bounds).
         sink: where LLMRequest records go (None = record nothing, e.g. a pass-through benchmark).
         control: serve the control routes (for a standalone gateway).
+        credentials: the admin token (control routes; sent upstream unless ``upstream_api_key`` is
+            set) and the CA file an ``https`` upstream is verified against.
     """
 
-    def __init__(self, settings: GatewaySettings, sink: RecordSink | None, *, control: bool = False) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        sink: RecordSink | None,
+        *,
+        control: bool = False,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.settings = settings
         self.sink = sink
         self.registry = AttemptRegistry()
         self.url = ""
         self._control = control
+        self._creds = credentials or Credentials()
         self._upstream = settings.upstream_url.rstrip("/")
         key = settings.upstream_api_key
-        self._upstream_auth = f"Bearer {key.get_secret_value()}" if key is not None else None
+        upstream_key = key.get_secret_value() if key is not None else self._creds.admin_token
+        self._upstream_auth = f"Bearer {upstream_key}" if upstream_key else None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
 
@@ -120,7 +153,7 @@ class Gateway:
 
     def app(self) -> web.Application:
         """The aiohttp application (routes: control, then one catch-all for the OpenAI paths)."""
-        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app = web.Application(client_max_size=self.settings.max_body_bytes)
         if self._control:
             app.router.add_post("/control/attempts", self._open_attempt)
             app.router.add_post("/control/attempts/close", self._close_attempt)
@@ -130,18 +163,34 @@ class Gateway:
         return app
 
     async def start(
-        self, host: str | None = None, port: int | None = None, advertise_host: str | None = None
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        advertise_host: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> str:
-        """Open the upstream pool and listen. Returns the gateway URL (``http://host:port``).
+        """Open the upstream pool and listen. Returns the gateway URL (``http[s]://host:port``).
+
+        Args:
+            host, port: bind address (default ``gateway.host``/``gateway.port``).
+            advertise_host: host put in the URL (default ``gateway.advertise_host`` or ``host``).
+            ssl_context: serve HTTPS with this server context (``streamrl.security.server_ssl_context``).
 
         Raises:
             OSError: the address cannot be bound.
+            ConfigError: ``security.ca_file`` cannot be loaded (an ``https`` upstream).
         """
+        upstream_tls = (
+            client_ssl_context(self._creds.ca_file) if self._upstream.startswith("https:") else None
+        )
         self._session = aiohttp.ClientSession(
             # keep idle connections less than uvicorn's 5 s keep-alive (CPU server, vLLM): else a reused,
             # server-closed connection fails the call with ServerDisconnectedError (HTTP 502 to the agent)
             connector=aiohttp.TCPConnector(
-                limit=self.settings.max_connections, ttl_dns_cache=300, keepalive_timeout=3.0
+                limit=self.settings.max_connections,
+                ttl_dns_cache=300,
+                keepalive_timeout=3.0,
+                ssl=upstream_tls if upstream_tls is not None else True,
             ),
             timeout=aiohttp.ClientTimeout(total=self.settings.upstream_timeout_s),
             auto_decompress=False,
@@ -150,14 +199,27 @@ class Gateway:
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         host = host if host is not None else self.settings.host
-        site = web.TCPSite(self._runner, host, self.settings.port if port is None else port, backlog=1024)
+        site = web.TCPSite(
+            self._runner,
+            host,
+            self.settings.port if port is None else port,
+            backlog=1024,
+            ssl_context=ssl_context,
+        )
         await site.start()
         bound_port = self._runner.addresses[0][1]
         shown = advertise_host or self.settings.advertise_host or host
         if shown in ("0.0.0.0", "::"):
             shown = "127.0.0.1"
-        self.url = f"http://{shown}:{bound_port}"
-        log.info("gateway listening on %s:%d, upstream %s", host, bound_port, self._upstream)
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://{shown}:{bound_port}"
+        log.info("gateway listening on %s://%s:%d, upstream %s", scheme, host, bound_port, self._upstream)
+        if self._control and self._creds.admin_token is None and not is_loopback(host):
+            log.warning(
+                "gateway: control routes on %s take no token (set security.admin_token or "
+                "security.admin_token_file): anyone who reaches this port can open attempts",
+                host,
+            )
         return self.url
 
     async def stop(self) -> None:
@@ -203,10 +265,21 @@ class Gateway:
             return False, f"inference service unreachable: {exc!r}"
         return status == 200, f"HTTP {status}"
 
+    def _admin_denied(self, request: web.Request) -> web.Response | None:
+        """401 unless the request carries the admin token (None when allowed or none is configured)."""
+        expected = self._creds.admin_token
+        if expected is None or token_matches(bearer_token(request.headers.get("Authorization")), expected):
+            return None
+        m.LLM_CALLS.labels("control", "unauthorized").inc()
+        return _unauthorized("the control routes need the admin token (Authorization: Bearer <admin token>)")
+
     async def _open_attempt(self, request: web.Request) -> web.Response:
+        denied = self._admin_denied(request)
+        if denied is not None:
+            return denied
         try:
             body = orjson.loads(await request.read())
-            self.registry.open(
+            state = self.registry.open(
                 str(body["rollout_id"]),
                 str(body["attempt_id"]),
                 body.get("agent_name"),
@@ -214,9 +287,12 @@ class Gateway:
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             return _error(400, f"cannot open attempt: {exc}")
-        return web.json_response({"status": "open"}, status=201)
+        return web.json_response({"status": "open", "token": state.token}, status=201)
 
     async def _close_attempt(self, request: web.Request) -> web.Response:
+        denied = self._admin_denied(request)
+        if denied is not None:
+            return denied
         try:
             body = orjson.loads(await request.read())
             rid, aid = str(body["rollout_id"]), str(body["attempt_id"])
@@ -260,7 +336,17 @@ class Gateway:
                 "not_found",
                 anthropic,
             )
-        agent = agent or request.headers.get(AGENT_HEADER) or state.agent_name
+        headers = request.headers
+        if not token_matches(bearer_token(headers.get("Authorization")), state.token) and not token_matches(
+            headers.get(ANTHROPIC_API_KEY_HEADER), state.token
+        ):
+            m.LLM_CALLS.labels(endpoint.split("/", 1)[0], "unauthorized").inc()
+            return _unauthorized(
+                f"rollout {rollout_id!r} attempt {attempt_id!r}: send the attempt's token as the API key "
+                "(llm.api_key: Authorization: Bearer <token>, or x-api-key)",
+                anthropic,
+            )
+        agent = agent or headers.get(AGENT_HEADER) or state.agent_name
         if endpoint in GENERATION_ENDPOINTS or endpoint in (RESPONSES, MESSAGES):
             if request.method != "POST":
                 return _error(405, f"{endpoint} takes POST", dialect=anthropic)
@@ -284,12 +370,10 @@ class Gateway:
         )
 
     def _upstream_headers(self, request: web.Request) -> dict[str, str]:
+        """Headers of an upstream call: the gateway's own key, never the agent's (its attempt token)."""
         headers = {"Content-Type": "application/json"}
-        auth = self._upstream_auth or request.headers.get("Authorization")
-        if not auth and request.headers.get(ANTHROPIC_API_KEY_HEADER):
-            auth = f"Bearer {request.headers[ANTHROPIC_API_KEY_HEADER]}"  # Anthropic clients' key
-        if auth:
-            headers["Authorization"] = auth
+        if self._upstream_auth:
+            headers["Authorization"] = self._upstream_auth
         return headers
 
     def _upstream_root(self) -> str:
@@ -301,12 +385,14 @@ class Gateway:
         assert self._session is not None
         dialect = MessagesDialect()
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(await self._read_body(request))
             if not isinstance(body, dict):
                 raise TranslationError("request body must be a JSON object")
             chat, _ = translate_request(body, count_only=True)
         except orjson.JSONDecodeError as exc:
             return _error(400, f"request body is not JSON: {exc}", dialect=dialect)
+        except web.HTTPRequestEntityTooLarge:
+            return self._too_large(dialect)
         except TranslationError as exc:
             return web.Response(
                 status=exc.status,
@@ -366,11 +452,23 @@ class Gateway:
         assert self._session is not None
         dialect = dialect_for(endpoint, state)
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(await self._read_body(request))
         except orjson.JSONDecodeError as exc:
             return _error(400, f"request body is not JSON: {exc}", dialect=dialect)
+        except web.HTTPRequestEntityTooLarge:
+            m.LLM_CALLS.labels(endpoint, "too_large").inc()
+            return self._too_large(dialect)
         if not isinstance(body, dict):
             return _error(400, "request body must be a JSON object", dialect=dialect)
+        n = body.get("n")
+        n = 1 if n is None else n
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= self.settings.max_choices:
+            m.LLM_CALLS.labels(endpoint, "too_many_choices").inc()
+            return _error(
+                400,
+                f"n={n!r}: must be an integer from 1 to {self.settings.max_choices} (gateway.max_choices)",
+                dialect=dialect,
+            )
         if dialect is not None:
             try:
                 body = dialect.translate(body)
@@ -610,6 +708,21 @@ class Gateway:
             ttft,
             headers.get(POLICY_VERSION_HEADER),
             lambda: parse_sse(raw, where=f"rollout {state.rollout_id!r} call {seq} (stream)"),
+        )
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The request body; ``web.HTTPRequestEntityTooLarge`` past ``gateway.max_body_bytes``."""
+        if (request.content_length or 0) > self.settings.max_body_bytes:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=self.settings.max_body_bytes, actual_size=request.content_length or 0
+            )
+        return await request.read()
+
+    def _too_large(self, dialect: Dialect | None) -> web.Response:
+        return _error(
+            413,
+            f"request body over {self.settings.max_body_bytes} bytes (gateway.max_body_bytes)",
+            dialect=dialect,
         )
 
     # ------------------------------------------------------------------------------------ recording

@@ -1,4 +1,9 @@
-"""How a worker opens and closes rollout attempts on a gateway: in-process, or a standalone one over HTTP."""
+"""How a worker opens and closes rollout attempts on a gateway: in-process, or a standalone one over HTTP.
+
+Opening an attempt returns its token, which the worker hands the agent as ``llm.api_key``. A standalone
+gateway's control routes take the admin token; an ``https`` gateway is verified against
+``security.ca_file`` (and the system's CAs).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import orjson
 from streamrl.consumers.attempts import AttemptResult
 from streamrl.consumers.gateway import Gateway
 from streamrl.errors import StreamRLError
+from streamrl.security import Credentials, client_ssl_context
 
 __all__ = ["GatewayClient", "GatewayControlError", "InProcessGatewayClient", "RemoteGatewayClient"]
 
@@ -25,8 +31,8 @@ class GatewayClient(Protocol):
 
     async def open(
         self, rollout_id: str, attempt_id: str, agent_name: str | None, policy_version: int
-    ) -> None:
-        """Accept calls for this attempt from now on."""
+    ) -> str:
+        """Accept calls for this attempt from now on; returns the attempt's token (its API key)."""
         ...
 
     async def close(self, rollout_id: str, attempt_id: str, timeout_s: float) -> AttemptResult:
@@ -47,8 +53,8 @@ class InProcessGatewayClient:
 
     async def open(
         self, rollout_id: str, attempt_id: str, agent_name: str | None, policy_version: int
-    ) -> None:
-        self.gateway.registry.open(rollout_id, attempt_id, agent_name, policy_version)
+    ) -> str:
+        return self.gateway.registry.open(rollout_id, attempt_id, agent_name, policy_version).token
 
     async def close(self, rollout_id: str, attempt_id: str, timeout_s: float) -> AttemptResult:
         state = self.gateway.registry.close(rollout_id, attempt_id)
@@ -64,16 +70,28 @@ class RemoteGatewayClient:
     """A standalone gateway (``streamrl gateway``) reached over its control routes.
 
     Args:
-        url: the gateway root, e.g. ``http://10.0.0.5:8100``.
+        url: the gateway root, e.g. ``https://10.0.0.5:8100``.
+        credentials: the admin token sent to the control routes, and the CA an ``https`` gateway is
+            verified against.
+
+    Raises:
+        ConfigError: ``security.ca_file`` cannot be loaded.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, credentials: Credentials | None = None) -> None:
         self.url = url.rstrip("/")
+        creds = credentials or Credentials()
+        self._headers = creds.admin_header()
+        self._ssl = client_ssl_context(creds.ca_file) if self.url.startswith("https:") else None
         self._session: aiohttp.ClientSession | None = None
 
     def _s(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None),
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True),
+            )
         return self._session
 
     async def _post(self, path: str, body: dict[str, object], timeout_s: float) -> dict[str, object]:
@@ -90,14 +108,18 @@ class RemoteGatewayClient:
 
     async def open(
         self, rollout_id: str, attempt_id: str, agent_name: str | None, policy_version: int
-    ) -> None:
+    ) -> str:
         body = {
             "rollout_id": rollout_id,
             "attempt_id": attempt_id,
             "agent_name": agent_name,
             "policy_version": policy_version,
         }
-        await self._post("/control/attempts", body, 30.0)
+        out = await self._post("/control/attempts", body, 30.0)
+        token = out.get("token")
+        if not isinstance(token, str) or not token:
+            raise GatewayControlError(f"gateway {self.url}/control/attempts answered no attempt token")
+        return token
 
     async def close(self, rollout_id: str, attempt_id: str, timeout_s: float) -> AttemptResult:
         body = {"rollout_id": rollout_id, "attempt_id": attempt_id, "timeout_s": timeout_s}

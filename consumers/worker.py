@@ -68,6 +68,7 @@ from streamrl.schemas import (
 )
 from streamrl.schemas.serde import Serde
 from streamrl.sdk import LLM, EmittedReward
+from streamrl.security import credentials
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class RolloutWorker:
         self.runner = runner
         self.worker_id = worker_id or self.cfg.worker_id or default_worker_id()
         self.model = self.cfg.model or settings.rl.policy_name
+        self._ca_file: str | None = None  # security.ca_file, handed to agents (llm.ca_file)
         self.serde = Serde(registry_url=settings.kafka.schema_registry_url)
         self.gateway: Gateway | None = None
         self.client: GatewayClient | None = None
@@ -152,15 +154,17 @@ class RolloutWorker:
             WorkerError: more than ``worker.max_abandoned_threads`` sync agent calls never returned.
         """
         self._loop = loop = asyncio.get_running_loop()
-        serve_metrics(self.cfg.metrics_port)
+        creds = credentials(self.settings.security)
+        serve_metrics(self.cfg.metrics_port, token=creds.metrics_token)
         producer = EventProducer(self.settings)
         sink = KafkaSink(producer, self.serde, self.settings.topics.name, loop)
         self._sink = sink
         self._dlq = DeadLetterSink(self.settings, producer, "worker", self.serde)
+        self._ca_file = str(creds.ca_file) if creds.ca_file is not None else None
         if self.cfg.gateway_url:
-            self.client = RemoteGatewayClient(self.cfg.gateway_url)
+            self.client = RemoteGatewayClient(self.cfg.gateway_url, creds)
         else:
-            self.gateway = Gateway(self.settings.gateway, sink)
+            self.gateway = Gateway(self.settings.gateway, sink, credentials=creds)
             await self.gateway.start(port=self.cfg.gateway_port)
             self.client = InProcessGatewayClient(self.gateway)
         client = self.client
@@ -345,11 +349,14 @@ class RolloutWorker:
             if sample.resources:  # the versions the sample pins (cached; read from `resources` on a miss)
                 records = await self.resources.resolve(sample.resources, self.cfg.resource_timeout_s)
                 pinned = ResourceMap.of(records)
-            await self.client.open(sample.rollout_id, attempt_id, self.runner.name, sample.policy_version)
+            token = await self.client.open(
+                sample.rollout_id, attempt_id, self.runner.name, sample.policy_version
+            )
             llm = LLM(
                 base_url=LLM.scoped_base_url(self.client.url, sample.rollout_id, attempt_id, None),
                 model=self.model,
-                api_key=self.cfg.api_key.get_secret_value(),
+                api_key=token,
+                ca_file=self._ca_file,
                 sampling=dict(self.cfg.sampling),
                 rollout_id=sample.rollout_id,
                 attempt_id=attempt_id,

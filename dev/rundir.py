@@ -128,7 +128,8 @@ def run_overrides(
     if inference_port is not None:
         inference["port"] = inference_port
         host = settings.inference.host if settings.inference.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        over["gateway"] = {"upstream_url": f"http://{host}:{inference_port}/v1"}
+        scheme = "https" if settings.inference.tls.enabled else "http"
+        over["gateway"] = {"upstream_url": f"{scheme}://{host}:{inference_port}/v1"}
     if inference:
         over["inference"] = inference
     trainer: dict[str, Any] = {}

@@ -47,6 +47,7 @@ from streamrl.dev.stats import RunStats
 from streamrl.dev.supervisor import ChildFailed, ChildSpec, Supervisor
 from streamrl.errors import ConfigError, StreamRLError
 from streamrl.schemas.inference_http import HEALTH_PATH, POLICY_VERSION
+from streamrl.security import client_ssl_context, credentials, http_scheme, redact_logs
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,11 @@ def ensure_model(settings: Settings, console: Console) -> None:
     console.print(f"model: {report.num_parameters:,} parameters, vocabulary {report.vocab_size}")
 
 
-def wait_for_http(url: str, sup: Supervisor, name: str, timeout_s: float) -> None:
+def wait_for_http(url: str, sup: Supervisor, name: str, timeout_s: float, verify: Any = True) -> None:
     """Wait until ``GET url`` answers 200, checking that child ``name`` is still alive.
+
+    Args:
+        verify: httpx's ``verify`` for an ``https`` URL (an ``ssl.SSLContext`` trusting ``security.ca_file``).
 
     Raises:
         ChildFailed: the child died meanwhile.  TimeoutError: no answer within ``timeout_s``.
@@ -164,7 +168,7 @@ def wait_for_http(url: str, sup: Supervisor, name: str, timeout_s: float) -> Non
         if name in sup.finished:
             raise StreamRLError(f"{name} exited before answering {url}")
         try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
+            if httpx.get(url, timeout=2.0, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -224,6 +228,7 @@ def run_dev(
     overrides = deep_merge(overrides or {}, flag_overrides(flags or {})[0])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /health poll is noise
     settings = load_settings(config, base=base, flags=flags, **(overrides or {}))
+    redact_logs(settings)
     user = deep_merge(deep_merge(raw_config(config), base or {}), overrides)
     dev = settings.dev
     for i, ds in enumerate(dev.datasets):
@@ -308,7 +313,14 @@ def run_dev(
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
+    """The children's environment; without a configured admin token, a fresh one for this run
+    (``STREAMRL_SECURITY__ADMIN_TOKEN``, in the environment only: never written to the run directory),
+    so the inference API of a dev run takes only the gateway's calls."""
     env = dict(os.environ)
+    if credentials(settings.security).admin_token is None:
+        import secrets
+
+        env["STREAMRL_SECURITY__ADMIN_TOKEN"] = secrets.token_urlsafe(32)
     paths = [str(p.resolve()) for p in settings.dev.pythonpath]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
@@ -344,14 +356,17 @@ def _run(
             return "interrupted", EXIT_INTERRUPTED
     monitor.start()
     health_url = None
+    verify = client_ssl_context(credentials(settings.security).ca_file)
     for spec in child_specs(settings, config_path, metrics):
         sup.start(spec)
         if spec.name == "inference":
             host = (
                 settings.inference.host if settings.inference.host not in ("0.0.0.0", "::") else "127.0.0.1"
             )
-            health_url = f"http://{host}:{settings.inference.port}{HEALTH_PATH}"
-            wait_for_http(health_url, sup, "inference", 300)
+            health_url = (
+                f"{http_scheme(settings.inference.tls)}://{host}:{settings.inference.port}{HEALTH_PATH}"
+            )
+            wait_for_http(health_url, sup, "inference", 300, verify)
     max_steps = dev.max_steps or settings.trainer.max_steps
     started = time.monotonic()
     mode = dev.display if dev.display != "auto" else ("live" if console.is_terminal else "plain")
@@ -373,7 +388,7 @@ def _run(
             if now - last_lag >= 2.0:
                 monitor.measure_lag()
                 if health_url is not None:
-                    version_reported = _health_version(health_url)
+                    version_reported = _health_version(health_url, verify)
                     if version_reported is not None:
                         with monitor.lock:
                             stats.inference_versions.append(version_reported)
@@ -429,12 +444,12 @@ def _run(
             live.stop()
 
 
-def _health_version(url: str) -> int | None:
+def _health_version(url: str, verify: Any = True) -> int | None:
     """``policy_version`` reported by the inference server's ``/health`` (None if it does not answer)."""
     import httpx
 
     try:
-        body = httpx.get(url, timeout=2.0).json()
+        body = httpx.get(url, timeout=2.0, verify=verify).json()
     except (httpx.HTTPError, ValueError):
         return None
     version = body.get(POLICY_VERSION) if isinstance(body, dict) else None

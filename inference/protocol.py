@@ -32,6 +32,19 @@ from streamrl.schemas.inference_http import (
     TOKEN_LOGPROBS,
 )
 
+#: Bounds on what a caller controls beyond the body size (``inference.max_body_bytes``): each
+#: over-long field is HTTP 400 naming it.
+MAX_STOP = 64
+"""Most stop strings per request (OpenAI allows 4; vLLM any)."""
+MAX_STOP_CHARS = 1024
+"""Longest stop string, in characters."""
+MAX_STOP_TOKEN_IDS = 1024
+"""Most ``stop_token_ids``."""
+MAX_TOOLS = 256
+"""Most ``tools`` per chat request."""
+MAX_PROMPTS = 128
+"""Most prompts in one ``/v1/completions`` request (each is a sequence in the batch, times ``n``)."""
+
 
 class _Request(BaseModel):
     """Sampling fields shared by both endpoints. Unknown fields are ignored (as OpenAI SDKs send many)."""
@@ -45,7 +58,7 @@ class _Request(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1, le=128)
     stop: str | list[str] | None = None
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: list[int] | None = Field(None, max_length=MAX_STOP_TOKEN_IDS)
     seed: int | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
@@ -55,6 +68,17 @@ class _Request(BaseModel):
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     logit_bias: dict[str, float] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _bounded_stop(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        strings = [stop] if isinstance(stop, str) else list(stop or ())
+        if len(strings) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop strings, got {len(strings)}")
+        for s in strings:
+            if len(s) > MAX_STOP_CHARS:
+                raise ValueError(f"a stop string is at most {MAX_STOP_CHARS} characters, got {len(s)}")
+        return stop
 
     def sampling(self, max_tokens: int, top_logprobs: int) -> SamplingParams:
         """The engine's :class:`SamplingParams` for this request.
@@ -94,7 +118,7 @@ class ChatRequest(_Request):
     """``POST /v1/chat/completions`` body."""
 
     messages: list[dict[str, Any]] = Field(min_length=1)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: Any = None
     """``auto`` (default with tools) or ``none`` (tools neither shown nor parsed); ``required`` and a
     named function are refused (they need guided decoding, which this backend does not have)."""
@@ -173,6 +197,8 @@ class CompletionRequest(_Request):
             raise RequestError("prompt must not be empty", "prompt")
         if all(isinstance(x, int) for x in p):
             return [list(p)]  # type: ignore[arg-type]
+        if len(p) > MAX_PROMPTS:
+            raise RequestError(f"at most {MAX_PROMPTS} prompts per request, got {len(p)}", "prompt")
         return list(p)  # type: ignore[arg-type]
 
 

@@ -57,8 +57,12 @@ def run_inference(settings: Settings) -> None:
     """Serve until interrupted: the chosen backend, plus the ``checkpoints`` watcher if ``streamrl.inference.reload``."""
     import uvicorn
 
+    from streamrl.inference.guard import guard_app
     from streamrl.inference.reload import CheckpointWatcher, CpuReloadTarget
     from streamrl.inference.server import bind_socket
+    from streamrl.security import credentials, http_scheme, is_loopback
+
+    creds = credentials(settings.security)
 
     inf = settings.inference
     if inf.backend == "vllm":
@@ -73,10 +77,29 @@ def run_inference(settings: Settings) -> None:
     watcher = CheckpointWatcher(settings, target, service.metrics).start() if inf.reload else None
     sock = bind_socket(inf.host, inf.port)
     log.info(
-        "inference (%s) serving %s on http://%s:%d", inf.backend, inf.model, inf.host, sock.getsockname()[1]
+        "inference (%s) serving %s on %s://%s:%d",
+        inf.backend,
+        inf.model,
+        http_scheme(inf.tls),
+        inf.host,
+        sock.getsockname()[1],
     )
+    if creds.admin_token is None and not is_loopback(inf.host):
+        log.warning(
+            "inference: the API on %s takes no token (set security.admin_token or security.admin_token_file): "
+            "anyone who reaches this port can generate",
+            inf.host,
+        )
+
+    def rejected(path: str, status: int) -> None:
+        service.metrics.requests.labels(path, str(status)).inc()
+
+    app = guard_app(service.app(), creds, inf.max_body_bytes, rejected)
+    tls = {}
+    if inf.tls.enabled:
+        tls = {"ssl_certfile": str(inf.tls.cert_file), "ssl_keyfile": str(inf.tls.key_file)}
     try:
-        uvicorn.Server(uvicorn.Config(service.app(), log_level="info")).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(app, log_level="info", **tls)).run(sockets=[sock])
     finally:
         if watcher is not None:
             watcher.stop()

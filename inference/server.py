@@ -493,18 +493,32 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 class ServerThread:
-    """Run a FastAPI app with uvicorn in a background thread (tests, benchmarks, the vLLM proxy).
+    """Run an ASGI app (FastAPI) with uvicorn in a background thread (tests, benchmarks, the vLLM proxy).
+
+    Args:
+        app: the application.
+        host, port: bind address (port 0 = any free port).
+        cert_file, key_file: PEM certificate and key to serve HTTPS with.
 
     Attributes:
-        url: ``http://host:port`` once started.
+        url: ``http[s]://host:port`` once started.
     """
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+    ) -> None:
         import uvicorn
 
         self.sock = bind_socket(host, port)
-        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        scheme = "https" if cert_file else "http"
+        self.url = f"{scheme}://{host}:{self.sock.getsockname()[1]}"
+        tls = {"ssl_certfile": cert_file, "ssl_keyfile": key_file} if cert_file else {}
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **tls))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def start(self, timeout_s: float = 30.0) -> ServerThread:

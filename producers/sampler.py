@@ -654,8 +654,9 @@ class Sampler:
 def run_sampler(settings: Settings, stop: threading.Event | None = None) -> None:
     """Run the sampler until SIGINT/SIGTERM or done; serves metrics on ``sampler.metrics_port``."""
     from streamrl.metrics import serve_metrics
+    from streamrl.security import credentials
 
-    serve_metrics(settings.sampler.metrics_port)
+    serve_metrics(settings.sampler.metrics_port, token=credentials(settings.security).metrics_token)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):

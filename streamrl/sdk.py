@@ -60,7 +60,9 @@ class LLM:
         base_url: OpenAI-API base URL ending in ``/v1``, scoped to this rollout attempt
             (``<gateway>/rollouts/<rollout_id>/attempts/<attempt_id>[/agents/<name>]/v1``).
         model: model name to pass as ``model`` (the policy served by the inference service).
-        api_key: API key to pass to the client (any non-empty string works with the gateway).
+        api_key: API key to pass to the client: this attempt's token, which the gateway requires on
+            every call (``Authorization: Bearer``, or ``x-api-key`` for Anthropic clients); calls
+            with another key are HTTP 401, calls after the attempt ended HTTP 404.
         sampling: sampling defaults for this rollout (``temperature``, ``max_tokens``, ...), to splat
             into ``create(...)``.
         rollout_id: the sample's ``rollout_id`` (``task_id/epoch/k``).
@@ -69,6 +71,8 @@ class LLM:
         resources: the resources the sample pinned, by name (:class:`streamrl.resources.ResourceMap`:
             ``llm.resources["system_prompt"].format(...)`` for a prompt template; ``.get(name)`` is
             None when the sample pinned no such resource).
+        ca_file: PEM CA bundle to verify an ``https`` gateway with (``security.ca_file``), or None
+            for the system's; :meth:`openai_client` and :meth:`async_openai_client` use it.
     """
 
     base_url: str
@@ -80,6 +84,7 @@ class LLM:
     agent_name: str | None = None
     gateway_url: str = ""
     resources: Mapping[str, Any] = field(default_factory=ResourceMap)
+    ca_file: str | None = None
 
     @staticmethod
     def scoped_base_url(gateway_url: str, rollout_id: str, attempt_id: str, agent_name: str | None) -> str:
@@ -97,16 +102,33 @@ class LLM:
         url = self.scoped_base_url(self.gateway_url, self.rollout_id, self.attempt_id, name)
         return replace(self, base_url=url, agent_name=name)
 
+    def _verify(self) -> Any:
+        """What httpx's ``verify`` needs for this gateway: a context trusting ``ca_file`` too."""
+        import ssl
+
+        ctx = ssl.create_default_context()
+        if self.ca_file:
+            ctx.load_verify_locations(cafile=self.ca_file)
+        return ctx
+
     def openai_client(self, **kwargs: Any) -> Any:
         """An ``openai.OpenAI`` client pointed at this rollout (``kwargs`` go to its constructor)."""
         import openai
 
+        if self.ca_file and "http_client" not in kwargs:
+            import httpx
+
+            kwargs["http_client"] = httpx.Client(verify=self._verify())
         return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, **kwargs)
 
     def async_openai_client(self, **kwargs: Any) -> Any:
         """An ``openai.AsyncOpenAI`` client pointed at this rollout."""
         import openai
 
+        if self.ca_file and "http_client" not in kwargs:
+            import httpx
+
+            kwargs["http_client"] = httpx.AsyncClient(verify=self._verify())
         return openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, **kwargs)
 
 

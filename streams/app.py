@@ -49,6 +49,7 @@ from streamrl.schemas import (
 from streamrl.schemas.claim_check import uri_path
 from streamrl.schemas.scoring import counts
 from streamrl.schemas.serde import Serde
+from streamrl.security import bearer_token, credentials, server_ssl_context, token_matches
 from streamrl.streams import metrics
 from streamrl.streams.convert import batch_record, call_of, traj_of
 from streamrl.streams.faust_config import StreamsTopics, faust_broker, streams_topics
@@ -155,6 +156,14 @@ class Aggregator:
             datadir=str(self.state_dir / "faust"),
             web_enabled=s.web_port is not None,
             web_port=s.web_port or 6066,
+            web_bind=s.web_host,
+            web_ssl_context=server_ssl_context(s.web_tls),
+            # Faust's own pages would serve table contents (token ids, rewards) to anyone: off
+            web_router_enabled=False,
+            web_tables_enabled=False,
+            web_graph_enabled=False,
+            web_stats_enabled=False,
+            web_metrics_enabled=False,
             broker_commit_interval=s.commit_interval_s,
             broker_session_timeout=s.session_timeout_s,
             broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
@@ -194,10 +203,19 @@ class Aggregator:
         app.agent(self.val_topic, name="streams.validation")(self._val_agent)
         app.timer(s.tick_interval_s, name="streams.tick")(self._tick)
         if s.web_port is not None:
+            token = credentials(settings.security).metrics_token
 
             async def validation_view(
                 web: Any, request: Any
             ) -> Any:  # a plain function: Faust binds it to a View
+                if token is not None and not token_matches(
+                    bearer_token(request.headers.get("Authorization")), token
+                ):
+                    return web.json(
+                        {"error": "this page needs security.metrics_token: Authorization: Bearer <token>"},
+                        status=401,
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
                 return web.json(self.validation_summary())
 
             app.page("/streamrl/validation/")(validation_view)

@@ -6,6 +6,7 @@ import logging
 
 from streamrl.config import Settings
 from streamrl.metrics import serve_metrics
+from streamrl.security import credentials
 
 log = logging.getLogger("streams")
 
@@ -25,7 +26,7 @@ def run_worker(settings: Settings, *, log_level: str = "INFO") -> None:
     from streamrl.streams.faust_config import ensure_streams_topics
 
     names = ensure_streams_topics(settings)
-    serve_metrics(settings.streams.metrics_port)
+    serve_metrics(settings.streams.metrics_port, token=credentials(settings.security).metrics_token)
     agg = Aggregator(settings)
     log.info(
         "streams: app %s, join over %s + %s (%d partitions), %d group partition(s)",

@@ -27,6 +27,7 @@ from streamrl.config.inference import InferenceSettings
 from streamrl.config.kafka import COMPACTED_TOPICS, TOPIC_NAMES, KafkaSettings, TopicsSettings
 from streamrl.config.producers import PublishSettings, SamplerSettings
 from streamrl.config.rl import RLSettings
+from streamrl.config.security import SecuritySettings
 from streamrl.config.streams import StreamsSettings
 from streamrl.config.trainer import TrainerSettings
 from streamrl.errors import ConfigError
@@ -100,6 +101,8 @@ class Settings(BaseSettings):
     streams: StreamsSettings = Field(default_factory=StreamsSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     dev: DevSettings = Field(default_factory=DevSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    """Tokens of StreamRL's own HTTP endpoints and the CA its clients trust (docs/SECURITY.md)."""
 
     @classmethod
     def settings_customise_sources(

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, SecretStr, model_validator
 
 from streamrl.config.base import Section
+from streamrl.config.security import ServerTLSSettings
 
 
 class WorkerSettings(Section):
@@ -63,8 +64,6 @@ class WorkerSettings(Section):
     """Model name handed to agents (``llm.model``); None = ``rl.policy_name``."""
     sampling: dict[str, Any] = Field(default_factory=dict)
     """Sampling defaults handed to agents (``llm.sampling``), e.g. ``{temperature: 1.0, max_tokens: 256}``."""
-    api_key: SecretStr = SecretStr("streamrl")
-    """API key handed to agents (``llm.api_key``); the gateway forwards its own upstream key."""
     worker_id: str | None = None
     """Name of this worker in trajectories and logs; None = ``<hostname>-<pid>``."""
     gateway_port: int = Field(0, ge=0, le=65535)
@@ -104,7 +103,8 @@ class GatewaySettings(Section):
     upstream_url: str = "http://127.0.0.1:8000/v1"
     """Base URL of the inference service's OpenAI API (vLLM or the CPU server), ending in ``/v1``."""
     upstream_api_key: SecretStr | None = None
-    """Bearer token sent to the inference service; None forwards the agent's Authorization header."""
+    """Bearer token sent to the inference service; None = ``security.admin_token`` (if any). The
+    agent's own key is its attempt token and never leaves the gateway."""
     upstream_timeout_s: float = Field(600.0, gt=0)
     """Total time limit of one upstream call, in seconds; past it the agent gets HTTP 504."""
     max_connections: int = Field(512, ge=1)
@@ -113,3 +113,11 @@ class GatewaySettings(Section):
     """Force ``return_token_ids`` and ``logprobs`` on every forwarded generation request (training needs them)."""
     metrics_port: int | None = Field(None, ge=0, le=65535)
     """Prometheus port of the standalone gateway; None or 0 = off."""
+    tls: ServerTLSSettings = Field(default_factory=ServerTLSSettings)
+    """HTTPS certificate of the standalone gateway (``streamrl gateway``). A worker's in-process
+    gateway serves plain HTTP on ``host`` (loopback by default) to the agent in its own process."""
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    """Largest request body an agent may send, in bytes; a larger one is HTTP 413."""
+    max_choices: int = Field(64, ge=1, le=1024)
+    """Largest ``n`` (choices per call) an agent may ask for; each choice becomes one recorded
+    LLMRequest. A larger one is HTTP 400."""

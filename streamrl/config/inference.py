@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from streamrl.config.base import Section
+from streamrl.config.security import ServerTLSSettings
 
 
 class VllmSettings(Section):
@@ -84,6 +85,11 @@ class InferenceSettings(Section):
     """Poll timeout of the ``checkpoints`` consumer."""
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     """Options of the ``vllm`` backend."""
+    tls: ServerTLSSettings = Field(default_factory=ServerTLSSettings)
+    """HTTPS certificate of the API (CPU server or the vLLM front); clients verify it against
+    ``security.ca_file``."""
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    """Largest request body, in bytes; a larger one is HTTP 413 before it is parsed."""
 
     @model_validator(mode="after")
     def _attach_needs_vllm_backend(self) -> InferenceSettings:

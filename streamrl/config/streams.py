@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from streamrl.config.base import Section
+from streamrl.config.security import ServerTLSSettings
 
 
 class StreamsSettings(Section):
@@ -65,7 +66,12 @@ class StreamsSettings(Section):
     group_partitions: int = Field(1, ge=1)
     """Partitions of the internal group topic; every partition forms its own batches."""
     web_port: int | None = Field(None, ge=1, le=65535)
-    """Port of the Faust web server (``/streamrl/validation/``); None disables it."""
+    """Port of the Faust web server (``/streamrl/validation/``; Faust's own table, router and
+    statistics pages are off); None disables it. With ``security.metrics_token`` set, the page needs it."""
+    web_host: str = "0.0.0.0"
+    """Interface the web server binds."""
+    web_tls: ServerTLSSettings = Field(default_factory=ServerTLSSettings)
+    """HTTPS certificate of the web server."""
     metrics_port: int | None = Field(None, ge=0, le=65535)
     """Prometheus port for ``streamrl_streams_*`` metrics; None or 0 disables it."""
 

@@ -93,6 +93,8 @@ class FakeInferenceServer:
         self.healthy = True
         """What ``GET /health`` answers: 200 while True, 503 otherwise (settable at any time)."""
         self.last_request: dict[str, Any] | None = None
+        self.last_authorization: str | None = None
+        """The ``Authorization`` header of the last generation request (what a gateway sent upstream)."""
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -185,6 +187,7 @@ class FakeInferenceServer:
         body = orjson.loads(await request.read())
         self.calls += 1
         self.last_request = body
+        self.last_authorization = request.headers.get("Authorization")
         return body
 
     async def _prelude(self, text: str) -> tuple[dict[str, str], web.Response | None]:

@@ -164,7 +164,8 @@ def test_gateway_notes_each_upstream_outcome_and_probes_the_service() -> None:
                     async def call(text: str) -> int:
                         base = LLM.scoped_base_url(gw.url, "r/0/0", "a", None)
                         req = {"model": "p", "messages": [{"role": "user", "content": text}]}
-                        async with http.post(base + "/chat/completions", json=req) as r:
+                        headers = {"Authorization": f"Bearer {state.token}"}
+                        async with http.post(base + "/chat/completions", json=req, headers=headers) as r:
                             await r.read()
                             return r.status
 
@@ -192,7 +193,8 @@ def test_gateway_notes_each_upstream_outcome_and_probes_the_service() -> None:
             state = gw.registry.open("r/0/1", "b")
             async with aiohttp.ClientSession() as http:
                 url = LLM.scoped_base_url(gw.url, "r/0/1", "b", None) + "/chat/completions"
-                async with http.post(url, json={"model": "p", "messages": []}) as r:
+                headers = {"Authorization": f"Bearer {state.token}"}
+                async with http.post(url, json={"model": "p", "messages": []}, headers=headers) as r:
                     assert r.status == 502
             assert state.unrecovered[0] == "infrastructure" and "ClientConnectorError" in state.unrecovered[1]
             healthy, detail = await gw.probe_upstream()

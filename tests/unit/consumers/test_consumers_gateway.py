@@ -42,6 +42,11 @@ def _run(coro):
     return asyncio.run(coro)
 
 
+def auth(state) -> dict[str, str]:
+    """The headers an OpenAI client sends with the attempt's token as its API key."""
+    return {"Authorization": f"Bearer {state.token}"}
+
+
 async def _with_gateway(upstream_url: str, body, sink=None, **cfg):
     sink = sink if sink is not None else ListSink()
     gw = Gateway(GatewaySettings(upstream_url=upstream_url, port=0, **cfg), sink)
@@ -59,11 +64,11 @@ def test_unknown_and_finished_attempts_get_404(upstream) -> None:
         req = {"model": "policy", "messages": [{"role": "user", "content": "hi"}]}
         async with http.post(url, json=req) as r:
             assert r.status == 404 and "unknown or finished" in (await r.json())["error"]["message"]
-        gw.registry.open("r/0/0", "a1")
-        async with http.post(url, json=req) as r:
+        h = auth(gw.registry.open("r/0/0", "a1"))
+        async with http.post(url, json=req, headers=h) as r:
             assert r.status == 200
         state = gw.registry.close("r/0/0", "a1")
-        async with http.post(url, json=req) as r:
+        async with http.post(url, json=req, headers=h) as r:
             assert r.status == 404
         async with http.get(gw.url + "/v1/models") as r:
             assert r.status == 404
@@ -75,27 +80,29 @@ def test_unknown_and_finished_attempts_get_404(upstream) -> None:
 
 def test_records_choices_agents_and_forced_fields(upstream) -> None:
     async def body(gw, http, sink):
-        gw.registry.open("r", "a", "default-agent", 2)
+        h = auth(gw.registry.open("r", "a", "default-agent", 2))
         base = LLM.scoped_base_url(gw.url, "r", "a", None)
         msgs = [{"role": "user", "content": "x REPLY:hey"}]
         async with http.post(
-            base + "/chat/completions", json={"model": "policy", "messages": msgs, "n": 2}
+            base + "/chat/completions", json={"model": "policy", "messages": msgs, "n": 2}, headers=h
         ) as r:
             out = await r.json()
             assert r.status == 200 and r.headers["X-Policy-Version"] == "11"
             assert [c["message"]["content"] for c in out["choices"]] == ["hey", "hey"]
         assert upstream.last_request["return_token_ids"] is True and upstream.last_request["logprobs"] is True
         named = LLM.scoped_base_url(gw.url, "r", "a", "judge")
-        async with http.post(named + "/completions", json={"model": "policy", "prompt": "p REPLY:z"}) as r:
+        async with http.post(
+            named + "/completions", json={"model": "policy", "prompt": "p REPLY:z"}, headers=h
+        ) as r:
             assert r.status == 200
         assert upstream.last_request["logprobs"] == 0
         async with http.post(
             base + "/chat/completions",
             json={"model": "policy", "messages": msgs},
-            headers={"X-StreamRL-Agent": "via-header"},
+            headers={"X-StreamRL-Agent": "via-header", **h},
         ) as r:
             assert r.status == 200
-        async with http.get(base + "/models") as r:
+        async with http.get(base + "/models", headers=h) as r:
             assert (await r.json())["data"][0]["id"] == "policy"
         res = await gw.registry.close("r", "a").settle(1.0)
         assert res.request_ids == ["a-0-0", "a-0-1", "a-1-0", "a-2-0"] and not res.errors
@@ -120,16 +127,16 @@ def test_records_choices_agents_and_forced_fields(upstream) -> None:
 
 def test_upstream_errors_pass_through_unchanged(upstream) -> None:
     async def body(gw, http, sink):
-        gw.registry.open("r", "a")
+        h = auth(gw.registry.open("r", "a"))
         req = {"model": "policy", "messages": [{"role": "user", "content": "ERROR:400"}]}
         async with http.post(upstream.url + "/chat/completions", json=req) as r:
             direct_status, direct_body = r.status, await r.read()
         async with http.post(
-            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req
+            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req, headers=h
         ) as r:
             assert (r.status, await r.read()) == (direct_status, direct_body) == (400, direct_body)
         async with http.post(
-            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", data=b"{no"
+            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", data=b"{no", headers=h
         ) as r:
             assert r.status == 400 and "not JSON" in (await r.json())["error"]["message"]
         res = await gw.registry.close("r", "a").settle(1.0)
@@ -140,10 +147,10 @@ def test_upstream_errors_pass_through_unchanged(upstream) -> None:
 
 def test_stream_is_relayed_and_recorded(upstream) -> None:
     async def body(gw, http, sink):
-        gw.registry.open("r", "a")
+        h = auth(gw.registry.open("r", "a"))
         req = {"model": "policy", "messages": [{"role": "user", "content": "REPLY:abc"}], "stream": True}
         async with http.post(
-            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req
+            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req, headers=h
         ) as r:
             assert r.headers["Content-Type"].startswith("text/event-stream")
             raw = await r.read()
@@ -161,10 +168,10 @@ def test_stream_is_relayed_and_recorded(upstream) -> None:
 
 def test_unrecordable_responses_and_failed_deliveries_fail_the_attempt(upstream) -> None:
     async def body(gw, http, sink):
-        gw.registry.open("r", "a")
+        h = auth(gw.registry.open("r", "a"))
         req = {"model": "policy", "messages": [{"role": "user", "content": "hi"}]}
         async with http.post(
-            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req
+            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req, headers=h
         ) as r:
             assert r.status == 200  # the agent still gets its answer
         res = await gw.registry.close("r", "a").settle(1.0)
@@ -178,10 +185,10 @@ def test_unrecordable_responses_and_failed_deliveries_fail_the_attempt(upstream)
 
 def test_unreachable_upstream_is_502() -> None:
     async def body(gw, http, sink):
-        gw.registry.open("r", "a")
+        h = auth(gw.registry.open("r", "a"))
         req = {"model": "policy", "messages": [{"role": "user", "content": "hi"}]}
         async with http.post(
-            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req
+            LLM.scoped_base_url(gw.url, "r", "a", None) + "/chat/completions", json=req, headers=h
         ) as r:
             assert r.status == 502 and orjson.loads(await r.read())["error"]["type"] == "upstream_error"
 

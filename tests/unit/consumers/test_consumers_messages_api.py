@@ -164,10 +164,13 @@ def gateway():
         gw = Gateway(GatewaySettings(upstream_url=upstream.url, port=0), sink)
         asyncio.run_coroutine_threadsafe(gw.start(), loop).result()
 
-        def open_attempt(rid: str, **kw) -> anthropic.Anthropic:
-            asyncio.run_coroutine_threadsafe(_open(gw, rid), loop).result()
+        def open_attempt(rid: str, bearer: bool = False) -> anthropic.Anthropic:
+            """A client of a new attempt of ``rid`` sending its token as ``x-api-key`` (or, with
+            ``bearer``, as ``Authorization: Bearer``, the client's ``auth_token``)."""
+            token = asyncio.run_coroutine_threadsafe(_open(gw, rid), loop).result()
             base = LLM.scoped_base_url(gw.url, rid, "a", None).removesuffix("/v1")
-            return anthropic.Anthropic(base_url=base, max_retries=0, **({"api_key": "k"} | kw))
+            key = {"api_key": None, "auth_token": token} if bearer else {"api_key": token}
+            return anthropic.Anthropic(base_url=base, max_retries=0, **key)
 
         yield gw, sink, open_attempt
         asyncio.run_coroutine_threadsafe(gw.stop(), loop).result()
@@ -175,8 +178,8 @@ def gateway():
     thread.join(5)
 
 
-async def _open(gw: Gateway, rid: str) -> None:
-    gw.registry.open(rid, "a", "agent-y", 0)
+async def _open(gw: Gateway, rid: str) -> str:
+    return gw.registry.open(rid, "a", "agent-y", 0).token
 
 
 def _records_of(sink, rid, n: int, timeout_s: float = 10.0):
@@ -237,7 +240,7 @@ def test_tool_use_round_trip_plain_and_streamed(gateway) -> None:
 
 def test_streamed_text_and_credentials_by_bearer(gateway) -> None:
     _, sink, open_attempt = gateway
-    client = open_attempt("stream", api_key=None, auth_token="tok")  # Authorization: Bearer
+    client = open_attempt("stream", bearer=True)  # Authorization: Bearer
     with client.messages.stream(
         model="policy", max_tokens=32, messages=[{"role": "user", "content": "REPLY:streamed"}]
     ) as st:

@@ -176,9 +176,9 @@ def gateway():
         asyncio.run_coroutine_threadsafe(gw.start(), loop).result()
 
         def open_attempt(rid: str, aid: str = "a") -> openai.OpenAI:
-            asyncio.run_coroutine_threadsafe(_open(gw, rid, aid), loop).result()
+            token = asyncio.run_coroutine_threadsafe(_open(gw, rid, aid), loop).result()
             return openai.OpenAI(
-                base_url=LLM.scoped_base_url(gw.url, rid, aid, None), api_key="k", max_retries=0
+                base_url=LLM.scoped_base_url(gw.url, rid, aid, None), api_key=token, max_retries=0
             )
 
         yield gw, sink, open_attempt
@@ -187,8 +187,8 @@ def gateway():
     thread.join(5)
 
 
-async def _open(gw: Gateway, rid: str, aid: str) -> None:
-    gw.registry.open(rid, aid, "agent-x", 0)
+async def _open(gw: Gateway, rid: str, aid: str) -> str:
+    return gw.registry.open(rid, aid, "agent-x", 0).token
 
 
 def _records_of(sink, rid, n: int | None = None, timeout_s: float = 10.0):

@@ -59,12 +59,14 @@ def stack(inference_model_dir: Path):
     gw = Gateway(GatewaySettings(upstream_url=server.url + "/v1", port=0), sink)
     asyncio.run_coroutine_threadsafe(gw.start(), loop).result()
 
-    def base(rid: str) -> str:
-        async def _open() -> None:
-            gw.registry.open(rid, "a", None, 0)
+    def base(rid: str) -> tuple[str, str]:
+        """The base URL and the token (API key) of a newly opened attempt of ``rid``."""
 
-        asyncio.run_coroutine_threadsafe(_open(), loop).result()
-        return LLM.scoped_base_url(gw.url, rid, "a", None)
+        async def _open() -> str:
+            return gw.registry.open(rid, "a", None, 0).token
+
+        token = asyncio.run_coroutine_threadsafe(_open(), loop).result()
+        return LLM.scoped_base_url(gw.url, rid, "a", None), token
 
     yield base, sink
     asyncio.run_coroutine_threadsafe(gw.stop(), loop).result()
@@ -76,7 +78,8 @@ def stack(inference_model_dir: Path):
 
 def test_responses_text_is_the_decoding_of_the_recorded_tokens(stack, tokenizer, model) -> None:
     base, sink = stack
-    client = openai.OpenAI(base_url=base("resp"), api_key="k", max_retries=0)
+    url, token = base("resp")
+    client = openai.OpenAI(base_url=url, api_key=token, max_retries=0)
     plain = client.responses.create(
         model="policy", input="What is 2+3?", max_output_tokens=10, extra_body={"seed": 1}
     )
@@ -97,7 +100,8 @@ def test_responses_text_is_the_decoding_of_the_recorded_tokens(stack, tokenizer,
 
 def test_messages_count_tokens_stop_sequences_and_streaming(stack, tokenizer) -> None:
     base, sink = stack
-    client = anthropic.Anthropic(base_url=base("msg").removesuffix("/v1"), api_key="k", max_retries=0)
+    url, token = base("msg")
+    client = anthropic.Anthropic(base_url=url.removesuffix("/v1"), api_key=token, max_retries=0)
     ask = {"system": "Answer briefly.", "messages": [{"role": "user", "content": "What is 2+3?"}]}
     counted = client.messages.count_tokens(model="policy", **ask).input_tokens
     probe = client.messages.create(model="policy", max_tokens=12, extra_body={"seed": 5}, **ask)
