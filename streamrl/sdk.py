@@ -111,6 +111,12 @@ class LLM:
             ctx.load_verify_locations(cafile=self.ca_file)
         return ctx
 
+    @property
+    def anthropic_base_url(self) -> str:
+        """The base URL for Anthropic clients (``anthropic.Anthropic(base_url=...)``, CrewAI's Anthropic
+        provider): ``base_url`` without its ``/v1``, since those clients add ``/v1/messages`` themselves."""
+        return self.base_url.removesuffix("/v1")
+
     def openai_client(self, **kwargs: Any) -> Any:
         """An ``openai.OpenAI`` client pointed at this rollout (``kwargs`` go to its constructor)."""
         import openai
