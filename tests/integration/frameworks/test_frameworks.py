@@ -221,7 +221,13 @@ class WorkerProcess:
     def tail(self) -> str:
         return self.log.read_bytes()[-4000:].decode(errors="replace")
 
+    def terminate(self) -> None:
+        """Ask the worker to stop (SIGTERM: it finishes, publishes, commits and leaves its group)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self) -> None:
+        """Stop the worker and wait for it (SIGKILL after 60 s)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -261,39 +267,120 @@ def _check_rollout(server: ToolServer, traj: Trajectory, calls: list[LLMRequest]
         assert (rec.ttft_ms is not None) == streamed, f"{where} call {i}: ttft_ms={rec.ttft_ms}"
 
 
+@dataclass
+class Run:
+    """One recipe's worker, its two samples (streaming off, on) and the readers of its output topics."""
+
+    recipe: Recipe
+    worker: WorkerProcess
+    streams: dict[str, bool]  # rollout_id -> streamed
+    trajs: TopicReader
+    reqs: TopicReader
+
+
+def _settings(bootstrap: str):
+    """Settings on the session's broker with a fresh topic prefix, every topic created."""
+    from streamrl.config import load_settings
+    from streamrl.topics import ensure_topics
+
+    saved = {
+        k: os.environ.pop(k)
+        for k in ("STREAMRL_BOOTSTRAP_SERVERS", "STREAMRL_TOPIC_PREFIX")
+        if k in os.environ
+    }
+    try:
+        settings = load_settings(
+            None,
+            kafka={"bootstrap_servers": bootstrap},
+            topics={"prefix": f"t{uuid.uuid4().hex[:10]}."},
+            rl={"group_size": 2},
+        )
+    finally:
+        os.environ.update(saved)
+    ensure_topics(settings)
+    return settings
+
+
+class Runs:
+    """Starts each recipe's worker on its own topics, one recipe ahead of the test that needs it (a
+    worker's start-up, mostly imports, overlaps the previous recipe's rollouts), and stops it after."""
+
+    def __init__(self, wanted: list[Recipe], bootstrap: str, server: ToolServer, logs: Path) -> None:
+        self.wanted, self.bootstrap, self.server, self.logs = wanted, bootstrap, server, logs
+        self.started: dict[str, Run] = {}
+
+    def _start(self, recipe: Recipe) -> None:
+        if recipe.agent in self.started or (recipe.crewai_env and not CREWAI_PYTHON.exists()):
+            return
+        settings = _settings(self.bootstrap)
+        task = f"t{uuid.uuid4().hex[:6]}"
+        streams = {f"{task}/0/0": False, f"{task}/0/1": True}
+        python = CREWAI_PYTHON if recipe.crewai_env else sys.executable
+        log = self.logs / f"{recipe.id}.log"
+        worker = WorkerProcess(python, recipe.agent, settings, self.server.url, log)
+        self.started[recipe.agent] = Run(
+            recipe,
+            worker,
+            streams,
+            TopicReader(settings, "trajectories", Trajectory),
+            TopicReader(settings, "requests", LLMRequest),
+        )
+        _produce(settings, list(streams), list(streams.values()))
+
+    def get(self, recipe: Recipe) -> Run:
+        """The recipe's run (started now if it was not), after starting the next recipe's worker."""
+        self._start(recipe)
+        i = self.wanted.index(recipe) if recipe in self.wanted else -1
+        if 0 <= i < len(self.wanted) - 1:
+            self._start(self.wanted[i + 1])
+        return self.started[recipe.agent]
+
+    def close(self, run: Run) -> None:
+        run.worker.stop()
+        run.trajs.close()
+        run.reqs.close()
+
+
+@pytest.fixture(scope="module")
+def runs(request, kafka_bootstrap: str, tool_server: ToolServer, tmp_path_factory) -> Iterator[Runs]:
+    wanted = [
+        item.callspec.params["recipe"]
+        for item in request.session.items
+        if item.module is request.module
+        and "recipe" in getattr(getattr(item, "callspec", None), "params", {})
+    ]
+    manager = Runs(wanted, kafka_bootstrap, tool_server, tmp_path_factory.mktemp("workers"))
+    try:
+        yield manager
+    finally:
+        for run in manager.started.values():
+            run.worker.terminate()
+        for run in manager.started.values():
+            manager.close(run)
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.id)
-def test_recipe_trains_through_a_real_worker(recipe: Recipe, settings_factory, tool_server, tmp_path) -> None:
+def test_recipe_trains_through_a_real_worker(recipe: Recipe, runs: Runs, tool_server) -> None:
     ATTEMPTED.add(recipe.agent)
     if recipe.crewai_env and not CREWAI_PYTHON.exists():
         pytest.fail(f"{CREWAI_PYTHON} is missing: run `make setup` (it builds CrewAI's environment)")
-    settings = settings_factory(rl={"group_size": 2})
-    task = f"t{uuid.uuid4().hex[:6]}"
-    ids = [f"{task}/0/0", f"{task}/0/1"]
-    streams = {ids[0]: False, ids[1]: True}
-    trajs, reqs = (
-        TopicReader(settings, "trajectories", Trajectory),
-        TopicReader(settings, "requests", LLMRequest),
-    )
-    python = CREWAI_PYTHON if recipe.crewai_env else sys.executable
-    worker = WorkerProcess(python, recipe.agent, settings, tool_server.url, tmp_path / "worker.log")
+    run = runs.get(recipe)
+    worker, trajs = run.worker, run.trajs
     try:
-        _produce(settings, ids, [streams[i] for i in ids])
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 300
         while len(trajs.records) < 2:  # the worker must stay alive until both rollouts are in
             assert worker.proc.poll() is None, f"worker exited:\n{worker.tail()}"
-            assert time.monotonic() < deadline, f"no trajectories after 240 s:\n{worker.tail()}"
+            assert time.monotonic() < deadline, f"no trajectories after 300 s:\n{worker.tail()}"
             trajs.poll(0.5)
         got: list[Trajectory] = list(trajs.records)
         n_calls = sum(len(t.request_ids) for t in got)
-        records = {r.request_id: r for r in reqs.read_until(lambda r: len(r) >= n_calls, timeout_s=30)}
+        records = {r.request_id: r for r in run.reqs.read_until(lambda r: len(r) >= n_calls, timeout_s=30)}
     finally:
-        worker.stop()
-        trajs.close()
-        reqs.close()
+        runs.close(run)
     for traj in got:
         calls = [records[i] for i in traj.request_ids]
         try:
-            _check_rollout(tool_server, traj, calls, streams[traj.rollout_id])
+            _check_rollout(tool_server, traj, calls, run.streams[traj.rollout_id])
         except AssertionError as exc:
             raise AssertionError(f"{recipe.agent}: {exc}\nworker log:\n{worker.tail()}") from exc
     PASSED[recipe.agent] = {"streaming": True, "tool round trip": True, "ids recorded": True}
