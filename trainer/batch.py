@@ -112,25 +112,29 @@ def rows_to_dataproto(
         pad_token_id: id written into padding positions (masked out, never trained).
         meta: copied into ``meta_info``.
     """
-    b = len(rows)
     p = max(len(r.prompt_ids) for r in rows)
     t = max(len(r.response_ids) for r in rows)
-    prompts = torch.full((b, p), pad_token_id, dtype=torch.long)
-    responses = torch.full((b, t), pad_token_id, dtype=torch.long)
-    prompt_attn = torch.zeros((b, p), dtype=torch.long)
-    resp_attn = torch.zeros((b, t), dtype=torch.long)
-    response_mask = torch.zeros((b, t), dtype=torch.float32)
-    scores = torch.zeros((b, t), dtype=torch.float32)
-    rollout_lp = torch.zeros((b, t), dtype=torch.float32)
-    for i, r in enumerate(rows):
-        lp, lr = len(r.prompt_ids), len(r.response_ids)
-        prompts[i, p - lp :] = torch.tensor(r.prompt_ids, dtype=torch.long)
-        prompt_attn[i, p - lp :] = 1
-        responses[i, :lr] = torch.tensor(r.response_ids, dtype=torch.long)
-        resp_attn[i, :lr] = 1
-        response_mask[i, :lr] = torch.tensor(r.response_mask, dtype=torch.float32)
-        scores[i, :lr] = torch.tensor(r.token_rewards, dtype=torch.float32)
-        rollout_lp[i, :lr] = torch.tensor(r.behaviour_logprobs, dtype=torch.float32)
+    # padded Python lists, then one tensor per field (a tensor per row and field cost ~0.1 ms each)
+    prompts = torch.tensor(
+        [[pad_token_id] * (p - len(r.prompt_ids)) + r.prompt_ids for r in rows], dtype=torch.long
+    )
+    prompt_attn = torch.tensor([[0] * (p - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
+    resp_pad = [t - len(r.response_ids) for r in rows]
+    responses = torch.tensor(
+        [r.response_ids + [pad_token_id] * n for r, n in zip(rows, resp_pad, strict=True)]
+    )
+    resp_attn = torch.tensor(
+        [[1] * len(r.response_ids) + [0] * n for r, n in zip(rows, resp_pad, strict=True)]
+    )
+    response_mask = torch.tensor(
+        [r.response_mask + [0] * n for r, n in zip(rows, resp_pad, strict=True)], dtype=torch.float32
+    )
+    scores = torch.tensor(
+        [r.token_rewards + [0.0] * n for r, n in zip(rows, resp_pad, strict=True)], dtype=torch.float32
+    )
+    rollout_lp = torch.tensor(
+        [r.behaviour_logprobs + [0.0] * n for r, n in zip(rows, resp_pad, strict=True)], dtype=torch.float32
+    )
     attention_mask = torch.cat([prompt_attn, resp_attn], dim=1)
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     tensors = {

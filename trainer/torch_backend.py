@@ -148,12 +148,7 @@ class TorchBackend:
         self, model: torch.nn.Module, mb: dict[str, torch.Tensor], with_entropy: bool, entropy_grad: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log pi(response token) ``(b, T)`` and entropy ``(b, T)`` of a trimmed micro-batch."""
-        p = mb["prompts"].shape[1]
-        t = mb["responses"].shape[1]
-        out = model(
-            input_ids=mb["input_ids"], attention_mask=mb["attention_mask"], position_ids=mb["position_ids"]
-        )
-        logits = out.logits[:, p - 1 : p - 1 + t, :].float()  # (b, T, V): logit at i predicts token i+1
+        logits = self._response_logits(model, mb)  # (b, T, V)
         log_prob = logprobs_from_logits(logits, mb["responses"])
         entropy = None
         if with_entropy:
@@ -163,6 +158,59 @@ class TorchBackend:
                 with torch.no_grad():
                     entropy = entropy_from_logits(logits.detach())
         return log_prob, entropy
+
+    def _response_logits(self, model: torch.nn.Module, mb: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Float logits ``(b, T, V)``; position i predicts response token i.
+
+        Rows with the same prompt (a GRPO group's rollouts) share one prompt pass: the ``U`` distinct
+        prompts ``(U, P)`` run once with the KV cache, the cache rows are copied to the ``b`` rows,
+        and only the responses ``(b, T-1)`` run per row (the last prompt position already predicts
+        response token 0). The gradient flows through the shared pass to every row that uses it, so
+        loss and gradients are those of ``b`` full passes (up to float rounding), at ``U/b`` of the
+        prompt cost. With no prompt shared it is one plain pass over ``(b, P+T)``. Either way the LM
+        head runs only on the positions that predict response tokens (``logits_to_keep``).
+        """
+        p = mb["prompts"].shape[1]
+        t = mb["responses"].shape[1]
+        prompt_attn = mb["attention_mask"][:, :p]
+        uniq, row_of = torch.unique(
+            torch.cat([mb["prompts"], prompt_attn], dim=1), dim=0, return_inverse=True
+        )
+        if uniq.shape[0] == mb["prompts"].shape[0]:  # nothing shared: one pass over prompt + response
+            out = model(
+                input_ids=mb["input_ids"],
+                attention_mask=mb["attention_mask"],
+                position_ids=mb["position_ids"],
+                logits_to_keep=t + 1,
+            )
+            return out.logits[:, :t, :].float()  # the last t+1 positions are p-1 .. p+t-1
+        from transformers import DynamicCache
+
+        u_ids, u_attn = uniq[:, :p], uniq[:, p:]
+        u_pos = (u_attn.cumsum(-1) - 1).clamp(min=0)  # (U, P)
+        cache = DynamicCache(config=model.config)
+        out = model(
+            input_ids=u_ids,
+            attention_mask=u_attn,
+            position_ids=u_pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        first = out.logits[:, -1, :].float()[row_of].unsqueeze(1)  # (b, 1, V): predicts response token 0
+        if t == 1:
+            return first
+        cache.batch_select_indices(row_of)  # (U, ...) -> (b, ...), differentiable indexing
+        resp_attn = mb["attention_mask"][:, p : p + t - 1]
+        pos = u_pos[row_of][:, -1:] + 1 + torch.arange(t - 1, device=u_pos.device)  # (b, T-1)
+        out = model(
+            input_ids=mb["responses"][:, : t - 1],
+            attention_mask=torch.cat([u_attn[row_of], resp_attn], dim=1),
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return torch.cat([first, out.logits.float()], dim=1)
 
     def _micro_batches(self, data: DataProto) -> list[dict[str, torch.Tensor]]:
         """Split into micro-batches and trim each to its own longest prompt/response (less padding)."""

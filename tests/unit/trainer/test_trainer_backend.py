@@ -120,3 +120,68 @@ def test_lora_trains_and_saves_the_adapter_alone(tiny_model_dir: Path, tmp_path:
     names = sorted(p.name for p in (tmp_path / "adapter").iterdir())
     assert "adapter_model.safetensors" in names and "adapter_config.json" in names
     assert "model.safetensors" not in names
+
+
+def _mixed_rows_batch(be: TorchBackend, shared: bool):
+    """Groups of 4 rows: prompts of different lengths (left padding), responses of 1-3 tokens (right
+    padding); ``shared``: the rows of a group have one prompt, else every row has its own."""
+    from streamrl.schemas import TrainingBatch, TrainingRow
+
+    g = torch.Generator().manual_seed(7)
+    rows = []
+    for i in range(12):
+        group = i // 4
+        plen = 2 + group * 2
+        base = i if not shared else group
+        prompt = [1, *[3 + (base + j) % 11 for j in range(plen - 1)]]
+        n = 1 + i % 3
+        resp = torch.randint(3, 16, (n,), generator=g).tolist()
+        rows.append(
+            TrainingRow(
+                rollout_id=f"r{i}",
+                group_id=f"g{group}",
+                prompt_ids=prompt,
+                response_ids=resp,
+                response_mask=[1] * n,
+                behaviour_logprobs=[-1.5] * n,
+                token_rewards=[0.0] * (n - 1) + [float(i % 2)],
+                reward=float(i % 2),
+                policy_version=0,
+            )
+        )
+    batch = TrainingBatch(
+        batch_id="mixed", policy_name="p", num_groups=3, rows=rows, min_policy_version=0, max_policy_version=0
+    )
+    return prepare_batch(batch, serde=None, trainer_version=0, max_staleness=None)
+
+
+def _reference_logprobs(model: torch.nn.Module, mb: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One full forward over every row's prompt + response: what the shared pass must equal."""
+    from verl.utils.torch_functional import logprobs_from_logits
+
+    p, t = mb["prompts"].shape[1], mb["responses"].shape[1]
+    out = model(
+        input_ids=mb["input_ids"], attention_mask=mb["attention_mask"], position_ids=mb["position_ids"]
+    )
+    return logprobs_from_logits(out.logits[:, p - 1 : p - 1 + t, :].float(), mb["responses"])
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_shared_prompt_pass_gives_the_logprobs_and_gradients_of_full_passes(
+    tiny_model_dir: Path, shared: bool
+) -> None:
+    be = _backend(tiny_model_dir, micro_batch_size=64)
+    data = _mixed_rows_batch(be, shared)
+    data.batch["advantages"] = torch.zeros_like(data.batch["response_mask"])
+    (mb,) = be._micro_batches(data)
+    assert len(torch.unique(mb["prompts"], dim=0)) == (3 if shared else 12)
+    mask = mb["response_mask"]
+    got, _ = be._forward_logprobs(be.model, mb, False, False)
+    (got * mask).sum().backward()
+    grads = {n: p.grad.clone() for n, p in be.model.named_parameters()}
+    be.model.zero_grad(set_to_none=True)
+    want = _reference_logprobs(be.model, mb)
+    (want * mask).sum().backward()
+    torch.testing.assert_close(got * mask, want * mask, rtol=1e-5, atol=1e-5)
+    for n, p in be.model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6)
