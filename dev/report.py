@@ -82,6 +82,20 @@ def format_summary(summary: dict[str, Any], run_dir: Path | None = None, outcome
         )
     else:
         lines.append("val reward: no complete validation")
+    reached = summary.get("val_target_reached")
+    if reached:
+        lines.append(
+            f"val reward reached {reached['target']} at version {reached['version']} "
+            f"({f(reached['val'])}), {reached['wall_s']} s after the start"
+        )
+    training = (summary.get("cpu") or {}).get("training")
+    if training and training.get("cpu_ms_per_rollout"):
+        per = training["cpu_ms_per_rollout"]
+        parts = ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if k != "total"
+        )
+        spv = training.get("s_per_version")
+        lines.append(f"training: {spv} s per policy version; CPU per rollout {per['total']:.1f} ms ({parts})")
     missing = summary.get("missing_trajectories")
     if missing:
         lines.append(f"samples without a trajectory: {missing}")

@@ -30,6 +30,7 @@ from typing import Any
 from rich.console import Console
 
 from streamrl.config import Settings, flag_overrides, load_settings
+from streamrl.dev.cpu import CpuMeter
 from streamrl.dev.display import render, status_line
 from streamrl.dev.monitor import Monitor
 from streamrl.dev.report import format_summary, plot_rewards, write_summary
@@ -267,7 +268,13 @@ def run_dev(
         console.print(f"metrics: Prometheus file_sd targets in {targets}")
     console.print(f"run {run_id}: {run_dir} (topics {settings.topics.prefix}*)")
 
-    stats = RunStats(val_samples_per_task=settings.sampler.val_samples_per_task)
+    stats = RunStats(
+        val_samples_per_task=settings.sampler.val_samples_per_task,
+        started_at=started_at,
+        val_target=dev.val_target,
+    )
+    meter = CpuMeter()
+    own_pids = {"dev": os.getpid(), "broker": broker.pid() if broker is not None else None}
     sup = Supervisor(
         run_dir / "logs",
         base_env=_child_env(settings),
@@ -291,6 +298,8 @@ def run_dev(
                     on_tick,
                     started_at,
                     metrics,
+                    meter=meter,
+                    own_pids=own_pids,
                 )
             except ChildFailed as exc:
                 outcome, code = f"failed: {exc.name} exited with code {exc.returncode}", EXIT_CHILD_FAILED
@@ -299,6 +308,7 @@ def run_dev(
                 outcome, code = f"failed: {exc}", EXIT_CHILD_FAILED
                 console.print(f"[red]error:[/] {exc}", highlight=False)
             finally:
+                _sample_cpu(meter, sup, own_pids)
                 _stop_children(sup, console)
     finally:
         _drain(monitor, stats)
@@ -308,7 +318,9 @@ def run_dev(
             outcome, code = f"{outcome}; processes left running: {left}", EXIT_LEFTOVERS
         if broker is not None and not dev.keep_broker:
             broker.stop()
-    summary = _finish(stats, settings, run_dir, time.monotonic() - started_at, outcome, console)
+    with monitor.lock:
+        cpu = meter.report(stats.trajectories, stats.version, time.monotonic())
+    summary = _finish(stats, settings, run_dir, time.monotonic() - started_at, outcome, console, cpu)
     return DevResult(code, outcome, run_dir, summary)
 
 
@@ -342,6 +354,9 @@ def _run(
     on_tick: Callable[[RunStats], None] | None,
     run_started: float,
     metrics: dict[str, int] | None = None,
+    *,
+    meter: CpuMeter | None = None,
+    own_pids: dict[str, int | None] | None = None,
 ) -> tuple[str, int]:
     from streamrl.topics import ensure_topics
 
@@ -383,6 +398,8 @@ def _run(
             time.sleep(dev.refresh_s)
             now = time.monotonic()
             sup.check()
+            if meter is not None:
+                _sample_cpu(meter, sup, own_pids or {})
             if monitor.error is not None:
                 raise StreamRLError(f"the dev monitor stopped: {monitor.error!r}")
             if now - last_lag >= 2.0:
@@ -411,13 +428,22 @@ def _run(
                 if on_tick is not None:
                     on_tick(stats)
                 version = stats.version
+                if meter is not None and version >= 1:
+                    meter.mark_start(stats.trajectories, version, now)
                 val_done = stats.val_complete(version)
+                target = stats.target_reached()
                 # The last checkpoint counts as loaded once the inference server reports its version.
                 loaded = health_url is None or max(stats.inference_versions, default=-1) >= version
                 idle_s = now - max(stats.last_progress, started)
             if signals.received:
                 name = signal.Signals(signals.received).name
                 return f"interrupted ({name})", EXIT_INTERRUPTED
+            if dev.stop_at_val_target and target is not None:
+                return (
+                    f"completed: val reward {target['val']} >= dev.val_target {target['target']} "
+                    f"at policy version {target['version']}",
+                    EXIT_OK,
+                )
             if dev.timeout_s is not None and now - run_started > dev.timeout_s:
                 return f"timed out after {dev.timeout_s:.0f} s at policy version {version}", EXIT_TIMEOUT
             if max_steps is not None and version >= max_steps:
@@ -442,6 +468,11 @@ def _run(
     finally:
         if live is not None:
             live.stop()
+
+
+def _sample_cpu(meter: CpuMeter, sup: Supervisor, own_pids: dict[str, int | None]) -> None:
+    """One CPU reading of every child (and of this process and the broker it started)."""
+    meter.sample({**own_pids, **{name: child.pid for name, child in sup.children.items()}})
 
 
 def _health_version(url: str, verify: Any = True) -> int | None:
@@ -497,11 +528,18 @@ def _drain(monitor: Monitor, stats: RunStats, timeout_s: float = 3.0) -> None:
 
 
 def _finish(
-    stats: RunStats, settings: Settings, run_dir: Path, wall_s: float, outcome: str, console: Console
+    stats: RunStats,
+    settings: Settings,
+    run_dir: Path,
+    wall_s: float,
+    outcome: str,
+    console: Console,
+    cpu: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     decode = _decoder(settings)
     summary = stats.summary(wall_s, decode=decode)
     summary["outcome"] = outcome
+    summary["cpu"] = cpu
     summary["run_dir"] = str(run_dir)
     write_summary(run_dir / "summary.json", summary)
     try:

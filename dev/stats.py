@@ -19,6 +19,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from streamrl.schemas import (
     CheckpointEvent,
@@ -97,6 +98,12 @@ class RunStats:
     decode_errors: int = 0
     lag: dict[tuple[str, str], int] = field(default_factory=dict)
     """(consumer group, topic base name) → records behind the end offsets."""
+    val_done_at: dict[int, float] = field(default_factory=dict)
+    """Validated version → clock time at which its validation was first seen complete."""
+    started_at: float | None = None
+    """Clock time at which the run started (the runner sets it); wall times in the summary count from it."""
+    val_target: float | None = None
+    """The summary reports when the validation reward first reached this (``dev.val_target``)."""
     _arrivals: deque[float] = field(default_factory=deque)
     last_progress: float = field(default=0.0)
     """Clock time of the last trajectory or checkpoint (for the drain rule)."""
@@ -133,6 +140,8 @@ class RunStats:
         prev = self.val.get(result.policy_version)
         if prev is None or result.count >= prev.count:
             self.val[result.policy_version] = result
+        if result.policy_version not in self.val_done_at and self.val_complete(result.policy_version):
+            self.val_done_at[result.policy_version] = self.clock()
 
     def on_group_outcome(self, outcome: GroupOutcome) -> None:
         status = getattr(outcome.status, "value", outcome.status)
@@ -199,7 +208,10 @@ class RunStats:
         ``val_reward`` and ``train_reward`` (version → mean), ``versions`` (latest policy version),
         ``rollouts`` (trajectory records), ``samples``, ``missing_trajectories``, ``status``,
         ``requests``, ``served_version_max`` (highest version that served a call),
-        ``inference_version_first``/``_last`` (reported by the server's ``/health``), ``batches``, ``dlq``, ``wall_s``.
+        ``inference_version_first``/``_last`` (reported by the server's ``/health``), ``batches``, ``dlq``, ``wall_s``,
+        ``val_wall_s`` (version → seconds from the run's start until its validation was complete) and
+        ``val_target_reached`` (the first validated version whose reward is at least ``val_target``:
+        ``{"target", "version", "val", "wall_s"}``; None when not reached or no target).
         """
         val = self.val_means()
         first = min(val) if val else None
@@ -229,7 +241,30 @@ class RunStats:
             "dlq": self.dlq,
             "decode_errors": self.decode_errors,
             "wall_s": round(wall_s, 1),
+            "val_wall_s": {str(v): self._since_start(v) for v in val},
+            "val_target_reached": self.target_reached(),
         }
+
+    def _since_start(self, version: int) -> float | None:
+        done = self.val_done_at.get(version)
+        if done is None or self.started_at is None:
+            return None
+        return round(done - self.started_at, 1)
+
+    def target_reached(self) -> dict[str, Any] | None:
+        """The first completely validated version whose reward is at least ``val_target``:
+        ``{"target", "version", "val", "wall_s"}``; None when none did or there is no target."""
+        if self.val_target is None:
+            return None
+        for v, mean in self.val_means().items():
+            if mean >= self.val_target:
+                return {
+                    "target": self.val_target,
+                    "version": v,
+                    "val": _round(mean),
+                    "wall_s": self._since_start(v),
+                }
+        return None
 
 
 def _round(x: float) -> float:

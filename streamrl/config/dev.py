@@ -105,6 +105,12 @@ class DevSettings(Section):
     ``job`` = the stage), so a local Prometheus and the Grafana dashboard can watch the run."""
     max_steps: int | None = Field(None, ge=1)
     """Stop once a checkpoint of this policy version is published; None = ``trainer.max_steps``."""
+    val_target: float | None = Field(None)
+    """A validation reward to watch for: the summary reports the first version that reached it and
+    the wall time since the start (``val_target_reached``); with ``stop_at_val_target`` the run
+    ends there. None = not watched."""
+    stop_at_val_target: bool = False
+    """End the run (exit 0) once a complete validation reaches ``val_target``."""
     final_val_timeout_s: float = Field(120.0, ge=0)
     """After ``max_steps``, how long to wait for the last version's validation and for the inference server to
     report that version, in seconds."""
@@ -131,4 +137,6 @@ class DevSettings(Section):
             raise ValueError(
                 f"dev.run_id {self.run_id!r} must be a plain directory name (no '/', not hidden)"
             )
+        if self.stop_at_val_target and self.val_target is None:
+            raise ValueError("dev.stop_at_val_target needs dev.val_target")
         return self

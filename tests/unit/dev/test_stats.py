@@ -145,3 +145,24 @@ def test_group_outcomes_are_counted_by_status_and_reason() -> None:
             GroupOutcome(group_id=gid, status="dropped", reason="zero_variance", rollout_ids=[f"{gid}/0"])
         )
     assert stats.group_outcomes == {"batched": 1, "dropped:zero_variance": 2}
+
+
+def test_val_target_reached_reports_the_first_complete_version_at_or_above_it_and_when() -> None:
+    s = _stats_with_val_tasks(2)
+    clock = s.clock
+    s.started_at, s.val_target = 1000.0, 0.9
+    clock.t = 1010.0  # type: ignore[attr-defined]
+    s.on_validation(_val_result(0, 2, 0.0))
+    clock.t = 1030.0  # type: ignore[attr-defined]
+    s.on_validation(_val_result(10, 1, 1.0))  # partial: not a validation yet
+    assert s.target_reached() is None
+    clock.t = 1042.5  # type: ignore[attr-defined]
+    s.on_validation(_val_result(10, 2, 1.0))
+    clock.t = 1050.0  # type: ignore[attr-defined]
+    s.on_validation(_val_result(20, 2, 1.0))
+    assert s.target_reached() == {"target": 0.9, "version": 10, "val": 1.0, "wall_s": 42.5}
+    summary = s.summary(60.0)
+    assert summary["val_wall_s"] == {"0": 10.0, "10": 42.5, "20": 50.0}
+    assert summary["val_target_reached"]["version"] == 10  # type: ignore[index]
+    s.val_target = None
+    assert s.target_reached() is None
