@@ -34,6 +34,11 @@ def kafka_start(config: Path | None = ConfigOption) -> None:
         typer.echo(f"Kafka started (pid {broker.pid()}), data in {broker.data_dir}")
     else:
         typer.echo("Kafka is already running")
+    if broker.secured:
+        typer.echo(
+            f"SASL_SSL (SCRAM-SHA-512{', ACLs on' if settings.kafka.local.authorizer else ''}); "
+            f"clients verify the broker with {broker.ca_file} (kafka.ssl_ca_location)"
+        )
     typer.echo(bootstrap)
 
 
@@ -58,6 +63,37 @@ def kafka_status(config: Path | None = ConfigOption) -> None:
     else:
         typer.echo(f"Kafka not running (data in {st.data_dir})")
     raise typer.Exit(0 if st.running and st.answering else 1)
+
+
+@kafka_app.command("acls")
+def kafka_acls(
+    apply: bool = typer.Option(
+        False, "--apply", help="Create the ACLs (as the configured user, a super user)."
+    ),
+    principal: list[str] = typer.Option(
+        None,
+        "--principal",
+        help="ROLE=Type:name, e.g. worker=User:rollouts (repeat; default User:<stem>-<role>).",
+    ),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Print (or, with --apply, create) the Kafka ACLs giving each stage's principal its own topics and groups."""
+    from streamrl.acl import apply_acls, grants, principals
+    from streamrl.errors import ConfigError
+
+    settings = settings_from(config)
+    overrides = {}
+    for item in principal or ():
+        role, sep, who = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--principal {item}: expected ROLE=Type:name, e.g. worker=User:rollouts")
+        overrides[role] = who
+    who_is = principals(settings, overrides)
+    for role, rtype, pattern, name, op in grants(settings):
+        typer.echo(f"{who_is[role]:<32} {op:<16} {rtype:<6} {pattern:<8} {name}")
+    if apply:
+        n = apply_acls(settings, who_is)
+        typer.echo(f"{n} ACLs created on {settings.kafka.bootstrap_servers}")
 
 
 @topics_app.command("create")

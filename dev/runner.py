@@ -93,16 +93,19 @@ def child_specs(
     worker its own metrics port.
     """
     cfg = ("--config", str(config_path))
+    stage_env = settings.dev.stage_env
     specs = []
     if settings.dev.start_inference:
-        specs.append(ChildSpec("inference", _cli("inference", *cfg)))
-    specs.append(ChildSpec("trainer", _cli("trainer", *cfg), may_exit=True))
-    specs.append(ChildSpec("streams", _cli("streams", *cfg)))
+        specs.append(ChildSpec("inference", _cli("inference", *cfg), env=stage_env.get("inference", {})))
+    specs.append(ChildSpec("trainer", _cli("trainer", *cfg), may_exit=True, env=stage_env.get("trainer", {})))
+    specs.append(ChildSpec("streams", _cli("streams", *cfg), env=stage_env.get("streams", {})))
     for i in range(settings.dev.workers):
         name = f"worker-{i}"
-        env = {"STREAMRL_WORKER__METRICS_PORT": str(metrics[name])} if metrics and name in metrics else {}
+        env = dict(stage_env.get("worker", {}))
+        if metrics and name in metrics:
+            env["STREAMRL_WORKER__METRICS_PORT"] = str(metrics[name])
         specs.append(ChildSpec(name, _cli("worker", *cfg), env=env))
-    specs.append(ChildSpec("sampler", _cli("sampler", *cfg), may_exit=True))
+    specs.append(ChildSpec("sampler", _cli("sampler", *cfg), may_exit=True, env=stage_env.get("sampler", {})))
     return specs
 
 
@@ -115,7 +118,11 @@ def publish_specs(settings: Settings, config_path: Path) -> list[ChildSpec]:
             argv += ["--limit", str(ds.limit)]
         if ds.id_field is not None:
             argv += ["--id-field", ds.id_field]
-        specs.append(ChildSpec(f"publish-{i}-{ds.split}", argv, may_exit=True))
+        specs.append(
+            ChildSpec(
+                f"publish-{i}-{ds.split}", argv, may_exit=True, env=settings.dev.stage_env.get("publish", {})
+            )
+        )
     return specs
 
 

@@ -6,6 +6,15 @@ storage formatted once with ``kafka.tools.StorageTool format --standalone`` and 
 keeps the log. The cluster id is passed as ``--cluster-id=<id>`` (a random id starts with ``-``
 about once in 64, which the tool would read as a flag). A start that is interrupted (Ctrl-C) or
 fails stops the JVM it spawned: the broker runs in its own session, so nothing else would.
+
+Secured (``kafka.local.listener_security: SASL_SSL``): the client listener is SASL_SSL with
+SCRAM-SHA-512 (users created at format time with ``--add-scram``, upserted at every start); its
+TLS certificate comes from ``tls_dir`` (a development CA made with :mod:`streamrl.tls` if missing;
+a PKCS#12 keystore, a PEM truststore). The controller listener is SSL with client certificates
+required (only the broker itself, holding the keystore, can reach it), so no listener accepts an
+anonymous login. ``authorizer: true`` adds Kafka's StandardAuthorizer: nothing is allowed but to
+``super_users`` and what ACLs grant (:mod:`streamrl.acl`). ``server.properties`` holds the
+broker's own password and keystore password and is written with mode 0600.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -30,6 +40,9 @@ from streamrl.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
+#: Common name of the certificate the launcher makes for a secured broker: the principal of its
+#: controller listener (a super user), which no SCRAM user may take.
+CONTROLLER_CN = "streamrl-local-broker"
 POM_PATH = Path(__file__).resolve().parents[1] / "compose" / "kafka" / "pom.xml"
 _LOG4J2 = """\
 status = warn
@@ -113,6 +126,96 @@ class LocalKafka:
         return f"{self.cfg.host}:{self.cfg.port}"
 
     @property
+    def secured(self) -> bool:
+        """True when the client listener is SASL_SSL."""
+        return self.cfg.listener_security == "SASL_SSL"
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the secured broker's CA, certificate and keystore live."""
+        return Path(self.cfg.tls_dir).expanduser() if self.cfg.tls_dir is not None else self.home / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA clients verify the secured broker with (``kafka.ssl_ca_location``)."""
+        return self.tls_dir / "ca.pem"
+
+    def client_config(self, user: str | None = None) -> dict[str, Any]:
+        """librdkafka properties to reach this broker (as ``user``, default the first super user).
+
+        Raises:
+            KeyError: ``user`` is not in ``scram_users``.
+        """
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
+        if self.secured:
+            user = user or self.cfg.super_users[0]
+            conf.update(
+                {
+                    "security.protocol": "SASL_SSL",
+                    "sasl.mechanism": "SCRAM-SHA-512",
+                    "sasl.username": user,
+                    "sasl.password": self.cfg.scram_users[user].get_secret_value(),
+                    "ssl.ca.location": str(self.ca_file),
+                }
+            )
+        return conf
+
+    def _ensure_tls(self) -> tuple[Path, str]:
+        """The keystore and its password, made with a development CA on first use."""
+        from streamrl.tls import make_dev_ca
+
+        keystore = self.tls_dir / "server.p12"
+        password_file = self.tls_dir / "server.p12.password"
+        if not keystore.is_file() or not password_file.is_file() or not self.ca_file.is_file():
+            hosts = tuple(dict.fromkeys((self.cfg.host, "localhost", "127.0.0.1")))
+            log.info("making a development CA and broker certificate in %s", self.tls_dir)
+            make_dev_ca(self.tls_dir, hosts, common_name=CONTROLLER_CN)
+        return keystore, password_file.read_text().strip()
+
+    def _security_props(self) -> dict[str, str]:
+        host, port, cport = self.cfg.host, self.cfg.port, self.cfg.controller_port
+        keystore, store_pw = self._ensure_tls()
+        admin = self.cfg.super_users[0]
+        admin_pw = self.cfg.scram_users[admin].get_secret_value()
+        props = {
+            "listeners": f"SASL_SSL://{host}:{port},CONTROLLER://{host}:{cport}",
+            "advertised.listeners": f"SASL_SSL://{host}:{port}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:SSL,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{admin}" password="{admin_pw}";'
+            ),
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(keystore),
+            "ssl.keystore.password": store_pw,
+            "ssl.key.password": store_pw,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.ca_file),
+            # the controller listener takes only the broker itself: a client certificate of our CA
+            "listener.name.controller.ssl.client.auth": "required",
+            "ssl.principal.mapping.rules": "RULE:^CN=([^,]+).*$/$1/,DEFAULT",
+        }
+        supers = [f"User:{u}" for u in self.cfg.super_users]
+        supers.append(f"User:{self._controller_principal()}")
+        props["super.users"] = ";".join(supers)
+        if self.cfg.authorizer:
+            props["authorizer.class.name"] = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+            props["allow.everyone.if.no.acl.found"] = "false"
+        return props
+
+    def _controller_principal(self) -> str:
+        """The SSL principal of the broker's own certificate (its CN, by the mapping rule;
+        :data:`CONTROLLER_CN` for a certificate this launcher made)."""
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        cert = x509.load_pem_x509_certificate((self.tls_dir / "server.pem").read_bytes())
+        return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+    @property
     def pid_file(self) -> Path:
         return self.data_dir / "broker.pid"
 
@@ -190,8 +293,13 @@ class LocalKafka:
             "log.cleaner.min.compaction.lag.ms": "0",
             "log.retention.check.interval.ms": "60000",
         }
+        if self.secured:
+            props.update(self._security_props())
         path = self.data_dir / "server.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(f"{k}={v}\n" for k, v in props.items()))
+        os.chmod(path, 0o600)
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(level=self.log_level))
         return path
 
@@ -220,6 +328,10 @@ class LocalKafka:
         if (self.data_dir / "log" / "meta.properties").exists():
             return False
         cluster_id = cluster_id or new_cluster_id()
+        scram = []
+        if self.secured:  # users exist before the broker first starts, so it can log itself in
+            for name, pw in self.cfg.scram_users.items():
+                scram += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={pw.get_secret_value()}]"]
         cmd = self._java(
             "kafka.tools.StorageTool",
             "format",
@@ -227,10 +339,14 @@ class LocalKafka:
             f"--cluster-id={cluster_id}",  # one argument: an id starting with "-" is not a flag
             "--config",
             str(config),
+            *scram,
         )
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise BrokerError("kafka storage format failed:\n" + (proc.stdout + proc.stderr).strip()[-2000:])
+            out = (proc.stdout + proc.stderr).strip()[-2000:]
+            for pw in self.cfg.scram_users.values():
+                out = out.replace(pw.get_secret_value(), "**********")
+            raise BrokerError("kafka storage format failed:\n" + out)
         return True
 
     # -- process ---------------------------------------------------------------------------------
@@ -258,7 +374,7 @@ class LocalKafka:
         """True if a metadata request to the client listener succeeds within ``timeout_s``."""
         admin = AdminClient(
             {
-                "bootstrap.servers": self.bootstrap,
+                **self.client_config(),
                 "socket.connection.setup.timeout.ms": 1000,
                 "log_level": 0,  # "connection refused" while it boots is expected, not news
                 "logger": log,
@@ -281,6 +397,8 @@ class LocalKafka:
                 message), or it did not answer a metadata request within ``timeout_s``.
         """
         timeout_s = timeout_s or self.cfg.start_timeout_s
+        if self.secured:
+            self._ensure_tls()
         if self.pid() is not None:
             return self.bootstrap, False
         if self.answers(timeout_s=1.0):
@@ -306,6 +424,8 @@ class LocalKafka:
                 if proc.poll() is not None:
                     raise BrokerError(f"Kafka exited with code {proc.returncode}:\n{self.log_tail()}")
                 if self.answers(timeout_s=2.0):
+                    if self.secured:
+                        self._upsert_users()
                     return self.bootstrap, True
                 time.sleep(0.3)
             raise BrokerError(
@@ -316,6 +436,27 @@ class LocalKafka:
             # runs in its own session, so nothing else would ever stop it
             self._terminate(proc)
             raise
+
+    def _upsert_users(self, timeout_s: float = 30.0) -> None:
+        """Make the broker's SCRAM users those of ``scram_users`` (a user added to the config after
+        the storage was formatted is created; a changed password is set).
+
+        Raises:
+            BrokerError: the broker refused.
+        """
+        from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+        admin = AdminClient({**self.client_config(), "logger": log})
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+        upserts = [
+            UserScramCredentialUpsertion(name, info, pw.get_secret_value().encode())
+            for name, pw in self.cfg.scram_users.items()
+        ]
+        for name, fut in admin.alter_user_scram_credentials(upserts, request_timeout=timeout_s).items():
+            try:
+                fut.result(timeout=timeout_s)
+            except KafkaException as exc:
+                raise BrokerError(f"cannot set the SCRAM credentials of user {name}: {exc}") from exc
 
     def _terminate(self, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
         """Stop a broker this launcher just started (SIGTERM, SIGKILL after ``timeout_s``) and forget it."""

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from streamrl.config import Settings
-from streamrl.errors import DeliveryError
+from streamrl.errors import BrokerError, DeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,61 @@ def client_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
+#: Client configs (bootstrap, security, credentials) whose login this process has checked
+#: (:func:`verify_login`), as sorted items.
+_LOGINS_CHECKED: set[tuple[tuple[str, str], ...]] = set()
+#: librdkafka errors that mean "these credentials or this CA will never work": retrying is pointless.
+_LOGIN_ERRORS = (KafkaError._AUTHENTICATION, KafkaError._SSL)
+
+
+def verify_login(settings: Settings, timeout_s: float = 15.0) -> None:
+    """Fail fast, with one clear error, when a secured cluster refuses our login or certificate.
+
+    librdkafka retries a refused SASL login (or a TLS handshake with an untrusted broker
+    certificate) forever, logging a line each time; a stage would hang instead of saying why.
+    This makes one metadata request and reports such an error. A cluster that merely does not
+    answer is left to the caller (it may come back). Checked once per client configuration
+    (bootstrap, security settings, credentials) per process; :func:`make_producer`, :func:`make_consumer` and :func:`make_admin` call it.
+
+    Raises:
+        BrokerError: authentication failed (wrong user or password, unknown mechanism) or the TLS
+            handshake failed (``kafka.ssl_ca_location`` does not verify the broker).
+    """
+    k = settings.kafka
+    if k.security_protocol == "PLAINTEXT":
+        return
+    conf = client_config(settings)
+    key = tuple(sorted((name, str(value)) for name, value in conf.items()))
+    if key in _LOGINS_CHECKED:
+        return
+    errors: list[KafkaError] = []
+    probe = Producer({**conf, "error_cb": errors.append, "log_level": 0})
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            try:
+                probe.list_topics(timeout=1.0)
+                _LOGINS_CHECKED.add(key)
+                return
+            except KafkaException:
+                pass
+            probe.poll(0)
+            refused = [e for e in errors if e.code() in _LOGIN_ERRORS]
+            if refused:
+                who = f"user {k.sasl_username!r}" if k.sasl_username else "this client"
+                hint = (
+                    "check kafka.sasl_username / kafka.sasl_password / kafka.sasl_mechanism"
+                    if refused[0].code() == KafkaError._AUTHENTICATION
+                    else "check kafka.ssl_ca_location (the CA that signed the broker's certificate)"
+                )
+                raise BrokerError(
+                    f"{k.bootstrap_servers}: the cluster refused {who} ({k.security_protocol}): "
+                    f"{refused[0].str()}; {hint}"
+                )
+    finally:
+        probe.flush(0)
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Config of an idempotent, ``acks=all``, compressed producer (see :func:`make_producer`)."""
     conf = client_config(settings)
@@ -119,7 +174,11 @@ def make_producer(settings: Settings, **overrides: Any) -> Producer:
     Delivery callbacks run only inside ``poll()``/``flush()``; use :class:`EventProducer` to get a
     background poll thread. ``overrides`` are librdkafka properties (dots in names), e.g.
     ``make_producer(s, **{"transactional.id": "sampler-0"})``.
+
+    Raises:
+        BrokerError: a secured cluster refused the login (:func:`verify_login`).
     """
+    verify_login(settings)
     return Producer(producer_config(settings, **overrides))
 
 
@@ -148,12 +207,21 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
     Offsets are neither auto-committed nor auto-stored: commit explicitly once the output of a
     record is acknowledged. New groups start at the earliest offset. With cooperative-sticky,
     rebalance callbacks must use ``incremental_assign``/``incremental_unassign``.
+
+    Raises:
+        BrokerError: a secured cluster refused the login (:func:`verify_login`).
     """
+    verify_login(settings)
     return Consumer(consumer_config(settings, group_id, **overrides))
 
 
 def make_admin(settings: Settings, **overrides: Any) -> AdminClient:
-    """An admin client for topic management."""
+    """An admin client for topic management.
+
+    Raises:
+        BrokerError: a secured cluster refused the login (:func:`verify_login`).
+    """
+    verify_login(settings)
     conf = client_config(settings)
     conf.update(overrides)
     return AdminClient(_logged(conf))

@@ -50,6 +50,8 @@ REDACTED = "**********"
 #: ``kafka.client_properties`` keys whose values are secrets (librdkafka's ``sasl.password``,
 #: ``sasl.oauthbearer.client.secret``, ``ssl.key.pem``, ``sasl.jaas.config`` ...).
 SECRET_PROPERTY = re.compile(r"password|secret|token|jaas|credential|\.pem$|private", re.IGNORECASE)
+#: Environment variables (``dev.env``, ``dev.stage_env``) whose values are secrets.
+SECRET_ENV = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY|CREDENTIAL", re.IGNORECASE)
 #: Anthropic clients send their key in this header (``streamrl.schemas.inference_http`` names it too).
 API_KEY_HEADER = "x-api-key"
 AUTHORIZATION = "Authorization"
@@ -180,6 +182,7 @@ def secret_values(settings: Settings) -> list[str]:
     """
     k, sec = settings.kafka, settings.security
     out = [v.get_secret_value() for v in (k.sasl_password, k.ssl_key_password) if v is not None]
+    out += [v.get_secret_value() for v in k.local.scram_users.values()]
     out += [v for key, v in k.client_properties.items() if SECRET_PROPERTY.search(key)]
     for name in ("admin_token", "metrics_token"):
         try:
@@ -188,6 +191,8 @@ def secret_values(settings: Settings) -> list[str]:
             value = None
         if value:
             out.append(value)
+    for env in (settings.dev.env, *settings.dev.stage_env.values()):
+        out += [v for key, v in env.items() if SECRET_ENV.search(key)]
     for section in (settings.gateway, settings.worker):
         for v in section.model_dump().values():
             if isinstance(v, SecretStr) and v.get_secret_value():
@@ -241,11 +246,15 @@ def redact_logs(settings: Settings) -> None:
 
 def redacted_settings(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data with every secret replaced by ``**********``
-    (``SecretStr`` fields and secret-looking
+    (``SecretStr`` fields, ``kafka.local.scram_users`` passwords, and secret-looking
     ``kafka.client_properties``)."""
     data = settings.model_dump(mode="json")  # SecretStr fields dump as "**********"
     props = data["kafka"]["client_properties"]
     for key in props:
         if SECRET_PROPERTY.search(key):
             props[key] = REDACTED
+    for env in (data["dev"]["env"], *data["dev"]["stage_env"].values()):
+        for key in env:
+            if SECRET_ENV.search(key):
+                env[key] = REDACTED
     return data

@@ -98,6 +98,11 @@ class DevSettings(Section):
     """Directories prepended to the children's ``PYTHONPATH`` (so ``--agent examples.x:fn`` imports)."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment variables of every child (e.g. ``OMP_NUM_THREADS``)."""
+    stage_env: dict[
+        Literal["inference", "trainer", "streams", "worker", "sampler", "publish"], dict[str, str]
+    ] = Field(default_factory=dict)
+    """Extra environment variables per stage, over ``env``: e.g. each stage's own Kafka login
+    (``{worker: {STREAMRL_KAFKA__SASL_USERNAME: streamrl-worker, ...}}``, docs/SECURITY.md)."""
     metrics: bool = False
     """Serve every stage's Prometheus metrics on a free port (``sampler``/``streams``/``trainer``
     ``.metrics_port`` unless set, one per worker; inference on its API port) and write their scrape

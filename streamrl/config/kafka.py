@@ -74,6 +74,46 @@ class LocalBrokerSettings(Section):
     """JVM heap (``-Xms``/``-Xmx``), e.g. ``512m`` or ``1g``."""
     start_timeout_s: float = Field(90.0, gt=0)
     """How long ``start`` waits for the broker to answer a metadata request."""
+    listener_security: Literal["PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """The client listener: ``PLAINTEXT``, or ``SASL_SSL`` (TLS with the certificate in ``tls_dir``,
+    SCRAM-SHA-512 logins of ``scram_users``). Clients then need ``kafka.security_protocol: SASL_SSL``,
+    ``sasl_mechanism: SCRAM-SHA-512``, a user and ``ssl_ca_location: <tls_dir>/ca.pem``."""
+    tls_dir: Path | None = None
+    """With SASL_SSL: the broker's development CA and certificate (``streamrl tls dev-ca`` files),
+    made on first start if missing; None = ``<home>/tls``."""
+    scram_users: dict[str, SecretStr] = Field(default_factory=dict)
+    """With SASL_SSL: SCRAM-SHA-512 users (name -> password), created when the storage is formatted
+    (``kafka-storage format --add-scram``) and upserted at every start. Must include ``super_users[0]``."""
+    super_users: list[str] = Field(default_factory=lambda: ["admin"])
+    """User names allowed everything (``super.users``); the first one carries the broker's own
+    inter-broker traffic. Stage principals should not be super users."""
+    authorizer: bool = False
+    """Run Kafka's ``StandardAuthorizer`` with ``allow.everyone.if.no.acl.found=false``: only super
+    users and what ACLs allow (``streamrl kafka acls --apply``)."""
+
+    @model_validator(mode="after")
+    def _sasl_ssl_needs_users(self) -> LocalBrokerSettings:
+        if self.listener_security == "SASL_SSL":
+            if not self.super_users or self.super_users[0] not in self.scram_users:
+                raise ValueError(
+                    "listener_security=SASL_SSL needs scram_users with a password for super_users[0] "
+                    f"({self.super_users[0] if self.super_users else 'none given'!r}), the broker's own login"
+                )
+            if "streamrl-local-broker" in self.scram_users:
+                raise ValueError(
+                    "scram_users: 'streamrl-local-broker' is the broker's own certificate principal"
+                )
+            for name, pw in self.scram_users.items():
+                bad = set(name + pw.get_secret_value()) & set(',[]="\\ ')
+                if bad or not name or not pw.get_secret_value():
+                    raise ValueError(
+                        f'scram_users.{name}: names and passwords must be non-empty, without any of , [ ] = " \\ or spaces'
+                    )
+        elif self.authorizer:
+            raise ValueError(
+                "authorizer needs listener_security: SASL_SSL (PLAINTEXT logins have no identity)"
+            )
+        return self
 
 
 class KafkaSettings(Section):

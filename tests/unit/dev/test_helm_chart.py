@@ -38,6 +38,7 @@ VALUE_SETS: dict[str, tuple[list[str], list[str]]] = {
             "kafka.security.saslUsername=streamrl", "kafka.security.passwordSecret.name=kafka-user",
             "kafka.security.tlsSecret.name=kafka-ca", "config.topics.prefix=team-a_",
             "metrics.podMonitor.enabled=true", "inference.gpus=2", "model.source=existing",
+            "security.adminTokenSecret.name=streamrl-admin", "security.metricsTokenSecret.name=streamrl-metrics",
         ],
     ),
     "fixed-workers": ([], ["worker.autoscaling.enabled=false", "metrics.annotations=false"]),
@@ -319,3 +320,32 @@ def test_images_contain_every_package_folder() -> None:
         text = (ROOT / "compose" / dockerfile).read_text()
         for d in dirs:
             assert f"COPY {d} {d}" in text, f"compose/{dockerfile} does not copy {d}/"
+
+
+def test_tokens_come_from_secrets(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Every StreamRL container gets the admin and metrics tokens from their Secrets (never from
+    values), and the PodMonitor scrapes with the metrics token."""
+    docs = rendered["secured"]
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
+    assert workloads
+    for d in workloads:
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            if not any(e["name"] == "STREAMRL_CONFIG" for e in c.get("env", [])):
+                continue
+            env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in c["env"]}
+            assert env["STREAMRL_SECURITY__ADMIN_TOKEN"] == {"name": "streamrl-admin", "key": "token"}
+            assert env["STREAMRL_SECURITY__METRICS_TOKEN"] == {"name": "streamrl-metrics", "key": "token"}
+    (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    for ep in monitor["spec"]["podMetricsEndpoints"]:
+        assert ep["authorization"] == {
+            "type": "Bearer",
+            "credentials": {"name": "streamrl-metrics", "key": "token"},
+        }
+    default = [
+        e["name"]
+        for d in rendered["default"]
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+    ]
+    assert "STREAMRL_SECURITY__ADMIN_TOKEN" not in default

@@ -76,15 +76,22 @@ def test_config_show_prints_no_secret(tmp_path: Path) -> None:
         "kafka:\n"
         "  security_protocol: SASL_SSL\n  sasl_mechanism: SCRAM-SHA-512\n  sasl_username: alice\n"
         "  client_properties: {sasl.oauthbearer.client.secret: oauth-secret-31, linger.ms: '7'}\n"
+        "  local: {listener_security: SASL_SSL, scram_users: {admin: scram-pass-88}}\n"
+        "dev: {stage_env: {worker: {STREAMRL_KAFKA__SASL_PASSWORD: worker-pass-61, OMP_NUM_THREADS: '1'}}}\n"
     )
     env = {**os.environ, **SECRETS}
     out = subprocess.run(
         [sys.executable, "-m", "streamrl.cli", "config", "show", "-c", str(cfg)],
         capture_output=True, text=True, env=env, cwd=ROOT, check=True,
     ).stdout  # fmt: skip
-    for secret in [*SECRETS.values(), "oauth-secret-31"]:
+    for secret in [*SECRETS.values(), "oauth-secret-31", "scram-pass-88", "worker-pass-61"]:
         assert secret not in out
-    assert out.count("'**********'") >= 6 and "linger.ms: '7'" in out and "sasl_username: alice" in out
+    assert (
+        out.count("'**********'") >= 8
+        and "linger.ms: '7'" in out
+        and "OMP_NUM_THREADS: '1'" in out
+        and "sasl_username: alice" in out
+    )
 
 
 def test_log_lines_never_show_a_secret(monkeypatch) -> None:

@@ -105,6 +105,14 @@ prometheus.io/path: /metrics
 - name: STREAMRL_KAFKA__SASL_PASSWORD
   valueFrom: {secretKeyRef: {name: {{ .name }}, key: {{ .key }}}}
 {{- end }}{{ end }}
+{{- with $root.Values.security.adminTokenSecret }}{{ if .name }}
+- name: STREAMRL_SECURITY__ADMIN_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ .name }}, key: {{ .key }}}}
+{{- end }}{{ end }}
+{{- with $root.Values.security.metricsTokenSecret }}{{ if .name }}
+- name: STREAMRL_SECURITY__METRICS_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ .name }}, key: {{ .key }}}}
+{{- end }}{{ end }}
 {{- with (index . 1) }}
 {{ toYaml . }}
 {{- end }}
