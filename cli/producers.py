@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
                 on_total=lambda total: progress.update(bar, total=total),
             )
         for where, reason in report.problems[:show_problems]:
-            console.print(f"  {file.name} {where}: {reason}", highlight=False, markup=False)
+            console.print(f"  {file.name} {where}: {reason}", highlight=False, markup=False, soft_wrap=True)
         if len(report.problems) > show_problems:
             console.print(f"  ... and {len(report.problems) - show_problems} more")
         verb = "would publish" if dry_run else "published"

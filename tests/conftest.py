@@ -62,10 +62,7 @@ def make_test_settings(
         os.environ.update(old)
 
 
-@pytest.fixture
-def settings_factory(kafka_bootstrap: str):
-    """A function ``(config=None, prefix=None, create_topics=True, **sections) -> Settings`` for tests that
-    need several pipelines, a config file, or section overrides (``rl={"group_size": 4}``)."""
+def _settings_factory(kafka_bootstrap: str):
     from streamrl.topics import ensure_topics
 
     def factory(
@@ -77,6 +74,20 @@ def settings_factory(kafka_bootstrap: str):
         return s
 
     return factory
+
+
+@pytest.fixture
+def settings_factory(kafka_bootstrap: str):
+    """A function ``(config=None, prefix=None, create_topics=True, **sections) -> Settings`` for tests that
+    need several pipelines, a config file, or section overrides (``rl={"group_size": 4}``)."""
+    return _settings_factory(kafka_bootstrap)
+
+
+@pytest.fixture(scope="session")
+def shared_settings_factory(kafka_bootstrap: str):
+    """:func:`settings_factory` for module-scoped fixtures: one stage (and its topics) shared by the
+    tests of a module, e.g. a bad-input catalogue feeding many kinds into one running stage."""
+    return _settings_factory(kafka_bootstrap)
 
 
 @pytest.fixture

@@ -252,8 +252,8 @@ class TrainerService:
         try:
             batch = self.serde.decode_message(msg, TrainingBatch)
         except SchemaError as exc:
-            log.error("%s: undecodable batch: %s", where, exc)
-            dlq.send(msg, reason=f"{where}: {exc}", error=exc)
+            log.error("%s: undecodable batch: %s", where, exc.reason)
+            dlq.send(msg, reason=f"{where}: {exc.reason}", error=exc)
             m.count(m.SKIPPED, reason="schema")
             return False
         if batch.batch_id in self._seen:

@@ -10,8 +10,12 @@ and logprobs are only returned when asked for, as vLLM does.
 Tokenizer: one token per character, ``id = ord(char)``; the chat prompt is rendered as
 ``"<role>: <content>\\n"`` per message. The reply is ``"ok"`` unless the last message contains a
 directive: ``REPLY:<text>`` (answer ``<text>``), ``CALL:<tool>`` (a tool call, when tools are given),
-``ERROR:<status>`` (fail with that HTTP status), ``SLEEP:<seconds>`` (wait first). Logprob of the
-j-th response token: ``-(id % 7 + 1) / 10``.
+``ERROR:<status>`` (fail with that HTTP status), ``SLEEP:<seconds>`` (wait first), ``BREAK:<how>``
+(a misbehaving server, chat only: ``positive_logprob`` (one logprob of 0.5), ``nan_logprob`` (a
+``-Infinity`` in the JSON, as Python's ``json`` writes it), ``short_ids`` (the last token id and
+logprob missing while ``usage`` counts them), ``no_ids`` (no token ids: an old vLLM), and when
+streaming ``die`` (the connection drops after two tokens) or ``no_done`` (the stream ends cleanly
+without ``data: [DONE]``)). Logprob of the j-th response token: ``-(id % 7 + 1) / 10``.
 
 Run standalone: ``python -m tests.support.fake_inference --port 8000``.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import threading
 import time
@@ -46,7 +51,7 @@ _DONE_EVENT = f"data: {SSE_DONE}\n\n".encode()
 
 __all__ = ["FakeInferenceServer", "fake_logprob", "render_chat", "tokenize"]
 
-_DIRECTIVE = re.compile(r"(REPLY|CALL|ERROR|SLEEP):(\S+)")
+_DIRECTIVE = re.compile(r"(REPLY|CALL|ERROR|SLEEP|BREAK):(\S+)")
 
 
 def tokenize(text: str) -> list[int]:
@@ -220,7 +225,7 @@ class FakeInferenceServer:
         n = int(body.get("n") or 1)
         if body.get("stream"):
             return await self._chat_stream(
-                request, body, prompt_ids, reply, finish, tool, n, want_ids, want_lp
+                request, body, prompt_ids, reply, finish, tool, n, want_ids, want_lp, d.get("BREAK")
             )
         choices = []
         for i in range(n):
@@ -251,6 +256,25 @@ class FakeInferenceServer:
         }
         if want_ids:
             out[PROMPT_TOKEN_IDS] = prompt_ids
+        how = d.get("BREAK")
+        ch0 = choices[0]
+        if how == "positive_logprob" and ch0[LOGPROBS]:
+            ch0[LOGPROBS][LOGPROBS_CONTENT][0]["logprob"] = 0.5
+        elif how == "nan_logprob" and ch0[LOGPROBS]:
+            ch0[LOGPROBS][LOGPROBS_CONTENT][1]["logprob"] = float("-inf")
+            return web.Response(  # Python's json writes -Infinity, which JSON does not have
+                body=json.dumps(out),
+                content_type="application/json",
+                headers=version_headers(self.policy_version),
+            )
+        elif how == "short_ids" and TOKEN_IDS in ch0:
+            ch0[TOKEN_IDS] = ch0[TOKEN_IDS][:-1]
+            if ch0[LOGPROBS]:
+                ch0[LOGPROBS][LOGPROBS_CONTENT] = ch0[LOGPROBS][LOGPROBS_CONTENT][:-1]
+        elif how == "no_ids":
+            out.pop(PROMPT_TOKEN_IDS, None)
+            for ch in choices:
+                ch.pop(TOKEN_IDS, None)
         return self._json(out)
 
     def _reply(self, d: dict[str, str], body: dict[str, Any]) -> tuple[str, str]:
@@ -275,6 +299,7 @@ class FakeInferenceServer:
         n: int,
         want_ids: bool,
         want_lp: bool,
+        how: str | None = None,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", **version_headers(self.policy_version)}
@@ -324,8 +349,13 @@ class FakeInferenceServer:
                 if want_lp:
                     ch[LOGPROBS] = {LOGPROBS_CONTENT: [self._lp_item(tid)]}
                 await send({"choices": [ch]})
+                if how == "die" and j == 1:  # the server process goes away mid-answer
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return resp
             await send({"choices": [{"index": i, "delta": {}, "finish_reason": finish}]})
-        await resp.write(_DONE_EVENT)
+        if how != "no_done":
+            await resp.write(_DONE_EVENT)
         await resp.write_eof()
         return resp
 
