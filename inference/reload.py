@@ -219,7 +219,7 @@ class CheckpointWatcher:
             except SchemaError as exc:
                 log.error("%s: undecodable checkpoint event: %s", where, exc)
                 self.metrics.reload_errors.labels("schema").inc()
-                self._dead_letter(msg, f"undecodable checkpoint event: {exc}", exc)
+                self._dead_letter(msg, f"{where}: undecodable checkpoint event: {exc.reason}", exc)
                 continue
             if event.policy_name != policy_name or event.kind == CheckpointKind.prompt_template:
                 continue
@@ -236,7 +236,7 @@ class CheckpointWatcher:
             except CheckpointError as exc:
                 log.error("%s: checkpoint v%d refused (%s): %s", where, event.version, exc.reason, exc)
                 self.metrics.reload_errors.labels(exc.reason).inc()
-                self._dead_letter(msg, str(exc), exc)
+                self._dead_letter(msg, f"{where}: checkpoint v{event.version} refused ({exc.reason}): {exc}", exc)
                 continue
             dt = time.monotonic() - started
             self.metrics.reloads.labels(event.kind.value).inc()

@@ -405,3 +405,14 @@ def encode_unchecked(serde: Serde, record: Record) -> bytes:
     finally:
         for p in patches:
             p.stop()
+
+
+def readme_table() -> str:
+    """The README's "Bad input" table (``python -m tests.support.bad_input`` prints it)."""
+    lines = ["| kind | input | what StreamRL does |", "|---|---|---|"]
+    lines += [f"| `{k.id}` | {k.input} | {k.outcome} |" for k in CATALOGUE]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(readme_table())

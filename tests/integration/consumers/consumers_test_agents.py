@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from pathlib import Path
 
 from streamrl import Agent, emit_reward, rollout
 
@@ -159,3 +161,40 @@ async def reads_its_prompt(task: dict, llm) -> float:
     prompt = llm.resources["system_prompt"].format(name=task["name"])
     emit_reward(1.0, name=f"saw:{prompt}:{llm.resources['system_prompt'].version}")
     return float(len(llm.resources))
+
+
+BIG = 123456789012345678901234567890  # beyond 64 bits: must reach the agent exactly
+
+
+@rollout
+def catalogue(task: dict, llm) -> object:
+    """The bad-input catalogue's agent (sync): ``task["do"]`` says how it misbehaves, or which call to
+    make (``q``: the user message with the fake server's directives; ``stream``)."""
+    do = task["do"]
+    if do == "raise":
+        raise ValueError("the agent's own bug")
+    if do == "nan":
+        return float("nan")
+    if do == "str":
+        return "great"
+    if do == "huge":
+        return 10**400
+    if do == "none":
+        return None
+    if do == "hang":
+        if task.get("mark"):
+            Path(task["mark"]).write_text("running")
+        threading.Event().wait()  # never returns
+    if do == "int":
+        n = task["n"]
+        if type(n) is not int or n != BIG:
+            raise AssertionError(f"payload integer arrived as {n!r}")
+        return 1.0
+    client = llm.openai_client(max_retries=0)
+    kw = {"model": llm.model, "messages": [{"role": "user", "content": task["q"]}]}
+    if task.get("stream"):
+        for _chunk in client.chat.completions.create(stream=True, **kw):
+            pass
+    else:
+        client.chat.completions.create(**kw)
+    return 1.0
