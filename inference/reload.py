@@ -236,7 +236,9 @@ class CheckpointWatcher:
             except CheckpointError as exc:
                 log.error("%s: checkpoint v%d refused (%s): %s", where, event.version, exc.reason, exc)
                 self.metrics.reload_errors.labels(exc.reason).inc()
-                self._dead_letter(msg, f"{where}: checkpoint v{event.version} refused ({exc.reason}): {exc}", exc)
+                self._dead_letter(
+                    msg, f"{where}: checkpoint v{event.version} refused ({exc.reason}): {exc}", exc
+                )
                 continue
             dt = time.monotonic() - started
             self.metrics.reloads.labels(event.kind.value).inc()

@@ -22,7 +22,9 @@ TESTS = {
 
 def test_the_readme_lists_the_catalogue() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert readme_table() in readme, "README's bad-input table differs: paste `python -m tests.support.bad_input`"
+    assert readme_table() in readme, (
+        "README's bad-input table differs: paste `python -m tests.support.bad_input`"
+    )
     assert len(CATALOGUE) >= 40 and len({k.id for k in CATALOGUE}) == len(CATALOGUE)
 
 
