@@ -46,6 +46,12 @@ def _root(
     log_level: str = typer.Option(
         "INFO", "--log-level", envvar="STREAMRL_LOG_LEVEL", help="Python log level."
     ),
+    http_log: bool = typer.Option(
+        False,
+        "--http-log",
+        envvar="STREAMRL_HTTP_LOG",
+        help="Log every HTTP request of the clients (httpx, httpx2 of newer openai releases); off by default.",
+    ),
 ) -> None:
     logging.basicConfig(
         level=log_level.upper(),
@@ -53,8 +59,9 @@ def _root(
         stream=sys.stderr,
     )
     # One INFO line per HTTP request (agents' openai/httpx clients, health polls) drowns a stage's log.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    from streamrl.logs import quiet_http_clients
+
+    quiet_http_clients(http_log)
 
 
 for _name in COMMAND_MODULES:

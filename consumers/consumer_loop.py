@@ -164,6 +164,7 @@ class SampleConsumer:
             while not self._closing.is_set():
                 self._step()
             self._commit(force=True)
+            self._leave()
         except BaseException as exc:  # surfaced to the worker, which stops
             log.exception("samples consumer failed")
             self.error = exc
@@ -172,6 +173,17 @@ class SampleConsumer:
                 c.close()  # revokes (our callback commits what is acknowledged), leaves the group
             except Exception:
                 log.exception("closing the samples consumer failed")
+
+    def _leave(self, timeout_s: float = 10.0) -> None:
+        """Leave the group before closing: unsubscribe and poll until the partitions are revoked
+        (our callback commits). ``close()`` alone does not leave for a static member
+        (``group.instance.id``), whose partitions would then wait ``session.timeout.ms``."""
+        if not self.assigned:
+            return
+        self.consumer.unsubscribe()
+        deadline = time.monotonic() + timeout_s
+        while self.assigned and time.monotonic() < deadline:
+            self.consumer.consume(num_messages=1, timeout=0.1)
 
     def _in_flight(self) -> int:
         with self._lock:

@@ -184,6 +184,8 @@ class RolloutWorker:
             "fetch.wait.max.ms": 100,
             **self.cfg.consumer_properties,
         }
+        if self.cfg.worker_id:  # a stable name: static membership, so a restart rejoins at once
+            overrides.setdefault("group.instance.id", self.cfg.worker_id)
         kc = make_consumer(self.settings, self.settings.group_id("workers"), **overrides)
         self.consumer = SampleConsumer(
             kc,

@@ -114,7 +114,9 @@ def run_overrides(
     - ``trainer.checkpoint_dir``, ``streams.state_dir``, ``streams.blob_dir``: inside the run
       directory when left at their defaults (so runs never share state);
     - ``sampler``/``streams``/``trainer.metrics_port`` from ``metrics`` (:func:`metrics_ports`);
-      each worker gets its port through its environment (``STREAMRL_WORKER__METRICS_PORT``).
+      each worker gets its port through its environment (``STREAMRL_WORKER__METRICS_PORT``);
+    - ``streams.instance_id`` ``<run_id>-streams`` when unset (static group membership: a restarted
+      streams process takes its partitions back at once; workers get theirs by ``--worker-id``).
     """
     over: dict[str, Any] = {}
     if bootstrap is not None:
@@ -149,6 +151,8 @@ def run_overrides(
         streams["blob_dir"] = str(run_dir / "blobs")
     if metrics:
         streams["metrics_port"] = metrics["streams"]
+    if settings.streams.instance_id is None:
+        streams["instance_id"] = f"{run_id}-streams"
     if streams:
         over["streams"] = streams
     return over

@@ -8,10 +8,16 @@ Order of a run:
 4. fetch (``dev.model.pretrained``) or build the model if its directory is empty; publish ``dev.datasets`` (``streamrl publish``);
 5. start ``inference`` (and wait until it answers), ``trainer``, ``streams``, ``worker-<i>`` and
    ``sampler`` as children, each in its own process group with its log in ``logs/<name>.log``;
-6. watch: a child that dies ends the run (its log tail is shown, exit 1); ``max_steps`` reached
-   (and the last version validated), the sampler done and the pipeline quiet, ``timeout_s``, or
-   Ctrl-C/SIGTERM stop every child;
+6. watch: a child that dies is restarted under ``dev.restart`` (reported, with the tail of its
+   log; only a child that keeps dying ends the run, exit 1); ``max_steps`` reached (and the last
+   version validated), the sampler done and the pipeline quiet, ``timeout_s``, or Ctrl-C/SIGTERM
+   stop every child;
 7. write ``summary.json`` and ``reward.png``, print the summary, stop the broker it started.
+
+Ctrl-C (or SIGTERM) at any moment stops everything the run started: during start-up (the broker's
+start, the topics, the model) it interrupts at once and the broker that was being started is
+stopped; once children run it is a flag the loop acts on; while stopping, a second Ctrl-C is held
+until everything is down (nothing is orphaned by an impatient user).
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +52,9 @@ from streamrl.dev.rundir import (
     write_prometheus_targets,
 )
 from streamrl.dev.stats import RunStats
-from streamrl.dev.supervisor import ChildFailed, ChildSpec, Supervisor
+from streamrl.dev.supervisor import ChildFailed, ChildSpec, Restart, RestartPolicy, Supervisor
 from streamrl.errors import ConfigError, StreamRLError
+from streamrl.logs import quiet_http_clients
 from streamrl.schemas.inference_http import HEALTH_PATH, POLICY_VERSION
 from streamrl.security import client_ssl_context, credentials, http_scheme, redact_logs
 
@@ -84,13 +92,15 @@ def _cli(*args: str) -> list[str]:
 
 
 def child_specs(
-    settings: Settings, config_path: Path, metrics: dict[str, int] | None = None
+    settings: Settings, config_path: Path, metrics: dict[str, int] | None = None, run_id: str | None = None
 ) -> list[ChildSpec]:
     """The long-running children of a run, in start order (inference first, sampler last).
 
     The trainer and the sampler may exit 0 (``max_steps`` reached, all epochs done); the others
     must run until stopped. ``metrics`` (:func:`~streamrl.dev.rundir.metrics_ports`) gives each
-    worker its own metrics port.
+    worker its own metrics port. Each worker gets a stable ``--worker-id`` (``<run_id>-worker-<i>``,
+    or ``<worker.worker_id>-<i>``): its static group membership, so a restarted worker takes its
+    partitions back at once.
     """
     cfg = ("--config", str(config_path))
     stage_env = settings.dev.stage_env
@@ -99,12 +109,13 @@ def child_specs(
         specs.append(ChildSpec("inference", _cli("inference", *cfg), env=stage_env.get("inference", {})))
     specs.append(ChildSpec("trainer", _cli("trainer", *cfg), may_exit=True, env=stage_env.get("trainer", {})))
     specs.append(ChildSpec("streams", _cli("streams", *cfg), env=stage_env.get("streams", {})))
+    stem = settings.worker.worker_id or f"{run_id or settings.dev.run_id or 'dev'}-worker"
     for i in range(settings.dev.workers):
         name = f"worker-{i}"
         env = dict(stage_env.get("worker", {}))
         if metrics and name in metrics:
             env["STREAMRL_WORKER__METRICS_PORT"] = str(metrics[name])
-        specs.append(ChildSpec(name, _cli("worker", *cfg), env=env))
+        specs.append(ChildSpec(name, _cli("worker", "--worker-id", f"{stem}-{i}", *cfg), env=env))
     specs.append(ChildSpec("sampler", _cli("sampler", *cfg), may_exit=True, env=stage_env.get("sampler", {})))
     return specs
 
@@ -120,7 +131,11 @@ def publish_specs(settings: Settings, config_path: Path) -> list[ChildSpec]:
             argv += ["--id-field", ds.id_field]
         specs.append(
             ChildSpec(
-                f"publish-{i}-{ds.split}", argv, may_exit=True, env=settings.dev.stage_env.get("publish", {})
+                f"publish-{i}-{ds.split}",
+                argv,
+                may_exit=True,
+                restart=False,
+                env=settings.dev.stage_env.get("publish", {}),
             )
         )
     return specs
@@ -159,25 +174,38 @@ def ensure_model(settings: Settings, console: Console) -> None:
     console.print(f"model: {report.num_parameters:,} parameters, vocabulary {report.vocab_size}")
 
 
-def wait_for_http(url: str, sup: Supervisor, name: str, timeout_s: float, verify: Any = True) -> None:
-    """Wait until ``GET url`` answers 200, checking that child ``name`` is still alive.
+def wait_for_http(
+    url: str,
+    sup: Supervisor,
+    name: str,
+    timeout_s: float,
+    verify: Any = True,
+    stop: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Wait until ``GET url`` answers 200, checking that child ``name`` is still alive (a death is
+    restarted under the supervisor's policy).
+
+    Returns:
+        True once it answers; False when ``stop()`` became true first (Ctrl-C).
 
     Args:
         verify: httpx's ``verify`` for an ``https`` URL (an ``ssl.SSLContext`` trusting ``security.ca_file``).
 
     Raises:
-        ChildFailed: the child died meanwhile.  TimeoutError: no answer within ``timeout_s``.
+        ChildFailed: the child kept dying.  TimeoutError: no answer within ``timeout_s``.
     """
     import httpx
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if stop():
+            return False
         sup.check()
         if name in sup.finished:
             raise StreamRLError(f"{name} exited before answering {url}")
         try:
             if httpx.get(url, timeout=2.0, verify=verify).status_code == 200:
-                return
+                return True
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -185,10 +213,14 @@ def wait_for_http(url: str, sup: Supervisor, name: str, timeout_s: float, verify
 
 
 class _Signals:
-    """SIGINT/SIGTERM set a flag instead of raising, so the run stops its children in order."""
+    """SIGINT/SIGTERM: remembered as a flag the run acts on, so it stops its children in order;
+    inside :meth:`interruptible` they also raise ``KeyboardInterrupt`` at once (start-up work
+    that starts no child: the broker, topics, the model), and a stop in progress is never
+    interrupted."""
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self._raise = False
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _Signals:
@@ -199,6 +231,20 @@ class _Signals:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.received = signum
+        if self._raise:
+            self._raise = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Within the block, a signal raises ``KeyboardInterrupt`` (one already received: at once)."""
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self._raise = True
+        try:
+            yield
+        finally:
+            self._raise = False
 
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
@@ -234,7 +280,7 @@ def run_dev(
     """
     console = console or Console()
     overrides = deep_merge(overrides or {}, flag_overrides(flags or {})[0])
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /health poll is noise
+    quiet_http_clients()  # one line per /health poll is noise
     settings = load_settings(config, base=base, flags=flags, **(overrides or {}))
     redact_logs(settings)
     user = deep_merge(deep_merge(raw_config(config), base or {}), overrides)
@@ -251,84 +297,121 @@ def run_dev(
         raise StreamRLError(f"run directory {run_dir} is already used; choose another dev.run_id")
     run_dir.mkdir(parents=True, exist_ok=True)
     started_at = time.monotonic()
-
-    broker = None
-    bootstrap = None
-    if not os.environ.get("STREAMRL_BOOTSTRAP_SERVERS"):
-        from streamrl.broker import LocalKafka
-
-        broker = LocalKafka(settings.kafka.local, data_dir=dev.broker_data_dir)
-        console.print(f"starting the local Kafka broker on {broker.bootstrap} ...")
-        bootstrap, broker_started = broker.start()
-        if not broker_started:
-            broker = None  # not ours: leave it running
-    port = free_port(settings.inference.host) if dev.free_ports and dev.start_inference else None
-    metrics = metrics_ports(settings) if dev.metrics else None
-    over = run_overrides(
-        settings, run_dir, bootstrap=bootstrap, run_id=run_id, inference_port=port, metrics=metrics
-    )
-    config_path = write_config(run_dir / "config.yaml", deep_merge(user, over))
-    settings = load_settings(config_path)
-    if metrics is not None:
-        serving = settings.inference.port if dev.start_inference else None
-        targets = write_prometheus_targets(run_dir / "prometheus-targets.json", metrics, serving)
-        console.print(f"metrics: Prometheus file_sd targets in {targets}")
-    console.print(f"run {run_id}: {run_dir} (topics {settings.topics.prefix}*)")
-
     stats = RunStats(
         val_samples_per_task=settings.sampler.val_samples_per_task,
         started_at=started_at,
         val_target=dev.val_target,
     )
+
+    broker = None
+    sup: Supervisor | None = None
+    monitor: Monitor | None = None
     meter = CpuMeter()
-    own_pids = {"dev": os.getpid(), "broker": broker.pid() if broker is not None else None}
-    sup = Supervisor(
-        run_dir / "logs",
-        base_env=_child_env(settings),
-        stop_timeout_s=dev.stop_timeout_s,
-        tail_lines=dev.log_tail_lines,
-    )
-    monitor = Monitor(settings, stats)
+    own_pids: dict[str, int | None] = {"dev": os.getpid(), "broker": None}
     outcome, code = "completed", EXIT_OK
-    try:
-        with _Signals() as signals:
-            try:
-                outcome, code = _run(
+    with _Signals() as signals:
+        try:
+            with signals.interruptible():  # nothing started yet but, perhaps, the broker
+                if not os.environ.get("STREAMRL_BOOTSTRAP_SERVERS"):
+                    from streamrl.broker import LocalKafka
+
+                    local = LocalKafka(settings.kafka.local, data_dir=dev.broker_data_dir)
+                    console.print(f"starting the local Kafka broker on {local.bootstrap} ...")
+                    bootstrap, broker_started = local.start()  # stops what it spawned if interrupted
+                    broker = local if broker_started else None  # not ours: leave it running
+                    over_bootstrap: str | None = bootstrap
+                else:
+                    over_bootstrap = None
+                port = free_port(settings.inference.host) if dev.free_ports and dev.start_inference else None
+                metrics = metrics_ports(settings) if dev.metrics else None
+                over = run_overrides(
                     settings,
-                    config_path,
-                    sup,
-                    monitor,
-                    stats,
-                    console,
-                    signals,
-                    run_id,
-                    on_tick,
-                    started_at,
-                    metrics,
-                    meter=meter,
-                    own_pids=own_pids,
+                    run_dir,
+                    bootstrap=over_bootstrap,
+                    run_id=run_id,
+                    inference_port=port,
+                    metrics=metrics,
                 )
-            except ChildFailed as exc:
-                outcome, code = f"failed: {exc.name} exited with code {exc.returncode}", EXIT_CHILD_FAILED
-                console.print(f"[red]{exc}[/]", markup=True, highlight=False)
-            except (StreamRLError, TimeoutError) as exc:
-                outcome, code = f"failed: {exc}", EXIT_CHILD_FAILED
-                console.print(f"[red]error:[/] {exc}", highlight=False)
-            finally:
+                config_path = write_config(run_dir / "config.yaml", deep_merge(user, over))
+                settings = load_settings(config_path)
+                if metrics is not None:
+                    serving = settings.inference.port if dev.start_inference else None
+                    targets = write_prometheus_targets(run_dir / "prometheus-targets.json", metrics, serving)
+                    console.print(f"metrics: Prometheus file_sd targets in {targets}")
+                console.print(f"run {run_id}: {run_dir} (topics {settings.topics.prefix}*)")
+                sup = Supervisor(
+                    run_dir / "logs",
+                    base_env=_child_env(settings),
+                    stop_timeout_s=dev.stop_timeout_s,
+                    tail_lines=dev.log_tail_lines,
+                    restart=RestartPolicy(**dev.restart.model_dump()),
+                    on_restart=lambda event: _report_restart(console, event),
+                )
+                own_pids["broker"] = broker.pid() if broker is not None else None
+                monitor = Monitor(settings, stats)
+                _prepare(settings, console)
+            outcome, code = _run(
+                settings,
+                config_path,
+                sup,
+                monitor,
+                stats,
+                console,
+                signals,
+                run_id,
+                on_tick,
+                started_at,
+                metrics,
+                meter=meter,
+                own_pids=own_pids,
+            )
+        except KeyboardInterrupt:
+            name = signal.Signals(signals.received or signal.SIGINT).name
+            outcome, code = f"interrupted ({name}) during start-up", EXIT_INTERRUPTED
+        except ChildFailed as exc:
+            again = f" (restarted {exc.restarts} time(s), it kept dying)" if exc.restarts else ""
+            outcome, code = f"failed: {exc.name} exited with code {exc.returncode}{again}", EXIT_CHILD_FAILED
+            console.print(f"[red]{exc}[/]", markup=True, highlight=False)
+        except (StreamRLError, TimeoutError) as exc:
+            if sup is None:
+                raise  # e.g. the broker could not start: the one-line error says why (nothing to summarize)
+            outcome, code = f"failed: {exc}", EXIT_CHILD_FAILED
+            console.print(f"[red]error:[/] {exc}", highlight=False)
+        finally:
+            # signals only set the flag from here on: a second Ctrl-C cannot orphan anything
+            if sup is not None:
                 _sample_cpu(meter, sup, own_pids)
                 _stop_children(sup, console)
-    finally:
-        _drain(monitor, stats)
-        monitor.stop()
-        left = sup.leftovers()
-        if left:
-            outcome, code = f"{outcome}; processes left running: {left}", EXIT_LEFTOVERS
-        if broker is not None and not dev.keep_broker:
-            broker.stop()
-    with monitor.lock:
-        cpu = meter.report(stats.trajectories, stats.version, time.monotonic())
-    summary = _finish(stats, settings, run_dir, time.monotonic() - started_at, outcome, console, cpu)
+            if monitor is not None:
+                _drain(monitor, stats)
+                monitor.stop()
+            left = sup.leftovers() if sup is not None else []
+            if left:
+                outcome, code = f"{outcome}; processes left running: {left}", EXIT_LEFTOVERS
+            if broker is not None and not dev.keep_broker:
+                broker.stop()
+    cpu = meter.report(stats.trajectories, stats.version, time.monotonic())
+    summary = _finish(stats, settings, run_dir, time.monotonic() - started_at, outcome, console, cpu, sup)
     return DevResult(code, outcome, run_dir, summary)
+
+
+def _report_restart(console: Console, event: Restart) -> None:
+    """A dead child that will be restarted: one line, and the last lines of its log."""
+    last = "\n".join(f"    {line}" for line in event.tail.splitlines()[-8:])
+    console.print(
+        f"[yellow]{event.name} exited with code {event.returncode}; restarting it in {event.delay_s:.0f} s "
+        f"(restart {event.restarts})[/]; its last lines:\n{last}",
+        markup=True,
+        highlight=False,
+    )
+
+
+def _prepare(settings: Settings, console: Console) -> None:
+    """Start-up work that starts no child process (interruptible by Ctrl-C): topics, the model."""
+    from streamrl.topics import ensure_topics
+
+    ensure_topics(settings)
+    ensure_model(settings, console)
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
@@ -365,21 +448,30 @@ def _run(
     meter: CpuMeter | None = None,
     own_pids: dict[str, int | None] | None = None,
 ) -> tuple[str, int]:
-    from streamrl.topics import ensure_topics
-
     dev = settings.dev
-    ensure_topics(settings)
-    ensure_model(settings, console)
+
+    def interrupted() -> tuple[str, int]:
+        return f"interrupted ({signal.Signals(signals.received or signal.SIGINT).name})", EXIT_INTERRUPTED
+
     for spec in publish_specs(settings, config_path):
         console.print(f"publishing {spec.argv[4]} ({spec.name}) ...")
         sup.start(spec)
-        sup.wait(spec.name, timeout_s=600)
-        if signals.received:
-            return "interrupted", EXIT_INTERRUPTED
+        deadline = time.monotonic() + 600
+        while sup.children[spec.name].returncode() is None:
+            if signals.received:
+                return interrupted()
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{spec.name} still running after 600 s (log: {sup.children[spec.name].log_path})"
+                )
+            time.sleep(0.2)
+        sup.wait(spec.name, timeout_s=1)
     monitor.start()
     health_url = None
     verify = client_ssl_context(credentials(settings.security).ca_file)
-    for spec in child_specs(settings, config_path, metrics):
+    for spec in child_specs(settings, config_path, metrics, run_id):
+        if signals.received:
+            return interrupted()
         sup.start(spec)
         if spec.name == "inference":
             host = (
@@ -388,7 +480,10 @@ def _run(
             health_url = (
                 f"{http_scheme(settings.inference.tls)}://{host}:{settings.inference.port}{HEALTH_PATH}"
             )
-            wait_for_http(health_url, sup, "inference", 300, verify)
+            if not wait_for_http(
+                health_url, sup, "inference", 300, verify, stop=lambda: bool(signals.received)
+            ):
+                return interrupted()
     max_steps = dev.max_steps or settings.trainer.max_steps
     started = time.monotonic()
     mode = dev.display if dev.display != "auto" else ("live" if console.is_terminal else "plain")
@@ -443,8 +538,7 @@ def _run(
                 loaded = health_url is None or max(stats.inference_versions, default=-1) >= version
                 idle_s = now - max(stats.last_progress, started)
             if signals.received:
-                name = signal.Signals(signals.received).name
-                return f"interrupted ({name})", EXIT_INTERRUPTED
+                return interrupted()
             if dev.stop_at_val_target and target is not None:
                 return (
                     f"completed: val reward {target['val']} >= dev.val_target {target['target']} "
@@ -502,9 +596,14 @@ def _expects_val(settings: Settings, stats: RunStats, version: int) -> bool:
 
 
 def _state(sup: Supervisor, name: str) -> str:
-    code = sup.children[name].returncode()
+    child = sup.children[name]
+    restarts = sup.restart_count(name)
+    again = f" ({restarts} restart{'s' if restarts > 1 else ''})" if restarts else ""
+    if child.restart_at is not None:
+        return f"restarting in {max(0.0, child.restart_at - time.monotonic()):.0f} s{again}"
+    code = child.returncode()
     if code is None:
-        return "running"
+        return f"running{again}"
     return "finished" if name in sup.finished else f"exit {code}"
 
 
@@ -542,12 +641,16 @@ def _finish(
     outcome: str,
     console: Console,
     cpu: dict[str, Any] | None = None,
+    sup: Supervisor | None = None,
 ) -> dict[str, Any]:
     decode = _decoder(settings)
     summary = stats.summary(wall_s, decode=decode)
     summary["outcome"] = outcome
     summary["cpu"] = cpu
     summary["run_dir"] = str(run_dir)
+    summary["restarts"] = (
+        {n: sup.restart_count(n) for n in sup.children if sup.restart_count(n)} if sup is not None else {}
+    )
     write_summary(run_dir / "summary.json", summary)
     try:
         plot_rewards(

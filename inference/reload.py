@@ -1,9 +1,13 @@
 """Weight reload: consume ``checkpoints``, verify each new version, load it in the background, stage it.
 
-The :class:`CheckpointWatcher` thread reads ``checkpoints`` with its own consumer group (one per
-server instance: every replica must see every checkpoint), from the earliest offset, so a server
-started late catches up to the newest version. Per poll it takes the events of ``rl.policy_name``
-newer than what is loaded, newest first, and hands them to a :class:`ReloadTarget` until one loads:
+Before the server serves anything, :meth:`CheckpointWatcher.catch_up` reads ``checkpoints`` (compacted:
+the newest event per policy is there) to its end offsets and loads the newest checkpoint that
+verifies, so a restarted server never answers with an older policy than the trainer's (it served
+the initial model for a moment, and streams dropped those rollouts as stale). Then the
+:class:`CheckpointWatcher` thread reads on from there with its own consumer group (one per server
+instance: every replica must see every checkpoint). Per poll it takes the events of
+``rl.policy_name`` newer than what is loaded, newest first, and hands them to a
+:class:`ReloadTarget` until one loads:
 
 - the ``uri`` must be a directory and ``schemas.digest_dir(uri) == event.digest``;
 - ``full``: a Hugging Face model directory; ``lora``: a peft adapter directory applied to
@@ -132,6 +136,11 @@ class CpuReloadTarget:
         self.service.stage(policy)
         self._loaded = event.version
 
+    def activate(self) -> None:
+        """Serve the staged policy now (at start, before any request: no batch to wait for)."""
+        if self.service.engine.swap_if_staged() is not None:
+            self.service.metrics.version.set(self.service.engine.version)
+
 
 class CheckpointWatcher:
     """Background consumer of ``checkpoints`` that reloads the target on new versions.
@@ -154,6 +163,72 @@ class CheckpointWatcher:
         self.assigned = threading.Event()
         self._producer: Any = None
         self._dlq: Any = None
+        self._resume_at: dict[int, int] | None = None  # partition -> next offset, after catch_up
+
+    def catch_up(self, timeout_s: float) -> int | None:
+        """Read ``checkpoints`` to the end offsets it has now and load the newest verified checkpoint
+        of ``rl.policy_name`` newer than the served model (a refused one falls back to the next
+        newest, as :meth:`handle` does). The watcher thread then reads on from there.
+
+        Returns:
+            The version loaded, or None when the topic holds none newer that loads.
+
+        Raises:
+            BrokerError: the topic cannot be read to its end within ``timeout_s`` (cluster
+                unreachable, topic missing).
+        """
+        from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+
+        from streamrl.errors import BrokerError
+        from streamrl.kafka import make_consumer
+
+        consumer = make_consumer(self.settings, self.group_id, **{"enable.partition.eof": False})
+        msgs: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            try:
+                meta = consumer.list_topics(self.topic, timeout=max(1.0, min(10.0, timeout_s)))
+            except KafkaException as exc:
+                raise BrokerError(f"cannot read {self.topic}: {exc}") from exc
+            info = meta.topics.get(self.topic)
+            if info is None or info.error is not None:
+                raise BrokerError(f"cannot read {self.topic}: {info.error if info else 'no such topic'}")
+            ends: dict[int, int] = {}
+            for p in sorted(info.partitions):
+                try:
+                    _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+                except KafkaException as exc:
+                    raise BrokerError(f"{self.topic}[{p}]: cannot read watermarks: {exc}") from exc
+                ends[p] = high
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in ends])
+            todo = {p for p, end in ends.items() if end > 0}
+            while todo:
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"{self.topic} not read to its end within {timeout_s:.0f} s")
+                for msg in consumer.consume(num_messages=256, timeout=0.5):
+                    if msg.error() is not None:
+                        if msg.error().code() != KafkaError._PARTITION_EOF:
+                            log.warning("%s: consumer error: %s", self.topic, msg.error())
+                        continue
+                    msgs.append(msg)
+                    if msg.offset() + 1 >= ends[msg.partition()]:
+                        todo.discard(msg.partition())
+                for tp in consumer.position([TopicPartition(self.topic, p) for p in list(todo)]):
+                    if tp.offset >= ends[tp.partition]:  # compaction gaps at the end
+                        todo.discard(tp.partition)
+        finally:
+            consumer.close()
+        self._resume_at = ends
+        before = self.target.loaded_version
+        version = self.handle(msgs) if msgs else None
+        log.info(
+            "%s read to its end (%d event(s)): serving policy version %d%s",
+            self.topic,
+            len(msgs),
+            self.target.loaded_version,
+            "" if version is not None else f" (no newer checkpoint than v{before} loaded)",
+        )
+        return version
 
     def start(self) -> CheckpointWatcher:
         """Start the consumer thread."""
@@ -191,7 +266,13 @@ class CheckpointWatcher:
         from streamrl.kafka import make_consumer
 
         consumer = make_consumer(self.settings, self.group_id)
-        consumer.subscribe([self.topic], on_assign=lambda c, parts: self.assigned.set())
+        if self._resume_at is not None:  # on from where catch_up stopped (no event handled twice)
+            from confluent_kafka import TopicPartition
+
+            consumer.assign([TopicPartition(self.topic, p, off) for p, off in self._resume_at.items()])
+            self.assigned.set()
+        else:
+            consumer.subscribe([self.topic], on_assign=lambda c, parts: self.assigned.set())
         poll_s = self.settings.inference.reload_poll_s
         try:
             while not self._stop.is_set():

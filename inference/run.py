@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from streamrl.errors import BrokerError
 from streamrl.inference.errors import InferenceError
 
 if TYPE_CHECKING:
@@ -74,12 +75,32 @@ def run_inference(settings: Settings) -> None:
         service = cpu_service(settings)
         target = CpuReloadTarget(service)
     service.start()
-    watcher = CheckpointWatcher(settings, target, service.metrics).start() if inf.reload else None
-    sock = bind_socket(inf.host, inf.port)
+    watcher = None
+    try:
+        if inf.reload:
+            # the newest checkpoint first: nothing is served (the port is not even bound) before it
+            watcher = CheckpointWatcher(settings, target, service.metrics)
+            try:
+                watcher.catch_up(inf.catch_up_timeout_s)
+            except BrokerError as exc:
+                raise InferenceError(
+                    f"cannot load the newest checkpoint before serving: {exc} "
+                    "(not serving a policy that may be stale; --no-reload serves --model as is)"
+                ) from exc
+            if isinstance(target, CpuReloadTarget):
+                target.activate()
+            watcher.start()
+        sock = bind_socket(inf.host, inf.port)
+    except BaseException:
+        if watcher is not None:
+            watcher.stop()
+        service.stop()
+        raise
     log.info(
-        "inference (%s) serving %s on %s://%s:%d",
+        "inference (%s) serving %s at policy version %d on %s://%s:%d",
         inf.backend,
         inf.model,
+        target.loaded_version,
         http_scheme(inf.tls),
         inf.host,
         sock.getsockname()[1],
@@ -99,7 +120,8 @@ def run_inference(settings: Settings) -> None:
     if inf.tls.enabled:
         tls = {"ssl_certfile": str(inf.tls.cert_file), "ssl_keyfile": str(inf.tls.key_file)}
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level="info", **tls)).run(sockets=[sock])
+        config = uvicorn.Config(app, log_level="info", access_log=inf.access_log, **tls)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         if watcher is not None:
             watcher.stop()

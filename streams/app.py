@@ -167,6 +167,7 @@ class Aggregator:
             broker_commit_interval=s.commit_interval_s,
             broker_session_timeout=s.session_timeout_s,
             broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
+            consumer_group_instance_id=s.instance_id,
             consumer_auto_offset_reset="earliest",
             producer_max_request_size=settings.topics.max_message_bytes,
             producer_acks=-1,

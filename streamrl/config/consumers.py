@@ -65,7 +65,11 @@ class WorkerSettings(Section):
     sampling: dict[str, Any] = Field(default_factory=dict)
     """Sampling defaults handed to agents (``llm.sampling``), e.g. ``{temperature: 1.0, max_tokens: 256}``."""
     worker_id: str | None = None
-    """Name of this worker in trajectories and logs; None = ``<hostname>-<pid>``."""
+    """Name of this worker in trajectories and logs; None = ``<hostname>-<pid>``. When set, it is also
+    the worker's static group membership (``group.instance.id``): a restarted worker with the same id
+    takes its partitions back at once instead of after ``session_timeout_ms`` (``streamrl dev`` sets
+    ``<run id>-worker-<i>``, the Helm chart the pod name). It must be unique among live workers: a
+    second one with the same id fences the first. On SIGTERM the worker still leaves the group."""
     gateway_port: int = Field(0, ge=0, le=65535)
     """Port of the in-process gateway on ``gateway.host``; 0 = an ephemeral port."""
     gateway_url: str | None = None

@@ -69,6 +69,22 @@ class ModelSpec(Section):
         return self
 
 
+class RestartSettings(Section):
+    """How ``streamrl dev`` restarts a stage that died, as Kubernetes restarts a container (restart
+    policy ``Always`` with a crash-loop back-off): every stage resumes from Kafka, so a death is
+    reported and answered with a restart, and only a stage that keeps dying ends the run."""
+
+    max_restarts: int = Field(5, ge=0)
+    """Restarts of one stage allowed within ``window_s``; one more death ends the run with the tail
+    of its log (exit 1). 0 = the first death ends the run."""
+    window_s: float = Field(600.0, gt=0)
+    """Sliding window the restarts are counted in, in seconds."""
+    backoff_s: float = Field(1.0, ge=0)
+    """Delay before restarting a dead stage, in seconds; doubled for each restart within the window."""
+    backoff_max_s: float = Field(30.0, ge=0)
+    """Longest delay before a restart, in seconds."""
+
+
 class DevSettings(Section):
     """``streamrl dev``: which children run, where the run lives, when it stops, how it is shown."""
 
@@ -83,7 +99,6 @@ class DevSettings(Section):
     """Leave the local broker that ``dev`` started running after the run (False stops it)."""
     broker_data_dir: Path | None = None
     """Data directory of the local broker ``dev`` starts; None = the launcher's (``kafka.local.home``/kafka-data)."""
-    """Leave the local broker that ``dev`` started running after the run."""
     model: ModelSpec = Field(default_factory=ModelSpec)
     """The policy model (fetched or built if missing)."""
     datasets: list[DatasetSpec] = Field(default_factory=list)
@@ -135,6 +150,9 @@ class DevSettings(Section):
     """Period of the plain status line, in seconds."""
     log_tail_lines: int = Field(40, ge=1)
     """Lines of a failed child's log shown in the error."""
+    restart: RestartSettings = Field(default_factory=RestartSettings)
+    """Restart policy of the stages (``inference``, ``trainer``, ``streams``, workers, ``sampler``);
+    publishing a dataset is never restarted."""
 
     @model_validator(mode="after")
     def _check(self) -> DevSettings:

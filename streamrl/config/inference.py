@@ -83,6 +83,14 @@ class InferenceSettings(Section):
     """Consume ``checkpoints`` and switch to new policy versions."""
     reload_poll_s: float = Field(0.5, gt=0)
     """Poll timeout of the ``checkpoints`` consumer."""
+    catch_up_timeout_s: float = Field(120.0, gt=0)
+    """With ``reload``: how long the server may take at start to read ``checkpoints`` to its end and
+    load the newest verified checkpoint, in seconds, before it serves anything (a restarted server
+    must not serve an old policy). Past it, the server exits with the reason (a supervisor restarts
+    it)."""
+    access_log: bool = False
+    """Log one line per HTTP request (uvicorn's access log). Off: at rollout rates it writes megabytes
+    per minute and buries the lines that matter."""
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     """Options of the ``vllm`` backend."""
     tls: ServerTLSSettings = Field(default_factory=ServerTLSSettings)

@@ -61,6 +61,13 @@ class StreamsSettings(Section):
     session_timeout_s: float = Field(30.0, ge=6.0)
     """Consumer group session timeout, in seconds: how long a killed worker holds its partitions before
     the group rebalances (the broker's ``group.min.session.timeout.ms`` is 6 s by default)."""
+    instance_id: str | None = None
+    """Static group membership (``group.instance.id``): a restarted streams process with the same id
+    takes its partitions back at once instead of after ``session_timeout_s``. Unique among the live
+    members of the group (a second process with the same id fences the first). ``streamrl dev`` sets
+    it; the Helm chart sets it to the StatefulSet pod's name. With it, a stopped process's partitions
+    move to the others only after ``session_timeout_s`` (aiokafka does not leave the group for a
+    static member). None = dynamic membership."""
     dedup_retention_s: float = Field(3600.0, gt=0)
     """Seconds finished rollouts and groups are remembered to drop late duplicates."""
     group_partitions: int = Field(1, ge=1)

@@ -2,93 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
-from confluent_kafka import ConsumerGroupState
-from consumers_testkit import make_sample, produce_samples, workers_committed
+from consumers_testkit import make_sample, produce_samples, spawn_worker, wait_group, workers_committed
 
-from streamrl.kafka import make_admin
 from streamrl.schemas import RolloutStatus, Trajectory
 from tests.support.fake_inference import FakeInferenceServer
 from tests.support.kafka import TopicReader
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[2]
-
-
-def _spawn(settings, upstream: str, worker_id: str, log_dir: Path) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.update(
-        {
-            "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}",
-            "STREAMRL_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "STREAMRL_TOPIC_PREFIX": settings.topics.prefix,
-            "STREAMRL_WORKER__SESSION_TIMEOUT_MS": "6000",
-            "STREAMRL_WORKER__MAX_POLL_INTERVAL_MS": "6000",
-            "STREAMRL_WORKER__COMMIT_INTERVAL_S": "0.2",
-            "STREAMRL_GATEWAY__UPSTREAM_URL": upstream,
-        }
-    )
-    log = open(log_dir / f"{worker_id}.log", "wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamrl.cli",
-            "worker",
-            "--agent",
-            "consumers_test_agents:sleepy",
-            "--concurrency",
-            "4",
-            "--worker-id",
-            worker_id,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _wait_group(settings, members: int, timeout_s: float = 60.0) -> dict[str, set[int]]:
-    """Wait until the workers group is stable with ``members`` members owning all 6 partitions."""
-    admin = make_admin(settings)
-    group = settings.group_id("workers")
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
-            last = desc
-            owned = {
-                m.client_id: {tp.partition for tp in m.assignment.topic_partitions} for m in desc.members
-            }
-            if (
-                desc.state == ConsumerGroupState.STABLE
-                and len(desc.members) == members
-                and sum(len(v) for v in owned.values()) == 6
-            ):
-                return owned
-        except Exception:  # group not there yet
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"group not stable with {members} members in {timeout_s} s: {last}")
 
 
 def test_three_workers_share_samples_and_survive_a_sigkill(settings_factory, tmp_path) -> None:
     s = settings_factory()
     with FakeInferenceServer() as inference:
-        procs = {f"w{i}": _spawn(s, inference.url, f"w{i}", tmp_path) for i in range(3)}
+        procs = {f"w{i}": spawn_worker(s, inference.url, f"w{i}", tmp_path) for i in range(3)}
         try:
-            owned = _wait_group(s, 3)
+            owned = wait_group(s, 3)
             # phase 1: no failures -> every sample exactly one trajectory, spread over the 3 workers
             first = [make_sample(f"a{i}", 0, {"question": "q", "sleep_s": 0.05}) for i in range(60)]
             produce_samples(s, first)

@@ -1,11 +1,15 @@
-"""``streamrl dev`` as a process: a dying child ends the run with its log tail; SIGTERM stops everything.
+"""``streamrl dev`` as a process: a killed child is restarted and the run completes; a child that
+keeps dying ends the run with its log tail; Ctrl-C (SIGINT) or SIGTERM at any moment, the broker's
+start included, stops everything.
 
-Both leave no process behind (checked by scanning /proc for the run's config path).
+None leaves a process behind (checked by scanning /proc for the run's config path and the broker's
+data directory).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -36,17 +40,78 @@ def _finish(proc: subprocess.Popen[str], timeout_s: float) -> str:
 
 
 @pytest.mark.timeout(300)
-def test_a_dying_child_stops_the_run_with_its_log_tail(
+def test_a_child_that_keeps_dying_stops_the_run_with_its_log_tail(
     dev_config, processes_mentioning, tmp_path: Path
 ) -> None:
-    config, env = dev_config(worker={"agent": "no_such_package.agent:solve"})
+    config, env = dev_config(
+        worker={"agent": "no_such_package.agent:solve"},
+        dev={"restart": {"max_restarts": 2, "backoff_s": 0.2}},
+    )
     out = _finish(_dev(config, env), 240)
     run_dir = tmp_path / "runs" / "r"
-    assert "worker-0 exited with code" in out, out[-5000:]
+    assert out.count("worker-0 exited with code 1; restarting it") == 2, out[-5000:]
+    assert "worker-0 exited with code 1, after 2 restart(s)" in out
     assert "no_such_package" in out  # the tail of the worker's log is shown
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["outcome"].startswith("failed: worker-0 exited")
+    assert summary["outcome"] == "failed: worker-0 exited with code 1 (restarted 2 time(s), it kept dying)"
+    assert summary["restarts"] == {"worker-0": 2}
     assert processes_mentioning(str(run_dir / "config.yaml")) == []
+
+
+@pytest.mark.timeout(400)
+def test_a_killed_worker_is_restarted_and_the_run_completes(
+    dev_config, processes_mentioning, tmp_path: Path
+) -> None:
+    config, env = dev_config(dev={"max_steps": 4, "restart": {"backoff_s": 0.5}})
+    proc = _dev(config, env)
+    run_dir = tmp_path / "runs" / "r"
+    deadline = time.monotonic() + 240
+    # mid-run: the first checkpoint is written, so samples flow through the worker
+    while not list((run_dir / "checkpoints").glob("*/step-00000001")):
+        assert proc.poll() is None, proc.communicate()[0][-5000:]
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.5)  # polling the run directory
+    [worker] = processes_mentioning("r-worker-0")  # its --worker-id
+    os.kill(int(worker.split(":")[0]), signal.SIGKILL)
+    out = _finish(proc, 300)
+    assert proc.returncode == 0, out[-5000:]
+    assert "worker-0 exited with code -9; restarting it in 0 s (restart 1)" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["outcome"].startswith("completed: policy version 4 reached"), summary["outcome"]
+    assert summary["restarts"] == {"worker-0": 1}
+    assert processes_mentioning(str(run_dir / "config.yaml")) == []
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("moment", ["broker", "inference"])
+def test_ctrl_c_during_start_up_leaves_nothing_behind(
+    dev_config, processes_mentioning, tmp_path: Path, moment: str
+) -> None:
+    """SIGINT (a terminal's Ctrl-C) while the broker starts, or while the inference server loads."""
+    from tests.support.kafka import free_port
+
+    broker_dir = tmp_path / "kafka"
+    sections: dict = {}
+    if moment == "broker":  # dev starts its own broker
+        sections["kafka"] = {"local": {"port": free_port(), "controller_port": free_port(), "heap": "256m"}}
+        sections["dev"] = {"broker_data_dir": str(broker_dir)}
+    config, env = dev_config(**sections)
+    if moment == "broker":
+        env.pop("STREAMRL_BOOTSTRAP_SERVERS")
+    proc = _dev(config, env)
+    run_dir = tmp_path / "runs" / "r"
+    marker = broker_dir / "broker.pid" if moment == "broker" else run_dir / "logs" / "inference.log"
+    deadline = time.monotonic() + 200
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[0][-5000:]
+        assert time.monotonic() < deadline, f"{marker} not written within 200 s"
+        time.sleep(0.05)  # polling the file system for the moment to interrupt
+    proc.send_signal(signal.SIGINT)
+    out = _finish(proc, 120)
+    assert proc.returncode == 130, out[-5000:]
+    assert "interrupted (SIGINT)" in out
+    assert processes_mentioning(str(run_dir / "config.yaml")) == []
+    assert processes_mentioning(str(broker_dir)) == []
 
 
 @pytest.mark.timeout(300)

@@ -156,6 +156,8 @@ def test_reload_on_checkpoint_event_keeps_in_flight_on_old_version_and_refuses_c
 
 
 def test_cli_builds_a_model_and_serves_it_with_reload(settings, tmp_path: Path) -> None:
+    """``streamrl inference --reload`` as a process: serves the built model, then a published
+    checkpoint; killed and restarted, it loads the newest verified checkpoint before it answers."""
     from streamrl.cli import app
 
     model_dir = tmp_path / "cli-model"
@@ -204,6 +206,21 @@ def test_cli_builds_a_model_and_serves_it_with_reload(settings, tmp_path: Path) 
 
         _wait(reloaded, 90, "the process to serve v7")
         print(f"v7 after {time.monotonic() - t0:.1f} s")
+        # a restarted server serves the newest verified checkpoint from its first answer: v8's
+        # directory does not match its digest, so v7 (the restart's own catch-up refuses v8)
+        _publish(settings, _event(v7, 8, digest="sha256:" + "0" * 64))
+        proc.kill()
+        proc.wait(20)
+        proc = subprocess.Popen(proc.args, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        t1 = time.monotonic()
+        _wait(healthy, 120, "the restarted process to answer /health")
+        print(f"restarted: healthy after {time.monotonic() - t1:.1f} s")
+        assert httpx.get(f"{url}/health", timeout=5).json()["policy_version"] == 7
+        first = client.chat.completions.create(model="policy", messages=MESSAGES, max_tokens=2)
+        assert (first.model_extra or {})["policy_version"] == 7
+        text = log_path.read_text()
+        assert "serving policy version 7" in text and "checkpoint v8 refused (digest)" in text
+        assert "POST /v1/chat/completions" not in text  # no per-request access log
     finally:
         log_file.close()
         proc.terminate()

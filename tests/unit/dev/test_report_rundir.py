@@ -45,7 +45,11 @@ def test_run_overrides_make_a_valid_run_local_config(tmp_path: Path) -> None:
     assert over["gateway"] == {"upstream_url": "http://127.0.0.1:4321/v1"}
     assert over["trainer"]["model_path"] == "m/x"
     assert over["trainer"]["checkpoint_dir"] == str(run_dir / "checkpoints")
-    assert over["streams"] == {"state_dir": str(run_dir / "streams"), "blob_dir": str(run_dir / "blobs")}
+    assert over["streams"] == {
+        "state_dir": str(run_dir / "streams"),
+        "blob_dir": str(run_dir / "blobs"),
+        "instance_id": "r1-streams",  # static group membership: a restart rejoins at once
+    }
     path = write_config(run_dir / "config.yaml", deep_merge({"rl": {"group_size": 4}}, over))
     s = load_settings(path)
     assert s.topics.name("samples") == "streamrl.r1.samples" and s.rl.group_size == 4

@@ -15,7 +15,7 @@ from streamrl.errors import ConfigError
 def test_children_in_start_order_with_the_run_config(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     s = load_settings(None, dev={"workers": 3})
-    specs = child_specs(s, cfg)
+    specs = child_specs(s, cfg, run_id="r1")
     assert [c.name for c in specs] == [
         "inference",
         "trainer",
@@ -29,6 +29,9 @@ def test_children_in_start_order_with_the_run_config(tmp_path: Path) -> None:
         assert c.argv[:3] == [sys.executable, "-m", "streamrl.cli"]
         assert c.argv[-2:] == ["--config", str(cfg)]
     assert {c.name for c in specs if c.may_exit} == {"trainer", "sampler"}
+    # stable, distinct worker ids: static group membership, so a restarted worker rejoins at once
+    ids = [c.argv[c.argv.index("--worker-id") + 1] for c in specs if c.name.startswith("worker")]
+    assert ids == ["r1-worker-0", "r1-worker-1", "r1-worker-2"]
     # every child has a place in the stop order
     assert all(any(c.name.startswith(p) for p in STOP_ORDER_PREFIXES) for c in specs)
     no_inference = child_specs(load_settings(None, dev={"start_inference": False, "workers": 0}), cfg)

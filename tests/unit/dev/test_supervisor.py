@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrl.dev.supervisor import ChildFailed, ChildSpec, Supervisor, group_alive, tail
+from streamrl.dev.supervisor import ChildFailed, ChildSpec, RestartPolicy, Supervisor, group_alive, tail
 
 PY = sys.executable
 
@@ -134,3 +134,77 @@ def test_tail_of_missing_and_empty_logs(tmp_path: Path) -> None:
     assert tail(tmp_path / "e.log") == "(empty log)"
     (tmp_path / "l.log").write_text("".join(f"{i}\n" for i in range(100)))
     assert tail(tmp_path / "l.log", 3) == "97\n98\n99"
+
+
+def _check_until(sup: Supervisor, cond, timeout_s: float = 20.0) -> None:
+    """Run the supervisor's watch (``check``) until ``cond()``, as ``streamrl dev``'s loop does."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met"
+        sup.check()
+        time.sleep(0.02)
+
+
+def test_a_dead_child_is_restarted_with_backoff_and_reported(tmp_path: Path) -> None:
+    """A child killed (SIGKILL) is started again in its place after the back-off, its log keeps
+    growing with a marker line, and the restart is reported with the tail of its log."""
+    events = []
+    policy = RestartPolicy(max_restarts=3, window_s=60, backoff_s=0.2, backoff_max_s=1)
+    sup = Supervisor(tmp_path / "logs", stop_timeout_s=2, restart=policy, on_restart=events.append)
+    script = "import os, time; print('alive', os.getpid(), flush=True); time.sleep(60)"
+    first = sup.start(ChildSpec("worker-0", [PY, "-c", script]))
+    log_path = tmp_path / "logs" / "worker-0.log"
+
+    def lives() -> list[str]:
+        return [line for line in log_path.read_text().splitlines() if line.startswith("alive ")]
+
+    _check_until(sup, lambda: len(lives()) == 1)
+    os.kill(first.pid, 9)
+    first.proc.wait(10)
+    t0 = time.monotonic()
+    _check_until(sup, lambda: sup.children["worker-0"].pid != first.pid)
+    assert time.monotonic() - t0 >= 0.15  # the back-off
+    assert [(e.name, e.returncode, e.restarts) for e in events] == [("worker-0", -9, 1)]
+    assert sup.restart_count("worker-0") == 1 and sup.children["worker-0"].returncode() is None
+    _check_until(sup, lambda: len(lives()) == 2)  # the new process wrote to the same log
+    assert lives()[1] == f"alive {sup.children['worker-0'].pid}"
+    assert " restart 1 $ " in log_path.read_text()
+    sup.stop_all()
+    assert sup.leftovers() == []
+
+
+def test_a_child_that_keeps_dying_fails_the_run_and_one_shot_children_are_not_restarted(
+    tmp_path: Path,
+) -> None:
+    policy = RestartPolicy(max_restarts=2, window_s=60, backoff_s=0.05, backoff_max_s=0.1)
+    sup = Supervisor(tmp_path / "logs", stop_timeout_s=2, restart=policy)
+    sup.start(ChildSpec("bad", [PY, "-c", "print('boom: no such agent'); raise SystemExit(3)"]))
+    with pytest.raises(ChildFailed) as info:
+        _check_until(sup, lambda: False)
+    assert info.value.restarts == 2 and info.value.returncode == 3
+    assert "after 2 restart(s)" in str(info.value) and "boom: no such agent" in str(info.value)
+    lines = (tmp_path / "logs" / "bad.log").read_text().splitlines()
+    assert lines.count("boom: no such agent") == 3  # the first run and 2 restarts
+    sup = Supervisor(tmp_path / "logs2", stop_timeout_s=2, restart=policy)
+    sup.start(ChildSpec("publish", [PY, "-c", "raise SystemExit(1)"], may_exit=True, restart=False))
+    sup.children["publish"].proc.wait(10)
+    with pytest.raises(ChildFailed, match="publish exited with code 1"):
+        sup.check()
+
+
+def test_no_restart_once_stopping(tmp_path: Path) -> None:
+    policy = RestartPolicy(max_restarts=5, backoff_s=0.05)
+    sup = Supervisor(tmp_path / "logs", stop_timeout_s=2, restart=policy)
+    child = sup.start(ChildSpec("w", [PY, "-c", "raise SystemExit(1)"]))
+    child.proc.wait(10)
+    sup.check()  # a restart is now pending
+    assert sup.children["w"].restart_at is not None
+    sup.stop_all()
+    time.sleep(0.1)  # past the back-off: a restart would be due now
+    sup.check()
+    assert sup.children["w"].pid == child.pid and sup.leftovers() == []
+
+
+def test_restart_policy_back_off_doubles_up_to_its_bound() -> None:
+    p = RestartPolicy(backoff_s=1.0, backoff_max_s=30.0)
+    assert [p.delay_s(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
