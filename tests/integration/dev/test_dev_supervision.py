@@ -75,10 +75,10 @@ def test_a_killed_worker_is_restarted_and_the_run_completes(
     os.kill(int(worker.split(":")[0]), signal.SIGKILL)
     out = _finish(proc, 300)
     assert proc.returncode == 0, out[-5000:]
-    assert "worker-0 exited with code -9; restarting it in 0 s (restart 1)" in out
+    assert "worker-0 exited with code -9; restarting it in 0 s (restart 1)" in out, out[-5000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["outcome"].startswith("completed: policy version 4 reached"), summary["outcome"]
-    assert summary["restarts"] == {"worker-0": 1}
+    assert summary["outcome"].startswith("completed: policy version 4 reached"), out[-5000:]
+    assert summary["restarts"] == {"worker-0": 1}, out[-5000:]
     assert processes_mentioning(str(run_dir / "config.yaml")) == []
 
 
