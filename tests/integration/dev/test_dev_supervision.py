@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,8 +67,8 @@ def test_a_killed_worker_is_restarted_and_the_run_completes(
     proc = _dev(config, env)
     run_dir = tmp_path / "runs" / "r"
     deadline = time.monotonic() + 240
-    # mid-run: the first checkpoint is written, so samples flow through the worker
-    while not list((run_dir / "checkpoints").glob("*/step-00000001")):
+    # mid-run: a checkpoint is written (old ones are pruned, so any step), so samples flow through the worker
+    while not list((run_dir / "checkpoints").glob("*/step-*")):
         assert proc.poll() is None, proc.communicate()[0][-5000:]
         assert time.monotonic() < deadline, "no checkpoint within 240 s"
         time.sleep(0.5)  # polling the run directory
@@ -77,7 +78,9 @@ def test_a_killed_worker_is_restarted_and_the_run_completes(
     assert proc.returncode == 0, out[-5000:]
     assert "worker-0 exited with code -9; restarting it in 0 s (restart 1)" in out, out[-5000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["outcome"].startswith("completed: policy version 4 reached"), out[-5000:]
+    # dev stops the run once it sees a version >= max_steps; a fast trainer may be a few versions past it
+    reached = re.match(r"completed: policy version (\d+) reached \(max_steps 4\)", summary["outcome"])
+    assert reached and int(reached.group(1)) >= 4, out[-5000:]
     assert summary["restarts"] == {"worker-0": 1}, out[-5000:]
     assert processes_mentioning(str(run_dir / "config.yaml")) == []
 
