@@ -45,6 +45,7 @@ from streamrl.consumers.translation import (
     StreamEvent,
     ToolCall,
     TranslationError,
+    chat_tools,
     json_object_or_none,
     new_id,
     sse,
@@ -72,7 +73,6 @@ _NO_EFFECT = (
     "diagnostics",
 )
 _KNOWN = frozenset(_PASSED + _NO_EFFECT)
-_CUSTOM_TOOL_TYPES = (None, "custom")
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -269,29 +269,13 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise TranslationError("tools must be a list", "tools")
-    out = []
-    for i, t in enumerate(tools):
-        kind = t.get("type") if isinstance(t, dict) else "?"
-        if kind not in _CUSTOM_TOOL_TYPES:
-            raise TranslationError(
-                f"tools[{i}].type {kind!r} is a server or Anthropic-defined tool the inference service "
-                "cannot run; only custom tools (name, description, input_schema) are supported",
-                f"tools[{i}].type",
-            )
-        if not isinstance(t.get("name"), str):
-            raise TranslationError(f"tools[{i}].name must be a string", f"tools[{i}].name")
-        fn: dict[str, Any] = {
-            "name": t["name"],
-            "parameters": t.get("input_schema") or {"type": "object", "properties": {}},
-        }
-        if t.get("description") is not None:
-            fn["description"] = t["description"]
-        if t.get("strict") is not None:
-            fn["strict"] = t["strict"]
-        out.append({"type": "function", "function": fn})
-    return out
+    return chat_tools(
+        tools,
+        kinds=(None, "custom"),
+        schema_key="input_schema",
+        refusal="is a server or Anthropic-defined tool the inference service cannot run; only custom "
+        "tools (name, description, input_schema) are supported",
+    )
 
 
 def _tool_choice(choice: Any, chat: dict[str, Any]) -> None:

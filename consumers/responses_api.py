@@ -48,6 +48,7 @@ from streamrl.consumers.translation import (
     StreamEvent,
     ToolCall,
     TranslationError,
+    chat_tools,
     content_text,
     new_id,
     sse,
@@ -312,29 +313,12 @@ def _input_messages(items: Any) -> list[dict[str, Any]]:
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise TranslationError("tools must be a list", "tools")
-    out = []
-    for i, t in enumerate(tools):
-        kind = t.get("type") if isinstance(t, dict) else None
-        if kind != "function":
-            raise TranslationError(
-                f"tools[{i}].type {kind!r} is a hosted tool the inference service cannot run; "
-                "only function tools are supported",
-                f"tools[{i}].type",
-            )
-        if not isinstance(t.get("name"), str):
-            raise TranslationError(f"tools[{i}].name must be a string", f"tools[{i}].name")
-        fn: dict[str, Any] = {
-            "name": t["name"],
-            "parameters": t.get("parameters") or {"type": "object", "properties": {}},
-        }
-        if t.get("description") is not None:
-            fn["description"] = t["description"]
-        if t.get("strict") is not None:
-            fn["strict"] = t["strict"]
-        out.append({"type": "function", "function": fn})
-    return out
+    return chat_tools(
+        tools,
+        kinds=("function",),
+        schema_key="parameters",
+        refusal="is a hosted tool the inference service cannot run; only function tools are supported",
+    )
 
 
 def _tool_choice(choice: Any) -> Any:

@@ -42,6 +42,7 @@ __all__ = [
     "ToolCall",
     "TranslationError",
     "chat_output",
+    "chat_tools",
     "content_text",
     "new_id",
     "sse",
@@ -307,6 +308,40 @@ class ChatStreamReader:
                 out.finish_reason = choice["finish_reason"]
                 out.stop_reason = choice.get(STOP_REASON)
         return events
+
+
+def chat_tools(
+    tools: Any, *, kinds: tuple[str | None, ...], schema_key: str, refusal: str
+) -> list[dict[str, Any]]:
+    """A translated API's tool list -> chat ``tools`` (``{"type": "function", "function": {...}}``).
+
+    Args:
+        tools: the request's ``tools`` (a list of objects with ``name``, ``description``, a schema).
+        kinds: the ``type`` values that are function tools (None: no ``type`` field).
+        schema_key: where the JSON schema of the arguments is (``parameters``, ``input_schema``).
+        refusal: why any other kind cannot be honoured (ends the error message).
+
+    Raises:
+        TranslationError: not a list, a tool of another kind (naming ``tools[i].type``), no name.
+    """
+    if not isinstance(tools, list):
+        raise TranslationError("tools must be a list", "tools")
+    out = []
+    for i, t in enumerate(tools):
+        kind = t.get("type") if isinstance(t, dict) else "?"
+        if kind not in kinds:
+            raise TranslationError(f"tools[{i}].type {kind!r} {refusal}", f"tools[{i}].type")
+        if not isinstance(t.get("name"), str):
+            raise TranslationError(f"tools[{i}].name must be a string", f"tools[{i}].name")
+        fn: dict[str, Any] = {
+            "name": t["name"],
+            "parameters": t.get(schema_key) or {"type": "object", "properties": {}},
+        }
+        for key in ("description", "strict"):
+            if t.get(key) is not None:
+                fn[key] = t[key]
+        out.append({"type": "function", "function": fn})
+    return out
 
 
 def json_object_or_none(text: str) -> dict[str, Any] | None:
