@@ -213,9 +213,17 @@ def build_task(
     )
 
 
-def _not_produced(err: KafkaError, size: int, settings: Any) -> str:
-    """Why a Task was not accepted by the client or the broker, naming its size and the limit."""
+def _not_produced(err: KafkaError, size: int, settings: Any, topic_limit: int | None = None) -> str:
+    """Why a Task was not accepted by the client or the broker, naming its size and the limit.
+
+    ``topic_limit`` is the topic's ``max.message.bytes`` as the broker holds it (None: unknown, then
+    the configured ``topics.max_message_bytes`` is named)."""
     if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        if topic_limit is not None:
+            return (
+                f"not published: {err.str()}: the task is {size} bytes, over the topic's "
+                f"max.message.bytes={topic_limit} (publish.max_task_bytes={settings.publish.max_task_bytes})"
+            )
         return (
             f"not published: {err.str()}: the task is {size} bytes, over what the topic accepts "
             f"(topics.max_message_bytes={settings.topics.max_message_bytes}; the broker's "
@@ -225,15 +233,30 @@ def _not_produced(err: KafkaError, size: int, settings: Any) -> str:
 
 
 def _on_delivery(
-    undelivered: list[tuple[str, str]], where: str, size: int, settings: Any
+    undelivered: list[tuple[str, KafkaError, int]], where: str, size: int
 ) -> Callable[[Any, Any], None]:
-    """A delivery callback that records a refused Task as ``(where, reason)``."""
+    """A delivery callback that records a refused Task as ``(where, error, size in bytes)``."""
 
     def delivered(err: KafkaError | None, _msg: Any) -> None:
         if err is not None:
-            undelivered.append((where, _not_produced(err, size, settings)))
+            undelivered.append((where, err, size))
 
     return delivered
+
+
+def _refusals(
+    undelivered: list[tuple[str, KafkaError, int]], settings: Any, topic: str
+) -> list[tuple[str, str]]:
+    """``(where, reason)`` of each Task the broker refused, in file order; a refusal for size names
+    the topic's own ``max.message.bytes`` (read once from the broker, when it lets us)."""
+    limit: int | None = None
+    if any(err.code() == KafkaError.MSG_SIZE_TOO_LARGE for _, err, _ in undelivered):
+        from streamrl.topics import topic_config_value
+
+        value = topic_config_value(settings, topic, "max.message.bytes")
+        limit = int(value) if value is not None and value.isdigit() else None
+    out = [(where, _not_produced(err, size, settings, limit)) for where, err, size in undelivered]
+    return sorted(out, key=lambda p: _position(p[0]))
 
 
 def _position(where: str) -> int:
@@ -301,7 +324,7 @@ def publish_file(
             producer.close(timeout_s=0.1)  # nothing was produced yet
             raise
     report = PublishReport()
-    undelivered: list[tuple[str, str]] = []  # appended on the producer's poll thread
+    undelivered: list[tuple[str, KafkaError, int]] = []  # appended on the producer's poll thread
     first_seen: dict[str, str] = {}
     source = Path(path).name
     start = time.perf_counter()
@@ -356,7 +379,7 @@ def publish_file(
                         topic,
                         value,
                         key=task.task_id,
-                        on_delivery=_on_delivery(undelivered, row.where, len(value), settings),
+                        on_delivery=_on_delivery(undelivered, row.where, len(value)),
                     )
                 except KafkaException as exc:  # refused by the client itself (e.g. over message.max.bytes)
                     report.invalid += 1
@@ -372,7 +395,7 @@ def publish_file(
                     raise
             report.undelivered = len(undelivered)
             report.published -= len(undelivered)
-            report.problems.extend(sorted(undelivered, key=lambda p: _position(p[0])))
+            report.problems.extend(_refusals(undelivered, settings, topic))
             PUBLISH_PUBLISHED.inc(report.published)
     except BaseException:
         failed = True

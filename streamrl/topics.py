@@ -26,6 +26,29 @@ def topic_configs(settings: Settings, base: str) -> dict[str, str]:
     return conf
 
 
+def topic_config_value(settings: Settings, topic: str, key: str, *, timeout_s: float = 5.0) -> str | None:
+    """One config of one topic as the broker holds it (e.g. ``max.message.bytes`` of a topic created
+    with other settings than these), or None when it cannot be read: the principal lacks
+    ``DESCRIBE_CONFIGS`` on the topic (stage principals have none, see :mod:`streamrl.acl`), the topic or
+    the key does not exist, or the broker does not answer within ``timeout_s`` seconds.
+
+    Raises:
+        BrokerError: a secured cluster refused the login (:func:`streamrl.kafka.verify_login`).
+    """
+    from confluent_kafka.admin import ConfigResource
+
+    admin = make_admin(settings)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        entries = admin.describe_configs([resource], request_timeout=timeout_s)[resource].result(
+            timeout=timeout_s
+        )
+    except (KafkaException, TimeoutError, ValueError):  # refused, unknown topic, no answer
+        return None
+    entry = entries.get(key)
+    return None if entry is None or entry.value is None else str(entry.value)
+
+
 def ensure_topics(
     settings: Settings, *, admin: AdminClient | None = None, timeout_s: float = 30.0
 ) -> dict[str, str]:

@@ -98,7 +98,7 @@ CATALOGUE: tuple[Kind, ...] = (
     _k(
         "publish-broker-refuses-row",
         "a row the topic's `max.message.bytes` refuses",
-        "that row reported with its size and the limit, the rows after it published, exit 1",
+        "that row reported with its size and the topic's own `max.message.bytes` (read from the broker), the rows after it published, exit 1",
     ),
     _k(
         "publish-config-over-topic-limit",
@@ -269,7 +269,7 @@ CATALOGUE: tuple[Kind, ...] = (
     # --- inference server (checkpoints -> weights; HTTP) ---------------------------------------------
     _k(
         "inference-stream-stop-string",
-        "a stop string, streamed",
+        "a stop string, streamed (chat and completions)",
         "the streamed text equals the non-streamed text, cut before the stop string",
     ),
     _k(

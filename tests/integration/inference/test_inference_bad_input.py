@@ -136,6 +136,16 @@ def test_inference_bad_input(kind: Kind, server: Server) -> None:
             whole = client.chat.completions.create(stop=[stop], **kw).choices[0].message.content or ""
             assert stop not in whole and text.startswith(whole)
             assert _stream_text(client, stop=[stop], **kw) == whole, stop
+        # the completions endpoint streams under the same rule ('Thu' was streamed for stop 'hu')
+        ckw: dict[str, Any] = {"model": "policy", "prompt": "Which is larger, 3 or 8?", "max_tokens": 16,
+                               "temperature": 0.0}  # fmt: skip
+        ctext = client.completions.create(**ckw).choices[0].text
+        assert len(ctext) >= 4, ctext
+        for stop in {ctext[1:3], ctext[2:4], ctext[3:4]}:
+            whole = client.completions.create(stop=[stop], **ckw).choices[0].text
+            assert stop not in whole and ctext.startswith(whole)
+            chunks = client.completions.create(stream=True, stop=[stop], **ckw)
+            assert "".join(c.choices[0].text for c in chunks if c.choices) == whole, stop
     elif kind.id == "inference-prompt-too-long":
         with pytest.raises(openai.BadRequestError, match="maximum context length is"):
             client.chat.completions.create(
