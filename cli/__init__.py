@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "status",
     "resources",
     "security",
+    "optimize",
 )
 
 

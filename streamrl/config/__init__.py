@@ -25,6 +25,7 @@ from streamrl.config.consumers import GatewaySettings, WorkerSettings
 from streamrl.config.dev import DevSettings
 from streamrl.config.inference import InferenceSettings
 from streamrl.config.kafka import COMPACTED_TOPICS, TOPIC_NAMES, KafkaSettings, TopicsSettings
+from streamrl.config.optimizer import OptimizeSettings
 from streamrl.config.producers import PublishSettings, SamplerSettings
 from streamrl.config.rl import RLSettings
 from streamrl.config.security import SecuritySettings
@@ -103,6 +104,8 @@ class Settings(BaseSettings):
     dev: DevSettings = Field(default_factory=DevSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     """Tokens of StreamRL's own HTTP endpoints and the CA its clients trust (docs/SECURITY.md)."""
+    optimize: OptimizeSettings = Field(default_factory=OptimizeSettings)
+    """Prompt optimization (``streamrl optimize``): the prompt, the algorithm, evaluations, outputs."""
 
     @classmethod
     def settings_customise_sources(
