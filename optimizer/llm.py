@@ -29,14 +29,20 @@ class OptimizerLLMError(StreamRLError):
 class OptimizerLLM:
     """An async client of the optimizer LLM (one connection pool; calls bounded by ``concurrency``)."""
 
-    def __init__(self, cfg: OptimizerLLMSettings, *, backoff_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        cfg: OptimizerLLMSettings,
+        *,
+        backoff_s: float = 1.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.cfg = cfg
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         headers = {"Content-Type": "application/json"}
         key = cfg.api_key.get_secret_value()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self._client = httpx.AsyncClient(headers=headers, timeout=cfg.timeout_s)
+        self._client = httpx.AsyncClient(headers=headers, timeout=cfg.timeout_s, transport=transport)
         self._slots = asyncio.Semaphore(cfg.concurrency)
         self._backoff_s = backoff_s
         self.calls = 0

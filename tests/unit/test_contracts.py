@@ -73,6 +73,7 @@ PRODUCT_FOLDERS = (
     "inference",
     "streams",
     "trainer",
+    "optimizer",
     "cli",
     "dev",
     "bench",
