@@ -14,6 +14,7 @@ about one forward+backward.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -212,15 +213,17 @@ class TorchBackend:
         )
         return torch.cat([first, out.logits.float()], dim=1)
 
-    def _micro_batches(self, data: DataProto) -> list[dict[str, torch.Tensor]]:
-        """Split into micro-batches and trim each to its own longest prompt/response (less padding)."""
+    def _micro_batches(
+        self, data: DataProto, start: int = 0, end: int | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """Split rows ``[start, end)`` into micro-batches and trim each to its own longest prompt/response."""
         tensors = data.batch
-        n = len(data)
+        n = len(data) if end is None else end
         mbs = []
-        for start in range(0, n, self.ts.micro_batch_size):
-            sl = slice(start, min(n, start + self.ts.micro_batch_size))
+        for first in range(start, n, self.ts.micro_batch_size):
+            sl = slice(first, min(n, first + self.ts.micro_batch_size))
             prompts, responses = tensors["prompts"][sl], tensors["responses"][sl]
-            p_full, t_full = prompts.shape[1], responses.shape[1]
+            p_full = prompts.shape[1]
             attn = tensors["attention_mask"][sl]
             p_len = int(attn[:, :p_full].sum(-1).max())
             t_len = int(attn[:, p_full:].sum(-1).max())
@@ -235,36 +238,95 @@ class TorchBackend:
             for key in ("response_mask", "rollout_log_probs", "advantages"):
                 mb[key] = tensors[key][sl][:, :t_len]
             mbs.append({k: v.to(self.device) for k, v in mb.items()})
-            del t_full
         return mbs
 
+    def _mini_batches(self, data: DataProto) -> list[list[dict[str, torch.Tensor]]]:
+        """``ppo_mini_batches`` contiguous row ranges (one optimizer step each), as micro-batches."""
+        n = len(data)
+        k = min(self.ts.ppo_mini_batches, n)
+        bounds = [round(i * n / k) for i in range(k + 1)]
+        return [self._micro_batches(data, bounds[i], bounds[i + 1]) for i in range(k)]
+
     def train_step(self, data: DataProto) -> StepResult:
-        """One optimizer step on one prepared batch.
+        """The optimizer steps of one prepared batch: ``ppo_epochs`` passes over ``ppo_mini_batches``
+        mini-batches (one optimizer step each; 1 x 1 by default), then one step of the LR schedule.
 
         Args:
             data: a ``DataProto`` from :func:`streamrl.trainer.batch.prepare_batch`.
 
         Returns:
-            The step's metrics.
+            The step's metrics (means over its optimizer steps; ``actor/updates`` = how many).
 
         Raises:
             NonFiniteLossError: a micro-batch loss or the gradient norm was NaN/inf. Gradients are
-                dropped; weights, optimizer state and schedule are untouched.
+                dropped; weights, optimizer state and schedule are as before the call (with several
+                optimizer steps per batch, restored from a copy taken at its start).
         """
         t0 = time.perf_counter()
         batch_id = str(data.meta_info.get("batch_id", "?"))
         advantages, _returns = compute_advantages(data, self.ts)
         # rows kept by the staleness policy with a weight < 1 scale their advantage (VERL losses are linear in A)
         data.batch["advantages"] = advantages * data.batch["row_weights"].unsqueeze(-1)
-        response_mask = data.batch["response_mask"]
-        set_global_batch_info(self.actor_cfg, response_mask)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        minis = self._mini_batches(data)
+        updates = self.ts.ppo_epochs * len(minis)
+        # pi_old: the policy at the start of this call. With one optimizer step it is the training
+        # forward itself (detached); with more, one no-grad pass scores every row first.
+        old = [[self._old_logprobs(mb) for mb in mbs] for mbs in minis] if updates > 1 else None
+        saved = self._snapshot() if updates > 1 else None
+        totals: dict[str, float] = {}
+        lr = float(self.scheduler.get_last_lr()[0])
+        done = 0
+        try:
+            for _epoch in range(self.ts.ppo_epochs):
+                for j, mbs in enumerate(minis):
+                    m = self._update(mbs, None if old is None else old[j], batch_id)
+                    for k, v in m.items():
+                        totals[k] = totals.get(k, 0.0) + v
+                    done += 1
+        except NonFiniteLossError:
+            if saved is not None and done > 0:
+                self._restore(saved)
+            raise
+        self.scheduler.step()
+        metrics = {k: v / updates for k, v in totals.items()}
+        scores = data.batch["token_level_scores"].sum(-1)
+        metrics.update(
+            {
+                "actor/lr": lr,
+                "actor/updates": float(updates),
+                "reward/mean": float(scores.mean()),
+                "reward/std": float(scores.std()) if len(scores) > 1 else 0.0,
+                "response_length/mean": float(
+                    data.batch["attention_mask"][:, data.batch["prompts"].shape[1] :].sum(-1).float().mean()
+                ),
+            }
+        )
+        return StepResult(
+            metrics=metrics,
+            num_tokens=int(data.batch["attention_mask"].sum()) * self.ts.ppo_epochs,
+            num_rows=len(data),
+            step_time_s=time.perf_counter() - t0,
+        )
+
+    def _update(
+        self, mbs: list[dict[str, torch.Tensor]], old: list[torch.Tensor] | None, batch_id: str
+    ) -> dict[str, float]:
+        """One optimizer step over the micro-batches of one mini-batch; returns its metrics.
+
+        Raises:
+            NonFiniteLossError: as :meth:`train_step` (gradients dropped, no step taken).
+        """
+        # trained tokens per row (rows,): micro-batches are trimmed to different lengths, and the
+        # mini-batch's token and row counts are all set_global_batch_info reads from its mask
+        response_mask = torch.cat([mb["response_mask"].sum(-1) for mb in mbs])
+        set_global_batch_info(self.actor_cfg, response_mask.unsqueeze(-1))
         sums: dict[str, float] = {}
         weighted: dict[str, float] = {}
         total_tokens = float(response_mask.sum())
         want_entropy_grad = self.ts.entropy_coeff > 0
-        for mb in self._micro_batches(data):
+        for i, mb in enumerate(mbs):
             ref_log_prob = self._ref_logprobs(mb) if self.ts.use_kl_loss else None
             log_prob, entropy = self._forward_logprobs(self.model, mb, True, want_entropy_grad)
             assert entropy is not None
@@ -272,7 +334,7 @@ class TorchBackend:
                 LossInputs(
                     log_prob=log_prob,
                     entropy=entropy,
-                    old_log_prob=log_prob.detach(),
+                    old_log_prob=log_prob.detach() if old is None else old[i],
                     rollout_log_prob=mb["rollout_log_probs"],
                     advantages=mb["advantages"],
                     response_mask=mb["response_mask"],
@@ -287,7 +349,7 @@ class TorchBackend:
                 raise NonFiniteLossError(batch_id, "loss", loss_value)
             loss.backward()
             m["actor/loss"] = loss_value
-            share = float(mb["response_mask"].sum()) / total_tokens
+            share = float(mb["response_mask"].sum()) / total_tokens if total_tokens else 0.0
             for k, v in m.items():
                 if k in SUMMED_METRICS:
                     sums[k] = sums.get(k, 0.0) + v
@@ -298,29 +360,28 @@ class TorchBackend:
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(batch_id, "grad norm", grad_norm)
-        lr = float(self.scheduler.get_last_lr()[0])
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        scores = data.batch["token_level_scores"].sum(-1)
-        metrics = {**weighted, **sums}
-        metrics.update(
-            {
-                "actor/grad_norm": grad_norm,
-                "actor/lr": lr,
-                "reward/mean": float(scores.mean()),
-                "reward/std": float(scores.std()) if len(scores) > 1 else 0.0,
-                "response_length/mean": float(
-                    data.batch["attention_mask"][:, data.batch["prompts"].shape[1] :].sum(-1).float().mean()
-                ),
-            }
-        )
-        return StepResult(
-            metrics=metrics,
-            num_tokens=int(data.batch["attention_mask"].sum()),
-            num_rows=len(data),
-            step_time_s=time.perf_counter() - t0,
-        )
+        return {**weighted, **sums, "actor/grad_norm": grad_norm}
+
+    @torch.no_grad()
+    def _old_logprobs(self, mb: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Log pi_old ``(b, T)`` of a micro-batch: the current weights, no grad."""
+        lp, _ = self._forward_logprobs(self.model, mb, False, False)
+        return lp
+
+    def _snapshot(self) -> tuple[list[torch.Tensor], dict[str, Any]]:
+        """Copies of the trainable parameters and the optimizer state (undo of a failed multi-step call)."""
+        params = [p.detach().clone() for p in self.model.parameters() if p.requires_grad]
+        return params, copy.deepcopy(self.optimizer.state_dict())
+
+    def _restore(self, saved: tuple[list[torch.Tensor], dict[str, Any]]) -> None:
+        params, opt_state = saved
+        with torch.no_grad():
+            for p, v in zip((p for p in self.model.parameters() if p.requires_grad), params, strict=True):
+                p.copy_(v)
+        self.optimizer.load_state_dict(opt_state)
+        self.optimizer.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def _ref_logprobs(self, mb: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -147,7 +147,14 @@ class TrainerSettings(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     """Gradient clipping by global L2 norm."""
     micro_batch_size: int = Field(8, ge=1)
-    """Rows per forward/backward; a batch is one optimizer step with gradient accumulation over micro-batches."""
+    """Rows per forward/backward; a mini-batch is one optimizer step with gradient accumulation over micro-batches."""
+    ppo_mini_batches: int = Field(1, ge=1)
+    """Optimizer steps per pass over a batch: its rows split into this many mini-batches (VERL's
+    ppo_mini_batch_size = rows / this). torch backend only."""
+    ppo_epochs: int = Field(1, ge=1)
+    """Passes over each batch (VERL's ppo_epochs): ppo_epochs x ppo_mini_batches optimizer steps per
+    batch, all against pi_old = the policy before the batch (the clipped ratio bounds how far they
+    go); the LR schedule steps once per batch. torch backend only."""
 
     # --- service ---
     poll_timeout_s: float = Field(1.0, gt=0)
@@ -175,6 +182,11 @@ class TrainerSettings(Section):
 
     @model_validator(mode="after")
     def _check(self) -> TrainerSettings:
+        if self.backend == "verl" and (self.ppo_epochs > 1 or self.ppo_mini_batches > 1):
+            raise ValueError(
+                "ppo_epochs and ppo_mini_batches > 1 are implemented by the torch backend only "
+                "(the verl backend takes one optimizer step per batch)"
+            )
         if self.lr_schedule != "constant" and self.total_steps is None and self.max_steps is None:
             raise ValueError(
                 f"lr_schedule={self.lr_schedule!r} decays over a horizon: set trainer.total_steps or trainer.max_steps"

@@ -185,3 +185,48 @@ def test_shared_prompt_pass_gives_the_logprobs_and_gradients_of_full_passes(
     torch.testing.assert_close(got * mask, want * mask, rtol=1e-5, atol=1e-5)
     for n, p in be.model.named_parameters():
         torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6)
+
+
+def _rewarded_logprob(be: TorchBackend, data) -> float:
+    """Mean log-probability of the responses with reward 1 under the backend's current weights."""
+    if "advantages" not in data.batch.keys():  # train_step sets them; the micro-batches carry them
+        data.batch["advantages"] = torch.zeros_like(data.batch["response_mask"], dtype=torch.float32)
+    (mb,) = be._micro_batches(data)
+    with torch.no_grad():
+        lp, _ = be._forward_logprobs(be.model, mb, False, False)
+    rewarded = data.batch["token_level_scores"].sum(-1) > 0
+    return float(lp[rewarded].mean())
+
+
+def test_several_optimizer_steps_per_batch_go_further_than_one(tiny_model_dir: Path) -> None:
+    one = _backend(tiny_model_dir, micro_batch_size=64)
+    four = _backend(tiny_model_dir, micro_batch_size=64, ppo_mini_batches=2, ppo_epochs=2)
+    data_one, data_four = _data(one), _data(four)  # same weights and seed: same samples
+    start = _rewarded_logprob(one, data_one)
+    r1 = one.train_step(data_one)
+    r4 = four.train_step(data_four)
+    assert r1.metrics["actor/updates"] == 1.0 and r4.metrics["actor/updates"] == 4.0
+    assert int(four.optimizer.state[next(iter(four.optimizer.state))]["step"]) == 4
+    assert four.scheduler.last_epoch == one.scheduler.last_epoch == 1  # the schedule steps per batch
+    gain_one = _rewarded_logprob(one, data_one) - start
+    gain_four = _rewarded_logprob(four, data_four) - start
+    assert gain_one > 0 and gain_four > 1.5 * gain_one, (gain_one, gain_four)
+
+
+def test_a_non_finite_loss_in_a_later_step_restores_the_weights_and_optimizer_of_the_start(
+    tiny_model_dir: Path,
+) -> None:
+    be = _backend(tiny_model_dir, micro_batch_size=4, ppo_mini_batches=2)
+    be.train_step(_data(be, seed=1))  # optimizer state to restore
+    data = _data(be, seed=2)
+    data.batch["row_weights"][8:] = float("nan")  # the second mini-batch's loss is NaN, the first's is not
+    before = _params(be)
+    opt_before = {k: v.clone() for k, v in be.optimizer.state[next(iter(be.optimizer.state))].items()}
+    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+        be.train_step(data)
+    for k, v in _params(be).items():
+        torch.testing.assert_close(v, before[k])
+    opt_after = be.optimizer.state[next(iter(be.optimizer.state))]
+    for k, v in opt_before.items():
+        torch.testing.assert_close(opt_after[k], v)
+    assert be.scheduler.last_epoch == 1
