@@ -9,7 +9,7 @@ LLM (it runs wholly on CPU):
   task's payload fields and ``{response}``, the answer of the rollout's last recorded call decoded
   from its token ids. The ``pool_size`` best (highest reward, one per task) are kept, in order.
 - rounds 1..``rounds``, ``search``: ``candidates_per_round`` new candidates, each the seed prompt
-  followed by ``header`` and a seeded choice of ``k`` pool demonstrations (``k`` from
+  followed (or, ``position: before``, preceded) by ``header`` and a seeded choice of ``k`` pool demonstrations (``k`` from
   ``demo_counts``; never a subset tried before), evaluated on the whole val set all at once; the
   best one so far is the best prompt. Demonstrations are inserted with their braces doubled, so the
   template's placeholders are the seed's (the guards check it anyway).
@@ -111,8 +111,13 @@ class Fewshot(Algorithm):
 
     # ------------------------------------------------------------------ rounds 1..
     def template(self, seed: str, demos: list[str]) -> str:
-        body = self.cfg.separator.join(escape(d) for d in demos)
-        return f"{seed}{self.cfg.separator}{escape(self.cfg.header)}\n{body}"
+        """The seed with ``demos`` (``header`` first, unless empty) after it, or before it with
+        ``position: before``; the demonstrations' braces doubled."""
+        sep = self.cfg.separator
+        body = sep.join(escape(d) for d in demos)
+        if self.cfg.header:
+            body = f"{escape(self.cfg.header)}\n{body}"
+        return f"{body}{sep}{seed}" if self.cfg.position == "before" else f"{seed}{sep}{body}"
 
     def draw(self, tried: set[str]) -> list[int] | None:
         """A new subset of pool indices (in pool order), or None when none is left to find."""

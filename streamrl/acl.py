@@ -103,7 +103,7 @@ ACCESS: tuple[StageAccess, ...] = (
     StageAccess(
         "optimizer",
         "`streamrl optimize` (prompt optimization)",
-        reads=("trajectories", "requests", "resources", "optimizer_state"),
+        reads=("tasks", "trajectories", "requests", "resources", "optimizer_state"),
         writes=("samples", "resources", "optimizer_events", "optimizer_state", "dlq"),
         groups=("optimizer",),
     ),

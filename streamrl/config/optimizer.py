@@ -92,9 +92,12 @@ class FewshotSettings(Section):
     """How one demonstration is written: ``{response}`` is the recorded answer of the rollout's last
     call, decoded from its token ids; any other placeholder is a field of the task's payload."""
     header: str = "Examples:"
-    """Line before the demonstrations."""
+    """Line before the demonstrations; empty = none."""
     separator: str = "\n\n"
-    """Between demonstrations, and between the prompt and the header."""
+    """Between demonstrations, and between the prompt and the demonstrations."""
+    position: Literal["after", "before"] = "after"
+    """Where the demonstrations go: after the seed prompt, or before it (a template that ends with
+    the question, such as a chat transcript ending in the user's turn)."""
 
     @model_validator(mode="after")
     def _counts(self) -> FewshotSettings:

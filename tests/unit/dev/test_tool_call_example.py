@@ -67,3 +67,29 @@ def test_config_names_the_pretrained_model() -> None:
     assert ModelSpec(pretrained="smollm2-135m-instruct", path=Path("m")).path == Path("m")
     with pytest.raises(ConfigError, match=r"dev\.model"):
         load_settings(None, dev={"model": {"pretrained": "org/model"}})
+
+
+def test_the_prompted_agents_transcript() -> None:
+    from examples.tool_call.prompted import transcript
+
+    seed = (ROOT / "configs/fewshot_seed.txt").read_text()
+    msgs = transcript(seed.format(question="Start a 9 minute timer."))
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+    args = json.loads(msgs[1]["content"].removeprefix("<tool_call>").removesuffix("</tool_call>"))
+    assert args == {"name": "get_weather", "arguments": {"city": "Oslo", "unit": "fahrenheit"}}
+    assert msgs[2]["content"] == "Start a 9 minute timer."
+    assert transcript("Be brief.\nUser:\nhi\n") == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+    ]
+    with pytest.raises(ValueError, match="no 'user:'"):
+        transcript("assistant:\nhello")
+
+
+def test_the_fewshot_config_optimizes_the_prompted_agent() -> None:
+    settings = load_settings(ROOT / "configs/fewshot.yaml")
+    opt = settings.optimize
+    assert settings.worker.agent == "examples.tool_call.prompted:solve" and opt.agent_name == "tool_call"
+    assert opt.algorithm.type == "fewshot" and opt.algorithm.position == "before"
+    assert opt.seed_prompt_file is not None and (ROOT / opt.seed_prompt_file).exists()
+    assert settings.dev.model.pretrained == "smollm2-135m-instruct"

@@ -203,3 +203,17 @@ def test_a_transcript_keeps_its_head_and_mostly_its_tail(tmp_path) -> None:
     )
     with pytest.raises(Exception, match=r"set optimize\.tokenizer"):
         Decoder(tmp_path / "nowhere")
+
+
+def test_demonstrations_go_after_or_before_the_seed() -> None:
+    from types import SimpleNamespace
+
+    from streamrl.config.optimizer import FewshotSettings
+    from streamrl.optimizer.fewshot import Fewshot
+
+    def made(**cfg: object) -> str:
+        return Fewshot.template(SimpleNamespace(cfg=FewshotSettings(**cfg)), "Q: {q}", ["a {x}", "b"])  # type: ignore[arg-type]
+
+    assert made() == "Q: {q}\n\nExamples:\na {{x}}\n\nb"
+    assert made(header="", separator="\n", position="before") == "a {{x}}\nb\nQ: {q}"
+    assert placeholders(made(position="before")) == frozenset({"q"})
