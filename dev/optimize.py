@@ -3,7 +3,8 @@
 With ``optimize.start_pipeline`` (default), as ``streamrl dev`` does: the local broker unless
 ``STREAMRL_BOOTSTRAP_SERVERS`` is set, the run's own topic prefix (``<prefix><run_id>.``), the model
 (fetched or built), ``dev.datasets`` published, then ``inference`` and ``dev.workers`` rollout
-workers as supervised children (logs in ``<run_dir>/logs/``); no sampler, streams or trainer. The
+workers as supervised children (logs in ``<run_dir>/logs/``; a dead one is restarted under
+``dev.restart``, its unfinished samples redelivered to the group); no sampler, streams or trainer. The
 optimizer runs in this process with its live display and writes ``<run_dir>/optimize/``. Running
 again with the same ``--run-id`` resumes: the run directory's ``config.yaml`` is reused (same topics,
 same broker), and the optimizer reads its state back from ``optimizer_state``.
@@ -26,8 +27,8 @@ from rich.console import Console
 
 from streamrl.config import Settings, flag_overrides, load_settings
 from streamrl.dev.rundir import deep_merge, free_port, new_run_id, raw_config, run_overrides, write_config
-from streamrl.dev.runner import _child_env, _cli, ensure_model, publish_specs, wait_for_http
-from streamrl.dev.supervisor import ChildFailed, ChildSpec, Supervisor
+from streamrl.dev.runner import _child_env, _cli, _report_restart, ensure_model, publish_specs, wait_for_http
+from streamrl.dev.supervisor import ChildFailed, ChildSpec, RestartPolicy, Supervisor
 from streamrl.errors import ConfigError, StreamRLError
 from streamrl.schemas.inference_http import HEALTH_PATH
 
@@ -156,6 +157,8 @@ def _with_pipeline(
             base_env=_child_env(settings),
             stop_timeout_s=dev.stop_timeout_s,
             tail_lines=dev.log_tail_lines,
+            restart=RestartPolicy(**dev.restart.model_dump()),
+            on_restart=lambda event: _report_restart(console, event),
         )
         try:
             _start_children(settings, config_path, sup, console, publish=not resume)

@@ -40,6 +40,12 @@ def messages_for(task: dict) -> list[dict]:
 @rollout(name="tool_call")
 async def solve(task: dict, llm) -> float:
     """One rollout: one chat completion with the task's tool; the reward scores its tool call."""
+    return await call_and_score(task, llm, messages_for(task))
+
+
+async def call_and_score(task: dict, llm, messages: list[dict]) -> float:
+    """One chat completion of ``messages`` with the task's tool (greedy for a val row); the reward of
+    its tool call (val: 1 for the exact call, else 0)."""
     client = _CLIENT.with_options(base_url=llm.base_url, api_key=llm.api_key)
     sampling = dict(llm.sampling)
     evaluating = bool(task.get("eval"))
@@ -47,7 +53,7 @@ async def solve(task: dict, llm) -> float:
         sampling["temperature"] = 0.0
     sampling.setdefault("max_tokens", 64)
     out = await client.chat.completions.create(
-        model=llm.model, messages=messages_for(task), tools=[TOOLS[task["tool"]]], **sampling
+        model=llm.model, messages=messages, tools=[TOOLS[task["tool"]]], **sampling
     )
     calls = [c.model_dump() for c in (out.choices[0].message.tool_calls or [])]
     reward = score_call(calls, task["tool"], task["arguments"])

@@ -16,18 +16,15 @@ is the task's request::
     user:
     {question}
 
-Val rows (``"eval": true``) are decoded greedily and count only exact calls; train rows are sampled
-with ``worker.sampling`` and get :func:`examples.tool_call.tools.score_call`'s partial credit.
+The call and its reward are :func:`examples.tool_call.agent.call_and_score`'s: val rows
+(``"eval": true``) are decoded greedily and count only exact calls; train rows are sampled with
+``worker.sampling`` and get :func:`examples.tool_call.tools.score_call`'s partial credit.
 """
 
 from __future__ import annotations
 
-from openai import AsyncOpenAI
-
-from examples.tool_call.tools import TOOLS, score_call
+from examples.tool_call.agent import call_and_score
 from streamrl import rollout
-
-_CLIENT = AsyncOpenAI(base_url="http://127.0.0.1:1/v1", api_key="unused", max_retries=0)
 
 ROLES = ("system", "user", "assistant")
 
@@ -59,17 +56,4 @@ async def solve(task: dict, llm) -> float:
     """One rollout: the prompt transcript with the task's request, one chat completion with the
     task's tool; the reward scores its tool call."""
     messages = transcript(llm.resources["system_prompt"].format(question=task["question"]))
-    client = _CLIENT.with_options(base_url=llm.base_url, api_key=llm.api_key)
-    sampling = dict(llm.sampling)
-    evaluating = bool(task.get("eval"))
-    if evaluating:
-        sampling["temperature"] = 0.0
-    sampling.setdefault("max_tokens", 64)
-    out = await client.chat.completions.create(
-        model=llm.model, messages=messages, tools=[TOOLS[task["tool"]]], **sampling
-    )
-    calls = [c.model_dump() for c in (out.choices[0].message.tool_calls or [])]
-    reward = score_call(calls, task["tool"], task["arguments"])
-    if evaluating:
-        return float(reward == 1.0)
-    return reward
+    return await call_and_score(task, llm, messages)
