@@ -119,7 +119,8 @@ class AgentRunner:
         Args:
             task: the decoded sample payload.
             llm: the attempt's :class:`LLM`.
-            timeout_s: time limit in seconds (the agent's own ``timeout_s`` wins when set).
+            timeout_s: time limit in seconds (the agent's own ``timeout_s`` wins when set), counted
+                from when the agent starts (a sync agent waiting for a free thread is not yet timed).
             executor: thread pool for sync agents (a timed-out sync agent's thread runs on; its
                 result is discarded).
 
@@ -131,24 +132,40 @@ class AgentRunner:
         ctx = bind_reward_log(log)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        pooled: Future[Any] | None = None  # a sync call on a SyncAgentPool (abandoned if given up)
-        if self.is_async:
-            fut: asyncio.Future[Any] = loop.create_task(self.fn(task, llm), context=ctx)
-        elif isinstance(executor, SyncAgentPool):
-            pooled = executor.submit(ctx.run, self.fn, task, llm)
-            fut = asyncio.wrap_future(pooled, loop=loop)
-        else:
-            fut = loop.run_in_executor(executor, ctx.run, self.fn, task, llm)
         # one waiter woken by whichever comes first, the agent or the time limit (what asyncio.wait
         # does, without its per-call sets and callback bookkeeping)
         waiter: asyncio.Future[None] = loop.create_future()
+        timer: asyncio.TimerHandle | None = None
 
         def wake(_: Any = None) -> None:
             if not waiter.done():
                 waiter.set_result(None)
 
+        def start_clock() -> None:
+            """The time limit runs from when the agent starts: a sync agent queued for a free thread
+            (``worker.sync_threads`` < ``concurrency``) has not used any of it yet."""
+            nonlocal timer, t0
+            if timer is None and not waiter.done():
+                t0 = loop.time()
+                timer = loop.call_later(limit, wake)
+
+        def started_then_run() -> Any:  # on the agent's thread
+            try:
+                loop.call_soon_threadsafe(start_clock)
+            except RuntimeError:  # the loop is closed: nobody waits for this call any more
+                pass
+            return ctx.run(self.fn, task, llm)
+
+        pooled: Future[Any] | None = None  # a sync call on a SyncAgentPool (abandoned if given up)
+        if self.is_async:
+            fut: asyncio.Future[Any] = loop.create_task(self.fn(task, llm), context=ctx)
+            start_clock()
+        elif isinstance(executor, SyncAgentPool):
+            pooled = executor.submit(started_then_run)
+            fut = asyncio.wrap_future(pooled, loop=loop)
+        else:
+            fut = loop.run_in_executor(executor, started_then_run)
         fut.add_done_callback(wake)
-        timer = loop.call_later(limit, wake)
         try:
             await waiter
         except asyncio.CancelledError:
@@ -158,7 +175,8 @@ class AgentRunner:
             log.closed = True
             raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             fut.remove_done_callback(wake)
         duration = loop.time() - t0
         log.closed = True

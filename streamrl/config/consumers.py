@@ -26,7 +26,8 @@ class WorkerSettings(Section):
     """Most written-off sync agent threads (agents that never returned) a worker tolerates; past it the
     worker stops with an error, for its supervisor to restart it (the only way to reclaim them)."""
     rollout_timeout_s: float = Field(600.0, gt=0)
-    """Wall-clock limit of one rollout, in seconds; past it the rollout becomes a ``timeout`` trajectory."""
+    """Wall-clock limit of one rollout, in seconds, from when its agent starts (a sync agent waiting for
+    a free thread is not timed yet); past it the rollout becomes a ``timeout`` trajectory."""
     shutdown_timeout_s: float = Field(60.0, ge=0)
     """On SIGTERM, how long running rollouts may still run before they are timed out, in seconds."""
     poll_timeout_s: float = Field(0.05, gt=0, le=5)

@@ -232,6 +232,11 @@ CATALOGUE: tuple[Kind, ...] = (
         "failed with failure kind `infrastructure` (spends no retry)",
     ),
     _k(
+        "worker-inference-timeout",
+        "the inference service does not answer within `gateway.upstream_timeout_s`",
+        "the agent gets a 504; failed with failure kind `infrastructure` naming the timeout",
+    ),
+    _k(
         "worker-stream-dies",
         "the inference service dies mid-stream",
         "the agent's stream ends with an error event (the openai client raises), nothing recorded, failed as `infrastructure`",

@@ -31,7 +31,8 @@ from tests.support.kafka import TopicReader
 pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).resolve().parent
-ROLLOUT_TIMEOUT_S = 4.0
+ROLLOUT_TIMEOUT_S = 8.0
+UPSTREAM_TIMEOUT_S = 3.0  # the gateway's wait for the inference service (healthy calls take ms)
 
 # kind -> the sample's payload (the catalogue agent in consumers_test_agents.py acts on it)
 PAYLOADS: dict[str, dict[str, Any]] = {
@@ -43,6 +44,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "worker-sync-agent-hangs": {"do": "hang"},
     "worker-inference-400": {"do": "call", "q": "hi ERROR:400"},
     "worker-inference-500": {"do": "call", "q": "hi ERROR:500"},
+    "worker-inference-timeout": {"do": "call", "q": f"hi SLEEP:{2 * UPSTREAM_TIMEOUT_S:g}"},
     "worker-stream-dies": {"do": "call", "q": "hi REPLY:abcdef BREAK:die", "stream": True},
     "worker-stream-without-done": {"do": "call", "q": "hi REPLY:abc BREAK:no_done", "stream": True},
     "worker-fewer-ids-than-usage": {"do": "call", "q": "hi REPLY:ab BREAK:short_ids"},
@@ -66,6 +68,7 @@ FAILS: dict[str, tuple[str, str, list[str]]] = {
     "worker-sync-agent-hangs": ("timeout", "agent", [f"exceeded its time limit of {ROLLOUT_TIMEOUT_S:g} s"]),
     "worker-inference-400": ("failed", "request", ["refused the attempt's last call", "maximum context length"]),
     "worker-inference-500": ("failed", "infrastructure", ["failed the attempt's last call"]),
+    "worker-inference-timeout": ("failed", "infrastructure", ["failed the attempt's last call", "TimeoutError", "Error code: 504"]),
     "worker-stream-dies": ("failed", "infrastructure", ["the inference stream broke", "the agent: ", "APIError"]),
     "worker-stream-without-done": (
         "failed", "infrastructure", ["ended without data: [DONE]", "the agent: ", "APIError"]
@@ -95,7 +98,7 @@ def _settings(factory: Callable[..., Settings], inference: FakeInferenceServer, 
         worker={"concurrency": 4, "sync_threads": 2, "rollout_timeout_s": ROLLOUT_TIMEOUT_S,
                 "session_timeout_ms": 6000, "max_poll_interval_ms": 6000, "shutdown_timeout_s": 2.0,
                 "delivery_timeout_s": 10.0, "commit_interval_s": 0.2, **worker},
-        gateway={"upstream_url": inference.url},
+        gateway={"upstream_url": inference.url, "upstream_timeout_s": UPSTREAM_TIMEOUT_S},
     )  # fmt: skip
 
 

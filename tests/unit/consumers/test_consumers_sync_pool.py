@@ -48,6 +48,34 @@ def test_a_hung_sync_agent_is_abandoned_and_healthy_rollouts_keep_running() -> N
     pool.shutdown()
 
 
+def test_the_time_limit_runs_from_when_a_queued_sync_agent_starts() -> None:
+    """With fewer threads than rollouts, a rollout queued behind a slow one is timed from its own start:
+    it succeeds although it waited longer than its limit for the thread (it used to time out unrun)."""
+    gate, ran = threading.Event(), []
+
+    def agent(task: dict, llm: LLM) -> float:
+        ran.append(task["name"])
+        if task["name"] == "slow":
+            gate.wait(10)
+        return 1.0
+
+    runner = AgentRunner(agent)
+    pool = SyncAgentPool(1, "queued-agent")
+
+    async def main() -> list[str]:
+        slow = asyncio.ensure_future(runner.run({"name": "slow"}, _llm("slow"), timeout_s=10, executor=pool))
+        queued = asyncio.ensure_future(
+            runner.run({"name": "queued"}, _llm("q"), timeout_s=0.2, executor=pool)
+        )
+        await asyncio.sleep(0.6)  # three times the queued rollout's limit, spent waiting for the thread
+        assert ran == ["slow"] and not queued.done()
+        gate.set()
+        return [o.status for o in await asyncio.gather(slow, queued)]
+
+    assert asyncio.run(main()) == ["succeeded", "succeeded"]
+    pool.shutdown()
+
+
 def test_a_late_return_of_an_abandoned_call_is_dropped_and_its_thread_exits() -> None:
     gate = threading.Event()
     pool = SyncAgentPool(1, "late-agent")
