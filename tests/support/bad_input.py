@@ -280,7 +280,7 @@ CATALOGUE: tuple[Kind, ...] = (
     _k(
         "inference-checkpoint-missing-dir",
         "a CheckpointEvent naming a missing directory",
-        "refused (dead letter, reload error metric `missing`); the old version keeps serving",
+        "refused (dead letter, reload error metric `missing`); the old version keeps serving, a verifying checkpoint after it is loaded",
     ),
     _k(
         "inference-checkpoint-wrong-digest",

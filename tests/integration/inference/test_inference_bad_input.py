@@ -5,6 +5,7 @@ and every bad request kind over HTTP (a clear 400, or the same text streamed as 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ class Server:
     dead: dict[int, DeadLetter]  # offset on checkpoints -> its dead letter
     offsets: dict[str, int]  # kind -> offset of its record on checkpoints
     errors: dict[str, float]  # reload error counts by reason after the refusals
+    served_after_refusals: tuple[int, int | None]  # (version answering, version staged) after them
+    recovered: int  # the version served once a verifying checkpoint followed them
 
 
 def _event(path: Path, version: int, digest: str | None = None) -> CheckpointEvent:
@@ -89,7 +92,16 @@ def server(
             for reason in ("missing", "digest", "load")
         }
         client = openai.OpenAI(base_url=thread.url + "/v1", api_key="unused", max_retries=0)
-        yield Server(s, svc, client, dead, offsets, errors)
+        served_after = (_served(client), svc.engine.staged_version)
+        # still healthy: a checkpoint that verifies after the refused ones is loaded and served
+        good = shutil.copytree(inference_model_dir, tmp / "v4")
+        with EventProducer(s) as producer:
+            producer.produce(s.topics.name("checkpoints"), Serde().encode(_event(good, 4)), key="policy")
+            producer.flush(30)
+        deadline = time.monotonic() + 120
+        while (recovered := _served(client)) != 4 and time.monotonic() < deadline:
+            time.sleep(0.2)  # polling the served version (a state)
+        yield Server(s, svc, client, dead, offsets, errors, served_after, recovered)
     finally:
         thread.stop()
         watcher.stop()
@@ -103,6 +115,12 @@ CHECKPOINT_KINDS = {
     "inference-checkpoint-unloadable": ("load", "v3"),
     "inference-garbage-checkpoint": (None, "CheckpointEvent"),
 }
+
+
+def _served(client: openai.OpenAI) -> int:
+    """The policy version that answers a request now."""
+    resp = client.chat.completions.create(model="policy", messages=MESSAGES, max_tokens=2)
+    return int((resp.model_extra or {})["policy_version"])
 
 
 def _stream_text(client: openai.OpenAI, **kw: Any) -> str:
@@ -125,9 +143,9 @@ def test_inference_bad_input(kind: Kind, server: Server) -> None:
         assert says in d.reason, d.reason
         if reason is not None:
             assert d.error_type == "CheckpointError" and server.errors[reason] >= 1
-        # the old version keeps serving
-        resp = client.chat.completions.create(model="policy", messages=MESSAGES, max_tokens=2)
-        assert (resp.model_extra or {})["policy_version"] == 0 and server.svc.engine.staged_version is None
+        # the old version kept serving, nothing staged; a verifying checkpoint after them was loaded
+        assert server.served_after_refusals == (0, None)
+        assert server.recovered == 4
     elif kind.id == "inference-stream-stop-string":
         kw: dict[str, Any] = {"model": "policy", "messages": MESSAGES, "max_tokens": 16, "temperature": 0.0}
         text = client.chat.completions.create(**kw).choices[0].message.content or ""
