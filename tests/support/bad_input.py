@@ -157,6 +157,11 @@ CATALOGUE: tuple[Kind, ...] = (
         "a succeeded Trajectory whose reward is null",
         "dead-lettered (`status succeeded needs a reward`): never counted as a success",
     ),
+    _k(
+        "sampler-trajectory-tombstone",
+        "a tombstone (null value) on `trajectories`",
+        "dead-lettered (`empty value (None or 0 bytes)`); the sampler goes on",
+    ),
     _k("sampler-garbage-outcome", "bytes on `group_outcomes`", "dead-lettered; admission unchanged"),
     _k(
         "sampler-garbage-checkpoint",
@@ -309,6 +314,11 @@ CATALOGUE: tuple[Kind, ...] = (
         "dead-lettered; the other rollouts batch",
     ),
     _k(
+        "streams-tombstone-request",
+        "a tombstone (null value) on `requests`",
+        "dead-lettered (`empty value (None or 0 bytes)`); the other rollouts batch",
+    ),
+    _k(
         "streams-positive-logprob-request",
         "an LLMRequest with a positive logprob",
         "dead-lettered at the join; its rollout never brings that call (its join times out: `incomplete_join`), nothing trains from it",
@@ -353,6 +363,11 @@ CATALOGUE: tuple[Kind, ...] = (
         "trainer-garbage-batch",
         "bytes that are no TrainingBatch on `batches`",
         "dead-lettered (`batches[p]@o: ...`); the next batch trains",
+    ),
+    _k(
+        "trainer-tombstone-batch",
+        "a tombstone (null value) on `batches`",
+        "dead-lettered (`empty value (None or 0 bytes)`); the next batch trains",
     ),
     _k("trainer-wrong-policy", "a batch for another policy", "dead-lettered naming both policies"),
     _k(

@@ -116,6 +116,7 @@ def run(shared_settings_factory: Callable[..., Settings], tmp_path_factory: pyte
         put("sampler-garbage-task", "tasks", b"\x00\x00\x00\x00\x07garbage", "g1")
         put("sampler-task-tombstone", "tasks", None, "z-deleted")
         put("sampler-garbage-trajectory", "trajectories", b"not a trajectory", group_a[0].rollout_id)
+        put("sampler-trajectory-tombstone", "trajectories", None, group_a[1].rollout_id)
         put(
             "sampler-succeeded-without-reward",
             "trajectories",
@@ -175,6 +176,7 @@ EXPECT: dict[str, list[str]] = {
     # kind -> what its dead letter's reason says (after ``topic[p]@o:``)
     "sampler-garbage-task": ["Task: Confluent-framed bytes"],
     "sampler-garbage-trajectory": ["Trajectory"],
+    "sampler-trajectory-tombstone": ["Trajectory: empty value (None or 0 bytes)"],
     "sampler-succeeded-without-reward": ["status succeeded needs a reward (got null)"],
     "sampler-garbage-outcome": ["GroupOutcome"],
     "sampler-garbage-checkpoint": ["CheckpointEvent"],

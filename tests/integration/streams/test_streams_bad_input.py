@@ -114,6 +114,7 @@ def run(shared_settings_factory: Callable[..., Settings], tmp_path_factory: pyte
             feed.rollout("before/0", k, float(k), group_size=2)
         put("streams-garbage-request", names.requests, b"\x00\x00\x00\x00\x09junk", "before/0/0")
         put("streams-garbage-trajectory", names.trajectories, b"junk", "before/0/1")
+        put("streams-tombstone-request", names.requests, None, "before/0/0")
         # g1: member 0's only call has a positive logprob; member 1 is fine
         feed.call("g1/0/1", "g1/0/1/c0", [1, 2, 3], [10, 20])
         bad = _request("g1/0/0", "g1/0/0/c0", [-0.25, 0.5])
@@ -180,6 +181,10 @@ def run(shared_settings_factory: Callable[..., Settings], tmp_path_factory: pyte
 EXPECT: dict[str, list[str]] = {
     "streams-garbage-request": ["undecodable or invalid record"],
     "streams-garbage-trajectory": ["undecodable or invalid record"],
+    "streams-tombstone-request": [
+        "undecodable or invalid record",
+        "LLMRequest: empty value (None or 0 bytes)",
+    ],
     "streams-positive-logprob-request": ["response_logprobs[1] = 0.5 > 0: not a log-probability"],
     "streams-succeeded-without-reward": ["status succeeded needs a reward"],
     "streams-key-mismatch": ["record key 'not-the-rollout-id' != rollout_id 'km/0/0'"],

@@ -49,13 +49,14 @@ def toy_batch(
     )
 
 
-def produce(settings: Settings, items: list[TrainingBatch | bytes]) -> None:
-    """Produce batches (or raw bytes) to ``batches`` and wait for the acknowledgements."""
+def produce(settings: Settings, items: list[TrainingBatch | bytes | None]) -> None:
+    """Produce batches (or raw bytes, or None: a tombstone) to ``batches`` and wait for the
+    acknowledgements."""
     serde = Serde()
     topic = settings.topics.name("batches")
     with EventProducer(settings) as p:
         for it in items:
-            if isinstance(it, bytes):
+            if it is None or isinstance(it, bytes):
                 p.produce(topic, it, key=b"garbage")
             else:
                 p.produce(topic, serde.encode(it, topic=topic), key=it.batch_id)

@@ -75,6 +75,7 @@ def run(
     items: list[tuple[str, Any]] = [
         ("good-0", toy_batch(0, policy_version=0)),
         ("trainer-garbage-batch", b"\x00\x00\x00\x00\x01 not avro"),
+        ("trainer-tombstone-batch", None),
         (
             "trainer-wrong-policy",
             toy_batch(1, policy_version=1).model_copy(update={"policy_name": "other", "batch_id": "other"}),
@@ -91,7 +92,7 @@ def run(
     svc = TrainerService(s, TorchBackend(s.trainer, rollout_n=4))
     assert svc.run() == 3  # b0, vocab (its other 7 rows), b2: the trainer went on past every bad batch
     events = read_topic(s, "checkpoints", CheckpointEvent, n=1)
-    dead = read_topic(s, "dlq", DeadLetter, n=7)
+    dead = read_topic(s, "dlq", DeadLetter, n=8)
     return Run(s, offsets, dead, events[-1], list(svc.lineage), topic)
 
 
@@ -109,6 +110,7 @@ def _pointer(batch_id: str, cc: ClaimCheck) -> TrainingBatch:
 EXPECT: dict[str, tuple[str, list[str]]] = {
     # kind -> (error type of its dead letter, what its reason says)
     "trainer-garbage-batch": ("SchemaError", ["TrainingBatch: Confluent-framed bytes (magic 0x00)"]),
+    "trainer-tombstone-batch": ("SchemaError", ["TrainingBatch: empty value (None or 0 bytes)"]),
     "trainer-wrong-policy": ("Rejected", ["batch other is for policy 'other', this trainer trains 'policy'"]),
     "trainer-claim-check-missing": ("BadBatchError", ["gone.avro", "cannot read"]),
     "trainer-claim-check-digest": ("BadBatchError", ["cc-digest.avro", "!= declared"]),
