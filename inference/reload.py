@@ -82,12 +82,35 @@ def verify_checkpoint(event: CheckpointEvent) -> Path:
     return verify_checkpoint_dir(event.uri, event.digest, f"checkpoint v{event.version}")
 
 
+def require_safetensors(event: CheckpointEvent, path: Path) -> None:
+    """Refuse a weights checkpoint whose tensors are not in safetensors files (``full``: a
+    ``*.safetensors`` file; ``lora``: ``adapter_model.safetensors``): the loaders would otherwise fall
+    back to a pickled ``.bin``. Every backend calls this before it loads (docs/SECURITY.md).
+
+    Raises:
+        CheckpointError: ``reason="load"``.
+    """
+    if event.kind == CheckpointKind.lora:
+        ok = (path / "adapter_model.safetensors").is_file()
+    elif event.kind == CheckpointKind.full:
+        ok = any(path.glob("*.safetensors"))
+    else:
+        return
+    if not ok:
+        raise CheckpointError(
+            f"checkpoint v{event.version}: {path} has no {'adapter_model' if event.kind == CheckpointKind.lora else '*'}"
+            ".safetensors (weights are loaded from safetensors only, never a pickled .bin)",
+            "load",
+        )
+
+
 def load_policy(event: CheckpointEvent, path: Path, *, base_dir: str, dtype: str = "float32") -> Policy:
     """Load a verified checkpoint as a CPU :class:`~streamrl.inference.engine.Policy`.
 
-    ``full``: ``AutoModelForCausalLM.from_pretrained(path)``. ``lora``: the base model
+    ``full``: ``AutoModelForCausalLM.from_pretrained(path)``, safetensors only. ``lora``: the base model
     (``event.base_model`` if it is a local directory, else ``base_dir``) with the peft adapter at
-    ``path`` merged into it (``merge_and_unload``), so decoding costs no adapter overhead.
+    ``path`` (``adapter_model.safetensors``; never a pickled ``.bin``) merged into it
+    (``merge_and_unload``), so decoding costs no adapter overhead.
 
     Raises:
         CheckpointError: ``reason="kind"`` for ``prompt_template``; ``"load"`` when transformers/peft fail.
@@ -95,6 +118,7 @@ def load_policy(event: CheckpointEvent, path: Path, *, base_dir: str, dtype: str
     from streamrl.inference.engine import Policy
     from streamrl.inference.server import load_model
 
+    require_safetensors(event, path)
     try:
         if event.kind == CheckpointKind.full:
             model = load_model(str(path), dtype)

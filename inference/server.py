@@ -73,13 +73,17 @@ class ServerOptions:
 def load_model(path: str, dtype: str = "float32") -> Any:
     """Load a transformers causal LM from an HF directory, in eval mode on CPU.
 
+    Weights are read from ``*.safetensors`` only (``use_safetensors=True``): a ``pytorch_model.bin``
+    (pickle) is never opened, so a tampered directory cannot run code here.
+
     Raises:
-        OSError/ValueError: from transformers when the directory is not a loadable model.
+        OSError/ValueError: from transformers when the directory is not a loadable model (or has no
+        safetensors weights).
     """
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True)
     return model.eval()
 
 

@@ -44,6 +44,7 @@ import httpx
 from streamrl.errors import CheckpointError
 from streamrl.inference.errors import InferenceError
 from streamrl.inference.metrics import InferenceMetrics
+from streamrl.inference.reload import require_safetensors
 from streamrl.schemas.inference_http import (
     CHAT_COMPLETIONS,
     COMPLETIONS,
@@ -91,6 +92,8 @@ def vllm_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
         argv += ["--enable-lora", "--max-lora-rank", str(v.max_lora_rank)]
     if v.enforce_eager:
         argv.append("--enforce-eager")
+    if not any(a == "--load-format" or a.startswith("--load-format=") for a in v.extra_args):
+        argv += ["--load-format", "safetensors"]  # never a pickled .bin (docs/SECURITY.md)
     argv += list(v.extra_args)
     env = {"VLLM_SERVER_DEV_MODE": "1", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
     return argv, env
@@ -255,6 +258,7 @@ class VllmService:
         Raises:
             CheckpointError: vLLM refused the weights (``reason="load"``) or the drain timed out.
         """
+        require_safetensors(event, path)
         try:
             with self.gate.exclusive(timeout_s=self._timeout):
                 if event.kind.value == "lora":

@@ -4,17 +4,22 @@ Layout under ``<checkpoint_dir>/<policy_name>/``::
 
     step-00000040/               one complete checkpoint (the rename is the commit point)
         model/                   Hugging Face format (safetensors; adapter only for LoRA) -> the event's uri
-        trainer_state.pt         optimizer, scheduler, RNG, step, offsets (backend-specific, torch.save)
-        meta.json                version, digest of model/, kind, last batch id/offset, offsets, lineage
+        trainer_state.safetensors optimizer, scheduler, RNG, step, offsets (backend-specific; safetensors
+                                 with a JSON header, never pickle: trainer/state_file.py)
+        verl_state/              the verl backend's own checkpoint (optimizer shards)
+        meta.json                version, digest of model/, state_digest of the rest, kind, last batch
+                                 id/offset, offsets, lineage
         PUBLISHED                written after the CheckpointEvent was acknowledged by the broker
     .tmp-step-00000042-<hex>/    a write in progress (deleted on start: never trusted)
 
 A checkpoint is written into a temp dir, every file and directory fsynced, then renamed into place
 and the parent fsynced; so ``step-*`` with a ``meta.json`` is complete or absent, never partial.
+Before resuming from one, the trainer checks both digests (:meth:`CheckpointManager.latest_valid`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -33,6 +38,10 @@ log = logging.getLogger(__name__)
 META_FILE = "meta.json"
 PUBLISHED_FILE = "PUBLISHED"
 MODEL_DIR = "model"
+#: The trainer state (trainer/state_file.py's format).
+STATE_FILE = "trainer_state.safetensors"
+#: The trainer state written by StreamRL before that format (pickle); never loaded.
+LEGACY_STATE_FILE = "trainer_state.pt"
 #: Tokenizer/generation files copied from the base model so a checkpoint is servable on its own.
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -68,6 +77,32 @@ class CheckpointInfo:
     def published(self) -> bool:
         """True once its CheckpointEvent was acknowledged."""
         return (self.path / PUBLISHED_FILE).is_file()
+
+
+def state_digest(ckpt_dir: Path) -> str:
+    """``sha256:<hex>`` of every file of a checkpoint directory outside ``model/`` except ``meta.json``
+    and ``PUBLISHED`` (the trainer state, VERL's ``verl_state/``): relative path, size and bytes of
+    each, in sorted path order (the scheme of ``schemas.digest_dir``).
+
+    Raises:
+        NotADirectoryError: ``ckpt_dir`` is not a directory.
+    """
+    if not ckpt_dir.is_dir():
+        raise NotADirectoryError(f"state_digest: {ckpt_dir} is not a directory")
+    files = sorted(
+        (p.relative_to(ckpt_dir).as_posix().encode("utf-8"), p)
+        for p in ckpt_dir.rglob("*")
+        if p.is_file() and p.relative_to(ckpt_dir).parts[0] not in (MODEL_DIR, META_FILE, PUBLISHED_FILE)
+    )
+    h = hashlib.sha256()
+    for rel, full in files:
+        h.update(len(rel).to_bytes(8, "big"))
+        h.update(rel)
+        h.update(full.stat().st_size.to_bytes(8, "big"))
+        with open(full, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()
 
 
 def _fsync_path(path: Path) -> None:
@@ -148,8 +183,13 @@ class CheckpointManager:
                     src = Path(base_model_dir) / name
                     if src.is_file() and not (model_dir / name).exists():
                         shutil.copy2(src, model_dir / name)
-            save_state(tmp / "trainer_state.pt")
-            full_meta = {**meta, "version": version, "digest": digest_dir(model_dir)}
+            save_state(tmp / STATE_FILE)
+            full_meta = {
+                **meta,
+                "version": version,
+                "digest": digest_dir(model_dir),
+                "state_digest": state_digest(tmp),
+            }
             (tmp / META_FILE).write_text(json.dumps(full_meta, indent=1, sort_keys=True))
             fsync_tree(tmp)
             if final.exists():  # a version re-trained after a restart that lost its publication: replace it
@@ -178,10 +218,13 @@ class CheckpointManager:
         return sorted(out, key=lambda c: c.version)
 
     def latest_valid(self) -> CheckpointInfo | None:
-        """The newest complete checkpoint whose ``model/`` still matches its recorded digest.
+        """The newest complete checkpoint whose ``model/`` and trainer state still match the digests
+        recorded in its ``meta.json`` (``digest``, ``state_digest``), checked before anything is loaded.
 
-        A checkpoint whose digest no longer matches (disk corruption, a hand edit) is skipped with a
-        warning and the next older one is tried.
+        A checkpoint whose digest no longer matches (disk corruption, a hand edit, tampering) is skipped
+        with an error log and the next older one is tried. Checkpoints written before ``state_digest``
+        existed have only the model checked (their state is the old pickle file, which the backends
+        refuse to load).
         """
         for ckpt in reversed(self.list_complete()):
             try:
@@ -189,9 +232,19 @@ class CheckpointManager:
             except NotADirectoryError:
                 log.warning("checkpoint %s has no %s/; skipped", ckpt.path, MODEL_DIR)
                 continue
-            if actual == ckpt.digest:
-                return ckpt
-            log.warning("checkpoint %s: digest %s != recorded %s; skipped", ckpt.path, actual, ckpt.digest)
+            if actual != ckpt.digest:
+                log.error("checkpoint %s: digest %s != recorded %s; skipped", ckpt.path, actual, ckpt.digest)
+                continue
+            recorded = ckpt.meta.get("state_digest")
+            if recorded is not None and (actual := state_digest(ckpt.path)) != recorded:
+                log.error(
+                    "checkpoint %s: trainer state digest %s != recorded %s; skipped",
+                    ckpt.path,
+                    actual,
+                    recorded,
+                )
+                continue
+            return ckpt
         return None
 
     @staticmethod

@@ -40,12 +40,18 @@ from streamrl.trainer.algorithms import (
     set_global_batch_info,
 )
 from streamrl.trainer.errors import NonFiniteLossError
+from streamrl.trainer.state_file import (
+    LEGACY_STATE_FILE,
+    STATE_FILE,
+    legacy_state_error,
+    load_state_file,
+    save_state_file,
+)
 
 log = logging.getLogger(__name__)
 
 #: Metrics that are shares of the batch value (summed over micro-batches); the rest are token-weighted means.
 SUMMED_METRICS = frozenset({"actor/pg_loss", "actor/entropy", "actor/kl_loss", "actor/loss"})
-STATE_FILE = "trainer_state.pt"
 
 
 @dataclass
@@ -118,7 +124,9 @@ class TorchBackend:
 
     # ------------------------------------------------------------------ model loading
     def _load_base(self) -> PreTrainedModel:
-        model = AutoModelForCausalLM.from_pretrained(self.base_model_path, dtype=self.dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            self.base_model_path, dtype=self.dtype, use_safetensors=True
+        )
         return model.to(self.device)
 
     def _load_policy(self) -> PreTrainedModel:
@@ -399,7 +407,8 @@ class TorchBackend:
         self.model.save_pretrained(model_dir, safe_serialization=True)
 
     def save_state(self, path: Path, extra: dict[str, Any]) -> None:
-        """Write optimizer, scheduler, RNG states and ``extra`` (step, offsets, ...) to ``path`` (torch.save)."""
+        """Write optimizer, scheduler, RNG states and ``extra`` (step, offsets, ...) to ``path``
+        (:func:`~streamrl.trainer.state_file.save_state_file`: safetensors + JSON, no pickle)."""
         state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -411,7 +420,7 @@ class TorchBackend:
             },
             "extra": extra,
         }
-        torch.save(state, path)
+        save_state_file(path, state)
 
     def load(self, ckpt_dir: Path) -> dict[str, Any]:
         """Restore weights, optimizer, scheduler and RNG from a checkpoint written by this backend.
@@ -419,12 +428,18 @@ class TorchBackend:
         Returns:
             The ``extra`` dict saved with the state.
 
+        Tensors are read from safetensors only (``model.safetensors`` / ``adapter_model.safetensors`` and
+        :data:`~streamrl.trainer.state_file.STATE_FILE`); nothing is unpickled.
+
         Raises:
-            CheckpointError: files missing or unreadable.
+            CheckpointError: files missing or unreadable, or the state is the old pickle file.
         """
         model_dir, state_path = ckpt_dir / "model", ckpt_dir / STATE_FILE
+        if not state_path.is_file() and (ckpt_dir / LEGACY_STATE_FILE).is_file():
+            raise legacy_state_error(ckpt_dir)
         if not model_dir.is_dir() or not state_path.is_file():
             raise CheckpointError(f"{ckpt_dir}: missing model/ or {STATE_FILE}")
+        state = load_state_file(state_path)
         try:
             if self.ts.lora is not None:
                 from peft import set_peft_model_state_dict
@@ -432,10 +447,11 @@ class TorchBackend:
 
                 set_peft_model_state_dict(self.model, load_file(model_dir / "adapter_model.safetensors"))
             else:
-                loaded = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype)
+                loaded = AutoModelForCausalLM.from_pretrained(
+                    model_dir, dtype=self.dtype, use_safetensors=True
+                )
                 self.model.load_state_dict(loaded.state_dict())
                 del loaded
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{ckpt_dir}: cannot load: {exc}") from exc
         self.optimizer.load_state_dict(state["optimizer"])

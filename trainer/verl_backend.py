@@ -28,6 +28,13 @@ from streamrl.config.trainer import TrainerSettings
 from streamrl.errors import CheckpointError, ConfigError
 from streamrl.trainer.algorithms import build_actor_config, check_algorithm_names, compute_advantages
 from streamrl.trainer.errors import NonFiniteLossError, TrainerError
+from streamrl.trainer.state_file import (
+    LEGACY_STATE_FILE,
+    STATE_FILE,
+    legacy_state_error,
+    load_state_file,
+    save_state_file,
+)
 from streamrl.trainer.torch_backend import StepResult
 
 VERL_CPU_REASON = (
@@ -250,8 +257,10 @@ class VerlBackend:
             shutil.move(str(item), model_dir / item.name)
 
     def save_state(self, path: Path, extra: dict[str, Any]) -> None:
-        """Driver-side state (RNG, ``extra``); optimizer/scheduler live in VERL's ``verl_state/``."""
-        torch.save(
+        """Driver-side state (RNG, ``extra``) in :func:`~streamrl.trainer.state_file.save_state_file`'s format;
+        optimizer/scheduler live in VERL's ``verl_state/``."""
+        save_state_file(
+            path,
             {
                 "extra": extra,
                 "global_step": self._global_step,
@@ -261,16 +270,26 @@ class VerlBackend:
                     "python": random.getstate(),
                 },
             },
-            path,
         )
 
     def load(self, ckpt_dir: Path) -> dict[str, Any]:
-        """Restore VERL's checkpoint and the driver state; returns ``extra``."""
-        state_dir, state_path = ckpt_dir / STATE_DIR, ckpt_dir / "trainer_state.pt"
+        """Restore VERL's checkpoint and the driver state; returns ``extra``.
+
+        The driver state is read without unpickling. VERL's own ``load_checkpoint`` reads its shards in
+        ``verl_state/`` with ``torch.load(weights_only=False)``: the trainer loads a checkpoint only after
+        :meth:`~streamrl.trainer.checkpoint.CheckpointManager.latest_valid` matched the digest of these
+        files with the one recorded at write time (docs/SECURITY.md, "Checkpoints").
+
+        Raises:
+            CheckpointError: files missing, the driver state unreadable or in the old pickle format.
+        """
+        state_dir, state_path = ckpt_dir / STATE_DIR, ckpt_dir / STATE_FILE
+        if not state_path.is_file() and (ckpt_dir / LEGACY_STATE_FILE).is_file():
+            raise legacy_state_error(ckpt_dir)
         if not state_dir.is_dir() or not state_path.is_file():
-            raise CheckpointError(f"{ckpt_dir}: missing {STATE_DIR}/ or trainer_state.pt")
+            raise CheckpointError(f"{ckpt_dir}: missing {STATE_DIR}/ or {STATE_FILE}")
+        state = load_state_file(state_path)
         self.wg.load_checkpoint(local_path=str(state_dir))
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
         self._global_step = int(state["global_step"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])

@@ -10,6 +10,7 @@ import torch
 
 from streamrl.config.trainer import TrainerSettings
 from streamrl.trainer.batch import prepare_batch
+from streamrl.trainer.checkpoint import STATE_FILE
 
 from .conftest import toy_batch
 
@@ -35,6 +36,6 @@ def test_verl_backend_trains_saves_and_resumes(tiny_model_dir: Path, tmp_path: P
     ckpt = tmp_path / "step"
     (ckpt / "model").mkdir(parents=True)
     be.save_model(ckpt / "model")
-    be.save_state(ckpt / "trainer_state.pt", {"version": 2})
+    be.save_state(ckpt / STATE_FILE, {"version": 2})
     assert (ckpt / "model" / "config.json").is_file()
     assert be.load(ckpt) == {"version": 2}

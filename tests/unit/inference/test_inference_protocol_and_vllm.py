@@ -66,6 +66,11 @@ def test_vllm_command_has_the_flags_training_needs() -> None:
     assert env["VLLM_SERVER_DEV_MODE"] == "1" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     raw = load_settings(None, inference={"backend": "vllm", "model": "/m", "logprobs_mode": "raw"})
     assert "raw_logprobs" in vllm_command(raw)[0]
+    assert "--load-format safetensors" in joined  # never a pickled .bin
+    gguf = load_settings(
+        None, inference={"backend": "vllm", "model": "/m", "vllm": {"extra_args": ["--load-format=gguf"]}}
+    )
+    assert "safetensors" not in vllm_command(gguf)[0]
 
 
 def test_proxy_body_and_sse_tagging() -> None:

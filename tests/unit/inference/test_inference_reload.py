@@ -116,6 +116,34 @@ def test_unloadable_checkpoint_is_a_load_error(inference_model_dir: Path, tmp_pa
     assert exc.value.reason == "kind"
 
 
+def test_pickled_weights_are_never_opened(inference_model_dir: Path, tmp_path: Path) -> None:
+    """A digest-valid checkpoint whose weights are a pickle (``pytorch_model.bin``, an adapter ``.bin``)
+    is refused before any loader sees it: the payload would write a file if it were unpickled."""
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (marker.write_text, ("pwned",))
+
+    full = shutil.copytree(inference_model_dir, tmp_path / "v4")
+    (full / "model.safetensors").unlink()
+    (full / "pytorch_model.bin").write_bytes(pickle.dumps(Exploit()))
+    adapter = tmp_path / "lora-v5"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(
+        '{"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"]}'
+    )
+    (adapter / "adapter_model.bin").write_bytes(pickle.dumps(Exploit()))
+    for event, path in ((_event(full, 4), full), (_event(adapter, 5, CheckpointKind.lora), adapter)):
+        assert verify_checkpoint(event) == path
+        with pytest.raises(CheckpointError, match="safetensors only") as exc:
+            load_policy(event, path, base_dir=str(inference_model_dir))
+        assert exc.value.reason == "load"
+    assert not marker.exists()
+
+
 class _Target:
     def __init__(self, fail_versions: set[int]) -> None:
         self.loaded_version = 0

@@ -10,6 +10,7 @@ import torch
 
 from streamrl.config.trainer import LoRASettings, TrainerSettings
 from streamrl.trainer.batch import prepare_batch
+from streamrl.trainer.checkpoint import LEGACY_STATE_FILE, STATE_FILE
 from streamrl.trainer.errors import NonFiniteLossError
 from streamrl.trainer.torch_backend import TorchBackend
 from tests.support.toy_policy import make_batch, sample
@@ -88,7 +89,7 @@ def test_state_round_trip_restores_weights_optimizer_and_rng(tiny_model_dir: Pat
     ckpt = tmp_path / "ckpt"
     (ckpt / "model").mkdir(parents=True)
     be.save_model(ckpt / "model")
-    be.save_state(ckpt / "trainer_state.pt", {"version": 1})
+    be.save_state(ckpt / STATE_FILE, {"version": 1})
     rng_next = torch.rand(3)
     want = _params(be)
     # continue training from the saved point in a fresh backend and in the original; they must agree
@@ -103,6 +104,41 @@ def test_state_round_trip_restores_weights_optimizer_and_rng(tiny_model_dir: Pat
     fresh.train_step(_data(fresh, seed=4))
     for k, v in _params(fresh).items():
         torch.testing.assert_close(v, after_original[k], rtol=1e-5, atol=1e-7)
+
+
+def test_state_file_is_not_pickle_and_the_old_pickle_state_is_refused(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The state is safetensors (a JSON header, raw tensors): a pickle payload in its place is refused
+    without being run, and a checkpoint holding only the old ``trainer_state.pt`` is refused by name."""
+    import pickle
+
+    from streamrl.errors import CheckpointError
+
+    be = _backend(tiny_model_dir)
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "model").mkdir(parents=True)
+    be.save_model(ckpt / "model")
+    be.save_state(ckpt / STATE_FILE, {"version": 1, "offsets": {0: 5}})
+    assert not (ckpt / STATE_FILE).read_bytes().startswith(b"\x80")  # no pickle protocol header
+    assert be.load(ckpt) == {"version": 1, "offsets": {0: 5}}
+
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (marker.write_text, ("pwned",))
+
+    (ckpt / STATE_FILE).write_bytes(pickle.dumps({"extra": Exploit()}))
+    with pytest.raises(CheckpointError, match="cannot load") as err:
+        be.load(ckpt)
+    assert err.value.reason == "load" and not marker.exists()
+
+    (ckpt / STATE_FILE).unlink()
+    (ckpt / LEGACY_STATE_FILE).write_bytes(pickle.dumps({"extra": Exploit()}))
+    with pytest.raises(CheckpointError, match=r"trainer_state\.pt .*pickle.*no longer loads"):
+        be.load(ckpt)
+    assert not marker.exists()
 
 
 def test_lora_trains_and_saves_the_adapter_alone(tiny_model_dir: Path, tmp_path: Path) -> None:

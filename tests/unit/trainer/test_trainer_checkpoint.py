@@ -9,7 +9,7 @@ import pytest
 
 from streamrl.errors import CheckpointError
 from streamrl.schemas import digest_dir
-from streamrl.trainer.checkpoint import CheckpointManager
+from streamrl.trainer.checkpoint import STATE_FILE, CheckpointManager, state_digest
 
 
 def _write(mgr: CheckpointManager, version: int, content: str = "w") -> None:
@@ -36,6 +36,7 @@ def test_write_is_complete_and_digested(tmp_path: Path) -> None:
     assert sorted(p.name for p in info.model_dir.iterdir()) == ["model.safetensors", "tokenizer.json"]
     meta = json.loads((info.path / "meta.json").read_text())
     assert meta["version"] == 7 and meta["k"] == 1 and meta["digest"] == digest_dir(info.model_dir)
+    assert meta["state_digest"] == state_digest(info.path) and (info.path / STATE_FILE).read_text() == "s"
     assert not info.published
     mgr.mark_published(info)
     assert mgr.list_complete()[0].published
@@ -63,6 +64,22 @@ def test_latest_valid_skips_interrupted_and_corrupted(tmp_path: Path) -> None:
     (tmp_path / "pol" / "step-00000004" / "model" / "model.safetensors").write_text("corrupt")
     assert mgr.latest_valid().version == 2  # type: ignore[union-attr]
     assert mgr.clean_temp() == 1
+
+
+def test_latest_valid_checks_the_trainer_state_digest_before_any_load(tmp_path: Path) -> None:
+    mgr = CheckpointManager(tmp_path, "pol", keep_last=5)
+    _write(mgr, 2)
+    _write(mgr, 4)
+    (tmp_path / "pol" / "step-00000004" / STATE_FILE).write_text("tampered")
+    assert mgr.latest_valid().version == 2  # type: ignore[union-attr]
+    (tmp_path / "pol" / "step-00000002" / "verl_state").mkdir()  # a file the write did not record
+    (tmp_path / "pol" / "step-00000002" / "verl_state" / "optim.pt").write_text("planted")
+    assert mgr.latest_valid() is None
+    meta = tmp_path / "pol" / "step-00000004" / "meta.json"  # written before state_digest: model only
+    meta.write_text(
+        json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "state_digest"})
+    )
+    assert mgr.latest_valid().version == 4  # type: ignore[union-attr]
 
 
 def test_prune_keeps_last_k_and_unpublished(tmp_path: Path) -> None:
