@@ -2,7 +2,8 @@
 
 ``KafkaSink.publish`` encodes a record, queues it on the shared :class:`streamrl.kafka.EventProducer`
 and returns an ``asyncio.Future`` resolved (on the loop thread) when the broker acknowledges it, or
-failed with :class:`streamrl.errors.DeliveryError`. Delivery callbacks run on the producer's poll
+failed with :class:`streamrl.errors.DeliveryError` (also when the client refuses the record at once,
+e.g. one over ``topics.max_message_bytes``: the reason names its size). Delivery callbacks run on the producer's poll
 thread; they queue their result and hop to the loop with one ``call_soon_threadsafe`` per batch of
 acknowledgements (not one per record), which resolves every queued future.
 """
@@ -14,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from streamrl.errors import DeliveryError
 
@@ -74,7 +75,16 @@ class KafkaSink:
             if first:  # the hop already queued resolves this one too
                 self._loop.call_soon_threadsafe(self._resolve_done)
 
-        self._producer.produce(full, value, key=key, on_delivery=delivered)
+        try:
+            self._producer.produce(full, value, key=key, on_delivery=delivered)
+        except KafkaException as exc:  # refused by the client itself: over message.max.bytes, ...
+            err = exc.args[0]
+            reason = f"refused by the producer: {err.str() if isinstance(err, KafkaError) else err}"
+            if isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                reason += (
+                    f": the record is {len(value)} bytes, over topics.max_message_bytes (message.max.bytes)"
+                )
+            fut.set_exception(DeliveryError([(full, key, reason)]))
         return fut
 
     def _resolve_done(self) -> None:
