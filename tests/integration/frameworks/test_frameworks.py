@@ -386,6 +386,51 @@ def test_recipe_trains_through_a_real_worker(recipe: Recipe, runs: Runs, tool_se
     PASSED[recipe.agent] = {"streaming": True, "tool round trip": True, "ids recorded": True}
 
 
+_STAGE_MODULES = (
+    "streamrl.cli",
+    "streamrl.dev.runner",
+    "streamrl.producers.publish",
+    "streamrl.producers.sampler",
+    "streamrl.consumers.worker",
+    "streamrl.streams.app",
+)
+
+
+def test_streamrl_runs_in_one_environment_with_crewai_and_chromadb(kafka_bootstrap: str, tmp_path) -> None:
+    """chromadb (a CrewAI dependency) installs a top-level ``schemas`` package; StreamRL's own
+    packages live under ``streamrl.*``, so in CrewAI's environment every stage still imports and
+    ``streamrl publish`` publishes to the real broker (the worker runs there in the CrewAI recipes)."""
+    if not CREWAI_PYTHON.exists():
+        pytest.fail(f"{CREWAI_PYTHON} is missing: run `make setup` (it builds CrewAI's environment)")
+    code = (
+        "import importlib, sys, chromadb, schemas\n"
+        "assert list(schemas.__path__)[0].endswith('site-packages/schemas'), schemas.__path__\n"
+        "from chromadb.utils.embedding_functions.schemas.schema_utils import load_schema\n"
+        "assert load_schema('base_schema')\n"
+        "for m in sys.argv[1:]: importlib.import_module(m)\n"
+        "from streamrl.schemas import Mode; print('ok', chromadb.__version__, Mode.train.value)"
+    )
+    out = subprocess.run(  # outside the repository: the top-level ``schemas`` is chromadb's
+        [str(CREWAI_PYTHON), "-c", code, *_STAGE_MODULES], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert out.returncode == 0 and out.stdout.startswith("ok "), out.stderr[-3000:]
+    settings = _settings(kafka_bootstrap)
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(
+        '{"id": "a", "question": "Weather in Paris?"}\n{"id": "b", "question": "Is it sunny?"}\n'
+    )
+    env = {
+        **os.environ,
+        "STREAMRL_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STREAMRL_TOPIC_PREFIX": settings.topics.prefix,
+    }
+    pub = subprocess.run(
+        [str(CREWAI_PYTHON), "-m", "streamrl.cli", "publish", str(tasks), "--id-field", "id"],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert pub.returncode == 0 and "published 2 task(s)" in pub.stdout, pub.stdout + pub.stderr[-3000:]
+
+
 def render_matrix() -> str:
     """The README's framework matrix from what passed in this run."""
     lines = [
