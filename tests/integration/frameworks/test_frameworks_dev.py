@@ -9,8 +9,8 @@ checkpoints, and the inference server loads them and serves the later rollouts w
 
 The tool policy always succeeds, so every group's rewards are equal and its advantages 0 (GRPO):
 ``streams.filter_zero_variance`` is off here so that the rows still reach the trainer. What this shows
-is the path, from a translated framework call to a trained and served policy version; learning itself
-is what ``configs/frameworks.yaml`` (SmolLM2, weather questions) shows (README, "Agent frameworks").
+is the path, from a translated framework call to a trained and served policy version; learning through
+the same path is what ``configs/tool_call.yaml`` (SmolLM2, the ``openai`` SDK) shows (README).
 """
 
 from __future__ import annotations
