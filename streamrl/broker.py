@@ -109,12 +109,30 @@ class LocalKafka:
         data_dir: where the node keeps its log and state; default ``<home>/kafka-data``.
             Tests pass a temporary directory; the jar cache under ``<home>/lib`` is shared.
         log_level: root log4j2 level of the broker.
+        node_id: the KRaft ``node.id`` (1 for a single node).
+        voters: for one node of a multi-node cluster: every node's ``node_id -> controller port``
+            on ``cfg.host`` (``controller.quorum.voters``, a static quorum: storage formatted without
+            ``--standalone``, with the same cluster id on every node). None = a single node.
+        replication: replication factor of the internal topics (offsets, transactions, share
+            state) and ``default.replication.factor``; above 1, ``min.insync.replicas`` (broker
+            default for every topic) is ``replication - 1``, so with ``acks=all`` a write survives
+            the loss of one node and is refused rather than kept on a single copy.
     """
 
     def __init__(
-        self, cfg: LocalBrokerSettings, *, data_dir: Path | None = None, log_level: str = "WARN"
+        self,
+        cfg: LocalBrokerSettings,
+        *,
+        data_dir: Path | None = None,
+        log_level: str = "WARN",
+        node_id: int = 1,
+        voters: dict[int, int] | None = None,
+        replication: int = 1,
     ) -> None:
         self.cfg = cfg
+        self.node_id = node_id
+        self.voters = voters
+        self.replication = replication
         self.home = Path(cfg.home).expanduser()
         self.data_dir = Path(data_dir) if data_dir is not None else self.home / "kafka-data"
         self.lib_dir = self.home / "lib" / f"kafka-{cfg.kafka_version}-log4j-{cfg.log4j_version}"
@@ -268,9 +286,10 @@ class LocalKafka:
     def _write_config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         host, port, cport = self.cfg.host, self.cfg.port, self.cfg.controller_port
+        rf, isr = str(self.replication), str(max(1, self.replication - 1))
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
+            "node.id": str(self.node_id),
             "controller.quorum.bootstrap.servers": f"{host}:{cport}",
             "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
             "advertised.listeners": f"PLAINTEXT://{host}:{port}",
@@ -280,19 +299,26 @@ class LocalKafka:
             "log.dirs": str(self.data_dir / "log"),
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": rf,
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
             "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
             "group.initial.rebalance.delay.ms": "0",
             "message.max.bytes": str(16 * 1024 * 1024),
             "replica.fetch.max.bytes": str(16 * 1024 * 1024),
             "log.cleaner.min.compaction.lag.ms": "0",
             "log.retention.check.interval.ms": "60000",
         }
+        if self.voters is not None:
+            del props["controller.quorum.bootstrap.servers"]
+            props["controller.quorum.voters"] = ",".join(
+                f"{n}@{host}:{p}" for n, p in sorted(self.voters.items())
+            )
         if self.secured:
             props.update(self._security_props())
         path = self.data_dir / "server.properties"
@@ -312,7 +338,7 @@ class LocalKafka:
         ]  # fmt: skip
 
     def format_storage(self, cluster_id: str | None = None) -> bool:
-        """Format the log directory once (``StorageTool format --standalone``).
+        """Format the log directory once (``StorageTool format``, ``--standalone`` for a single node).
 
         Args:
             cluster_id: the KRaft cluster id (default: :func:`new_cluster_id`); any id the tool
@@ -335,7 +361,7 @@ class LocalKafka:
         cmd = self._java(
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
+            *(["--standalone"] if self.voters is None else []),  # a static quorum names its voters
             f"--cluster-id={cluster_id}",  # one argument: an id starting with "-" is not a flag
             "--config",
             str(config),

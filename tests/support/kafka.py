@@ -10,6 +10,7 @@ called; either raises ``AssertionError`` naming the topic and what was missing a
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
-from streamrl.broker import LocalKafka
+from streamrl.broker import LocalKafka, new_cluster_id
 from streamrl.config import Settings
 from streamrl.config.kafka import LocalBrokerSettings
 from streamrl.dev.rundir import free_port
@@ -31,6 +32,7 @@ __all__ = [
     "free_port",
     "read_topic",
     "start_local_broker",
+    "start_local_cluster",
     "wait_committed",
 ]
 
@@ -48,6 +50,56 @@ def start_local_broker(data_dir: Path, *, heap: str = "512m", timeout_s: float =
     broker = LocalKafka(cfg, data_dir=data_dir)
     broker.start(timeout_s=timeout_s)
     return broker
+
+
+def start_local_cluster(
+    data_dir: Path, *, nodes: int = 3, heap: str = "384m", timeout_s: float = 180.0
+) -> list[LocalKafka]:
+    """``nodes`` started Kafka nodes forming one cluster on free ports (KRaft, each broker and
+    controller, a static quorum of all of them; one cluster id), the log of node ``i`` under
+    ``data_dir/node<i>``; internal topics and ``default.replication.factor`` at ``nodes``,
+    ``min.insync.replicas`` at ``nodes - 1``.
+
+    The nodes are started together (a quorum of three needs two to elect a controller, so one
+    node alone never answers). The caller stops every node; ``",".join(n.bootstrap for n in nodes)``
+    is the cluster's bootstrap list.
+
+    Raises:
+        BrokerError: a node did not answer within ``timeout_s`` (the others are stopped).
+    """
+    ports = {i: (free_port(), free_port()) for i in range(1, nodes + 1)}
+    voters = {i: cport for i, (_, cport) in ports.items()}
+    cluster = [
+        LocalKafka(
+            LocalBrokerSettings(port=port, controller_port=cport, heap=heap),
+            data_dir=data_dir / f"node{i}",
+            node_id=i,
+            voters=voters,
+            replication=nodes,
+        )
+        for i, (port, cport) in ports.items()
+    ]
+    cluster_id = new_cluster_id()
+    for node in cluster:
+        node.format_storage(cluster_id)
+    errors: list[BaseException] = []
+
+    def start(node: LocalKafka) -> None:
+        try:
+            node.start(timeout_s=timeout_s)
+        except BaseException as exc:  # re-raised below, after every node's start returned
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(node,), daemon=True) for node in cluster]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        for node in cluster:
+            node.stop()
+        raise errors[0]
+    return cluster
 
 
 class TopicReader:
