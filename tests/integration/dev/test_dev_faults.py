@@ -1,0 +1,173 @@
+"""Faults under a real ``streamrl dev`` run, every stage its own process, checked by the counts on
+the topics (tests.support.chaos.account): every train rollout the sampler emitted was trained
+exactly once (streams batched it once and the trainer's ``consumed_rollouts`` equals what streams
+batched), or dropped by streams with a reason, or dead-lettered for a reason of the task's own;
+none was lost and none was dead-lettered for an infrastructure failure.
+
+- A three-broker cluster (replication factor 3, ``min.insync.replicas`` 2, ``acks=all``): one broker
+  is SIGKILLed mid-run and stays down; the run completes its epoch on the other two.
+- Chaos: each stage (a worker, the sampler, streams, the trainer, the inference server) is SIGKILLed
+  once, the next one after the previous one came back and the trainer published a newer version;
+  ``streamrl dev`` restarts each (its restart policy) and the run completes its epoch.
+
+The seconds each recovery took (kill -> the next policy version) are printed, not asserted: the
+machine is shared. ``bench/chaos.py`` runs the same with longer outages and prints the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from streamrl.config import load_settings
+from tests.support.chaos import account, kill_and_recover, newest_step
+
+ROOT = Path(__file__).resolve().parents[3]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _dev(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamrl.cli", "dev", "--config", str(config)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"streamrl dev still running after {timeout_s} s:\n{out[-5000:]}")
+    return out
+
+
+def _wait(proc: subprocess.Popen[str], what: str, done, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if proc.poll() is not None:
+            pytest.fail(f"streamrl dev ended before {what}:\n{proc.communicate()[0][-5000:]}")
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.2)  # polling the run directory and the process table
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny char model both runs use (built once: ~50 s on the loaded machine)."""
+    from streamrl.inference.model_builder import build_model
+
+    path = tmp_path_factory.mktemp("model")
+    build_model(path, preset="tiny", tokenizer="char", max_chars=20_000)
+    return path
+
+
+def _one_epoch(tasks: int, model: Path) -> dict:
+    """Config sections of a run that ends by itself: one epoch of ``tasks`` max-digit tasks."""
+    return {
+        # stale rows are weighted, not dropped: a batch all stale after a slow recovery would be
+        # dead-lettered by the trainer (empty after filtering), by design, not by a fault
+        "rl": {"group_size": 2, "train_batch_size": 2, "max_staleness": 1, "staleness_policy": "weight"},
+        "sampler": {"max_epochs": 1},
+        "streams": {"batch_timeout_s": 5.0, "filter_zero_variance": False},
+        "trainer": {"save_every": 1, "keep_last": 2},
+        "dev": {
+            "datasets": [
+                {"path": str(ROOT / "examples/max_digit/data/train.jsonl"), "split": "train", "limit": tasks}
+            ],
+            "model": {"path": str(model), "tokenizer": "char", "build": False},
+            "drain_s": 20,
+            "timeout_s": 900,
+            "restart": {"backoff_s": 0.5},
+        },
+    }
+
+
+def _check_counts(run_dir: Path, tasks: int, bootstrap: str) -> dict:
+    settings = load_settings(run_dir / "config.yaml", kafka={"bootstrap_servers": bootstrap})
+    acc = account(settings)
+    print("accounts:", acc.summary())
+    assert acc.problems() == [], acc.summary()
+    assert len(acc.emitted) == tasks * 2  # every task of the epoch, every member of its group
+    return acc.summary()
+
+
+def _stop_all(nodes) -> None:
+    threads = [threading.Thread(target=n.stop, kwargs={"timeout_s": 10}) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+@pytest.mark.timeout(1000)
+def test_a_three_broker_cluster_loses_nothing_when_a_broker_dies(
+    dev_config, processes_mentioning, model_dir: Path, tmp_path: Path
+) -> None:
+    from tests.support.kafka import start_local_cluster
+
+    nodes = start_local_cluster(tmp_path / "cluster")
+    try:
+        bootstrap = ",".join(n.bootstrap for n in nodes)
+        tasks = 8
+        sections = _one_epoch(tasks, model_dir)
+        config, env = dev_config(
+            **sections, topics={"replication_factor": 3}, kafka={"bootstrap_servers": bootstrap}
+        )
+        env["STREAMRL_BOOTSTRAP_SERVERS"] = bootstrap
+        proc = _dev(config, env)
+        run_dir = tmp_path / "runs" / "r"
+        _wait(proc, "the first checkpoint", lambda: newest_step(run_dir) >= 1, 300)
+        victim = nodes[1]
+        killed_at, version_at_kill = time.monotonic(), newest_step(run_dir)
+        os.kill(victim.pid(), signal.SIGKILL)
+        _wait(proc, "a version after the broker's death", lambda: newest_step(run_dir) > version_at_kill, 240)
+        print(
+            f"broker 2 killed at v{version_at_kill}; v{newest_step(run_dir)} {time.monotonic() - killed_at:.1f} s later"
+        )
+        out = _finish(proc, 900)
+        assert proc.returncode == 0, out[-5000:]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["outcome"].startswith("completed: the sampler finished"), out[-5000:]
+        live = ",".join(n.bootstrap for n in nodes if n is not victim)
+        print("restarts:", summary["restarts"])  # the sampler's fence may pass its session timeout
+        _check_counts(run_dir, tasks, live)
+        assert processes_mentioning(str(run_dir / "config.yaml")) == []
+    finally:
+        _stop_all(nodes)
+
+
+@pytest.mark.timeout(1000)
+def test_chaos_each_stage_killed_once_trains_every_sample_once(
+    dev_config, processes_mentioning, model_dir: Path, tmp_path: Path
+) -> None:
+    tasks = 32
+    config, env = dev_config(**_one_epoch(tasks, model_dir))
+    proc = _dev(config, env)
+    run_dir = tmp_path / "runs" / "r"
+    _wait(proc, "the first checkpoint", lambda: newest_step(run_dir) >= 1, 300)
+    recoveries = [
+        kill_and_recover(run_dir, name, lambda: proc.poll() is None)
+        for name in ("worker-0", "sampler", "streams", "trainer", "inference")
+    ]
+    for r in recoveries:
+        print(
+            f"{r.stage} killed at v{r.version}: restarted {r.restarted_s} s, next version {r.next_version_s} s"
+        )
+    [inference] = [r for r in recoveries if r.stage == "inference"]
+    assert inference.serving_version is not None and inference.serving_version >= inference.version
+    out = _finish(proc, 900)
+    assert proc.returncode == 0, out[-5000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["outcome"].startswith("completed: the sampler finished"), out[-5000:]
+    assert summary["restarts"] == {r.stage: 1 for r in recoveries}, summary["restarts"]
+    _check_counts(run_dir, tasks, env["STREAMRL_BOOTSTRAP_SERVERS"])
+    assert processes_mentioning(str(run_dir / "config.yaml")) == []
