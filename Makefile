@@ -33,8 +33,11 @@ lint: setup
 demo: setup
 	$(BIN)/streamrl demo
 
+# The coordination benchmark, then the demo through the whole pipeline (seconds per policy version,
+# CPU ms per rollout per process, wall time to val >= 0.9).
 bench: setup
 	$(BIN)/python -m bench.coordination
+	$(BIN)/python -m bench.demo --seeds 0
 
 clean:
 	rm -rf $(VENV) $(CREWAI_VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,160 @@
+"""The demo through the whole pipeline: wall time to the val target, seconds per policy version, CPU ms per rollout.
+
+    .venv/bin/python -m bench.demo [--seeds 0,1,2] [--target 0.9] [--max-steps 200] [--no-stop]
+
+For each seed, ``streamrl dev`` runs ``configs/demo.yaml`` (the config ``make demo`` embeds) with
+``rl.seed`` set, its own local broker (a temporary data directory, free ports), ``dev.val_target``
+and, unless ``--no-stop``, ``dev.stop_at_val_target`` (the run ends at the first complete
+validation at or above the target). From the run's ``summary.json`` it prints: the version and the
+wall seconds (start-up included) at which val first reached the target, the val curve with distinct
+greedy answers, seconds per policy version and CPU ms per rollout of each process (training phase:
+from the first checkpoint on; ``dev`` reads ``/proc`` of every child, the broker and itself), and the
+1-minute load average before and after. Wall time depends on what else runs on the machine; CPU per
+rollout hardly does. dev's output is kept as ``<run dir>/dev-output.log``. Writes ``bench/results/demo-<UTC time>.json``. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "demo.yaml"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    for k, v in over.items():
+        base[k] = _merge(base.get(k) or {}, v) if isinstance(v, dict) else v
+    return base
+
+
+def run_seed(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
+    """One ``streamrl dev`` run of the demo config with ``rl.seed = seed``; returns its figures."""
+    from streamrl.dev.rundir import free_port
+
+    run_id = f"bench-demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-s{seed}"
+    cfg = _merge(
+        yaml.safe_load(CONFIG.read_text()),
+        {
+            "rl": {"seed": seed},
+            "kafka": {"local": {"port": free_port(), "controller_port": free_port()}},
+            "dev": {
+                "run_id": run_id,
+                "run_root": str(args.run_root),
+                "broker_data_dir": str(tmp / f"kafka-{seed}"),
+                "display": "plain",
+                "val_target": args.target,
+                "stop_at_val_target": not args.no_stop,
+                **({"max_steps": args.max_steps} if args.max_steps else {}),
+            },
+            **({"trainer": {"max_steps": args.max_steps}} if args.max_steps else {}),
+        },
+    )
+    path = tmp / f"demo-{seed}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    print(f"seed {seed}: streamrl dev -c {path} (output: {tmp / f'dev-{seed}.log'})", flush=True)
+    load0 = os.getloadavg()[0]
+    t0 = time.monotonic()
+    streamrl = Path(sys.executable).with_name("streamrl")
+    log = tmp / f"dev-{seed}.log"  # dev's own output (progress lines, the final summary)
+    with log.open("w") as out:
+        proc = subprocess.run(
+            [str(streamrl), "dev", "-c", str(path)],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    wall = time.monotonic() - t0
+    load1 = os.getloadavg()[0]
+    summary_path = Path(args.run_root if args.run_root.is_absolute() else REPO / args.run_root) / run_id
+    if summary_path.is_dir():
+        shutil.copy(log, summary_path / "dev-output.log")
+    summary_path = summary_path / "summary.json"
+    if not summary_path.exists():
+        sys.stderr.write(log.read_text()[-8000:])
+        return {"seed": seed, "exit_code": proc.returncode, "error": "no summary.json", "wall_s": wall}
+    s = json.loads(summary_path.read_text())
+    training = (s.get("cpu") or {}).get("training") or {}
+    val = {int(v): r for v, r in (s.get("val_reward") or {}).items()}
+    return {
+        "seed": seed,
+        "exit_code": proc.returncode,
+        "outcome": s.get("outcome"),
+        "wall_s": round(wall, 1),
+        "load_avg_1m": [round(load0, 2), round(load1, 2)],
+        "target": args.target,
+        "reached": s.get("val_target_reached"),
+        "val": dict(sorted(val.items())),
+        "val_wall_s": s.get("val_wall_s"),
+        "distinct_last": s.get("distinct_answers_last"),
+        "versions": s.get("versions"),
+        "rollouts": s.get("rollouts"),
+        "dlq": s.get("dlq"),
+        "s_per_version": training.get("s_per_version"),
+        "cpu_ms_per_rollout": training.get("cpu_ms_per_rollout"),
+        "training": training,
+        "run_dir": s.get("run_dir"),
+    }
+
+
+def _line(r: dict) -> str:
+    if "error" in r:
+        return f"seed {r['seed']}: {r['error']} (exit {r['exit_code']})"
+    reached = r["reached"]
+    head = (
+        f"seed {r['seed']}: val >= {r['target']} at version {reached['version']}, {reached['wall_s']} s"
+        if reached
+        else f"seed {r['seed']}: val {r['target']} not reached ({r['versions']} versions)"
+    )
+    per = r.get("cpu_ms_per_rollout") or {}
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if k != "total")
+    curve = " ".join(f"{v}:{a:.2f}" for v, a in r["val"].items())
+    return (
+        f"{head}; run {r['wall_s']} s wall, load {r['load_avg_1m'][0]} -> {r['load_avg_1m'][1]}; "
+        f"{r['s_per_version']} s/version; {r['rollouts']} rollouts, dlq {r['dlq']}; "
+        f"distinct answers at the end {r['distinct_last']}\n"
+        f"  val {curve}\n"
+        f"  CPU ms/rollout {per.get('total', float('nan')):.2f} ({stages})"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="0", help="comma-separated rl.seed values, one run each")
+    ap.add_argument("--target", type=float, default=0.9, help="dev.val_target")
+    ap.add_argument("--max-steps", type=int, default=None, help="dev/trainer max_steps (default: the demo's)")
+    ap.add_argument(
+        "--no-stop", action="store_true", help="run to max_steps instead of stopping at the target"
+    )
+    ap.add_argument("--run-root", type=Path, default=Path("runs"))
+    ap.add_argument(
+        "--out", type=Path, default=None, help="results JSON (default bench/results/demo-<time>.json)"
+    )
+    args = ap.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-demo-") as tmp:
+        for seed in (int(x) for x in args.seeds.split(",")):
+            r = run_seed(seed, args, Path(tmp))
+            results.append(r)
+            print(_line(r), flush=True)
+    out = args.out or REPO / "bench" / "results" / f"demo-{datetime.now(timezone.utc):%Y-%m-%dT%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs": results}, indent=1)
+    )
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
