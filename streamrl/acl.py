@@ -93,7 +93,7 @@ ACCESS: tuple[StageAccess, ...] = (
     StageAccess(
         "trainer",
         "`streamrl trainer`",
-        reads=("batches", "checkpoints"),
+        reads=("batches",),
         writes=("checkpoints", "dlq"),
         groups=("trainer",),
     ),
