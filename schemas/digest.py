@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -50,14 +51,15 @@ def digest_file(path: str | os.PathLike[str]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def digest_dir(path: str | os.PathLike[str]) -> str:
+def digest_dir(path: str | os.PathLike[str], *, exclude: Callable[[str], bool] | None = None) -> str:
     """Stable digest of a directory tree: ``"sha256:<64 hex>"``.
 
     Covers every regular file below `path` (symlinks to files are followed; directories, empty ones
     included, only through the files in them), in order of their relative POSIX path sorted by UTF-8
     bytes. For each file the hash takes ``len(relpath)`` (8 bytes, big-endian), the relpath (UTF-8),
     ``size`` (8 bytes, big-endian) and the file bytes, so no two different trees share an input stream.
-    Independent of mtimes, permissions, absolute location and filesystem listing order.
+    Independent of mtimes, permissions, absolute location and filesystem listing order. ``exclude``
+    (optional) is given each file's relative POSIX path; the files it returns True for are left out.
 
     Raises:
         NotADirectoryError: `path` does not exist or is not a directory (message names the path).
@@ -69,8 +71,9 @@ def digest_dir(path: str | os.PathLike[str]) -> str:
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
             full = Path(dirpath) / name
-            if full.is_file():
-                files.append((full.relative_to(root).as_posix().encode("utf-8"), full))
+            rel = full.relative_to(root).as_posix()
+            if full.is_file() and (exclude is None or not exclude(rel)):
+                files.append((rel.encode("utf-8"), full))
     files.sort(key=lambda item: item[0])
     h = hashlib.sha256()
     for rel, full in files:

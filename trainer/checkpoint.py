@@ -19,7 +19,6 @@ Before resuming from one, the trainer checks both digests (:meth:`CheckpointMana
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -81,28 +80,14 @@ class CheckpointInfo:
 
 def state_digest(ckpt_dir: Path) -> str:
     """``sha256:<hex>`` of every file of a checkpoint directory outside ``model/`` except ``meta.json``
-    and ``PUBLISHED`` (the trainer state, VERL's ``verl_state/``): relative path, size and bytes of
-    each, in sorted path order (the scheme of ``schemas.digest_dir``).
+    and ``PUBLISHED`` (the trainer state, VERL's ``verl_state/``), by ``schemas.digest_dir``'s scheme.
 
     Raises:
         NotADirectoryError: ``ckpt_dir`` is not a directory.
     """
-    if not ckpt_dir.is_dir():
-        raise NotADirectoryError(f"state_digest: {ckpt_dir} is not a directory")
-    files = sorted(
-        (p.relative_to(ckpt_dir).as_posix().encode("utf-8"), p)
-        for p in ckpt_dir.rglob("*")
-        if p.is_file() and p.relative_to(ckpt_dir).parts[0] not in (MODEL_DIR, META_FILE, PUBLISHED_FILE)
+    return digest_dir(
+        ckpt_dir, exclude=lambda rel: rel.split("/", 1)[0] in (MODEL_DIR, META_FILE, PUBLISHED_FILE)
     )
-    h = hashlib.sha256()
-    for rel, full in files:
-        h.update(len(rel).to_bytes(8, "big"))
-        h.update(rel)
-        h.update(full.stat().st_size.to_bytes(8, "big"))
-        with open(full, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def _fsync_path(path: Path) -> None:

@@ -68,3 +68,13 @@ def test_files_bytes_and_errors(tmp_path):
         digest_dir(tmp_path / "f.bin")
     with pytest.raises(NotADirectoryError, match="missing"):
         digest_dir(tmp_path / "missing")
+
+
+def test_digest_dir_can_leave_files_out(tmp_path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "w.safetensors").write_text("w")
+    (tmp_path / "state.safetensors").write_text("s")
+    only_state = digest_dir(tmp_path, exclude=lambda rel: rel.startswith("model/"))
+    assert only_state != digest_dir(tmp_path)
+    (tmp_path / "model" / "w.safetensors").write_text("changed")
+    assert digest_dir(tmp_path, exclude=lambda rel: rel.startswith("model/")) == only_state
