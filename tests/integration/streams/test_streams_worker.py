@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import secrets
+import ssl
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from streamrl.schemas import Reward, TrainingBatch, ValidationResult
 from streamrl.schemas.claim_check import read_claim_check
 from streamrl.schemas.serde import Serde
+from streamrl.tls import make_dev_ca
 from tests.support.kafka import TopicReader, free_port
 
 pytestmark = pytest.mark.integration
@@ -103,11 +107,20 @@ def test_rows_keep_their_version_and_validation_table(
     alone knows the true version, applies the staleness policy (``rl.staleness_policy``).
     Validation counts every val rollout, failed and timed-out ones as 0 (but an infrastructure
     failure, which says nothing of the policy), publishes the figures on the ``validation`` topic
-    and writes the same figures to validation.json and the web endpoint."""
+    and writes the same figures to validation.json and the web endpoint, served over HTTPS
+    (``streams.web_tls``) to a client that sends ``security.metrics_token``: 401 without it, no answer
+    over plain HTTP."""
     port = free_port()
+    tls = make_dev_ca(tmp_path / "tls")
     cfg = streams_config(
-        streams={"web_port": port}, rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 1}
+        streams={
+            "web_port": port,
+            "web_tls": {"cert_file": str(tls.cert_file), "key_file": str(tls.key_file)},
+        },
+        rl={"group_size": 2, "train_batch_size": 1, "max_staleness": 1},
     )
+    token = secrets.token_urlsafe(16)
+    cfg.write_text(yaml.safe_dump({**yaml.safe_load(cfg.read_text()), "security": {"metrics_token": token}}))
     worker_factory(cfg)
     feed.checkpoint(3)
     g = "taskS/0"
@@ -149,7 +162,13 @@ def test_rows_keep_their_version_and_validation_table(
         summary = json.loads(path.read_text()).get("3") if path.exists() else None
         time.sleep(0.3)
     assert summary == expected
-    served = httpx.get(f"http://127.0.0.1:{port}/streamrl/validation/", timeout=10).json()
+    page, ca = f"127.0.0.1:{port}/streamrl/validation/", ssl.create_default_context(cafile=tls.ca_file)
+    with pytest.raises(httpx.HTTPError):  # plain HTTP to the TLS port: no answer
+        httpx.get(f"http://{page}", timeout=10)
+    denied = httpx.get(f"https://{page}", verify=ca, timeout=10)
+    assert denied.status_code == 401 and denied.headers["WWW-Authenticate"] == "Bearer"
+    auth = {"Authorization": f"Bearer {token}"}
+    served = httpx.get(f"https://{page}", verify=ca, headers=auth, timeout=10).json()
     assert served["3"] == summary
 
 
