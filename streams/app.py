@@ -171,6 +171,7 @@ class Aggregator:
             consumer_auto_offset_reset="earliest",
             producer_max_request_size=settings.topics.max_message_bytes,
             producer_acks=-1,
+            producer_linger=s.producer_linger_s,
             key_serializer="raw",
             value_serializer="raw",
             autodiscover=False,

@@ -58,6 +58,10 @@ class StreamsSettings(Section):
     """Period of the timer that drives timeouts (join, straggler, batch), in seconds."""
     commit_interval_s: float = Field(1.0, gt=0)
     """Faust offset commit period, in seconds (outputs are flushed before every commit)."""
+    producer_linger_s: float = Field(0.005, ge=0)
+    """How long the Faust producer waits to fill a produce request, in seconds (Kafka's
+    ``linger.ms``): every forwarded record and table changelog write went out as its own request
+    with 0 (Faust's default), and the socket writes were the largest cost of the process."""
     session_timeout_s: float = Field(30.0, ge=6.0)
     """Consumer group session timeout, in seconds: how long a killed worker holds its partitions before
     the group rebalances (the broker's ``group.min.session.timeout.ms`` is 6 s by default)."""
