@@ -137,16 +137,15 @@ def account(settings: Settings, timeout_s: float = 60.0) -> Accounts:
     serde = Serde()
     with TopicReader(settings, "samples", Sample) as r:
         acc.emitted = {s.rollout_id for s in r.read_to_end(timeout_s) if s.mode is Mode.train}
-    seen_groups: set[str] = set()
     with TopicReader(settings, "group_outcomes", GroupOutcome) as r:
         for o in r.read_to_end(timeout_s):
             if o.status.value == "batched" and o.batch_id:
                 for rid in o.rollout_ids:
                     acc.batched.setdefault(rid, set()).add(o.batch_id)
-            elif o.group_id not in seen_groups:
+            else:  # a rollout's first outcome decides (as the sampler reads them); a late member of a
+                # group closed as a straggler has its own, later outcome
                 for rid in o.rollout_ids:
-                    acc.dropped[rid] = o.reason or o.status.value
-            seen_groups.add(o.group_id)
+                    acc.dropped.setdefault(rid, o.reason or o.status.value)
     samples_topic = settings.topics.name("samples")
     with TopicReader(settings, "dlq", DeadLetter) as r:
         for d in r.read_to_end(timeout_s):
@@ -189,7 +188,9 @@ class Recovery:
         serving_s: inference only: until the restarted server answered ``/health`` (it loads the
             newest checkpoint before it binds its port), else None.
         serving_version: the version that answer reported (None: not inference).
-        next_version_s: until a newer policy version was checkpointed (training resumed).
+        next_version_s: until a newer policy version was checkpointed (training resumed); for
+            inference newer than the one at its first answer, since the trainer may go on with
+            rollouts that ran before the kill meanwhile.
     """
 
     stage: str
@@ -242,7 +243,7 @@ def kill_and_recover(
     if stage == "inference":
         upstream = load_settings(config).gateway.upstream_url
         health = upstream.rstrip("/").removesuffix("/v1") + HEALTH_PATH
-    version = newest_step(run_dir)
+    version = after = newest_step(run_dir)
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     restarted = serving = serving_version = None
@@ -256,11 +257,9 @@ def kill_and_recover(
             serving_version = health_version(health)
             if serving_version is not None:
                 serving = time.monotonic() - t0
-        if (
-            restarted is not None
-            and (health is None or serving is not None)
-            and newest_step(run_dir) > version
-        ):
+                # a version trained meanwhile came from rollouts run before the kill: wait for a newer one
+                after = max(version, newest_step(run_dir))
+        if restarted is not None and (health is None or serving is not None) and newest_step(run_dir) > after:
             return Recovery(
                 stage,
                 version,
