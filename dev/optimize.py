@@ -87,6 +87,7 @@ async def _serve(settings: Settings, run_id: str, out: Path, console: Console, s
         f"rounds {s.get('rounds')}  rollouts {s.get('rollouts')}  wall {s.get('wall_s')} s\n"
         f"results: {out} (best_prompt.txt, history.json, summary.json, val_score.png)",
         highlight=False,
+        soft_wrap=True,
     )
     if result.interrupted:
         console.print(f"resume with: streamrl optimize ... --run-id {run_id}", highlight=False)
@@ -151,7 +152,7 @@ def _with_pipeline(
             user = deep_merge(raw_config(config), flag_overrides(flags)[0])
             write_config(config_path, deep_merge(user, over))
         settings = load_settings(config_path, flags=flags)
-        console.print(f"run {run_id}: {run_dir} (topics {settings.topics.prefix}*)")
+        console.print(f"run {run_id}: {run_dir} (topics {settings.topics.prefix}*)", soft_wrap=True)
         sup = Supervisor(
             run_dir / "logs",
             base_env=_child_env(settings),

@@ -56,7 +56,8 @@ class Progress:
         if e.kind == "score" and e.resource_version and e.split == "val" and e.score is not None:
             self.scores[e.resource_version] = e.score
         if self.mode == "plain":
-            self.console.print(f"[{time.monotonic() - self.t0:6.0f} s] {event_line(e)}", highlight=False)
+            line = f"[{time.monotonic() - self.t0:6.0f} s] {event_line(e)}"
+            self.console.print(line, highlight=False, soft_wrap=True)  # one line per event, unwrapped
 
     def render(self) -> RenderableType:
         eng = self.engine

@@ -150,7 +150,9 @@ async def optimize(
         if st is None:
             st = _new_state(engine, settings, run_id, seed)
             console.print(
-                f"run {run_id}: new; seed prompt {st.resource_name}/{st.seed_version}", highlight=False
+                f"run {run_id}: new; seed prompt {st.resource_name}/{st.seed_version}",
+                highlight=False,
+                soft_wrap=True,
             )
         else:
             _check_resume(st, settings, seed)
@@ -160,6 +162,7 @@ async def optimize(
                 f"({sum(1 for e in st.evals.values() if e.finished)} evaluations finished, "
                 f"{sum(1 for e in st.evals.values() if e.published and not e.finished)} in flight)",
                 highlight=False,
+                soft_wrap=True,
             )
         await engine.start(st)
         algorithm, llm = _algorithm(settings, engine, decoder)
