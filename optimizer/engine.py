@@ -332,7 +332,7 @@ class Engine:
                 log.warning(
                     "%s failed for the infrastructure (%s); re-issued (retry %d)",
                     traj.rollout_id,
-                    traj.error,
+                    (traj.error or "no error text").splitlines()[0][:300],  # the trajectory keeps it all
                     retry,
                 )
                 ev.retries[task_id] = retry
