@@ -7,7 +7,7 @@ LLM (it runs wholly on CPU):
   recorded calls) and on the whole val set (``score_first``), both in flight at once. Every rollout
   whose reward is at least ``min_reward`` gives a demonstration: ``demo_template`` filled with the
   task's payload fields and ``{response}``, the answer of the rollout's last recorded call decoded
-  from its token ids. The ``pool_size`` best (highest reward, one per task) are kept, in order.
+  from its token ids. The ``pool_size`` best (highest reward, one per task, none twice) are kept, in order.
 - rounds 1..``rounds``, ``search``: ``candidates_per_round`` new candidates, each the seed prompt
   followed (or, ``position: before``, preceded) by ``header`` and a seeded choice of ``k`` pool demonstrations (``k`` from
   ``demo_counts``; never a subset tried before), evaluated on the whole val set all at once; the
@@ -107,7 +107,10 @@ class Fewshot(Algorithm):
                 continue
             found.append({"task_id": attempt.task_id, "reward": float(attempt.reward), "text": text})
         found.sort(key=lambda d: -d["reward"])  # stable: task order among equals
-        return found[: self.cfg.pool_size]
+        unique: dict[str, dict[str, Any]] = {}
+        for demo in found:  # two tasks with the same request and answer are one demonstration
+            unique.setdefault(normalize(demo["text"]), demo)
+        return list(unique.values())[: self.cfg.pool_size]
 
     # ------------------------------------------------------------------ rounds 1..
     def template(self, seed: str, demos: list[str]) -> str:

@@ -81,7 +81,7 @@ class FewshotSettings(Section):
     min_reward: float = 1.0
     """A rollout becomes a demonstration only with a reward at least this high."""
     pool_size: int = Field(8, ge=1)
-    """Demonstrations kept (highest reward first, one per task)."""
+    """Demonstrations kept (highest reward first, one per task, the same text once)."""
     demo_counts: list[int] = Field(default_factory=lambda: [1, 2, 3])
     """How many demonstrations a candidate may include."""
     candidates_per_round: int = Field(6, ge=1)

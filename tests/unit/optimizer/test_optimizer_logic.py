@@ -217,3 +217,32 @@ def test_demonstrations_go_after_or_before_the_seed() -> None:
     assert made() == "Q: {q}\n\nExamples:\na {{x}}\n\nb"
     assert made(header="", separator="\n", position="before") == "a {{x}}\nb\nQ: {q}"
     assert placeholders(made(position="before")) == frozenset({"q"})
+
+
+def test_the_pool_keeps_the_best_rewarded_demonstrations_once_each() -> None:
+    from types import SimpleNamespace
+
+    from streamrl.config.optimizer import FewshotSettings
+    from streamrl.optimizer.fewshot import Fewshot
+
+    rows = {
+        "a": ("Hi?", 1.0, "yes"),
+        "b": ("Hi?", 1.0, "yes"),
+        "c": ("Bye?", 0.5, "no"),
+        "d": ("Up?", 1.0, "up"),
+    }
+    attempts = [
+        (SimpleNamespace(task_id=t, status="succeeded", reward=r), SimpleNamespace(response_token_ids=[i]))
+        for i, (t, (_, r, _)) in enumerate(rows.items())
+    ]
+    answers = [a for _, _, a in rows.values()]
+    engine = SimpleNamespace(
+        last_calls=lambda boot: attempts, payload=lambda t: {"question": rows[t][0], "response": "ignored"}
+    )
+    algo = SimpleNamespace(
+        engine=engine,
+        cfg=FewshotSettings(min_reward=1.0, pool_size=5),
+        decoder=SimpleNamespace(decode=lambda ids, skip_special: answers[ids[0]]),
+    )
+    pool = Fewshot.pool(algo, None)  # type: ignore[arg-type]
+    assert [(d["task_id"], d["text"]) for d in pool] == [("a", "Hi?\nyes"), ("d", "Up?\nup")]
