@@ -26,6 +26,7 @@ def _write(path: Path, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; results are for everyone who can read the run
     os.replace(tmp, path)
     return path
 
