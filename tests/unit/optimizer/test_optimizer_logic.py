@@ -246,3 +246,35 @@ def test_the_pool_keeps_the_best_rewarded_demonstrations_once_each() -> None:
     )
     pool = Fewshot.pool(algo, None)  # type: ignore[arg-type]
     assert [(d["task_id"], d["text"]) for d in pool] == [("a", "Hi?\nyes"), ("d", "Up?\nup")]
+
+
+def test_the_live_panel_shows_round_evaluations_and_scores() -> None:
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from streamrl.optimizer.display import Progress
+    from streamrl.schemas import OptimizerEvent
+
+    st = RunState(
+        run_id="r1", algorithm="apo", resource_name="p", seed_version="s" * 16, seed_placeholders=[],
+        start_offsets={},
+    )  # fmt: skip
+    st.round, st.phase, st.rollouts = 1, "val", 12
+    st.candidates = {"s" * 16: {"parents": []}, "c" * 16: {"parents": ["s" * 16]}}
+    st.history = [{"leader_score": 0.5}]
+    st.best = {"version": "c" * 16, "score": 0.75}
+    st.evals["r1.r1.v-c"] = Evaluation("r1.r1.v-c", "c" * 16, "val", ["a", "b"], round=1, deadline=9e9)
+    engine = SimpleNamespace(state=None, listeners=[])
+    console = Console(record=True, width=120)
+    progress = Progress(engine, 3, console, "live")  # type: ignore[arg-type]
+    console.print(progress.render())
+    engine.state = st
+    engine.listeners[0](
+        OptimizerEvent(run_id="r1", seq=0, kind="score", algorithm="apo", round=1, resource_version="c" * 16,
+                       split="val", score=0.75, count=2, succeeded=2, failed=0, timed_out=0, task_rewards={"a": 1.0, "b": 0.5})
+    )  # fmt: skip
+    console.print(progress.render())
+    text = console.export_text()
+    assert "starting ..." in text and "round 1/3  phase val" in text and "seed 0.500  best 0.750" in text
+    assert "v-c" in text and "0/2" in text and "scored 0.750 on 2 val tasks" in text
