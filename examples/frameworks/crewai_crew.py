@@ -7,8 +7,9 @@ Changed for StreamRL, and why:
 - the crew is built per rollout inside a :class:`streamrl.Agent` whose ``setup`` runs once per worker
   before any rollout: CrewAI imports LiteLLM lazily and not thread-safely (two rollouts in the
   worker's thread pool would both see a half-imported LiteLLM), so ``setup`` builds one LiteLLM-backed
-  ``LLM`` first, single-threaded; it also tells LiteLLM that the policy supports function calling
-  (else CrewAI's LiteLLM route falls back to a text ReAct prompt, since LiteLLM does not know the name);
+  ``LLM`` first, single-threaded; and LiteLLM is told that the served policy (``llm.model``) supports
+  function calling, once per name under a lock (else CrewAI's LiteLLM route falls back to a text
+  ReAct prompt, since LiteLLM does not know the name);
 - ``LLM(model=..., provider=..., base_url=..., api_key=...)`` from ``llm``: ``Native`` uses CrewAI's
   own OpenAI provider (Chat Completions), ``LiteLLM`` its LiteLLM route, ``Anthropic`` its native
   Anthropic provider (the Messages API, translated by the gateway), with ``max_tokens=1024`` since its
@@ -21,6 +22,7 @@ Run: ``.venv-crewai/bin/streamrl worker --agent examples.frameworks.crewai_crew:
 from __future__ import annotations
 
 import os
+import threading
 
 for _var, _value in (
     ("CREWAI_DISABLE_TELEMETRY", "true"),  # anonymous usage telemetry to telemetry.crewai.com
@@ -43,6 +45,24 @@ def get_weather(city: str) -> str:
     return f"Sunny, 22 C in {city}"
 
 
+_registered: set[str] = set()
+_registered_lock = threading.Lock()
+
+
+def _register_with_litellm(model: str) -> None:
+    """StreamRL: tell LiteLLM that ``openai/<model>`` calls tools (CrewAI asks it; for a name LiteLLM
+    does not know, its LiteLLM route falls back to a text ReAct prompt). Once per name, thread-safe."""
+    with _registered_lock:
+        if model in _registered:
+            return
+        import litellm
+
+        litellm.register_model({f"openai/{model}": {"litellm_provider": "openai", "mode": "chat",
+                                                     "supports_function_calling": True,
+                                                     "input_cost_per_token": 0.0, "output_cost_per_token": 0.0}})  # fmt: skip
+        _registered.add(model)
+
+
 class Native(Agent):
     """The crew on CrewAI's native OpenAI provider."""
 
@@ -50,13 +70,9 @@ class Native(Agent):
     is_litellm = False
 
     def setup(self, worker_id: str) -> None:
-        import litellm
-
-        # StreamRL: LiteLLM must know the policy calls tools (CrewAI asks it), and CrewAI's lazy LiteLLM
-        # import must happen once, here, before rollouts run in parallel threads.
-        litellm.register_model({"openai/policy": {"litellm_provider": "openai", "mode": "chat",
-                                                  "supports_function_calling": True,
-                                                  "input_cost_per_token": 0.0, "output_cost_per_token": 0.0}})  # fmt: skip
+        # StreamRL: CrewAI's lazy LiteLLM import must happen once, here, before rollouts run in
+        # parallel threads.
+        _register_with_litellm("policy")
         LLM(model="openai/policy", base_url="http://127.0.0.1:1/v1", api_key="-", is_litellm=True)
 
     def make_llm(self, llm, stream: bool) -> LLM:
@@ -65,6 +81,7 @@ class Native(Agent):
         )
 
     def rollout(self, task: dict, llm) -> float:
+        _register_with_litellm(llm.model)  # the served policy's name (rl.policy_name), once
         reporter = CrewAgent(
             role="Weather reporter",
             goal="Tell people the current weather",

@@ -123,6 +123,8 @@ RECIPES = [
 ]
 
 POLICY_VERSION = 3
+SERVED = "weather-policy"
+"""The served model's name (``llm.model``): not the default ``policy``, so no recipe can depend on it."""
 
 ATTEMPTED: set[str] = set()
 PASSED: dict[str, dict[str, bool]] = {}
@@ -148,7 +150,7 @@ def tool_server() -> Iterator[ToolServer]:
     model_dir = tool_policy_dir()  # trained once, then cached in ~/.cache/streamrl/test-models
     svc = InferenceService(
         str(model_dir),
-        ServerOptions(served_model_name="policy", initial_version=POLICY_VERSION, max_model_len=CONTEXT),
+        ServerOptions(served_model_name=SERVED, initial_version=POLICY_VERSION, max_model_len=CONTEXT),
     )
     svc.start()
     thread = ServerThread(svc.app()).start()
@@ -203,6 +205,7 @@ class WorkerProcess:
             "STREAMRL_TOPIC_PREFIX": settings.topics.prefix,
             "STREAMRL_GATEWAY__UPSTREAM_URL": upstream,
             "STREAMRL_WORKER__CONCURRENCY": "2",
+            "STREAMRL_WORKER__MODEL": SERVED,
             "STREAMRL_WORKER__ROLLOUT_TIMEOUT_S": "180",
             "STREAMRL_WORKER__SESSION_TIMEOUT_MS": "10000",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
