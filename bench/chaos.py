@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,14 @@ from pathlib import Path
 import yaml
 
 from streamrl.config import load_settings
-from tests.support.chaos import Recovery, account, kill_and_recover, newest_step
+from tests.support.chaos import (
+    Recovery,
+    account,
+    dev_environment,
+    interrupt_dev,
+    kill_and_recover,
+    newest_step,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("worker-0", "sampler", "streams", "trainer", "inference")
@@ -86,14 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-chaos-"))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("STREAMRL_TOPIC_PREFIX", None)
-    broker = None
-    if not env.get("STREAMRL_BOOTSTRAP_SERVERS"):
-        from tests.support.kafka import start_local_broker
-
-        broker = start_local_broker(tmp / "kafka", heap="512m")
-        env["STREAMRL_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    env, broker = dev_environment(tmp)
     run_dir = tmp / "runs" / "chaos"
     log_path = tmp / "dev.log"
     load0 = os.getloadavg()[0]
@@ -128,13 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         except (AssertionError, subprocess.TimeoutExpired) as exc:
             failed = str(exc)
         finally:
-            if dev.poll() is None:
-                dev.send_signal(signal.SIGINT)
-                try:
-                    dev.wait(timeout=180)
-                except subprocess.TimeoutExpired:
-                    os.killpg(dev.pid, signal.SIGKILL)
-                    dev.wait()
+            interrupt_dev(dev)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     problems: list[str] = []

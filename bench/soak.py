@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.chaos import dev_children
+from tests.support.chaos import dev_children, dev_environment, interrupt_dev
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,14 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-soak-"))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("STREAMRL_TOPIC_PREFIX", None)
-    broker = None
-    if not env.get("STREAMRL_BOOTSTRAP_SERVERS"):
-        from tests.support.kafka import start_local_broker
-
-        broker = start_local_broker(tmp / "kafka", heap="512m")
-        env["STREAMRL_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    env, broker = dev_environment(tmp)
     config = soak_config(tmp, args.workers, args.minutes, args.sets)
     run_config = tmp / "runs" / "soak" / "config.yaml"  # what dev starts every child with
     log_path = tmp / "dev.log"
@@ -163,13 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                     next_at += args.every_s
                 time.sleep(1.0)  # the reading period is long; a second's granularity is plenty
         finally:
-            if dev.poll() is None:
-                dev.send_signal(signal.SIGINT)
-                try:
-                    dev.wait(timeout=180)
-                except subprocess.TimeoutExpired:
-                    os.killpg(dev.pid, signal.SIGKILL)
-                    dev.wait()
+            interrupt_dev(dev)
             if broker is not None:
                 broker.stop()
     load1 = os.getloadavg()

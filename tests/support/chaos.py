@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from streamrl.config import Settings
 from streamrl.schemas import CheckpointEvent, DeadLetter, GroupOutcome, Mode, Sample
 from streamrl.schemas.serde import Serde
 from tests.support.kafka import TopicReader
 
+REPO = Path(__file__).resolve().parents[2]
 STAGES = ("inference", "trainer", "streams", "worker", "sampler")
 AGENT_SIDE = ("agent_failure", "request_failure")
 """``DeadLetter.error_type`` of a sample dead-lettered for a reason of its own task (the sampler
@@ -269,3 +273,56 @@ def kill_and_recover(
                 round(now, 1),
             )
         time.sleep(0.1)  # polling the process table, the run directory and the server
+
+
+def dev_environment(tmp: Path) -> tuple[dict[str, str], Any]:
+    """The environment of a benchmark's ``streamrl dev`` run, and the broker started for it.
+
+    ``$STREAMRL_BOOTSTRAP_SERVERS`` if set (broker None), else a local Apache Kafka on free ports
+    with its data under ``tmp/kafka`` (the caller stops it). ``PYTHONPATH`` is the repository (so
+    ``examples.*`` agents import); ``STREAMRL_TOPIC_PREFIX`` is dropped (dev gives the run its own).
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("STREAMRL_TOPIC_PREFIX", None)
+    broker = None
+    if not env.get("STREAMRL_BOOTSTRAP_SERVERS"):
+        from tests.support.kafka import start_local_broker
+
+        broker = start_local_broker(tmp / "kafka", heap="512m")
+        env["STREAMRL_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    return env, broker
+
+
+def start_dev(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``streamrl dev --config config`` as a child process, its output piped (text)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamrl.cli", "dev", "--config", str(config)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def finish_dev(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    """Wait up to ``timeout_s`` for a :func:`start_dev` run to end and return its output; past it,
+    SIGTERM it and fail the test with the output's tail."""
+    import pytest
+
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"streamrl dev still running after {timeout_s} s:\n{out[-5000:]}")
+    return out
+
+
+def interrupt_dev(proc: subprocess.Popen[Any], timeout_s: float = 180.0) -> None:
+    """Stop a ``streamrl dev`` process started with ``start_new_session`` as Ctrl-C would (SIGINT),
+    then its whole process group with SIGKILL if it has not exited within ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

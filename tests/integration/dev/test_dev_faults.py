@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,27 +27,10 @@ from pathlib import Path
 import pytest
 
 from streamrl.config import load_settings
-from tests.support.chaos import account, kill_and_recover, newest_step
+from tests.support.chaos import account, finish_dev, kill_and_recover, newest_step, start_dev
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _dev(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "streamrl.cli", "dev", "--config", str(config)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
-def _finish(proc: subprocess.Popen[str], timeout_s: float) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        pytest.fail(f"streamrl dev still running after {timeout_s} s:\n{out[-5000:]}")
-    return out
 
 
 def _wait(proc: subprocess.Popen[str], what: str, done, timeout_s: float) -> None:
@@ -123,7 +105,7 @@ def test_a_three_broker_cluster_loses_nothing_when_a_broker_dies(
             **sections, topics={"replication_factor": 3}, kafka={"bootstrap_servers": bootstrap}
         )
         env["STREAMRL_BOOTSTRAP_SERVERS"] = bootstrap
-        proc = _dev(config, env)
+        proc = start_dev(config, env)
         run_dir = tmp_path / "runs" / "r"
         _wait(proc, "the first checkpoint", lambda: newest_step(run_dir) >= 1, 300)
         victim = nodes[1]
@@ -133,7 +115,7 @@ def test_a_three_broker_cluster_loses_nothing_when_a_broker_dies(
         print(
             f"broker 2 killed at v{version_at_kill}; v{newest_step(run_dir)} {time.monotonic() - killed_at:.1f} s later"
         )
-        out = _finish(proc, 900)
+        out = finish_dev(proc, 900)
         assert proc.returncode == 0, out[-5000:]
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["outcome"].startswith("completed: the sampler finished"), out[-5000:]
@@ -151,7 +133,7 @@ def test_chaos_each_stage_killed_once_trains_every_sample_once(
 ) -> None:
     tasks = 32
     config, env = dev_config(**_one_epoch(tasks, model_dir))
-    proc = _dev(config, env)
+    proc = start_dev(config, env)
     run_dir = tmp_path / "runs" / "r"
     _wait(proc, "the first checkpoint", lambda: newest_step(run_dir) >= 1, 300)
     recoveries = [
@@ -164,7 +146,7 @@ def test_chaos_each_stage_killed_once_trains_every_sample_once(
         )
     [inference] = [r for r in recoveries if r.stage == "inference"]
     assert inference.serving_version is not None and inference.serving_version >= inference.version
-    out = _finish(proc, 900)
+    out = finish_dev(proc, 900)
     assert proc.returncode == 0, out[-5000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["outcome"].startswith("completed: the sampler finished"), out[-5000:]

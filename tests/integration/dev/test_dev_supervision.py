@@ -12,32 +12,15 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.chaos import finish_dev, start_dev
+
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _dev(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "streamrl.cli", "dev", "--config", str(config)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
-def _finish(proc: subprocess.Popen[str], timeout_s: float) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        pytest.fail(f"streamrl dev still running after {timeout_s} s:\n{out[-5000:]}")
-    return out
 
 
 @pytest.mark.timeout(300)
@@ -48,7 +31,7 @@ def test_a_child_that_keeps_dying_stops_the_run_with_its_log_tail(
         worker={"agent": "no_such_package.agent:solve"},
         dev={"restart": {"max_restarts": 2, "backoff_s": 0.2}},
     )
-    out = _finish(_dev(config, env), 240)
+    out = finish_dev(start_dev(config, env), 240)
     run_dir = tmp_path / "runs" / "r"
     assert out.count("worker-0 exited with code 1; restarting it") == 2, out[-5000:]
     assert "worker-0 exited with code 1, after 2 restart(s)" in out
@@ -64,7 +47,7 @@ def test_a_killed_worker_is_restarted_and_the_run_completes(
     dev_config, processes_mentioning, tmp_path: Path
 ) -> None:
     config, env = dev_config(dev={"max_steps": 4, "restart": {"backoff_s": 0.5}})
-    proc = _dev(config, env)
+    proc = start_dev(config, env)
     run_dir = tmp_path / "runs" / "r"
     deadline = time.monotonic() + 240
     # mid-run: a checkpoint is written (old ones are pruned, so any step), so samples flow through the worker
@@ -74,7 +57,7 @@ def test_a_killed_worker_is_restarted_and_the_run_completes(
         time.sleep(0.5)  # polling the run directory
     [worker] = processes_mentioning("r-worker-0")  # its --worker-id
     os.kill(int(worker.split(":")[0]), signal.SIGKILL)
-    out = _finish(proc, 300)
+    out = finish_dev(proc, 300)
     assert proc.returncode == 0, out[-5000:]
     assert "worker-0 exited with code -9; restarting it in 0 s (restart 1)" in out, out[-5000:]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -101,7 +84,7 @@ def test_ctrl_c_during_start_up_leaves_nothing_behind(
     config, env = dev_config(**sections)
     if moment == "broker":
         env.pop("STREAMRL_BOOTSTRAP_SERVERS")
-    proc = _dev(config, env)
+    proc = start_dev(config, env)
     run_dir = tmp_path / "runs" / "r"
     marker = broker_dir / "broker.pid" if moment == "broker" else run_dir / "logs" / "inference.log"
     deadline = time.monotonic() + 200
@@ -110,7 +93,7 @@ def test_ctrl_c_during_start_up_leaves_nothing_behind(
         assert time.monotonic() < deadline, f"{marker} not written within 200 s"
         time.sleep(0.05)  # polling the file system for the moment to interrupt
     proc.send_signal(signal.SIGINT)
-    out = _finish(proc, 120)
+    out = finish_dev(proc, 120)
     assert proc.returncode == 130, out[-5000:]
     assert "interrupted (SIGINT)" in out
     assert processes_mentioning(str(run_dir / "config.yaml")) == []
@@ -122,7 +105,7 @@ def test_sigterm_stops_every_child_and_writes_the_summary(
     dev_config, processes_mentioning, tmp_path: Path
 ) -> None:
     config, env = dev_config()
-    proc = _dev(config, env)
+    proc = start_dev(config, env)
     run_dir = tmp_path / "runs" / "r"
     deadline = time.monotonic() + 200
     # every child started: the sampler (started last) has a log and 5+ processes run the run's config
@@ -134,7 +117,7 @@ def test_sigterm_stops_every_child_and_writes_the_summary(
         assert time.monotonic() < deadline, f"children did not start: {processes_mentioning(str(run_dir))}"
         time.sleep(0.5)  # polling the process table
     proc.send_signal(signal.SIGTERM)
-    out = _finish(proc, 120)
+    out = finish_dev(proc, 120)
     assert proc.returncode == 130, out[-5000:]
     assert "interrupted (SIGTERM)" in out
     assert json.loads((run_dir / "summary.json").read_text())["outcome"] == "interrupted (SIGTERM)"
