@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml
 	uv pip install -q --compile-bytecode --python $(CREWAI_VENV)/bin/python -e '.[crewai]'
 	@touch $(STAMP)
 
+# test files run on 3 processes (pytest-xdist, one file per process at a time, each process with its
+# own broker): most integration tests wait on a broker or a subprocess, so 2 cores carry 3 of them
+TEST_PROCS ?= 3
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_PROCS) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .
