@@ -84,9 +84,13 @@ def test_an_agents_sdk_agent_trains_through_streamrl_dev_over_the_responses_api(
     reached = re.match(r"completed: policy version (\d+) reached", summary["outcome"])
     assert reached and int(reached.group(1)) >= 2, summary["outcome"]
     status = summary["status"]
-    assert status.get("succeeded", 0) >= 4 and set(status) == {"succeeded"}, f"{status}\n{worker_log}"
-    # every rollout is a tool round trip: two /v1/responses calls, each recorded
-    assert summary["requests"] >= 2 * summary["rollouts"], summary
+    # rollouts still queued or running when dev stops the run at max_steps end as failed (a worker stop
+    # is an infrastructure failure, made before any call); every rollout that ran made its round trip
+    assert status.get("succeeded", 0) >= 4 and set(status) <= {"succeeded", "failed"}, (
+        f"{status}\n{worker_log}"
+    )
+    # every succeeded rollout is a tool round trip: two /v1/responses calls, each recorded
+    assert summary["requests"] >= 2 * status["succeeded"], summary
     assert all(r == 1.0 for r in summary["train_reward"].values()), summary["train_reward"]
     assert summary["batches"] >= 2, summary
     # later rollouts were served by a version the trainer wrote and the inference server loaded
