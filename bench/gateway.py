@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -274,15 +276,14 @@ def _wait_group(settings: Any, members: int, timeout_s: float = 90.0) -> None:
     raise RuntimeError(f"the workers group did not stabilise with {members} members")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=2000, help="latency: calls per path")
-    ap.add_argument("--samples", type=int, default=2000, help="throughput: samples per run")
-    ap.add_argument("--workers", default="1,2,4", help="throughput: worker process counts")
-    ap.add_argument("--concurrency", type=int, default=64, help="rollouts at once per worker")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+@contextlib.contextmanager
+def standalone_gateway() -> Iterator[tuple[Any, str, str]]:
+    """A broker (``$STREAMRL_BOOTSTRAP_SERVERS``, else a throwaway local one), fresh topics, the fake
+    OpenAI-compatible server and a standalone ``streamrl gateway`` in front of it, all stopped on exit.
 
+    Yields ``(settings, upstream, gateway_url)``: upstream is the fake server's ``.../v1`` base URL.
+    Raises ``TimeoutError`` when a server does not answer within 30 s.
+    """
     from streamrl.config import load_settings
     from streamrl.topics import ensure_topics
     from tests.support.kafka import free_port, start_local_broker
@@ -319,6 +320,28 @@ def main() -> None:
         )
         gateway_url = f"http://127.0.0.1:{gw_port}"
         _wait_http(gateway_url + "/healthz")
+        yield settings, upstream, gateway_url
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if broker is not None:
+            broker.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=2000, help="latency: calls per path")
+    ap.add_argument("--samples", type=int, default=2000, help="throughput: samples per run")
+    ap.add_argument("--workers", default="1,2,4", help="throughput: worker process counts")
+    ap.add_argument("--concurrency", type=int, default=64, help="rollouts at once per worker")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    with standalone_gateway() as (settings, upstream, gateway_url):
         lat = asyncio.run(_latency(gateway_url, upstream, args.calls))
         print(
             f"gateway added latency per call ({args.calls} sequential chat calls, recorded to Kafka): "
@@ -339,15 +362,6 @@ def main() -> None:
                         f"{rate:,.0f} rollouts/s ({args.samples} samples, {os.cpu_count()} CPU cores shared "
                         "with broker, inference and client)"
                     )
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

@@ -20,15 +20,10 @@ import asyncio
 import logging
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
-from bench.gateway import ROOT, _env, _pct, _wait_http
+from bench.gateway import _pct, standalone_gateway
 
 REPLY = "hello REPLY:abcdefgh"
 
@@ -126,42 +121,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from streamrl.config import load_settings
-    from streamrl.topics import ensure_topics
-    from tests.support.kafka import free_port, start_local_broker
-
-    broker = None
-    bootstrap = os.environ.get("STREAMRL_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = start_local_broker(Path(tempfile.mkdtemp(prefix="bench-kafka-")), heap="512m")
-        bootstrap = broker.bootstrap
-    procs: list[subprocess.Popen] = []
-    try:
-        settings = load_settings(
-            None, kafka={"bootstrap_servers": bootstrap}, topics={"prefix": f"bench{uuid.uuid4().hex[:8]}."}
-        )
-        ensure_topics(settings)
-        up_port, gw_port = free_port(), free_port()
-        upstream = f"http://127.0.0.1:{up_port}/v1"
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.support.fake_inference", "--port", str(up_port)],
-                cwd=ROOT,
-                env=_env(settings, upstream),
-                stdout=subprocess.DEVNULL,
-            )
-        )
-        _wait_http(upstream + "/models")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "streamrl.cli", "gateway", "--port", str(gw_port)],
-                cwd=ROOT,
-                env=_env(settings, upstream),
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        gateway_url = f"http://127.0.0.1:{gw_port}"
-        _wait_http(gateway_url + "/healthz")
+    with standalone_gateway() as (_settings, upstream, gateway_url):
         load = os.getloadavg()[0]
         rows = asyncio.run(_measure(gateway_url, upstream, args.calls))
         print(
@@ -177,16 +137,6 @@ def main() -> None:
                 f"| {r['api']} | {'yes' if r['stream'] else 'no'} | {r['direct_p50_ms']:.2f} | "
                 f"{r['gateway_p50_ms']:.2f} | {r['added_p50_ms']:.2f} | {r['added_p99_ms']:.2f} |"
             )
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":
