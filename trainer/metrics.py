@@ -54,15 +54,35 @@ GRAD_NORM = Gauge("streamrl_trainer_grad_norm", "Global L2 gradient norm before 
 LR = Gauge("streamrl_trainer_lr", "Learning rate of the last step (after warmup and schedule).")
 STALENESS = Gauge(
     "streamrl_trainer_staleness",
-    "Staleness of the last batch's rows (trainer version - row policy_version), by stat (mean, max).",
+    "Staleness of the last trained batch's rows (trainer version - row policy_version, in versions), by "
+    "stat (mean, max); set on every step, 0 when every row is fresh, and at start-up from the resumed "
+    "checkpoint (0 without one).",
     ["stat"],
 )
+STALENESS_STATS = ("mean", "max")
+"""The ``stat`` label values of :data:`STALENESS` (the keys ``staleness/<stat>`` of the step metrics)."""
 REWARD_MEAN = Gauge("streamrl_trainer_reward_mean", "Mean rollout reward of the last batch.")
 CHECKPOINTS = Counter("streamrl_trainer_checkpoints_total", "Checkpoints written, by outcome.", ["outcome"])
 
 
+def record_start(version: int, consumed_rollouts: int, metrics: dict[str, float]) -> None:
+    """Set the gauges that describe the current weights when the trainer starts: ``version`` and
+    ``consumed_rollouts`` from the resumed checkpoint (0 for a fresh start) and the staleness of the
+    batch trained last (``metrics``: the checkpoint's step metrics; 0 without them). So every series
+    exists from the first scrape, and a restart does not read as version 0. Never raises."""
+    try:
+        VERSION.set(version)
+        CONSUMED_ROLLOUTS.set(consumed_rollouts)
+        for stat in STALENESS_STATS:
+            STALENESS.labels(stat).set(metrics.get(f"staleness/{stat}", 0.0))
+    except Exception as exc:  # metrics never crash the trainer
+        log.warning("recording trainer metrics failed: %s", exc)
+
+
 def record_step(version: int, metrics: dict[str, float], step_time_s: float, tokens: int) -> None:
-    """Update the per-step gauges; failures are logged, never raised."""
+    """Update the per-step gauges from one step's ``metrics`` (``actor/*``, ``reward/mean``,
+    ``staleness/mean`` and ``staleness/max``: the staleness gauge is set on every step, 0 when every
+    row was fresh); failures are logged, never raised."""
     try:
         STEPS.inc()
         VERSION.set(version)
@@ -75,9 +95,8 @@ def record_step(version: int, metrics: dict[str, float], step_time_s: float, tok
         GRAD_NORM.set(metrics.get("actor/grad_norm", float("nan")))
         REWARD_MEAN.set(metrics.get("reward/mean", float("nan")))
         LR.set(metrics.get("actor/lr", float("nan")))
-        if "staleness/mean" in metrics:
-            STALENESS.labels("mean").set(metrics["staleness/mean"])
-            STALENESS.labels("max").set(metrics["staleness/max"])
+        for stat in STALENESS_STATS:
+            STALENESS.labels(stat).set(metrics.get(f"staleness/{stat}", 0.0))
     except Exception as exc:  # metrics never crash the trainer
         log.warning("recording trainer metrics failed: %s", exc)
 

@@ -181,6 +181,7 @@ class TrainerService:
                     "checkpoint %d was written but its event not acknowledged: publishing again", ckpt.version
                 )
                 self._publish(ckpt)
+            m.record_start(self.version, self.consumed_rollouts, self.last_metrics)
             self.consumer = make_consumer(self.settings, self.settings.group_id("trainer"))
             self._assign()
             while not self._stop.is_set():

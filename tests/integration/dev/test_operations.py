@@ -201,11 +201,6 @@ def _query_range(url: str, expr: str, start: float, end: float) -> list[float]:
     return [v for v in values if v == v and abs(v) != float("inf")]  # finite samples
 
 
-@pytest.mark.xfail(
-    reason="known issue: the staleness panel can be empty when the trainer (now fast) trains only fresh rows "
-    "in the run Prometheus watches (seen in CI)",
-    strict=False,
-)
 def test_every_dashboard_query_returns_data_from_the_run(run: Run) -> None:
     run.proc.wait(timeout=600)
     assert run.proc.returncode == 0, run.log.read_text()[-4000:]

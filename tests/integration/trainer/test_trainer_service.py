@@ -63,6 +63,9 @@ def test_trains_from_batches_and_publishes_a_loadable_checkpoint(
         == bad_before + 2
     )
     assert REGISTRY.get_sample_value("streamrl_trainer_version") == 3
+    # the last step (b2 at version 2) trained fresh rows only: the staleness gauge says 0, not nothing
+    for stat in ("mean", "max"):
+        assert REGISTRY.get_sample_value("streamrl_trainer_staleness", {"stat": stat}) == 0.0
     assert (
         REGISTRY.get_sample_value(
             "streamrl_trainer_batches_skipped_total", {"reason": "duplicate_dead_lettered"}
