@@ -319,14 +319,17 @@ class Monitor:
         )
         return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
 
-    def count_since(self, base: str, since_ms: int, timeout_s: float = 10.0) -> int:
-        """Records of topic ``base`` whose broker timestamp is at or after ``since_ms`` (ms since the
-        epoch), summed over its partitions from the offsets for that time and the end offsets.
+    def count_since(
+        self, base: str, since_ms: int, timeout_s: float = 10.0, *, topic: str | None = None
+    ) -> int:
+        """Records of topic ``base`` (or of the topic named ``topic`` in full, e.g. an internal topic of
+        streams) whose broker timestamp is at or after ``since_ms`` (ms since the epoch), summed over its
+        partitions from the offsets for that time and the end offsets; 0 for a topic that does not exist.
 
         Raises:
             KafkaException: the cluster cannot be reached.
         """
-        topic = self.settings.topics.name(base)
+        topic = topic or self.settings.topics.name(base)
         meta = self._admin_().list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
             return 0

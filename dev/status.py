@@ -10,7 +10,15 @@ by the same :class:`~streamrl.dev.monitor.Monitor` and :class:`~streamrl.dev.sta
 - state: ``running`` when the workers' or the streams' consumer group has a connected member (the
   sampler and the trainer assign their partitions, so their groups never show members; without
   workers and streams nothing moves anyway), ``idle`` when one does but no trajectory arrived within
-  the rate window, ``stopped`` when neither does (the last trajectory, checkpoint and sample say when);
+  the rate window, ``stopped`` when neither does (the last trajectory, checkpoint and sample say when).
+  A stopped stage leaves its group, static members too (workers unsubscribe first, streams sends the
+  LeaveGroup itself), so a clean stop reads as stopped at once. A crashed static member stays in the
+  group until its session times out, so streams counts only while it writes its timer ticks
+  (``<app_id>-ticks``, every ``streams.tick_interval_s``): a member that wrote none for
+  :func:`streams_silence_s` seconds is ``not responding`` (crashed, hung or still starting), and the verdict
+  says so. A crashed worker counts until ``worker.session_timeout_ms`` (it writes nothing while idle);
+  ``streamrl dev`` and Kubernetes restart it within seconds under the same id, which takes its member
+  back;
 - policy version and the last checkpoint (version, age, loss, reward, lr from its metrics);
 - rollouts/s: trajectory records whose broker timestamp is within the last ``window_s`` seconds,
   counted from offsets (``offsets_for_times``), divided by ``window_s``;
@@ -37,6 +45,7 @@ from streamrl.config.kafka import TOPIC_NAMES
 from streamrl.dev.monitor import GroupState, Monitor
 from streamrl.dev.stats import RunStats
 from streamrl.errors import StreamRLError
+from streamrl.streams.faust_config import streams_topics
 
 #: Topics ``status`` reads: every topic but ``requests`` (every call's token ids: too large to read for a status).
 STATUS_TOPICS = tuple(t for t in TOPIC_NAMES if t != "requests")
@@ -59,7 +68,8 @@ class PipelineStatus:
     complete: bool
     """Every topic was read to its end offset (False: the figures are from a partial read)."""
     groups: list[dict[str, Any]] = field(default_factory=list)
-    """Per consumer group: ``group``, ``stage``, ``state``, ``members``, ``lag`` ({topic: records behind})."""
+    """Per consumer group: ``group``, ``stage``, ``state``, ``members``, ``lag`` ({topic: records behind}),
+    ``responding`` (streams: whether its member wrote a timer tick lately; None for other stages)."""
     policy_version: int = 0
     last_checkpoint: dict[str, Any] | None = None
     """``version``, ``created_at``, ``age_s``, ``uri``, ``metrics`` (a few of its step metrics)."""
@@ -97,6 +107,13 @@ def _stage(settings: Settings, group: str) -> str:
 RUNNING_STAGES = ("workers", "streams")
 
 
+def streams_silence_s(settings: Settings) -> float:
+    """Seconds without a streams timer tick after which its connected member is read as not responding:
+    ten tick intervals, at least 15 s (a rebalance or a loaded machine delays ticks by seconds).
+    Below the default ``streams.session_timeout_s`` (30 s), so a crash shows before Kafka notices."""
+    return max(15.0, 10 * settings.streams.tick_interval_s)
+
+
 class StatusReader:
     """Reads :class:`PipelineStatus` again and again (``--watch``), incrementally: each refresh reads
     only the records that arrived since the previous one.
@@ -105,17 +122,29 @@ class StatusReader:
         settings: the pipeline's settings (bootstrap servers, security, topic prefix).
         window_s: rate window of rollouts/s, in seconds.
         timeout_s: longest a refresh may take, in seconds.
+        silence_s: seconds without a streams timer tick after which its connected member is read as
+            not responding (default :func:`streams_silence_s`).
 
     Raises (from :meth:`refresh`):
         StreamRLError: the cluster cannot be reached, or it has none of the pipeline's topics.
     """
 
-    def __init__(self, settings: Settings, *, window_s: float = 60.0, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        window_s: float = 60.0,
+        timeout_s: float = 30.0,
+        silence_s: float | None = None,
+    ) -> None:
         self.settings = settings
+        self.silence_s = streams_silence_s(settings) if silence_s is None else silence_s
         self.window_s = window_s
         self.timeout_s = timeout_s
         self.stats = RunStats(val_samples_per_task=settings.sampler.val_samples_per_task)
         self.monitor: Monitor | None = None
+        self._ticks_topic = streams_topics(settings).ticks
+        self._has_ticks = False
 
     def close(self) -> None:
         if self.monitor is not None:
@@ -150,9 +179,17 @@ class StatusReader:
             lag = mon.measure_lag(timeout_s=min(10.0, self.timeout_s))
             now_ms = int(time.time() * 1000)
             recent = mon.count_since("trajectories", now_ms - int(self.window_s * 1000), self.timeout_s)
+            ticks = None  # no ticks topic: a streams that never ran (or older), judged by its group alone
+            if (
+                self._has_ticks
+                or self._ticks_topic in mon._admin_().list_topics(timeout=min(10.0, self.timeout_s)).topics
+            ):
+                self._has_ticks = True
+                since_ms = now_ms - int(self.silence_s * 1000)
+                ticks = mon.count_since("", since_ms, self.timeout_s, topic=self._ticks_topic)
         except KafkaException as exc:
             raise StreamRLError(f"reading the pipeline from {s.kafka.bootstrap_servers}: {exc}") from exc
-        return self._build(groups, lag, complete, recent, now_ms)
+        return self._build(groups, lag, complete, recent, now_ms, streams_ticks=ticks)
 
     def _build(
         self,
@@ -161,7 +198,10 @@ class StatusReader:
         complete: bool,
         recent: int,
         now_ms: int,
+        streams_ticks: int | None = None,
     ) -> PipelineStatus:
+        """``streams_ticks``: timer ticks streams wrote in the last ``silence_s`` seconds (None:
+        not read; a connected streams member then counts as running)."""
         s, st = self.settings, self.stats
         assert self.monitor is not None
         stem = s.group_id("")
@@ -171,12 +211,16 @@ class StatusReader:
             stage = _stage(s, g.group)
             if stage == "inference" and g.members == 0:
                 continue  # each inference server has its own group; an empty one is a server gone
+            responding = None  # only streams has a sign of life of its own (its timer ticks)
+            if stage == "streams" and g.members > 0 and streams_ticks is not None:
+                responding = streams_ticks > 0
             rows.append(
                 {
                     "group": g.group,
                     "stage": stage,
                     "state": g.state,
                     "members": g.members,
+                    "responding": responding,
                     "lag": {t: n for (grp, t), n in sorted(lag.items()) if grp == short},
                 }
             )
@@ -203,15 +247,29 @@ class StatusReader:
         # workers and streams subscribe to their topics, so their groups show members while they run;
         # the sampler and the trainer assign partitions themselves (their groups never show members):
         # their sign of life is their output (samples, checkpoints), which can pause while they wait
-        running = sorted({r["stage"] for r in rows if r["stage"] in RUNNING_STAGES and r["members"] > 0})
+        connected = {r["stage"] for r in rows if r["stage"] in RUNNING_STAGES and r["members"] > 0}
+        silent = sorted({r["stage"] for r in rows if r["members"] > 0 and r["responding"] is False})
+        running = sorted(connected - set(silent))
         rate = recent / self.window_s
+        note = (
+            f"; {', '.join(silent)} not responding (a member is connected but wrote no timer tick in "
+            f"{self.silence_s:.0f} s: crashed, hung or starting; Kafka drops a crashed static "
+            f"member after streams.session_timeout_s = {s.streams.session_timeout_s:.0f} s)"
+            if silent
+            else ""
+        )
         if not running:
             state = "stopped"
             ago = f"{_ago(traj_age)}" if traj_age is not None else "never"
             last_v = f"v{ckpt['version']} {_ago(ckpt['age_s'])}" if ckpt else "none"
+            why = (
+                "no rollout worker and no streams aggregator is connected (their consumer groups have no "
+                "members)"
+                if not silent
+                else "no rollout worker or streams aggregator is running"
+            )
             verdict = (
-                "STOPPED: no rollout worker and no streams aggregator is connected (their consumer groups "
-                f"have no members); last trajectory {ago}, last checkpoint {last_v}, last sample "
+                f"STOPPED: {why}; last trajectory {ago}, last checkpoint {last_v}, last sample "
                 f"{_ago((now_ms - last_ms['samples']) / 1000) if 'samples' in last_ms else 'never'}"
             )
         elif recent == 0:
@@ -222,6 +280,7 @@ class StatusReader:
         else:
             state = "running"
             verdict = f"RUNNING: {', '.join(running)}"
+        verdict += note
         return PipelineStatus(
             bootstrap=s.kafka.bootstrap_servers,
             prefix=s.topics.prefix,
@@ -331,7 +390,8 @@ def render(st: PipelineStatus) -> Any:
         if g["stage"] in ("sampler", "trainer") and g["members"] == 0:  # they assign, never join
             groups.add_row(g["group"], g["stage"], "[dim]assigns partitions[/]", "-", lag)
         else:
-            groups.add_row(g["group"], g["stage"], g["state"].lower(), str(g["members"]), lag)
+            state = g["state"].lower() + (" [red](not responding)[/]" if g.get("responding") is False else "")
+            groups.add_row(g["group"], g["stage"], state, str(g["members"]), lag)
     body: list[Any] = [f"[bold {color}]{st.verdict}[/]", head, groups]
     if not st.complete:
         body.append("[yellow]partial read: not every topic reached its end offset within the timeout[/]")

@@ -69,9 +69,16 @@ class StreamsSettings(Section):
     """Static group membership (``group.instance.id``): a restarted streams process with the same id
     takes its partitions back at once instead of after ``session_timeout_s``. Unique among the live
     members of the group (a second process with the same id fences the first). ``streamrl dev`` sets
-    it; the Helm chart sets it to the StatefulSet pod's name. With it, a stopped process's partitions
-    move to the others only after ``session_timeout_s`` (aiokafka does not leave the group for a
-    static member). None = dynamic membership."""
+    it; the Helm chart sets it to the StatefulSet pod's name. A crashed (SIGKILLed) process's member
+    keeps its partitions until ``session_timeout_s``; a clean stop leaves the group at once
+    (``leave_group_on_stop``). None = dynamic membership."""
+    leave_group_on_stop: bool = True
+    """A clean stop (SIGTERM/SIGINT) of a static member (``instance_id``) leaves the consumer
+    group, so its partitions move at once and ``streamrl status`` reads it as stopped within
+    seconds. aiokafka, like Kafka's own clients (KIP-345), does not leave for a static member;
+    streams sends the LeaveGroup itself. False keeps the member until ``session_timeout_s``: a
+    rolling restart of several instances then moves no partition (a restart within the session
+    takes the same ones back)."""
     dedup_retention_s: float = Field(3600.0, gt=0)
     """Seconds finished rollouts and groups are remembered to drop late duplicates."""
     group_partitions: int = Field(1, ge=1)

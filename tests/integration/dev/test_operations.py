@@ -220,11 +220,6 @@ def test_every_dashboard_query_returns_data_from_the_run(run: Run) -> None:
     print(f"{len(exprs) - len(skipped)} dashboard queries returned data; not run here: {skipped}")
 
 
-@pytest.mark.xfail(
-    reason="known issue: streams now has static group membership (streams.instance_id), so after a stop its "
-    "member stays in the group until the session times out and status reads it as running (seen in CI)",
-    strict=False,
-)
 def test_status_once_the_pipeline_stopped(run: Run) -> None:
     if run.proc.poll() is None:
         run.proc.wait(timeout=600)
