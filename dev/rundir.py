@@ -174,3 +174,35 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def refuse_used_topics(settings: Settings) -> None:
+    """With ``dev.fresh_topics``, refuse a run whose topics already hold records.
+
+    The run's topic prefix is ``<topics.prefix><run_id>.``: an earlier run with the same ``run_id``
+    on the same cluster (another run root, or a run directory deleted since) left its records there.
+    Started on them, this run would not be fresh: the inference server would load that run's newest
+    checkpoint before serving (and the trainer go on from its versions), the sampler and workers
+    would read its tasks and samples, and the summary would count its rollouts.
+
+    Args:
+        settings: the run's effective settings (its topic prefix and cluster).
+
+    Raises:
+        StreamRLError: a topic of the run holds records (names and record counts, and what to do).
+        BrokerError: the cluster is unreachable.
+    """
+    if not settings.dev.fresh_topics:
+        return
+    from streamrl.errors import StreamRLError
+    from streamrl.topics import describe_topics
+
+    used = [t for t in describe_topics(settings) if t.records]
+    if used:
+        held = ", ".join(f"{t.name} ({t.records} records)" for t in used)
+        raise StreamRLError(
+            f"the run's topics {settings.topics.prefix}* on {settings.kafka.bootstrap_servers} already "
+            f"hold records of an earlier run with the same run id: {held}. A run started on them would "
+            "serve that run's checkpoints and read its tasks; choose another dev.run_id (or leave it "
+            "unset for a new one), or delete those topics"
+        )

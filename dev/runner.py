@@ -47,6 +47,7 @@ from streamrl.dev.rundir import (
     metrics_ports,
     new_run_id,
     raw_config,
+    refuse_used_topics,
     run_overrides,
     write_config,
     write_prometheus_targets,
@@ -333,7 +334,9 @@ def run_dev(
                     metrics=metrics,
                 )
                 config_path = write_config(run_dir / "config.yaml", deep_merge(user, over))
-                settings = load_settings(config_path)
+                # the run's own prefix wins over STREAMRL_TOPIC_PREFIX (which it starts with), here
+                # and in the children (_child_env), or every run would share the environment's topics
+                settings = load_settings(config_path, **{k: over[k] for k in ("topics",) if k in over})
                 if metrics is not None:
                     serving = settings.inference.port if dev.start_inference else None
                     targets = write_prometheus_targets(run_dir / "prometheus-targets.json", metrics, serving)
@@ -407,9 +410,11 @@ def _report_restart(console: Console, event: Restart) -> None:
 
 
 def _prepare(settings: Settings, console: Console) -> None:
-    """Start-up work that starts no child process (interruptible by Ctrl-C): topics, the model."""
+    """Start-up work that starts no child process (interruptible by Ctrl-C): topics (fresh ones:
+    :func:`refuse_used_topics`), the model."""
     from streamrl.topics import ensure_topics
 
+    refuse_used_topics(settings)
     ensure_topics(settings)
     ensure_model(settings, console)
 
@@ -417,8 +422,11 @@ def _prepare(settings: Settings, console: Console) -> None:
 def _child_env(settings: Settings) -> dict[str, str]:
     """The children's environment; without a configured admin token, a fresh one for this run
     (``STREAMRL_SECURITY__ADMIN_TOKEN``, in the environment only: never written to the run directory),
-    so the inference API of a dev run takes only the gateway's calls."""
+    so the inference API of a dev run takes only the gateway's calls; with ``dev.fresh_topics``, no
+    ``STREAMRL_TOPIC_PREFIX`` (the run's prefix, ``<that prefix><run_id>.``, is in ``config.yaml``)."""
     env = dict(os.environ)
+    if settings.dev.fresh_topics:  # config.yaml holds the run's prefix; the environment's would win
+        env.pop("STREAMRL_TOPIC_PREFIX", None)
     if credentials(settings.security).admin_token is None:
         import secrets
 

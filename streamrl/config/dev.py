@@ -93,8 +93,10 @@ class DevSettings(Section):
     run_id: str | None = None
     """Name of the run directory; None = ``<UTC date>-<time>-<4 hex>``."""
     fresh_topics: bool = True
-    """Give the run its own topic prefix (``<topics.prefix><run_id>.``) so a re-run never reads an
-    earlier run's records. False keeps ``topics.prefix`` (resume a pipeline)."""
+    """Give the run its own topic prefix (``<topics.prefix><run_id>.``, also over
+    ``STREAMRL_TOPIC_PREFIX``) so a re-run never reads an earlier run's records; a run whose topics
+    already hold records (an earlier run with the same ``run_id``) is refused. False keeps
+    ``topics.prefix`` (resume a pipeline)."""
     keep_broker: bool = False
     """Leave the local broker that ``dev`` started running after the run (False stops it)."""
     broker_data_dir: Path | None = None

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,7 @@ def test_dev_trains_the_gsm8k_agent_end_to_end(kafka_bootstrap: str, tmp_path: P
     config["worker"].update({"concurrency": 8, "sampling": {"temperature": 1.0, "max_tokens": 24}})
     config["streams"].update({"batch_timeout_s": 3, "tick_interval_s": 0.5})
     config["trainer"].update({"max_steps": 2})
+    config.setdefault("topics", {})["prefix"] = f"t{uuid.uuid4().hex[:10]}."  # apart from other runs
     cfg = tmp_path / "e2e.yaml"
     cfg.write_text(yaml.safe_dump(config))
 

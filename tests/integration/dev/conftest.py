@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def dev_config(tmp_path: Path, kafka_bootstrap: str) -> Callable[..., tuple[Path
             },
             "worker": {"agent": "examples.max_digit.agent:solve", "sampling": {"max_tokens": 1}},
             "trainer": {"save_every": 1},
+            # every run_id is "r": a prefix of its own keeps the runs on the session's broker apart
+            "topics": {"prefix": f"t{uuid.uuid4().hex[:10]}."},
         }
         for name, values in sections.items():
             config.setdefault(name, {}).update(values)

@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
         "streams": {"filter_zero_variance": False},
         "worker": {"agent": "examples.max_digit.agent:solve", "sampling": {"max_tokens": 1}},
         "trainer": {"save_every": 1, "max_steps": 4},
+        "topics": {"prefix": f"t{uuid.uuid4().hex[:10]}."},  # run_id "r": apart from other runs
     }  # fmt: skip
     cfg = tmp / "dev.yaml"
     cfg.write_text(yaml.safe_dump(config))

@@ -63,6 +63,15 @@ def test_child_env_puts_pythonpath_first_and_adds_dev_env(
     assert env["OMP_NUM_THREADS"] == "1"
 
 
+def test_children_get_the_runs_topic_prefix_not_the_environments(monkeypatch: pytest.MonkeyPatch) -> None:
+    # STREAMRL_TOPIC_PREFIX would win over the run's <prefix><run_id>. in config.yaml: every run
+    # started from that environment would share one set of topics
+    monkeypatch.setenv("STREAMRL_TOPIC_PREFIX", "team.")
+    assert "STREAMRL_TOPIC_PREFIX" not in _child_env(load_settings(None))
+    kept = _child_env(load_settings(None, dev={"fresh_topics": False}))
+    assert kept["STREAMRL_TOPIC_PREFIX"] == "team."
+
+
 def test_missing_dataset_is_a_config_error_before_anything_starts(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"dev.datasets\[0\].path: .*nope.jsonl does not exist"):
         run_dev(Path("/dev/null"), overrides={"dev": {"datasets": [{"path": str(tmp_path / "nope.jsonl")}]}})
