@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
             None, "--metrics-port", help="Prometheus port (default: trainer.metrics_port)."
         ),
     ) -> None:
-        """Train the policy from `batches` (one step per batch) and publish new checkpoints."""
+        """Train the policy from `batches` and publish new checkpoints: one trainer step (one policy
+        version) per batch, made of trainer.ppo_epochs x trainer.ppo_mini_batches optimizer steps."""
         settings = settings_from(
             config,
             {

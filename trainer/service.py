@@ -1,4 +1,5 @@
-"""The trainer service: consume ``batches``, train one step per batch, checkpoint, publish ``checkpoints``.
+"""The trainer service: consume ``batches``, train one step (one policy version: ``ppo_epochs`` x
+``ppo_mini_batches`` optimizer steps) per batch, checkpoint, publish ``checkpoints``.
 
 Exactly-once effect on the policy (DESIGN.md "Invariants"):
 

@@ -1,15 +1,17 @@
 """The ``torch`` backend: one Hugging Face causal LM in this process (CPU or one GPU), optionally LoRA.
 
-One call of :meth:`TorchBackend.train_step` is one optimizer step over one batch: advantages from
-VERL's registered estimator, micro-batches with gradient accumulation (each micro-batch loss is its
-share of the whole-batch loss, VERL ``agg_loss`` with global batch info), gradient clipping, AdamW
-with a warmup/decay schedule.
+One call of :meth:`TorchBackend.train_step` trains one batch: advantages from VERL's registered
+estimator, then ``ppo_epochs`` passes over ``ppo_mini_batches`` mini-batches, one optimizer step each
+(1 x 1 by default), with micro-batches and gradient accumulation inside a mini-batch (each micro-batch
+loss is its share of the mini-batch loss, VERL ``agg_loss`` with global batch info), gradient
+clipping, AdamW, and one step of the warmup/decay schedule per batch.
 
 pi_old: with one optimizer step per batch, every micro-batch forward runs on the weights of the step's
 start, which are exactly the weights VERL's separate ``compute_log_prob`` pass would score; so
 pi_old = ``log_prob.detach()`` of the training forward (identical values for models without active
 dropout, as causal LMs are configured for RL). Skipping that extra forward pass is why a step costs
-about one forward+backward.
+about one forward+backward. With more than one optimizer step per batch, pi_old is scored once
+before the first (a no-grad forward per micro-batch) and every step's ratio is taken against it.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ class RLSettings(Section):
     group_size: int = Field(8, ge=1)
     """Rollouts per task per epoch (a GRPO group)."""
     train_batch_size: int = Field(4, ge=1)
-    """Groups per training batch (one trainer step per batch)."""
+    """Groups per training batch (one trainer step, i.e. one policy version, per batch)."""
     max_staleness: int = Field(1, ge=0)
     """Policy versions a trained row may lag behind the trainer (staleness = trainer version - the
     row's policy version); 0 = fully on-policy. The sampler admits at most ``(max_staleness + 1) x

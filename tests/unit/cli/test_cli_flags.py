@@ -136,3 +136,14 @@ def test_the_console_script_prints_one_line_and_exits_1() -> None:
     assert done.stderr.strip() == (
         "error: --max-steps: trainer.max_steps: Input should be greater than or equal to 1 (got 0)"
     )
+
+
+def test_trainer_help_says_what_a_step_is(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = _run(monkeypatch, capsys, "trainer", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0
+    assert "one step per batch" not in text
+    assert "trainer.ppo_epochs x trainer.ppo_mini_batches optimizer steps" in text, text
