@@ -194,7 +194,8 @@ def build_task(
         hash_chars: hex characters of the hash id.
 
     Raises:
-        InvalidRow: unparseable row, not an object, bad id field, not JSON-serializable.
+        InvalidRow: unparseable row, not an object, bad id field, no field but the id (or none at
+            all: nothing for the agent), not JSON-serializable.
     """
     if row.error is not None:
         raise InvalidRow(row.where, row.error)
@@ -204,6 +205,14 @@ def build_task(
         if id_field
         else row_hash_id(row.value, split, hash_chars)
     )
+    if not any(k != id_field for k in row.value):
+        # the payload is what the agent gets (Task.payload, schemas/records.py): an id alone is no task
+        raise InvalidRow(
+            row.where,
+            f"no task fields: the row has only its id field {id_field!r}"
+            if row.value
+            else "no task fields: the row is an empty object",
+        )
     return Task(
         task_id=task_id,
         split=split,

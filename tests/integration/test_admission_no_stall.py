@@ -205,7 +205,7 @@ def test_a_long_run_with_every_kind_of_drop_never_stalls_admission(settings_fact
         },
     )
     data = tmp_path / "tasks.jsonl"
-    data.write_text("".join(f'{{"id": "t{i:02d}"}}\n' for i in range(N_TASKS)))
+    data.write_text("".join(f'{{"id": "t{i:02d}", "q": {i}}}\n' for i in range(N_TASKS)))
     assert publish_file(s, data, id_field="id").published == N_TASKS
     config = tmp_path / "streamrl.yaml"
     config.write_text(yaml.safe_dump(s.model_dump(mode="json")))

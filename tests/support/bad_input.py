@@ -59,6 +59,11 @@ CATALOGUE: tuple[Kind, ...] = (
         "reported at its line (`missing id field`), skipped",
     ),
     _k(
+        "publish-id-only",
+        "a row with its `--id-field` field and nothing else (no task for the agent)",
+        "reported at its line (`no task fields: the row has only its id field`), skipped",
+    ),
+    _k(
         "publish-oversized-row",
         "a row over `publish.max_task_bytes`",
         "reported with its size and the limit, skipped",

@@ -77,6 +77,7 @@ BAD_LINE: dict[str, tuple[bytes, list[str]]] = {
     "publish-malformed-jsonl": (b'{"id": "x", "question": ', ["malformed JSON"]),
     "publish-not-an-object": (b"[1, 2, 3]", ["not a JSON object (got list)"]),
     "publish-missing-id": (b'{"question": "no id"}', ["missing id field 'id'"]),
+    "publish-id-only": (b'{"id": "lonely"}', ["no task fields: the row has only its id field 'id'"]),
     "publish-oversized-row": (
         json.dumps({"id": "big", "text": "x" * 10_000}).encode(),
         ["bytes encoded, over publish.max_task_bytes=4096"],

@@ -112,7 +112,7 @@ def test_dropped_groups_release_capacity_so_the_sampler_never_stalls(
     )
     tasks = [f"t{i}" for i in range(8)]
     data = tmp_path / "tasks.jsonl"
-    data.write_text("".join(json.dumps({"id": t}) + "\n" for t in tasks))
+    data.write_text("".join(json.dumps({"id": t, "q": t}) + "\n" for t in tasks))
     assert publish_file(s, data, id_field="id").published == 8
     order = epoch_order(tasks, 0, seed=5)
     zero_variance = {f"{t}/0" for t in (order[0], order[1], order[4], order[7])}
@@ -156,8 +156,8 @@ def test_retries_exhausted_go_to_dlq_and_validation_runs_every_n_versions(
         },
     )
     train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
-    train.write_text("".join(json.dumps({"id": f"t{i}"}) + "\n" for i in range(3)))
-    val.write_text("".join(json.dumps({"id": f"v{i}"}) + "\n" for i in range(2)))
+    train.write_text("".join(json.dumps({"id": f"t{i}", "q": i}) + "\n" for i in range(3)))
+    val.write_text("".join(json.dumps({"id": f"v{i}", "q": i}) + "\n" for i in range(2)))
     publish_file(s, train, id_field="id")
     publish_file(s, val, id_field="id", split="val")
     # t1/0/0: two infrastructure failures (spend no retries), then two of its own (max_retries=1)

@@ -53,7 +53,7 @@ def spawn(settings, log: Path) -> subprocess.Popen:
 def test_sigkill_mid_epoch_then_restart_skips_nothing(settings_factory, trainer_sim, tmp_path: Path) -> None:
     s = settings_factory(rl={"group_size": G, "train_batch_size": 2, "max_staleness": 1, "seed": 11})
     data = tmp_path / "tasks.jsonl"
-    data.write_text("".join(json.dumps({"id": f"t{i:02d}"}) + "\n" for i in range(N_TASKS)))
+    data.write_text("".join(json.dumps({"id": f"t{i:02d}", "q": i}) + "\n" for i in range(N_TASKS)))
     publish_file(s, data, id_field="id")
     sim = trainer_sim(s, fail={("t03/0/2", 0), ("t17/1/0", 0)})
     log = tmp_path / "sampler.log"

@@ -39,6 +39,8 @@ def test_build_task_uses_id_field_and_records_source() -> None:
         ({"id": 1.5}, "id", "string or integer"),
         ({"id": "a", "b": b"\x00"}, "id", "not JSON-serializable"),
         ({"x": float("nan")}, None, "not JSON-serializable"),
+        ({"id": "t1"}, "id", "no task fields: the row has only its id field 'id'"),
+        ({}, None, "no task fields: the row is an empty object"),
     ],
 )
 def test_invalid_rows_say_where_and_why(value: object, id_field: str | None, match: str) -> None:
@@ -81,3 +83,16 @@ def test_cli_exits_nonzero_when_every_row_is_invalid(tmp_path) -> None:
     assert result.exit_code == 1, result.output
     result = runner.invoke(app, ["publish", str(bad), "--dry-run"])
     assert result.exit_code == 0, result.output
+
+
+def test_cli_names_file_and_line_of_a_row_with_only_an_id(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from streamrl.cli import app
+
+    data = tmp_path / "tasks.jsonl"
+    data.write_text('{"id": "a", "prompt": "5037"}\n{"id": "b"}\n')
+    result = CliRunner().invoke(app, ["publish", str(data), "--id-field", "id", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "tasks.jsonl line 2: no task fields: the row has only its id field 'id'" in result.output
+    assert "would publish 1 task(s)" in result.output and "1 invalid" in result.output
