@@ -11,7 +11,9 @@ asserts nothing about speed.
 Latency: sequential non-streaming chat calls, alternating direct (client → inference) and through
 the gateway (client → gateway → inference); added latency = gateway call − the direct call next to
 it. Throughput: samples produced up front while the workers are in the group; rollouts/s = samples /
-(time from the first to the last Trajectory seen).
+(timestamp of the last Trajectory record − wall clock just before the first Sample was produced). Not
+the span between the first and the last Trajectory: with few samples they all arrive in one
+consumer batch and that span is near zero.
 """
 
 from __future__ import annotations
@@ -183,8 +185,9 @@ def _throughput(
     ]
     try:
         _wait_group(s, workers)
+        started_s = time.time()
         _produce(s, samples)
-        return _wait_trajectories(s, samples)
+        return _wait_trajectories(s, samples, started_s)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -224,8 +227,13 @@ def _produce(settings: Any, n: int) -> None:
     p.flush(60)
 
 
-def _wait_trajectories(settings: Any, n: int, timeout_s: float = 300.0) -> float:
-    """Rollouts/s: n / (last - first Trajectory arrival), counting distinct rollout ids."""
+def _wait_trajectories(settings: Any, n: int, started_s: float, timeout_s: float = 300.0) -> float:
+    """Rollouts/s: n / (timestamp of the last Trajectory record - ``started_s``, the wall clock in s
+    since the epoch just before the first Sample was produced), counting distinct rollout ids.
+
+    Raises:
+        RuntimeError: fewer than ``n`` trajectories within ``timeout_s``.
+    """
     from confluent_kafka import Consumer
 
     from streamrl.kafka import client_config
@@ -241,21 +249,20 @@ def _wait_trajectories(settings: Any, n: int, timeout_s: float = 300.0) -> float
     c = Consumer(conf)
     c.subscribe([settings.topics.name("trajectories")])
     seen: set[bytes] = set()
-    first = last = 0.0
+    last_ms = 0
     deadline = time.monotonic() + timeout_s
     try:
         while len(seen) < n and time.monotonic() < deadline:
             for msg in c.consume(1000, 0.1):
                 if msg.error() is None:
-                    now = time.perf_counter()
-                    first = first or now
-                    last = now
+                    # the record's timestamp (set when the worker produced it), not when we read it
+                    last_ms = max(last_ms, msg.timestamp()[1])
                     seen.add(msg.key())
     finally:
         c.close()
     if len(seen) < n:
         raise RuntimeError(f"only {len(seen)} of {n} trajectories in {timeout_s} s")
-    return n / max(last - first, 1e-9)
+    return n / max(last_ms / 1000 - started_s, 1e-3)
 
 
 def _wait_group(settings: Any, members: int, timeout_s: float = 90.0) -> None:
