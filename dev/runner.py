@@ -39,6 +39,7 @@ from rich.console import Console
 from streamrl.config import Settings, flag_overrides, load_settings
 from streamrl.dev.cpu import CpuMeter
 from streamrl.dev.display import render, status_line
+from streamrl.dev.local_broker import choose_broker, owner_name, stop_broker
 from streamrl.dev.monitor import Monitor
 from streamrl.dev.report import format_summary, plot_rewards, write_summary
 from streamrl.dev.rundir import (
@@ -305,6 +306,7 @@ def run_dev(
     )
 
     broker = None
+    private_broker = False
     sup: Supervisor | None = None
     monitor: Monitor | None = None
     meter = CpuMeter()
@@ -314,11 +316,15 @@ def run_dev(
         try:
             with signals.interruptible():  # nothing started yet but, perhaps, the broker
                 if not os.environ.get("STREAMRL_BOOTSTRAP_SERVERS"):
-                    from streamrl.broker import LocalKafka
-
-                    local = LocalKafka(settings.kafka.local, data_dir=dev.broker_data_dir)
+                    # another dev run's broker (another clone's demo) is not ours to share: it stops
+                    # it when it ends; then this run starts its own on free ports
+                    local, note = choose_broker(settings, run_id, data_dir=dev.broker_data_dir)
+                    private_broker = note is not None
+                    if note:
+                        console.print(note, highlight=False)
                     console.print(f"starting the local Kafka broker on {local.bootstrap} ...")
-                    bootstrap, broker_started = local.start()  # stops what it spawned if interrupted
+                    # stops what it spawned if interrupted
+                    bootstrap, broker_started = local.start(owner=owner_name(run_id))
                     broker = local if broker_started else None  # not ours: leave it running
                     over_bootstrap: str | None = bootstrap
                 else:
@@ -392,7 +398,7 @@ def run_dev(
             if left:
                 outcome, code = f"{outcome}; processes left running: {left}", EXIT_LEFTOVERS
             if broker is not None and not dev.keep_broker:
-                broker.stop()
+                stop_broker(broker, private=private_broker)
     cpu = meter.report(stats.trajectories, stats.version, time.monotonic())
     summary = _finish(stats, settings, run_dir, time.monotonic() - started_at, outcome, console, cpu, sup)
     return DevResult(code, outcome, run_dir, summary)

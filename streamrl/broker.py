@@ -15,16 +15,23 @@ required (only the broker itself, holding the keystore, can reach it), so no lis
 anonymous login. ``authorizer: true`` adds Kafka's StandardAuthorizer: nothing is allowed but to
 ``super_users`` and what ACLs grant (:mod:`streamrl.acl`). ``server.properties`` holds the
 broker's own password and keystore password and is written with mode 0600.
+
+Ownership: ``start(owner=...)`` records who started the node (``broker.owner`` beside its pid file:
+the owner's name and pid), so a ``streamrl dev`` run can tell a broker that another run will stop
+when it ends from one started to stay (``streamrl kafka start``). A port that another process holds
+is one clear error before any JVM starts.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -238,6 +245,30 @@ class LocalKafka:
         return self.data_dir / "broker.pid"
 
     @property
+    def owner_file(self) -> Path:
+        """Who started the running node (JSON ``{"owner": name, "pid": pid}``), if it was told."""
+        return self.data_dir / "broker.owner"
+
+    def owner(self) -> dict[str, Any] | None:
+        """The recorded owner of the running node (``owner``, ``pid``) while that owner process is
+        alive; None if the node is not running, was started without an owner, or its owner is gone
+        (then nobody will stop it but ``streamrl kafka stop``)."""
+        if self.pid() is None:
+            return None
+        try:
+            rec = json.loads(self.owner_file.read_text())
+            pid = int(rec["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return {"owner": str(rec.get("owner", "?")), "pid": pid}
+
+    @property
     def log_file(self) -> Path:
         """The broker's stdout/stderr."""
         return self.data_dir / "broker.log"
@@ -412,15 +443,21 @@ class LocalKafka:
         except KafkaException:
             return False
 
-    def start(self, timeout_s: float | None = None) -> tuple[str, bool]:
+    def start(self, timeout_s: float | None = None, *, owner: str | None = None) -> tuple[str, bool]:
         """Start the broker (formatting its storage the first time) and wait until it answers.
+
+        Args:
+            timeout_s: how long to wait for it to answer (default ``start_timeout_s``).
+            owner: who starts it (e.g. ``streamrl dev run <id>``), recorded with this process's pid
+                in :attr:`owner_file` (:meth:`owner`); None records nothing (a broker meant to stay).
 
         Returns:
             ``(bootstrap address, started)``: ``started`` is False when it was already running.
 
         Raises:
-            BrokerError: Java/Maven missing, jars unresolvable, the process died (log tail in the
-                message), or it did not answer a metadata request within ``timeout_s``.
+            BrokerError: Java/Maven missing, jars unresolvable, the client or controller port held by
+                another process, the process died (log tail in the message), or it did not answer a
+                metadata request within ``timeout_s``.
         """
         timeout_s = timeout_s or self.cfg.start_timeout_s
         if self.secured:
@@ -432,6 +469,7 @@ class LocalKafka:
                 "another Kafka broker already answers on %s; not starting a second one", self.bootstrap
             )
             return self.bootstrap, False
+        self._check_ports_free()
         self.ensure_jars()
         self.format_storage()
         config = self.data_dir / "server.properties"
@@ -445,6 +483,9 @@ class LocalKafka:
             )
         try:
             self.pid_file.write_text(str(proc.pid))
+            self.owner_file.unlink(missing_ok=True)
+            if owner is not None:
+                self.owner_file.write_text(json.dumps({"owner": owner, "pid": os.getpid()}))
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
@@ -462,6 +503,22 @@ class LocalKafka:
             # runs in its own session, so nothing else would ever stop it
             self._terminate(proc)
             raise
+
+    def _check_ports_free(self) -> None:
+        """Raise a clear error if another process listens on the client or controller port (the JVM
+        would die on "Address already in use" after seconds of start-up)."""
+        for key, port in (("port", self.cfg.port), ("controller_port", self.cfg.controller_port)):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((self.cfg.host, port))
+                except OSError as exc:
+                    raise BrokerError(
+                        f"cannot start the local Kafka broker: port {port} on {self.cfg.host} "
+                        f"(kafka.local.{key}) is in use by another process ({exc.strerror}); another "
+                        f"clone's broker or demo? Stop it, or choose free ports: kafka.local.port and "
+                        f"kafka.local.controller_port (and dev.broker_data_dir for a second broker's data)"
+                    ) from None
 
     def _upsert_users(self, timeout_s: float = 30.0) -> None:
         """Make the broker's SCRAM users those of ``scram_users`` (a user added to the config after
@@ -498,6 +555,7 @@ class LocalKafka:
             except KeyboardInterrupt:  # a second Ctrl-C: no graceful stop, but still no orphan
                 proc.kill()
         self.pid_file.unlink(missing_ok=True)
+        self.owner_file.unlink(missing_ok=True)
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``). Data is kept.
@@ -508,6 +566,7 @@ class LocalKafka:
         pid = self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
+            self.owner_file.unlink(missing_ok=True)
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
@@ -521,6 +580,7 @@ class LocalKafka:
             while self._alive(pid):
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
+        self.owner_file.unlink(missing_ok=True)
         return True
 
     @staticmethod

@@ -110,7 +110,10 @@ class DevSettings(Section):
     start_inference: bool = True
     """Start ``streamrl inference``; False = ``gateway.upstream_url`` points at a running service."""
     free_ports: bool = True
-    """Pick a free port for the inference server (and point ``gateway.upstream_url`` at it)."""
+    """Pick a free port for the inference server (and point ``gateway.upstream_url`` at it), and
+    start this run's own local broker on free ports when the configured one (``kafka.local``) was
+    started by another live ``dev`` run (another clone's demo), which stops it when it ends; False
+    then stops with an error naming that run."""
     pythonpath: list[Path] = Field(default_factory=lambda: [Path(".")])
     """Directories prepended to the children's ``PYTHONPATH`` (so ``--agent examples.x:fn`` imports)."""
     env: dict[str, str] = Field(default_factory=dict)
