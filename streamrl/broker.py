@@ -97,6 +97,17 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
+def _exists(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class BrokerStatus:
     """What ``streamrl kafka status`` reports."""
@@ -260,13 +271,7 @@ class LocalKafka:
             pid = int(rec["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return {"owner": str(rec.get("owner", "?")), "pid": pid}
+        return {"owner": str(rec.get("owner", "?")), "pid": pid} if _exists(pid) else None
 
     @property
     def log_file(self) -> Path:
@@ -413,12 +418,8 @@ class LocalKafka:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _exists(pid):
             return None
-        except PermissionError:
-            return pid
         try:  # a reused pid is not our broker
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             if b"kafka.Kafka" not in cmdline:
