@@ -66,9 +66,13 @@ def format_summary(summary: dict[str, Any], run_dir: Path | None = None, outcome
     lines = []
     if outcome:
         lines.append(f"run {outcome}")
+    status = summary.get("status") or {}
+    ended = ", ".join(
+        f"{n} {'interrupted by the stop' if k == 'interrupted' else k}" for k, n in sorted(status.items())
+    )
     lines.append(
-        f"policy versions: {summary.get('versions')}   rollouts: {summary.get('rollouts')}   "
-        f"wall: {summary.get('wall_s')} s   dlq: {summary.get('dlq')}"
+        f"policy versions: {summary.get('versions')}   rollouts: {summary.get('rollouts')}"
+        f"{f' ({ended})' if ended else ''}   wall: {summary.get('wall_s')} s   dlq: {summary.get('dlq')}"
     )
     if summary.get("reward_first") is not None:
         lines.append(

@@ -57,6 +57,7 @@ from streamrl.dev.stats import RunStats
 from streamrl.dev.supervisor import ChildFailed, ChildSpec, Restart, RestartPolicy, Supervisor
 from streamrl.errors import ConfigError, StreamRLError
 from streamrl.logs import quiet_http_clients
+from streamrl.schemas import utc_now
 from streamrl.schemas.inference_http import HEALTH_PATH, POLICY_VERSION
 from streamrl.security import client_ssl_context, credentials, http_scheme, redact_logs
 
@@ -390,6 +391,7 @@ def run_dev(
             # signals only set the flag from here on: a second Ctrl-C cannot orphan anything
             if sup is not None:
                 _sample_cpu(meter, sup, own_pids)
+                stats.stopping_since = utc_now()  # attempts the stop cuts short are not failures
                 _stop_children(sup, console)
             if monitor is not None:
                 _drain(monitor, stats)

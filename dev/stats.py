@@ -19,10 +19,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from streamrl.schemas import (
     CheckpointEvent,
+    FailureKind,
     GroupOutcome,
     LLMRequest,
     Mode,
@@ -76,6 +78,12 @@ class RunStats:
     with_trajectory: set[str] = field(default_factory=set)
     """rollout_ids that have at least one trajectory."""
     status: Counter[str] = field(default_factory=Counter)
+    """Trajectory status (``succeeded``, ``failed``, ``timeout``) → attempts; ``interrupted``: an
+    attempt the run's own stop cut short (see :attr:`stopping_since`), not a failure."""
+    stopping_since: datetime | None = None
+    """UTC time ``dev`` began stopping the children (None while it runs). An attempt that failed for
+    infrastructure reasons (``failure_kind``) and finished at or after it was interrupted by the stop:
+    the worker shut down before the rollout finished, or could not start it any more."""
     train_reward: dict[int, Mean] = field(default_factory=dict)
     """Sample policy version → mean reward of its succeeded train rollouts."""
     val: dict[int, ValidationResult] = field(default_factory=dict)
@@ -125,7 +133,13 @@ class RunStats:
         now = self.clock()
         self.trajectories += 1
         self.with_trajectory.add(traj.rollout_id)
-        self.status[traj.status.value] += 1
+        stopped = (
+            self.stopping_since is not None
+            and traj.status != RolloutStatus.succeeded
+            and traj.failure_kind == FailureKind.infrastructure.value
+            and traj.finished_at >= self.stopping_since
+        )
+        self.status["interrupted" if stopped else traj.status.value] += 1
         self._arrivals.append(now)
         self.last_progress = now
         ok = traj.status == RolloutStatus.succeeded and traj.reward is not None
@@ -206,7 +220,8 @@ class RunStats:
         validated version, None without validation), ``version_first``/``version_last``,
         ``distinct_answers_last`` (distinct greedy val answers at ``version_last``), ``top_answers_last``,
         ``val_reward`` and ``train_reward`` (version → mean), ``versions`` (latest policy version),
-        ``rollouts`` (trajectory records), ``samples``, ``missing_trajectories``, ``status``,
+        ``rollouts`` (trajectory records), ``samples``, ``missing_trajectories``, ``status`` (see
+        :attr:`status`: ``interrupted`` counts the attempts the run's stop cut short),
         ``requests``, ``served_version_max`` (highest version that served a call),
         ``inference_version_first``/``_last`` (reported by the server's ``/health``), ``batches``, ``dlq``, ``wall_s``,
         ``val_wall_s`` (version → seconds from the run's start until its validation was complete) and

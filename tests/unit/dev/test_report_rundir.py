@@ -25,6 +25,8 @@ def test_summary_and_plot_are_written(tmp_path: Path) -> None:
     text = format_summary(summary, tmp_path, "completed")
     assert "0.100 at version 0 → 0.700 at version 20" in text
     assert "distinct greedy val answers at the last version: 8" in text
+    stopped = format_summary({**summary, "status": {"succeeded": 20, "interrupted": 4}})
+    assert "rollouts: 5000 (4 interrupted by the stop, 20 succeeded)" in stopped
 
 
 def test_deep_merge_does_not_touch_its_inputs() -> None:

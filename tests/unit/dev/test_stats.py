@@ -166,3 +166,32 @@ def test_val_target_reached_reports_the_first_complete_version_at_or_above_it_an
     assert summary["val_target_reached"]["version"] == 10  # type: ignore[index]
     s.val_target = None
     assert s.target_reached() is None
+
+
+def test_attempts_the_runs_stop_cut_short_count_as_interrupted_not_failed() -> None:
+    from datetime import timedelta
+
+    from streamrl.schemas import FailureKind, utc_now
+
+    s = RunStats(clock=Clock())
+    stop = utc_now()
+
+    def traj(status: RolloutStatus, kind: FailureKind | None, after_s: float):
+        return ex.trajectory(1).model_copy(
+            update={
+                "status": status,
+                "reward": 1.0 if kind is None else None,
+                "failure_kind": None if kind is None else kind.value,
+                "finished_at": stop + timedelta(seconds=after_s),
+            }
+        )
+
+    infra_before = traj(RolloutStatus.failed, FailureKind.infrastructure, -1)
+    s.on_trajectory(infra_before)  # while the run goes on: a failure
+    s.stopping_since = stop
+    s.on_trajectory(traj(RolloutStatus.succeeded, None, 1))
+    s.on_trajectory(traj(RolloutStatus.timeout, FailureKind.infrastructure, 0))  # the worker shut down
+    s.on_trajectory(traj(RolloutStatus.failed, FailureKind.infrastructure, 2))  # could not start it
+    s.on_trajectory(traj(RolloutStatus.failed, FailureKind.agent, 1))  # the task's own failure
+    s.on_trajectory(infra_before)  # read after the stop began, finished before it
+    assert s.summary(1.0)["status"] == {"failed": 3, "succeeded": 1, "interrupted": 2}
