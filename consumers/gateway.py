@@ -569,21 +569,21 @@ class Gateway:
         headers.setdefault("Content-Type", "text/event-stream")
         headers["Cache-Control"] = "no-cache"
         resp = web.StreamResponse(status=200, headers=headers)
-        await resp.prepare(request)
         buf = bytearray()
         t_first: float | None = None
         broken: str | None = None
         try:
+            await _send(resp, request=request)
             async for chunk in up.content.iter_any():
                 if t_first is None:
                     t_first = time.perf_counter()
                 buf += chunk
-                await resp.write(chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            broken = f"the inference stream broke: {exc!r}"
-        except (ConnectionResetError, RuntimeError):
+                await _send(resp, chunk)
+        except _AgentGone:
             m.LLM_CALLS.labels("stream", "agent_disconnected").inc()
             return resp
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            broken = f"the inference stream broke: {exc!r}"
         if broken is None and not _ends_with_done(buf):
             broken = "the inference stream ended without data: [DONE] (the service went away mid-answer)"
         if broken is not None:
@@ -601,7 +601,7 @@ class Gateway:
         t_up1 = time.perf_counter()
         state.completed_at[request_id_for(state.attempt_id, seq, 0)] = time.time()
         state.upstream_ok()
-        await resp.write_eof()
+        await _end(resp)
         self._stream_done(
             state, seq, agent, body, started_at, t_in, t_up0, t_up1, t_first, headers, bytes(buf)
         )
@@ -626,12 +626,12 @@ class Gateway:
         headers["Content-Type"] = "text/event-stream"
         headers["Cache-Control"] = "no-cache"
         resp = web.StreamResponse(status=200, headers=headers)
-        await resp.prepare(request)
         writer, splitter, reader = dialect.stream(), SSESplitter(), ChatStreamReader()
         opened = False
         buf = bytearray()
         t_first: float | None = None
         try:
+            await _send(resp, request=request)
             async for chunk in up.content.iter_any():
                 if t_first is None:
                     t_first = time.perf_counter()
@@ -643,9 +643,9 @@ class Gateway:
                         out, opened = writer.open(reader.output.prompt_tokens), True
                     out += writer.feed(events)
                 if out:
-                    await resp.write(out)
+                    await _send(resp, out)
             if not opened:
-                await resp.write(writer.open(reader.output.prompt_tokens))
+                await _send(resp, writer.open(reader.output.prompt_tokens))
             if reader.error is not None:
                 raise TranslationError(f"the inference service reported an error: {reader.error}", None, 502)
             if not _ends_with_done(buf):
@@ -654,7 +654,10 @@ class Gateway:
                     None,
                     502,
                 )
-            await resp.write(writer.finish(reader.output))
+            await _send(resp, writer.finish(reader.output))
+        except _AgentGone:
+            m.LLM_CALLS.labels("stream", "agent_disconnected").inc()
+            return resp
         except (aiohttp.ClientError, TimeoutError, TranslationError) as exc:
             m.LLM_CALLS.labels("stream", "upstream_broken").inc()
             reason = (
@@ -667,13 +670,10 @@ class Gateway:
             except (ConnectionResetError, RuntimeError):
                 pass
             return resp
-        except (ConnectionResetError, RuntimeError):
-            m.LLM_CALLS.labels("stream", "agent_disconnected").inc()
-            return resp
         t_up1 = time.perf_counter()
         state.completed_at[request_id_for(state.attempt_id, seq, 0)] = time.time()
         state.upstream_ok()
-        await resp.write_eof()
+        await _end(resp)
         self._stream_done(
             state, seq, agent, body, started_at, t_in, t_up0, t_up1, t_first, headers, bytes(buf)
         )
@@ -790,6 +790,39 @@ class Gateway:
         ) as exc:  # a record that fails validation/encoding: reported, never raised to the agent
             m.RECORDING_ERRORS.labels(type(exc).__name__).inc()
             state.errors.append(f"rollout {state.rollout_id!r} call {seq}: cannot record the response: {exc}")
+
+
+class _AgentGone(Exception):
+    """The agent's connection closed while the gateway wrote a streamed answer to it."""
+
+
+async def _send(resp: web.StreamResponse, data: bytes = b"", request: web.Request | None = None) -> None:
+    """Write ``data`` to the agent (or, with ``request``, start the response).
+
+    aiohttp raises ``ClientConnectionResetError`` ("Cannot write to closing transport") when the agent
+    has closed its connection; that class is an ``aiohttp.ClientError`` too, so, unwrapped, it would be
+    read as the inference service's failure by the handlers that catch the upstream's errors.
+
+    Raises:
+        _AgentGone: the agent closed its connection.
+    """
+    try:
+        if request is not None:
+            await resp.prepare(request)
+        else:
+            await resp.write(data)
+    except (ConnectionResetError, RuntimeError) as exc:
+        raise _AgentGone(repr(exc)) from exc
+
+
+async def _end(resp: web.StreamResponse) -> None:
+    """End a streamed answer whose every byte was written (its ``data: [DONE]`` included). An agent that
+    closed its connection once it read ``[DONE]``, before the end of the chunked body, got the whole
+    answer: the call is complete, not failed (CrewAI's streaming OpenAI client does so)."""
+    try:
+        await resp.write_eof()
+    except (ConnectionResetError, RuntimeError):
+        log.debug("the agent closed its connection after the end of a streamed answer")
 
 
 def _ends_with_done(buf: bytearray) -> bool:

@@ -166,6 +166,62 @@ def test_stream_is_relayed_and_recorded(upstream) -> None:
     _run(_with_gateway(upstream.url, body))
 
 
+@pytest.mark.parametrize("endpoint", ["/chat/completions", "/responses"])
+def test_an_agent_that_closes_its_stream_is_no_failure_of_the_service(
+    upstream, monkeypatch: pytest.MonkeyPatch, endpoint: str
+) -> None:
+    # aiohttp raises ClientConnectionResetError ("Cannot write to closing transport"), an
+    # aiohttp.ClientError too, when the agent's connection is closing: once as the agent leaves
+    # mid-answer (the call is not recorded), once as it leaves after data: [DONE] (CrewAI's
+    # streaming client): that call is complete and recorded. Neither is the service's failure.
+    from aiohttp import web
+
+    write, write_eof, calls = web.StreamResponse.write, web.StreamResponse.write_eof, {"n": 0}
+    gone = aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+
+    def to_agent(resp) -> bool:  # the gateway's answer, not the fake upstream's (same process)
+        return resp._req is not None and resp._req.url.port == calls["port"]
+
+    async def leaves_mid_answer(self, data):
+        if to_agent(self):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise gone
+        return await write(self, data)
+
+    async def leaves_after_done(self, data=b""):
+        if to_agent(self):
+            raise gone
+        return await write_eof(self, data)
+
+    async def body(gw, http, sink):
+        calls["port"] = aiohttp.client.URL(gw.url).port
+        results = []
+        for attempt, (name, patch) in enumerate(
+            [("write", leaves_mid_answer), ("write_eof", leaves_after_done)]
+        ):
+            with monkeypatch.context() as mp:
+                mp.setattr(web.StreamResponse, name, patch)
+                h = auth(gw.registry.open("r", f"a{attempt}"))
+                req = {"model": "policy", "stream": True}
+                if endpoint == "/responses":
+                    req["input"] = "REPLY:abc"
+                else:
+                    req["messages"] = [{"role": "user", "content": "REPLY:abc"}]
+                url = LLM.scoped_base_url(gw.url, "r", f"a{attempt}", None) + endpoint
+                try:
+                    async with http.post(url, json=req, headers=h) as r:
+                        await r.read()
+                except aiohttp.ClientError:
+                    pass  # the patched server cut the answer short
+            results.append(await gw.registry.close("r", f"a{attempt}").settle(1.0))
+        return results
+
+    mid, after = _run(_with_gateway(upstream.url, body))
+    assert mid.unrecovered is None and mid.infra_failures == 0 and mid.request_ids == [], mid
+    assert after.unrecovered is None and after.infra_failures == 0 and len(after.request_ids) == 1, after
+
+
 def test_unrecordable_responses_and_failed_deliveries_fail_the_attempt(upstream) -> None:
     async def body(gw, http, sink):
         h = auth(gw.registry.open("r", "a"))
