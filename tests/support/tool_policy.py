@@ -10,7 +10,8 @@ byte-level BPE tokenizer trained here on GSM8K and on the conversations below), 
 fine-tuning on rendered conversations with the tools in the system prompt:
 
 - a conversation whose last message is from the user -> :data:`CALL` (the ``get_weather`` call), then
-  end of turn;
+  end of turn; if that message names :data:`REPORT` (a coding agent's task) -> :data:`BASH_CALL`
+  (``cat weather.txt`` with the ``bash`` tool);
 - a conversation whose last message is a tool result -> :data:`ANSWER`, then end of turn.
 
 The model uses sliding-window attention (:data:`WINDOW` tokens per layer, 2 layers): what it generates
@@ -36,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ANSWER", "CALL", "TOOL_RESULT", "WINDOW", "tool_policy_dir"]
+__all__ = ["ANSWER", "BASH_CALL", "CALL", "REPORT", "TOOL_RESULT", "WINDOW", "tool_policy_dir"]
 
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 """What the policy answers to a user turn (the CPU server turns it into a ``get_weather`` tool call)."""
@@ -44,6 +45,10 @@ ANSWER = "The weather in Paris is sunny."
 """What the policy answers once a tool result is the last message."""
 TOOL_RESULT = "Sunny, 22 C in Paris"
 """What the recipes' ``get_weather("Paris")`` returns (the tests look for it in the second prompt)."""
+REPORT = "weather.txt"
+"""The file a coding agent's task names (its content is :data:`TOOL_RESULT`)."""
+BASH_CALL = '<tool_call>\n{"name": "bash", "arguments": {"command": "cat weather.txt"}}\n</tool_call>'
+"""What the policy answers to a user turn that names :data:`REPORT` (a coding agent's ``bash`` call)."""
 WINDOW = 48
 """Sliding-window size of each attention layer, in tokens."""
 CONTEXT = 4096
@@ -76,6 +81,25 @@ _QUESTIONS = [
     "Is it sunny in Paris?",
     "Tell me the weather in Paris, please.",
 ]
+_FILE_QUESTIONS = [
+    "Read weather.txt and tell me the weather in Paris.",
+    "What does weather.txt say about the weather in Paris?",
+    "Check weather.txt: is it sunny in Paris?",
+    "The weather report is in weather.txt. What is the weather in Paris?",
+    "Look at weather.txt in the workspace and summarise the weather.",
+]
+_BASH_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "bash",
+        "description": "Run a bash command in the workspace and return its output.",
+        "parameters": {
+            "type": "object",
+            "properties": {"command": {"type": "string"}},
+            "required": ["command"],
+        },
+    },
+}
 
 
 class _Data:
@@ -130,13 +154,20 @@ class _Data:
                 {"role": "user", "content": self.text(3, 20)},
                 {"role": "assistant", "content": self.text(3, 20)},
             ]
-        question = rng.choice(
-            [rng.choice(_QUESTIONS), self.text(3, 40), rng.choice(_BOILERPLATE[4:5]), self.text(20, 60)]
-        )
+        coding = rng.random() < 0.2  # a coding agent's task: read the report with bash
+        if coding:
+            question = rng.choice(_FILE_QUESTIONS)
+            tools = [_BASH_TOOL, self.tool()] if rng.random() < 0.5 else [_BASH_TOOL]
+            call, name, args = BASH_CALL, "bash", {"command": f"cat {REPORT}"}
+        else:
+            question = rng.choice(
+                [rng.choice(_QUESTIONS), self.text(3, 40), rng.choice(_BOILERPLATE[4:5]), self.text(20, 60)]
+            )
+            tools = [self.tool()] if rng.random() < 0.93 else None
+            call, name, args = CALL, "get_weather", {"city": "Paris"}
         msgs.append({"role": "user", "content": question})
-        tools = [self.tool()] if rng.random() < 0.93 else None
         if rng.random() < 0.5:
-            return msgs, tools, CALL
+            return msgs, tools, call
         call_id = "call_" + "".join(rng.choice("abcdef0123456789") for _ in range(rng.choice((8, 24))))
         msgs.append(
             {
@@ -146,7 +177,7 @@ class _Data:
                     {
                         "id": call_id,
                         "type": "function",
-                        "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})},
+                        "function": {"name": name, "arguments": json.dumps(args)},
                     }
                 ],
             }
@@ -163,7 +194,7 @@ def _corpus(path: Path, data: _Data) -> Path:
     lines = []
     for _ in range(400):
         msgs, tools, target = data.conversation()
-        lines += [json.dumps(tools), json.dumps(msgs), target, CALL, ANSWER, TOOL_RESULT]
+        lines += [json.dumps(tools), json.dumps(msgs), target, CALL, BASH_CALL, ANSWER, TOOL_RESULT]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -278,6 +309,10 @@ def tool_policy_dir() -> Path:
                 SEED,
                 _BOILERPLATE,
                 _QUESTIONS,
+                REPORT,
+                BASH_CALL,
+                _FILE_QUESTIONS,
+                _BASH_TOOL,
             )
         )
     ]

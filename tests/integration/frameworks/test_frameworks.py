@@ -38,7 +38,7 @@ from streamrl.kafka import make_producer
 from streamrl.schemas import LLMRequest, Mode, RolloutStatus, Sample, Trajectory
 from streamrl.schemas.serde import Serde
 from tests.support.kafka import TopicReader
-from tests.support.tool_policy import ANSWER, CALL, TOOL_RESULT
+from tests.support.tool_policy import ANSWER, BASH_CALL, CALL, REPORT, TOOL_RESULT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,6 +57,10 @@ class Recipe:
     api: str
     agent: str
     crewai_env: bool = False
+    task: tuple[tuple[str, Any], ...] = (("question", "What is the weather in Paris?"),)
+    """The sample's payload (``stream`` added per rollout); a tuple of items (the dataclass is frozen)."""
+    first_call: str = CALL
+    """What the policy answers to the task (the tool call the first recorded response must be)."""
 
     @property
     def id(self) -> str:
@@ -120,6 +124,17 @@ RECIPES = [
     ),
     Recipe("LiteLLM", ("litellm",), "Chat Completions", "examples.frameworks.litellm_completion:solve"),
     Recipe("`anthropic` SDK", ("anthropic",), "Messages", "examples.frameworks.anthropic_messages:solve"),
+    Recipe(
+        "Claude-Code-style agent (`anthropic` SDK, bash and file editor)",
+        ("anthropic",),
+        "Messages",
+        "examples.frameworks.claude_code:solve",
+        task=(
+            ("question", f"Read {REPORT} and tell me the weather in Paris."),
+            ("files", {REPORT: TOOL_RESULT}),
+        ),
+        first_call=BASH_CALL,
+    ),
 ]
 
 POLICY_VERSION = 3
@@ -175,7 +190,7 @@ def _versions(recipe: Recipe) -> str:
     return ", ".join(f"{p} {v}" for p, v in zip(recipe.packages, versions, strict=True))
 
 
-def _produce(settings, rollout_ids: list[str], stream_flags: list[bool]) -> None:
+def _produce(settings, recipe: Recipe, rollout_ids: list[str], stream_flags: list[bool]) -> None:
     serde = Serde()
     producer = make_producer(settings)
     for rid, stream in zip(rollout_ids, stream_flags, strict=True):
@@ -188,7 +203,7 @@ def _produce(settings, rollout_ids: list[str], stream_flags: list[bool]) -> None
             k=int(rid.split("/")[-1]),
             epoch=0,
             mode=Mode.train,
-            payload=json.dumps({"question": "What is the weather in Paris?", "stream": stream}),
+            payload=json.dumps({**dict(recipe.task), "stream": stream}),
             policy_version=POLICY_VERSION,
         )
         producer.produce(settings.topics.name("samples"), serde.encode(sample), key=rid)
@@ -247,14 +262,16 @@ def _forward_logprobs(server: ToolServer, rec: LLMRequest) -> torch.Tensor:
     return torch.log_softmax(logits, -1).gather(-1, torch.tensor(rec.response_token_ids)[:, None])[:, 0]
 
 
-def _check_rollout(server: ToolServer, traj: Trajectory, calls: list[LLMRequest], streamed: bool) -> None:
+def _check_rollout(
+    server: ToolServer, recipe: Recipe, traj: Trajectory, calls: list[LLMRequest], streamed: bool
+) -> None:
     where = f"{traj.rollout_id} (stream={streamed})"
     assert traj.status == RolloutStatus.succeeded, f"{where}: {traj.error}"
     assert traj.reward == 1.0, f"{where}: reward {traj.reward}"
     assert len(calls) >= 2, f"{where}: {len(calls)} call(s), a tool round trip needs 2"
     decode = server.tokenizer.decode
     first = decode(calls[0].response_token_ids, skip_special_tokens=True)
-    assert first == CALL, f"{where}: first call answered {first!r}"
+    assert first == recipe.first_call, f"{where}: first call answered {first!r}"
     last_prompt = decode(calls[-1].prompt_token_ids)
     assert TOOL_RESULT in last_prompt, (
         f"{where}: the tool's result is not in the last prompt:\n{last_prompt[-400:]}"
@@ -328,7 +345,7 @@ class Runs:
             TopicReader(settings, "trajectories", Trajectory),
             TopicReader(settings, "requests", LLMRequest),
         )
-        _produce(settings, list(streams), list(streams.values()))
+        _produce(settings, recipe, list(streams), list(streams.values()))
 
     def get(self, recipe: Recipe) -> Run:
         """The recipe's run (started now if it was not), after starting the next recipe's worker."""
@@ -383,7 +400,7 @@ def test_recipe_trains_through_a_real_worker(recipe: Recipe, runs: Runs, tool_se
     for traj in got:
         calls = [records[i] for i in traj.request_ids]
         try:
-            _check_rollout(tool_server, traj, calls, run.streams[traj.rollout_id])
+            _check_rollout(tool_server, recipe, traj, calls, run.streams[traj.rollout_id])
         except AssertionError as exc:
             raise AssertionError(f"{recipe.agent}: {exc}\nworker log:\n{worker.tail()}") from exc
     PASSED[recipe.agent] = {"streaming": True, "tool round trip": True, "ids recorded": True}
