@@ -48,8 +48,11 @@ dead-lettered at once: a re-issue of the same task cannot succeed.
 State is per group and compact: the latest retry per ``k``, bitmasks of succeeded / decided /
 dropped rollouts, failure counts of members that failed, and the ``Sample`` of running or
 failed-awaiting-action emissions only (needed to re-issue or dead-letter them); a finished emission
-keeps nothing. A group's book stays (about a
-hundred bytes) so late records are recognised; snapshots are not taken here (issue 18).
+keeps nothing. A group's book stays (about a hundred bytes) so late records are recognised until
+the sampler prunes finished groups (:meth:`Ledger.prune`, before each snapshot: every member
+emitted, none open, every success decided); a late record of a pruned group is counted as unknown
+and changes no count. :meth:`Ledger.to_state` / :meth:`Ledger.from_state` give the books and counts
+as plain JSON-able data for the sampler's snapshot (:mod:`streamrl.producers.snapshot`).
 
 Where it is not exact (each rare, none a stall): ``F`` grows by one without an admission when a
 rollout succeeds only after its emission's first trajectory failed (a redelivered sample's second
@@ -63,6 +66,7 @@ if its key is its ``batch_id`` (as streams writes it); a ``CheckpointEvent`` wit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,10 +201,109 @@ class Ledger:
             set()
         )  # rollouts whose latest emission is running or owed an action
         self._batch_rollouts: dict[str, int] = {}  # batch id -> rollouts whose first outcome names it
-        self._dead_batches: set[str] = set()  # batches the trainer dead-lettered
+        self._dead_batches: dict[str, None] = {}  # batches the trainer dead-lettered (ordered)
         self.unknown_trajectories = 0
         self.duplicate_trajectories = 0
         self.unknown_outcomes = 0
+
+    # ---- snapshots ------------------------------------------------------------------------------
+    COUNTS = (
+        "version",
+        "consumed_trained",
+        "consumed_dead_lettered",
+        "emitted_train",
+        "running_train",
+        "waiting_train",
+        "released_by_outcome",
+        "unknown_trajectories",
+        "duplicate_trajectories",
+        "unknown_outcomes",
+    )
+    """The ledger's counters, as :meth:`to_state` names them."""
+
+    MAX_BATCHES = 4096
+    """Batch ids remembered for a later trainer dead letter (the newest; :meth:`prune` drops older)."""
+
+    def finished(self, book: GroupBook, group_id: str) -> bool:
+        """Whether nothing more is owed or expected of a group: every member emitted, none running
+        or owed a re-issue / dead letter, and every member that succeeded decided by an outcome
+        (train groups)."""
+        if book.running or book.failed or min(book.latest, default=-1) < 0:
+            return False
+        if any((group_id, k) in self._open for k in range(len(book.latest))):
+            return False
+        return not book.train or book.succeeded & ~book.decided == 0
+
+    def prune(self, keep: Callable[[str, GroupBook], bool] | None = None) -> int:
+        """Forget the books of finished groups (:meth:`finished`) that ``keep(group_id, book)`` does
+        not keep, and batch ids past the newest :attr:`MAX_BATCHES`. No count changes; a later record
+        of a pruned group is counted as unknown and ignored. Returns the groups pruned."""
+        gone = [
+            gid
+            for gid, book in self.groups.items()
+            if self.finished(book, gid) and (keep is None or not keep(gid, book))
+        ]
+        for gid in gone:
+            del self.groups[gid]
+        for ids in (self._batch_rollouts, self._dead_batches):
+            extra = len(ids) - self.MAX_BATCHES
+            if extra > 0:
+                for batch_id in list(ids)[:extra]:  # dicts keep insertion order: the oldest first
+                    del ids[batch_id]
+        return len(gone)
+
+    def to_state(self, encode_sample: Callable[[Any], Any]) -> dict[str, Any]:
+        """Counts and books as JSON-able data (samples through ``encode_sample``); :meth:`from_state` inverts it."""
+        groups = {}
+        for gid, b in self.groups.items():
+            groups[gid] = {
+                "train": b.train,
+                "latest": list(b.latest),
+                "running": [[k, r, encode_sample(x)] for (k, r), x in b.running.items()],
+                "failed": [[k, r, encode_sample(x), e, kind] for (k, r), (x, e, kind) in b.failed.items()],
+                "succeeded": b.succeeded,
+                "decided": b.decided,
+                "dropped": b.dropped,
+                "failures": None if b.failures is None else [[k, t, i] for k, (t, i) in b.failures.items()],
+            }
+        return {
+            "counts": {name: getattr(self, name) for name in self.COUNTS},
+            "groups": groups,
+            "open": sorted([gid, k] for gid, k in self._open),
+            "batches": list(self._batch_rollouts.items()),
+            "dead_batches": list(self._dead_batches),
+        }
+
+    def from_state(self, state: dict[str, Any], decode_sample: Callable[[Any], Any]) -> None:
+        """Replace this ledger's counts and books by ``state`` (from :meth:`to_state`).
+
+        Raises:
+            KeyError, TypeError, ValueError: ``state`` is not what :meth:`to_state` writes.
+        """
+        counts = state["counts"]
+        values = {name: int(counts[name]) for name in self.COUNTS}
+        groups: dict[str, GroupBook] = {}
+        for gid, g in state["groups"].items():
+            groups[str(gid)] = GroupBook(
+                train=bool(g["train"]),
+                latest=[int(r) for r in g["latest"]],
+                running={(int(k), int(r)): decode_sample(x) for k, r, x in g["running"]},
+                failed={
+                    (int(k), int(r)): (decode_sample(x), e, str(kind)) for k, r, x, e, kind in g["failed"]
+                },
+                succeeded=int(g["succeeded"]),
+                decided=int(g["decided"]),
+                dropped=int(g["dropped"]),
+                failures=None
+                if g["failures"] is None
+                else {int(k): (int(t), int(i)) for k, t, i in g["failures"]},
+            )
+        opened = {(str(gid), int(k)) for gid, k in state["open"]}
+        batches = {str(b): int(n) for b, n in state["batches"]}
+        dead = dict.fromkeys(str(b) for b in state["dead_batches"])
+        for name, value in values.items():
+            setattr(self, name, value)
+        self.groups, self._open, self._batch_rollouts, self._dead_batches = groups, opened, batches, dead
 
     # ---- the bound ------------------------------------------------------------------------------
     @property
@@ -357,7 +460,7 @@ class Ledger:
         """The trainer sent batch ``batch_id`` to ``dlq``: its rollouts are consumed (once per id)."""
         if batch_id in self._dead_batches:
             return
-        self._dead_batches.add(batch_id)
+        self._dead_batches[batch_id] = None
         self.consumed_dead_lettered += self._batch_rollouts.get(batch_id, 0)
 
     def on_dead_lettered(self, group_id: str, k: int, retry: int) -> None:
@@ -385,6 +488,13 @@ class Ledger:
             return False
         latest = self.groups[parsed[0]].latest
         return parsed[1] < len(latest) and latest[parsed[1]] >= retry
+
+    def owes_reissue(self, group_id: str, k: int, retry: int) -> bool:
+        """Whether emission ``retry`` of ``group_id/k`` failed and its re-issue is still owed (not
+        emitted, and the rollout did not succeed meanwhile through another attempt: then streams has
+        a completed attempt and a queued re-issue is dropped, as recovery would not owe it)."""
+        book = self.groups.get(group_id)
+        return book is not None and (k, retry) in book.failed
 
     def has_group(self, group_id: str) -> bool:
         """Whether any sample of ``group_id`` is recorded."""

@@ -79,3 +79,25 @@ REISSUES = Counter(
 BAD_RECORDS = Counter(
     "streamrl_sampler_bad_records_total", "Undecodable input records sent to dlq, by topic.", ["topic"]
 )
+SNAPSHOTS_WRITTEN = Counter(
+    "streamrl_sampler_snapshots_written_total", "Snapshots of the sampler's state written to sampler_state."
+)
+SNAPSHOT_FAILURES = Counter(
+    "streamrl_sampler_snapshot_failures_total",
+    "Snapshots not written, by reason (broker: the topics' ends unreadable; too_large: over "
+    "topics.max_message_bytes).",
+    ["reason"],
+)
+SNAPSHOT_FALLBACKS = Counter(
+    "streamrl_sampler_snapshot_fallbacks_total",
+    "Starts that replayed every topic from the beginning because the newest snapshot could not be used, "
+    "by reason (undecodable, foreign, settings, offsets, state, no_topic).",
+    ["reason"],
+)
+SNAPSHOT_BYTES = Gauge("streamrl_sampler_snapshot_bytes", "Size of the last snapshot written, in bytes.")
+GROUP_BOOKS = Gauge(
+    "streamrl_sampler_group_books", "Group books the sampler keeps (after pruning finished groups)."
+)
+GROUPS_PRUNED = Counter(
+    "streamrl_sampler_groups_pruned_total", "Books of finished groups pruned before a snapshot."
+)

@@ -8,10 +8,13 @@ bound has room. Admission counts from facts only (see :mod:`streamrl.producers.l
 group outcomes say which rollouts were dropped, the trainer's checkpoints and dead letters which
 were consumed; no rule of another stage is copied here.
 
-Recovery (every start): read ``samples`` and the sampler's own ``dlq`` records from the beginning to
-their end offsets (what was emitted and dead-lettered), then ``tasks``, ``checkpoints``,
-``trajectories``, ``group_outcomes`` and ``dlq`` to their end offsets (dataset, trainer version and
-consumption, outcomes). The current epoch is the
+Recovery (every start): load the newest snapshot of this sampler from ``sampler_state``
+(:mod:`streamrl.producers.snapshot`; none, or one it cannot use: from the beginning), read
+``samples`` and the sampler's own ``dlq`` records from the snapshot's offsets to their end offsets
+(what was emitted and dead-lettered), then ``tasks`` and ``checkpoints`` whole and ``trajectories``,
+``group_outcomes`` and ``dlq`` from the snapshot's offsets to their end offsets (dataset, trainer
+version and consumption, outcomes). Snapshots are written after recovery, every
+``snapshot_every_groups`` outcomes or ``snapshot_interval_s`` and at a stop. The current epoch is the
 highest epoch with a train sample; its missing ``(task, k)`` samples are emitted in the same seeded
 order (:mod:`streamrl.producers.plan`), failed rollouts without a re-issue are re-issued, and the loop goes on
 live from the recovered positions. A sample produced but not acknowledged before a crash is emitted
@@ -28,16 +31,16 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from streamrl.config import Settings
 from streamrl.dlq import DeadLetterSink
 from streamrl.errors import BrokerError
-from streamrl.kafka import EventProducer, make_consumer
+from streamrl.kafka import EventProducer, make_admin, make_consumer
 from streamrl.producers import metrics as m
+from streamrl.producers import snapshot as snap
 from streamrl.producers.checkpoints import CheckpointGate, Verdict
 from streamrl.producers.fence import SamplerFence
 from streamrl.producers.ledger import DeadLetter as DeadLetterAction
@@ -50,6 +53,7 @@ from streamrl.producers.plan import (
     val_group_id,
     val_rollout_id,
 )
+from streamrl.producers.replay import partitions, read_to_end
 from streamrl.schemas import (
     CheckpointEvent,
     DeadLetter,
@@ -64,66 +68,15 @@ from streamrl.schemas import (
 )
 from streamrl.schemas.serde import Serde
 
+__all__ = ["MAX_EMIT_PER_STEP", "Sampler", "read_to_end", "run_sampler"]
+
 log = logging.getLogger(__name__)
 
 MAX_EMIT_PER_STEP = 2000
 """Samples emitted per loop iteration at most, so polling (checkpoints, trajectories) stays timely."""
 
 
-def read_to_end(
-    consumer: Consumer, topics: Iterable[str], handle: Callable[[Message], None], *, timeout_s: float = 60.0
-) -> dict[str, int]:
-    """Assign every partition of ``topics`` from the beginning and feed ``handle`` each record up to the
-    end offsets taken at the start (records written meanwhile may be handled too). The consumer stays
-    assigned, so live reading continues where recovery stopped.
-
-    Returns:
-        records read per topic.
-
-    Raises:
-        BrokerError: metadata or watermarks unavailable, a fetch error, or the end not reached in ``timeout_s``.
-    """
-    topics = list(topics)
-    try:
-        meta = consumer.list_topics(timeout=10).topics
-    except KafkaException as exc:
-        raise BrokerError(f"cannot list topics: {exc}") from exc
-    tps, ends = [], {}
-    for topic in topics:
-        if topic not in meta or meta[topic].error is not None:
-            raise BrokerError(f"topic {topic} does not exist; run `streamrl topics create` first")
-        for p in sorted(meta[topic].partitions):
-            tp = TopicPartition(topic, p, OFFSET_BEGINNING)
-            try:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            except KafkaException as exc:
-                raise BrokerError(f"{topic}[{p}]: cannot read watermarks: {exc}") from exc
-            tps.append(tp)
-            if high > low:
-                ends[(topic, p)] = high
-    consumer.assign(tps)
-    counts = dict.fromkeys(topics, 0)
-    deadline = time.monotonic() + timeout_s
-    while ends:
-        if time.monotonic() > deadline:
-            raise BrokerError(f"recovery did not reach the end of {sorted(ends)} within {timeout_s:.0f} s")
-        for msg in consumer.consume(num_messages=1000, timeout=0.5):
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise BrokerError(f"{msg.topic()}[{msg.partition()}]: fetch error: {msg.error()}")
-            handle(msg)  # records past the end offsets are handled too: nothing is skipped
-            counts[msg.topic()] += 1
-            key = (msg.topic(), msg.partition())
-            if key in ends and msg.offset() + 1 >= ends[key]:
-                del ends[key]
-        for tp in consumer.position([TopicPartition(t, p) for t, p in list(ends)]):
-            if tp.offset >= 0 and tp.offset >= ends[(tp.topic, tp.partition)]:
-                del ends[(tp.topic, tp.partition)]  # compaction gaps / control records at the end
-    return counts
-
-
-class Sampler:
+class Sampler(snap.Snapshots):
     """The sampler process state. Use :meth:`recover` once, then :meth:`step` in a loop (or :meth:`run`).
 
     Args:
@@ -152,6 +105,7 @@ class Sampler:
                 "checkpoints",
                 "dlq",
                 "batches",
+                "sampler_state",
             )
         }
         self.serde = Serde(registry_url=settings.kafka.schema_registry_url)
@@ -161,6 +115,7 @@ class Sampler:
             settings, settings.group_id("sampler"), **{"enable.partition.eof": False}
         )
         self.gate = CheckpointGate(self.cfg.verify_checkpoints)
+        self.admin = make_admin(settings)  # watermarks of many partitions in one request
         self.fence: SamplerFence | None = None  # held by run()
         self.tasks: dict[str, Task] = {}
         self.epoch = 0
@@ -171,13 +126,24 @@ class Sampler:
         ``time.monotonic()`` seconds."""
         self._retry_seq = 0
         self.val_queue: deque[Sample] = deque()
-        self._recovered_emitted: dict[int, set[tuple[str, int]]] = {}
+        self._epoch_emitted = -1  # newest epoch with a first-issue train sample, and its (task_id, k)
+        self._emitted_keys: set[tuple[str, int]] = set()
         self._where: dict[tuple[str, int], tuple[int, int]] = {}  # (rollout_id, retry) -> (partition, offset)
         self._dead_lettered: set[tuple[str, int, int]] = set()  # (group_id, k, retry) sent to dlq
         self._dlq_sources: set[tuple[str, int, int]] = set()
         self._replaying = False
         self._wait_since: float | None = None
         self._last_flush = self._last_commit = time.monotonic()
+        self.sampler_id = settings.group_id("sampler")
+        """Key of this sampler's snapshots on ``sampler_state`` (one sampler per topic prefix)."""
+        self._settings_digest = snap.settings_digest(settings)
+        self._snapshots_on = self.cfg.snapshot_interval_s > 0
+        self._snapshot_seq = 0
+        self._snapshot_at = time.monotonic()
+        self._changes = 0  # records read and samples emitted since the last snapshot
+        self._outcomes = 0  # group outcomes read since the last snapshot
+        self._positions: dict[tuple[str, int], int] = {}  # next offset of each input partition
+        self._refused: str | None = None  # why the newest snapshot was not used, if it was not
 
     # ------------------------------------------------------------------------------------ recovery
     def recover(self) -> dict[str, Any]:
@@ -186,22 +152,33 @@ class Sampler:
         reader = make_consumer(
             self.settings, self.settings.group_id("sampler-recovery"), **{"enable.partition.eof": False}
         )
+        emitted = [self.topic["samples"], self.topic["dlq"]]
+        inputs = [self.topic[t] for t in ("tasks", "checkpoints", "trajectories", "group_outcomes", "dlq")]
+        marks = partitions(self.admin, [*emitted, self.topic["trajectories"], self.topic["group_outcomes"]])
+        emitted_marks = {tp: m for tp, m in marks.items() if tp[0] in emitted}
         try:
-            read = read_to_end(reader, [self.topic["samples"], self.topic["dlq"]], self._replay_emitted)
+            loaded = self._load_snapshot(
+                reader, emitted_marks, {tp: m for tp, m in marks.items() if tp[0] in inputs}
+            )
+            read = read_to_end(
+                reader,
+                emitted,
+                self._replay_emitted,
+                start=loaded[0] if loaded else None,
+                marks=emitted_marks,
+            )
         finally:
             reader.close()
         self._replaying = True
         try:
+            marks |= partitions(self.admin, [self.topic["tasks"], self.topic["checkpoints"]])
             read |= read_to_end(
                 self.consumer,
-                [
-                    self.topic["tasks"],
-                    self.topic["checkpoints"],
-                    self.topic["trajectories"],
-                    self.topic["group_outcomes"],
-                    self.topic["dlq"],
-                ],
+                inputs,
                 self._on_message,
+                start=loaded[1] if loaded else None,
+                positions=self._positions,
+                marks={tp: m for tp, m in marks.items() if tp[0] in inputs},
             )
         finally:
             self._replaying = False
@@ -209,20 +186,22 @@ class Sampler:
             self.ledger.on_dead_lettered(group_id, k, retry)
         for action in self.ledger.pending_actions():
             self._act(action)
-        self.epoch = max(self._recovered_emitted, default=0)
-        self._recovered_emitted = {self.epoch: self._recovered_emitted.get(self.epoch, set())}
+        self.epoch = max(self._epoch_emitted, 0)
         self._schedule_validation_after_recovery()
         self._update_gauges()
         summary = {
             "records": read,
             "epoch": self.epoch,
-            "emitted_in_epoch": len(self._recovered_emitted.get(self.epoch, ())),
+            "emitted_in_epoch": len(self._emitted_keys) if self._epoch_emitted == self.epoch else 0,
             "version": self.ledger.version,
             "in_flight": self.ledger.in_flight,
             "consumed": self.ledger.consumed,
             "released_by_outcome": self.ledger.released_by_outcome,
             "owed_reissues": len(self.retry_queue),
             "tasks": len(self.tasks),
+            "groups": len(self.ledger.groups),
+            "snapshot": loaded[2] if loaded else None,
+            "snapshot_refused": self._refused,
             "seconds": round(time.perf_counter() - t0, 3),
         }
         log.info("sampler recovered: %s", summary)
@@ -251,12 +230,22 @@ class Sampler:
             return
         self._where[(sample.rollout_id, sample.retry)] = (msg.partition(), msg.offset())
         self.ledger.on_emitted(sample)
-        if sample.mode is Mode.train and sample.retry == 0:
-            self._recovered_emitted.setdefault(sample.epoch, set()).add((sample.task_id, sample.k))
+        self._note_emitted(sample)
+
+    def _note_emitted(self, sample: Sample) -> None:
+        """Keep the ``(task_id, k)`` of the newest epoch's first-issue train samples (where a
+        restarted sampler resumes the epoch)."""
+        if sample.mode is not Mode.train or sample.retry != 0 or sample.epoch < self._epoch_emitted:
+            return
+        if sample.epoch > self._epoch_emitted:
+            self._epoch_emitted, self._emitted_keys = sample.epoch, set()
+        self._emitted_keys.add((sample.task_id, sample.k))
 
     # ------------------------------------------------------------------------------------ inputs
     def _on_message(self, msg: Message) -> None:
         topic = msg.topic()
+        self._positions[(topic, msg.partition())] = msg.offset() + 1
+        self._changes += 1
         try:
             if topic == self.topic["tasks"]:
                 self._on_task(msg)
@@ -360,6 +349,7 @@ class Sampler:
 
     def _on_outcome(self, msg: Message) -> None:
         outcome = self.serde.decode_message(msg, GroupOutcome)
+        self._outcomes += 1
         m.GROUP_OUTCOMES_READ.labels(outcome.status.value).inc()
         self.ledger.on_outcome(outcome.group_id, outcome.status.value, outcome.rollout_ids, outcome.batch_id)
 
@@ -468,6 +458,8 @@ class Sampler:
             self.topic["samples"], self.serde.encode(sample), key=sample.rollout_id, on_delivery=delivered
         )
         self.ledger.on_emitted(sample)
+        self._note_emitted(sample)
+        self._changes += 1
         m.SAMPLES_EMITTED.labels(sample.mode.value, str(sample.retry > 0).lower()).inc()
 
     def _ensure_cursor(self) -> EpochCursor | None:
@@ -492,7 +484,10 @@ class Sampler:
                 return None  # wait for tasks
             order = epoch_order(train_ids, self.epoch, self.settings.rl.seed, self.cfg.shuffle)
             self.cursor = EpochCursor(
-                self.epoch, order, self.group_size, emitted=self._recovered_emitted.pop(self.epoch, set())
+                self.epoch,
+                order,
+                self.group_size,
+                emitted=set(self._emitted_keys) if self._epoch_emitted == self.epoch else set(),
             )
             if not self.cursor.done:
                 log.info(
@@ -514,6 +509,9 @@ class Sampler:
         now = time.monotonic()
         while self.retry_queue and self.retry_queue[0][0] <= now and n < MAX_EMIT_PER_STEP:
             due = self.retry_queue[0][2]
+            if not self.ledger.owes_reissue(due.group_id, due.k, due.retry - 1):
+                heapq.heappop(self.retry_queue)  # the rollout succeeded meanwhile (another attempt)
+                continue
             if due.mode is Mode.train and not self.ledger.can_admit():
                 blocked = True
                 break
@@ -596,6 +594,8 @@ class Sampler:
         if now - self._last_commit >= self.cfg.commit_interval_s:
             self._commit()
             self._last_commit = now
+        if self._snapshot_due():
+            self.write_snapshot()
         self._update_gauges()
         return emitted
 
@@ -631,6 +631,7 @@ class Sampler:
             "sampler %s holds the fence of topic prefix %r", self.fence.client_id, self.settings.topics.prefix
         )
         self.recover()
+        self.write_snapshot()  # the next start replays from here
         while not stop.is_set():
             self.step()
             if self.cfg.exit_when_done and self.done:
@@ -638,6 +639,8 @@ class Sampler:
                     "sampler done: %d epoch(s) emitted, every rollout finished", self.cfg.max_epochs or 0
                 )
                 break
+        if self._changes:
+            self.write_snapshot()
 
     def close(self) -> None:
         """Flush every emitted sample (raises ``DeliveryError`` on a failed one), commit, close the clients."""

@@ -40,6 +40,7 @@ from streamrl.schemas.records import (
     resource_version,
     utc_now,
 )
+from streamrl.schemas.sampler_state import SamplerSnapshot
 from streamrl.schemas.topic_records import TOP_RECORDS, TOPIC_RECORDS
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "Reward",
     "RolloutStatus",
     "Sample",
+    "SamplerSnapshot",
     "SchemaError",
     "Serde",
     "Split",

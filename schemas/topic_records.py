@@ -15,6 +15,7 @@ from streamrl.schemas.records import (
     Trajectory,
     ValidationResult,
 )
+from streamrl.schemas.sampler_state import SamplerSnapshot
 
 TOP_RECORDS: tuple[type[TopRecord], ...] = (
     Task,
@@ -29,6 +30,7 @@ TOP_RECORDS: tuple[type[TopRecord], ...] = (
     Resource,
     OptimizerEvent,
     OptimizerState,
+    SamplerSnapshot,
 )
 """Every record type that is a topic value, in pipeline order."""
 
@@ -45,5 +47,6 @@ TOPIC_RECORDS: dict[str, type[TopRecord]] = {
     "resources": Resource,
     "optimizer_events": OptimizerEvent,
     "optimizer_state": OptimizerState,
+    "sampler_state": SamplerSnapshot,
 }
 """Logical topic name (without prefix) -> record type of its values."""

@@ -71,8 +71,8 @@ ACCESS: tuple[StageAccess, ...] = (
     StageAccess(
         "sampler",
         "`streamrl sampler`",
-        reads=("tasks", "samples", "trajectories", "group_outcomes", "checkpoints", "dlq"),
-        writes=("samples", "dlq"),
+        reads=("tasks", "samples", "trajectories", "group_outcomes", "checkpoints", "dlq", "sampler_state"),
+        writes=("samples", "dlq", "sampler_state"),
         groups=("sampler",),
     ),
     StageAccess(

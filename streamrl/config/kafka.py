@@ -23,6 +23,7 @@ TOPIC_NAMES: tuple[str, ...] = (
     "resources",
     "optimizer_events",
     "optimizer_state",
+    "sampler_state",
 )
 #: Topics whose cleanup policy is ``compact``: the latest record per key is the state (``resources``:
 #: one immutable record per ``name/version``, so compaction never drops a version). Not
@@ -30,7 +31,7 @@ TOPIC_NAMES: tuple[str, ...] = (
 #: reasons, late members), each an event the sampler must count; compaction by ``group_id`` would
 #: keep only the last.
 COMPACTED_TOPICS: frozenset[str] = frozenset(
-    {"tasks", "checkpoints", "validation", "resources", "optimizer_state"}
+    {"tasks", "checkpoints", "validation", "resources", "optimizer_state", "sampler_state"}
 )
 
 
@@ -48,6 +49,7 @@ DEFAULT_PARTITIONS: dict[str, int] = {
     "resources": 1,
     "optimizer_events": 1,
     "optimizer_state": 1,
+    "sampler_state": 1,
 }
 
 

@@ -74,6 +74,13 @@ class SamplerSettings(Section):
     outcome (succeeded, or dead-lettered). False keeps serving (validation, late retries)."""
     metrics_port: int | None = Field(None, ge=0, le=65535)
     """Port of the Prometheus ``/metrics`` endpoint; None or 0 = off."""
+    snapshot_interval_s: float = Field(30.0, ge=0)
+    """Write a snapshot of the sampler's state to ``sampler_state`` at least this often while it
+    changes, in seconds (and when the sampler stops); a restarted sampler loads it and replays only
+    the records after it. 0 = no snapshots: every start replays every topic from the beginning."""
+    snapshot_every_groups: int = Field(256, ge=1)
+    """Also write a snapshot once this many groups finished since the last one (their books are
+    pruned then)."""
 
     @model_validator(mode="after")
     def _fence_waits_out_a_session(self) -> SamplerSettings:

@@ -10,6 +10,7 @@ import json
 import random
 import struct
 import uuid
+import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from streamrl.schemas.records import (
     Trajectory,
     ValidationResult,
 )
+from streamrl.schemas.sampler_state import SamplerSnapshot
 
 VOCAB_SIZE = 151_936  # Qwen2.5 vocabulary
 _T0 = datetime(2025, 6, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
@@ -257,12 +259,24 @@ def optimizer_state(seed: int = 0) -> OptimizerState:
     )  # fmt: skip
 
 
+def sampler_snapshot(seed: int = 0) -> SamplerSnapshot:
+    """A snapshot of a sampler that emitted 48 samples and read 40 trajectories and 4 outcomes."""
+    state = {"layout": 1, "epoch": 0, "emitted": {"t0": 15}, "where": [], "ledger": {"groups": {}}}
+    return SamplerSnapshot(
+        sampler_id="streamrl-sampler", seq=3 + seed, settings_digest="sha256:" + "ab" * 32,
+        emitted_offsets={"streamrl.samples[0]": 48, "streamrl.dlq[0]": 2},
+        input_offsets={"streamrl.trajectories[0]": 40, "streamrl.group_outcomes[0]": 4, "streamrl.dlq[0]": 2},
+        groups=1, state=zlib.compress(json.dumps(state).encode()), created_at=_T0,
+    )  # fmt: skip
+
+
 def all_examples(seed: int = 0) -> list[TopRecord]:
     """One example of every topic record type (both TrainingBatch forms, both Sample forms)."""
     return [
         task(seed), sample(seed), pinned_sample(seed), llm_request(seed), trajectory(seed), training_batch(seed),
         claim_check_batch(seed), group_outcome(seed), group_outcome(seed, "dropped"), checkpoint_event(seed),
         dead_letter(seed), validation_result(seed), resource(seed), optimizer_event(seed), optimizer_state(seed),
+        sampler_snapshot(seed),
     ]  # fmt: skip
 
 

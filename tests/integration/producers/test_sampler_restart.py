@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 N_TASKS, G, EPOCHS = 30, 4, 2
 
 
-def spawn(settings, log: Path) -> subprocess.Popen:
+def spawn(settings, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(
         {
@@ -35,6 +35,7 @@ def spawn(settings, log: Path) -> subprocess.Popen:
             "STREAMRL_SAMPLER__MAX_RETRIES": "2",
             "STREAMRL_SAMPLER__POLL_INTERVAL_S": "0.05",
             "STREAMRL_SAMPLER__FLUSH_INTERVAL_S": "5",
+            **(extra_env or {}),
         }
     )
     cmd = [

@@ -276,6 +276,8 @@ class World:
         what = rng.choice(choices)
         if what == "emit":
             s = (self.retry_queue or self.todo).pop(0)
+            if s.retry and not led.owes_reissue(s.group_id, s.k, s.retry - 1):
+                return True  # the rollout succeeded meanwhile: the sampler drops the re-issue
             assert led.on_emitted(s)
             self.logs["samples"].append(s)
             self.running.append(s)
@@ -404,3 +406,103 @@ def test_a_run_with_every_kind_of_drop_ends_with_nothing_in_flight(seed: int, st
     ):
         assert getattr(again, name) == getattr(led, name), name
     assert {g: b.failures for g, b in again.groups.items()} == {g: b.failures for g, b in led.groups.items()}
+
+
+# ---- snapshots: prune, state round trip, replay of the tail ---------------------------------------
+
+SNAPSHOT_COUNTS = (
+    "version",
+    "consumed",
+    "in_flight",
+    "running_train",
+    "waiting_train",
+    "released_by_outcome",
+    "emitted_train",
+    "open_rollouts",
+)
+
+
+def feed(led: Ledger, logs: dict[str, list], start: dict[str, int]) -> None:
+    """Records of ``logs`` after ``start`` (per topic), samples first, as recovery reads them."""
+    for s in logs["samples"][start["samples"] :]:
+        led.on_emitted(s)
+    for topic, handle in (
+        ("trajectories", led.on_trajectory),
+        ("outcomes", led.on_outcome),
+        ("checkpoints", led.on_checkpoint),
+        ("dlq", led.on_batch_dead_lettered),
+    ):
+        for rec in logs[topic][start[topic] :]:
+            handle(rec) if topic == "dlq" else handle(*rec)
+    for action in led.pending_actions():  # the sampler's own dead letters (World does not log them)
+        if isinstance(action, DeadLetter):
+            led.on_dead_lettered(action.group_id, action.k, action.retry)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2), st.integers(1, 4), st.floats(0.1, 0.9))
+def test_a_pruned_snapshot_plus_the_tail_gives_the_counts_of_a_full_replay(
+    seed: int, staleness: int, g: int, at: float
+) -> None:
+    import json
+
+    args = {"group_size": g, "train_batch_size": 2, "max_staleness": staleness, "max_retries": 1}
+    rng = random.Random(seed)
+    world = World(rng, Ledger(**args), groups=12)
+    steps = 0
+    while world.step():
+        steps += 1
+    total = steps
+    # the same run again, stopped at `at` of its steps for the snapshot
+    rng = random.Random(seed)
+    world = World(rng, Ledger(**args), groups=12)
+    for _ in range(int(total * at)):
+        world.step()
+    led = world.led
+    books = len(led.groups)
+    pruned = led.prune()
+    assert len(led.groups) == books - pruned
+    state = json.loads(json.dumps(led.to_state(vars)))  # through JSON, as the snapshot stores it
+    start = {topic: len(log) for topic, log in world.logs.items()}
+    while world.step():
+        pass
+    restored = Ledger(**args)
+    restored.from_state(state, lambda d: SimpleNamespace(**d))
+    feed(restored, world.logs, start)
+    full = Ledger(**args)
+    feed(full, world.logs, dict.fromkeys(start, 0))
+    for name in SNAPSHOT_COUNTS:
+        assert getattr(restored, name) == getattr(full, name), name
+    assert restored.in_flight == world.led.in_flight == 0 and restored.open_rollouts == 0
+
+
+def test_prune_keeps_open_and_undecided_groups_and_what_keep_says() -> None:
+    led = new()
+    for g in ("a/0", "b/0", "c/0", "val/2/t"):
+        for k in range(4):
+            led.on_emitted(sample(g, k, mode="val" if g.startswith("val") else "train"))
+    succeed(led, "a/0")
+    led.on_outcome("a/0", "batched", rids("a/0", range(4)), "b1")  # finished
+    succeed(led, "b/0")  # succeeded, not decided yet
+    succeed(led, "c/0", [0, 1, 2])  # one running
+    succeed(led, "val/2/t")
+    assert led.prune(keep=lambda gid, book: gid.startswith("val/")) == 1
+    assert sorted(led.groups) == ["b/0", "c/0", "val/2/t"]
+    assert led.prune() == 1 and sorted(led.groups) == ["b/0", "c/0"]
+    # a late record of a pruned group is unknown and changes no count
+    before = (led.in_flight, led.running_train, led.waiting_train)
+    assert led.on_trajectory("a/0", 1, 0, "succeeded") is None
+    led.on_outcome("a/0", "dropped", rids("a/0", [1]), None)
+    assert (led.in_flight, led.running_train, led.waiting_train) == before
+    assert led.unknown_trajectories == 1 and led.unknown_outcomes == 1
+
+
+def test_from_state_refuses_a_malformed_state_and_changes_nothing() -> None:
+    led = new()
+    emit_group(led, "a/0")
+    state = led.to_state(vars)
+    del state["groups"]["a/0"]["latest"]
+    other = new()
+    with pytest.raises(KeyError):
+        other.from_state(state, lambda d: SimpleNamespace(**d))
+    assert other.groups == {} and other.running_train == 0
