@@ -1,6 +1,7 @@
 """The demo through the whole pipeline: wall time to the val target, seconds per policy version, CPU ms per rollout.
 
-    .venv/bin/python -m bench.demo [--seeds 0,1,2] [--target 0.9] [--max-steps 200] [--no-stop]
+    .venv/bin/python -m bench.demo [--seeds 0,1,2] [--target 0.9] [--max-steps 200] [--no-stop] \
+        [--set section.key=value ...]
 
 For each seed, ``streamrl dev`` runs ``configs/demo.yaml`` (the config ``make demo`` embeds) with
 ``rl.seed`` set, its own local broker (a temporary data directory, free ports), ``dev.val_target``
@@ -60,6 +61,12 @@ def run_seed(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
             **({"trainer": {"max_steps": args.max_steps}} if args.max_steps else {}),
         },
     )
+    for key, value in args.set:  # --set section.key=value overrides, after the bench's own
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
     path = tmp / f"demo-{seed}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     print(f"seed {seed}: streamrl dev -c {path} (output: {tmp / f'dev-{seed}.log'})", flush=True)
@@ -136,6 +143,14 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None, help="dev/trainer max_steps (default: the demo's)")
     ap.add_argument(
         "--no-stop", action="store_true", help="run to max_steps instead of stopping at the target"
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=lambda kv: tuple(kv.split("=", 1)),
+        help="override a config key of the demo, e.g. trainer.lr=1e-3 (YAML value; repeatable)",
     )
     ap.add_argument("--run-root", type=Path, default=Path("runs"))
     ap.add_argument(

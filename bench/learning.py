@@ -1,7 +1,8 @@
 """The demo's GRPO in one process: what the pipeline's learning curve would be without Kafka.
 
     .venv/bin/python -m bench.learning [--seeds 0,1,2] [--versions 200] [--lr 3e-4] [--groups 16] \
-        [--group-size 8] [--lag 1] [--set trainer.KEY=VALUE ...]
+        [--group-size 8] [--lag 1] [--temperature 1] [--filter-zero-variance] [--stop-at-target] \
+        [--set trainer.KEY=VALUE ...]
 
 The same model (``streamrl model build --preset tiny --tokenizer char``, built once per seed into a
 temporary directory), the same prompts (the model's chat template around the task's ``prompt``), the
@@ -13,9 +14,13 @@ trainer settings) and the same validation (greedy, strict, the 104 held-out prom
 
 ``--lag L`` makes the rollouts of version ``v``'s batch come from the policy of version ``v - L``
 (the pipeline with ``rl.max_staleness: 1`` samples one version behind while the trainer steps:
-L = 1; L = 0 is strictly on-policy). Prints per seed the val curve, distinct greedy answers, the
-first version at which val reaches ``--target``, and the CPU ms of one version (sampling + step).
-Asserts nothing.
+L = 1; L = 0 is strictly on-policy). ``--filter-zero-variance`` drops groups whose rewards are all
+equal and samples more groups until the batch is full, as ``streams.filter_zero_variance`` with the
+sampler's admission does. Prints per seed the val curve with distinct greedy answers and the mean
+train reward of the version before, the first version at which val reaches ``--target`` and the
+train rollouts sampled until then (the pipeline's CPU is per rollout), how many val prompts of each
+answer the last validation got wrong, and the CPU ms of one version (sampling + step). Asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -108,45 +113,71 @@ def run_seed(args: argparse.Namespace, seed: int, workdir: Path) -> dict:
         acc = sum(score(a, r["answer"], strict=True) for a, r in zip(answers, val, strict=True)) / len(val)
         out["val"][version] = round(acc, 3)
         out["distinct"][version] = len(set(answers))
+        out["wrong_by_answer"] = {  # at the last validation: expected answer -> how many were wrong
+            e: sum(1 for a, r in zip(answers, val, strict=True) if r["answer"] == e and a.strip() != e)
+            for e in sorted({r["answer"] for r in val})
+        }
         if out["reached"] is None and acc >= args.target:
             out["reached"] = version
+            out["rollouts_to_target"] = rollouts
 
     cpu_sample = cpu_step = 0.0
+    rollouts = 0
     validate(0)
     for version in range(args.versions):
         behaviour = history[max(0, version - args.lag)]
         engine.policy = behaviour
         c0 = time.process_time()
-        tasks = rng.sample(train, args.groups)
-        seqs, meta = [], []
-        for g, task in enumerate(tasks):
-            for k in range(args.group_size):
-                seqs.append(Sequence(cache[task["prompt"]], SamplingParams(max_tokens=1, temperature=1.0)))
-                meta.append((g, k, task))
-        engine.run_batch(seqs)
-        rows = []
-        for s, (_g, k, task) in zip(seqs, meta, strict=True):
-            text = tok.decode(s.token_ids, skip_special_tokens=True)
-            r = score(text, task["answer"], strict=False)
-            n = len(s.token_ids)
-            rows.append(
-                TrainingRow(
-                    rollout_id=f"{task['id']}/{version}/{k}",
-                    group_id=f"{task['id']}/{version}",
-                    prompt_ids=s.prompt_ids,
-                    response_ids=s.token_ids,
-                    response_mask=[1] * n,
-                    behaviour_logprobs=s.logprobs,
-                    token_rewards=[0.0] * (n - 1) + [r],
-                    reward=r,
-                    policy_version=behaviour.version,
+        rows: list = []
+        kept = 0
+        while kept < args.groups:  # with --filter-zero-variance, sample until the batch is full (as streams)
+            tasks = rng.sample(train, args.groups - kept)
+            seqs, meta = [], []
+            for g, task in enumerate(tasks):
+                for k in range(args.group_size):
+                    params = SamplingParams(max_tokens=1, temperature=args.temperature)
+                    seqs.append(Sequence(cache[task["prompt"]], params))
+                    meta.append((g, k, task))
+            engine.run_batch(seqs)
+            rollouts += len(seqs)
+            groups: dict[int, list] = {}
+            for s, (g, k, task) in zip(seqs, meta, strict=True):
+                text = tok.decode(s.token_ids, skip_special_tokens=True)
+                r = score(text, task["answer"], strict=False)
+                n = len(s.token_ids)
+                groups.setdefault(g, []).append(
+                    TrainingRow(
+                        rollout_id=f"{task['id']}/{version}/{k}",
+                        group_id=f"{task['id']}/{version}/{rollouts}",
+                        prompt_ids=s.prompt_ids,
+                        response_ids=s.token_ids,
+                        response_mask=[1] * n,
+                        behaviour_logprobs=s.logprobs,
+                        token_rewards=[0.0] * (n - 1) + [r],
+                        reward=r,
+                        policy_version=behaviour.version,
+                    )
                 )
-            )
+            for members in groups.values():
+                rewards = [r.reward for r in members]
+                if args.filter_zero_variance and max(rewards) - min(rewards) <= 1e-6:
+                    continue
+                rows.extend(members)
+                kept += 1
+            if not args.filter_zero_variance:
+                break
+            if rollouts > 50 * args.groups * args.group_size * (version + 1):
+                break  # nothing to learn from at all: train on what there is
+        if not rows:
+            out["train_reward"][version] = 0.0
+            history[version + 1] = snapshot(version + 1)
+            history.pop(version + 1 - args.lag - 1, None)
+            continue
         c1 = time.process_time()
         batch = TrainingBatch(
             batch_id=f"sim-{version}",
             policy_name="policy",
-            num_groups=args.groups,
+            num_groups=kept,
             rows=rows,
             min_policy_version=behaviour.version,
             max_policy_version=behaviour.version,
@@ -164,6 +195,7 @@ def run_seed(args: argparse.Namespace, seed: int, workdir: Path) -> dict:
             if args.stop_at_target and out["reached"] is not None:
                 break
     n = len(out["train_reward"])
+    out["rollouts"] = rollouts
     out["cpu_ms_per_version"] = {
         "sampling": round(1000 * cpu_sample / n, 1),
         "trainer_step": round(1000 * cpu_step / n, 1),
@@ -182,6 +214,17 @@ def main() -> None:
     ap.add_argument("--val-every", type=int, default=10)
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--stop-at-target", action="store_true")
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="worker.sampling.temperature (the trainer scores at 1; the rollout IS weights correct for it)",
+    )
+    ap.add_argument(
+        "--filter-zero-variance",
+        action="store_true",
+        help="drop groups whose rewards are all equal and sample more until the batch is full (streams)",
+    )
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--model-seed", type=int, default=0, help="dev.model.seed (the demo builds with 0)")
     ap.add_argument("--set", action="append", default=[], type=lambda kv: tuple(kv.split("=", 1)))
@@ -194,14 +237,20 @@ def main() -> None:
             res = run_seed(args, seed, Path(tmp))
             res["wall_s"] = round(time.monotonic() - t0, 1)
             results.append(res)
-            curve = " ".join(f"{v}:{a:.2f}/{res['distinct'][v]}" for v, a in res["val"].items())
+            tr = res["train_reward"]
+            curve = " ".join(
+                f"{v}:{a:.2f}/{res['distinct'][v]}/{tr.get(v - 1, 0.0):.2f}" for v, a in res["val"].items()
+            )
             print(
-                f"seed {seed}: reached {args.target} at {res['reached']}; cpu ms/version "
-                f"{res['cpu_ms_per_version']}; {res['wall_s']} s\n  val/distinct {curve}",
+                f"seed {seed}: reached {args.target} at {res['reached']} "
+                f"({res.get('rollouts_to_target')} train rollouts of {res['rollouts']}); cpu ms/version "
+                f"{res['cpu_ms_per_version']}; {res['wall_s']} s\n  val/distinct/train reward {curve}\n"
+                f"  wrong at the last val, by answer: {res['wrong_by_answer']}",
                 flush=True,
             )
     reached = [r["reached"] for r in results]
-    print(json.dumps({"args": {k: v for k, v in vars(args).items()}, "reached": reached}))
+    to_target = [r.get("rollouts_to_target") for r in results]
+    print(json.dumps({"args": vars(args), "reached": reached, "rollouts_to_target": to_target}))
 
 
 if __name__ == "__main__":
