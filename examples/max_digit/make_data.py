@@ -4,8 +4,9 @@ A prompt is ``n_digits`` digits (``"5037"``); the answer is the largest of them 
 character, so a one-token response of a character-level model can be right or wrong and the reward
 is verifiable. Val is *held out* (no val prompt appears in train) and *balanced*: the same number of
 prompts for every possible answer, so a policy that always gives one answer scores at most
-1 / (number of answers) and is seen for what it is. Train is balanced too (at most
-``train_per_answer`` prompts per answer), so "always 9" is not a shortcut.
+1 / (number of answers) and is seen for what it is. Train is balanced too (``train_per_answer``
+rows per answer; an answer with fewer distinct prompts repeats them, each copy its own task id),
+so "always 9" is not a shortcut and no answer is drawn less often than the others.
 
 Run from the repository root (regenerates the committed files, deterministically)::
 
@@ -36,7 +37,8 @@ def make_splits(
     Args:
         n_digits: digits per prompt.
         val_per_answer: held-out val prompts per answer value.
-        train_per_answer: most train prompts per answer value (fewer when there are not that many).
+        train_per_answer: train rows per answer value (distinct prompts repeated when there are
+            not that many).
         min_answer: smallest answer used (small maxima have few prompts: with 4 digits only 15
             strings have max 1, and a balanced val set needs 13 of each).
         seed: shuffling seed.
@@ -52,7 +54,7 @@ def make_splits(
     for digits in itertools.product("0123456789", repeat=n_digits):
         s = "".join(digits)
         by_answer[int(max(s))].append(s)
-    train, val = [], []
+    train, val, repeats = [], [], []
     for answer in range(min_answer, 10):
         prompts = sorted(by_answer[answer])
         if len(prompts) <= val_per_answer:
@@ -66,8 +68,17 @@ def make_splits(
         ]
         rest = prompts[val_per_answer : val_per_answer + train_per_answer]
         train += [{"id": f"train-{p}", "prompt": p, "answer": str(answer)} for p in rest]
+        # an answer with fewer prompts (max 2: 52 left after val) repeats them up to
+        # train_per_answer, each copy its own task id, so every answer is drawn equally often
+        repeats += [
+            {"id": f"train-{p}-{i // len(rest)}", "prompt": p, "answer": str(answer)}
+            for i, p in enumerate(rest * (train_per_answer // len(rest)), start=len(rest))
+        ][: train_per_answer - len(rest)]
     rng.shuffle(train)
     rng.shuffle(val)
+    spread = random.Random(seed + 1)  # the copies go in at random places; the rest stays as it was
+    for row in repeats:
+        train.insert(spread.randrange(len(train) + 1), row)
     return train, val
 
 

@@ -31,8 +31,9 @@ def _rows(path: Path) -> list[dict]:
 def test_configs_demo_yaml_is_the_embedded_demo() -> None:
     assert yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text()) == demo_overrides()
     s = load_settings(ROOT / "configs" / "demo.yaml")
-    assert (s.rl.group_size, s.rl.train_batch_size, s.trainer.lr) == (8, 16, 3e-4)
-    assert s.trainer.ppo_mini_batches == 4 and s.dev.val_target == 0.9 and s.dev.stop_at_val_target
+    assert (s.rl.group_size, s.rl.train_batch_size, s.trainer.lr) == (8, 16, 5e-4)
+    assert (s.trainer.ppo_mini_batches, s.trainer.ppo_epochs, s.trainer.entropy_coeff) == (4, 4, 0.1)
+    assert s.dev.val_target == 0.9 and s.dev.stop_at_val_target
     assert s.dev.max_steps == s.trainer.max_steps == DEMO_MAX_STEPS
     assert s.sampler.val_every > 0 and s.worker.agent == "examples.max_digit.agent:solve"
     for ds in s.dev.datasets:
@@ -57,7 +58,10 @@ def test_demo_data_is_balanced_held_out_and_reproducible() -> None:
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in val}
     assert all(r["answer"] == max(r["prompt"]) and len(r["prompt"]) == 4 for r in train + val)
     assert all(r.get("eval") is True for r in val) and not any("eval" in r for r in train)
-    assert max(Counter(r["answer"] for r in train).values()) <= 150
+    train_counts = Counter(r["answer"] for r in train)  # balanced too: answer 2's 52 prompts repeat
+    assert set(train_counts.values()) == {150} and len(train_counts) == 8
+    assert len({r["id"] for r in train}) == len(train)  # every copy is its own task
+    assert len({r["prompt"] for r in train}) == 7 * 150 + 52
 
 
 def test_demo_reward() -> None:
