@@ -1,6 +1,6 @@
 """The demo's GRPO in one process: what the pipeline's learning curve would be without Kafka.
 
-    .venv/bin/python -m bench.learning [--seeds 0,1,2] [--versions 200] [--lr 3e-4] [--groups 16] \
+    .venv/bin/python -m bench.learning [--seeds 0,1,2] [--versions 200] [--lr 5e-4] [--groups 16] \
         [--group-size 8] [--lag 1] [--temperature 1] [--filter-zero-variance] [--stop-at-target] \
         [--set trainer.KEY=VALUE ...]
 
@@ -8,8 +8,8 @@ The same model (``streamrl model build --preset tiny --tokenizer char``, built o
 temporary directory), the same prompts (the model's chat template around the task's ``prompt``), the
 same sampling code (:class:`streamrl.inference.engine.Engine`, temperature 1, one token), the same
 rewards (``examples.max_digit.agent.score``), the same trainer step (``TrainingBatch`` ->
-:func:`streamrl.trainer.batch.prepare_batch` -> :meth:`TorchBackend.train_step` with the demo's
-trainer settings) and the same validation (greedy, strict, the 104 held-out prompts every
+:func:`streamrl.trainer.batch.prepare_batch` -> :meth:`TorchBackend.train_step` with the
+``trainer`` settings of ``configs/demo.yaml``, overridden by ``--lr`` and ``--set``) and the same validation (greedy, strict, the 104 held-out prompts every
 ``--val-every`` versions). What is missing is the pipeline: no broker, no HTTP, no processes.
 
 ``--lag L`` makes the rollouts of version ``v``'s batch come from the policy of version ``v - L``
@@ -50,6 +50,16 @@ def _coerce(value: str) -> object:
     return {"true": True, "false": False, "none": None}.get(value.lower(), value)
 
 
+def demo_trainer_settings() -> dict:
+    """The ``trainer`` section of ``configs/demo.yaml`` less its service keys: the demo's algorithm
+    and optimisation settings (lr, epochs, mini-batches, entropy bonus, ...), the defaults here."""
+    import yaml
+
+    trainer = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text()).get("trainer") or {}
+    service = {"save_every", "keep_last", "max_steps", "torch_threads", "micro_batch_size", "checkpoint_dir"}
+    return {k: v for k, v in trainer.items() if k not in service}
+
+
 def run_seed(args: argparse.Namespace, seed: int, workdir: Path) -> dict:
     """Train one seed; returns ``{"val": {version: acc}, "distinct": {...}, "reached": v|None, ...}``."""
     import torch
@@ -85,7 +95,8 @@ def run_seed(args: argparse.Namespace, seed: int, workdir: Path) -> dict:
 
     cache = {row["prompt"]: prompt_ids(row["prompt"]) for row in train + val}
     trainer_keys = {
-        "lr": args.lr,
+        **demo_trainer_settings(),
+        **({"lr": args.lr} if args.lr is not None else {}),
         "micro_batch_size": 1024,
         "torch_threads": 1,
         "max_steps": args.versions,
@@ -207,7 +218,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--versions", type=int, default=200)
-    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr", type=float, default=None, help="trainer.lr (default: the demo's)")
     ap.add_argument("--groups", type=int, default=16, help="prompts per batch (rl.train_batch_size)")
     ap.add_argument("--group-size", type=int, default=8, help="rollouts per prompt (rl.group_size)")
     ap.add_argument("--lag", type=int, default=1, help="versions between the sampling and the trained policy")
