@@ -48,7 +48,7 @@ class InferenceBreaker:
         *,
         failures_to_open: int = 3,
         probe_initial_s: float = 0.5,
-        probe_max_s: float = 5.0,
+        probe_max_s: float = 1.0,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         if failures_to_open < 1 or probe_initial_s <= 0 or probe_max_s < probe_initial_s:

@@ -362,13 +362,19 @@ class Sampler(snap.Snapshots):
         if dl.stage == "trainer" and dl.original_topic == self.topic["batches"] and dl.original_key:
             self.ledger.on_batch_dead_lettered(dl.original_key.decode(errors="replace"))
 
-    def backoff_s(self, failures: int) -> float:
+    def backoff_s(self, failures: int, kind: str = "agent") -> float:
         """Delay of a re-issue after ``failures`` failures of one kind, in seconds:
-        ``retry_backoff_s × 2^(failures − 1)``, at most ``retry_backoff_max_s`` (0 when off)."""
+        ``retry_backoff_s × 2^(failures − 1)``, at most ``retry_backoff_max_s``, and at most
+        ``infra_retry_backoff_max_s`` for infrastructure failures (workers' circuit breakers hold
+        re-issues back while the inference service is down, so a long delay would only slow the
+        resume after it); 0 when off."""
         base = self.cfg.retry_backoff_s
         if base <= 0 or failures < 1:
             return 0.0
-        return min(self.cfg.retry_backoff_max_s, base * 2.0 ** min(failures - 1, 30))
+        cap = self.cfg.retry_backoff_max_s
+        if kind == "infrastructure":
+            cap = min(cap, self.cfg.infra_retry_backoff_max_s)
+        return min(cap, base * 2.0 ** min(failures - 1, 30))
 
     def _act(self, action: Reissue | DeadLetterAction) -> None:
         sample: Sample = action.sample
@@ -381,7 +387,7 @@ class Sampler(snap.Snapshots):
                     "created_at": utc_now(),
                 }
             )
-            delay = 0.0 if self._replaying else self.backoff_s(action.failures)
+            delay = 0.0 if self._replaying else self.backoff_s(action.failures, action.kind)
             self._retry_seq += 1
             heapq.heappush(self.retry_queue, (time.monotonic() + delay, self._retry_seq, again))
             m.REISSUES.labels(action.kind).inc()

@@ -56,7 +56,7 @@ class WorkerSettings(Section):
     breaker_probe_s: float = Field(0.5, gt=0)
     """First health-probe interval once the worker stopped taking samples, in seconds; it doubles up
     to ``breaker_probe_max_s``."""
-    breaker_probe_max_s: float = Field(5.0, gt=0)
+    breaker_probe_max_s: float = Field(1.0, gt=0)
     """Longest interval between health probes of an unhealthy inference service, in seconds (so the
     worker resumes at most this long after the service is back)."""
     health_probe_timeout_s: float = Field(2.0, gt=0)

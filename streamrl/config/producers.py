@@ -62,6 +62,10 @@ class SamplerSettings(Section):
     kind (0 = re-issue at once)."""
     retry_backoff_max_s: float = Field(30.0, ge=0)
     """Longest delay before a re-issue, in seconds."""
+    infra_retry_backoff_max_s: float = Field(1.0, ge=0)
+    """Longest delay before re-issuing a rollout after an infrastructure failure, in seconds: the
+    workers' circuit breakers already hold samples back while the inference service is down, so a
+    longer delay only slows the resume once it is back."""
     poll_interval_s: float = Field(0.2, gt=0)
     """Longest wait for new records in one poll of ``tasks``/``checkpoints``/``trajectories``, in seconds."""
     commit_interval_s: float = Field(5.0, gt=0)
