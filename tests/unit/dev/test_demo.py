@@ -31,7 +31,7 @@ def _rows(path: Path) -> list[dict]:
 def test_configs_demo_yaml_is_the_embedded_demo() -> None:
     assert yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text()) == demo_overrides()
     s = load_settings(ROOT / "configs" / "demo.yaml")
-    assert (s.rl.group_size, s.rl.train_batch_size, s.trainer.lr) == (8, 16, 5e-4)
+    assert (s.rl.group_size, s.rl.train_batch_size, s.trainer.lr) == (8, 16, 3e-4)
     assert (s.trainer.ppo_mini_batches, s.trainer.ppo_epochs, s.trainer.entropy_coeff) == (4, 4, 0.1)
     assert s.dev.val_target == 0.9 and s.dev.stop_at_val_target
     assert s.dev.max_steps == s.trainer.max_steps == DEMO_MAX_STEPS
