@@ -505,7 +505,9 @@ class Sampler(snap.Snapshots):
         return None
 
     def emit_ready(self) -> int:
-        """Emit what is allowed now: re-issues, val samples, then whole train groups under the bound.
+        """Emit what is allowed now: re-issues, val samples, then whole train groups under the bound,
+        where train re-issues still waiting for their back-off count as in flight (a new group never
+        takes the place of a failed rollout's re-issue).
 
         Returns:
             samples emitted.
@@ -526,6 +528,10 @@ class Sampler(snap.Snapshots):
         while self.val_queue and n < MAX_EMIT_PER_STEP:
             self._emit(self.val_queue.popleft())
             n += 1
+        # re-issues waiting for their back-off keep their place under the bound: new groups taking
+        # it would hold them back until the trainer consumes (their groups wait, and streams sends a
+        # partial batch only at its batch timeout)
+        owed = sum(1 for _, _, s in self.retry_queue if s.mode is Mode.train)
         while n < MAX_EMIT_PER_STEP and (cursor := self._ensure_cursor()) is not None:
             nxt = cursor.peek()
             if nxt is None:
@@ -533,7 +539,7 @@ class Sampler(snap.Snapshots):
             task_id, k = nxt
             # a group is admitted whole: its members k..G-1 must all fit, or a half-admitted group
             # would wait at streams for members admitted only after its straggler timeout
-            if not self.ledger.can_admit(self.group_size - k):
+            if not self.ledger.can_admit(self.group_size - k + owed):
                 blocked = True
                 break
             cursor.mark(task_id, k)
