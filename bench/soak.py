@@ -60,6 +60,7 @@ def soak_config(tmp: Path, workers: int, minutes: float, sets: list[str] = ()) -
         run_id="soak",
         workers=workers,
         max_steps=10**9,
+        stop_at_val_target=False,  # the demo ends at its val target; a soak runs its whole length
         timeout_s=minutes * 60 + 900,
         display="plain",
         plain_every_s=60,
