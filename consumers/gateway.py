@@ -64,6 +64,7 @@ from streamrl.consumers.messages_api import translate_request
 from streamrl.consumers.recording import ParsedResponse, RecordingError, parse_response, parse_sse
 from streamrl.consumers.sink import RecordSink
 from streamrl.consumers.translation import ChatStreamReader, SSESplitter, TranslationError, chat_output
+from streamrl.errors import StreamRLError
 from streamrl.schemas.inference_http import (
     AGENT_HEADER,
     ANTHROPIC_API_KEY_HEADER,
@@ -792,7 +793,7 @@ class Gateway:
             state.errors.append(f"rollout {state.rollout_id!r} call {seq}: cannot record the response: {exc}")
 
 
-class _AgentGone(Exception):
+class _AgentGone(StreamRLError):
     """The agent's connection closed while the gateway wrote a streamed answer to it."""
 
 

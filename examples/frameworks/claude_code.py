@@ -35,6 +35,7 @@ from typing import Any
 from anthropic import AsyncAnthropic
 
 from streamrl import rollout
+from streamrl.errors import StreamRLError
 
 MAX_TURNS = 8
 """Model calls per rollout at most."""
@@ -81,7 +82,7 @@ TOOLS: list[dict[str, Any]] = [
 ]
 
 
-class ToolError(Exception):
+class ToolError(StreamRLError):
     """A tool call the agent cannot carry out (its message goes back to the model as an error result)."""
 
 
