@@ -134,7 +134,12 @@ def test_dropped_groups_release_capacity_so_the_sampler_never_stalls(
     sim.drain(quiet_s=0.3)
     assert sim.max_in_flight == bound and sim.checks == total_train and sim.dropped == 16
     assert sim.version == 2  # only the 4 groups with reward variance train
-    assert sampler.done and sampler.ledger.released_by_outcome == 16
+    # the sampler is done once every rollout has finished, and may exit before it reads the outcome of
+    # the last dropped group (written just after its trajectories): nothing waits on that release. Every
+    # earlier dropped group must have been released (else the sampler would have stalled at the bound)
+    unread = [g for g in zero_variance if sampler.ledger.groups.get(g) and not sampler.ledger.groups[g].decided]
+    assert sampler.done and len(unread) <= 1, unread
+    assert sampler.ledger.released_by_outcome == 16 - 4 * len(unread)
     assert sampler.ledger.in_flight == (sim.version - sampler.ledger.version) * sim.per_version
     train = [x for x in sim.samples if x.mode is Mode.train]
     assert sorted((x.rollout_id, x.retry) for x in train if x.retry > 0) == [(f"{order[0]}/0/1", 1)]
