@@ -137,7 +137,9 @@ def test_dropped_groups_release_capacity_so_the_sampler_never_stalls(
     # the sampler is done once every rollout has finished, and may exit before it reads the outcome of
     # the last dropped group (written just after its trajectories): nothing waits on that release. Every
     # earlier dropped group must have been released (else the sampler would have stalled at the bound)
-    unread = [g for g in zero_variance if sampler.ledger.groups.get(g) and not sampler.ledger.groups[g].decided]
+    unread = [
+        g for g in zero_variance if sampler.ledger.groups.get(g) and not sampler.ledger.groups[g].decided
+    ]
     assert sampler.done and len(unread) <= 1, unread
     assert sampler.ledger.released_by_outcome == 16 - 4 * len(unread)
     assert sampler.ledger.in_flight == (sim.version - sampler.ledger.version) * sim.per_version
