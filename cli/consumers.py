@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         from streamrl.consumers.runner import load_agent
         from streamrl.consumers.worker import RolloutWorker
 
-        runner = load_agent(spec)
+        runner = load_agent(spec, key="--agent" if agent else "worker.agent")
 
         async def main() -> None:
             stop = asyncio.Event()

@@ -32,13 +32,14 @@ from streamrl.sdk import (
     reduce_rewards,
 )
 
-__all__ = ["AgentLoadError", "AgentRunner", "Outcome", "load_agent"]
+__all__ = ["AgentLoadError", "AgentRunner", "Outcome", "import_agent", "load_agent"]
 
 MAX_ERROR_CHARS = 4000
 
 
 class AgentLoadError(StreamRLError):
-    """``--agent`` does not name an importable agent (message says what and where)."""
+    """``--agent`` (or ``worker.agent``) does not name an importable agent (the message names the
+    key, the value and the ImportError/AttributeError)."""
 
 
 @dataclass
@@ -67,19 +68,21 @@ class AgentRunner:
         target: what ``--agent`` named: a ``@rollout`` function, a plain function, an ``Agent``
             subclass (instantiated here with no arguments) or an ``Agent`` instance.
         spec: the ``module:attr`` it came from (for messages).
+        key: where ``spec`` came from (``--agent`` or ``worker.agent``), for messages.
 
     Raises:
-        AgentLoadError: ``target`` is none of the above.
+        AgentLoadError: ``target`` is none of the above, or the ``Agent`` subclass's ``__init__`` failed.
     """
 
-    def __init__(self, target: Any, spec: str = "<agent>") -> None:
+    def __init__(self, target: Any, spec: str = "<agent>", key: str = "--agent") -> None:
+        _check_kind(target, spec, key)
         self.spec = spec
         self.instance: Agent | None = None
         if isinstance(target, type) and issubclass(target, Agent):
             try:
                 target = target()
             except Exception as exc:
-                raise AgentLoadError(f"--agent {spec}: {target.__name__}() failed: {exc!r}") from exc
+                raise AgentLoadError(f"{key} {spec!r}: {target.__name__}() failed: {exc!r}") from exc
         if isinstance(target, Agent):
             self.instance = target
             self.fn: Any = target.rollout
@@ -89,14 +92,9 @@ class AgentRunner:
         elif isinstance(target, RolloutFunction):
             self.fn = target.fn
             self.name, self.timeout_s, self.reduction = target.name, target.timeout_s, target.reduction
-        elif callable(target) and not isinstance(target, type):
+        else:
             self.fn = target
             self.name, self.timeout_s, self.reduction = None, None, "last"
-        else:
-            raise AgentLoadError(
-                f"--agent {spec}: {type(target).__name__} is not an agent; name a @rollout function, "
-                "a function (task, llm) -> reward, or an Agent subclass"
-            )
         self.is_async = inspect.iscoroutinefunction(self.fn)
 
     async def setup(self, worker_id: str) -> None:
@@ -225,30 +223,61 @@ def _format_exception(exc: BaseException) -> str:
     return text.rstrip()
 
 
-def load_agent(spec: str) -> AgentRunner:
-    """Import ``package.module:attr`` and wrap it in an :class:`AgentRunner`.
+def _check_kind(target: Any, spec: str, key: str) -> None:
+    """Raise :class:`AgentLoadError` unless ``target`` is something a worker can run."""
+    if isinstance(target, type) and issubclass(target, Agent):
+        return
+    if isinstance(target, (Agent, RolloutFunction)) or (callable(target) and not isinstance(target, type)):
+        return
+    raise AgentLoadError(
+        f"{key} {spec!r}: {type(target).__name__} is not an agent; name a @rollout function, "
+        "a function (task, llm) -> reward, or an Agent subclass"
+    )
+
+
+def import_agent(spec: str, key: str = "--agent") -> Any:
+    """Import ``package.module:attr`` and return what it names, checked to be an agent but not
+    instantiated (an ``Agent`` subclass stays a class): the worker's rule, which ``streamrl dev``'s
+    preflight applies too, so a typo fails before anything starts.
 
     The current directory is importable (as with ``python -m`` or uvicorn), so
     ``streamrl worker --agent my_agents:solve`` next to ``my_agents.py`` works; the ``streamrl``
     console script alone would not put it on ``sys.path``.
 
+    Args:
+        spec: ``package.module:function`` (or ``:Class``, or ``:obj.attr``).
+        key: where ``spec`` came from, named in errors (``--agent`` or ``worker.agent``).
+
     Raises:
-        AgentLoadError: bad syntax, module not importable, attribute missing or not an agent.
+        AgentLoadError: bad syntax, module not importable (the exception it raised), attribute
+            missing (the AttributeError) or not an agent; one line naming ``key`` and ``spec``.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise AgentLoadError(f"--agent {spec!r}: expected package.module:function (or :Class)")
+        raise AgentLoadError(f"{key} {spec!r}: expected package.module:function (or :Class)")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise AgentLoadError(f"--agent {spec}: cannot import {module_name!r}: {exc!r}") from exc
+        raise AgentLoadError(
+            f"{key} {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     target: Any = module
     for part in attr.split("."):
         try:
             target = getattr(target, part)
         except AttributeError as exc:
-            raise AgentLoadError(f"--agent {spec}: {module_name} has no attribute {attr!r}") from exc
-    return AgentRunner(target, spec)
+            raise AgentLoadError(f"{key} {spec!r}: AttributeError: {exc}") from exc
+    _check_kind(target, spec, key)
+    return target
+
+
+def load_agent(spec: str, key: str = "--agent") -> AgentRunner:
+    """Import ``package.module:attr`` (:func:`import_agent`) and wrap it in an :class:`AgentRunner`.
+
+    Raises:
+        AgentLoadError: see :func:`import_agent`; also an ``Agent`` subclass whose ``__init__`` fails.
+    """
+    return AgentRunner(import_agent(spec, key), spec, key)

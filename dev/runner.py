@@ -41,6 +41,7 @@ from streamrl.dev.cpu import CpuMeter
 from streamrl.dev.display import render, status_line
 from streamrl.dev.local_broker import choose_broker, owner_name, stop_broker
 from streamrl.dev.monitor import Monitor
+from streamrl.dev.preflight import preflight
 from streamrl.dev.report import format_summary, plot_rewards, write_summary
 from streamrl.dev.rundir import (
     deep_merge,
@@ -55,7 +56,7 @@ from streamrl.dev.rundir import (
 )
 from streamrl.dev.stats import RunStats
 from streamrl.dev.supervisor import ChildFailed, ChildSpec, Restart, RestartPolicy, Supervisor
-from streamrl.errors import ConfigError, StreamRLError
+from streamrl.errors import StreamRLError
 from streamrl.logs import quiet_http_clients
 from streamrl.schemas import utc_now
 from streamrl.schemas.inference_http import HEALTH_PATH, POLICY_VERSION
@@ -279,7 +280,9 @@ def run_dev(
         A :class:`DevResult`; the summary and plot are written whatever the outcome.
 
     Raises:
-        ConfigError: invalid config.  BrokerError: the local broker cannot start.
+        ConfigError: invalid config, a missing dataset, ``worker.agent`` unset.  AgentLoadError:
+            ``worker.agent`` cannot be imported (:mod:`streamrl.dev.preflight`).  BrokerError: the
+            local broker cannot start.
     """
     console = console or Console()
     overrides = deep_merge(overrides or {}, flag_overrides(flags or {})[0])
@@ -288,12 +291,7 @@ def run_dev(
     redact_logs(settings)
     user = deep_merge(deep_merge(raw_config(config), base or {}), overrides)
     dev = settings.dev
-    for i, ds in enumerate(dev.datasets):
-        if not ds.path.exists():
-            raise ConfigError(
-                f"dev.datasets[{i}].path: {ds.path} does not exist (relative paths are relative to "
-                f"{Path.cwd()}; run from the repository root)"
-            )
+    preflight(settings)  # datasets, the agent: before anything starts
     run_id = dev.run_id or new_run_id()
     run_dir = (dev.run_root / run_id).resolve()
     if (run_dir / "config.yaml").exists():

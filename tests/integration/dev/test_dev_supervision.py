@@ -28,14 +28,16 @@ def test_a_child_that_keeps_dying_stops_the_run_with_its_log_tail(
     dev_config, processes_mentioning, tmp_path: Path
 ) -> None:
     config, env = dev_config(
-        worker={"agent": "no_such_package.agent:solve"},
+        # imports (dev's preflight passes: an unimportable agent stops dev before anything starts)
+        # but raises when the worker instantiates it
+        worker={"agent": "tests.support.dying_agent:Dies"},
         dev={"restart": {"max_restarts": 2, "backoff_s": 0.2}},
     )
     out = finish_dev(start_dev(config, env), 480)  # start-up alone took ~4 min at load ~13
     run_dir = tmp_path / "runs" / "r"
     assert out.count("worker-0 exited with code 1; restarting it") == 2, out[-5000:]
     assert "worker-0 exited with code 1, after 2 restart(s)" in out
-    assert "no_such_package" in out  # the tail of the worker's log is shown
+    assert "dying_agent: this agent cannot start" in out  # the tail of the worker's log is shown
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["outcome"] == "failed: worker-0 exited with code 1 (restarted 2 time(s), it kept dying)"
     assert summary["restarts"] == {"worker-0": 2}
