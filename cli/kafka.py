@@ -61,7 +61,7 @@ def kafka_status(config: Path | None = ConfigOption) -> None:
         state = "answering" if st.answering else "not answering yet"
         typer.echo(f"Kafka running (pid {st.pid}) on {st.bootstrap}, {state}; data in {st.data_dir}")
     else:
-        typer.echo(f"Kafka not running (data in {st.data_dir})")
+        typer.echo(f"Kafka not running on {st.bootstrap} (data in {st.data_dir})")
     raise typer.Exit(0 if st.running and st.answering else 1)
 
 

@@ -39,9 +39,10 @@ class ModelSpec(Section):
 
     pretrained: str | None = None
     """Name of a pretrained model ``streamrl model fetch`` knows (``smollm2-135m-instruct``); None = build
-    a tiny model. ``path`` then defaults to ``models/<pretrained>``."""
-    path: Path = Path("models/tiny-char")
-    """Hugging Face model directory. Used as ``inference.model`` and ``trainer.model_path`` unless those are set."""
+    a tiny model. With a name, ``path`` defaults to ``models/<pretrained>``."""
+    path: Path = Field(Path("models/tiny-char"), json_schema_extra={"derived": True})
+    """Hugging Face model directory. Used as ``inference.model`` and ``trainer.model_path`` unless those
+    are set. When not given: ``models/<pretrained>``, else ``models/tiny-char``."""
     build: bool = True
     """Fetch or build the model there when it is missing; False = it must exist."""
     preset: str = "tiny"

@@ -124,7 +124,7 @@ class KafkaSettings(Section):
     ``STREAMRL_BOOTSTRAP_SERVERS`` overrides ``bootstrap_servers`` for every command.
     """
 
-    bootstrap_servers: str = "127.0.0.1:9092"
+    bootstrap_servers: str = Field("127.0.0.1:9092", json_schema_extra={"derived": True})
     """Comma-separated ``host:port`` list. When not given, ``kafka.local``'s ``host:port`` (the local broker)."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     """Kafka ``security.protocol``; passed to every client."""
