@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from streamrl.config import Settings, default_config_path
+from streamrl.config import Settings, default_config_path, yaml_error
 from streamrl.errors import ConfigError
 
 
@@ -59,7 +59,7 @@ def raw_config(path: Path | None) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{cfg}: cannot read config file: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{cfg}: not valid YAML: {exc}") from exc
+        raise ConfigError(yaml_error(cfg, exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -41,6 +41,7 @@ __all__ = [
     "default_config_path",
     "flag_overrides",
     "load_settings",
+    "yaml_error",
 ]
 
 ENV_PREFIX = "STREAMRL_"
@@ -168,12 +169,40 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except RecursionError:
         raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(yaml_error(path, exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def yaml_error(path: Path | str, exc: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: ``<file>:<line>:<column>: not valid YAML: <what is wrong>``
+    (line and column from 1, where the parser stopped), with what it was reading and where that
+    began, instead of PyYAML's four-line message.
+
+    ``streamrl.yaml:4:4: not valid YAML: bad indentation (this line is indented differently from
+    the mapping it is in, which starts at line 2, column 3)``.
+    """
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return f"{path}: not valid YAML: " + " ".join(str(exc).split())
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    began = f"line {start.line + 1}, column {start.column + 1}" if start is not None else None
+    if problem.startswith("expected <block end>"):
+        what = "bad indentation (this line is indented differently from the block it is in"
+        what += f", which starts at {began})" if began else ")"
+    elif "'\\t'" in problem or "\t" in problem:
+        what = "a tab character: YAML indents with spaces only"
+    elif problem == "mapping values are not allowed here":
+        what = "a ':' where no 'key: value' can start (a value holding ': ' needs quotes; is this a YAML file?)"
+    else:
+        what = problem.replace("'<stream end>'", "the end of the file")
+        if context and began:
+            what += f" ({context.removeprefix('while ')} that starts at {began})"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {what}"
 
 
 def _origin(loc: tuple[str, ...], origins: Mapping[tuple[str, ...], str]) -> str | None:
@@ -186,7 +215,9 @@ def _origin(loc: tuple[str, ...], origins: Mapping[tuple[str, ...], str]) -> str
 
 def _describe(exc: ValidationError, source: str, origins: Mapping[tuple[str, ...], str]) -> str:
     """One line per flag error (``--max-steps: trainer.max_steps: <reason> (got 0)``), then the
-    other errors under ``invalid configuration from <source>:``, each with its key path."""
+    other errors: one alone is one line (``<source>: rl.group_sise: unknown key``; without a file,
+    the key path first), several are a header ``invalid configuration from <source>:`` and one
+    indented line each, with its key path."""
     flag_lines, lines = [], []
     for err in exc.errors():
         loc_t = tuple(str(p) for p in err["loc"])
@@ -203,7 +234,10 @@ def _describe(exc: ValidationError, source: str, origins: Mapping[tuple[str, ...
         env_name = ENV_PREFIX + "__".join(loc_t).upper()
         origin = f" [from env {env_name}]" if env_name in os.environ else ""
         lines.append(f"  {loc}: {msg}{shown}{origin}" if loc else f"  {msg}{origin}")
-    if lines:
+    if len(lines) == 1:
+        one = lines[0].strip()
+        flag_lines.append(f"{source}: {one}" if source != "defaults" else one)
+    elif lines:
         flag_lines.append(f"invalid configuration from {source}:\n" + "\n".join(lines))
     return "\n".join(flag_lines)
 

@@ -114,7 +114,7 @@ CATALOGUE: tuple[Kind, ...] = (
     _k(
         "config-unknown-key",
         "a misspelled key (`rl.group_sise`)",
-        "one line: `rl.group_sise: unknown key`, exit 1",
+        "one line: `streamrl.yaml: rl.group_sise: unknown key`, exit 1 (several errors: a header and one line each)",
     ),
     _k(
         "config-bad-value",
@@ -129,7 +129,7 @@ CATALOGUE: tuple[Kind, ...] = (
     _k(
         "config-not-yaml",
         "a config file that is not YAML",
-        "one line naming the file and the YAML error, exit 1",
+        "one line: `streamrl.yaml:4:4: not valid YAML: bad indentation (...)`, the file, line, column and what is wrong, exit 1",
     ),
     _k(
         "config-unknown-estimator",

@@ -29,7 +29,11 @@ def _config(tmp_path: Path, data: bytes) -> str:
 
 CASES: dict[str, tuple[bytes, list[str], list[str]]] = {
     # kind -> (config file bytes, command line after "-c FILE", what the one error line must say)
-    "config-unknown-key": (b"rl:\n  group_sise: 4\n", ["config", "show"], ["rl.group_sise: unknown key"]),
+    "config-unknown-key": (
+        b"rl:\n  group_sise: 4\n",
+        ["config", "show"],
+        ["streamrl.yaml: rl.group_sise: unknown key"],
+    ),
     "config-bad-value": (
         b"rl:\n  group_size: many\n",
         ["config", "show"],
@@ -40,7 +44,14 @@ CASES: dict[str, tuple[bytes, list[str], list[str]]] = {
         ["config", "show"],
         ["streamrl.yaml: line 3: not UTF-8 (byte 0xe9", "save the file as UTF-8"],
     ),
-    "config-not-yaml": (b"rl: [unclosed\n", ["config", "show"], ["streamrl.yaml: not valid YAML"]),
+    "config-not-yaml": (
+        b"kafka:\n  local:\n    port: 9092\n   host: x\n",
+        ["config", "show"],
+        [
+            "streamrl.yaml:4:4: not valid YAML: bad indentation (this line is indented differently from the "
+            "block it is in, which starts at line 2, column 3)"
+        ],
+    ),
     "config-unknown-estimator": (
         b"trainer:\n  adv_estimator: grpoo\n",
         ["config", "show"],
@@ -69,3 +80,4 @@ def test_config_bad_input(
     for text in says:
         assert text in err, err
     assert err.startswith("error: ")
+    assert len(err.strip().splitlines()) == 1, err

@@ -97,6 +97,43 @@ def test_not_yaml_and_not_mapping(tmp_path: Path) -> None:
         load_settings(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "rl: [1, 2\n",
+            ":2:1: not valid YAML: expected ',' or ']', but got the end of the file (parsing a "
+            "flow sequence that starts at line 1, column 5)",
+        ),
+        ("rl:\n\tgroup_size: 4\n", ":2:1: not valid YAML: a tab character: YAML indents with spaces only"),
+        (
+            "# Title\n\nSome text: with a colon: here\n",
+            ":3:24: not valid YAML: a ':' where no 'key: value' can start",
+        ),
+    ],
+    ids=["unclosed", "tab", "prose"],
+)
+def test_not_yaml_is_one_line_with_file_line_column(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}{expected}") and "\n" not in message, message
+
+
+def test_one_config_error_is_one_line_several_are_a_header_and_a_line_each(tmp_path: Path) -> None:
+    path = write(tmp_path, "rl:\n  group_sise: 4\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == f"{path}: rl.group_sise: unknown key"
+    path = write(tmp_path, "rl:\n  group_sise: 4\n  max_staleness: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    header, *lines = str(info.value).splitlines()
+    assert header == f"invalid configuration from {path}:"
+    assert sorted(line.split(":")[0] for line in lines) == ["  rl.group_sise", "  rl.max_staleness"]
+
+
 def test_sasl_needs_mechanism(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="sasl_mechanism"):
         load_settings(write(tmp_path, "kafka:\n  security_protocol: SASL_SSL\n"))
