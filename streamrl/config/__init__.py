@@ -197,7 +197,9 @@ def yaml_error(path: Path | str, exc: yaml.YAMLError) -> str:
     elif "'\\t'" in problem or "\t" in problem:
         what = "a tab character: YAML indents with spaces only"
     elif problem == "mapping values are not allowed here":
-        what = "a ':' where no 'key: value' can start (a value holding ': ' needs quotes; is this a YAML file?)"
+        what = (
+            "a ':' where no 'key: value' can start (a value holding ': ' needs quotes; is this a YAML file?)"
+        )
     else:
         what = problem.replace("'<stream end>'", "the end of the file")
         if context and began:
