@@ -16,7 +16,7 @@ import sys
 import typer
 import typer.core
 
-from streamrl.errors import StreamRLError
+from streamrl.errors import FlagError, StreamRLError
 
 app = typer.Typer(
     name="streamrl",
@@ -87,11 +87,15 @@ def _error(message: str, code: int) -> None:
 
 def main() -> None:
     """Run the CLI. Errors are one line on stderr, no traceback: a :class:`StreamRLError` (bad
-    config key or flag value, broker down, ...) exits 1; a value the parser rejects exits 2
-    (``error: Invalid value for '--limit': 0 is not in the range x>=1.``). Other usage errors
-    (unknown option or command) print the usage hint, as click does."""
+    config key, broker down, ...) exits 1; a flag's bad value exits 2 in click's words, whether the
+    parser rejects it (``error: Invalid value for '--limit': ...``) or the settings loader does
+    (``error: Invalid value for '--max-steps': trainer.max_steps: ... (got 0)``,
+    :class:`~streamrl.errors.FlagError`). Other usage errors (unknown option or command) print the
+    usage hint, as click does."""
     try:
         rv = app(standalone_mode=False)
+    except FlagError as exc:  # a flag's value the settings loader rejected: a usage error
+        _error(str(exc), 2)
     except StreamRLError as exc:
         _error(str(exc), 1)
     except typer.BadParameter as exc:

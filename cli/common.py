@@ -33,7 +33,8 @@ def settings_from(config: Path | None, flags: Mapping[str, tuple[str, Any]] | No
 
     Raises:
         ConfigError: a bad key or flag; ``main`` prints it in one line
-            (``--max-steps: trainer.max_steps: Input should be greater than or equal to 1 (got 0)``).
+            (``Invalid value for '--max-steps': trainer.max_steps: Input should be ... (got 0)``), a
+            :class:`~streamrl.errors.FlagError` (exit 2).
     """
     from streamrl.security import redact_logs
 

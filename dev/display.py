@@ -77,7 +77,8 @@ def render(
 
     procs = Table("process", "state", title="processes")
     for name, state in children.items():
-        color = "green" if state == "running" else ("cyan" if state == "finished" else "red")
+        clean = state in ("finished", "exited 0", "stopped")  # dev's own stop (SIGTERM) is clean
+        color = "green" if state.startswith("running") else ("cyan" if clean else "red")
         procs.add_row(name, f"[{color}]{state}[/]")
 
     body = Table.grid(padding=(0, 2))

@@ -57,6 +57,14 @@ def plot_rewards(path: Path, train: dict[int, float], val: dict[int, float], *, 
     return path
 
 
+def _top(summary: dict[str, Any], distinct: int | None, shown: int = 5) -> str:
+    """The ``shown`` most common answers (``'7'×40, '9'×12``), then ``+N more`` for the others."""
+    answers = summary.get("top_answers_last", [])
+    text = ", ".join(f"{a!r}×{n}" for a, n in answers[:shown])
+    more = (distinct if distinct is not None else len(answers)) - min(shown, len(answers))
+    return f"{text}, +{more} more" if more > 0 else text
+
+
 def format_summary(summary: dict[str, Any], run_dir: Path | None = None, outcome: str = "") -> str:
     """A few human lines about the run (printed at the end of ``streamrl dev``)."""
 
@@ -80,9 +88,9 @@ def format_summary(summary: dict[str, Any], run_dir: Path | None = None, outcome
             f"{f(summary['reward_last'])} at version {summary.get('version_last')} "
             f"({summary.get('val_tasks')} held-out tasks)"
         )
-        top = ", ".join(f"{a!r}×{n}" for a, n in summary.get("top_answers_last", [])[:5])
+        distinct = summary.get("distinct_answers_last")
         lines.append(
-            f"distinct greedy val answers at the last version: {summary.get('distinct_answers_last')}  [{top}]"
+            f"distinct greedy val answers at the last version: {distinct}  [{_top(summary, distinct)}]"
         )
     else:
         lines.append("val reward: no complete validation")

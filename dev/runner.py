@@ -618,7 +618,24 @@ def _state(sup: Supervisor, name: str) -> str:
     code = child.returncode()
     if code is None:
         return f"running{again}"
-    return "finished" if name in sup.finished else f"exit {code}"
+    return "finished" if name in sup.finished else exit_text(code)
+
+
+def exit_text(code: int | None) -> str:
+    """How a child ended, in words: ``exited 0``, ``stopped`` (SIGTERM: dev's own stop, a clean
+    one), ``killed by SIGKILL``, ``exit 1``; None = ``not reaped``."""
+    if code is None:
+        return "not reaped"
+    if code == 0:
+        return "exited 0"
+    if code == -signal.SIGTERM:
+        return "stopped"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
 
 
 def _stop_children(sup: Supervisor, console: Console) -> None:
@@ -629,7 +646,7 @@ def _stop_children(sup: Supervisor, console: Console) -> None:
         console.print(f"stopping {', '.join(running)} ...")
     order = [n for p in STOP_ORDER_PREFIXES for n in sup.children if n.startswith(p)]
     codes = sup.stop_all(order)
-    log.info("children stopped: %s", codes)
+    log.info("children stopped: %s", ", ".join(f"{n} {exit_text(c)}" for n, c in codes.items()))
 
 
 def _drain(monitor: Monitor, stats: RunStats, timeout_s: float = 3.0) -> None:

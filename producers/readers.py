@@ -122,6 +122,12 @@ def open_dataset(path: str | Path, fmt: str | None = None, *, hf_split: str | No
         raise DatasetError(f"{p}: cannot read: {exc.strerror or exc}") from exc
 
 
+def _at(msg: str, where: str) -> str:
+    """``json``'s reason with where it happened: ``Expecting value at column 3``; a reason that already
+    ends in "at" (``Unterminated string starting at``) gets the place alone, not "at at column"."""
+    return f"{msg} {where}" if msg.endswith(" at") else f"{msg} at {where}"
+
+
 def parse_json(text: str | bytes) -> Any:
     """``json.loads`` whose failures are all ``ValueError`` with a reason that says what is wrong.
 
@@ -132,7 +138,7 @@ def parse_json(text: str | bytes) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+        raise ValueError(f"malformed JSON: {_at(exc.msg, f'column {exc.colno}')}") from None
     except RecursionError:
         raise ValueError("JSON nested too deeply (over ~1,000 levels)") from None
     except ValueError as exc:  # int digits limit
@@ -205,7 +211,7 @@ def _read_json_array(path: Path) -> Iterator[Row]:
                 )
                 return
             row = Row(
-                line, "line", error=f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                line, "line", error=f"malformed JSON: {_at(exc.msg, f'line {exc.lineno} column {exc.colno}')}"
             )
         except RecursionError:
             end = _skip_value(text, pos)

@@ -7,7 +7,7 @@ wrapped in one (``raise ... from exc``). Each class is defined once, where its f
   ``SchemaError`` (a record cannot be encoded/decoded), ``CheckpointError`` (a checkpoint cannot be
   written, found, verified or loaded: trainer and inference), ``ClaimCheckError`` (a claim-check
   file: streams and trainer);
-- this module (core glue): ``ConfigError``, ``DeliveryError``, ``BrokerError``;
+- this module (core glue): ``ConfigError`` (and ``FlagError``), ``DeliveryError``, ``BrokerError``;
 - each stage, for what only it raises: ``trainer.errors`` (``BadBatchError``, ``NonFiniteLossError``),
   ``inference.errors`` (``RequestError``, ``OverloadedError``, ``ModelBuildError``), the producers'
   ``TopicUnavailable``/``InvalidRow``/``DatasetError``, the consumers' ``RecordingError``,
@@ -28,6 +28,7 @@ __all__ = [
     "ClaimCheckError",
     "ConfigError",
     "DeliveryError",
+    "FlagError",
     "SchemaError",
     "StreamRLError",
 ]
@@ -38,6 +39,12 @@ class ConfigError(StreamRLError):
 
     The message names every offending key path (``sampler.group_size``) with the reason.
     """
+
+
+class FlagError(ConfigError):
+    """A command-line flag's value is invalid (the settings loader judged it as its key). The CLI
+    prints it as click prints a value its parser rejects (``Invalid value for '--max-steps': ...``)
+    and exits 2, as click does for usage errors."""
 
 
 class DeliveryError(StreamRLError):

@@ -31,7 +31,7 @@ from streamrl.config.rl import RLSettings
 from streamrl.config.security import SecuritySettings
 from streamrl.config.streams import StreamsSettings
 from streamrl.config.trainer import TrainerSettings
-from streamrl.errors import ConfigError
+from streamrl.errors import ConfigError, FlagError
 
 __all__ = [
     "COMPACTED_TOPICS",
@@ -216,7 +216,8 @@ def _origin(loc: tuple[str, ...], origins: Mapping[tuple[str, ...], str]) -> str
 
 
 def _describe(exc: ValidationError, source: str, origins: Mapping[tuple[str, ...], str]) -> str:
-    """One line per flag error (``--max-steps: trainer.max_steps: <reason> (got 0)``), then the
+    """One line per flag error, in click's words as for a flag the parser rejects
+    (``Invalid value for '--max-steps': trainer.max_steps: <reason> (got 0)``), then the
     other errors: one alone is one line (``<source>: rl.group_sise: unknown key``; without a file,
     the key path first), several are a header ``invalid configuration from <source>:`` and one
     indented line each, with its key path."""
@@ -231,7 +232,7 @@ def _describe(exc: ValidationError, source: str, origins: Mapping[tuple[str, ...
         shown = "" if err["type"] == "extra_forbidden" or isinstance(given, dict) else f" (got {given!r})"
         flag = _origin(loc_t, origins)
         if flag is not None:
-            flag_lines.append(f"{flag}: {loc}: {msg}{shown}")
+            flag_lines.append(f"Invalid value for '{flag}': {loc}: {msg}{shown}")  # click's wording
             continue
         env_name = ENV_PREFIX + "__".join(loc_t).upper()
         origin = f" [from env {env_name}]" if env_name in os.environ else ""
@@ -294,7 +295,8 @@ def load_settings(
         path: YAML file; None uses :func:`default_config_path` (or the defaults if there is none).
         flags: command-line flags, ``{"--max-steps": ("trainer.max_steps", 0)}`` (flag -> dotted key
             path, value); they override everything, and an invalid one is reported as
-            ``--max-steps: trainer.max_steps: <reason> (got 0)``. None values count as not given.
+            ``Invalid value for '--max-steps': trainer.max_steps: <reason> (got 0)``. None values
+            count as not given.
         base: sections merged over the file, below the environment (an embedded config such as
             ``streamrl demo``'s).
         **overrides: top-level sections (``topics={"prefix": "t1."}``) that override the environment
@@ -306,6 +308,7 @@ def load_settings(
     Raises:
         ConfigError: the file is unreadable or not YAML, or any key is unknown or has a bad value;
             the message lists every offending key path with the reason and the flag that set it.
+        FlagError: (a ConfigError) every bad value came from a flag.
     """
     cfg_path = Path(path) if path is not None else default_config_path()
     data: dict[str, Any] = _read_yaml(cfg_path) if cfg_path is not None else {}
@@ -325,6 +328,9 @@ def load_settings(
     try:
         return Settings(**explicit)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source, origins)) from None
+        message = _describe(exc, source, origins)
+        if all(_origin(tuple(str(p) for p in e["loc"]), origins) for e in exc.errors()):
+            raise FlagError(message) from None  # a usage error: exit 2, as click's
+        raise ConfigError(message) from None
     finally:
         _LOWER_SOURCES.reset(token)

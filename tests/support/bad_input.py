@@ -139,7 +139,7 @@ CATALOGUE: tuple[Kind, ...] = (
     _k(
         "config-bad-flag",
         "a flag with a bad value (`--max-steps 0`)",
-        "one line naming the flag and its key, exit 1",
+        "one line naming the flag and its key (`Invalid value for '--max-steps': trainer.max_steps: ...`), exit 2",
     ),
     # --- sampler (tasks, trajectories, group_outcomes, checkpoints -> samples) ----------------------
     _k(

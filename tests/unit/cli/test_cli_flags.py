@@ -37,39 +37,39 @@ CASES = [
     # flags that set a config key: validated by the settings loader
     (
         ("trainer", "--max-steps", "0"),
-        "--max-steps: trainer.max_steps: Input should be greater than or equal to 1 (got 0)",
+        "Invalid value for '--max-steps': trainer.max_steps: Input should be greater than or equal to 1 (got 0)",
     ),
     (
         ("trainer", "--backend", "tf"),
-        "--backend: trainer.backend: Input should be 'torch' or 'verl' (got 'tf')",
+        "Invalid value for '--backend': trainer.backend: Input should be 'torch' or 'verl' (got 'tf')",
     ),
     (
         ("sampler", "--max-epochs", "0"),
-        "--max-epochs: sampler.max_epochs: Input should be greater than or equal to 1",
+        "Invalid value for '--max-epochs': sampler.max_epochs: Input should be greater than or equal to 1",
     ),
     (
         ("worker", "--concurrency", "0"),
-        "--concurrency: worker.concurrency: Input should be greater than or equal to 1",
+        "Invalid value for '--concurrency': worker.concurrency: Input should be greater than or equal to 1",
     ),
     (
         ("gateway", "--port", "70000"),
-        "--port: gateway.port: Input should be less than or equal to 65535 (got 70000)",
+        "Invalid value for '--port': gateway.port: Input should be less than or equal to 65535 (got 70000)",
     ),
     (
         ("inference", "--backend", "tpu"),
-        "--backend: inference.backend: Input should be 'cpu' or 'vllm' (got 'tpu')",
+        "Invalid value for '--backend': inference.backend: Input should be 'cpu' or 'vllm' (got 'tpu')",
     ),
     (
         ("inference", "--policy-version", "-1"),
-        "--policy-version: inference.initial_version: Input should be greater",
+        "Invalid value for '--policy-version': inference.initial_version: Input should be greater",
     ),
     (
         ("dev", "--workers", "-1"),
-        "--workers: dev.workers: Input should be greater than or equal to 0 (got -1)",
+        "Invalid value for '--workers': dev.workers: Input should be greater than or equal to 0 (got -1)",
     ),
     (
         ("demo", "--display", "fancy"),
-        "--display: dev.display: Input should be 'auto', 'live', 'plain' or 'off'",
+        "Invalid value for '--display': dev.display: Input should be 'auto', 'live', 'plain' or 'off'",
     ),
     # flags of the command only, or values the parser rejects: named as the parser names them
     (("sampler", "--max-epochs", "x"), "Invalid value for '--max-epochs': Input should be a valid integer"),
@@ -115,8 +115,9 @@ def test_a_flag_beats_the_environment_and_the_file(monkeypatch, capsys, tmp_path
     monkeypatch.setenv("STREAMRL_DEV__WORKERS", "-5")  # invalid: only the flag's value may be judged
     code, _, err = _run(monkeypatch, capsys, "dev", "-c", str(cfg), "--workers", "99")
     assert (
-        code == 1
-        and err.strip() == "error: --workers: dev.workers: Input should be less than or equal to 64 (got 99)"
+        code == 2
+        and err.strip()
+        == "error: Invalid value for '--workers': dev.workers: Input should be less than or equal to 64 (got 99)"
     )
 
 
@@ -126,16 +127,25 @@ def test_help_shows_no_type_for_on_off_flags(monkeypatch, capsys) -> None:
     assert "<bool>" not in out and "<int>" in out
 
 
-def test_the_console_script_prints_one_line_and_exits_1() -> None:
+def test_the_console_script_prints_one_line_in_clicks_words_and_exits_2() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMRL_")}
     done = subprocess.run(
         [sys.executable, "-m", "streamrl.cli", "trainer", "--max-steps", "0"],
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
-    assert done.returncode == 1 and done.stdout == ""
+    assert done.returncode == 2 and done.stdout == ""  # a usage error, as click's
     assert done.stderr.strip() == (
-        "error: --max-steps: trainer.max_steps: Input should be greater than or equal to 1 (got 0)"
+        "error: Invalid value for '--max-steps': trainer.max_steps: Input should be greater than or "
+        "equal to 1 (got 0)"
     )
+
+
+def test_both_kinds_of_flag_error_read_the_same(monkeypatch, capsys) -> None:
+    """A value the parser rejects and one the settings loader rejects: one style, typer's, exit 2."""
+    parsed = _run(monkeypatch, capsys, "trainer", "--max-steps", "abc")
+    judged = _run(monkeypatch, capsys, "trainer", "--max-steps", "0")
+    for code, out, err in (parsed, judged):
+        assert code == 2 and out == "" and err.startswith("error: Invalid value for '--max-steps': "), err
 
 
 def test_trainer_help_says_what_a_step_is(

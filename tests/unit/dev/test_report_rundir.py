@@ -24,7 +24,12 @@ def test_summary_and_plot_are_written(tmp_path: Path) -> None:
     assert empty.read_bytes()[:4] == b"\x89PNG"
     text = format_summary(summary, tmp_path, "completed")
     assert "0.100 at version 0 → 0.700 at version 20" in text
-    assert "distinct greedy val answers at the last version: 8" in text
+    assert "distinct greedy val answers at the last version: 8  ['9'×20, +7 more]" in text
+    answers = [[str(d), 10 - d] for d in range(7)]  # 7 distinct: 5 shown and how many more
+    seven = format_summary({**summary, "distinct_answers_last": 7, "top_answers_last": answers})
+    assert "7  ['0'×10, '1'×9, '2'×8, '3'×7, '4'×6, +2 more]" in seven
+    five = format_summary({**summary, "distinct_answers_last": 5, "top_answers_last": answers[:5]})
+    assert "5  ['0'×10, '1'×9, '2'×8, '3'×7, '4'×6]" in five
     stopped = format_summary({**summary, "status": {"succeeded": 20, "interrupted": 4}})
     assert "rollouts: 5000 (4 interrupted by the stop, 20 succeeded)" in stopped
 

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from streamrl.config import load_settings
-from streamrl.dev.runner import STOP_ORDER_PREFIXES, _child_env, child_specs, publish_specs, run_dev
+from streamrl.dev.runner import (
+    STOP_ORDER_PREFIXES,
+    _child_env,
+    child_specs,
+    exit_text,
+    publish_specs,
+    run_dev,
+)
 from streamrl.errors import ConfigError
 
 
@@ -75,3 +82,13 @@ def test_children_get_the_runs_topic_prefix_not_the_environments(monkeypatch: py
 def test_missing_dataset_is_a_config_error_before_anything_starts(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"dev.datasets\[0\].path: .*nope.jsonl does not exist"):
         run_dev(Path("/dev/null"), overrides={"dev": {"datasets": [{"path": str(tmp_path / "nope.jsonl")}]}})
+
+
+def test_exit_codes_in_words_sigterm_from_the_stop_is_stopped() -> None:
+    assert [exit_text(c) for c in (0, -15, -9, 1, None)] == [
+        "exited 0",
+        "stopped",
+        "killed by SIGKILL",
+        "exit 1",
+        "not reaped",
+    ]

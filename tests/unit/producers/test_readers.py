@@ -23,6 +23,18 @@ def test_jsonl_reports_line_numbers_of_malformed_lines(tmp_path: Path) -> None:
     assert rows[2].value == [1, 2]  # parsed; the publisher rejects non-objects
 
 
+def test_malformed_json_says_where_once(tmp_path: Path) -> None:
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"id": 1,}\n{"id": "x')
+    trailing, unterminated = rows_of(p)
+    assert unterminated.error == "malformed JSON: Unterminated string starting at column 8"
+    assert trailing.error.startswith("malformed JSON: ") and trailing.error.endswith(" at column 10")
+    assert not any(" at at " in r.error for r in (unterminated, trailing))
+    arr = tmp_path / "d.json"
+    arr.write_text('[{"id": 1},\n {"id": "x\n ]')
+    assert not any(" at at " in (r.error or "") for r in rows_of(arr))
+
+
 def test_jsonl_non_utf8_is_reported(tmp_path: Path) -> None:
     p = tmp_path / "d.jsonl"
     p.write_bytes(b'{"a": 1}\n{"a": "\xff"}\n')

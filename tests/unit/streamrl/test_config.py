@@ -231,7 +231,10 @@ def test_a_bad_flag_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(ConfigError) as err:
         load_settings(flags={"--max-steps": ("trainer.max_steps", 0)})
     assert str(err.value) == (
-        "--max-steps: trainer.max_steps: Input should be greater than or equal to 1 (got 0)"
+        "Invalid value for '--max-steps': trainer.max_steps: Input should be greater than or equal to 1 (got 0)"
     )
-    with pytest.raises(ConfigError, match=r"^--backend: trainer.backend: Input should be 'torch' or 'verl'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^Invalid value for '--backend': trainer.backend: Input should be 'torch' or 'verl'",
+    ):
         load_settings(flags={"--backend": ("trainer.backend", "tf")})
