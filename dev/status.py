@@ -34,6 +34,7 @@ by the same :class:`~streamrl.dev.monitor.Monitor` and :class:`~streamrl.dev.sta
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -114,6 +115,32 @@ def streams_silence_s(settings: Settings) -> float:
     return max(15.0, 10 * settings.streams.tick_interval_s)
 
 
+def _other_pipelines(settings: Settings, topics: Iterable[str], most: int = 5) -> str:
+    """The prefixes of the pipelines the cluster does hold (a topic ``<prefix>tasks`` and
+    ``<prefix>trajectories``), each with how to read it: ``streamrl status -c <run_root>/<run_id>/config.yaml``
+    for a ``streamrl dev``/``demo`` run of this prefix (``<topics.prefix><run_id>.``) whose run directory
+    is here, else ``STREAMRL_TOPIC_PREFIX=<prefix>``. The last ``most`` by name (run ids start with
+    their start time); empty when there is none."""
+    names = set(topics)
+    prefixes = sorted(
+        t.removesuffix("trajectories")
+        for t in names
+        if t.endswith("trajectories") and t.removesuffix("trajectories") + "tasks" in names
+    )
+    if not prefixes:
+        return ""
+    hints = []
+    for prefix in prefixes[-most:]:
+        run_id = prefix.removeprefix(settings.topics.prefix).rstrip(".")
+        run_config = settings.dev.run_root / run_id / "config.yaml"
+        if prefix.startswith(settings.topics.prefix) and run_id and run_config.is_file():
+            hints.append(f"{prefix}* (streamrl status -c {run_config})")
+        else:
+            hints.append(f"{prefix}* (STREAMRL_TOPIC_PREFIX={prefix} streamrl status)")
+    more = f" and {len(prefixes) - most} more" if len(prefixes) > most else ""
+    return f" The cluster holds the topics of: {', '.join(hints)}{more}."
+
+
 class StatusReader:
     """Reads :class:`PipelineStatus` again and again (``--watch``), incrementally: each refresh reads
     only the records that arrived since the previous one.
@@ -156,15 +183,23 @@ class StatusReader:
         try:
             meta = probe._admin_().list_topics(timeout=min(10.0, self.timeout_s))
         except KafkaException as exc:
+            local = f"{s.kafka.local.host}:{s.kafka.local.port}"
+            hint = (
+                " (the local broker: `streamrl kafka start` starts it; `streamrl dev` and `streamrl demo` "
+                "stop the broker they started when they end, unless dev.keep_broker)"
+                if s.kafka.bootstrap_servers == local
+                else ""
+            )
             raise StreamRLError(
-                f"cannot reach Kafka at {s.kafka.bootstrap_servers}: {exc.args[0] if exc.args else exc}"
+                f"cannot reach Kafka at {s.kafka.bootstrap_servers}: {exc.args[0] if exc.args else exc}{hint}"
             ) from exc
         present = [b for b in STATUS_TOPICS if s.topics.name(b) in meta.topics]
         if not present:
             raise StreamRLError(
                 f"no StreamRL topics with prefix {s.topics.prefix!r} on {s.kafka.bootstrap_servers} "
                 f"(expected {', '.join(s.topics.name(b) for b in TOPIC_NAMES[:3])}, ...): is this the "
-                f"pipeline's config (-c FILE, STREAMRL_TOPIC_PREFIX)? `streamrl topics create` makes them"
+                f"pipeline's config (-c FILE, STREAMRL_TOPIC_PREFIX)?{_other_pipelines(s, meta.topics)} "
+                "`streamrl topics create` makes them"
             )
         return Monitor(s, self.stats, topics=present)
 

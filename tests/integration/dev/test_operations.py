@@ -262,6 +262,29 @@ def test_status_names_a_missing_pipeline(kafka_bootstrap: str, tmp_path: Path) -
     assert "no StreamRL topics with prefix 'no-such-pipeline.'" in proc.stderr
 
 
+def test_status_without_the_runs_config_names_the_runs_that_are_there(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a demo, ``streamrl status`` with the default prefix finds no pipeline: it names the
+    runs' prefixes on the cluster and how to read each (its run directory's config.yaml when here)."""
+    from streamrl.topics import ensure_topics
+
+    monkeypatch.setenv("STREAMRL_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    stem = f"u{uuid.uuid4().hex[:8]}."
+    runs = tmp_path / "runs"
+    (runs / "r1").mkdir(parents=True)
+    (runs / "r1" / "config.yaml").write_text(f"topics: {{prefix: {stem}r1.}}\n")
+    for prefix in (f"{stem}r1.", f"{stem}elsewhere."):
+        ensure_topics(load_settings(None, topics={"prefix": prefix}))
+    cfg = tmp_path / "user.yaml"
+    cfg.write_text(f"topics: {{prefix: {stem}}}\ndev: {{run_root: {runs}}}\n")
+    proc = _status_cli(cfg, {"STREAMRL_BOOTSTRAP_SERVERS": kafka_bootstrap, "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1
+    assert f"no StreamRL topics with prefix '{stem}'" in proc.stderr
+    assert f"{stem}r1.* (streamrl status -c {runs / 'r1' / 'config.yaml'})" in proc.stderr, proc.stderr
+    assert f"{stem}elsewhere.* (STREAMRL_TOPIC_PREFIX={stem}elsewhere. streamrl status)" in proc.stderr
+
+
 def test_status_names_an_unreachable_cluster(tmp_path: Path) -> None:
     cfg = tmp_path / "down.yaml"
     cfg.write_text("kafka: {bootstrap_servers: '127.0.0.1:1'}\n")
