@@ -3,7 +3,8 @@
 Agents (faust-streaming, aiokafka driver, ``at_least_once``, in-memory tables with changelogs):
 
 * ``join`` on ``requests`` + ``trajectories`` + ``<app_id>-ticks`` (co-partitioned by ``rollout_id``),
-  table ``join`` keyed by ``rollout_id`` (:mod:`streamrl.streams.join`). Complete train rollouts (with their
+  table ``join`` keyed by ``rollout_id`` (:mod:`streamrl.streams.join`; finished rollouts shrink to
+  member ids in per-group decided markers, :mod:`streamrl.streams.decided`). Complete train rollouts (with their
   rows) go to ``<app_id>-groups`` keyed by ``group_id``; every val trajectory (any status) goes
   straight to ``<app_id>-validation`` keyed by its policy version.
 * ``groups`` on ``<app_id>-groups`` (rollouts, lost rollouts and ticks in one ordered log per
@@ -52,6 +53,7 @@ from streamrl.schemas.serde import Serde
 from streamrl.security import bearer_token, credentials, server_ssl_context, token_matches
 from streamrl.streams import metrics
 from streamrl.streams.convert import batch_record, call_of, traj_of
+from streamrl.streams.decided import add_decided, done_key, is_decided, is_done_key, marker_expired
 from streamrl.streams.faust_config import StreamsTopics, faust_broker, streams_topics
 from streamrl.streams.groups import Batch, GroupConfig, GroupMachine, check_event
 from streamrl.streams.join import JoinConfig, JoinResult, lost_forward, on_call, on_tick, on_trajectory
@@ -283,6 +285,7 @@ class Aggregator:
                     # infrastructure failure is not the policy's: it scores nothing (it is re-issued)
                     if t.mode is Mode.val and counts(t):
                         await self._send_val(t, msg.timestamp)
+                    marker = self.join_table.get(done_key(msg.partition, t.group_id))
                     res = on_trajectory(
                         self.join_table.get(rollout_id),
                         traj_of(t, msg.timestamp, msg.offset),
@@ -291,6 +294,7 @@ class Aggregator:
                         offset=msg.offset,
                         now=now,
                         cfg=self.join_cfg,
+                        decided=is_decided(marker, t.group_id, rollout_id),
                     )
             except (SchemaError, ValueError, ValidationError) as exc:
                 self._dead(msg, f"undecodable or invalid record: {exc}", exc)
@@ -319,14 +323,19 @@ class Aggregator:
         for key, state in list(self.join_table.items()):
             if state.get("p") != msg.partition:
                 continue
+            if is_done_key(key):
+                if marker_expired(state, tick_ts, retention_s):
+                    self.join_table.pop(key, None)
+                continue
             done = state["done"]
             if (
                 done is not None
+                and done.get("g") is None
                 and done["out"] is None
                 and not state.get("lost")
                 and tick_ts - done["ts"] <= retention_s
             ):
-                continue  # fast path: a finished rollout with nothing to prune yet
+                continue  # fast path: a finished rollout of an earlier release, not yet expired
             res = on_tick(
                 state,
                 tick_ts=tick_ts,
@@ -350,6 +359,12 @@ class Aggregator:
             )
         for out in res.forwards:
             await self._forward(out, msg)
+        if res.decided is not None:  # written before the rollout's state goes: a crash keeps one of them
+            group_id, rollout_id, ts = res.decided
+            marker_key = done_key(msg.partition, group_id)
+            self.join_table[marker_key] = add_decided(
+                self.join_table.get(marker_key), msg.partition, group_id, rollout_id, ts
+            )
         if res.changed:
             if res.state is None:
                 self.join_table.pop(key, None)

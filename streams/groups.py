@@ -20,9 +20,14 @@ no outcome). The sampler's admission counts from these records.
 State (values of the Faust ``groups`` table):
 
 * one dict per ``group_id``: ``{"p", "applied", "size", "first_ts", "rollouts": {rollout_id: {...}},
-  "lost": {rollout_id: reason}, "members": [decided or present rollout ids], "state":
+  "lost": {rollout_id: reason}, "members": [member ids (:func:`streamrl.streams.decided.member_id`)
+  of decided or present rollouts], "state":
   "open"|"ready"|"batched"|"dropped", "ready_at": offset, "batch_id", "closed_ts", "outcomes_at":
   offset, "outcomes": [outcomes of the group decided at that offset, batches aside]}``;
+  once closed with nothing left to publish, a group is stored *compact*: only ``p``, ``applied``,
+  ``state``, ``closed_ts`` and ``members`` packed in one string (:data:`COMPACT_KEYS`,
+  :func:`streamrl.streams.decided.pack_members`; the rest are their empty defaults, restored on
+  read), kept ``dedup_retention_s`` after it closed;
 * one partition dict under :func:`partition_key`: ``{"p", "applied", "pending": [[ready_at,
   group_id], ...], "opened_ts", "emits": [{"offset", "batch_id", "groups", "ts"}], "outcomes":
   [{"offset", "outcome"}]}``, written last for every event.
@@ -47,7 +52,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamrl.streams.decided import member_id, pack_members, unpack_members
+
 PARTITION_KEY_PREFIX = "__streamrl_partition__/"
+
+COMPACT_KEYS = ("p", "applied", "state", "closed_ts", "members")
+"""What a closed group with nothing left to publish keeps (see the module docstring)."""
+
+_GROUP_DEFAULTS: dict[str, Any] = {
+    "size": 0,
+    "first_ts": None,
+    "ready_at": None,
+    "batch_id": None,
+    "outcomes_at": None,
+}
 
 ZERO_VARIANCE_TOLERANCE = 1e-12
 """Rewards within this of each other are "all equal" (a zero-variance group)."""
@@ -257,11 +275,13 @@ class GroupMachine:
         if value is None:
             return None
         return {
+            **_GROUP_DEFAULTS,
             **value,
+            "outcomes": list(value.get("outcomes") or []),
             "rollouts": dict(value.get("rollouts") or {}),
             "lost": dict(value.get("lost") or {}),
             # groups written before outcomes existed have no members list: their rollouts are the members
-            "members": list(value.get("members") or sorted(value.get("rollouts") or {})),
+            "members": list(unpack_members(value.get("members") or sorted(value.get("rollouts") or {}))),
         }
 
     @staticmethod
@@ -321,10 +341,11 @@ class GroupMachine:
             return
         group["applied"] = offset
         staged[gid] = group
-        if rid in group["members"]:
+        mid = member_id(gid, rid)
+        if mid in group["members"] or rid in group["members"]:  # full ids: written by earlier releases
             res.stats["duplicate_rollout" if ev["kind"] == "train" else "duplicate_lost"] += 1
             return
-        group["members"] = sorted([*group["members"], rid])
+        group["members"] = sorted([*group["members"], mid])
         lost = ev["kind"] == "lost"
         if group["state"] != "open":
             res.stats["late_lost" if lost else "late_rollout"] += 1
@@ -408,6 +429,10 @@ class GroupMachine:
         for gid, value in sorted(self._items()):
             if gid.startswith(PARTITION_KEY_PREFIX) or value.get("p") != partition:
                 continue
+            if "size" not in value and gid not in staged:  # compact: closed, only its expiry is left
+                if ts - value["closed_ts"] > cfg.dedup_retention_s:
+                    res.writes.append((gid, None))
+                continue
             group = self._group(gid, staged)
             assert group is not None
             if offset <= group["applied"]:
@@ -446,6 +471,10 @@ class GroupMachine:
                 group["applied"] = offset  # its outcomes are delivered: no re-apply needs them
                 group["outcomes"] = []
                 staged[gid] = group
+            elif state in ("batched", "dropped") and not group["rollouts"] and not group["lost"]:
+                if group["closed_ts"] is not None and not group["outcomes"] and "size" in value:
+                    compact = {k: group[k] for k in COMPACT_KEYS}
+                    staged[gid] = {**compact, "applied": offset, "members": pack_members(group["members"])}
 
     def _batch(
         self,

@@ -4,11 +4,19 @@ One state dict per ``rollout_id`` (the value of the Faust ``join`` table)::
 
     {"p": partition, "applied": {topic: last applied offset}, "calls": {request_id: Call},
      "trajs": {attempt_id: Traj}, "dead": [attempt ids dropped], "first_ts": s,
-     "done": None | {"attempt_id", "ts", "by": [topic, offset] | None, "out": forward | None},
+     "done": None | {"attempt_id", "ts", "by": [topic, offset] | None, "out": forward | None,
+              "g": group_id, "rid": rollout_id},
      "lost": [{"by": [ticks topic, offset], "out": lost forward}] (until that offset is committed)}
 
 A rollout completes when a succeeded trajectory and every call it lists have arrived; the first
 completed attempt wins, later records of the rollout are counted as duplicates and ignored.
+
+Memory: a finished rollout keeps its full state only until its forward and every input offset it
+applied are committed; then a tick replaces it by one member id in its group's decided marker
+(:mod:`streamrl.streams.decided`, ``JoinResult.decided``), kept ``dedup_retention_s`` after the
+group's latest decision. A trajectory of a rollout in that marker is a duplicate (``decided=True``
+to :func:`on_trajectory`); calls carry no group id, so a late duplicate attempt's calls wait in a
+new state until its trajectory drops them (``duplicate:call``) or ``orphan_call_timeout_s``.
 
 Replay safety (at-least-once input, state recovered from a changelog that may be *ahead* of the
 committed offsets after a SIGKILL): every state remembers the last applied offset per source topic,
@@ -53,6 +61,8 @@ class JoinResult:
         dead: ``(traj, reason)`` of attempts given up (to the dead-letter topic).
         stats: counters (``duplicate:call``, ``incomplete_join``, ``abandoned_calls``, ...).
         join_latency_s: processing time minus the trajectory's record time, for completed joins.
+        decided: ``(group_id, rollout_id, ts)`` to record in the group's decided marker (written
+            before ``state``, which is then None: the full state is forgotten).
     """
 
     state: dict[str, Any] | None
@@ -61,6 +71,7 @@ class JoinResult:
     dead: list[tuple[Traj, str]] = field(default_factory=list)
     stats: Counter[str] = field(default_factory=Counter)
     join_latency_s: list[float] = field(default_factory=list)
+    decided: tuple[str, str, float] | None = None
 
 
 def new_state(partition: int, ts: float) -> dict[str, Any]:
@@ -114,6 +125,16 @@ def _prune_lost(state: dict[str, Any], partition: int, committed: Committed) -> 
     return True
 
 
+def _all_committed(state: dict[str, Any], partition: int, committed: Committed) -> bool:
+    """True if every offset ``state`` applied is below its topic's committed offset (no replay can
+    bring one back)."""
+    for topic, offset in state["applied"].items():
+        upto = committed(topic, partition)
+        if upto is None or offset >= upto:
+            return False
+    return True
+
+
 def _complete(
     state: dict[str, Any], traj: Traj, topic: str, offset: int, now: float, cfg: JoinConfig, res: JoinResult
 ) -> None:
@@ -140,7 +161,14 @@ def _complete(
     res.join_latency_s.append(max(0.0, now - traj["ts"]))
     res.stats[f"completed:{traj['mode']}"] += 1
     state["calls"], state["trajs"], state["dead"] = {}, {}, []
-    state["done"] = {"attempt_id": traj["attempt_id"], "ts": now, "by": [topic, offset], "out": out}
+    state["done"] = {
+        "attempt_id": traj["attempt_id"],
+        "ts": now,
+        "by": [topic, offset],
+        "out": out,
+        "g": traj["group_id"],
+        "rid": traj["rollout_id"],
+    }
 
 
 def _try_complete(
@@ -190,10 +218,23 @@ def on_trajectory(
     offset: int,
     now: float,
     cfg: JoinConfig,
+    decided: bool = False,
 ) -> JoinResult:
-    """Apply one ``trajectories`` record (compact trajectory) at ``topic[partition]@offset``."""
+    """Apply one ``trajectories`` record (compact trajectory) at ``topic[partition]@offset``.
+
+    ``decided``: the rollout is in its group's decided marker (it finished and its full state was
+    forgotten): the trajectory is a duplicate, and so are the calls a new state holds for it.
+    """
     res = JoinResult(state)
     if _replayed(state, topic, offset, res):
+        return res
+    if decided and (state is None or state["done"] is None):
+        res.stats["duplicate:trajectory"] += 1
+        if state is not None:  # the duplicate attempt's calls (and anything else) go with it
+            if state["calls"]:
+                res.stats["duplicate:call"] += len(state["calls"])
+            if not state.get("lost"):
+                res.state, res.changed = None, True
         return res
     state = state if state is not None else new_state(partition, traj["ts"])
     state["applied"][topic] = offset
@@ -240,7 +281,9 @@ def on_tick(
     event to the group stage (its group outcome is ``dropped: incomplete_join``; a later attempt
     that completes is then a duplicate there). Drops calls without a trajectory after
     ``orphan_call_timeout_s`` (``abandoned_calls``), strips kept forwards once their source offset is
-    committed, and forgets finished rollouts after ``dedup_retention_s``. A tick that expired an
+    committed, and replaces a finished rollout whose forward and applied offsets are all committed by
+    its member id in the group's decided marker (``res.decided``; states written by earlier
+    releases, without a group id, are forgotten after ``dedup_retention_s``). A tick that expired an
     attempt is remembered (``applied``), so replaying it re-sends its ``lost`` forward; other ticks
     are idempotent.
     """
@@ -257,8 +300,12 @@ def on_tick(
             if upto is not None and by_offset < upto:
                 done["out"], done["by"] = None, None
                 res.changed = True
-        if done["out"] is None and not state.get("lost") and tick_ts - done["ts"] > cfg.dedup_retention_s:
-            res.state, res.changed = None, True
+        if done["out"] is None and not state.get("lost"):
+            if done.get("g") is not None and _all_committed(state, partition, committed):
+                res.decided = (done["g"], done["rid"], done["ts"])
+                res.state, res.changed = None, True
+            elif tick_ts - done["ts"] > cfg.dedup_retention_s:  # offsets unknown that long: forget
+                res.state, res.changed = None, True
         return res
     expired: list[Traj] = []
     for attempt, traj in sorted(state["trajs"].items()):

@@ -80,7 +80,8 @@ class StreamsSettings(Section):
     rolling restart of several instances then moves no partition (a restart within the session
     takes the same ones back)."""
     dedup_retention_s: float = Field(3600.0, gt=0)
-    """Seconds finished rollouts and groups are remembered to drop late duplicates."""
+    """Seconds finished rollouts and groups are remembered (compactly: a member id in a per-group
+    marker, ~140 B per rollout) to drop late duplicates; counted from the group's latest decision."""
     group_partitions: int = Field(1, ge=1)
     """Partitions of the internal group topic; every partition forms its own batches."""
     web_port: int | None = Field(None, ge=1, le=65535)

@@ -363,3 +363,19 @@ def test_crash_at_every_point_of_a_run_with_every_kind_of_outcome():
                     _check_against_reference(cfg, events, delivered, told)
                 if stop:
                     break
+
+
+def test_a_closed_group_is_stored_compact_and_still_drops_a_late_duplicate():
+    cfg = GroupConfig(train_batch_size=1, min_group_size=2, dedup_retention_s=100)
+    table = Table()
+    events = [rollout("t/0", 0, 1.0, ts=1), rollout("t/0", 1, 0.0, ts=1)]  # batched at offset 1
+    [(_, _batch)], _, _ = run(table, cfg, events)
+    # ticks after the batch's offset is committed: its rows go, then all but the compact keys
+    run(table, cfg, [*events, {"kind": "tick", "ts": 2.0}, {"kind": "tick", "ts": 3.0}], start=2, committed=2)
+    assert table["t/0"] == {"p": 0, "applied": 3, "state": "batched", "closed_ts": 1, "members": "/0\n/1"}
+    out: list = []
+    _, stats, _ = run(table, cfg, [*events, {}, {}, rollout("t/0", 1, 0.5, ts=5)], start=4, outcomes=out)
+    assert stats == {"duplicate_rollout": 1} and not out
+    # forgotten dedup_retention_s after it closed
+    run(table, cfg, [{}] * 5 + [{"kind": "tick", "ts": 101.5}], start=5, committed=5)
+    assert "t/0" not in table

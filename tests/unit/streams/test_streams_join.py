@@ -178,3 +178,41 @@ def test_no_lost_event_while_another_attempt_may_complete_nor_for_val(b):
     )
     res = on_tick(v.state, tick_ts=111.0, partition=0, committed=_never, cfg=CFG, topic=TCK, offset=2)
     assert len(res.dead) == 1 and not res.forwards  # validation rollouts have no group outcome
+
+
+def test_a_finished_rollout_shrinks_to_its_group_marker_once_every_offset_is_committed(b):
+    s = on_call(None, b.call("c1", [1], [2]), topic=REQ, partition=1, offset=7, now=1, cfg=CFG).state
+    done = on_trajectory(s, b.traj("t1/0/3", ["c1"]), topic=TRJ, partition=1, offset=4, now=2, cfg=CFG)
+    # the forward is delivered (trajectories committed) but the call's offset is not: a replay of
+    # it must still be recognised, so the full state stays
+    only_trj = on_tick(
+        done.state, tick_ts=3, partition=1, committed=lambda t, p: 5 if t == TRJ else 7, cfg=CFG
+    )
+    assert only_trj.state is not None and only_trj.decided is None
+    assert only_trj.state["done"]["out"] is None
+    res = on_tick(only_trj.state, tick_ts=4, partition=1, committed=lambda t, p: {TRJ: 5, REQ: 8}[t], cfg=CFG)
+    assert res.changed and res.state is None and res.decided == ("t1/0", "t1/0/3", 2)
+
+
+def test_a_trajectory_of_a_decided_rollout_is_a_duplicate_and_takes_its_calls_with_it(b):
+    # the rollout finished and was forgotten but for its marker; a redelivered attempt's call
+    # arrives first (calls carry no group id), then its trajectory
+    s = on_call(None, b.call("c9", [1], [2], attempt="a2"), topic=REQ, partition=0, offset=9, now=1, cfg=CFG)
+    assert s.state["calls"]  # held: nothing tells a call's rollout is decided
+    res = on_trajectory(
+        s.state,
+        b.traj("ro", ["c9"], attempt="a2"),
+        topic=TRJ,
+        partition=0,
+        offset=5,
+        now=2,
+        cfg=CFG,
+        decided=True,
+    )
+    assert not res.forwards and res.state is None and res.changed
+    assert res.stats == {"duplicate:trajectory": 1, "duplicate:call": 1}
+    # without any state (the worker re-sent the trajectory): counted, nothing stored
+    res = on_trajectory(
+        None, b.traj("ro", ["c9"]), topic=TRJ, partition=0, offset=6, now=2, cfg=CFG, decided=True
+    )
+    assert not res.forwards and not res.changed and res.stats == {"duplicate:trajectory": 1}
