@@ -1,4 +1,4 @@
-"""``streamrl kafka start|stop|status`` and ``streamrl topics create|list``."""
+"""``streamrl kafka start|stop|status`` and ``streamrl topics create|list|delete``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from streamrl.cli.common import ConfigOption, settings_from
 kafka_app = typer.Typer(
     help="Run a local single-node Apache Kafka broker (KRaft, no Docker).", no_args_is_help=True
 )
-topics_app = typer.Typer(help="Create and inspect the StreamRL topics.", no_args_is_help=True)
+topics_app = typer.Typer(help="Create, inspect and delete the StreamRL topics.", no_args_is_help=True)
 
 
 def _external() -> str | None:
@@ -120,6 +120,44 @@ def topics_list(config: Path | None = ConfigOption) -> None:
             info.name, str(info.partitions), str(info.records), " ".join(map(str, info.end_offsets))
         )
     Console().print(table)
+
+
+@topics_app.command("delete")
+def topics_delete(
+    prefix: str | None = typer.Option(
+        None, "--prefix", help="Topic prefix of the pipeline to delete (default: topics.prefix)."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Delete a pipeline's topics (those of its prefix, and its streams application's) and their records."""
+    from confluent_kafka import KafkaException
+
+    from streamrl.errors import BrokerError
+    from streamrl.kafka import make_admin
+    from streamrl.streams.faust_config import streams_topics
+    from streamrl.topics import delete_topics, describe_topics, pipeline_topics
+
+    settings = settings_from(config, {"--prefix": ("topics.prefix", prefix)})
+    where = settings.kafka.bootstrap_servers
+    admin = make_admin(settings)
+    try:
+        existing = admin.list_topics(timeout=15.0).topics
+    except KafkaException as exc:
+        raise BrokerError(
+            f"{where}: cannot list topics ({exc}); is the broker up? (`streamrl kafka status`, `streamrl kafka start`)"
+        ) from exc
+    names = pipeline_topics(settings, existing, streams_topics(settings).app_id)
+    if not names:
+        typer.echo(f"no topics with prefix {settings.topics.prefix!r} on {where}")
+        return
+    records = {t.name: t.records for t in describe_topics(settings)}
+    for name in names:
+        typer.echo(f"  {name}" + (f" ({records[name]} records)" if name in records else ""))
+    if not yes:
+        typer.confirm(f"Delete these {len(names)} topics and their records from {where}?", abort=True)
+    delete_topics(settings, names, admin=admin)
+    typer.echo(f"deleted {len(names)} topics with prefix {settings.topics.prefix!r} from {where}")
 
 
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)

@@ -176,6 +176,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _local_broker_note() -> str:
+    """How to reach the topics again after ``dev`` stopped the local broker it started."""
+    import os
+
+    if os.environ.get("STREAMRL_BOOTSTRAP_SERVERS"):
+        return ""
+    return "; the local broker must be running: streamrl kafka start"
+
+
 def refuse_used_topics(settings: Settings) -> None:
     """With ``dev.fresh_topics``, refuse a run whose topics already hold records.
 
@@ -204,5 +213,6 @@ def refuse_used_topics(settings: Settings) -> None:
             f"the run's topics {settings.topics.prefix}* on {settings.kafka.bootstrap_servers} already "
             f"hold records of an earlier run with the same run id: {held}. A run started on them would "
             "serve that run's checkpoints and read its tasks; choose another dev.run_id (or leave it "
-            "unset for a new one), or delete those topics"
+            f"unset for a new one), or delete those topics: streamrl topics delete --prefix "
+            f"{settings.topics.prefix} (with this config{_local_broker_note()})"
         )

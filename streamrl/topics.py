@@ -1,8 +1,9 @@
-"""Topic admin: create every StreamRL topic idempotently, and describe them."""
+"""Topic admin: create every StreamRL topic idempotently, describe them, delete a pipeline's topics."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -190,3 +191,56 @@ def describe_topics(settings: Settings, *, timeout_s: float = 15.0) -> list[Topi
         return out
     finally:
         consumer.close()
+
+
+#: Kafka's UNKNOWN_TOPIC_OR_PARTITION: deleting a topic that is already gone.
+_UNKNOWN_TOPIC = 3
+
+
+def pipeline_topics(settings: Settings, existing: Iterable[str], app_id: str | None = None) -> list[str]:
+    """The topics of the pipeline under ``topics.prefix`` that exist: every topic of DESIGN.md
+    (``<prefix>tasks``, ...), then, with ``app_id`` (streams' application id), the streams
+    application's own topics (``<app_id>-...``: ticks, repartition and changelog topics).
+
+    Another pipeline whose prefix starts with this one (``streamrl.<run_id>.`` under ``streamrl.``)
+    is not included: only exact names and ``<app_id>-`` count.
+    """
+    names = set(existing)
+    out = [settings.topics.name(b) for b in TOPIC_NAMES if settings.topics.name(b) in names]
+    if app_id:
+        out += sorted(t for t in names if t.startswith(f"{app_id}-"))
+    return out
+
+
+def delete_topics(
+    settings: Settings, names: list[str], *, admin: AdminClient | None = None, timeout_s: float = 30.0
+) -> None:
+    """Delete ``names`` and wait until the cluster's metadata no longer lists them (so they can be
+    created again at once). A topic already gone is not an error.
+
+    Raises:
+        BrokerError: the cluster is unreachable, a deletion failed, or the topics are still listed
+            after ``timeout_s`` seconds.
+    """
+    if not names:
+        return
+    admin = admin or make_admin(settings)
+    futures = admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s)
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == _UNKNOWN_TOPIC:
+                continue
+            raise BrokerError(f"cannot delete topic {name}: {exc}") from exc
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            left = [n for n in names if n in admin.list_topics(timeout=timeout_s).topics]
+        except KafkaException as exc:
+            raise BrokerError(f"{settings.kafka.bootstrap_servers}: cannot list topics ({exc})") from exc
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(f"topics still listed {timeout_s:.0f} s after their deletion: {left}")
+        time.sleep(0.2)  # polling the cluster's metadata for the deletion to complete
