@@ -12,6 +12,12 @@ greedy answers, seconds per policy version and CPU ms per rollout of each proces
 from the first checkpoint on; ``dev`` reads ``/proc`` of every child, the broker and itself), and the
 1-minute load average before and after. Wall time depends on what else runs on the machine; CPU per
 rollout hardly does. dev's output is kept as ``<run dir>/dev-output.log``. Writes ``bench/results/demo-<UTC time>.json``. Asserts nothing.
+
+Start-up breakdown (seconds from dev's start, per seed): dev's milestones (``summary.json``
+``startup_s``: broker answering, topics and model ready, datasets published, inference answering,
+sampler started, first trajectory, first checkpoint), the v0 validation complete, and for each stage
+when dev started it and when its log says it is ready (inference serving, trainer consuming
+``batches``, Faust worker ready, worker assigned its partitions, sampler recovered).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +38,56 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "demo.yaml"
+
+
+#: Stage log → the line that says it is ready to work.
+READY = {
+    "inference": r"serving .* at policy version",
+    "trainer": r"consuming .*batches partitions",
+    "streams": r"\[\^Worker\]: Ready",
+    "worker-0": r"consumer_loop: assigned \[",
+    "sampler": r"sampler recovered",
+}
+_STAMP = re.compile(r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+_STARTED = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO streamrl\.dev\.supervisor: started (\S+) \(pid"
+)
+
+
+def _unix(stamp: str) -> float:
+    """A log line's local time (``2026-12-03 22:14:02,978``) as Unix seconds."""
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def startup_breakdown(summary: dict, run_dir: Path, dev_log: Path) -> dict[str, float]:
+    """Start-up milestones of one run, seconds from dev's start, in time order (see the module docstring).
+
+    Keys: dev's ``startup_s`` milestones, ``v0 val complete``, ``<stage> started`` (dev's
+    ``started <stage>`` line) and ``<stage> ready`` (the stage's :data:`READY` line); a milestone
+    its log lacks is left out.
+    """
+    out = dict(summary.get("startup_s") or {})
+    v0 = (summary.get("val_wall_s") or {}).get("0")
+    if v0 is not None:
+        out["v0 val complete"] = v0
+    t0 = summary.get("started_unix")
+    if t0 is None:
+        return out
+    if dev_log.exists():
+        for line in dev_log.read_text(errors="replace").splitlines():
+            m = _STARTED.match(line)
+            if m:
+                out.setdefault(f"{m.group(2)} started", round(_unix(m.group(1)) - t0, 1))
+    for stage, pattern in READY.items():
+        path = run_dir / "logs" / f"{stage}.log"
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            m = _STAMP.match(line)
+            if m and re.search(pattern, line):
+                out[f"{stage} ready"] = round(_unix(m.group(1)) - t0, 1)
+                break
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -112,6 +169,7 @@ def run_seed(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
         "cpu_ms_per_rollout": training.get("cpu_ms_per_rollout"),
         "training": training,
         "run_dir": s.get("run_dir"),
+        "startup_s": startup_breakdown(s, summary_path.parent, log),
     }
 
 
@@ -132,7 +190,8 @@ def _line(r: dict) -> str:
         f"{r['s_per_version']} s/version; {r['rollouts']} rollouts, dlq {r['dlq']}; "
         f"distinct answers at the end {r['distinct_last']}\n"
         f"  val {curve}\n"
-        f"  CPU ms/rollout {per.get('total', float('nan')):.2f} ({stages})"
+        f"  CPU ms/rollout {per.get('total', float('nan')):.2f} ({stages})\n"
+        f"  start-up (s from dev's start) " + ", ".join(f"{k} {v}" for k, v in r["startup_s"].items())
     )
 
 

@@ -5,9 +5,11 @@ Order of a run:
 1. load the config (file + ``base``, env, flags and ``overrides``), create ``<run_root>/<run_id>/``;
 2. start the local broker unless ``STREAMRL_BOOTSTRAP_SERVERS`` is set;
 3. write the effective ``config.yaml`` (see :mod:`streamrl.dev.rundir`), create the topics;
-4. fetch (``dev.model.pretrained``) or build the model if its directory is empty; publish ``dev.datasets`` (``streamrl publish``);
-5. start ``inference`` (and wait until it answers), ``trainer``, ``streams``, ``worker-<i>`` and
-   ``sampler`` as children, each in its own process group with its log in ``logs/<name>.log``;
+4. fetch (``dev.model.pretrained``) or build the model if its directory is empty;
+5. start ``inference``, ``trainer``, ``streams`` and ``worker-<i>`` at once, while the datasets are
+   published; ``sampler`` once the publishes are done and inference answers; each child in its own
+   process group with its log in ``logs/<name>.log`` (``summary.json`` ``startup_s``: when each
+   start-up milestone was reached);
 6. watch: a child that dies is restarted under ``dev.restart`` (reported, with the tail of its
    log; only a child that keeps dying ends the run, exit 1); ``max_steps`` reached (and the last
    version validated), the sampler done and the pipeline quiet, ``timeout_s``, or Ctrl-C/SIGTERM
@@ -301,6 +303,7 @@ def run_dev(
     stats = RunStats(
         val_samples_per_task=settings.sampler.val_samples_per_task,
         started_at=started_at,
+        started_unix=time.time(),
         val_target=dev.val_target,
     )
 
@@ -324,6 +327,7 @@ def run_dev(
                     console.print(f"starting the local Kafka broker on {local.bootstrap} ...")
                     # stops what it spawned if interrupted
                     bootstrap, broker_started = local.start(owner=owner_name(run_id))
+                    stats.mark("broker_ready")
                     broker = local if broker_started else None  # not ours: leave it running
                     over_bootstrap: str | None = bootstrap
                 else:
@@ -358,6 +362,7 @@ def run_dev(
                 own_pids["broker"] = broker.pid() if broker is not None else None
                 monitor = Monitor(settings, stats)
                 _prepare(settings, console)
+                stats.mark("prepared")
             outcome, code = _run(
                 settings,
                 config_path,
@@ -467,37 +472,36 @@ def _run(
     def interrupted() -> tuple[str, int]:
         return f"interrupted ({signal.Signals(signals.received or signal.SIGINT).name})", EXIT_INTERRUPTED
 
-    for spec in publish_specs(settings, config_path):
+    # Start-up in parallel: the datasets are published while the long-running stages import and load
+    # (torch, the model, Faust, consumer group joins); only the sampler waits, for the published
+    # tasks (it reads `tasks` once to start its epoch) and for an inference server that answers (no
+    # rollout is started against a server still loading).
+    publishes = publish_specs(settings, config_path)
+    for spec in publishes:
         console.print(f"publishing {spec.argv[4]} ({spec.name}) ...")
         sup.start(spec)
-        deadline = time.monotonic() + 600
-        while sup.children[spec.name].returncode() is None:
-            if signals.received:
-                return interrupted()
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{spec.name} still running after 600 s (log: {sup.children[spec.name].log_path})"
-                )
-            time.sleep(0.2)
-        sup.wait(spec.name, timeout_s=1)
     monitor.start()
+    specs = child_specs(settings, config_path, metrics, run_id)
+    for spec in specs:
+        if spec.name != "sampler":
+            sup.start(spec)
+    if not _wait_published(sup, [spec.name for spec in publishes], signals):
+        return interrupted()
+    stats.mark("published")
     health_url = None
     verify = client_ssl_context(credentials(settings.security).ca_file)
-    for spec in child_specs(settings, config_path, metrics, run_id):
-        if signals.received:
+    if dev.start_inference:
+        host = settings.inference.host if settings.inference.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        health_url = f"{http_scheme(settings.inference.tls)}://{host}:{settings.inference.port}{HEALTH_PATH}"
+        if not wait_for_http(health_url, sup, "inference", 300, verify, stop=lambda: bool(signals.received)):
             return interrupted()
-        sup.start(spec)
-        if spec.name == "inference":
-            host = (
-                settings.inference.host if settings.inference.host not in ("0.0.0.0", "::") else "127.0.0.1"
-            )
-            health_url = (
-                f"{http_scheme(settings.inference.tls)}://{host}:{settings.inference.port}{HEALTH_PATH}"
-            )
-            if not wait_for_http(
-                health_url, sup, "inference", 300, verify, stop=lambda: bool(signals.received)
-            ):
+        stats.mark("inference_ready")
+    for spec in specs:
+        if spec.name == "sampler":
+            if signals.received:
                 return interrupted()
+            sup.start(spec)
+            stats.mark("sampler_started")
     max_steps = dev.max_steps or settings.trainer.max_steps
     started = time.monotonic()
     mode = dev.display if dev.display != "auto" else ("live" if console.is_terminal else "plain")
@@ -583,6 +587,32 @@ def _run(
     finally:
         if live is not None:
             live.stop()
+
+
+def _wait_published(sup: Supervisor, names: list[str], signals: _Signals, timeout_s: float = 600) -> bool:
+    """Wait until every publish child in ``names`` exited 0, watching the other children meanwhile
+    (a death is restarted under the supervisor's policy).
+
+    Returns:
+        True once all are done; False when a signal arrived first (Ctrl-C).
+
+    Raises:
+        ChildFailed: a publish exited non-zero (or a stage kept dying).  TimeoutError: a publish
+            still ran after ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if signals.received:
+            return False
+        sup.check()  # a publish that exited non-zero raises here (it is never restarted)
+        running = [n for n in names if n not in sup.finished]
+        if not running:
+            return True
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{running[0]} still running after {timeout_s:.0f} s (log: {sup.children[running[0]].log_path})"
+            )
+        time.sleep(0.1)
 
 
 def _sample_cpu(meter: CpuMeter, sup: Supervisor, own_pids: dict[str, int | None]) -> None:

@@ -110,11 +110,22 @@ class RunStats:
     """Validated version → clock time at which its validation was first seen complete."""
     started_at: float | None = None
     """Clock time at which the run started (the runner sets it); wall times in the summary count from it."""
+    started_unix: float | None = None
+    """The same moment as Unix time in seconds (``started_unix`` in the summary: to place the stages'
+    log lines on the run's time axis)."""
     val_target: float | None = None
     """The summary reports when the validation reward first reached this (``dev.val_target``)."""
+    startup: dict[str, float] = field(default_factory=dict)
+    """Start-up milestone → clock time it was first reached: the runner's (``broker_ready``,
+    ``prepared``, ``published``, ``inference_ready``, ``sampler_started``; :meth:`mark`) and the
+    topics' (``first_trajectory``, ``first_checkpoint``)."""
     _arrivals: deque[float] = field(default_factory=deque)
     last_progress: float = field(default=0.0)
     """Clock time of the last trajectory or checkpoint (for the drain rule)."""
+
+    def mark(self, milestone: str) -> None:
+        """Record that start-up ``milestone`` is reached now (only its first time counts)."""
+        self.startup.setdefault(milestone, self.clock())
 
     # -- ingestion ------------------------------------------------------------------------------
     def on_task(self, task: Task) -> None:
@@ -142,6 +153,7 @@ class RunStats:
         self.status["interrupted" if stopped else traj.status.value] += 1
         self._arrivals.append(now)
         self.last_progress = now
+        self.startup.setdefault("first_trajectory", now)
         ok = traj.status == RolloutStatus.succeeded and traj.reward is not None
         if traj.mode == Mode.val:
             if ok and traj.request_ids:
@@ -164,6 +176,7 @@ class RunStats:
     def on_checkpoint(self, event: CheckpointEvent) -> None:
         self.checkpoints.append(event)
         self.last_progress = self.clock()
+        self.startup.setdefault("first_checkpoint", self.last_progress)
 
     # -- figures ------------------------------------------------------------------------------
     @property
@@ -226,7 +239,8 @@ class RunStats:
         ``inference_version_first``/``_last`` (reported by the server's ``/health``), ``batches``, ``dlq``, ``wall_s``,
         ``val_wall_s`` (version → seconds from the run's start until its validation was complete) and
         ``val_target_reached`` (the first validated version whose reward is at least ``val_target``:
-        ``{"target", "version", "val", "wall_s"}``; None when not reached or no target).
+        ``{"target", "version", "val", "wall_s"}``; None when not reached or no target) and
+        ``startup_s`` (start-up milestone → seconds from the run's start, in order; see :attr:`startup`).
         """
         val = self.val_means()
         first = min(val) if val else None
@@ -258,6 +272,12 @@ class RunStats:
             "wall_s": round(wall_s, 1),
             "val_wall_s": {str(v): self._since_start(v) for v in val},
             "val_target_reached": self.target_reached(),
+            "started_unix": self.started_unix,
+            "startup_s": {
+                name: round(at - self.started_at, 1)
+                for name, at in sorted(self.startup.items(), key=lambda kv: kv[1])
+                if self.started_at is not None
+            },
         }
 
     def _since_start(self, version: int) -> float | None:

@@ -195,3 +195,25 @@ def test_attempts_the_runs_stop_cut_short_count_as_interrupted_not_failed() -> N
     s.on_trajectory(traj(RolloutStatus.failed, FailureKind.agent, 1))  # the task's own failure
     s.on_trajectory(infra_before)  # read after the stop began, finished before it
     assert s.summary(1.0)["status"] == {"failed": 3, "succeeded": 1, "interrupted": 2}
+
+
+def test_startup_milestones_are_seconds_from_the_start_in_time_order_first_time_only() -> None:
+    clock = Clock()
+    s = RunStats(clock=clock, started_at=clock.t, started_unix=1.7e9)
+    clock.t += 5.0
+    s.mark("broker_ready")
+    clock.t += 2.5
+    s.on_checkpoint(ex.checkpoint_event(1))  # a checkpoint before the first trajectory still counts first
+    clock.t += 1.0
+    s.on_trajectory(ex.trajectory(1))
+    s.mark("broker_ready")  # a second time changes nothing
+    clock.t += 1.0
+    s.on_trajectory(ex.trajectory(2))
+    s.on_checkpoint(ex.checkpoint_event(2))
+    summary = s.summary(wall_s=10.0)
+    assert list(summary["startup_s"].items()) == [
+        ("broker_ready", 5.0),
+        ("first_checkpoint", 7.5),
+        ("first_trajectory", 8.5),
+    ]
+    assert summary["started_unix"] == 1.7e9
