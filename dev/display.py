@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from rich.console import Group, RenderableType
@@ -9,6 +10,10 @@ from rich.panel import Panel
 from rich.table import Table
 
 from streamrl.dev.stats import RunStats
+
+
+#: Terminal columns from which the live panel puts its three tables side by side.
+WIDE_COLUMNS = 120
 
 
 def status_line(stats: RunStats, elapsed_s: float) -> str:
@@ -33,6 +38,7 @@ def render(
     children: Mapping[str, str],
     max_steps: int | None,
     rows: int = 8,
+    width: int | None = None,
 ) -> RenderableType:
     """The live panel: headline figures, reward per version (train/val, distinct val answers),
     lag per (consumer group, topic), and the state of every child process.
@@ -44,17 +50,22 @@ def render(
         children: child name → state text (``running``, ``finished``, ``exit 1``).
         max_steps: the stop version, shown as ``version / max_steps``.
         rows: most recent versions shown in the reward table.
+        width: the terminal's columns; under ``WIDE_COLUMNS`` (an 80-column terminal) the headline
+            figures take two rows and the lag table goes under the others, so every column fits.
     """
+    narrow = width is not None and width < WIDE_COLUMNS
     target = f"/{max_steps}" if max_steps else ""
-    head = Table.grid(padding=(0, 3))
-    head.add_row(
+    figures = [
         f"[bold]policy version[/] {stats.version}{target}",
         f"[bold]rollouts[/] {stats.trajectories} ({stats.rollouts_per_s():.1f}/s)",
         f"[bold]samples[/] {len(stats.samples)}",
         f"[bold]served by[/] v{max(stats.served_versions, default=0)}",
         f"[bold]batches[/] {stats.batches}",
         f"[bold]dlq[/] {stats.dlq}",
-    )
+    ]
+    head = Table.grid(padding=(0, 3))
+    for i in range(0, len(figures), 3 if narrow else len(figures)):
+        head.add_row(*figures[i : i + (3 if narrow else len(figures))])
 
     rewards = Table(
         "version", "train reward", "val reward", "val answers", title="reward mean per policy version"
@@ -71,9 +82,16 @@ def render(
             atxt = str(len(stats.answers(v)))
         rewards.add_row(str(v), f"{train[v]:.3f}" if v in train else "", vtxt, atxt)
 
-    lag = Table("consumer group", "topic", "lag", title="lag (records behind end offsets)")
+    # the run's prefix (``streamrl.<run_id>``) is on every name: said once in the title
+    names = [name for key in stats.lag for name in key]
+    common = os.path.commonprefix(names) if len(names) > 1 else ""
+    while common and not all(n[len(common) : len(common) + 1] in (".", "-") for n in names):
+        common = common[:-1]  # back to where every name goes on with a separator
+    short = (lambda name: name[len(common) + 1 :]) if common else (lambda name: name)
+    title = "lag (records behind end offsets)" + (f" of {common}" if common else "")
+    lag = Table("consumer group", "topic", "lag", title=title)
     for (group, topic), n in sorted(stats.lag.items()):
-        lag.add_row(group, topic, str(n))
+        lag.add_row(short(group), short(topic), str(n))
 
     procs = Table("process", "state", title="processes")
     for name, state in children.items():
@@ -82,5 +100,9 @@ def render(
         procs.add_row(name, f"[{color}]{state}[/]")
 
     body = Table.grid(padding=(0, 2))
-    body.add_row(rewards, lag, procs)
+    if narrow:
+        body.add_row(rewards, procs)
+        body = Group(body, lag)
+    else:
+        body.add_row(rewards, lag, procs)
     return Panel(Group(head, body), title=f"streamrl dev — {run_id} — {elapsed_s:.0f} s", expand=False)

@@ -540,6 +540,7 @@ def _run(
                             elapsed_s=now - started,
                             children=states,
                             max_steps=max_steps,
+                            width=console.width,
                         )
                     )
                 elif mode == "plain" and now - last_plain >= dev.plain_every_s:

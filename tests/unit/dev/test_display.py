@@ -34,6 +34,21 @@ def test_live_panel_shows_the_figures() -> None:
         assert needle in text, needle
 
 
+def test_live_panel_fits_80_columns() -> None:
+    """No name cut to "…" in an 80-column terminal; the run's prefix is said once, in the lag title."""
+    stats = _stats()
+    run = "streamrl.20261203-222155-ab12"
+    stats.lag = {(f"{run}-workers", f"{run}.samples"): 7, (f"{run}.streams", f"{run}.trajectories"): 2}
+    children = {n: "running" for n in ("inference", "trainer", "streams", "worker-0", "sampler")}
+    console = Console(record=True, width=80)
+    console.print(render(stats, run_id="r1", elapsed_s=12.0, children=children, max_steps=100, width=80))
+    text = console.export_text()
+    assert "…" not in text, text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for needle in ("policy version 0/100", "answers", "workers", "samples", "trajectories", run, "sampler"):
+        assert needle in text, (needle, text)
+
+
 def test_status_line() -> None:
     line = status_line(_stats(), 12.0)
     assert (
