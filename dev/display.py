@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -11,9 +10,17 @@ from rich.table import Table
 
 from streamrl.dev.stats import RunStats
 
-
 #: Terminal columns from which the live panel puts its three tables side by side.
 WIDE_COLUMNS = 120
+
+
+def _common_prefix(names: Sequence[str]) -> str:
+    """The longest string every name starts with (character by character)."""
+    first, last = min(names), max(names)
+    i = 0
+    while i < min(len(first), len(last)) and first[i] == last[i]:
+        i += 1
+    return first[:i]
 
 
 def status_line(stats: RunStats, elapsed_s: float) -> str:
@@ -84,7 +91,7 @@ def render(
 
     # the run's prefix (``streamrl.<run_id>``) is on every name: said once in the title
     names = [name for key in stats.lag for name in key]
-    common = os.path.commonprefix(names) if len(names) > 1 else ""
+    common = _common_prefix(names) if len(names) > 1 else ""
     while common and not all(n[len(common) : len(common) + 1] in (".", "-") for n in names):
         common = common[:-1]  # back to where every name goes on with a separator
     short = (lambda name: name[len(common) + 1 :]) if common else (lambda name: name)
