@@ -32,7 +32,13 @@ def _distinct(batches: list[TrainingBatch]) -> dict[str, TrainingBatch]:
 def test_sigkill_mid_stream_every_row_exactly_once(
     streams_config, worker_factory, feed, batch_reader, wait_processed, outcome_reader
 ):
-    cfg = streams_config(streams={"commit_interval_s": 1.0}, rl={"group_size": 2, "train_batch_size": 2})
+    # join_timeout_s: a deadline for calls that never come, which this test has none of. At the
+    # suite's 3 s, a restart under load (kill, start, rebalance, recovery, then a backlog in which
+    # a trajectory can be read before its calls) outlasted it and lost rollouts as incomplete joins
+    cfg = streams_config(
+        streams={"commit_interval_s": 1.0, "join_timeout_s": 600.0},
+        rl={"group_size": 2, "train_batch_size": 2},
+    )
     worker = worker_factory(cfg)
     groups = [f"task{i:02d}/0" for i in range(24)]
     expected = set()
