@@ -3,7 +3,6 @@ line, key or flag), exit code 1, no traceback, through the console entry point."
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -11,14 +10,6 @@ import pytest
 
 from streamrl.cli import main
 from tests.support.bad_input import Kind, kinds
-
-
-@pytest.fixture(autouse=True)
-def _no_user_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for k in list(os.environ):
-        if k.startswith("STREAMRL_"):
-            monkeypatch.delenv(k)
-    monkeypatch.chdir(tmp_path)
 
 
 def _config(tmp_path: Path, data: bytes) -> str:

@@ -12,14 +12,6 @@ import pytest
 from streamrl.cli import main
 
 
-@pytest.fixture(autouse=True)
-def _no_user_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for k in list(os.environ):
-        if k.startswith("STREAMRL_"):
-            monkeypatch.delenv(k)
-    monkeypatch.chdir(tmp_path)  # no ./streamrl.yaml
-
-
 def _run(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
 ) -> tuple[int, str, str]:
