@@ -20,11 +20,20 @@ Ownership: ``start(owner=...)`` records who started the node (``broker.owner`` b
 the owner's name and pid), so a ``streamrl dev`` run can tell a broker that another run will stop
 when it ends from one started to stay (``streamrl kafka start``). A port that another process holds
 is one clear error before any JVM starts.
+
+Class data sharing: the JVMs map an AppCDS archive of the broker's classes (``-XX:SharedArchiveFile``,
+:attr:`LocalKafka.cds_archive` beside the jars, one per Java installation), which halves the broker's
+start-up CPU (4.1 -> 2.1-2.4 CPU-s to its first answer on the 2-core machine, 7.7 -> 5.2-5.9 s wall;
+the storage format 1.3 -> 0.75 s). While there is none, a broker records one at its exit
+(``-XX:ArchiveClassesAtExit`` into its data directory, ~2.5 s more at its stop, once); a graceful
+stop moves it into place, a killed broker's is deleted. A JVM that cannot use an archive (another
+Java build, a damaged file) starts without it, as it would have.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -365,9 +374,51 @@ class LocalKafka:
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(level=self.log_level))
         return path
 
+    @property
+    def cds_archive(self) -> Path:
+        """The class-data-sharing archive of the broker's classes for the ``java`` on ``PATH``: in
+        the jar directory (one per Kafka version), named after the Java installation's real path and
+        modification time (a JDK upgrade makes a new one)."""
+        java = shutil.which("java") or "java"
+        real = os.path.realpath(java)
+        try:
+            stamp = os.stat(real).st_mtime_ns
+        except OSError:
+            stamp = 0
+        digest = hashlib.sha256(f"{real}:{stamp}".encode()).hexdigest()[:16]
+        return self.lib_dir / f"classes-{digest}.jsa"
+
+    @property
+    def _cds_dump(self) -> Path:
+        """Where a broker started without :attr:`cds_archive` records one at its exit."""
+        return self.data_dir / "classes.jsa.dump"
+
+    def _cds_flags(self, main: str) -> list[str]:
+        """Map the archive if there is one; else a broker records it at its exit (see the module docstring)."""
+        archive = self.cds_archive
+        if archive.is_file():
+            return [f"-XX:SharedArchiveFile={archive}"]
+        if main != "kafka.Kafka":
+            return []
+        self._cds_dump.unlink(missing_ok=True)
+        return [f"-XX:ArchiveClassesAtExit={self._cds_dump}"]
+
+    def _keep_cds_dump(self, graceful: bool) -> None:
+        """After the broker exited: move the archive it recorded into place (a graceful exit wrote
+        it whole), or delete it (a killed JVM may have left half of one)."""
+        dump = self._cds_dump
+        try:
+            if graceful and dump.is_file() and dump.stat().st_size > 0 and not self.cds_archive.exists():
+                os.replace(dump, self.cds_archive)
+                log.info("kept the broker's class-data-sharing archive in %s", self.cds_archive)
+        except OSError as exc:
+            log.warning("cannot keep the broker's class-data-sharing archive: %s", exc)
+        dump.unlink(missing_ok=True)
+
     def _java(self, main: str, *args: str, heap: str = "256m") -> list[str]:
         return [
             "java", f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
+            *self._cds_flags(main),
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
             "-cp", self._classpath(), main, *args,
@@ -555,6 +606,7 @@ class LocalKafka:
                     proc.kill()
             except KeyboardInterrupt:  # a second Ctrl-C: no graceful stop, but still no orphan
                 proc.kill()
+        self._keep_cds_dump(graceful=False)  # a failed or interrupted start: not a whole run's classes
         self.pid_file.unlink(missing_ok=True)
         self.owner_file.unlink(missing_ok=True)
 
@@ -571,6 +623,7 @@ class LocalKafka:
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
+        graceful = True
         while time.monotonic() < deadline:
             if not self._alive(pid):
                 break
@@ -578,8 +631,10 @@ class LocalKafka:
         else:
             log.warning("Kafka (pid %d) ignored SIGTERM for %.0f s; killing it", pid, timeout_s)
             os.kill(pid, signal.SIGKILL)
+            graceful = False
             while self._alive(pid):
                 time.sleep(0.1)
+        self._keep_cds_dump(graceful)
         self.pid_file.unlink(missing_ok=True)
         self.owner_file.unlink(missing_ok=True)
         return True

@@ -74,3 +74,55 @@ def test_ctrl_c_during_the_broker_start_stops_the_broker(tmp_path: Path) -> None
     finally:
         if _pid_alive(jvm):  # the test failed: do not leave it running
             os.kill(jvm, signal.SIGKILL)
+
+
+def _own_jar_dir(tmp_path: Path) -> LocalBrokerSettings:
+    """Settings whose jar directory is this test's (links to the cached jars), so the class-data-sharing
+    archive the test makes and damages is its own, not the one every other broker maps."""
+    shared = LocalKafka(LocalBrokerSettings()).ensure_jars()
+    cfg = LocalBrokerSettings(port=free_port(), controller_port=free_port(), home=str(tmp_path / "home"))
+    own = LocalKafka(cfg).lib_dir
+    own.mkdir(parents=True)
+    for jar in shared.glob("*.jar"):
+        (own / jar.name).symlink_to(jar)
+    (own / ".complete").write_text("linked")
+    return cfg
+
+
+def _mapped(pid: int, path: Path) -> bool:
+    return str(path) in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.timeout(180)
+def test_a_broker_records_its_class_archive_at_a_graceful_stop_and_the_next_one_maps_it(
+    tmp_path: Path,
+) -> None:
+    cfg = _own_jar_dir(tmp_path)
+    first = LocalKafka(cfg, data_dir=tmp_path / "one")
+    archive = first.cds_archive
+    assert not archive.exists()
+    first.start(timeout_s=120)
+    try:
+        assert f"-XX:ArchiveClassesAtExit={first.data_dir / 'classes.jsa.dump'}" in Path(
+            f"/proc/{first.pid()}/cmdline"
+        ).read_bytes().decode().replace("\0", " ")
+    finally:
+        assert first.stop() is True
+    assert archive.is_file() and archive.stat().st_size > 0  # recorded at the exit, moved into place
+    assert not (first.data_dir / "classes.jsa.dump").exists()
+
+    second = LocalKafka(
+        cfg.model_copy(update={"port": free_port(), "controller_port": free_port()}),
+        data_dir=tmp_path / "two",
+    )
+    second.start(timeout_s=120)
+    try:
+        assert _mapped(second.pid(), archive)  # the JVM uses it
+        assert second.answers()
+    finally:
+        second.stop()
+
+    archive.write_bytes(b"not an archive" * 1000)  # damaged: a JVM starts without it
+    third = LocalKafka(cfg, data_dir=tmp_path / "three")
+    assert third.format_storage() is True  # the storage tool's JVM maps the same archive
+    assert (third.data_dir / "log" / "meta.properties").is_file()
