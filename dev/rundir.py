@@ -110,7 +110,8 @@ def run_overrides(
     - ``kafka.bootstrap_servers``: the local broker it started (when it started one);
     - ``topics.prefix``: ``<prefix><run_id>.`` with ``dev.fresh_topics``;
     - ``inference.model`` / ``trainer.model_path``: ``dev.model.path`` when unset;
-    - ``inference.port`` and ``gateway.upstream_url``: a free port with ``dev.free_ports``;
+    - ``inference.port`` and ``gateway.upstream_url``: a free port with ``dev.free_ports``; without
+      it, ``gateway.upstream_url`` left at its default follows ``inference.host``/``port``;
     - ``trainer.checkpoint_dir``, ``streams.state_dir``, ``streams.blob_dir``: inside the run
       directory when left at their defaults (so runs never share state);
     - ``sampler``/``streams``/``trainer.metrics_port`` from ``metrics`` (:func:`metrics_ports`);
@@ -129,9 +130,18 @@ def run_overrides(
         inference["model"] = model
     if inference_port is not None:
         inference["port"] = inference_port
+    default_upstream = type(settings.gateway).model_fields["upstream_url"].default
+    if settings.dev.start_inference and (
+        inference_port is not None or settings.gateway.upstream_url == default_upstream
+    ):
+        # the server this run starts, also when only inference.port was changed (the default
+        # upstream_url would still name 8000)
         host = settings.inference.host if settings.inference.host not in ("0.0.0.0", "::") else "127.0.0.1"
         scheme = "https" if settings.inference.tls.enabled else "http"
-        over["gateway"] = {"upstream_url": f"{scheme}://{host}:{inference_port}/v1"}
+        port = inference_port if inference_port is not None else settings.inference.port
+        url = f"{scheme}://{host}:{port}/v1"
+        if url != settings.gateway.upstream_url:
+            over["gateway"] = {"upstream_url": url}
     if inference:
         over["inference"] = inference
     trainer: dict[str, Any] = {}

@@ -106,7 +106,8 @@ class GatewaySettings(Section):
     advertise_host: str | None = None
     """Host put in the ``base_url`` given to agents; None = ``host`` (set it when binding 0.0.0.0)."""
     upstream_url: str = "http://127.0.0.1:8000/v1"
-    """Base URL of the inference service's OpenAI API (vLLM or the CPU server), ending in ``/v1``."""
+    """Base URL of the inference service's OpenAI API (vLLM or the CPU server), ending in ``/v1``.
+    Left at this default, ``streamrl dev`` points it at the server it starts (``inference.port``)."""
     upstream_api_key: SecretStr | None = None
     """Bearer token sent to the inference service; None = ``security.admin_token`` (if any). The
     agent's own key is its attempt token and never leaves the gateway."""

@@ -63,6 +63,21 @@ def test_run_overrides_make_a_valid_run_local_config(tmp_path: Path) -> None:
     assert yaml.safe_load(path.read_text())["inference"]["port"] == 4321
 
 
+def test_the_gateway_follows_the_inference_port_without_free_ports(tmp_path: Path) -> None:
+    """``inference.port`` changed, ``gateway.upstream_url`` left at its default (a copied example
+    writes it out): the workers call the server this run starts, not port 8000."""
+    settings = load_settings(None, dev={"free_ports": False}, inference={"port": 8100})
+    over = run_overrides(settings, tmp_path, bootstrap=None, run_id="r", inference_port=None)
+    assert over["gateway"] == {"upstream_url": "http://127.0.0.1:8100/v1"}
+    pinned = load_settings(
+        None,
+        dev={"free_ports": False},
+        inference={"port": 8100},
+        gateway={"upstream_url": "http://gpu-box:8000/v1"},
+    )
+    assert "gateway" not in run_overrides(pinned, tmp_path, bootstrap=None, run_id="r", inference_port=None)
+
+
 def test_user_choices_are_kept(tmp_path: Path) -> None:
     settings = load_settings(
         None,
