@@ -83,6 +83,7 @@ from streamrl.schemas.inference_http import (
     force_training_fields,
     parse_attempt_path,
     policy_version_of,
+    sampling_temperature,
 )
 from streamrl.security import Credentials, bearer_token, client_ssl_context, is_loopback, token_matches
 
@@ -753,6 +754,7 @@ class Gateway:
             if version is None:
                 m.VERSION_MISSING.inc()
                 version = state.policy_version
+            temperature = sampling_temperature(body)
             ids, futs = [], []
             for c in parsed.choices:
                 rid = request_id_for(state.attempt_id, seq, c.index)
@@ -772,6 +774,7 @@ class Gateway:
                     started_at=started_at,
                     choice_index=c.index,
                     ttft_ms=ttft_ms,
+                    temperature=temperature,
                 )
                 futs.append(self.sink.publish("requests", state.rollout_id, rec))
                 ids.append(rid)

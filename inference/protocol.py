@@ -22,6 +22,7 @@ from streamrl.inference.engine import SamplingParams, Sequence
 from streamrl.inference.errors import RequestError
 from streamrl.inference.tools import parse_tool_calls
 from streamrl.schemas.inference_http import (
+    DEFAULT_TEMPERATURE,
     LOGPROB_TOKENS,
     LOGPROBS,
     LOGPROBS_CONTENT,
@@ -52,7 +53,7 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
-    temperature: float = Field(1.0, ge=0.0, le=10.0)
+    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, le=10.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=-1)
     max_tokens: int | None = Field(None, ge=1)

@@ -92,6 +92,11 @@ def vllm_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
         argv += ["--enable-lora", "--max-lora-rank", str(v.max_lora_rank)]
     if v.enforce_eager:
         argv.append("--enforce-eager")
+    if not any(a == "--generation-config" or a.startswith("--generation-config=") for a in v.extra_args):
+        # vLLM's own sampling defaults (temperature 1.0), not the model's generation_config.json: a
+        # request that names no temperature samples at DEFAULT_TEMPERATURE, which the gateway records
+        # and the trainer divides its logits by
+        argv += ["--generation-config", "vllm"]
     if not any(a == "--load-format" or a.startswith("--load-format=") for a in v.extra_args):
         argv += ["--load-format", "safetensors"]  # never a pickled .bin (docs/SECURITY.md)
     argv += list(v.extra_args)

@@ -51,6 +51,7 @@ __all__ = [
     "ANTHROPIC_API_KEY_HEADER",
     "CHAT_COMPLETIONS",
     "COMPLETIONS",
+    "DEFAULT_TEMPERATURE",
     "GATEWAY_ENDPOINTS",
     "GENERATION_ENDPOINTS",
     "HEALTH_PATH",
@@ -69,14 +70,17 @@ __all__ = [
     "RETURN_TOKEN_IDS",
     "SSE_DONE",
     "STOP_REASON",
+    "TEMPERATURE",
     "TOKENIZE_PATH",
     "TOKEN_IDS",
     "TOKEN_ID_PREFIX",
     "TOKEN_LOGPROBS",
     "attempt_base_url",
     "force_training_fields",
+    "logprob_temperature",
     "parse_attempt_path",
     "policy_version_of",
+    "sampling_temperature",
     "version_headers",
 ]
 
@@ -124,6 +128,11 @@ RETURN_TOKEN_IDS = "return_token_ids"
 """vLLM request flag: return prompt and response token ids."""
 LOGPROBS = "logprobs"
 """Request field (chat: bool; completions: int = alternatives per token) and response field per choice."""
+TEMPERATURE = "temperature"
+"""Request field: the sampling temperature (>= 0; 0 = greedy; absent = :data:`DEFAULT_TEMPERATURE`)."""
+DEFAULT_TEMPERATURE = 1.0
+"""The temperature of a request that names none (OpenAI's default; the CPU server's, and vLLM's when it
+is launched with ``--generation-config vllm`` as StreamRL launches it)."""
 
 # -- response fields ----------------------------------------------------------------------------------
 PROMPT_TOKEN_IDS = "prompt_token_ids"
@@ -159,6 +168,33 @@ def force_training_fields(body: dict[str, Any], *, chat: bool) -> dict[str, Any]
     elif body.get(LOGPROBS) is None:
         body[LOGPROBS] = 0
     return body
+
+
+def sampling_temperature(body: dict[str, Any]) -> float | None:
+    """The temperature a generation request body samples at: its :data:`TEMPERATURE` field, or
+    :data:`DEFAULT_TEMPERATURE` when absent; None when the field is not a finite number >= 0 (the
+    server rejects such a request)."""
+    value = body.get(TEMPERATURE)
+    if value is None:
+        return DEFAULT_TEMPERATURE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        return None
+    return float(value)
+
+
+def logprob_temperature(temperature: float | None, logprobs_mode: str) -> float:
+    """The temperature the inference service's logprobs of a call were taken at, which the trainer
+    divides its logits by to compute the same distribution (verl's actor does the same with the rollout
+    temperature).
+
+    ``logprobs_mode`` ``scaled`` (the default) reports ``log_softmax(logits / T)`` for ``T > 0``, so it
+    is ``T``; ``raw`` reports ``log_softmax(logits)`` (1.0), as does a greedy request (``T == 0``); an
+    unknown temperature (a record written before the gateway recorded it) reads as
+    :data:`DEFAULT_TEMPERATURE`. See ``inference/engine.py`` for the two modes.
+    """
+    if logprobs_mode == "raw" or temperature is None or temperature <= 0:
+        return DEFAULT_TEMPERATURE
+    return float(temperature)
 
 
 def version_headers(version: int) -> dict[str, str]:

@@ -319,11 +319,13 @@ class LLMRequest(TopRecord):
     Invariants: ``len(response_logprobs) == len(response_token_ids)``; token ids in [0, 2^31);
     logprobs finite and <= 0 (``MAX_LOGPROB``); ``sequence``, ``choice_index``, ``policy_version``, ``latency_ms``, ``ttft_ms`` >= 0.
     Schema v2 added ``ttft_ms`` (default None); v1 records decode with ``ttft_ms=None, schema_version=1``.
+    Schema v3 added ``temperature`` (the request's sampling temperature, >= 0, finite; default None:
+    written before v3, read as 1.0, the OpenAI default the request had then).
     """
 
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
 
-    schema_version: Int32 = 2
+    schema_version: Int32 = 3
     request_id: str
     rollout_id: str
     attempt_id: str
@@ -339,6 +341,7 @@ class LLMRequest(TopRecord):
     started_at: UtcDatetime
     choice_index: Int32 = 0
     ttft_ms: float | None = None
+    temperature: float | None = None
 
     def check_invariants(self, scan: bool = True) -> None:
         super().check_invariants(scan)
@@ -347,8 +350,10 @@ class LLMRequest(TopRecord):
                 f"LLMRequest {self.request_id!r}: len(response_logprobs)={len(self.response_logprobs)} "
                 f"!= len(response_token_ids)={len(self.response_token_ids)}"
             )
-        _non_negative(self, "sequence", "choice_index", "policy_version", "latency_ms", "ttft_ms")
-        _finite(self, "latency_ms", "ttft_ms")
+        _non_negative(
+            self, "sequence", "choice_index", "policy_version", "latency_ms", "ttft_ms", "temperature"
+        )
+        _finite(self, "latency_ms", "ttft_ms", "temperature")
         if scan:
             _token_ids(self, "prompt_token_ids")
             _token_ids(self, "response_token_ids")
@@ -433,7 +438,10 @@ class TrainingRow(Record):
 
     Shapes: ``prompt_ids`` (P,); ``response_ids``, ``response_mask``, ``behaviour_logprobs``,
     ``token_rewards`` all (R,) with R >= 1, P >= 1 (the first response token needs a context).
-    Mask values in {0, 1}; logprobs finite and <= 0; rewards, weight finite; weight >= 0.
+    Mask values in {0, 1}; logprobs finite and <= 0; rewards, weight finite; weight >= 0;
+    ``temperature`` finite and > 0 (the trainer divides the logits by it, as verl's actor does, so its
+    logprobs are of the same distribution as ``behaviour_logprobs``; TrainingBatch v2 added it, v1 rows
+    read as 1.0).
     """
 
     rollout_id: str
@@ -447,6 +455,7 @@ class TrainingRow(Record):
     reward: float
     policy_version: Int32
     weight: float = 1.0
+    temperature: float = 1.0
 
     def check_invariants(self, scan: bool = True) -> None:
         n = len(self.response_ids)
@@ -468,8 +477,10 @@ class TrainingRow(Record):
             _token_ids(self, "response_ids")
             _logprob_list(self, "behaviour_logprobs")
             _finite_list(self, "token_rewards")
-        _finite(self, "reward", "weight")
+        _finite(self, "reward", "weight", "temperature")
         _non_negative(self, "policy_version", "weight")
+        if not self.temperature > 0:
+            raise ValueError(f"TrainingRow {self.rollout_id!r}: temperature={self.temperature} must be > 0")
 
 
 class ClaimCheck(Record):
@@ -488,9 +499,13 @@ class ClaimCheck(Record):
 
 
 class TrainingBatch(TopRecord):
-    """One training batch (topic `batches`, key `batch_id`). Exactly one of `rows` / `claim_check` is set."""
+    """One training batch (topic `batches`, key `batch_id`). Exactly one of `rows` / `claim_check` is set.
 
-    schema_version: Int32 = 1
+    Schema v2 added ``TrainingRow.temperature`` (v1 rows decode with 1.0)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+
+    schema_version: Int32 = 2
     batch_id: str
     policy_name: str
     num_groups: Int32

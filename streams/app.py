@@ -268,7 +268,7 @@ class Aggregator:
                     rollout_id = req.rollout_id
                     res = on_call(
                         self.join_table.get(rollout_id),
-                        call_of(req, msg.timestamp),
+                        call_of(req, msg.timestamp, self.settings.inference.logprobs_mode),
                         topic=msg.topic,
                         partition=msg.partition,
                         offset=msg.offset,

@@ -11,14 +11,17 @@ from typing import Any
 
 from streamrl.schemas import LLMRequest, TrainingBatch, TrainingRow, Trajectory
 from streamrl.schemas.claim_check import write_claim_check
+from streamrl.schemas.inference_http import logprob_temperature
 from streamrl.schemas.serde import Serde
 from streamrl.streams.groups import Batch
 from streamrl.streams.rows import Call, Traj
 
 
-def call_of(req: LLMRequest, ts: float) -> Call:
+def call_of(req: LLMRequest, ts: float, logprobs_mode: str = "scaled") -> Call:
     """Compact form of one request record received with record time ``ts`` (seconds); the record's
-    invariants (equal token/logprob lengths, logprobs <= 0) were checked when it was decoded."""
+    invariants (equal token/logprob lengths, logprobs <= 0) were checked when it was decoded.
+    ``logprobs_mode`` is the inference service's (``inference.logprobs_mode``): with the request's
+    temperature it gives the temperature its logprobs were taken at (:func:`logprob_temperature`)."""
     return Call(
         request_id=req.request_id,
         attempt_id=req.attempt_id,
@@ -29,6 +32,7 @@ def call_of(req: LLMRequest, ts: float) -> Call:
         logprobs=[float(x) for x in req.response_logprobs],
         version=int(req.policy_version),
         ts=ts,
+        temperature=logprob_temperature(req.temperature, logprobs_mode),
     )
 
 

@@ -28,6 +28,9 @@ class Call(TypedDict):
     logprobs: list[float]  # (R,) behaviour logprobs
     version: int  # policy version that served the call
     ts: float  # record timestamp, seconds since the epoch
+    temperature: (
+        float  # its logprobs' temperature (> 0); read with .get: state stored before it has none (1.0)
+    )
 
 
 class Traj(TypedDict):
@@ -94,6 +97,7 @@ class _Draft:
 
     agent_name: str | None
     prompt: list[int]
+    temperature: float = 1.0
     response: list[int] = field(default_factory=list)
     mask: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -117,6 +121,8 @@ def _break_cause(draft: _Draft, call: Call, max_response: int) -> str | None:
     """Why ``call`` cannot be merged into ``draft`` (None = it can)."""
     if call["agent_name"] != draft.agent_name:
         return "agent_changed"
+    if call.get("temperature", 1.0) != draft.temperature:
+        return "temperature_changed"  # one row, one temperature: the trainer divides its logits by it
     context_len = len(draft.prompt) + len(draft.response)
     if len(call["prompt"]) < context_len:
         return "shorter_prompt"
@@ -143,7 +149,11 @@ def _drafts(calls: list[Call], cfg: RowConfig, stats: Counter[str]) -> list[_Dra
                 current.add_response(call)
                 continue
             stats[f"merge_break:{cause}"] += 1
-        current = _Draft(agent_name=call["agent_name"], prompt=list(call["prompt"]))
+        current = _Draft(
+            agent_name=call["agent_name"],
+            prompt=list(call["prompt"]),
+            temperature=float(call.get("temperature", 1.0)),
+        )
         current.add_response(call)
         drafts.append(current)
     return drafts
@@ -221,9 +231,10 @@ def build_rows(
     Returns:
         ``(rows, stats)``: rows in call order with fields ``rollout_id, group_id, agent_name,
         prompt_ids (P,), response_ids (R,), response_mask (R,), behaviour_logprobs (R,),
-        token_rewards (R,), reward, policy_version (oldest in the row), weight (1.0)``; ``stats``
-        counts ``filtered_agent``, ``empty_response``, ``merge_break:<cause>`` (causes
-        ``agent_changed``, ``shorter_prompt``, ``prefix_mismatch``, ``response_limit``),
+        token_rewards (R,), reward, policy_version (oldest in the row), weight (1.0), temperature (of
+        its calls' logprobs)``; ``stats`` counts ``filtered_agent``, ``empty_response``,
+        ``merge_break:<cause>`` (causes ``agent_changed``, ``temperature_changed``, ``shorter_prompt``,
+        ``prefix_mismatch``, ``response_limit``),
         ``overlong:truncated|dropped`` and ``reward_unplaced``.
     """
     stats: Counter[str] = Counter()
@@ -254,6 +265,7 @@ def build_rows(
             "reward": reward,
             "policy_version": min(d.versions),
             "weight": 1.0,
+            "temperature": d.temperature,
         }
         for d, tr in zip(drafts, token_rewards, strict=True)
     ]

@@ -10,6 +10,10 @@ Layout (VERL's convention, see ``verl.trainer.ppo.ray_trainer``): ``B`` rows, pr
   - ``token_level_scores`` = ``token_level_rewards`` (B, T) float32 (no KL-in-reward)
   - ``rollout_log_probs`` (B, T) float32 (behaviour logprobs from the inference engine)
   - ``row_weights`` (B,) float32, ``policy_versions`` (B,) int64
+  - ``temperature`` (B,) float32: the row's ``temperature``, the one its behaviour logprobs were taken
+    at; the backends divide the logits by it before the log-softmax (verl's actor does the same with
+    the rollout temperature, ``verl/workers/actor/dp_actor.py``), so the importance ratio compares
+    one distribution
 ``non_tensor_batch``: ``uid`` (B,) object = group id, ``rollout_id`` (B,) object.
 ``meta_info``: ``batch_id``, ``num_groups``, ``num_rows_in``, ``num_rollouts`` (distinct rollout ids
 among the rows in, the dropped ones included), ``dropped_stale``, ``weighted_stale``,
@@ -149,6 +153,7 @@ def rows_to_dataproto(
         "rollout_log_probs": rollout_lp,
         "row_weights": torch.tensor([r.weight for r in rows], dtype=torch.float32),
         "policy_versions": torch.tensor([r.policy_version for r in rows], dtype=torch.long),
+        "temperature": torch.tensor([r.temperature for r in rows], dtype=torch.float32),
     }
     non_tensors = {
         "uid": np.array([r.group_id for r in rows], dtype=object),

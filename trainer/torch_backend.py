@@ -158,8 +158,12 @@ class TorchBackend:
     def _forward_logprobs(
         self, model: torch.nn.Module, mb: dict[str, torch.Tensor], with_entropy: bool, entropy_grad: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log pi(response token) ``(b, T)`` and entropy ``(b, T)`` of a trimmed micro-batch."""
+        """Log pi(response token) ``(b, T)`` and entropy ``(b, T)`` of a trimmed micro-batch, of the
+        policy at each row's ``temperature`` (``log_softmax(logits / T)``, as the behaviour logprobs)."""
         logits = self._response_logits(model, mb)  # (b, T, V)
+        temperature = mb["temperature"]  # (b,)
+        if bool((temperature != 1.0).any()):
+            logits = logits / temperature[:, None, None]
         log_prob = logprobs_from_logits(logits, mb["responses"])
         entropy = None
         if with_entropy:
@@ -244,6 +248,7 @@ class TorchBackend:
                 "input_ids": tensors["input_ids"][sl][:, keep],
                 "attention_mask": attn[:, keep],
                 "position_ids": tensors["position_ids"][sl][:, keep],
+                "temperature": tensors["temperature"][sl],
             }
             for key in ("response_mask", "rollout_log_probs", "advantages"):
                 mb[key] = tensors[key][sl][:, :t_len]

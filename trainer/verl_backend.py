@@ -163,6 +163,7 @@ class VerlBackend:
                     "attention_mask",
                     "position_ids",
                     "response_mask",
+                    "temperature",  # (B,): verl's engine divides each row's logits by it
                 ]
             ).to_tensordict()
         )
@@ -207,6 +208,7 @@ class VerlBackend:
             "response_mask",
             "old_log_probs",
             "advantages",
+            "temperature",
         ] + (["rollout_is_weights"] if "rollout_is_weights" in data.batch else [])
         td = left_right_2_no_padding(data.select(batch_keys=keys).to_tensordict())
         n = len(data)

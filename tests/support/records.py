@@ -92,7 +92,7 @@ def llm_request(seed: int = 0, prompt_tokens: int = 512, response_tokens: int = 
         response_token_ids=[rng.randrange(VOCAB_SIZE) for _ in range(response_tokens)],
         response_logprobs=_logprobs(rng, response_tokens), finish_reason="stop", policy_version=17,
         latency_ms=rng.uniform(50.0, 9000.0), started_at=_T0 + timedelta(milliseconds=rng.randrange(10**6)),
-        choice_index=0, ttft_ms=rng.uniform(5.0, 200.0),
+        choice_index=0, ttft_ms=rng.uniform(5.0, 200.0), temperature=0.7,
     )  # fmt: skip
 
 
@@ -127,6 +127,7 @@ def training_row(
         response_ids=[rng.randrange(VOCAB_SIZE) for _ in range(response_tokens)], response_mask=mask,
         behaviour_logprobs=_logprobs(rng, response_tokens),
         token_rewards=[0.0] * (response_tokens - 1) + [reward], reward=reward, policy_version=16, weight=1.0,
+        temperature=0.7,
     )  # fmt: skip
 
 

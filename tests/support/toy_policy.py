@@ -60,6 +60,7 @@ def sample(
     prompts: list[list[int]],
     max_new_tokens: int,
     generator: torch.Generator | None = None,
+    temperature: float = 1.0,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Sample one response per prompt (equal-length prompts, no EOS stopping).
 
@@ -68,6 +69,8 @@ def sample(
         prompts: ``B`` prompts of the same length ``P``.
         max_new_tokens: response length ``T``.
         generator: RNG for reproducible samples.
+        temperature: sample from ``softmax(logits / temperature)`` (> 0), the logprobs of that
+            distribution (the inference server's ``scaled`` logprobs).
 
     Returns:
         ``(responses, logprobs)``: ``B`` lists of ``T`` token ids and their behaviour logprobs (nats).
@@ -78,7 +81,7 @@ def sample(
     out_ids, out_lp = [], []
     for _ in range(max_new_tokens):
         logits = model(input_ids=ids).logits[:, -1, :].float()
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.log_softmax(logits / temperature, dim=-1)
         nxt = torch.multinomial(logp.exp(), 1, generator=generator)  # (B, 1)
         out_ids.append(nxt)
         out_lp.append(logp.gather(-1, nxt))
@@ -96,6 +99,7 @@ def make_batch(
     rewards: list[float],
     group_size: int,
     policy_version: int = 0,
+    temperature: float = 1.0,
 ) -> TrainingBatch:
     """An inline ``TrainingBatch``: rows ``i*group_size .. (i+1)*group_size-1`` form group ``i``.
 
@@ -116,6 +120,7 @@ def make_batch(
                 token_rewards=token_rewards,
                 reward=float(rew),
                 policy_version=policy_version,
+                temperature=temperature,
             )
         )
     return TrainingBatch(

@@ -34,7 +34,7 @@ def cpu_server(tmp_path_factory):
 def test_records_match_the_cpu_servers_tokens_and_logprobs(settings_factory, cpu_server) -> None:
     url, model = cpu_server
     s = settings_factory(
-        worker={"concurrency": 2, "sampling": {"max_tokens": 12, "temperature": 1.0}},
+        worker={"concurrency": 2, "sampling": {"max_tokens": 12, "temperature": 0.7}},
         gateway={"upstream_url": url},
     )
     produce_samples(
@@ -52,12 +52,13 @@ def test_records_match_the_cpu_servers_tokens_and_logprobs(settings_factory, cpu
         assert calls[0].prompt_token_ids == calls[1].prompt_token_ids  # same messages, same tokens
         for c in calls:
             assert c.policy_version == 4 and c.agent_name == "policy-agent" and c.attempt_id == t.attempt_id
-            assert 0 < len(c.response_token_ids) <= 12
-            # the recorded logprobs are the model's own for the recorded tokens (token in, token out)
+            assert 0 < len(c.response_token_ids) <= 12 and c.temperature == 0.7
+            # the recorded logprobs are the model's own for the recorded tokens (token in, token out), of
+            # the distribution they were sampled from, softmax(logits / T) (inference.logprobs_mode scaled)
             ids = torch.tensor([c.prompt_token_ids + c.response_token_ids])
             with torch.no_grad():
                 logits = model(ids).logits[0].float()
-            lp = torch.log_softmax(logits[len(c.prompt_token_ids) - 1 : -1], dim=-1)
+            lp = torch.log_softmax(logits[len(c.prompt_token_ids) - 1 : -1] / 0.7, dim=-1)
             expect = lp.gather(-1, torch.tensor(c.response_token_ids)[:, None])[:, 0]
             assert torch.allclose(torch.tensor(c.response_logprobs), expect, atol=2e-3), (
                 c.response_logprobs,

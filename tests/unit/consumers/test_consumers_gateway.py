@@ -161,6 +161,7 @@ def test_stream_is_relayed_and_recorded(upstream) -> None:
             rec.response_token_ids == tokenize("abc")
             and rec.ttft_ms is not None
             and rec.finish_reason == "stop"
+            and rec.temperature == 1.0  # the request named none: the default it sampled at
         )
 
     _run(_with_gateway(upstream.url, body))

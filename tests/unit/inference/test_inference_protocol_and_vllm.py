@@ -71,6 +71,14 @@ def test_vllm_command_has_the_flags_training_needs() -> None:
         None, inference={"backend": "vllm", "model": "/m", "vllm": {"extra_args": ["--load-format=gguf"]}}
     )
     assert "safetensors" not in vllm_command(gguf)[0]
+    # a request without a temperature samples at 1.0 (what the gateway records), not at the model's
+    # generation_config.json default; a user's own --generation-config wins
+    assert "--generation-config vllm" in joined
+    own = load_settings(
+        None,
+        inference={"backend": "vllm", "model": "/m", "vllm": {"extra_args": ["--generation-config", "auto"]}},
+    )
+    assert vllm_command(own)[0].count("--generation-config") == 1
 
 
 def test_proxy_body_and_sse_tagging() -> None:

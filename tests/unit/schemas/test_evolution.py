@@ -20,7 +20,14 @@ from avro.schema import parse as avro_parse
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
 
-from streamrl.schemas import CheckpointEvent, FailureKind, LLMRequest, RolloutStatus, Trajectory
+from streamrl.schemas import (
+    CheckpointEvent,
+    FailureKind,
+    LLMRequest,
+    RolloutStatus,
+    TrainingBatch,
+    Trajectory,
+)
 from streamrl.schemas.avro import SchemaInfo, catalog
 from streamrl.schemas.serde import Serde
 from tests.support import records as ex
@@ -45,15 +52,24 @@ def incompatibilities(reader: dict, writer: dict) -> set[SchemaIncompatibilityTy
 
 def _v1_llm_request_bytes(record: LLMRequest) -> tuple[SchemaInfo, bytes]:
     v1 = catalog().history["LLMRequest"][0]
-    fields = record.model_dump(exclude={"ttft_ms"}) | {"schema_version": 1}
+    fields = record.model_dump(exclude={"ttft_ms", "temperature"}) | {"schema_version": 1}
     buf = io.BytesIO()
     schemaless_writer(buf, v1.parsed, fields)
     return v1, buf.getvalue()
 
 
 def test_history_is_kept_and_one_record_evolved():
-    assert [s.version for s in catalog().history["LLMRequest"]] == [1, 2]
+    assert [s.version for s in catalog().history["LLMRequest"]] == [1, 2, 3]
     assert PAIRS, "at least one record must have a v2 so the old-version read test is real"
+
+
+def _as_old(read, written):
+    """``read`` without the fields the old writer did not have, at any depth (nested records too)."""
+    if isinstance(written, dict) and isinstance(read, dict):
+        return {k: _as_old(read[k], v) for k, v in written.items() if k in read}
+    if isinstance(written, list) and isinstance(read, list):
+        return [_as_old(r, w) for r, w in zip(read, written, strict=True)]
+    return read
 
 
 @pytest.mark.parametrize(("old", "new"), PAIRS, ids=lambda s: f"{s.name}v{s.version}")
@@ -68,7 +84,7 @@ def test_every_version_is_backward_compatible(old, new):
         data = buf.getvalue()
         as_written = schemaless_reader(io.BytesIO(data), old.parsed)
         read = schemaless_reader(io.BytesIO(data), old.parsed, new.parsed)
-        assert {k: v for k, v in read.items() if k in as_written} == as_written
+        assert _as_old(read, as_written) == as_written
         for field in new.raw["fields"]:
             if field["name"] not in as_written:
                 assert read[field["name"]] == field["default"]
@@ -78,8 +94,8 @@ def test_new_reader_decodes_old_version_bytes(soe_serde):
     record = ex.llm_request(seed=11, response_tokens=4096)
     v1, body = _v1_llm_request_bytes(record)
     decoded = soe_serde.decode(v1.soe_header + body, LLMRequest)
-    assert decoded.schema_version == 1 and decoded.ttft_ms is None
-    assert decoded == record.model_copy(update={"schema_version": 1, "ttft_ms": None})
+    assert decoded.schema_version == 1 and decoded.ttft_ms is None and decoded.temperature is None
+    assert decoded == record.model_copy(update={"schema_version": 1, "ttft_ms": None, "temperature": None})
     # what it re-encodes is the latest version
     assert soe_serde.encode(decoded)[2:10] == catalog().latest("LLMRequest").soe_header[2:10]
 
@@ -111,6 +127,18 @@ def test_trajectory_v1_bytes_read_as_v2_without_a_failure_kind(soe_serde):
     assert soe_serde.decode(soe_serde.encode(v2), Trajectory).failure() is FailureKind.infrastructure
 
 
+def test_training_batch_v1_rows_read_as_v2_at_temperature_one(soe_serde):
+    record = ex.training_batch(seed=5)
+    v1 = catalog().history["TrainingBatch"][0]
+    dumped = record.model_dump() | {"schema_version": 1}
+    dumped["rows"] = [{k: v for k, v in r.items() if k != "temperature"} for r in dumped["rows"]]
+    buf = io.BytesIO()
+    schemaless_writer(buf, v1.parsed, dumped)
+    decoded = soe_serde.decode(v1.soe_header + buf.getvalue(), TrainingBatch)
+    assert decoded.schema_version == 1 and {r.temperature for r in decoded.rows} == {1.0}
+    assert decoded.rows == [r.model_copy(update={"temperature": 1.0}) for r in record.rows]
+
+
 def test_registry_resolves_old_and_newer_writers(registry, registry_serde):
     from confluent_kafka.schema_registry import Schema
 
@@ -119,7 +147,7 @@ def test_registry_resolves_old_and_newer_writers(registry, registry_serde):
     v1_id = registry.register_schema("io.streamrl.LLMRequest", Schema(json.dumps(v1.raw), "AVRO"))
     old = registry_serde.decode(b"\x00" + v1_id.to_bytes(4, "big") + body, LLMRequest)
     assert old.ttft_ms is None and old.response_token_ids == record.response_token_ids
-    # a newer producer's v3 (unknown to this process) added a field: the v2 reader skips it
+    # a newer producer's next version (unknown to this process) added a field: this reader skips it
     v3 = copy.deepcopy(catalog().latest("LLMRequest").raw)
     v3["fields"].append({"name": "cached_tokens", "type": "int", "default": 0, "doc": "test"})
     v3_id = registry.register_schema("io.streamrl.LLMRequest", Schema(json.dumps(v3), "AVRO"))

@@ -72,3 +72,28 @@ def test_parse_attempt_path() -> None:
         "/rollouts/r/attempts/a/v1",
     ):
         assert http.parse_attempt_path(bad) is None, bad
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [({}, 1.0), ({"temperature": 0.7}, 0.7), ({"temperature": 0}, 0.0), ({"temperature": None}, 1.0),
+     ({"temperature": "hot"}, None), ({"temperature": True}, None), ({"temperature": -1}, None),
+     ({"temperature": float("nan")}, None), ({"temperature": float("inf")}, None)],
+)  # fmt: skip
+def test_sampling_temperature_of_a_request_body(body, expected):
+    assert http.sampling_temperature(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("temperature", "mode", "expected"),
+    [
+        (0.7, "scaled", 0.7),
+        (1.3, "scaled", 1.3),
+        (0.7, "raw", 1.0),
+        (0.0, "scaled", 1.0),
+        (None, "scaled", 1.0),
+    ],
+)
+def test_logprob_temperature_follows_the_servers_logprobs_mode(temperature, mode, expected):
+    """Scaled logprobs are of softmax(logits / T); raw, greedy and unknown ones of softmax(logits)."""
+    assert http.logprob_temperature(temperature, mode) == expected

@@ -181,7 +181,13 @@ def test_defaults_and_enums_from_strings():
         request_id="r", rollout_id="t/0/0", attempt_id="a", sequence=0, model="m", prompt_token_ids=[1],
         response_token_ids=[], response_logprobs=[], policy_version=0, latency_ms=0.0, started_at=naive_now(),
     )  # fmt: skip
-    assert (req.schema_version, req.choice_index, req.agent_name, req.ttft_ms) == (2, 0, None, None)
+    assert (req.schema_version, req.choice_index, req.agent_name, req.ttft_ms, req.temperature) == (
+        3,
+        0,
+        None,
+        None,
+        None,
+    )
     s = Sample.model_validate(ex.sample().model_dump(mode="json"))
     assert s.mode.value == "train" and s == ex.sample()
     t = Trajectory.model_validate(ex.trajectory().model_dump(mode="json"))

@@ -20,6 +20,7 @@ def call(
     ts: float = 100.0,
     seq: int = 0,
     logprobs: list[float] | None = None,
+    temperature: float = 1.0,
 ) -> Call:
     return Call(
         request_id=rid,
@@ -30,6 +31,7 @@ def call(
         response=response,
         logprobs=logprobs if logprobs is not None else [-0.5] * len(response),
         version=version,
+        temperature=temperature,
         ts=ts,
     )
 

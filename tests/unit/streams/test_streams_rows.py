@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
+from streamrl.streams.convert import call_of
 from streamrl.streams.rows import RowConfig, build_rows
+from tests.support.records import llm_request
 
 
 def _calls(*cs):
@@ -47,15 +49,18 @@ def test_trajectory_mode_mismatch_starts_new_row_counted_by_cause(b):
     c2 = b.call("r2", [1, 9, 3, 4], [5])  # not an extension
     c3 = b.call("r3", [1], [6])  # shorter than the previous context
     c4 = b.call("r4", [1, 6, 7], [8], agent="critic")
+    c5 = b.call("r5", [1, 6, 7, 8], [9], agent="critic", temperature=0.7)  # extends, but sampled at 0.7
     rows, stats = build_rows(
-        b.traj("ro", ["r1", "r2", "r3", "r4"]), _calls(c1, c2, c3, c4), RowConfig(mode="trajectory")
+        b.traj("ro", ["r1", "r2", "r3", "r4", "r5"]), _calls(c1, c2, c3, c4, c5), RowConfig(mode="trajectory")
     )
-    assert len(rows) == 4
+    assert len(rows) == 5
     assert stats == {
         "merge_break:prefix_mismatch": 1,
         "merge_break:shorter_prompt": 1,
         "merge_break:agent_changed": 1,
+        "merge_break:temperature_changed": 1,
     }
+    assert [r["temperature"] for r in rows] == [1.0, 1.0, 1.0, 1.0, 0.7]
 
 
 def test_selective_optimization_and_per_call_rewards_follow_skipped_calls(b):
@@ -114,3 +119,10 @@ def test_trajectory_mode_respects_response_limit_when_merging(b):
 def test_empty_responses_are_skipped(b):
     rows, stats = build_rows(b.traj("ro", ["r1"]), _calls(b.call("r1", [1], [])), RowConfig())
     assert rows == [] and stats == {"empty_response": 1}
+
+
+def test_streams_keeps_the_logprob_temperature_of_each_call():
+    req = llm_request(seed=1, response_tokens=4)  # temperature 0.7
+    assert call_of(req, 1.0)["temperature"] == 0.7
+    assert call_of(req, 1.0, "raw")["temperature"] == 1.0
+    assert call_of(req.model_copy(update={"temperature": None}), 1.0)["temperature"] == 1.0

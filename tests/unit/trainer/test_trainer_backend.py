@@ -30,6 +30,28 @@ def _data(be: TorchBackend, seed: int = 0, n: int = 16, t: int = 3):
     return prepare_batch(batch, serde=None, trainer_version=0, max_staleness=None, vocab_size=be.vocab_size)
 
 
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_old_logprobs_are_those_of_the_temperature_the_rows_were_sampled_at(
+    tiny_model_dir: Path, temperature: float
+) -> None:
+    """Rows sampled at T carry the logprobs of softmax(logits / T) (the inference server's ``scaled``
+    mode): the trainer's pi_old must be the same distribution, so the first importance ratio is 1."""
+    be = _backend(tiny_model_dir, micro_batch_size=64)
+    g = torch.Generator().manual_seed(3)
+    prompts = [[1, 3 + i % 8, 5] for i in range(8)]
+    resp, lp = sample(be.model, prompts, 4, g, temperature=temperature)
+    batch = make_batch(
+        "bt", "policy", prompts, resp, lp, [0.0, 1.0] * 4, group_size=4, temperature=temperature
+    )
+    data = prepare_batch(batch, serde=None, trainer_version=0, max_staleness=None, vocab_size=be.vocab_size)
+    data.batch["advantages"] = torch.zeros_like(data.batch["response_mask"])
+    (mb,) = be._micro_batches(data)
+    torch.testing.assert_close(be._old_logprobs(mb), torch.tensor(lp), rtol=1e-4, atol=1e-4)
+    if temperature != 1.0:  # the same rows read at temperature 1 are another distribution
+        mb["temperature"] = torch.ones_like(mb["temperature"])
+        assert not torch.allclose(be._old_logprobs(mb), torch.tensor(lp), atol=1e-2)
+
+
 def _params(be: TorchBackend) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in be.model.state_dict().items()}
 
