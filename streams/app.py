@@ -266,6 +266,9 @@ class Aggregator:
                     )
                     self._check_key(key, req.rollout_id)
                     rollout_id = req.rollout_id
+                    # a call names no group: the sampler's ids are <group_id>/<k>, so try that one
+                    group_id = rollout_id.rpartition("/")[0]
+                    marker = self.join_table.get(done_key(msg.partition, group_id)) if group_id else None
                     res = on_call(
                         self.join_table.get(rollout_id),
                         call_of(req, msg.timestamp, self.settings.inference.logprobs_mode),
@@ -274,6 +277,7 @@ class Aggregator:
                         offset=msg.offset,
                         now=now,
                         cfg=self.join_cfg,
+                        decided=is_decided(marker, group_id, rollout_id),
                     )
                 else:
                     t = self.serde.decode(

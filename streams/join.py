@@ -15,8 +15,9 @@ Memory: a finished rollout keeps its full state only until its forward and every
 applied are committed; then a tick replaces it by one member id in its group's decided marker
 (:mod:`streamrl.streams.decided`, ``JoinResult.decided``), kept ``dedup_retention_s`` after the
 group's latest decision. A trajectory of a rollout in that marker is a duplicate (``decided=True``
-to :func:`on_trajectory`); calls carry no group id, so a late duplicate attempt's calls wait in a
-new state until its trajectory drops them (``duplicate:call``) or ``orphan_call_timeout_s``.
+to :func:`on_trajectory`, and to :func:`on_call` where the rollout id names its group, as the
+sampler's ``<group_id>/<k>`` do; calls carry no group id, so another id's late duplicate calls wait
+in a new state until their trajectory drops them (``duplicate:call``) or ``orphan_call_timeout_s``).
 
 Replay safety (at-least-once input, state recovered from a changelog that may be *ahead* of the
 committed offsets after a SIGKILL): every state remembers the last applied offset per source topic,
@@ -189,10 +190,17 @@ def on_call(
     offset: int,
     now: float,
     cfg: JoinConfig,
+    decided: bool = False,
 ) -> JoinResult:
-    """Apply one ``requests`` record (compact call) at ``topic[partition]@offset``; ``now`` in seconds."""
+    """Apply one ``requests`` record (compact call) at ``topic[partition]@offset``; ``now`` in seconds.
+
+    ``decided``: the rollout is in its group's decided marker: the call is a duplicate, not kept.
+    """
     res = JoinResult(state)
     if _replayed(state, topic, offset, res):
+        return res
+    if decided and (state is None or state["done"] is None):
+        res.stats["duplicate:call"] += 1
         return res
     state = state if state is not None else new_state(partition, call["ts"])
     state["applied"][topic] = offset

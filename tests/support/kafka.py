@@ -112,6 +112,7 @@ class TopicReader:
             raises ``SchemaError`` naming ``topic[partition]@offset``); None keeps the raw
             ``confluent_kafka.Message`` objects.
         serde: the serde to decode with (e.g. one on a Schema Registry); default a plain ``Serde()``.
+        full_name: read this topic instead (a full name, e.g. a stage's internal or changelog topic).
 
     Attributes:
         messages: every message read so far, in read order (per partition in offset order).
@@ -119,9 +120,15 @@ class TopicReader:
     """
 
     def __init__(
-        self, settings: Settings, base: str, record_type: type | None = None, *, serde: Serde | None = None
+        self,
+        settings: Settings,
+        base: str,
+        record_type: type | None = None,
+        *,
+        serde: Serde | None = None,
+        full_name: str | None = None,
     ) -> None:
-        self.topic = settings.topics.name(base)
+        self.topic = full_name or settings.topics.name(base)
         self.record_type = record_type
         self.serde = serde or Serde()
         self.consumer = make_consumer(settings, f"test-reader-{uuid.uuid4().hex[:8]}")

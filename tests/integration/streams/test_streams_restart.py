@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
 
 from streamrl.schemas import DeadLetter, TrainingBatch
-from tests.support.kafka import read_topic
+from streamrl.streams.faust_config import streams_topics
+from tests.support.kafka import TopicReader, read_topic
 from tests.support.records import outcome_decisions
 
 pytestmark = pytest.mark.integration
@@ -110,3 +112,42 @@ def test_duplicated_input_never_duplicates_rows(
     dead = read_topic(settings, "dlq", DeadLetter)
     assert len(dead) == 1 and dead[0].stage == "streams" and dead[0].original_value == b"not avro"
     assert dead[0].original_topic == settings.topics.name("requests")
+
+
+def test_a_late_duplicate_of_a_forgotten_rollout_is_dropped(
+    streams_config, worker_factory, feed, batch_reader, wait_processed, settings
+):
+    """A finished rollout shrinks to a member id in its group's decided marker; a redelivered
+    attempt (its own call and trajectory) and a re-sent trajectory arriving after that are dropped:
+    not joined, dead-lettered, kept or batched again."""
+    cfg = streams_config(rl={"group_size": 2, "train_batch_size": 1})
+    worker_factory(cfg)
+    g = "taskL/0"
+    first = {feed.rollout(g, k, float(k), group_size=2) for k in (0, 1)}
+    feed.flush()
+    [batch] = batch_reader.read(1, timeout_s=60)
+    join_changelog = f"{streams_topics(settings).app_id}-join-changelog"
+    with TopicReader(settings, "", full_name=join_changelog) as changelog:
+
+        def last_writes(msgs: list) -> dict[str, bytes | None]:
+            return {json.loads(m.key()): m.value() for m in msgs}
+
+        # the join forgot both rollouts (a tombstone each; their marker is written before it)
+        changelog.read_until(
+            lambda msgs: all(last_writes(msgs).get(rid, b"") is None for rid in first), timeout_s=60
+        )
+        markers = [
+            json.loads(v)
+            for k, v in last_writes(changelog.records).items()
+            if k.startswith("__streamrl_done__/") and v is not None
+        ]
+        assert sorted(m for marker in markers for m in marker["r"].split("\n")) == ["/0", "/1"]
+        feed.call(f"{g}/1", f"{g}/1/a2c0", [1, 2, 3], [7, 8], attempt="a2")
+        feed.traj(f"{g}/1", g, [f"{g}/1/a2c0"], 1.0, group_size=2, k=1, attempt="a2")
+        feed.traj(f"{g}/0", g, [f"{g}/0/c0"], 0.0, group_size=2, k=0)  # re-sent, its call is not
+        feed.flush()
+        wait_processed()  # changelog writes and any batch or dead letter are in the log now
+        # nothing kept of either rollout (a kept state would wait for calls and dead-letter later)
+        assert all(last_writes(changelog.read_to_end()).get(rid, b"") is None for rid in first)
+    assert batch_reader.read_to_end() == [batch]
+    assert read_topic(settings, "dlq", DeadLetter) == []

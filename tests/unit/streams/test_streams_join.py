@@ -211,6 +211,18 @@ def test_a_trajectory_of_a_decided_rollout_is_a_duplicate_and_takes_its_calls_wi
     )
     assert not res.forwards and res.state is None and res.changed
     assert res.stats == {"duplicate:trajectory": 1, "duplicate:call": 1}
+    # a call whose rollout id names its group (<group>/<k>) is looked up too: counted, not kept
+    res = on_call(
+        None,
+        b.call("c8", [1], [2], attempt="a3"),
+        topic=REQ,
+        partition=0,
+        offset=10,
+        now=3,
+        cfg=CFG,
+        decided=True,
+    )
+    assert not res.changed and res.state is None and res.stats == {"duplicate:call": 1}
     # without any state (the worker re-sent the trajectory): counted, nothing stored
     res = on_trajectory(
         None, b.traj("ro", ["c9"]), topic=TRJ, partition=0, offset=6, now=2, cfg=CFG, decided=True
