@@ -37,7 +37,7 @@ demo: setup
 	$(BIN)/streamrl demo
 
 # The coordination benchmark, then the demo through the whole pipeline (seconds per policy version,
-# CPU ms per rollout per process, wall time to val >= 0.9).
+# CPU ms per rollout per process, wall time to val >= 0.9, start-up breakdown).
 bench: setup
 	$(BIN)/python -m bench.coordination
 	$(BIN)/python -m bench.demo --seeds 0

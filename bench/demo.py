@@ -128,6 +128,7 @@ def run_seed(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     print(f"seed {seed}: streamrl dev -c {path} (output: {tmp / f'dev-{seed}.log'})", flush=True)
     load0 = os.getloadavg()[0]
+    launched = time.time()
     t0 = time.monotonic()
     streamrl = Path(sys.executable).with_name("streamrl")
     log = tmp / f"dev-{seed}.log"  # dev's own output (progress lines, the final summary)
@@ -170,6 +171,8 @@ def run_seed(seed: int, args: argparse.Namespace, tmp: Path) -> dict:
         "training": training,
         "run_dir": s.get("run_dir"),
         "startup_s": startup_breakdown(s, summary_path.parent, log),
+        # the `streamrl dev` process's own start (Python, the CLI's imports) before dev's clock starts
+        "dev_start_after_launch_s": round(s["started_unix"] - launched, 1) if s.get("started_unix") else None,
     }
 
 
@@ -177,8 +180,14 @@ def _line(r: dict) -> str:
     if "error" in r:
         return f"seed {r['seed']}: {r['error']} (exit {r['exit_code']})"
     reached = r["reached"]
+    lag = r.get("dev_start_after_launch_s")
     head = (
         f"seed {r['seed']}: val >= {r['target']} at version {reached['version']}, {reached['wall_s']} s"
+        + (
+            f" after dev's start ({reached['wall_s'] + lag:.1f} s after launching it)"
+            if lag is not None and reached["wall_s"] is not None
+            else ""
+        )
         if reached
         else f"seed {r['seed']}: val {r['target']} not reached ({r['versions']} versions)"
     )
