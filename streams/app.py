@@ -55,6 +55,7 @@ from streamrl.streams import metrics
 from streamrl.streams.convert import batch_record, call_of, traj_of
 from streamrl.streams.decided import add_decided, done_key, is_decided, is_done_key, marker_expired
 from streamrl.streams.faust_config import StreamsTopics, faust_broker, streams_topics
+from streamrl.streams.faust_recovery import ClearFirstTableManager
 from streamrl.streams.groups import Batch, GroupConfig, GroupMachine, check_event
 from streamrl.streams.join import JoinConfig, JoinResult, lost_forward, on_call, on_tick, on_trajectory
 from streamrl.streams.rows import RowConfig
@@ -177,6 +178,7 @@ class Aggregator:
             key_serializer="raw",
             value_serializer="raw",
             autodiscover=False,
+            TableManager=ClearFirstTableManager,
         )
         app = self.app
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -202,6 +204,9 @@ class Aggregator:
         self.machine = GroupMachine(self.group_cfg, self._group_get, lambda: list(self.group_table.items()))
         self._ready_logged = False
         self._last_summary = time.time()
+        # the offset of the last record the join processed, per partition of requests / trajectories
+        self._join_read: dict[TP, int] = {}
+        app.on_partitions_revoked.connect(self._on_revoked)
         app.agent(self.join_source, name="streams.join")(self._join_agent)
         app.agent(self.groups_topic, name="streams.groups")(self._groups_agent)
         app.agent(self.val_topic, name="streams.validation")(self._val_agent)
@@ -239,6 +244,24 @@ class Aggregator:
         except Exception:
             return None
 
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        for tp in revoked:  # on reassignment, the partition is read again from its committed offset
+            self._join_read.pop(tp, None)
+
+    def _read_to_end(self, topic: str, partition: int) -> bool:
+        """True when the join has processed ``topic[partition]`` up to the end offset its consumer
+        last fetched (the high watermark); False while a backlog is unread or nothing is known yet."""
+        tp = TP(topic, partition)
+        try:
+            end = self.app.consumer.highwater(tp)
+        except Exception:  # not assigned (any more), or no consumer yet
+            return False
+        if end is None:
+            return False
+        last = self._join_read.get(tp)
+        upto = last + 1 if last is not None else self._committed(topic, partition)
+        return end == 0 or (upto is not None and upto >= end)
+
     def _dead(self, msg: Any, reason: str, error: BaseException | None = None) -> None:
         self.dlq.send(
             topic=msg.topic,
@@ -258,6 +281,7 @@ class Aggregator:
             if msg.topic == self.names.ticks:
                 await self._join_tick(msg, now)
                 continue
+            self._join_read[TP(msg.topic, msg.partition)] = msg.offset
             key = msg.key.decode(errors="replace") if isinstance(msg.key, bytes) else msg.key
             try:
                 if msg.topic == self.names.requests:
@@ -324,6 +348,8 @@ class Aggregator:
             self._dead(msg, f"bad tick: {exc}", exc)
             return
         retention_s = self.join_cfg.dedup_retention_s
+        requests_read = self._read_to_end(self.names.requests, msg.partition)
+        trajectories_read = self._read_to_end(self.names.trajectories, msg.partition)
         for key, state in list(self.join_table.items()):
             if state.get("p") != msg.partition:
                 continue
@@ -348,6 +374,8 @@ class Aggregator:
                 cfg=self.join_cfg,
                 topic=msg.topic,
                 offset=msg.offset,
+                requests_read=requests_read,
+                trajectories_read=trajectories_read,
             )
             await self._apply_join(key, res, msg)
 

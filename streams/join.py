@@ -281,6 +281,8 @@ def on_tick(
     cfg: JoinConfig,
     topic: str = "ticks",
     offset: int = -1,
+    requests_read: bool = True,
+    trajectories_read: bool = True,
 ) -> JoinResult:
     """Apply a timer tick (event time ``tick_ts``, seconds) at ``topic[partition]@offset`` to one rollout.
 
@@ -294,6 +296,12 @@ def on_tick(
     releases, without a group id, are forgotten after ``dedup_retention_s``). A tick that expired an
     attempt is remembered (``applied``), so replaying it re-sends its ``lost`` forward; other ticks
     are idempotent.
+
+    A missing call expires only when ``requests_read``: the caller has processed its partition of
+    ``requests`` up to the end offset it knows. A worker produces a trajectory only after the broker
+    acknowledged all its calls, so a call missing then is missing from the log; while a backlog is
+    unread (streams was down longer than ``join_timeout_s``), the call may just be further back in
+    it. Likewise calls wait for their trajectory until ``trajectories_read``.
     """
     res = JoinResult(state)
     if offset >= 0 and _replayed(state, topic, offset, res):
@@ -317,7 +325,7 @@ def on_tick(
         return res
     expired: list[Traj] = []
     for attempt, traj in sorted(state["trajs"].items()):
-        if tick_ts - traj["ts"] > cfg.join_timeout_s:
+        if requests_read and tick_ts - traj["ts"] > cfg.join_timeout_s:
             missing = [rid for rid in traj["request_ids"] if rid not in state["calls"]]
             res.dead.append(
                 (
@@ -341,7 +349,9 @@ def on_tick(
     stale = [
         rid
         for rid, c in state["calls"].items()
-        if c["attempt_id"] not in with_traj and tick_ts - c["ts"] > cfg.orphan_call_timeout_s
+        if trajectories_read
+        and c["attempt_id"] not in with_traj
+        and tick_ts - c["ts"] > cfg.orphan_call_timeout_s
     ]
     for rid in stale:
         del state["calls"][rid]

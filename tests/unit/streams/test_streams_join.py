@@ -107,6 +107,27 @@ def test_join_timeout_dead_letters_the_attempt_and_orphans_expire(b):
     assert res.stats == {"abandoned_calls": 1} and res.state["calls"] == {}
 
 
+def test_nothing_expires_while_its_partition_has_an_unread_backlog(b):
+    # streams was down longer than the timeouts: the trajectory is read, its calls are still behind
+    # in the unread backlog of requests (and an orphan call's trajectory in that of trajectories)
+    s = on_trajectory(
+        None, b.traj("ro", ["c1", "c2"], ts=100.0), topic=TRJ, partition=0, offset=0, now=500, cfg=CFG
+    ).state
+    s = on_call(s, b.call("c1", [1], [2], ts=100.0), topic=REQ, partition=0, offset=0, now=500, cfg=CFG).state
+    s = on_call(
+        s, b.call("z1", [1], [2], attempt="z", ts=100.0), topic=REQ, partition=0, offset=1, now=500, cfg=CFG
+    ).state
+    res = on_tick(
+        s, tick_ts=500.0, partition=0, committed=_never, cfg=CFG, requests_read=False, trajectories_read=False
+    )
+    assert not res.dead and not res.changed and res.stats == {}
+    res = on_tick(s, tick_ts=500.0, partition=0, committed=_never, cfg=CFG, trajectories_read=False)
+    assert len(res.dead) == 1 and res.stats == {"incomplete_join": 1, "abandoned_calls": 1}
+    assert list(res.state["calls"]) == ["z1"]  # the orphan waits for the backlog of trajectories
+    res = on_tick(res.state, tick_ts=500.0, partition=0, committed=_never, cfg=CFG)
+    assert res.stats == {"abandoned_calls": 1} and res.state["calls"] == {}
+
+
 def test_replay_after_crash_reforwards_until_committed(b):
     s = on_call(None, b.call("c1", [1], [2]), topic=REQ, partition=3, offset=7, now=1, cfg=CFG).state
     done = on_trajectory(s, b.traj("ro", ["c1"]), topic=TRJ, partition=3, offset=4, now=1, cfg=CFG)
