@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
 
@@ -34,11 +35,8 @@ def _distinct(batches: list[TrainingBatch]) -> dict[str, TrainingBatch]:
 def test_sigkill_mid_stream_every_row_exactly_once(
     streams_config, worker_factory, feed, batch_reader, wait_processed, outcome_reader
 ):
-    # join_timeout_s: a deadline for calls that never come, which this test has none of. At the
-    # suite's 3 s, a restart under load (kill, start, rebalance, recovery, then a backlog in which
-    # a trajectory can be read before its calls) outlasted it and lost rollouts as incomplete joins
     cfg = streams_config(
-        streams={"commit_interval_s": 1.0, "join_timeout_s": 600.0},
+        streams={"commit_interval_s": 1.0},
         rl={"group_size": 2, "train_batch_size": 2},
     )
     worker = worker_factory(cfg)
@@ -151,3 +149,44 @@ def test_a_late_duplicate_of_a_forgotten_rollout_is_dropped(
         assert all(last_writes(changelog.read_to_end()).get(rid, b"") is None for rid in first)
     assert batch_reader.read_to_end() == [batch]
     assert read_topic(settings, "dlq", DeadLetter) == []
+
+
+def test_an_outage_longer_than_the_join_timeout_dead_letters_nothing(
+    streams_config, worker_factory, feed, batch_reader, wait_processed, outcome_reader, settings
+):
+    # streams is down while the workers go on: on its return a backlog of calls and trajectories
+    # older than join_timeout_s waits, and a trajectory may be read before its calls (the two topics
+    # are read side by side; the calls are bigger, so their backlog drains slower). The join waits
+    # for a call only while it has not read its partition of requests to the end.
+    join_timeout_s = 1.0
+    cfg = streams_config(
+        streams={"join_timeout_s": join_timeout_s, "orphan_call_timeout_s": join_timeout_s},
+        rl={"group_size": 2, "train_batch_size": 2},
+    )
+    worker = worker_factory(cfg)
+    expected = {feed.rollout(f"warmup{i}/0", k, float(k), group_size=2) for i in (0, 1) for k in (0, 1)}
+    feed.flush()
+    batch_reader.read(1, timeout_s=60)
+    wait_processed()
+    worker.kill(signal.SIGKILL)
+    prompt = list(range(1, 400))
+    for i in range(120):
+        g = f"task{i:03d}/0"
+        for k in (0, 1):
+            rid, ids = f"{g}/{k}", []
+            for c in range(3):
+                ids.append(f"{rid}/c{c}")
+                feed.call(rid, ids[-1], [*prompt, c], [10 + k, 20 + c], seq=c)
+            feed.traj(rid, g, ids, float(k), group_size=2, k=k)
+            expected.add(rid)
+    feed.flush()
+    time.sleep(3 * join_timeout_s)  # the outage outlasts the join timeout
+    worker.start()
+    batch_reader.read_until(
+        lambda batches: {r.rollout_id for b in batches for r in b.rows or []} >= expected, timeout_s=120
+    )
+    wait_processed()
+    assert read_topic(settings, "dlq", DeadLetter) == []
+    decisions = outcome_decisions(outcome_reader.read_to_end())
+    assert set(decisions) == expected
+    assert {status for status, _, _ in decisions.values()} == {"batched"}
