@@ -65,7 +65,7 @@ def render(
     figures = [
         f"[bold]policy version[/] {stats.version}{target}",
         f"[bold]rollouts[/] {stats.trajectories} ({stats.rollouts_per_s():.1f}/s)",
-        f"[bold]samples[/] {len(stats.samples)}",
+        f"[bold]samples[/] {stats.samples}",
         f"[bold]served by[/] v{max(stats.served_versions, default=0)}",
         f"[bold]batches[/] {stats.batches}",
         f"[bold]dlq[/] {stats.dlq}",

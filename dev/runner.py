@@ -528,7 +528,8 @@ def _run(
                     version_reported = _health_version(health_url, verify)
                     if version_reported is not None:
                         with monitor.lock:
-                            stats.inference_versions.append(version_reported)
+                            if stats.inference_versions[-1:] != [version_reported]:
+                                stats.inference_versions.append(version_reported)
                 last_lag = now
             with monitor.lock:
                 states = {n: _state(sup, n) for n in sup.children}
@@ -688,7 +689,7 @@ def _drain(monitor: Monitor, stats: RunStats, timeout_s: float = 3.0) -> None:
     last = -1
     while time.monotonic() < deadline:
         with monitor.lock:
-            seen = stats.trajectories + len(stats.checkpoints) + stats.requests
+            seen = stats.trajectories + stats.checkpoints + stats.requests
         if seen == last:
             break
         last = seen

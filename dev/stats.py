@@ -36,6 +36,13 @@ from streamrl.schemas import (
     ValidationResult,
 )
 
+VAL_VERSIONS_KEPT = 16
+"""Validated versions whose answers :class:`RunStats` keeps (the display shows the last 8)."""
+VAL_RESPONSES_UNCLAIMED = 8
+"""Val call responses kept that no kept answer names yet, in val rollouts of one validation."""
+EARLY_TTL_S = 600.0
+"""Seconds a trajectory read before its Sample waits for it (after that: a duplicate, forgotten)."""
+
 
 @dataclass
 class Mean:
@@ -71,12 +78,16 @@ class RunStats:
 
     train_tasks: set[str] = field(default_factory=set)
     val_tasks: set[str] = field(default_factory=set)
-    samples: set[str] = field(default_factory=set)
-    """rollout_ids of every sample emitted (train and val)."""
+    samples: int = 0
+    """Samples emitted (train and val): Sample records of a first attempt (``retry == 0``)."""
+    in_flight: set[str] = field(default_factory=set)
+    """rollout_ids whose latest emitted Sample has no trajectory yet (a re-issue is in flight again).
+    Only open rollouts are kept, so the memory of a long run stays flat."""
+    _early: dict[str, float] = field(default_factory=dict)
+    """rollout_id → clock time of a trajectory read before its Sample (the monitor reads the topics
+    in no particular order across them); a duplicate trajectory is forgotten after ``EARLY_TTL_S``."""
     trajectories: int = 0
     """Trajectory records (one per finished attempt, retries included)."""
-    with_trajectory: set[str] = field(default_factory=set)
-    """rollout_ids that have at least one trajectory."""
     status: Counter[str] = field(default_factory=Counter)
     """Trajectory status (``succeeded``, ``failed``, ``timeout``) → attempts; ``interrupted``: an
     attempt the run's own stop cut short (see :attr:`stopping_since`), not a failure."""
@@ -90,15 +101,21 @@ class RunStats:
     """Validated policy version → its latest ``ValidationResult`` (from streams, on ``validation``)."""
     val_answers: dict[int, dict[str, str]] = field(default_factory=dict)
     """Validated policy version → rollout_id → request_id of its last call (its answer), succeeded
-    val rollouts only."""
+    val rollouts only; the newest ``VAL_VERSIONS_KEPT`` versions."""
     requests: int = 0
     served_versions: Counter[int] = field(default_factory=Counter)
     """Policy version that served a call → number of calls."""
     val_responses: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    """request_id → response token ids, for calls of val rollouts only."""
-    checkpoints: list[CheckpointEvent] = field(default_factory=list)
+    """request_id → response token ids, for calls of val rollouts only: those answering a version in
+    :attr:`val_answers`, and at most ``VAL_RESPONSES_UNCLAIMED`` × the val rollouts of one validation
+    others (the newest: calls before the last of a rollout, or whose trajectory is not read yet)."""
+    checkpoints: int = 0
+    """CheckpointEvent records read."""
+    latest_checkpoint: CheckpointEvent | None = None
+    """The CheckpointEvent of the highest version read."""
     inference_versions: list[int] = field(default_factory=list)
-    """Policy versions reported by the inference server's ``/health``, in polling order."""
+    """Policy versions reported by the inference server's ``/health``, in polling order, each change
+    once (not each poll)."""
     batches: int = 0
     group_outcomes: Counter[str] = field(default_factory=Counter)
     """``batched`` or ``dropped:<reason>`` → GroupOutcome records (what streams made of the groups)."""
@@ -132,18 +149,27 @@ class RunStats:
         (self.val_tasks if task.split == Split.val else self.train_tasks).add(task.task_id)
 
     def on_sample(self, sample: Sample) -> None:
-        self.samples.add(sample.rollout_id)
+        if sample.retry == 0:
+            self.samples += 1
+        if self._early.pop(sample.rollout_id, None) is None:
+            self.in_flight.add(sample.rollout_id)
 
     def on_request(self, req: LLMRequest) -> None:
         self.requests += 1
         self.served_versions[req.policy_version] += 1
         if req.rollout_id.startswith("val/"):
             self.val_responses[req.request_id] = tuple(req.response_token_ids)
+            self._prune_val()
 
     def on_trajectory(self, traj: Trajectory) -> None:
         now = self.clock()
         self.trajectories += 1
-        self.with_trajectory.add(traj.rollout_id)
+        if traj.rollout_id in self.in_flight:
+            self.in_flight.discard(traj.rollout_id)
+        else:
+            self._early[traj.rollout_id] = now
+            if len(self._early) > 64 and next(iter(self._early.values())) < now - EARLY_TTL_S:
+                self._early = {r: t for r, t in self._early.items() if t >= now - EARLY_TTL_S}
         stopped = (
             self.stopping_since is not None
             and traj.status != RolloutStatus.succeeded
@@ -158,6 +184,7 @@ class RunStats:
         if traj.mode == Mode.val:
             if ok and traj.request_ids:
                 self.val_answers.setdefault(traj.policy_version, {})[traj.rollout_id] = traj.request_ids[-1]
+                self._prune_val()
         elif ok:
             self.train_reward.setdefault(traj.policy_version, Mean()).add(float(traj.reward))  # type: ignore[arg-type]
 
@@ -174,7 +201,9 @@ class RunStats:
         self.group_outcomes[status if status == "batched" else f"dropped:{outcome.reason}"] += 1
 
     def on_checkpoint(self, event: CheckpointEvent) -> None:
-        self.checkpoints.append(event)
+        self.checkpoints += 1
+        if self.latest_checkpoint is None or event.version >= self.latest_checkpoint.version:
+            self.latest_checkpoint = event
         self.last_progress = self.clock()
         self.startup.setdefault("first_checkpoint", self.last_progress)
 
@@ -182,7 +211,7 @@ class RunStats:
     @property
     def version(self) -> int:
         """Latest published policy version (0 before the first checkpoint)."""
-        return max((c.version for c in self.checkpoints), default=0)
+        return self.latest_checkpoint.version if self.latest_checkpoint is not None else 0
 
     def rollouts_per_s(self) -> float:
         """Trajectories per second over the last ``rate_window_s`` seconds."""
@@ -192,8 +221,21 @@ class RunStats:
         return len(self._arrivals) / self.rate_window_s
 
     def missing_trajectories(self) -> set[str]:
-        """rollout_ids of samples that have no trajectory (yet)."""
-        return self.samples - self.with_trajectory
+        """rollout_ids of samples whose latest emission has no trajectory (yet)."""
+        return set(self.in_flight)
+
+    def _prune_val(self) -> None:
+        """Keep the answers of the newest ``VAL_VERSIONS_KEPT`` versions and the responses they
+        name, plus a bounded number of others (see :attr:`val_responses`)."""
+        while len(self.val_answers) > VAL_VERSIONS_KEPT:
+            for req_id in self.val_answers.pop(min(self.val_answers)).values():
+                self.val_responses.pop(req_id, None)
+        claimed = {r for answers in self.val_answers.values() for r in answers.values()}
+        budget = len(claimed) + VAL_RESPONSES_UNCLAIMED * max(self.val_expected, 1)
+        if len(self.val_responses) > budget:
+            unclaimed = [r for r in self.val_responses if r not in claimed]  # oldest first
+            for req_id in unclaimed[: len(self.val_responses) - budget]:
+                del self.val_responses[req_id]
 
     @property
     def val_expected(self) -> int:
@@ -259,7 +301,7 @@ class RunStats:
             "train_reward": {str(v): _round(m) for v, m in self.train_means().items()},
             "versions": self.version,
             "rollouts": self.trajectories,
-            "samples": len(self.samples),
+            "samples": self.samples,
             "missing_trajectories": len(self.missing_trajectories()),
             "status": dict(self.status),
             "requests": self.requests,

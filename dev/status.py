@@ -263,8 +263,8 @@ class StatusReader:
         traj_age = (now_ms - last_ms["trajectories"]) / 1000 if "trajectories" in last_ms else None
         ckpt = None
         staleness = None
-        if st.checkpoints:
-            c = max(st.checkpoints, key=lambda e: e.version)
+        if st.latest_checkpoint is not None:
+            c = st.latest_checkpoint
             created = c.created_at if c.created_at.tzinfo else c.created_at.replace(tzinfo=timezone.utc)
             ckpt = {
                 "version": c.version,
@@ -329,7 +329,7 @@ class StatusReader:
             rollouts_per_s=round(rate, 2),
             window_s=self.window_s,
             rollouts=dict(st.status),
-            samples=len(st.samples),
+            samples=st.samples,
             in_flight=len(st.missing_trajectories()),
             dead_lettered=st.dlq,
             batches=st.batches,

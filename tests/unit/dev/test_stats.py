@@ -217,3 +217,48 @@ def test_startup_milestones_are_seconds_from_the_start_in_time_order_first_time_
         ("first_trajectory", 8.5),
     ]
     assert summary["started_unix"] == 1.7e9
+
+
+def test_only_open_rollouts_are_kept_whatever_the_order_of_the_topics() -> None:
+    clock = Clock()
+    s = RunStats(clock=clock)
+
+    def sample(rid: str, retry: int = 0):
+        return ex.sample(0).model_copy(update={"rollout_id": rid, "retry": retry})
+
+    def traj(rid: str, ok: bool = True):
+        return ex.trajectory(0).model_copy(
+            update={"rollout_id": rid, "status": RolloutStatus.succeeded if ok else RolloutStatus.failed}
+        )
+
+    for k in range(5000):  # a long run: nothing per finished rollout stays
+        s.on_sample(sample(f"t/{k}/0"))
+        s.on_trajectory(traj(f"t/{k}/0"))
+    assert s.samples == 5000 and s.in_flight == set() and s._early == {}
+    s.on_trajectory(traj("t/x/0", ok=False))  # read before its sample
+    s.on_sample(sample("t/x/0"))
+    assert s.missing_trajectories() == set()
+    s.on_sample(sample("t/x/0", retry=1))  # re-issued: in flight again, not a new sample
+    assert s.missing_trajectories() == {"t/x/0"} and s.samples == 5001
+    s.on_trajectory(traj("t/x/0"))
+    assert s.missing_trajectories() == set()
+    s.on_trajectory(traj("t/x/0"))  # a duplicate trajectory waits for a sample that never comes
+    assert list(s._early) == ["t/x/0"]
+    clock.t += 601
+    for k in range(65):
+        s.on_trajectory(traj(f"t/e{k}/0"))
+    assert "t/x/0" not in s._early and len(s._early) == 65
+
+
+def test_answers_are_kept_for_the_newest_validated_versions_only() -> None:
+    s = _stats_with_val_tasks(2)
+    for version in range(40):
+        for i in range(2):
+            s.on_request(_req(f"val/{version}/v{i}/0", f"q{version}-{i}-first", [1], version=version))
+            s.on_request(_req(f"val/{version}/v{i}/0", f"q{version}-{i}", [50 + i], version=version))
+            s.on_trajectory(_val_traj(version, f"v{i}", 1.0, f"q{version}-{i}"))
+        s.on_validation(_val_result(version, 2, 1.0))
+    assert sorted(s.val_answers) == list(range(24, 40))
+    assert s.answers(39) == {(50,): 1, (51,): 1} and s.answers(3) == {}
+    assert len(s.val_responses) <= 16 * 2 + 8 * 2  # the answers kept, and a bounded rest
+    assert s.summary(1.0)["distinct_answers_last"] == 2
