@@ -19,10 +19,19 @@ def dev_ca(
         "127.0.0.1, ::1).",
     ),
     days: int = typer.Option(825, "--days", min=1, help="Validity in days."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a CA already in --out (what it signed is no longer trusted)."
+    ),
 ) -> None:
     """Make a development CA and a server certificate signed by it (PEM, plus a PKCS#12 keystore)."""
     from streamrl.tls import DEFAULT_HOSTS, make_dev_ca
 
+    if (out / "ca.pem").exists() and not force:
+        raise typer.BadParameter(
+            f"{out / 'ca.pem'} exists: a new CA would replace it, and every certificate and client "
+            "that trusts it would stop working; pass --force to replace it",
+            param_hint="'--out'",
+        )
     hosts = tuple(host) if host else DEFAULT_HOSTS
     made = make_dev_ca(out, hosts, days=days)
     typer.echo(f"CA            {made.ca_file}   (security.ca_file, kafka.ssl_ca_location)")

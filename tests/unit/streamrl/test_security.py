@@ -158,3 +158,10 @@ def test_dev_ca_makes_a_verifiable_chain_with_private_keys(tmp_path: Path) -> No
         capture_output=True, text=True, cwd=ROOT, check=True,
     ).stdout  # fmt: skip
     assert "ca.pem" in out and (tmp_path / "cli" / "server.key").is_file()
+    ca = (tmp_path / "cli" / "ca.pem").read_bytes()
+    again = [sys.executable, "-m", "streamrl.cli", "tls", "dev-ca", "--out", str(tmp_path / "cli")]
+    refused = subprocess.run(again, capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode == 2 and "--force" in refused.stderr, refused.stderr
+    assert (tmp_path / "cli" / "ca.pem").read_bytes() == ca  # kept
+    subprocess.run([*again, "--force"], capture_output=True, cwd=ROOT, check=True)
+    assert (tmp_path / "cli" / "ca.pem").read_bytes() != ca
