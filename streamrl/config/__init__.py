@@ -215,6 +215,17 @@ def _origin(loc: tuple[str, ...], origins: Mapping[tuple[str, ...], str]) -> str
     return None
 
 
+def _loc(err: Mapping[str, Any]) -> tuple[str, ...]:
+    """The key path of a validation error; for a discriminated union whose tag is wrong
+    (``optimize.algorithm``), the path of the tag itself (``optimize.algorithm.type``)."""
+    loc = tuple(str(p) for p in err["loc"])
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        tag = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
+        if tag:
+            loc += (tag,)
+    return loc
+
+
 def _describe(exc: ValidationError, source: str, origins: Mapping[tuple[str, ...], str]) -> str:
     """One line per flag error, in click's words as for a flag the parser rejects
     (``Invalid value for '--max-steps': trainer.max_steps: <reason> (got 0)``), then the
@@ -223,12 +234,15 @@ def _describe(exc: ValidationError, source: str, origins: Mapping[tuple[str, ...
     indented line each, with its key path."""
     flag_lines, lines = [], []
     for err in exc.errors():
-        loc_t = tuple(str(p) for p in err["loc"])
+        loc_t = _loc(err)
         loc = ".".join(loc_t)
         msg = str(err["msg"]).removeprefix("Value error, ")  # our validators' own sentence
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         given = err.get("input")
+        if err["type"] == "union_tag_invalid":  # the tag's value, not the whole section
+            msg = f"expected one of {err.get('ctx', {}).get('expected_tags', '?')}"
+            given = err.get("ctx", {}).get("tag", given)
         shown = "" if err["type"] == "extra_forbidden" or isinstance(given, dict) else f" (got {given!r})"
         flag = _origin(loc_t, origins)
         if flag is not None:
@@ -329,7 +343,7 @@ def load_settings(
         return Settings(**explicit)
     except ValidationError as exc:
         message = _describe(exc, source, origins)
-        if all(_origin(tuple(str(p) for p in e["loc"]), origins) for e in exc.errors()):
+        if all(_origin(_loc(e), origins) for e in exc.errors()):
             raise FlagError(message) from None  # a usage error: exit 2, as click's
         raise ConfigError(message) from None
     finally:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamrl.config import Settings, load_settings
-from streamrl.errors import ConfigError
+from streamrl.errors import ConfigError, FlagError
 
 
 @pytest.fixture(autouse=True)
@@ -238,3 +238,9 @@ def test_a_bad_flag_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> No
         match=r"^Invalid value for '--backend': trainer.backend: Input should be 'torch' or 'verl'",
     ):
         load_settings(flags={"--backend": ("trainer.backend", "tf")})
+    # a discriminated union's tag (optimize.algorithm.type) is judged as the flag that set it
+    with pytest.raises(FlagError) as tag_err:
+        load_settings(flags={"--algorithm": ("optimize.algorithm.type", "apoo")})
+    assert str(tag_err.value) == (
+        "Invalid value for '--algorithm': optimize.algorithm.type: expected one of 'apo', 'fewshot' (got 'apoo')"
+    )
