@@ -324,7 +324,10 @@ def run_dev(
                     private_broker = note is not None
                     if note:
                         console.print(note, highlight=False)
-                    console.print(f"starting the local Kafka broker on {local.bootstrap} ...")
+                    if local.pid() is not None:  # a kept broker (dev.keep_broker) is reused, not restarted
+                        console.print(f"using the local Kafka broker already running on {local.bootstrap}")
+                    else:
+                        console.print(f"starting the local Kafka broker on {local.bootstrap} ...")
                     # stops what it spawned if interrupted
                     bootstrap, broker_started = local.start(owner=owner_name(run_id))
                     stats.mark("broker_ready")
@@ -351,6 +354,8 @@ def run_dev(
                     targets = write_prometheus_targets(run_dir / "prometheus-targets.json", metrics, serving)
                     console.print(f"metrics: Prometheus file_sd targets in {targets}")
                 console.print(f"run {run_id}: {run_dir} (topics {settings.topics.prefix}*)")
+                if dev.workers == 0:
+                    console.print("dev.workers is 0: waiting for rollout workers started elsewhere")
                 sup = Supervisor(
                     run_dir / "logs",
                     base_env=_child_env(settings),
