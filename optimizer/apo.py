@@ -9,7 +9,10 @@ Round ``r`` (``rounds`` of them), each step a phase of the run's state so a rest
    reward, error, and the conversation decoded from the optimized agent's last recorded call, cut to
    ``max_transcript_tokens``) and then an edited prompt that applies it; the guards
    (:mod:`streamrl.optimizer.guards`) reject a candidate before any rollout is spent on it. Each
-   accepted candidate is published to ``resources`` with its parent.
+   accepted candidate is published to ``resources`` with its parent. A critique or edit the
+   optimizer LLM fails is a rejected candidate; when it fails them all, the run stops with an
+   :class:`~streamrl.optimizer.engine.OptimizerError` (the LLM is down or misconfigured) and records
+   none of them, so resuming the run id asks again.
 3. ``val``: the beam and the round's candidates on the round's val batch, all in flight at once; the
    best ``beam_width`` become the beam (ties keep the older prompt).
 4. ``leader``: the beam's leader on the whole val set (reused when the batch is the whole set); a
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 
 _PROMPT_TAG = re.compile(r"<prompt>\s*(.*?)\s*</prompt>", re.DOTALL)
 _FENCE = re.compile(r"^```[a-zA-Z]*\n(.*?)\n```$", re.DOTALL)
+LLM_FAILED = "optimizer LLM failed"
+"""Start of the reason of an edit whose critique or edit call failed (a rejected candidate's reason)."""
 
 
 def load_prompt(path: Path | None, default: str, needs: set[str]) -> str:
@@ -147,14 +152,29 @@ class Apo(Algorithm):
         done = st.algo.setdefault("edits", {})
         todo = [ev for ev in self.gradient_evals() if ev.eval_id not in done]
         jobs = [asyncio.ensure_future(self.propose(ev)) for ev in todo]
+        llm_failed: list[tuple[Evaluation, str | None, str | None, str | None]] = []
         try:
             for job in asyncio.as_completed(jobs):
                 ev, critique, text, error = await job
+                if error is not None and error.startswith(LLM_FAILED):
+                    llm_failed.append((ev, critique, text, error))  # recorded below, unless all failed
+                    continue
                 self.admit(ev, critique, text, error)
                 self.engine.save()
         finally:
             for job in jobs:
                 job.cancel()
+        if todo and len(llm_failed) == len(todo):
+            # nothing recorded: the optimizer LLM is down or misconfigured, not the prompt's fault;
+            # the same run id resumes this round and asks again
+            raise self.error(
+                f"apo round {st.round}: the optimizer LLM failed for all {len(todo)} critiques "
+                f"({llm_failed[0][3]}); check optimize.algorithm.llm (base_url "
+                f"{self.cfg.llm.base_url}, model, api key), then resume with the same run id"
+            )
+        for failed in llm_failed:
+            self.admit(*failed)
+            self.engine.save()
 
     async def propose(self, ev: Evaluation) -> tuple[Evaluation, str | None, str | None, str | None]:
         """Critique and edit for one gradient evaluation: ``(ev, critique, new template, error)``."""
@@ -180,7 +200,7 @@ class Apo(Algorithm):
             answer = await self.llm.complete(self.edit_prompt.format(prompt=parent, critique=critique))
             return ev, critique, extract_prompt(answer), None
         except (OptimizerLLMError, ResourceError) as exc:
-            return ev, None, None, f"optimizer LLM failed: {exc}"
+            return ev, None, None, f"{LLM_FAILED}: {exc}"
 
     def admit(self, ev: Evaluation, critique: str | None, text: str | None, error: str | None) -> None:
         """Guard a proposal and publish it when it passes (recorded either way)."""

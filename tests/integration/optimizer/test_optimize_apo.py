@@ -105,3 +105,38 @@ def test_apo_beam_search_through_the_workers(
     assert len(critiques) == 8
     assert any("status succeeded, reward 0.5" in c and "What is " in c and "plus" in c for c in critiques)
     assert all("Conversation (the last call" in c for c in critiques)
+
+
+def test_apo_stops_when_the_optimizer_llm_fails_every_critique(
+    settings_factory, policy_server, inference_model_dir, tmp_path
+) -> None:
+    """An unreachable optimizer LLM is not a run of rejected candidates that ends "done": the run
+    stops with an error naming the LLM, and records none of the failed edits (a resume asks again)."""
+    import socket
+
+    from streamrl.optimizer.engine import OptimizerError
+    from streamrl.optimizer.service import optimize
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    out = tmp_path / "optimize"
+    apo = {
+        "type": "apo", "beam_width": 1, "branch_factor": 2, "rounds": 1, "gradient_batch_size": 2,
+        "llm": {"base_url": dead, "model": "scripted", "max_retries": 0, "concurrency": 2},
+    }  # fmt: skip
+    s = settings_factory(
+        **base_sections(
+            policy_server, inference_model_dir, out, algorithm=apo, seed_prompt=SEED, agent_name="solver",
+            eval_timeout_s=15,
+        )
+    )  # fmt: skip
+    publish_tasks(s, TRAIN, VAL)
+    with WorkerThread(s, "optimizer_test_agents:prompted"):
+        with pytest.raises(
+            OptimizerError, match=r"apo round 1: the optimizer LLM failed for all 2 critiques"
+        ) as err:
+            asyncio.run(optimize(s, "apo-down", out))
+    assert dead in str(err.value)
+    events = TopicReader(s, "optimizer_events", OptimizerEvent).read_to_end()
+    assert not [e for e in events if e.kind == "candidate"]  # nothing recorded of the failed edits
