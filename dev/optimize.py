@@ -105,11 +105,15 @@ def run_optimize(
     130 interrupted: the state is saved and the same run id resumes).
 
     Raises:
-        ConfigError: invalid config.  StreamRLError: the broker, the model or the optimizer failed.
+        ConfigError: invalid config.  OptimizerError: the seed prompt is missing or does not parse
+        (before anything starts).  StreamRLError: the broker, the model or the optimizer failed.
     """
     console = console or Console()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = load_settings(config, flags=flags)
+    from streamrl.optimizer.service import seed_text
+
+    seed_text(settings)  # a missing or unparsable seed prompt fails before anything starts
     run_id = run_id_of(settings)
     if not settings.optimize.start_pipeline:
         out = settings.optimize.output_dir or settings.dev.run_root / run_id / "optimize"
@@ -137,7 +141,12 @@ def _with_pipeline(
         from streamrl.broker import LocalKafka
 
         broker = LocalKafka(settings.kafka.local, data_dir=dev.broker_data_dir)
-        console.print(f"starting the local Kafka broker on {broker.bootstrap} ...")
+        running = broker.pid() is not None
+        console.print(
+            f"using the local Kafka broker already running on {broker.bootstrap}"
+            if running
+            else f"starting the local Kafka broker on {broker.bootstrap} ..."
+        )
         bootstrap, started = broker.start()
         if not started:
             broker = None  # not ours: leave it running

@@ -137,6 +137,11 @@ CATALOGUE: tuple[Kind, ...] = (
         "`unknown estimator 'grpoo' (did you mean 'grpo'?); known: [...]`, exit 1",
     ),
     _k(
+        "config-bad-seed-prompt",
+        "`optimize.seed_prompt` that does not parse as a template (`Answer {question`)",
+        "`the seed prompt: not a valid template (...)`, exit 1, before a broker or a child starts",
+    ),
+    _k(
         "config-bad-flag",
         "a flag with a bad value (`--max-steps 0`)",
         "one line naming the flag and its key (`Invalid value for '--max-steps': trainer.max_steps: ...`), exit 2",

@@ -48,6 +48,11 @@ CASES: dict[str, tuple[bytes, list[str], list[str]]] = {
         ["config", "show"],
         ["trainer.adv_estimator: unknown estimator 'grpoo' (did you mean 'grpo'?); known: ['grpo'"],
     ),
+    "config-bad-seed-prompt": (
+        b"optimize:\n  seed_prompt: 'Answer {question'\n",
+        ["optimize"],
+        ["the seed prompt: not a valid template (expected '}' before end of string)"],
+    ),
     "config-bad-flag": (
         b"",
         ["trainer", "--max-steps", "0"],
@@ -64,6 +69,7 @@ def test_config_bad_input(
 ) -> None:
     data, command, says = CASES[kind.id]
     cfg = _config(tmp_path, data)
+    monkeypatch.chdir(tmp_path)  # dev.run_root: runs/, relative
     monkeypatch.setattr(sys, "argv", ["streamrl", *command, "-c", cfg])
     with pytest.raises(SystemExit) as exit_info:
         main()
@@ -74,3 +80,4 @@ def test_config_bad_input(
         assert text in err, err
     assert err.startswith("error: ")
     assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()  # refused before a run (its broker, its children) began
