@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from streamrl.config import Settings, default_config_path, yaml_error
-from streamrl.errors import ConfigError
+from streamrl.errors import ConfigError, StreamRLError
 
 
 def new_run_id() -> str:
@@ -195,6 +195,10 @@ def _local_broker_note() -> str:
     return "; the local broker must be running: streamrl kafka start"
 
 
+class TopicsInUseError(StreamRLError):
+    """The run's fresh topics already hold records of an earlier run (:func:`refuse_used_topics`)."""
+
+
 def refuse_used_topics(settings: Settings) -> None:
     """With ``dev.fresh_topics``, refuse a run whose topics already hold records.
 
@@ -208,18 +212,17 @@ def refuse_used_topics(settings: Settings) -> None:
         settings: the run's effective settings (its topic prefix and cluster).
 
     Raises:
-        StreamRLError: a topic of the run holds records (names and record counts, and what to do).
+        TopicsInUseError: a topic of the run holds records (names and record counts, and what to do).
         BrokerError: the cluster is unreachable.
     """
     if not settings.dev.fresh_topics:
         return
-    from streamrl.errors import StreamRLError
     from streamrl.topics import describe_topics
 
     used = [t for t in describe_topics(settings) if t.records]
     if used:
         held = ", ".join(f"{t.name} ({t.records} records)" for t in used)
-        raise StreamRLError(
+        raise TopicsInUseError(
             f"the run's topics {settings.topics.prefix}* on {settings.kafka.bootstrap_servers} already "
             f"hold records of an earlier run with the same run id: {held}. A run started on them would "
             "serve that run's checkpoints and read its tasks; choose another dev.run_id (or leave it "

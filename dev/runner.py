@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -46,6 +47,7 @@ from streamrl.dev.monitor import Monitor
 from streamrl.dev.preflight import preflight
 from streamrl.dev.report import format_summary, plot_rewards, write_summary
 from streamrl.dev.rundir import (
+    TopicsInUseError,
     deep_merge,
     free_port,
     metrics_ports,
@@ -298,7 +300,9 @@ def run_dev(
     run_dir = (dev.run_root / run_id).resolve()
     if (run_dir / "config.yaml").exists():
         raise StreamRLError(f"run directory {run_dir} is already used; choose another dev.run_id")
+    run_dir_created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    refused: TopicsInUseError | None = None
     started_at = time.monotonic()
     stats = RunStats(
         val_samples_per_task=settings.sampler.val_samples_per_task,
@@ -390,6 +394,9 @@ def run_dev(
             again = f" (restarted {exc.restarts} time(s), it kept dying)" if exc.restarts else ""
             outcome, code = f"failed: {exc.name} exited with code {exc.returncode}{again}", EXIT_CHILD_FAILED
             console.print(f"[red]{exc}[/]", markup=True, highlight=False)
+        except TopicsInUseError as exc:
+            refused = exc  # nothing ran: no run to summarize; the one-line error says what to do
+            outcome, code = f"refused: {exc}", EXIT_CHILD_FAILED
         except (StreamRLError, TimeoutError) as exc:
             if sup is None:
                 raise  # e.g. the broker could not start: the one-line error says why (nothing to summarize)
@@ -409,6 +416,10 @@ def run_dev(
                 outcome, code = f"{outcome}; processes left running: {left}", EXIT_LEFTOVERS
             if broker is not None and not dev.keep_broker:
                 stop_broker(broker, private=private_broker)
+    if refused is not None:
+        if run_dir_created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise refused
     cpu = meter.report(stats.trajectories, stats.version, time.monotonic())
     summary = _finish(stats, settings, run_dir, time.monotonic() - started_at, outcome, console, cpu, sup)
     return DevResult(code, outcome, run_dir, summary)

@@ -81,3 +81,32 @@ def test_topics_delete_asks_then_deletes_the_pipelines_topics_only(settings_fact
 
     again = _topics_delete(kafka_bootstrap, "--prefix", prefix, "--yes")
     assert again.returncode == 0 and f"no topics with prefix {prefix!r}" in again.stdout
+
+
+def test_streamrl_dev_refused_on_used_topics_leaves_no_run_behind(
+    settings_factory, kafka_bootstrap, tmp_path
+) -> None:
+    """Through ``streamrl dev``: one error line naming the topics, exit 1, and no ``runs/<id>``
+    (no summary of a run that never started), before any child starts."""
+    settings = settings_factory()
+    run_prefix = f"{settings.topics.prefix}again."  # the prefix dev gives run id "again"
+    used = settings_factory(prefix=run_prefix)
+    producer = Producer(client_config(used))
+    producer.produce(used.topics.name("tasks"), key=b"t", value=b"{}")
+    assert producer.flush(10) == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMRL_")}
+    env.update(
+        STREAMRL_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        STREAMRL_TOPIC_PREFIX=settings.topics.prefix,
+        STREAMRL_DEV__RUN_ROOT=str(tmp_path / "runs"),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamrl.cli", "dev", "-c", "configs/demo.yaml", "--run-id", "again",
+         "--display", "plain"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "already hold records" in line]
+    assert len(errors) == 1 and f"{used.topics.name('tasks')} (1 records)" in errors[0], proc.stderr
+    assert "summary" not in proc.stdout.lower(), proc.stdout
+    assert not (tmp_path / "runs" / "again").exists()
