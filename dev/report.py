@@ -108,6 +108,19 @@ def format_summary(summary: dict[str, Any], run_dir: Path | None = None, outcome
         )
         spv = training.get("s_per_version")
         lines.append(f"training: {spv} s per policy version; CPU per rollout {per['total']:.1f} ms ({parts})")
+    groups = summary.get("group_outcomes") or {}
+    if groups:
+        dropped = {k.removeprefix("dropped:"): n for k, n in groups.items() if k != "batched"}
+        lines.append(
+            f"groups: {groups.get('batched', 0)} batched, {sum(dropped.values())} dropped"
+            + (f" ({', '.join(f'{k} {n}' for k, n in sorted(dropped.items()))})" if dropped else "")
+        )
+        if not groups.get("batched") and dropped.get("zero_variance"):
+            lines.append(
+                "nothing was trained: every rollout of each group got the same reward, so no group "
+                "had an advantage to learn from (streams.filter_zero_variance drops them); a task "
+                "the policy sometimes solves, or a reward with partial credit, gives it a signal"
+            )
     missing = summary.get("missing_trajectories")
     if missing:
         lines.append(f"samples without a trajectory: {missing}")

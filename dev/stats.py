@@ -277,7 +277,8 @@ class RunStats:
         ``val_reward`` and ``train_reward`` (version → mean), ``versions`` (latest policy version),
         ``rollouts`` (trajectory records), ``samples``, ``missing_trajectories``, ``status`` (see
         :attr:`status`: ``interrupted`` counts the attempts the run's stop cut short),
-        ``requests``, ``served_version_max`` (highest version that served a call),
+        ``requests``, ``served_version_max`` (highest version that served a call), ``group_outcomes``
+        (``batched`` or ``dropped:<reason>`` → groups: what streams made of them),
         ``inference_version_first``/``_last`` (reported by the server's ``/health``), ``batches``, ``dlq``, ``wall_s``,
         ``val_wall_s`` (version → seconds from the run's start until its validation was complete) and
         ``val_target_reached`` (the first validated version whose reward is at least ``val_target``:
@@ -309,6 +310,7 @@ class RunStats:
             "inference_version_first": self.inference_versions[0] if self.inference_versions else None,
             "inference_version_last": self.inference_versions[-1] if self.inference_versions else None,
             "batches": self.batches,
+            "group_outcomes": dict(sorted(self.group_outcomes.items())),
             "dlq": self.dlq,
             "decode_errors": self.decode_errors,
             "wall_s": round(wall_s, 1),

@@ -37,9 +37,12 @@ class StreamsSettings(Section):
     overlong: Literal["truncate", "drop"] = "truncate"
     """Rows over a limit: ``truncate`` (prompt keeps its last tokens, response its first) or ``drop``."""
     join_timeout_s: float = Field(30.0, gt=0)
-    """Seconds a succeeded trajectory waits for the calls it lists before the attempt is dropped (dlq)."""
+    """Seconds a succeeded trajectory waits for the calls it lists before the attempt is dropped (dlq);
+    they count once streams has read its partition of ``requests`` to the end it knows (a backlog
+    after an outage is read first)."""
     orphan_call_timeout_s: float = Field(900.0, gt=0)
-    """Seconds calls of an attempt without a trajectory are kept before they are dropped and counted."""
+    """Seconds calls of an attempt without a trajectory are kept before they are dropped and counted;
+    likewise counted once its partition of ``trajectories`` is read to the end."""
     straggler_timeout_s: float = Field(300.0, gt=0)
     """Seconds after a group's first complete rollout before it is closed with what it has."""
     min_group_size: int = Field(2, ge=1)

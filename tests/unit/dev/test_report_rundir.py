@@ -32,6 +32,11 @@ def test_summary_and_plot_are_written(tmp_path: Path) -> None:
     assert "5  ['0'×10, '1'×9, '2'×8, '3'×7, '4'×6]" in five
     stopped = format_summary({**summary, "status": {"succeeded": 20, "interrupted": 4}})
     assert "rollouts: 5000 (4 interrupted by the stop, 20 succeeded)" in stopped
+    mixed = format_summary({**summary, "group_outcomes": {"batched": 30, "dropped:zero_variance": 4}})
+    assert "groups: 30 batched, 4 dropped (zero_variance 4)" in mixed and "nothing was trained" not in mixed
+    flat = format_summary({**summary, "versions": 0, "group_outcomes": {"dropped:zero_variance": 12}})
+    assert "groups: 0 batched, 12 dropped (zero_variance 12)" in flat
+    assert "nothing was trained: every rollout of each group got the same reward" in flat
 
 
 def test_deep_merge_does_not_touch_its_inputs() -> None:
