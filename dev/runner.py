@@ -504,6 +504,8 @@ def _run(
     if not _wait_published(sup, [spec.name for spec in publishes], signals):
         return interrupted()
     stats.mark("published")
+    for spec in publishes:
+        _report_published(console, sup.children[spec.name].log_path)
     health_url = None
     verify = client_ssl_context(credentials(settings.security).ca_file)
     if dev.start_inference:
@@ -605,6 +607,22 @@ def _run(
     finally:
         if live is not None:
             live.stop()
+
+
+def _report_published(console: Console, log_path: Path) -> None:
+    """Print the publish child's report line (``published N task(s) ...; skipped D duplicate(s), I
+    invalid; ...``) and, when it skipped or refused rows, where they are listed."""
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return
+    report = next((ln for ln in reversed(lines) if ln.startswith("published ")), None)
+    if report is None:
+        return
+    clean = "skipped 0 duplicate(s), 0 invalid;" in report
+    console.print(
+        f"  {report}" + ("" if clean else f" (the rows: {log_path})"), highlight=False, soft_wrap=True
+    )
 
 
 def _wait_published(sup: Supervisor, names: list[str], signals: _Signals, timeout_s: float = 600) -> bool:

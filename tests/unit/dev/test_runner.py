@@ -11,6 +11,7 @@ from streamrl.config import load_settings
 from streamrl.dev.runner import (
     STOP_ORDER_PREFIXES,
     _child_env,
+    _report_published,
     child_specs,
     exit_text,
     publish_specs,
@@ -92,3 +93,26 @@ def test_exit_codes_in_words_sigterm_from_the_stop_is_stopped() -> None:
         "exit 1",
         "not reaped",
     ]
+
+
+def test_the_publish_report_line_is_shown_and_points_at_skipped_rows(tmp_path: Path) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    clean, dirty = tmp_path / "publish-train.log", tmp_path / "publish-val.log"
+    clean.write_text(
+        "published 3 task(s) to t.tasks (train); skipped 0 duplicate(s), 0 invalid; 3 rows in 0.10 s (30 rows/s)\n"
+    )
+    dirty.write_text(
+        "  val.jsonl line 2: not JSON\n"
+        "published 1 task(s) to t.tasks (val); skipped 1 duplicate(s), 1 invalid; 3 rows in 0.10 s (30 rows/s)\n"
+    )
+    out = StringIO()
+    console = Console(file=out, width=300)
+    for log in (clean, dirty, tmp_path / "missing.log"):
+        _report_published(console, log)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "  " + clean.read_text().strip()
+    assert lines[1].startswith("  published 1 task(s)") and lines[1].endswith(f"(the rows: {dirty})")
+    assert len(lines) == 2
