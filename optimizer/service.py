@@ -158,7 +158,10 @@ async def optimize(
             _check_resume(st, settings, seed)
             engine.texts[st.seed_version] = seed
             console.print(
-                f"run {run_id}: resuming round {st.round}, phase {st.phase} "
+                f"run {run_id}: finished earlier ({st.outcome}); nothing to run, its results are "
+                "written again (another run id starts a new run)"
+                if st.finished
+                else f"run {run_id}: resuming round {st.round}, phase {st.phase} "
                 f"({sum(1 for e in st.evals.values() if e.finished)} evaluations finished, "
                 f"{sum(1 for e in st.evals.values() if e.published and not e.finished)} in flight)",
                 highlight=False,

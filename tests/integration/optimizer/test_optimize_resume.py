@@ -102,3 +102,10 @@ def test_a_killed_optimizer_resumes_its_round(
     )
     ids = Counter(x.rollout_id for x in samples)
     assert max(ids.values()) == 1 and len(ids) == summary["rollouts"]  # nothing published twice
+    # run again once finished: it says so, runs nothing, and writes the same results
+    again = _start(config, log)
+    assert again.wait(120) == 0, log.read_text()[-3000:]
+    tail = log.read_text()[len(text) :]
+    assert "run r1: finished earlier (completed 2 round(s)" in tail and "resuming" not in tail, tail[-3000:]
+    assert json.loads((out / "summary.json").read_text())["score_best"] == 1.0
+    assert len(TopicReader(s, "samples", Sample).read_to_end()) == len(samples)
