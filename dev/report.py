@@ -57,10 +57,16 @@ def plot_rewards(path: Path, train: dict[int, float], val: dict[int, float], *, 
     return path
 
 
+def _clip(answer: str, chars: int = 40) -> str:
+    """An answer cut to ``chars`` characters (``…`` marks the cut): the summary line stays readable
+    for long free-text answers (summary.json keeps them whole)."""
+    return answer if len(answer) <= chars else answer[: chars - 1] + "…"
+
+
 def _top(summary: dict[str, Any], distinct: int | None, shown: int = 5) -> str:
     """The ``shown`` most common answers (``'7'×40, '9'×12``), then ``+N more`` for the others."""
     answers = summary.get("top_answers_last", [])
-    text = ", ".join(f"{a!r}×{n}" for a, n in answers[:shown])
+    text = ", ".join(f"{_clip(a)!r}×{n}" for a, n in answers[:shown])
     more = (distinct if distinct is not None else len(answers)) - min(shown, len(answers))
     return f"{text}, +{more} more" if more > 0 else text
 

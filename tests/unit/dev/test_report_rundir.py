@@ -30,6 +30,8 @@ def test_summary_and_plot_are_written(tmp_path: Path) -> None:
     assert "7  ['0'×10, '1'×9, '2'×8, '3'×7, '4'×6, +2 more]" in seven
     five = format_summary({**summary, "distinct_answers_last": 5, "top_answers_last": answers[:5]})
     assert "5  ['0'×10, '1'×9, '2'×8, '3'×7, '4'×6]" in five
+    long = format_summary({**summary, "distinct_answers_last": 1, "top_answers_last": [["x" * 100, 3]]})
+    assert f"['{'x' * 39}…'×3]" in long
     stopped = format_summary({**summary, "status": {"succeeded": 20, "interrupted": 4}})
     assert "rollouts: 5000 (4 interrupted by the stop, 20 succeeded)" in stopped
     mixed = format_summary({**summary, "group_outcomes": {"batched": 30, "dropped:zero_variance": 4}})
