@@ -556,14 +556,14 @@ def _run(
                         render(
                             stats,
                             run_id=run_id,
-                            elapsed_s=now - started,
+                            elapsed_s=now - run_started,  # the summary's clock: from the launch
                             children=states,
                             max_steps=max_steps,
                             width=console.width,
                         )
                     )
                 elif mode == "plain" and now - last_plain >= dev.plain_every_s:
-                    console.print(status_line(stats, now - started), highlight=False)
+                    console.print(status_line(stats, now - run_started), highlight=False)
                     last_plain = now
                 if on_tick is not None:
                     on_tick(stats)
