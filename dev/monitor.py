@@ -193,7 +193,8 @@ class Monitor:
         record_type = DECODED.get(base) if base else None
         s = self.stats
         if base == "batches":
-            s.batches += 1
+            key = msg.key()
+            s.on_batch(key.decode(errors="replace") if isinstance(key, bytes) else str(key))
             return
         if base == "dlq":
             s.dlq += 1

@@ -42,6 +42,8 @@ VAL_RESPONSES_UNCLAIMED = 8
 """Val call responses kept that no kept answer names yet, in val rollouts of one validation."""
 EARLY_TTL_S = 600.0
 """Seconds a trajectory read before its Sample waits for it (after that: a duplicate, forgotten)."""
+RECENT_IDS = 4096
+"""Batch ids and group outcomes remembered to count a re-sent one once (re-sends are recent)."""
 
 
 @dataclass
@@ -80,12 +82,18 @@ class RunStats:
     val_tasks: set[str] = field(default_factory=set)
     samples: int = 0
     """Samples emitted (train and val): Sample records of a first attempt (``retry == 0``)."""
-    in_flight: set[str] = field(default_factory=set)
-    """rollout_ids whose latest emitted Sample has no trajectory yet (a re-issue is in flight again).
-    Only open rollouts are kept, so the memory of a long run stays flat."""
-    _early: dict[str, float] = field(default_factory=dict)
-    """rollout_id → clock time of a trajectory read before its Sample (the monitor reads the topics
-    in no particular order across them); a duplicate trajectory is forgotten after ``EARLY_TTL_S``."""
+    _open: dict[str, int] = field(default_factory=dict)
+    """rollout_id → Sample records read minus Trajectory records read (one trajectory per attempt):
+    positive while an attempt is in flight, negative while trajectories were read before their
+    samples (the topics are read in no order across them: ``streamrl status`` reads each whole).
+    Balanced rollouts are dropped, so the memory of a long run stays flat."""
+    _ahead_since: dict[str, float] = field(default_factory=dict)
+    """rollout_id → clock time its balance went negative; a trajectory no sample matches within
+    ``EARLY_TTL_S`` (a duplicate: a redelivered attempt finished twice) is forgotten."""
+    _seen_batches: dict[str, None] = field(default_factory=dict)
+    """The last ``RECENT_IDS`` batch ids (a streams restart may re-send a batch: counted once)."""
+    _seen_outcomes: dict[tuple[str, ...], None] = field(default_factory=dict)
+    """The last ``RECENT_IDS`` group outcomes (group id, status, reason, rollouts), for the same reason."""
     trajectories: int = 0
     """Trajectory records (one per finished attempt, retries included)."""
     status: Counter[str] = field(default_factory=Counter)
@@ -151,8 +159,7 @@ class RunStats:
     def on_sample(self, sample: Sample) -> None:
         if sample.retry == 0:
             self.samples += 1
-        if self._early.pop(sample.rollout_id, None) is None:
-            self.in_flight.add(sample.rollout_id)
+        self._count(sample.rollout_id, +1)
 
     def on_request(self, req: LLMRequest) -> None:
         self.requests += 1
@@ -164,12 +171,7 @@ class RunStats:
     def on_trajectory(self, traj: Trajectory) -> None:
         now = self.clock()
         self.trajectories += 1
-        if traj.rollout_id in self.in_flight:
-            self.in_flight.discard(traj.rollout_id)
-        else:
-            self._early[traj.rollout_id] = now
-            if len(self._early) > 64 and next(iter(self._early.values())) < now - EARLY_TTL_S:
-                self._early = {r: t for r, t in self._early.items() if t >= now - EARLY_TTL_S}
+        self._count(traj.rollout_id, -1)
         stopped = (
             self.stopping_since is not None
             and traj.status != RolloutStatus.succeeded
@@ -196,7 +198,15 @@ class RunStats:
         if result.policy_version not in self.val_done_at and self.val_complete(result.policy_version):
             self.val_done_at[result.policy_version] = self.clock()
 
+    def on_batch(self, batch_id: str) -> None:
+        """A record on ``batches`` (its key): a re-sent batch counts once."""
+        if _first(self._seen_batches, batch_id):
+            self.batches += 1
+
     def on_group_outcome(self, outcome: GroupOutcome) -> None:
+        key = (outcome.group_id, str(outcome.status), outcome.reason or "", *outcome.rollout_ids)
+        if not _first(self._seen_outcomes, key):
+            return  # re-sent after a streams restart
         status = getattr(outcome.status, "value", outcome.status)
         self.group_outcomes[status if status == "batched" else f"dropped:{outcome.reason}"] += 1
 
@@ -222,7 +232,26 @@ class RunStats:
 
     def missing_trajectories(self) -> set[str]:
         """rollout_ids of samples whose latest emission has no trajectory (yet)."""
-        return set(self.in_flight)
+        return {rid for rid, n in self._open.items() if n > 0}
+
+    def _count(self, rollout_id: str, delta: int) -> None:
+        now = self.clock()
+        n = self._open.get(rollout_id, 0) + delta
+        if n == 0:
+            self._open.pop(rollout_id, None)
+            self._ahead_since.pop(rollout_id, None)
+        else:
+            self._open[rollout_id] = n
+            if n < 0:
+                self._ahead_since.setdefault(rollout_id, now)
+            else:
+                self._ahead_since.pop(rollout_id, None)
+        ahead = self._ahead_since
+        if len(ahead) > 64 and next(iter(ahead.values())) < now - EARLY_TTL_S:
+            for rid in [r for r, t in ahead.items() if t < now - EARLY_TTL_S]:
+                del ahead[rid]
+                if self._open.get(rid, 0) < 0:
+                    del self._open[rid]
 
     def _prune_val(self) -> None:
         """Keep the answers of the newest ``VAL_VERSIONS_KEPT`` versions and the responses they
@@ -344,6 +373,16 @@ class RunStats:
                     "wall_s": self._since_start(v),
                 }
         return None
+
+
+def _first(recent: dict[Any, None], key: Any) -> bool:
+    """True the first time ``key`` is seen among the last ``RECENT_IDS`` (``recent``: an ordered set)."""
+    if key in recent:
+        return False
+    recent[key] = None
+    if len(recent) > RECENT_IDS:
+        del recent[next(iter(recent))]
+    return True
 
 
 def _round(x: float) -> float:

@@ -234,20 +234,46 @@ def test_only_open_rollouts_are_kept_whatever_the_order_of_the_topics() -> None:
     for k in range(5000):  # a long run: nothing per finished rollout stays
         s.on_sample(sample(f"t/{k}/0"))
         s.on_trajectory(traj(f"t/{k}/0"))
-    assert s.samples == 5000 and s.in_flight == set() and s._early == {}
-    s.on_trajectory(traj("t/x/0", ok=False))  # read before its sample
+    assert s.samples == 5000 and s._open == {} and s._ahead_since == {}
     s.on_sample(sample("t/x/0"))
-    assert s.missing_trajectories() == set()
+    s.on_trajectory(traj("t/x/0", ok=False))
     s.on_sample(sample("t/x/0", retry=1))  # re-issued: in flight again, not a new sample
     assert s.missing_trajectories() == {"t/x/0"} and s.samples == 5001
     s.on_trajectory(traj("t/x/0"))
+    assert s.missing_trajectories() == set() and s._open == {}
+    # streamrl status reads each topic whole: both trajectories of a re-issued rollout, then its samples
+    s.on_trajectory(traj("t/y/0", ok=False))
+    s.on_trajectory(traj("t/y/0"))
     assert s.missing_trajectories() == set()
-    s.on_trajectory(traj("t/x/0"))  # a duplicate trajectory waits for a sample that never comes
-    assert list(s._early) == ["t/x/0"]
+    s.on_sample(sample("t/y/0"))
+    s.on_sample(sample("t/y/0", retry=1))
+    assert s.missing_trajectories() == set() and s._open == {}
+    s.on_sample(sample("t/z/0"))
+    s.on_trajectory(traj("t/z/0"))
+    s.on_trajectory(traj("t/z/0"))  # a duplicate trajectory waits for a sample that never comes
+    assert s._open == {"t/z/0": -1} and s.missing_trajectories() == set()
     clock.t += 601
     for k in range(65):
         s.on_trajectory(traj(f"t/e{k}/0"))
-    assert "t/x/0" not in s._early and len(s._early) == 65
+    assert "t/z/0" not in s._open and len(s._open) == 65
+
+
+def test_a_re_sent_batch_or_group_outcome_counts_once() -> None:
+    from streamrl.schemas import GroupOutcome, GroupOutcomeStatus
+
+    s = RunStats(clock=Clock())
+    for batch_id in ("b1", "b2", "b1"):  # b1 re-sent by a restarted streams
+        s.on_batch(batch_id)
+    assert s.batches == 2
+    batched = GroupOutcome(
+        group_id="g", status=GroupOutcomeStatus.batched, batch_id="b1", rollout_ids=["g/0", "g/1"]
+    )
+    lost = GroupOutcome(
+        group_id="g", status=GroupOutcomeStatus.dropped, reason="incomplete_join", rollout_ids=["g/2"]
+    )
+    for o in (batched, lost, batched, lost):
+        s.on_group_outcome(o)
+    assert s.group_outcomes == {"batched": 1, "dropped:incomplete_join": 1}
 
 
 def test_answers_are_kept_for_the_newest_validated_versions_only() -> None:
