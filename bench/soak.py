@@ -12,7 +12,8 @@ line; a restarted child is followed by its new pid), and of ``dev`` itself, and 
 ``--minutes`` it stops the run with SIGINT (as Ctrl-C would), then prints per stage: RSS at the
 end of warm-up, at the end, and the spread after warm-up = (max − min) / min over the readings
 from ``--warmup-minutes`` on; a stage is *flat* when that spread is at most ``--flat-pct`` (10 %).
-Also printed: policy versions and rollouts reached (the run's ``summary.json``), the restarts, and
+Also printed: policy versions and rollouts reached (the run's ``summary.json``), every dead letter
+(where it came from and why), the restarts, and
 the machine's load average at start and end (the machine may be shared: the figures are memory,
 not speed). Writes every reading to ``--out`` (JSON) when given.
 
@@ -98,6 +99,25 @@ def flatness(series: list[tuple[float, float]], warmup_s: float) -> dict[str, An
     }
 
 
+def dead_letters(run_config: Path) -> list[str]:
+    """Every record on the run's dead-letter topic, one line each: where it came from, the stage and
+    the reason (empty when the run never wrote its config or the topic cannot be read)."""
+    if not run_config.is_file():
+        return []
+    from streamrl.config import load_settings
+    from streamrl.schemas import DeadLetter
+    from tests.support.kafka import read_topic
+
+    try:
+        records = read_topic(load_settings(run_config), "dlq", DeadLetter, timeout_s=30.0)
+    except Exception as exc:  # a benchmark reports what it could not read; it does not fail on it
+        return [f"(the dlq topic could not be read: {exc!r})"]
+    return [
+        f"{d.original_topic}[{d.original_partition}]@{d.original_offset} {d.stage} {d.error_type}: {d.reason}"
+        for d in records
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30.0, help="run length (default 30)")
@@ -157,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1.0)  # the reading period is long; a second's granularity is plenty
         finally:
             interrupt_dev(dev)
+            dead = dead_letters(run_config)
             if broker is not None:
                 broker.stop()
     load1 = os.getloadavg()
@@ -183,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         f"rollouts {summary.get('rollouts', '?')}, dead letters {summary.get('dlq', '?')}, outcome {summary.get('outcome', '?')!r}, "
         f"restarts {restarted or 'none'}"
     )
+    for line in dead[:20]:
+        print(f"  dead letter: {line}")
     if args.out:
         args.out.write_text(
             json.dumps(
@@ -195,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                     "figures": figures,
                     "series": series,
                     "summary": summary,
+                    "dead_letters": dead,
                 },
                 indent=1,
             )
