@@ -24,10 +24,12 @@ until everything is down (nothing is orphaned by an impatient user).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -149,12 +151,36 @@ def publish_specs(settings: Settings, config_path: Path) -> list[ChildSpec]:
     return specs
 
 
+_MAKE_MODEL = """
+import json, sys
+from pathlib import Path
+
+spec = json.loads(sys.argv[1])
+if spec["pretrained"] is not None:
+    from streamrl.inference.pretrained import fetch_pretrained
+
+    fetch_pretrained(spec["pretrained"], Path(spec["path"]), progress=lambda msg: print(msg, flush=True))
+else:
+    from streamrl.inference.model_builder import build_model
+
+    report = build_model(
+        spec["path"], preset=spec["preset"], tokenizer=spec["tokenizer"], arch=spec["arch"],
+        text=spec["text"] or None, max_chars=spec["max_chars"], seed=spec["seed"],
+    )
+    print(f"model: {report.num_parameters:,} parameters, vocabulary {report.vocab_size}", flush=True)
+"""
+
+
 def ensure_model(settings: Settings, console: Console) -> None:
     """Fetch (``dev.model.pretrained``) or build the policy model into ``dev.model.path`` when it has no
     ``config.json`` (and ``dev.model.build`` is on).
 
+    The work runs in a child process (its output shown as it comes): it imports torch and
+    transformers, which would otherwise stay in ``dev``'s memory (~700 MB) for the whole run.
+
     Raises:
-        StreamRLError: the model is missing and ``dev.model.build`` is false, or the fetch or build failed.
+        StreamRLError: the model is missing and ``dev.model.build`` is false, or the fetch or build
+            failed (with the last lines of its output).
     """
     spec = settings.dev.model
     if (spec.path / "config.json").is_file():
@@ -162,24 +188,45 @@ def ensure_model(settings: Settings, console: Console) -> None:
     if not spec.build:
         raise StreamRLError(f"dev.model.path {spec.path} has no config.json and dev.model.build is false")
     if spec.pretrained is not None:
-        from streamrl.inference.pretrained import fetch_pretrained  # heavy only when converting
-
         console.print(f"fetching {spec.pretrained} into {spec.path} ...")
-        fetch_pretrained(spec.pretrained, spec.path, progress=lambda msg: console.print(f"  {msg}"))
-        return
-    console.print(f"building the {spec.preset} {spec.tokenizer} model into {spec.path} ...")
-    from streamrl.inference.model_builder import build_model  # heavy (torch, transformers): only when needed
-
-    report = build_model(
-        spec.path,
-        preset=spec.preset,
-        tokenizer=spec.tokenizer,
-        arch=spec.arch,
-        text=spec.text or None,
-        max_chars=spec.max_chars,
-        seed=spec.seed,
+    else:
+        console.print(f"building the {spec.preset} {spec.tokenizer} model into {spec.path} ...")
+    args = {
+        "pretrained": spec.pretrained,
+        "path": str(spec.path),
+        "preset": spec.preset,
+        "tokenizer": spec.tokenizer,
+        "arch": spec.arch,
+        "text": [str(t) for t in spec.text],
+        "max_chars": spec.max_chars,
+        "seed": spec.seed,
+    }
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    lines: list[str] = []
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MAKE_MODEL, json.dumps(args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
-    console.print(f"model: {report.num_parameters:,} parameters, vocabulary {report.vocab_size}")
+    try:
+        assert proc.stdout is not None
+        failing = False
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            failing = failing or line.startswith("Traceback")
+            if not failing:  # a traceback goes into the error, once
+                console.print(f"  {line.rstrip()}", highlight=False, markup=False, soft_wrap=True)
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted (Ctrl-C): the child got the signal too; make sure
+            proc.kill()
+            proc.wait()
+    if code != 0:
+        tail = "\n".join(f"  {ln}" for ln in lines[-15:])
+        what = f"fetching {spec.pretrained}" if spec.pretrained is not None else "building the model"
+        raise StreamRLError(f"{what} into {spec.path} failed (exit code {code}); its last lines:\n{tail}")
 
 
 def wait_for_http(

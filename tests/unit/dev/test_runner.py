@@ -116,3 +116,30 @@ def test_the_publish_report_line_is_shown_and_points_at_skipped_rows(tmp_path: P
     assert lines[0] == "  " + clean.read_text().strip()
     assert lines[1].startswith("  published 1 task(s)") and lines[1].endswith(f"(the rows: {dirty})")
     assert len(lines) == 2
+
+
+def test_the_model_is_built_in_a_child_process_and_its_failure_said(tmp_path: Path) -> None:
+    """dev builds a missing model in a child (torch stays out of dev's memory for the whole run)
+    and shows its lines; a failed build is one error with the child's last lines."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from streamrl.dev.runner import ensure_model
+    from streamrl.errors import StreamRLError
+
+    out = StringIO()
+    console = Console(file=out, width=200)
+    before = set(sys.modules)
+    s = load_settings(None, dev={"model": {"path": str(tmp_path / "m"), "max_chars": 2000}})
+    ensure_model(s, console)
+    assert (tmp_path / "m" / "config.json").is_file()
+    assert "  model: " in out.getvalue() and "parameters, vocabulary" in out.getvalue(), out.getvalue()
+    assert not {"torch", "transformers"} & (set(sys.modules) - before)  # not imported here
+    bad = load_settings(
+        None, dev={"model": {"path": str(tmp_path / "b"), "text": [str(tmp_path / "none.txt")]}}
+    )
+    with pytest.raises(
+        StreamRLError, match=r"building the model into .* failed \(exit code 1\); its last lines:"
+    ):
+        ensure_model(bad, console)
