@@ -99,11 +99,13 @@ def flatness(series: list[tuple[float, float]], warmup_s: float) -> dict[str, An
     }
 
 
-def dead_letters(run_config: Path) -> list[str]:
+def dead_letters(run_config: Path, env: dict[str, str]) -> list[str]:
     """Every record on the run's dead-letter topic, one line each: where it came from, the stage and
-    the reason (empty when the run never wrote its config or the topic cannot be read)."""
+    the reason (empty when the run never wrote its config). ``env``: the run's environment (its
+    ``STREAMRL_BOOTSTRAP_SERVERS``)."""
     if not run_config.is_file():
         return []
+    os.environ.update({k: v for k, v in env.items() if k.startswith("STREAMRL_")})
     from streamrl.config import load_settings
     from streamrl.schemas import DeadLetter
     from tests.support.kafka import read_topic
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1.0)  # the reading period is long; a second's granularity is plenty
         finally:
             interrupt_dev(dev)
-            dead = dead_letters(run_config)
+            dead = dead_letters(run_config, env)
             if broker is not None:
                 broker.stop()
     load1 = os.getloadavg()
