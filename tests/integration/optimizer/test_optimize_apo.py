@@ -21,6 +21,18 @@ TRAIN = [{"id": f"t{i}", "question": f"What is {i} plus {i}?"} for i in range(6)
 VAL = [{"id": f"v{i}", "question": f"What is {i} times 3?", "eval": True} for i in range(4)]
 
 
+def _apo_run(settings_factory, policy_server: str, inference_model_dir, out, apo: dict):
+    """Settings of an APO run of the ``solver`` agent over the seed prompt, TRAIN and VAL published."""
+    s = settings_factory(
+        **base_sections(
+            policy_server, inference_model_dir, out, algorithm=apo, seed_prompt=SEED, agent_name="solver",
+            eval_timeout_s=15,
+        )
+    )  # fmt: skip
+    publish_tasks(s, TRAIN, VAL)
+    return s
+
+
 def test_apo_beam_search_through_the_workers(
     settings_factory, policy_server, optimizer_llm, inference_model_dir, tmp_path
 ) -> None:
@@ -36,13 +48,7 @@ def test_apo_beam_search_through_the_workers(
         "val_batch_size": None,
         "llm": {"base_url": optimizer_llm.url, "model": "scripted", "max_retries": 0, "concurrency": 2},
     }
-    s = settings_factory(
-        **base_sections(
-            policy_server, inference_model_dir, out, algorithm=apo, seed_prompt=SEED, agent_name="solver",
-            eval_timeout_s=15,
-        )
-    )  # fmt: skip
-    publish_tasks(s, TRAIN, VAL)
+    s = _apo_run(settings_factory, policy_server, inference_model_dir, out, apo)
     with WorkerThread(s, "optimizer_test_agents:prompted"):
         result = asyncio.run(optimize(s, "apo-1", out))
     summary = json.loads((out / "summary.json").read_text())
@@ -125,13 +131,7 @@ def test_apo_stops_when_the_optimizer_llm_fails_every_critique(
         "type": "apo", "beam_width": 1, "branch_factor": 2, "rounds": 1, "gradient_batch_size": 2,
         "llm": {"base_url": dead, "model": "scripted", "max_retries": 0, "concurrency": 2},
     }  # fmt: skip
-    s = settings_factory(
-        **base_sections(
-            policy_server, inference_model_dir, out, algorithm=apo, seed_prompt=SEED, agent_name="solver",
-            eval_timeout_s=15,
-        )
-    )  # fmt: skip
-    publish_tasks(s, TRAIN, VAL)
+    s = _apo_run(settings_factory, policy_server, inference_model_dir, out, apo)
     with WorkerThread(s, "optimizer_test_agents:prompted"):
         with pytest.raises(
             OptimizerError, match=r"apo round 1: the optimizer LLM failed for all 2 critiques"
