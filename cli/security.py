@@ -26,9 +26,10 @@ def dev_ca(
     """Make a development CA and a server certificate signed by it (PEM, plus a PKCS#12 keystore)."""
     from streamrl.tls import DEFAULT_HOSTS, make_dev_ca
 
-    if (out / "ca.pem").exists() and not force:
+    held = [out / name for name in ("ca.pem", "ca.key") if (out / name).exists()]
+    if held and not force:
         raise typer.BadParameter(
-            f"{out / 'ca.pem'} exists: a new CA would replace it, and every certificate and client "
+            f"{held[0]} exists: a new CA would replace it, and every certificate and client "
             "that trusts it would stop working; pass --force to replace it",
             param_hint="'--out'",
         )

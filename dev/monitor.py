@@ -33,6 +33,7 @@ from streamrl.dev.stats import RunStats
 from streamrl.kafka import client_config, make_admin
 from streamrl.schemas import (
     CheckpointEvent,
+    DeadLetter,
     GroupOutcome,
     LLMRequest,
     Sample,
@@ -54,7 +55,7 @@ DECODED: dict[str, type | None] = {
     "checkpoints": CheckpointEvent,
     "group_outcomes": GroupOutcome,
     "batches": None,
-    "dlq": None,
+    "dlq": DeadLetter,  # counted, and its stage and reason kept (RunStats.on_dead_letter)
     "validation": ValidationResult,
 }
 
@@ -198,6 +199,11 @@ class Monitor:
             return
         if base == "dlq":
             s.dlq += 1
+            try:
+                dead = self.serde.decode_message(msg, DeadLetter)
+            except SchemaError:  # counted; a dead letter that is no envelope has no reason to show
+                return
+            s.on_dead_letter(dead.stage, dead.error_type, dead.reason)
             return
         if record_type is None:
             return

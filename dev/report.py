@@ -127,9 +127,16 @@ def format_summary(summary: dict[str, Any], run_dir: Path | None = None, outcome
                 "had an advantage to learn from (streams.filter_zero_variance drops them); a task "
                 "the policy sometimes solves, or a reward with partial credit, gives it a signal"
             )
+    dead = summary.get("dead_letters") or {}
+    if dead:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(dead.items(), key=lambda kv: -kv[1]))
+        lines.append(f"dead letters: {kinds}; the last: {(summary.get('dead_letter_reasons') or ['?'])[-1]}")
     missing = summary.get("missing_trajectories")
     if missing:
-        lines.append(f"samples without a trajectory: {missing}")
+        lines.append(
+            f"samples without a trajectory: {missing} (emitted but not finished when the run stopped: "
+            "queued for a worker, or cut short)"
+        )
     if run_dir is not None:
         lines.append(f"run directory: {run_dir}  (summary.json, reward.png, logs/)")
     return "\n".join(lines)

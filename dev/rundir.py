@@ -221,7 +221,7 @@ def refuse_used_topics(settings: Settings) -> None:
 
     used = [t for t in describe_topics(settings) if t.records]
     if used:
-        held = ", ".join(f"{t.name} ({t.records} records)" for t in used)
+        held = ", ".join(f"{t.name} ({t.records} record{'' if t.records == 1 else 's'})" for t in used)
         raise TopicsInUseError(
             f"the run's topics {settings.topics.prefix}* on {settings.kafka.bootstrap_servers} already "
             f"hold records of an earlier run with the same run id: {held}. A run started on them would "

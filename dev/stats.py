@@ -42,6 +42,8 @@ VAL_RESPONSES_UNCLAIMED = 8
 """Val call responses kept that no kept answer names yet, in val rollouts of one validation."""
 EARLY_TTL_S = 600.0
 """Seconds a trajectory read before its Sample waits for it (after that: a duplicate, forgotten)."""
+DEAD_LETTER_REASONS = 5
+"""Dead-letter reasons kept for the summary (the newest)."""
 RECENT_IDS = 4096
 """Batch ids and group outcomes remembered to count a re-sent one once (re-sends are recent)."""
 
@@ -128,6 +130,10 @@ class RunStats:
     group_outcomes: Counter[str] = field(default_factory=Counter)
     """``batched`` or ``dropped:<reason>`` → GroupOutcome records (what streams made of the groups)."""
     dlq: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    """``<stage> <error_type>`` → dead letters (records the monitor could decode as DeadLetter)."""
+    dead_letter_reasons: deque[str] = field(default_factory=lambda: deque(maxlen=DEAD_LETTER_REASONS))
+    """The reasons of the last ``DEAD_LETTER_REASONS`` dead letters, cut to 300 characters."""
     decode_errors: int = 0
     lag: dict[tuple[str, str], int] = field(default_factory=dict)
     """(consumer group, topic base name) → records behind the end offsets."""
@@ -197,6 +203,11 @@ class RunStats:
             self.val[result.policy_version] = result
         if result.policy_version not in self.val_done_at and self.val_complete(result.policy_version):
             self.val_done_at[result.policy_version] = self.clock()
+
+    def on_dead_letter(self, stage: str, error_type: str, reason: str) -> None:
+        """A record on ``dlq`` (its envelope's stage, error type and reason)."""
+        self.dead_letters[f"{stage} {error_type}"] += 1
+        self.dead_letter_reasons.append(reason if len(reason) <= 300 else reason[:299] + "…")
 
     def on_batch(self, batch_id: str) -> None:
         """A record on ``batches`` (its key): a re-sent batch counts once."""
@@ -308,7 +319,8 @@ class RunStats:
         :attr:`status`: ``interrupted`` counts the attempts the run's stop cut short),
         ``requests``, ``served_version_max`` (highest version that served a call), ``group_outcomes``
         (``batched`` or ``dropped:<reason>`` → groups: what streams made of them),
-        ``inference_version_first``/``_last`` (reported by the server's ``/health``), ``batches``, ``dlq``, ``wall_s``,
+        ``inference_version_first``/``_last`` (reported by the server's ``/health``), ``batches``, ``dlq``, ``dead_letters`` (``<stage> <error_type>`` → count) and
+        ``dead_letter_reasons`` (the last few), ``wall_s``,
         ``val_wall_s`` (version → seconds from the run's start until its validation was complete) and
         ``val_target_reached`` (the first validated version whose reward is at least ``val_target``:
         ``{"target", "version", "val", "wall_s"}``; None when not reached or no target) and
@@ -341,6 +353,8 @@ class RunStats:
             "batches": self.batches,
             "group_outcomes": dict(sorted(self.group_outcomes.items())),
             "dlq": self.dlq,
+            "dead_letters": dict(self.dead_letters),
+            "dead_letter_reasons": list(self.dead_letter_reasons),
             "decode_errors": self.decode_errors,
             "wall_s": round(wall_s, 1),
             "val_wall_s": {str(v): self._since_start(v) for v in val},

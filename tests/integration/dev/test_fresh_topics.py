@@ -35,7 +35,7 @@ def test_a_run_on_topics_with_an_earlier_runs_records_is_refused(settings_factor
     with pytest.raises(StreamRLError) as err:
         refuse_used_topics(settings)
     message = str(err.value)
-    assert f"{settings.topics.name('checkpoints')} (1 records)" in message, message
+    assert f"{settings.topics.name('checkpoints')} (1 record)" in message, message
     assert "choose another dev.run_id" in message and settings.kafka.bootstrap_servers in message
     assert f"streamrl topics delete --prefix {settings.topics.prefix}" in message, message
     # resuming a pipeline on its topics is what fresh_topics=False is for
@@ -107,6 +107,6 @@ def test_streamrl_dev_refused_on_used_topics_leaves_no_run_behind(
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "already hold records" in line]
-    assert len(errors) == 1 and f"{used.topics.name('tasks')} (1 records)" in errors[0], proc.stderr
+    assert len(errors) == 1 and f"{used.topics.name('tasks')} (1 record)" in errors[0], proc.stderr
     assert "summary" not in proc.stdout.lower(), proc.stdout
     assert not (tmp_path / "runs" / "again").exists()

@@ -32,6 +32,16 @@ def test_summary_and_plot_are_written(tmp_path: Path) -> None:
     assert "5  ['0'×10, '1'×9, '2'×8, '3'×7, '4'×6]" in five
     long = format_summary({**summary, "distinct_answers_last": 1, "top_answers_last": [["x" * 100, 3]]})
     assert f"['{'x' * 39}…'×3]" in long
+    dead = format_summary(
+        {
+            **summary,
+            "dlq": 2,
+            "dead_letters": {"trainer BadBatchError": 2},
+            "dead_letter_reasons": ["a", "stale"],
+        }
+    )
+    assert "dead letters: trainer BadBatchError 2; the last: stale" in dead
+    assert "dead letters" not in text
     stopped = format_summary({**summary, "status": {"succeeded": 20, "interrupted": 4}})
     assert "rollouts: 5000 (4 interrupted by the stop, 20 succeeded)" in stopped
     mixed = format_summary({**summary, "group_outcomes": {"batched": 30, "dropped:zero_variance": 4}})

@@ -288,3 +288,15 @@ def test_answers_are_kept_for_the_newest_validated_versions_only() -> None:
     assert s.answers(39) == {(50,): 1, (51,): 1} and s.answers(3) == {}
     assert len(s.val_responses) <= 16 * 2 + 8 * 2  # the answers kept, and a bounded rest
     assert s.summary(1.0)["distinct_answers_last"] == 2
+
+
+def test_dead_letters_are_counted_by_stage_and_kind_with_the_last_reasons() -> None:
+    s = RunStats(clock=Clock())
+    for i in range(7):
+        s.on_dead_letter("trainer", "BadBatchError", f"batch {i}: " + "x" * 400)
+    s.on_dead_letter("streams", "incomplete_join", "g/0: calls missing")
+    summary = s.summary(1.0)
+    assert summary["dead_letters"] == {"trainer BadBatchError": 7, "streams incomplete_join": 1}
+    reasons = summary["dead_letter_reasons"]
+    assert len(reasons) == 5 and reasons[-1] == "g/0: calls missing"
+    assert reasons[0].startswith("batch 3: ") and len(reasons[0]) == 300 and reasons[0].endswith("…")

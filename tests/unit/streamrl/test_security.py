@@ -163,5 +163,7 @@ def test_dev_ca_makes_a_verifiable_chain_with_private_keys(tmp_path: Path) -> No
     refused = subprocess.run(again, capture_output=True, text=True, cwd=ROOT)
     assert refused.returncode == 2 and "--force" in refused.stderr, refused.stderr
     assert (tmp_path / "cli" / "ca.pem").read_bytes() == ca  # kept
+    (tmp_path / "cli" / "ca.pem").unlink()  # the key alone is a CA too
+    assert subprocess.run(again, capture_output=True, text=True, cwd=ROOT).returncode == 2
     subprocess.run([*again, "--force"], capture_output=True, cwd=ROOT, check=True)
     assert (tmp_path / "cli" / "ca.pem").read_bytes() != ca
