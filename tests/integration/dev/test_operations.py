@@ -233,6 +233,9 @@ def test_status_once_the_pipeline_stopped(run: Run) -> None:
     assert st["policy_version"] >= 4 and st["last_checkpoint"]["version"] == st["policy_version"]
     assert st["val"]["version"] == summary["version_last"] and st["val"]["reward"] == summary["reward_last"]
     assert st["dead_lettered"] == summary["dlq"] >= 1 and st["rollouts"] == summary["status"]
+    # the summary says which stage dead-lettered what, and why (the injected undecodable sample)
+    assert any(kind.startswith("worker ") for kind in summary["dead_letters"]), summary["dead_letters"]
+    assert any("cannot decode Sample" in r for r in summary["dead_letter_reasons"]), summary
     assert st["samples"] == summary["samples"]
     assert st["group_outcomes"].get("batched", 0) >= st["batches"] >= 4  # train_batch_size groups per batch
     screen = _status_cli(run.run_dir / "config.yaml", run.env)
