@@ -11,16 +11,30 @@ from typer.testing import CliRunner
 from streamrl.producers.publish import publish_file
 from streamrl.schemas import Split, Task
 from streamrl.schemas.serde import Serde
-from tests.support.kafka import read_topic
+from tests.support.kafka import TopicReader
 
 pytestmark = pytest.mark.integration
 
 GSM8K = Path(__file__).resolve().parents[3] / "examples" / "gsm8k" / "data" / "train.jsonl"
 
 
-def latest_by_key(settings) -> tuple[int, dict[str, Task]]:
+def latest_by_key(settings, n: int | None = None) -> tuple[int, dict[str, Task]]:
+    """(records read, latest Task per key) of the ``tasks`` topic: at least ``n`` records when given,
+    then up to the end offsets; fewer than ``n`` fails naming the end offset and offsets read per partition."""
     serde = Serde()
-    records = read_topic(settings, "tasks")
+    with TopicReader(settings, "tasks") as reader:
+        if n is not None:
+            try:
+                reader.read(n, timeout_s=30.0)
+            except AssertionError as exc:
+                read = {
+                    p: sorted(m.offset() for m in reader.messages if m.partition() == p)
+                    for p in reader.partitions
+                }
+                raise AssertionError(
+                    f"{exc}; end offsets {reader.end_offsets()}, offsets read {read}"
+                ) from None
+        records = reader.read_to_end()
     latest = {m.key().decode(): serde.decode_message(m, Task) for m in records}
     return len(records), latest
 
@@ -32,7 +46,7 @@ def test_publishing_the_same_file_twice_keeps_one_task_per_id(settings, tmp_path
     first = publish_file(settings, p)
     second = publish_file(settings, p)
     assert first.published == second.published == 20 and first.invalid == 0
-    n_records, latest = latest_by_key(settings)
+    n_records, latest = latest_by_key(settings, n=40)
     assert n_records == 40  # before compaction both copies are in the log...
     assert len(latest) == 20  # ...but latest value per key = one task per row
     assert sorted(json.loads(t.payload)["question"] for t in latest.values()) == sorted(
