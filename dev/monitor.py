@@ -70,6 +70,9 @@ class GroupState:
     """``STABLE``, ``EMPTY``, ``PREPARING_REBALANCING``, ``COMPLETING_REBALANCING``, ``DEAD`` or ``UNKNOWN``."""
     members: int
     """Connected members (0 when the group is empty: its stage is not running)."""
+    assigned: tuple[tuple[str, int], ...] = ()
+    """``(topic, partition)`` assigned to its members now, internal topics included (empty when the
+    group is empty or its assignment cannot be read)."""
 
 
 class Monitor:
@@ -243,8 +246,10 @@ class Monitor:
     def measure_lag(self, timeout_s: float = 5.0) -> dict[tuple[str, str], int]:
         """Records behind per (consumer group, topic) for every group of this run, stored in the stats.
 
-        Lag of a partition = end offset − committed offset (the whole end offset when nothing is
-        committed yet). Groups are those whose id starts with the run's group stem
+        Lag of a partition = end offset − committed offset. A partition assigned to a member but
+        with nothing committed yet (a stage that just started, or one that has not committed since)
+        counts from the log start offset: what the group, which starts at the earliest offset, still
+        has to read. Groups are those whose id starts with the run's group stem
         (``settings.group_id("")``); the monitor's own group is left out.
 
         Returns:
@@ -252,20 +257,26 @@ class Monitor:
         """
         stem = self.settings.group_id("")
         admin = self._admin_()
+        names = {self.settings.topics.name(b): b for b in DECODED}
         try:
-            groups = [g.group for g in self.groups(timeout_s)]
+            groups = self.groups(timeout_s)
             committed: dict[str, list[TopicPartition]] = {}
             for g in groups:
                 fut = admin.list_consumer_group_offsets(
-                    [ConsumerGroupTopicPartitions(g)], request_timeout=timeout_s
+                    [ConsumerGroupTopicPartitions(g.group)], request_timeout=timeout_s
                 )
-                committed[g] = list(fut[g].result().topic_partitions or [])
+                tps = list(fut[g.group].result().topic_partitions or [])
+                # the broker lists only partitions with a commit; add the assigned ones without one
+                have = {(tp.topic, tp.partition) for tp in tps}
+                tps += [TopicPartition(t, p, -1) for t, p in g.assigned if t in names and (t, p) not in have]
+                committed[g.group] = tps
         except KafkaException as exc:
             log.warning("monitor: cannot list consumer group offsets: %s", exc)
             return {}
-        names = {self.settings.topics.name(b): b for b in DECODED}
         tps_all = [tp for tps in committed.values() for tp in tps if tp.topic in names]
         ends = self._end_offsets(tps_all, timeout_s)
+        uncommitted = [tp for tp in tps_all if tp.offset < 0]
+        starts = self._start_offsets(uncommitted, timeout_s) if uncommitted else {}
         lag: dict[tuple[str, str], int] = {}
         for g, tps in committed.items():
             for tp in tps:
@@ -273,7 +284,7 @@ class Monitor:
                 if base is None or (tp.topic, tp.partition) not in ends:
                     continue
                 end = ends[(tp.topic, tp.partition)]
-                behind = end - tp.offset if tp.offset >= 0 else end
+                behind = end - (tp.offset if tp.offset >= 0 else starts.get((tp.topic, tp.partition), 0))
                 key = (g.removeprefix(stem) if g.startswith(stem) else g, base)
                 lag[key] = lag.get(key, 0) + max(0, behind)
         with self.lock:
@@ -308,7 +319,15 @@ class Monitor:
             try:
                 d = described[gid].result()
                 state = getattr(d.state, "name", str(d.state))
-                out.append(GroupState(gid, state, len(d.members)))
+                assigned = sorted(
+                    {
+                        (tp.topic, tp.partition)
+                        for m in d.members
+                        if m.assignment is not None
+                        for tp in m.assignment.topic_partitions or []
+                    }
+                )
+                out.append(GroupState(gid, state, len(d.members), tuple(assigned)))
             except KafkaException as exc:
                 log.warning("monitor: cannot describe group %s: %s", gid, exc)
                 out.append(GroupState(gid, "UNKNOWN", 0))
@@ -345,6 +364,13 @@ class Monitor:
         ends = self._list_offsets(tps, OffsetSpec.latest(), timeout_s)
         # offset -1: no record at or after since_ms in that partition
         return sum(max(0, ends[k] - off) for k, off in since.items() if off >= 0)
+
+    def _start_offsets(self, tps: list[TopicPartition], timeout_s: float) -> dict[tuple[str, int], int]:
+        try:
+            return self._list_offsets(tps, OffsetSpec.earliest(), timeout_s)
+        except KafkaException as exc:
+            log.warning("monitor: cannot read log start offsets: %s", exc)
+            return {}
 
     def _end_offsets(self, tps: list[TopicPartition], timeout_s: float) -> dict[tuple[str, int], int]:
         try:

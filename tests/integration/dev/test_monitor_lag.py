@@ -1,0 +1,69 @@
+"""The run monitor's consumer lag on the real broker: a partition a member is assigned but has not
+committed yet counts from its log start (the broker lists only committed partitions), and a commit
+brings the lag down."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from streamrl.config import Settings
+from streamrl.dev.monitor import Monitor
+from streamrl.dev.stats import RunStats
+from streamrl.kafka import make_consumer, make_producer
+
+pytestmark = pytest.mark.integration
+
+
+def test_lag_counts_assigned_partitions_before_their_first_commit(settings: Settings) -> None:
+    samples = settings.topics.name("samples")
+    producer = make_producer(settings)
+    for i in range(7):
+        producer.produce(samples, b"x", key=f"k{i}")
+    assert producer.flush(10) == 0
+    consumer = make_consumer(settings, settings.group_id("workers"))
+    monitor = Monitor(settings, RunStats())
+    try:
+        consumer.subscribe([samples])
+        read: list = []
+        deadline = time.monotonic() + 60
+        while len(read) < 7:  # assigned and read, nothing committed
+            assert time.monotonic() < deadline, f"read {len(read)} of 7 records"
+            read += [m for m in consumer.consume(10, timeout=0.5) if m.error() is None]
+        groups = {g.group: g for g in monitor.groups()}
+        assigned = groups[settings.group_id("workers")].assigned
+        assert sorted(p for t, p in assigned if t == samples) == list(
+            range(settings.topics.partitions["samples"])
+        )
+        assert monitor.measure_lag() == {("workers", "samples"): 7}
+        last: dict[int, int] = {}
+        for m in read[:4]:
+            last[m.partition()] = max(last.get(m.partition(), -1), m.offset())
+        # commit the first four records read (up to the highest offset read per partition)
+        done = [TopicPartition(samples, p, o + 1) for p, o in last.items()]
+        consumer.commit(offsets=done, asynchronous=False)
+        behind = 7 - sum(o + 1 for _, o in last.items())
+        assert monitor.measure_lag() == {("workers", "samples"): behind}
+        assert behind < 7
+    finally:
+        consumer.close()
+        monitor.stop()
+
+
+def test_lag_of_an_empty_group_is_what_it_committed(settings: Settings) -> None:
+    """A stopped stage (no members, so no assignment): the committed partitions only."""
+    samples = settings.topics.name("samples")
+    producer = make_producer(settings)
+    for _ in range(5):
+        producer.produce(samples, b"x", key="same", partition=0)
+    assert producer.flush(10) == 0
+    consumer = make_consumer(settings, settings.group_id("workers"))
+    consumer.commit(offsets=[TopicPartition(samples, 0, 2)], asynchronous=False)
+    consumer.close()
+    monitor = Monitor(settings, RunStats())
+    try:
+        assert monitor.measure_lag() == {("workers", "samples"): 3}
+    finally:
+        monitor.stop()
