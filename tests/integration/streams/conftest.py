@@ -75,6 +75,8 @@ def worker_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for w in workers:
         w.kill(signal.SIGTERM)
+    if workers:  # shown with a failing test's report ("Captured stdout teardown")
+        print(f"--- last lines of the streams log {tmp_path / 'worker.log'} ---\n{workers[-1].tail()}")
 
 
 class Feed:

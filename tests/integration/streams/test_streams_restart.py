@@ -53,9 +53,11 @@ def test_sigkill_mid_stream_every_row_exactly_once(
             expected.add(feed.rollout(g, k, float(k), group_size=2, calls=2))
     feed.flush()
     worker.start()
+    # generous: what this test checks is exactly-once, not how fast a restart catches up (a CI run on a
+    # loaded 2-core machine saw no batch within 90 s; the streams log is printed with a failure)
     batch_reader.read_until(
         lambda batches: {r.rollout_id for b in _distinct(batches).values() for r in b.rows or []} >= expected,
-        timeout_s=90,
+        timeout_s=180,
     )
     wait_processed()  # every input record processed: a re-emitted batch, if any, is in the log now
     batches = batch_reader.read_to_end()
