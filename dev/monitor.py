@@ -274,9 +274,9 @@ class Monitor:
             log.warning("monitor: cannot list consumer group offsets: %s", exc)
             return {}
         tps_all = [tp for tps in committed.values() for tp in tps if tp.topic in names]
-        ends = self._end_offsets(tps_all, timeout_s)
+        ends = self._offsets_or_empty(tps_all, OffsetSpec.latest(), "end", timeout_s)
         uncommitted = [tp for tp in tps_all if tp.offset < 0]
-        starts = self._start_offsets(uncommitted, timeout_s) if uncommitted else {}
+        starts = self._offsets_or_empty(uncommitted, OffsetSpec.earliest(), "log start", timeout_s)
         lag: dict[tuple[str, str], int] = {}
         for g, tps in committed.items():
             for tp in tps:
@@ -365,18 +365,14 @@ class Monitor:
         # offset -1: no record at or after since_ms in that partition
         return sum(max(0, ends[k] - off) for k, off in since.items() if off >= 0)
 
-    def _start_offsets(self, tps: list[TopicPartition], timeout_s: float) -> dict[tuple[str, int], int]:
+    def _offsets_or_empty(
+        self, tps: list[TopicPartition], spec: OffsetSpec, what: str, timeout_s: float
+    ) -> dict[tuple[str, int], int]:
+        """:meth:`_list_offsets`, with an error logged (naming ``what``) and answered by ``{}``."""
         try:
-            return self._list_offsets(tps, OffsetSpec.earliest(), timeout_s)
+            return self._list_offsets(tps, spec, timeout_s)
         except KafkaException as exc:
-            log.warning("monitor: cannot read log start offsets: %s", exc)
-            return {}
-
-    def _end_offsets(self, tps: list[TopicPartition], timeout_s: float) -> dict[tuple[str, int], int]:
-        try:
-            return self._list_offsets(tps, OffsetSpec.latest(), timeout_s)
-        except KafkaException as exc:
-            log.warning("monitor: cannot read end offsets: %s", exc)
+            log.warning("monitor: cannot read %s offsets: %s", what, exc)
             return {}
 
 
