@@ -89,14 +89,20 @@ def test_failed_attempt_is_dropped_and_its_late_calls_too(b):
     assert res.stats == {"abandoned_calls": 1} and res.state["calls"] == {}
 
 
-def test_join_timeout_dead_letters_the_attempt_and_orphans_expire(b):
+def _half_joined(b, now: float) -> dict:
+    """Join state read at ``now``: trajectory ``ro`` (attempt a1) with calls c1 and c2, of which only
+    c1 came, and an orphan call z1 (attempt z) without a trajectory; every record stamped 100.0."""
     s = on_trajectory(
-        None, b.traj("ro", ["c1", "c2"], ts=100.0), topic=TRJ, partition=0, offset=0, now=100, cfg=CFG
+        None, b.traj("ro", ["c1", "c2"], ts=100.0), topic=TRJ, partition=0, offset=0, now=now, cfg=CFG
     ).state
-    s = on_call(s, b.call("c1", [1], [2], ts=100.0), topic=REQ, partition=0, offset=0, now=100, cfg=CFG).state
-    s = on_call(
-        s, b.call("z1", [1], [2], attempt="z", ts=100.0), topic=REQ, partition=0, offset=1, now=100, cfg=CFG
+    s = on_call(s, b.call("c1", [1], [2], ts=100.0), topic=REQ, partition=0, offset=0, now=now, cfg=CFG).state
+    return on_call(
+        s, b.call("z1", [1], [2], attempt="z", ts=100.0), topic=REQ, partition=0, offset=1, now=now, cfg=CFG
     ).state
+
+
+def test_join_timeout_dead_letters_the_attempt_and_orphans_expire(b):
+    s = _half_joined(b, now=100)
     res = on_tick(s, tick_ts=105.0, partition=0, committed=_never, cfg=CFG)
     assert not res.dead and not res.changed
     res = on_tick(s, tick_ts=111.0, partition=0, committed=_never, cfg=CFG)
@@ -110,13 +116,7 @@ def test_join_timeout_dead_letters_the_attempt_and_orphans_expire(b):
 def test_nothing_expires_while_its_partition_has_an_unread_backlog(b):
     # streams was down longer than the timeouts: the trajectory is read, its calls are still behind
     # in the unread backlog of requests (and an orphan call's trajectory in that of trajectories)
-    s = on_trajectory(
-        None, b.traj("ro", ["c1", "c2"], ts=100.0), topic=TRJ, partition=0, offset=0, now=500, cfg=CFG
-    ).state
-    s = on_call(s, b.call("c1", [1], [2], ts=100.0), topic=REQ, partition=0, offset=0, now=500, cfg=CFG).state
-    s = on_call(
-        s, b.call("z1", [1], [2], attempt="z", ts=100.0), topic=REQ, partition=0, offset=1, now=500, cfg=CFG
-    ).state
+    s = _half_joined(b, now=500)
     res = on_tick(
         s, tick_ts=500.0, partition=0, committed=_never, cfg=CFG, requests_read=False, trajectories_read=False
     )
