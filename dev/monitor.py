@@ -60,6 +60,10 @@ DECODED: dict[str, type | None] = {
 }
 
 
+METADATA_WAIT_S = 15.0
+"""How long :meth:`Monitor.start` waits for a topic missing from the cluster's metadata, in seconds."""
+
+
 @dataclass(frozen=True)
 class GroupState:
     """A consumer group of the pipeline as the broker reports it."""
@@ -122,13 +126,24 @@ class Monitor:
             }
         )
         consumer = Consumer(conf)
-        meta = consumer.list_topics(timeout=15.0).topics
+        # a topic just created may be missing for a moment from another broker's metadata (a cluster)
+        deadline = time.monotonic() + METADATA_WAIT_S
+        while True:
+            meta = consumer.list_topics(timeout=15.0).topics
+            missing = [name for name in self._topics if name not in meta]
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                consumer.close()
+                raise KafkaException(
+                    KafkaError(
+                        KafkaError.UNKNOWN_TOPIC_OR_PART,
+                        f"topic {missing[0]} does not exist (still missing after {METADATA_WAIT_S:.0f} s)",
+                    )
+                )
+            time.sleep(0.2)
         parts = []
         for name in self._topics:
-            if name not in meta:
-                raise KafkaException(
-                    KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {name} does not exist")
-                )
             parts += [TopicPartition(name, p, OFFSET_BEGINNING) for p in meta[name].partitions]
         consumer.assign(parts)
         return consumer
@@ -139,7 +154,12 @@ class Monitor:
         return self._thread is not None
 
     def start(self) -> None:
-        """Start the consuming thread (topics must exist)."""
+        """Start the consuming thread.
+
+        Raises:
+            KafkaException: ``UNKNOWN_TOPIC_OR_PART`` when one of its topics is still missing from the
+                cluster's metadata after :data:`METADATA_WAIT_S` seconds (the topics must exist).
+        """
         consumer = self._consumer_()
         self._thread = threading.Thread(target=self._run, args=(consumer,), name="dev-monitor", daemon=True)
         self._thread.start()

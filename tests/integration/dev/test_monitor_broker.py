@@ -1,9 +1,10 @@
-"""The run monitor's consumer lag on the real broker: a partition a member is assigned but has not
-committed yet counts from its log start (the broker lists only committed partitions), and a commit
-brings the lag down."""
+"""The run monitor on the real broker: consumer lag counts a partition a member is assigned but has not
+committed yet from its log start (the broker lists only committed partitions), a commit brings the lag
+down, and the monitor waits for topics the cluster does not list yet."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from streamrl.config import Settings
 from streamrl.dev.monitor import Monitor
 from streamrl.dev.stats import RunStats
 from streamrl.kafka import make_consumer, make_producer
+from streamrl.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -66,4 +68,19 @@ def test_lag_of_an_empty_group_is_what_it_committed(settings: Settings) -> None:
     try:
         assert monitor.measure_lag() == {("workers", "samples"): 3}
     finally:
+        monitor.stop()
+
+
+def test_start_waits_for_topics_the_cluster_does_not_list_yet(settings_factory) -> None:
+    """dev starts its monitor right after creating the topics; on a cluster another broker may not list
+    them for a moment. The monitor waits for them instead of ending the run."""
+    settings = settings_factory(create_topics=False)
+    timer = threading.Timer(1.5, ensure_topics, args=(settings,))
+    timer.start()
+    monitor = Monitor(settings, RunStats(), topics=["tasks", "samples"])
+    try:
+        monitor.start()  # the topics appear 1.5 s later
+        assert monitor.started and monitor.error is None
+    finally:
+        timer.join()
         monitor.stop()
