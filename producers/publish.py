@@ -37,6 +37,10 @@ MAX_ID_CHARS = 1024
 METADATA_TIMEOUT_S = 10.0
 """How long publish waits for the cluster's metadata before reading the dataset, in seconds."""
 
+TOPIC_APPEAR_WAIT_S = 3.0
+"""How long publish waits for a ``tasks`` topic missing from the metadata before saying it does not
+exist, in seconds (on a cluster, a broker lists a topic created a moment ago a little later)."""
+
 
 class TopicUnavailable(BrokerError):
     """The cluster cannot be reached, or the ``tasks`` topic does not exist on it."""
@@ -50,7 +54,7 @@ def _check_topic(producer: Any, topic: str, bootstrap: str, timeout_s: float) ->
 
     Raises:
         TopicUnavailable: no metadata from ``bootstrap`` within ``timeout_s`` seconds, or ``topic``
-            is not in it.
+            is still not in it after :data:`TOPIC_APPEAR_WAIT_S` seconds.
     """
     from confluent_kafka import KafkaException
 
@@ -63,6 +67,14 @@ def _check_topic(producer: Any, topic: str, bootstrap: str, timeout_s: float) ->
             f"cannot reach Kafka at {bootstrap} within {timeout_s:.0f} s ({exc.args[0].str()}); "
             "is the broker running (`streamrl kafka status`) and kafka.bootstrap_servers right?"
         ) from None
+    # a topic just created may be missing for a moment from the metadata of the broker asked (a cluster)
+    deadline = time.monotonic() + TOPIC_APPEAR_WAIT_S
+    while topic not in md.topics and time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            md = producer.producer.list_topics(timeout=timeout_s)
+        except KafkaException:
+            break
     if topic not in md.topics:
         raise TopicUnavailable(
             f"topic {topic!r} does not exist on {bootstrap}; create the topics first: `streamrl topics create`"
