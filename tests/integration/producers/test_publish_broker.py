@@ -78,7 +78,7 @@ def test_cli_reports_malformed_lines_by_number_and_uses_the_id_field(
 def test_publish_gsm8k_train(settings) -> None:
     report = publish_file(settings, GSM8K)
     assert (report.rows, report.published, report.invalid, report.skipped) == (7473, 7473, 0, 0)
-    n_records, latest = latest_by_key(settings)
+    n_records, latest = latest_by_key(settings, n=7473)
     assert n_records == 7473 and len(latest) == 7473
     print(f"GSM8K train: {report.published} tasks in {report.elapsed_s:.2f} s = {report.rate:.0f} tasks/s")
 
