@@ -20,20 +20,23 @@ GSM8K = Path(__file__).resolve().parents[3] / "examples" / "gsm8k" / "data" / "t
 
 def latest_by_key(settings, n: int | None = None) -> tuple[int, dict[str, Task]]:
     """(records read, latest Task per key) of the ``tasks`` topic: at least ``n`` records when given,
-    then up to the end offsets; fewer than ``n`` fails naming the end offset and offsets read per partition."""
+    then up to the end offsets. Fewer than ``n`` fails naming, per partition, the end offset, how many
+    records were read and the first offsets below the end that were not."""
     serde = Serde()
     with TopicReader(settings, "tasks") as reader:
         if n is not None:
             try:
                 reader.read(n, timeout_s=30.0)
             except AssertionError as exc:
+                ends = reader.end_offsets()
                 read = {
-                    p: sorted(m.offset() for m in reader.messages if m.partition() == p)
-                    for p in reader.partitions
+                    p: {m.offset() for m in reader.messages if m.partition() == p} for p in reader.partitions
                 }
-                raise AssertionError(
-                    f"{exc}; end offsets {reader.end_offsets()}, offsets read {read}"
-                ) from None
+                missing = {p: sorted(set(range(ends[p])) - read[p])[:10] for p in reader.partitions}
+                per = {
+                    p: f"end {ends[p]}, read {len(read[p])}, not read {missing[p]}" for p in reader.partitions
+                }
+                raise AssertionError(f"{exc}; per partition: {per}") from None
         records = reader.read_to_end()
     latest = {m.key().decode(): serde.decode_message(m, Task) for m in records}
     return len(records), latest
