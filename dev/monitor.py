@@ -31,6 +31,7 @@ from confluent_kafka.admin import OffsetSpec
 from streamrl.config import Settings
 from streamrl.dev.stats import RunStats
 from streamrl.kafka import client_config, make_admin
+from streamrl.producers.fence import FENCE_GROUP
 from streamrl.schemas import (
     CheckpointEvent,
     DeadLetter,
@@ -278,6 +279,7 @@ class Monitor:
         stem = self.settings.group_id("")
         admin = self._admin_()
         names = {self.settings.topics.name(b): b for b in DECODED}
+        fence = self.settings.group_id(FENCE_GROUP)
         try:
             groups = self.groups(timeout_s)
             committed: dict[str, list[TopicPartition]] = {}
@@ -287,8 +289,12 @@ class Monitor:
                 )
                 tps = list(fut[g.group].result().topic_partitions or [])
                 # the broker lists only partitions with a commit; add the assigned ones without one
+                # (not the sampler's fence: it holds a partition it never reads)
                 have = {(tp.topic, tp.partition) for tp in tps}
-                tps += [TopicPartition(t, p, -1) for t, p in g.assigned if t in names and (t, p) not in have]
+                if g.group != fence:
+                    tps += [
+                        TopicPartition(t, p, -1) for t, p in g.assigned if t in names and (t, p) not in have
+                    ]
                 committed[g.group] = tps
         except KafkaException as exc:
             log.warning("monitor: cannot list consumer group offsets: %s", exc)

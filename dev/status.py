@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from streamrl.config import Settings
 from streamrl.config.kafka import TOPIC_NAMES
@@ -47,6 +47,7 @@ from streamrl.dev.monitor import GroupState, Monitor
 from streamrl.dev.stats import RunStats
 from streamrl.errors import StreamRLError
 from streamrl.streams.faust_config import streams_topics
+from streamrl.topics import SETTLING_ERRORS
 
 #: Topics ``status`` reads: every topic but ``requests`` (every call's token ids: too large to read for a status).
 STATUS_TOPICS = tuple(t for t in TOPIC_NAMES if t != "requests")
@@ -204,7 +205,25 @@ class StatusReader:
         return Monitor(s, self.stats, topics=present)
 
     def refresh(self) -> PipelineStatus:
-        """Read the groups and the new records; returns the status now."""
+        """Read the groups and the new records; returns the status now.
+
+        An error a partition answers with while it settles in (just created, a leader moving:
+        :data:`streamrl.topics.SETTLING_ERRORS`) is asked again for up to ``timeout_s`` seconds.
+
+        Raises:
+            StreamRLError: the cluster cannot be read (the message names the bootstrap servers), or the
+                prefix has no StreamRL topics.
+        """
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return self._refresh_once()
+            except StreamRLError as exc:
+                if not _settling(exc.__cause__) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _refresh_once(self) -> PipelineStatus:
         if self.monitor is None:
             self.monitor = self._connect()
         mon, s = self.monitor, self.settings
@@ -432,3 +451,9 @@ def render(st: PipelineStatus) -> Any:
         body.append("[yellow]partial read: not every topic reached its end offset within the timeout[/]")
     title = f"streamrl status — {st.bootstrap} — topics {st.prefix}* — {st.read_at[:19]}Z"
     return Panel(Group(*body), title=title, expand=False)
+
+
+def _settling(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a Kafka error a partition answers with while it settles in."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(err, KafkaError) and err.code() in SETTLING_ERRORS

@@ -33,7 +33,11 @@ from streamrl.config import Settings
 from streamrl.errors import StreamRLError
 from streamrl.kafka import make_admin, make_consumer
 
-__all__ = ["FenceError", "SamplerFence"]
+__all__ = ["FENCE_GROUP", "FenceError", "SamplerFence"]
+
+FENCE_GROUP = "sampler-fence"
+"""The fence's consumer group name (``settings.group_id(FENCE_GROUP)``): it holds a partition of
+``checkpoints`` but reads and commits nothing, so it has no lag."""
 
 
 class FenceError(StreamRLError):
@@ -53,7 +57,7 @@ class SamplerFence:
         cfg = settings.sampler
         self.settings = settings
         self.topic = settings.topics.name("checkpoints")
-        self.group = settings.group_id("sampler-fence")
+        self.group = settings.group_id(FENCE_GROUP)
         self.client_id = client_id or f"sampler-{socket.gethostname()}-{os.getpid()}"
         self.timeout_s = cfg.fence_timeout_s
         self._tp = TopicPartition(self.topic, 0)

@@ -10,6 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streamrl.errors import BrokerError
+from streamrl.topics import is_settling
 
 Partition = tuple[str, int]
 """``(topic, partition)``."""
@@ -39,19 +40,9 @@ def partitions(
         try:
             return _watermarks(client, tps, timeout_s)
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            settling = err is not None and (err.retriable() or err.code() in _SETTLING)
-            if not settling or time.monotonic() > deadline:
+            if not is_settling(exc) or time.monotonic() > deadline:
                 raise BrokerError(f"{sorted({t for t, _ in tps})}: cannot read watermarks: {exc}") from exc
             time.sleep(0.2)  # a new partition's leader settles in
-
-
-#: Errors a just-created partition answers with until its leader is fully in place.
-_SETTLING = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-}
 
 
 def _watermarks(

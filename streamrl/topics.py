@@ -128,11 +128,19 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) ->
 
 
 #: Errors a just-created partition answers with until its leader is fully in place.
-_SETTLING = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-}
+SETTLING_ERRORS = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+
+
+def is_settling(exc: KafkaException) -> bool:
+    """Whether ``exc`` is worth asking again: a retriable error, or one of :data:`SETTLING_ERRORS`."""
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and (err.retriable() or err.code() in SETTLING_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -157,9 +165,7 @@ def high_watermark(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> 
         try:
             return consumer.get_watermark_offsets(tp, timeout=timeout_s)[1]
         except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            retriable = err is not None and (err.retriable() or err.code() in _SETTLING)
-            if not retriable or time.monotonic() > deadline:
+            if not is_settling(exc) or time.monotonic() > deadline:
                 raise BrokerError(f"{tp.topic}[{tp.partition}]: cannot read end offset: {exc}") from exc
             time.sleep(0.2)
 

@@ -14,6 +14,7 @@ from streamrl.config import Settings
 from streamrl.dev.monitor import Monitor
 from streamrl.dev.stats import RunStats
 from streamrl.kafka import make_consumer, make_producer
+from streamrl.producers.fence import FENCE_GROUP, SamplerFence
 from streamrl.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -83,4 +84,24 @@ def test_start_waits_for_topics_the_cluster_does_not_list_yet(settings_factory) 
         assert monitor.started and monitor.error is None
     finally:
         timer.join()
+        monitor.stop()
+
+
+def test_the_sampler_fence_has_no_lag(settings: Settings) -> None:
+    """The fence group holds ``checkpoints`` partition 0 but never reads it: no lag, however many
+    checkpoints there are."""
+    checkpoints = settings.topics.name("checkpoints")
+    producer = make_producer(settings)
+    for v in range(3):
+        producer.produce(checkpoints, b"x", key=f"v{v}")
+    assert producer.flush(10) == 0
+    fence = SamplerFence(settings, client_id="sampler-test")
+    monitor = Monitor(settings, RunStats())
+    try:
+        fence.acquire()
+        groups = {g.group: g for g in monitor.groups()}
+        assert (checkpoints, 0) in groups[settings.group_id(FENCE_GROUP)].assigned
+        assert monitor.measure_lag() == {}
+    finally:
+        fence.close()
         monitor.stop()
