@@ -44,6 +44,7 @@ from streamrl.schemas import (
     ValidationResult,
 )
 from streamrl.schemas.serde import Serde
+from streamrl.topics import list_topics_until_listed
 
 log = logging.getLogger(__name__)
 
@@ -127,22 +128,16 @@ class Monitor:
             }
         )
         consumer = Consumer(conf)
-        # a topic just created may be missing for a moment from another broker's metadata (a cluster)
-        deadline = time.monotonic() + METADATA_WAIT_S
-        while True:
-            meta = consumer.list_topics(timeout=15.0).topics
-            missing = [name for name in self._topics if name not in meta]
-            if not missing:
-                break
-            if time.monotonic() > deadline:
-                consumer.close()
-                raise KafkaException(
-                    KafkaError(
-                        KafkaError.UNKNOWN_TOPIC_OR_PART,
-                        f"topic {missing[0]} does not exist (still missing after {METADATA_WAIT_S:.0f} s)",
-                    )
+        meta = list_topics_until_listed(consumer, self._topics, METADATA_WAIT_S, timeout_s=15.0)
+        missing = [name for name in self._topics if name not in meta]
+        if missing:
+            consumer.close()
+            raise KafkaException(
+                KafkaError(
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                    f"topic {missing[0]} does not exist (still missing after {METADATA_WAIT_S:.0f} s)",
                 )
-            time.sleep(0.2)
+            )
         parts = []
         for name in self._topics:
             parts += [TopicPartition(name, p, OFFSET_BEGINNING) for p in meta[name].partitions]

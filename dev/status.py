@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 
 from streamrl.config import Settings
 from streamrl.config.kafka import TOPIC_NAMES
@@ -47,7 +47,7 @@ from streamrl.dev.monitor import GroupState, Monitor
 from streamrl.dev.stats import RunStats
 from streamrl.errors import StreamRLError
 from streamrl.streams.faust_config import streams_topics
-from streamrl.topics import SETTLING_ERRORS
+from streamrl.topics import is_settling
 
 #: Topics ``status`` reads: every topic but ``requests`` (every call's token ids: too large to read for a status).
 STATUS_TOPICS = tuple(t for t in TOPIC_NAMES if t != "requests")
@@ -219,7 +219,7 @@ class StatusReader:
             try:
                 return self._refresh_once()
             except StreamRLError as exc:
-                if not _settling(exc.__cause__) or time.monotonic() > deadline:
+                if not is_settling(exc.__cause__, retriable=False) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
 
@@ -451,9 +451,3 @@ def render(st: PipelineStatus) -> Any:
         body.append("[yellow]partial read: not every topic reached its end offset within the timeout[/]")
     title = f"streamrl status — {st.bootstrap} — topics {st.prefix}* — {st.read_at[:19]}Z"
     return Panel(Group(*body), title=title, expand=False)
-
-
-def _settling(exc: BaseException | None) -> bool:
-    """Whether ``exc`` is a Kafka error a partition answers with while it settles in."""
-    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-    return isinstance(err, KafkaError) and err.code() in SETTLING_ERRORS

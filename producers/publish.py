@@ -27,6 +27,7 @@ from streamrl.errors import BrokerError, DeliveryError, StreamRLError
 from streamrl.producers.readers import Row, open_dataset
 from streamrl.schemas import Split, Task, utc_now
 from streamrl.schemas.serde import Serde
+from streamrl.topics import list_topics_until_listed
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +62,15 @@ def _check_topic(producer: Any, topic: str, bootstrap: str, timeout_s: float) ->
     try:
         # All topics, not list_topics(topic=...): that form may auto-create the topic on clusters
         # with auto.create.topics.enable, with the broker's default partitions and cleanup policy.
-        md = producer.producer.list_topics(timeout=timeout_s)
+        topics = list_topics_until_listed(
+            producer.producer, [topic], TOPIC_APPEAR_WAIT_S, timeout_s=timeout_s
+        )
     except KafkaException as exc:
         raise TopicUnavailable(
             f"cannot reach Kafka at {bootstrap} within {timeout_s:.0f} s ({exc.args[0].str()}); "
             "is the broker running (`streamrl kafka status`) and kafka.bootstrap_servers right?"
         ) from None
-    # a topic just created may be missing for a moment from the metadata of the broker asked (a cluster)
-    deadline = time.monotonic() + TOPIC_APPEAR_WAIT_S
-    while topic not in md.topics and time.monotonic() < deadline:
-        time.sleep(0.2)
-        try:
-            md = producer.producer.list_topics(timeout=timeout_s)
-        except KafkaException:
-            break
-    if topic not in md.topics:
+    if topic not in topics:
         raise TopicUnavailable(
             f"topic {topic!r} does not exist on {bootstrap}; create the topics first: `streamrl topics create`"
             " (with the same config / STREAMRL_TOPIC_PREFIX)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -137,10 +138,30 @@ SETTLING_ERRORS = frozenset(
 )
 
 
-def is_settling(exc: KafkaException) -> bool:
-    """Whether ``exc`` is worth asking again: a retriable error, or one of :data:`SETTLING_ERRORS`."""
-    err = exc.args[0] if exc.args else None
-    return isinstance(err, KafkaError) and (err.retriable() or err.code() in SETTLING_ERRORS)
+def is_settling(exc: BaseException | None, *, retriable: bool = True) -> bool:
+    """Whether ``exc`` is a Kafka error worth asking again: one of :data:`SETTLING_ERRORS`, or (with
+    ``retriable``) any error librdkafka marks retriable."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(err, KafkaError) and ((retriable and err.retriable()) or err.code() in SETTLING_ERRORS)
+
+
+def list_topics_until_listed(
+    client: Any, names: Iterable[str], wait_s: float, *, timeout_s: float
+) -> dict[str, Any]:
+    """``client.list_topics(timeout=timeout_s).topics`` (any confluent-kafka client), asked again every
+    0.2 s for up to ``wait_s`` seconds while one of ``names`` is missing from it: on a cluster, a
+    broker lists a topic created a moment ago a little later. The caller checks what is still missing.
+
+    Raises:
+        KafkaException: no metadata within ``timeout_s`` seconds.
+    """
+    names = list(names)
+    deadline = time.monotonic() + wait_s
+    while True:
+        meta = client.list_topics(timeout=timeout_s).topics
+        if all(n in meta for n in names) or time.monotonic() > deadline:
+            return meta
+        time.sleep(0.2)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from streamrl.config.kafka import LocalBrokerSettings
 from streamrl.dev.rundir import free_port
 from streamrl.kafka import make_consumer
 from streamrl.schemas.serde import Serde
+from streamrl.topics import is_settling
 
 __all__ = [
     "TopicReader",
@@ -35,13 +36,6 @@ __all__ = [
     "start_local_cluster",
     "wait_committed",
 ]
-
-_LEADER_MOVING = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-}
-"""Errors a broker answers for a moment after a topic's creation or a leader change."""
 
 
 def start_local_broker(data_dir: Path, *, heap: str = "512m", timeout_s: float = 120.0) -> LocalKafka:
@@ -199,8 +193,7 @@ class TopicReader:
                     out[p] = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
                     break
                 except KafkaException as exc:
-                    code = exc.args[0].code() if exc.args else None
-                    if code not in _LEADER_MOVING or time.monotonic() > deadline:
+                    if not is_settling(exc, retriable=False) or time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
         return out
