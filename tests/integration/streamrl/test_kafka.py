@@ -35,6 +35,32 @@ def test_ensure_topics_is_idempotent_and_configured(settings: Settings) -> None:
     assert infos[settings.topics.name("samples")].partitions == settings.topics.partitions["samples"]
 
 
+def test_new_partitions_are_led_when_ensure_topics_returns(settings_factory) -> None:
+    """Every partition of a just-created topic answers ListOffsets at once. Before ensure_topics
+    waited for that, ~half of them answered NOT_LEADER_OR_FOLLOWER for a moment, and an idempotent
+    producer lost the first records of such a partition now and then."""
+    from confluent_kafka import KafkaException, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    for _ in range(5):
+        s = settings_factory()
+        admin = make_admin(s)
+        tps = [
+            TopicPartition(s.topics.name(base), p)
+            for base in TOPIC_NAMES
+            for p in range(s.topics.partitions[base])
+        ]
+        refused = []
+        for tp, fut in admin.list_offsets(
+            {tp: OffsetSpec.latest() for tp in tps}, request_timeout=10
+        ).items():
+            try:
+                assert fut.result().offset == 0
+            except KafkaException as exc:
+                refused.append(f"{tp.topic}[{tp.partition}]: {exc.args[0].name()}")
+        assert not refused, refused
+
+
 def test_produce_and_consume_through_factories(settings: Settings) -> None:
     topic = settings.topics.name("samples")
     with EventProducer(settings) as producer:
