@@ -109,6 +109,7 @@ def ensure_topics(
                     result[name] = "exists"
                     continue
                 raise BrokerError(f"cannot create topic {name}: {exc}") from exc
+        # metadata first: without a leader in it, ListOffsets fails at once ("No leaders found")
         _wait_for_leaders(admin, [t.topic for t in new], timeout_s)
         _wait_until_writable(admin, {t.topic: t.num_partitions for t in new}, timeout_s)
     return result

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from streamrl.broker import LocalKafka, new_cluster_id
 from streamrl.config import Settings
@@ -25,7 +25,7 @@ from streamrl.config.kafka import LocalBrokerSettings
 from streamrl.dev.rundir import free_port
 from streamrl.kafka import make_consumer
 from streamrl.schemas.serde import Serde
-from streamrl.topics import is_settling
+from streamrl.topics import high_watermark
 
 __all__ = [
     "TopicReader",
@@ -183,20 +183,13 @@ class TopicReader:
         """Partition -> end offset (the offset the next record will get) right now.
 
         A broker may answer ``NOT_LEADER_FOR_PARTITION`` (or leader not available) for a moment
-        after the topic was created or a leader moved; that is asked again until ``timeout_s``.
+        after the topic was created or a leader moved; :func:`streamrl.topics.high_watermark` asks
+        again, up to ``timeout_s`` per partition.
         """
-        deadline = time.monotonic() + timeout_s
-        out: dict[int, int] = {}
-        for p in self.partitions:
-            while True:
-                try:
-                    out[p] = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
-                    break
-                except KafkaException as exc:
-                    if not is_settling(exc, retriable=False) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-        return out
+        return {
+            p: high_watermark(self.consumer, TopicPartition(self.topic, p), timeout_s)
+            for p in self.partitions
+        }
 
     def read_to_end(self, timeout_s: float = 30.0) -> list[Any]:
         """Read every partition up to the end offset it has now; returns every record read so far.
