@@ -31,7 +31,12 @@ from streamrl.topics import high_watermark
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ResourceStore", "publish_resources"]
+__all__ = ["MIN_READ_S", "ResourceStore", "publish_resources"]
+
+MIN_READ_S = 2.0
+"""The least time, in seconds, :meth:`ResourceStore.resolve` gives one read of the topic. A read asks
+the broker for end offsets; given what is left of a lookup's time limit (a few ms near its end) it
+would time out and raise :class:`BrokerError` instead of the lookup's :class:`ResourceError`."""
 
 
 def publish_resources(
@@ -157,7 +162,8 @@ class ResourceStore:
     async def resolve(self, pins: Mapping[str, str], timeout_s: float) -> dict[str, Resource]:
         """The records a sample pins (name -> version), reading the topic while some are missing.
 
-        Concurrent callers share one read at a time.
+        Concurrent callers share one read at a time. Each read gets at least :data:`MIN_READ_S`, so
+        with a slow broker the call may return up to that long after ``timeout_s``.
 
         Raises:
             ResourceError: some version is still unknown after ``timeout_s`` seconds (the message
@@ -178,7 +184,7 @@ class ResourceStore:
                     "(publish a resource before the samples that pin it)"
                 )
             before = len(self._records)
-            await self._shared_refresh(min(left, 10.0))
+            await self._shared_refresh(max(min(left, 10.0), MIN_READ_S))
             if len(self._records) == before:
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(delay * 2, 1.0)
