@@ -99,7 +99,7 @@ def _train_through_dev(tmp_path: Path, kafka_bootstrap: str, python: Path | str,
     assert summary["batches"] >= 2, summary
     # later rollouts were served by a version the trainer wrote and the inference server loaded
     assert summary["served_version_max"] >= 1, summary
-    assert not summary["dlq"], summary["dlq"]
+    assert not summary["dlq"], (summary["dead_letters"], summary["dead_letter_reasons"])
     return summary
 
 
