@@ -49,7 +49,11 @@ def _train_through_dev(tmp_path: Path, kafka_bootstrap: str, python: Path | str,
     ]
     tasks.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = {
-        "rl": {"group_size": 2, "train_batch_size": 1},
+        # on a loaded machine the inference server's reloads can lag the trainer, and with
+        # staleness_policy "drop" a batch whose rows are all staler than max_staleness is dead-lettered
+        # by design (README, "trainer-all-stale"); "weight" keeps every row, so any dead letter here
+        # is a fault of the framework's path
+        "rl": {"group_size": 2, "train_batch_size": 1, "staleness_policy": "weight"},
         "dev": {
             "run_root": str(tmp_path / "runs"),
             "run_id": "r",
