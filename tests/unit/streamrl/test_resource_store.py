@@ -34,4 +34,3 @@ def test_a_missing_version_is_reported_as_missing_even_when_the_broker_answers_s
     with pytest.raises(ResourceError, match=r"system_prompt/ffff not found on .*resources after 0.3 s"):
         asyncio.run(store.resolve({"system_prompt": "ffff"}, timeout_s=0.3))
     assert store.read_timeouts and min(store.read_timeouts) == MIN_READ_S
-
