@@ -114,11 +114,11 @@ class ResourceStore:
             BrokerError: the topic does not exist or the cluster cannot be reached.
         """
         with self._lock:
+            deadline = time.monotonic() + timeout_s  # the end-offset reads and the reading share it
             consumer = self._consumer or self._open(timeout_s)
             parts = consumer.assignment()
             ends = {tp.partition: high_watermark(consumer, tp, timeout_s) for tp in parts}
             read = 0
-            deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 positions = {tp.partition: tp.offset for tp in consumer.position(parts)}
                 if all(positions[p] >= end or end == 0 for p, end in ends.items()):
@@ -162,8 +162,9 @@ class ResourceStore:
     async def resolve(self, pins: Mapping[str, str], timeout_s: float) -> dict[str, Resource]:
         """The records a sample pins (name -> version), reading the topic while some are missing.
 
-        Concurrent callers share one read at a time. Each read gets at least :data:`MIN_READ_S`, so
-        with a slow broker the call may return up to that long after ``timeout_s``.
+        Concurrent callers share one read at a time. The last read starts at ``timeout_s``, so a
+        version acknowledged before then is found. Each read gets at least :data:`MIN_READ_S`, so
+        with a slow broker the call may return up to about that long after ``timeout_s``.
 
         Raises:
             ResourceError: some version is still unknown after ``timeout_s`` seconds (the message
@@ -172,24 +173,30 @@ class ResourceStore:
         """
         deadline = time.monotonic() + timeout_s
         delay = 0.05
+        last_read = False
         while True:
             missing = [(n, v) for n, v in pins.items() if (n, v) not in self._records]
             if not missing:
                 return {n: self._records[(n, v)] for n, v in pins.items()}
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if last_read:
                 shown = ", ".join(f"{n}/{v}" for n, v in missing)
                 raise ResourceError(
                     f"resource version(s) {shown} not found on {self.topic} after {timeout_s:g} s "
                     "(publish a resource before the samples that pin it)"
                 )
+            left = deadline - time.monotonic()
+            last_read = left <= 0  # a read that starts at the deadline sees what was acknowledged before it
             before = len(self._records)
-            await self._shared_refresh(max(min(left, 10.0), MIN_READ_S))
-            if len(self._records) == before:
+            await self._shared_refresh(max(min(left, 10.0), MIN_READ_S), fresh=last_read)
+            if len(self._records) == before and not last_read:
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(delay * 2, 1.0)
 
-    async def _shared_refresh(self, timeout_s: float) -> None:
+    async def _shared_refresh(self, timeout_s: float, *, fresh: bool = False) -> None:
+        """Join the read in progress, or start one; ``fresh``: a read that starts now (after the one in
+        progress, which may have read its end offsets before what the caller waits for arrived)."""
+        if fresh and self._refreshing is not None and not self._refreshing.done():
+            await asyncio.shield(self._refreshing)
         if self._refreshing is None or self._refreshing.done():
             loop = asyncio.get_running_loop()
             self._refreshing = loop.run_in_executor(None, self.refresh, timeout_s)

@@ -4,6 +4,7 @@ the version, not with a broker timeout from a read given only the last milliseco
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -11,6 +12,7 @@ from streamrl.config import Settings
 from streamrl.errors import BrokerError
 from streamrl.resource_store import MIN_READ_S, ResourceStore
 from streamrl.resources import ResourceError
+from streamrl.schemas import Resource
 
 
 class SlowBrokerStore(ResourceStore):
@@ -34,3 +36,25 @@ def test_a_missing_version_is_reported_as_missing_even_when_the_broker_answers_s
     with pytest.raises(ResourceError, match=r"system_prompt/ffff not found on .*resources after 0.3 s"):
         asyncio.run(store.resolve({"system_prompt": "ffff"}, timeout_s=0.3))
     assert store.read_timeouts and min(store.read_timeouts) == MIN_READ_S
+
+
+class LateVersionStore(ResourceStore):
+    """A store whose topic gets ``system_prompt/ffff`` at ``appears_at`` (monotonic seconds); a read finds
+    it once it is there."""
+
+    def __init__(self, appears_at: float) -> None:
+        super().__init__(Settings())
+        self.appears_at = appears_at
+
+    def refresh(self, timeout_s: float = 10.0) -> int:
+        if time.monotonic() < self.appears_at:
+            return 0
+        self._records[("system_prompt", "ffff")] = Resource.create("system_prompt", "Hello {name}")
+        return 1
+
+
+def test_a_version_acknowledged_just_before_the_limit_is_found() -> None:
+    # the back-off sleeps grow to 1 s; without a read at the limit the last ~0.4 s of a 1 s limit were blind
+    store = LateVersionStore(appears_at=time.monotonic() + 0.9)
+    got = asyncio.run(store.resolve({"system_prompt": "ffff"}, timeout_s=1.0))
+    assert got["system_prompt"].content == "Hello {name}"
