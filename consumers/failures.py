@@ -8,7 +8,8 @@ sample's retries, infrastructure failures do not (``FailureKind``, ``docs/CONTRA
 Rules, first match wins:
 
 1. the worker interrupted the attempt (it stopped before the rollout finished, or could not start
-   it): ``infrastructure``;
+   it: the broker did not answer, say): ``infrastructure``; a pinned resource version the worker
+   cannot find within ``worker.resource_timeout_s`` is the sample's own failure (rule 7);
 2. a record of the attempt could not be made or delivered (the Trajectory would name calls streams
    cannot find): ``infrastructure``, and a succeeded attempt becomes ``failed``;
 3. the inference service failed the attempt's last failing call for infrastructure reasons
@@ -20,7 +21,8 @@ Rules, first match wins:
    ``request`` (the agent did not recover from it);
 6. the rollout hit its time limit with calls still waiting on a service that then failed its health
    probe (``healthy`` False): ``infrastructure``;
-7. anything else (an exception, no or a bad reward, the time limit): ``agent``.
+7. anything else (an exception, no or a bad reward, the time limit, a pinned resource version not
+   found): ``agent``.
 
 A transient error the agent's client retried past (openai retries 5xx twice) is no failure at all.
 """

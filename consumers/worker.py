@@ -55,7 +55,7 @@ from streamrl.errors import StreamRLError
 from streamrl.kafka import EventProducer, make_consumer
 from streamrl.metrics import serve_metrics
 from streamrl.resource_store import ResourceStore
-from streamrl.resources import ResourceMap
+from streamrl.resources import ResourceError, ResourceMap
 from streamrl.schemas import (
     FailureKind,
     Mode,
@@ -346,11 +346,13 @@ class RolloutWorker:
         m.ROLLOUTS_RUNNING.inc()
         outcome: Outcome
         interrupted = False  # the worker, not the agent, ended the attempt (shutdown, cannot start)
+        opening = False  # the attempt was (being) opened on the gateway, so it is closed there
         try:
             pinned = ResourceMap()
             if sample.resources:  # the versions the sample pins (cached; read from `resources` on a miss)
                 records = await self.resources.resolve(sample.resources, self.cfg.resource_timeout_s)
                 pinned = ResourceMap.of(records)
+            opening = True
             token = await self.client.open(
                 sample.rollout_id, attempt_id, self.runner.name, sample.policy_version
             )
@@ -380,12 +382,19 @@ class RolloutWorker:
                     error=f"worker {self.worker_id} shut down before the rollout finished "
                     f"(shutdown_timeout_s={self.cfg.shutdown_timeout_s:g})",
                 )
+        except ResourceError as exc:
+            # the sample pins a version that is not on `resources`: the sample's own failure (it spends
+            # the sample's retries, then goes to dlq), not the infrastructure's
+            outcome = Outcome("failed", error=f"the rollout's pinned resources could not be resolved: {exc}")
         except Exception as exc:
             interrupted = True
             outcome = Outcome("failed", error=f"the worker could not start the rollout: {exc!r}")
         finally:
             m.ROLLOUTS_RUNNING.dec()
-        result = await self.client.close(sample.rollout_id, attempt_id, self.cfg.delivery_timeout_s)
+        if opening:
+            result = await self.client.close(sample.rollout_id, attempt_id, self.cfg.delivery_timeout_s)
+        else:  # it ended before the gateway knew it: no call was made
+            result = AttemptResult([], {}, [])
         healthy = None
         if outcome.status == "timeout" and result.in_progress and not interrupted:
             assert self.breaker is not None  # calls hung at the time limit: is the service there at all?

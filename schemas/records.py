@@ -84,8 +84,9 @@ class FailureKind(str, Enum):
     on the wire, so a newer writer may add kinds: :meth:`Trajectory.failure` reads an unknown one as
     ``agent``, today's path).
 
-    - ``agent``: the task's own failure: the agent raised, returned no or a non-finite reward, or hit
-      its time limit. Re-issued up to ``sampler.max_retries``, then dead-lettered.
+    - ``agent``: the task's own failure: the agent raised, returned no or a non-finite reward, hit
+      its time limit, or the sample pins a resource version the worker could not find. Re-issued up
+      to ``sampler.max_retries``, then dead-lettered.
     - ``request``: the inference service refused one of the attempt's calls deterministically (an
       HTTP 4xx other than 408/429, e.g. a prompt longer than the context), and the agent did not
       recover from it.

@@ -7,7 +7,7 @@ import pytest
 from consumers_testkit import WorkerThread, make_sample, produce_samples
 
 from streamrl.resource_store import ResourceStore, publish_resources
-from streamrl.schemas import Resource, RolloutStatus, Trajectory
+from streamrl.schemas import FailureKind, Resource, RolloutStatus, Trajectory
 from tests.support.kafka import TopicReader
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,8 @@ def test_a_worker_hands_the_agent_the_pinned_versions(settings_factory) -> None:
     assert got["a"].status is RolloutStatus.succeeded, got["a"].error
     assert got["a"].rewards[0].name == f"saw:Hello Ada, v1:{v1.version}"
     assert got["b"].rewards[0].name == f"saw:Hello Bo, v2:{v2.version}" and got["b"].reward == 1.0
-    assert got["c"].status is RolloutStatus.failed
+    # a version nobody published is the sample's own failure: it spends the sample's retries
+    assert got["c"].status is RolloutStatus.failed and got["c"].failure() is FailureKind.agent, got["c"].error
     assert f"system_prompt/{'f' * 16} not found on {s.topics.name('resources')} after 3 s" in got["c"].error
     assert got["d"].status is RolloutStatus.failed
     assert "resource 'system_prompt' is not pinned by this rollout's sample (pinned: none)" in got["d"].error
