@@ -23,11 +23,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from streamrl.errors import BrokerError, DeliveryError, StreamRLError
+from streamrl.errors import DeliveryError, StreamRLError
 from streamrl.producers.readers import Row, open_dataset
 from streamrl.schemas import Split, Task, utc_now
 from streamrl.schemas.serde import Serde
-from streamrl.topics import list_topics_until_listed
+from streamrl.topics import require_topic
 
 log = logging.getLogger(__name__)
 
@@ -37,44 +37,6 @@ MAX_ID_CHARS = 1024
 
 METADATA_TIMEOUT_S = 10.0
 """How long publish waits for the cluster's metadata before reading the dataset, in seconds."""
-
-TOPIC_APPEAR_WAIT_S = 3.0
-"""How long publish waits for a ``tasks`` topic missing from the metadata before saying it does not
-exist, in seconds (on a cluster, a broker lists a topic created a moment ago a little later)."""
-
-
-class TopicUnavailable(BrokerError):
-    """The cluster cannot be reached, or the ``tasks`` topic does not exist on it."""
-
-
-def _check_topic(producer: Any, topic: str, bootstrap: str, timeout_s: float) -> None:
-    """Fail fast, before reading the dataset, when nothing could be delivered.
-
-    Without this a missing topic or a dead broker shows up only at the final flush, after
-    ``publish.flush_timeout_s``, with one error log line per row.
-
-    Raises:
-        TopicUnavailable: no metadata from ``bootstrap`` within ``timeout_s`` seconds, or ``topic``
-            is still not in it after :data:`TOPIC_APPEAR_WAIT_S` seconds.
-    """
-    from confluent_kafka import KafkaException
-
-    try:
-        # All topics, not list_topics(topic=...): that form may auto-create the topic on clusters
-        # with auto.create.topics.enable, with the broker's default partitions and cleanup policy.
-        topics = list_topics_until_listed(
-            producer.producer, [topic], TOPIC_APPEAR_WAIT_S, timeout_s=timeout_s
-        )
-    except KafkaException as exc:
-        raise TopicUnavailable(
-            f"cannot reach Kafka at {bootstrap} within {timeout_s:.0f} s ({exc.args[0].str()}); "
-            "is the broker running (`streamrl kafka status`) and kafka.bootstrap_servers right?"
-        ) from None
-    if topic not in topics:
-        raise TopicUnavailable(
-            f"topic {topic!r} does not exist on {bootstrap}; create the topics first: `streamrl topics create`"
-            " (with the same config / STREAMRL_TOPIC_PREFIX)"
-        )
 
 
 class InvalidRow(StreamRLError):
@@ -335,7 +297,9 @@ def publish_file(
 
         producer = EventProducer(settings)
         try:
-            _check_topic(producer, topic, settings.kafka.bootstrap_servers, METADATA_TIMEOUT_S)
+            # fail fast, before reading the dataset: a missing topic or a dead broker would show only at
+            # the final flush, after publish.flush_timeout_s, with one error log line per row
+            require_topic(producer.producer, topic, settings.kafka.bootstrap_servers, METADATA_TIMEOUT_S)
         except BaseException:
             producer.close(timeout_s=0.1)  # nothing was produced yet
             raise

@@ -7,10 +7,11 @@ wrapped in one (``raise ... from exc``). Each class is defined once, where its f
   ``SchemaError`` (a record cannot be encoded/decoded), ``CheckpointError`` (a checkpoint cannot be
   written, found, verified or loaded: trainer and inference), ``ClaimCheckError`` (a claim-check
   file: streams and trainer);
-- this module (core glue): ``ConfigError`` (and ``FlagError``), ``DeliveryError``, ``BrokerError``;
+- this module (core glue): ``ConfigError`` (and ``FlagError``), ``DeliveryError``, ``BrokerError``
+  (and ``streamrl.topics.TopicUnavailable``: a writer's topic is missing or the cluster unreachable);
 - each stage, for what only it raises: ``trainer.errors`` (``BadBatchError``, ``NonFiniteLossError``),
   ``inference.errors`` (``RequestError``, ``OverloadedError``, ``ModelBuildError``), the producers'
-  ``TopicUnavailable``/``InvalidRow``/``DatasetError``, the consumers' ``RecordingError``,
+  ``InvalidRow``/``DatasetError``, the consumers' ``RecordingError``,
   ``GatewayControlError``, ``AgentLoadError``, the dev supervisor's ``ChildFailed``.
 
 This module re-exports the shared ones, so ``from streamrl.errors import ...`` finds every class a

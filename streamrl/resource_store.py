@@ -27,7 +27,7 @@ from streamrl.kafka import EventProducer, make_consumer
 from streamrl.resources import ResourceError
 from streamrl.schemas import Resource, SchemaError
 from streamrl.schemas.serde import Serde
-from streamrl.topics import high_watermark
+from streamrl.topics import high_watermark, require_topic
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def publish_resources(
         The keys written, in order.
 
     Raises:
+        TopicUnavailable: the cluster cannot be reached or ``resources`` does not exist (before
+            anything is produced; the message names ``streamrl topics create``).
         DeliveryError: a record was not acknowledged.
     """
     serde = serde or Serde(registry_url=settings.kafka.schema_registry_url)
@@ -65,6 +67,7 @@ def publish_resources(
     producer = producer or EventProducer(settings)
     keys = []
     try:
+        require_topic(producer.producer, topic, settings.kafka.bootstrap_servers, min(timeout_s, 10.0))
         for record in records:
             producer.produce(topic, serde.encode(record, topic=topic), key=record.key())
             keys.append(record.key())

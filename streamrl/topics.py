@@ -213,6 +213,45 @@ def list_topics_until_listed(
         time.sleep(0.2)
 
 
+TOPIC_APPEAR_WAIT_S = 3.0
+"""How long :func:`require_topic` waits for a topic missing from the metadata before saying it does not
+exist, in seconds (on a cluster, a broker lists a topic created a moment ago a little later)."""
+
+
+class TopicUnavailable(BrokerError):
+    """The cluster cannot be reached, or a topic a writer needs does not exist on it."""
+
+
+def require_topic(client: Any, topic: str, bootstrap: str, timeout_s: float) -> None:
+    """Fail fast, before producing, when nothing could be delivered: a writer to a missing topic or a
+    dead broker would otherwise learn it only when its flush times out.
+
+    Args:
+        client: any confluent-kafka client (a ``Producer``: ``EventProducer.producer``).
+        topic: the full topic name.
+        bootstrap: the address the message names.
+        timeout_s: how long to wait for the cluster's metadata, in seconds.
+
+    Raises:
+        TopicUnavailable: no metadata from ``bootstrap`` within ``timeout_s`` seconds, or ``topic``
+            is still not in it after :data:`TOPIC_APPEAR_WAIT_S` seconds.
+    """
+    try:
+        # All topics, not list_topics(topic=...): that form may auto-create the topic on clusters
+        # with auto.create.topics.enable, with the broker's default partitions and cleanup policy.
+        topics = list_topics_until_listed(client, [topic], TOPIC_APPEAR_WAIT_S, timeout_s=timeout_s)
+    except KafkaException as exc:
+        raise TopicUnavailable(
+            f"cannot reach Kafka at {bootstrap} within {timeout_s:.0f} s ({exc.args[0].str()}); "
+            "is the broker running (`streamrl kafka status`) and kafka.bootstrap_servers right?"
+        ) from None
+    if topic not in topics:
+        raise TopicUnavailable(
+            f"topic {topic!r} does not exist on {bootstrap}; create the topics first: `streamrl topics create`"
+            " (with the same config / STREAMRL_TOPIC_PREFIX)"
+        )
+
+
 @dataclass(frozen=True)
 class TopicInfo:
     """One topic as ``streamrl topics list`` shows it."""

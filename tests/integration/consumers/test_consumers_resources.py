@@ -90,3 +90,10 @@ def test_the_cli_puts_lists_and_shows_a_version(settings_factory, tmp_path) -> N
     assert bad.returncode == 1 and "resource name 'a/b' must be" in bad.stderr
     missing = cli("show", f"system_prompt/{'0' * 16}")
     assert missing.returncode == 1 and "no such resource version" in missing.stderr
+    # a prefix whose topics were never created: put says so before producing (it used to wait 30 s for
+    # the flush and report "1 record(s) not delivered ... Unknown topic or partition")
+    env["STREAMRL_TOPIC_PREFIX"] = f"{s.topics.prefix}none."
+    nowhere = cli("put", "system_prompt", str(prompt))
+    assert nowhere.returncode == 1, nowhere.stderr
+    assert f"topic '{s.topics.prefix}none.resources' does not exist" in nowhere.stderr, nowhere.stderr
+    assert "streamrl topics create" in nowhere.stderr, nowhere.stderr

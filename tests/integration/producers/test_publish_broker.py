@@ -90,7 +90,7 @@ def test_missing_topic_or_dead_broker_fails_fast_with_the_fix(settings_factory, 
     """Before reading a row: a missing `tasks` topic names `streamrl topics create`; a dead broker its address."""
     import time
 
-    from streamrl.producers.publish import TopicUnavailable
+    from streamrl.topics import TopicUnavailable
 
     p = tmp_path / "d.jsonl"
     p.write_text('{"q": 1}\n{"q": 2}\n')

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from streamrl.producers import publish
-from streamrl.producers.publish import TopicUnavailable, _check_topic
+from streamrl import topics
+from streamrl.topics import TopicUnavailable, require_topic
 
 
 class _Metadata:
@@ -17,7 +17,6 @@ class _Metadata:
 
     def __init__(self, topic: str, appears_at: int | None) -> None:
         self.topic, self.appears_at, self.calls = topic, appears_at, 0
-        self.producer = self
 
     def list_topics(self, timeout: float) -> SimpleNamespace:
         self.calls += 1
@@ -27,15 +26,15 @@ class _Metadata:
 
 def test_a_topic_listed_a_moment_later_is_waited_for() -> None:
     producer = _Metadata("p.tasks", appears_at=3)
-    _check_topic(producer, "p.tasks", "b:9092", timeout_s=1.0)
+    require_topic(producer, "p.tasks", "b:9092", timeout_s=1.0)
     assert producer.calls == 3
 
 
 def test_a_topic_still_missing_is_reported_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(publish, "TOPIC_APPEAR_WAIT_S", 0.5)
+    monkeypatch.setattr(topics, "TOPIC_APPEAR_WAIT_S", 0.5)
     producer = _Metadata("p.tasks", appears_at=None)
     with pytest.raises(
         TopicUnavailable, match=r"topic 'p.tasks' does not exist on b:9092; create the topics"
     ):
-        _check_topic(producer, "p.tasks", "b:9092", timeout_s=1.0)
+        require_topic(producer, "p.tasks", "b:9092", timeout_s=1.0)
     assert producer.calls >= 2
