@@ -21,7 +21,7 @@ def put(
     kind: str = typer.Option("prompt_template", "--kind", help="prompt_template (str.format) or text."),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Publish FILE as a version of NAME (the version is derived from the content); prints ``NAME/VERSION``."""
+    """Publish FILE as a version of NAME (the version is derived from the content); prints NAME/VERSION."""
     from pydantic import ValidationError
 
     from streamrl.errors import StreamRLError
@@ -54,12 +54,16 @@ def list_(
     name: str | None = typer.Argument(None, help="Only this resource's versions."),
     config: Path | None = ConfigOption,
 ) -> None:
-    """List the versions on ``resources``, oldest first: name/version, kind, size, created, parents."""
+    """List the versions on the resources topic, oldest first: name/version, kind, size, created, parents."""
     from streamrl.resource_store import ResourceStore
 
     store = ResourceStore(settings_from(config))
     try:
         store.refresh(30)
+        if name is not None and not store.versions(name):
+            names = sorted({r.name for r in store.versions()})
+            shown = f"names there: {', '.join(names)}" if names else "it holds no resource"
+            typer.echo(f"no version of {name!r} on {store.topic} ({shown})", err=True)
         for r in store.versions(name):
             parents = f" parents={','.join(r.parents)}" if r.parents else ""
             typer.echo(

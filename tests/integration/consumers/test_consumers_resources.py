@@ -86,6 +86,12 @@ def test_the_cli_puts_lists_and_shows_a_version(settings_factory, tmp_path) -> N
     assert listed.returncode == 0 and listed.stdout.startswith(f"system_prompt/{version}  prompt_template  ")
     shown = cli("show", f"system_prompt/{version}")
     assert shown.stdout == prompt.read_text()
+    unknown = cli("list", "nosuch")
+    assert unknown.returncode == 0 and unknown.stdout == ""
+    assert (
+        f"no version of 'nosuch' on {s.topics.name('resources')} (names there: system_prompt)"
+        in unknown.stderr
+    )
     bad = cli("put", "a/b", str(prompt))
     assert bad.returncode == 1 and "resource name 'a/b' must be" in bad.stderr
     missing = cli("show", f"system_prompt/{'0' * 16}")
