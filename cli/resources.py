@@ -60,10 +60,11 @@ def list_(
     store = ResourceStore(settings_from(config))
     try:
         store.refresh(30)
-        if name is not None and not store.versions(name):
-            names = sorted({r.name for r in store.versions()})
-            shown = f"names there: {', '.join(names)}" if names else "it holds no resource"
-            typer.echo(f"no version of {name!r} on {store.topic} ({shown})", err=True)
+        names = sorted({r.name for r in store.versions()})
+        if not names:
+            typer.echo(f"no resource on {store.topic} (`streamrl resources put` publishes one)", err=True)
+        elif name is not None and name not in names:
+            typer.echo(f"no version of {name!r} on {store.topic} (names there: {', '.join(names)})", err=True)
         for r in store.versions(name):
             parents = f" parents={','.join(r.parents)}" if r.parents else ""
             typer.echo(

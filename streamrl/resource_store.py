@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from streamrl.config import Settings
 from streamrl.errors import BrokerError
@@ -114,7 +114,9 @@ class ResourceStore:
             The number of records read.
 
         Raises:
-            BrokerError: the topic does not exist or the cluster cannot be reached.
+            TopicUnavailable: the topic does not exist or the cluster cannot be reached (a
+                ``BrokerError``; the message names ``streamrl topics create`` or the address).
+            BrokerError: the topic's partitions cannot be read.
         """
         with self._lock:
             deadline = time.monotonic() + timeout_s  # the end-offset reads and the reading share it
@@ -133,13 +135,13 @@ class ResourceStore:
     def _open(self, timeout_s: float) -> Consumer:
         consumer = make_consumer(self.settings, self.settings.group_id("resource-readers"))
         try:
-            meta = consumer.list_topics(self.topic, timeout=timeout_s).topics.get(self.topic)
-        except KafkaException as exc:
+            meta = require_topic(consumer, self.topic, self.settings.kafka.bootstrap_servers, timeout_s)
+        except BaseException:
             consumer.close()
-            raise BrokerError(f"{self.settings.kafka.bootstrap_servers}: cannot list topics: {exc}") from exc
-        if meta is None or meta.error is not None or not meta.partitions:
+            raise
+        if meta.error is not None or not meta.partitions:
             consumer.close()
-            raise BrokerError(f"topic {self.topic} does not exist (`streamrl topics create` makes it)")
+            raise BrokerError(f"topic {self.topic}: no partitions in the metadata ({meta.error})")
         consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)])
         self._consumer = consumer
         return consumer

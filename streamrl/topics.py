@@ -222,15 +222,18 @@ class TopicUnavailable(BrokerError):
     """The cluster cannot be reached, or a topic a writer needs does not exist on it."""
 
 
-def require_topic(client: Any, topic: str, bootstrap: str, timeout_s: float) -> None:
+def require_topic(client: Any, topic: str, bootstrap: str, timeout_s: float) -> Any:
     """Fail fast, before producing, when nothing could be delivered: a writer to a missing topic or a
-    dead broker would otherwise learn it only when its flush times out.
+    dead broker would otherwise learn it only when its flush times out. Readers use it too.
 
     Args:
         client: any confluent-kafka client (a ``Producer``: ``EventProducer.producer``).
         topic: the full topic name.
         bootstrap: the address the message names.
         timeout_s: how long to wait for the cluster's metadata, in seconds.
+
+    Returns:
+        The topic's metadata (confluent-kafka ``TopicMetadata``: ``.partitions``).
 
     Raises:
         TopicUnavailable: no metadata from ``bootstrap`` within ``timeout_s`` seconds, or ``topic``
@@ -250,6 +253,7 @@ def require_topic(client: Any, topic: str, bootstrap: str, timeout_s: float) -> 
             f"topic {topic!r} does not exist on {bootstrap}; create the topics first: `streamrl topics create`"
             " (with the same config / STREAMRL_TOPIC_PREFIX)"
         )
+    return topics[topic]
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,9 @@ def test_the_cli_puts_lists_and_shows_a_version(settings_factory, tmp_path) -> N
             capture_output=True, text=True, env=env, timeout=120,
         )  # fmt: skip
 
+    empty = cli("list")
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert f"no resource on {s.topics.name('resources')}" in empty.stderr, empty.stderr
     put = cli("put", "system_prompt", str(prompt))
     version = Resource.create("system_prompt", prompt.read_text()).version
     assert put.returncode == 0 and put.stdout.strip() == f"system_prompt/{version} (placeholders: tool)"
@@ -103,3 +106,6 @@ def test_the_cli_puts_lists_and_shows_a_version(settings_factory, tmp_path) -> N
     assert nowhere.returncode == 1, nowhere.stderr
     assert f"topic '{s.topics.prefix}none.resources' does not exist" in nowhere.stderr, nowhere.stderr
     assert "streamrl topics create" in nowhere.stderr, nowhere.stderr
+    listed_nowhere = cli("list")
+    assert listed_nowhere.returncode == 1, listed_nowhere.stderr
+    assert f"topic '{s.topics.prefix}none.resources' does not exist" in listed_nowhere.stderr
