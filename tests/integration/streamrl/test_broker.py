@@ -52,6 +52,9 @@ def test_ctrl_c_during_the_broker_start_stops_the_broker(tmp_path: Path) -> None
         "from pathlib import Path\n"
         "from streamrl.broker import LocalKafka\n"
         "from streamrl.config.kafka import LocalBrokerSettings\n"
+        # it never answers, so the start is still waiting whenever the Ctrl-C comes (under load the test
+        # polled the pid file so late that the broker had answered and the start had returned)
+        "LocalKafka.answers = lambda self, timeout_s=2.0: False\n"
         f"cfg = LocalBrokerSettings(port={free_port()}, controller_port={free_port()}, heap='256m')\n"
         f"LocalKafka(cfg, data_dir=Path({str(data)!r})).start(timeout_s=120)\n"
         "print('answered', flush=True)\n"
