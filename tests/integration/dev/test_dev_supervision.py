@@ -57,7 +57,8 @@ def test_a_killed_worker_is_restarted_and_the_run_completes(
         assert proc.poll() is None, proc.communicate()[0][-5000:]
         assert time.monotonic() < deadline, "no checkpoint within 420 s"
         time.sleep(0.5)  # polling the run directory
-    [worker] = processes_mentioning("r-worker-0")  # its --worker-id
+    # its --worker-id, in this run's processes (other tests' dev runs have run id "r" too)
+    [worker] = [p for p in processes_mentioning("r-worker-0") if str(run_dir / "config.yaml") in p]
     os.kill(int(worker.split(":")[0]), signal.SIGKILL)
     out = finish_dev(proc, 360)
     assert proc.returncode == 0, out[-5000:]
