@@ -19,7 +19,8 @@ Agents (faust-streaming, aiokafka driver, ``at_least_once``, in-memory tables wi
 Every value is raw bytes; records are decoded with ``streamrl.schemas.serde`` inside the agents, and a record
 that cannot be decoded or is invalid goes to ``dlq`` (DeadLetter envelope) and is counted. All
 outputs are produced with Faust's producer, which Faust flushes before every offset commit, so an
-input offset is committed only after its outputs (and dead letters) are acknowledged.
+input offset is committed only after its outputs (and dead letters) are acknowledged; table changelog
+writes too, once :mod:`streamrl.streams.faust_producer` makes that flush wait for them.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from streamrl.streams import metrics
 from streamrl.streams.convert import batch_record, call_of, traj_of
 from streamrl.streams.decided import add_decided, done_key, is_decided, is_done_key, marker_expired
 from streamrl.streams.faust_config import StreamsTopics, faust_broker, streams_topics
+from streamrl.streams.faust_producer import DrainingApp
 from streamrl.streams.faust_recovery import ClearFirstTableManager
 from streamrl.streams.groups import Batch, GroupConfig, GroupMachine, check_event
 from streamrl.streams.join import JoinConfig, JoinResult, lost_forward, on_call, on_tick, on_trajectory
@@ -147,7 +149,7 @@ class Aggregator:
         self.validation_path = self.state_dir / "validation.json"
         (self.state_dir / "faust").mkdir(parents=True, exist_ok=True)
         n = self.names
-        self.app = faust.App(
+        self.app = DrainingApp(
             n.app_id,
             **faust_broker(settings),
             store="memory://",
