@@ -62,6 +62,37 @@ def test_the_upstream_buffer_still_returns_early():
     assert handed == []
 
 
+def test_flush_does_not_wait_for_messages_put_after_it():
+    """The agents keep writing during a commit's flush: it waits for what was put before it only."""
+
+    async def run() -> tuple[list[int], int]:
+        buffer = DrainingProducerBuffer()
+        buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))  # type: ignore[assignment]
+        channel = SlowChannel(2.5 * POLL_S)
+        await buffer.start()
+
+        async def keep_writing() -> None:
+            for i in range(2, 12):
+                buffer.put(_message(channel, i))
+                await asyncio.sleep(POLL_S / 2)  # 5 puts per hand-over: the queue does not empty
+
+        try:
+            buffer.put(_message(channel, 0))
+            buffer.put(_message(channel, 1))
+            writer = asyncio.ensure_future(keep_writing())
+            await buffer.flush()
+            handed, left = list(channel.handed), buffer.size
+            await writer
+            await buffer.flush()  # the rest, before stopping (a stopping buffer refuses to flush)
+            assert channel.handed == list(range(12))
+            return handed, left
+        finally:
+            await buffer.stop()
+
+    handed, left = asyncio.run(run())
+    assert handed[:2] == [0, 1] and len(handed) <= 3 and left > 0
+
+
 def test_flush_of_a_stopped_buffer_with_messages_left_raises():
     async def run() -> None:
         buffer = DrainingProducerBuffer()
