@@ -20,6 +20,10 @@ Ctrl-C (or SIGTERM) at any moment stops everything the run started: during start
 start, the topics, the model) it interrupts at once and the broker that was being started is
 stopped; once children run it is a flag the loop acts on; while stopping, a second Ctrl-C is held
 until everything is down (nothing is orphaned by an impatient user).
+
+A ``dev`` that is killed (SIGKILL, an abort in a C library) runs none of this; on Linux the kernel
+then sends SIGTERM to each child and the model build (:mod:`streamrl.parent_death`; every child is
+started and restarted from the thread that runs :func:`run_dev`, which the signal follows).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from streamrl.dev.stats import RunStats
 from streamrl.dev.supervisor import ChildFailed, ChildSpec, Restart, RestartPolicy, Supervisor
 from streamrl.errors import StreamRLError
 from streamrl.logs import quiet_http_clients
+from streamrl.parent_death import die_with_parent
 from streamrl.schemas import utc_now
 from streamrl.schemas.inference_http import HEALTH_PATH, POLICY_VERSION
 from streamrl.security import client_ssl_context, credentials, http_scheme, redact_logs
@@ -209,6 +214,7 @@ def ensure_model(settings: Settings, console: Console) -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=die_with_parent(),  # a killed dev leaves no build running
     )
     try:
         assert proc.stdout is not None

@@ -5,6 +5,14 @@ terminal's Ctrl-C reaches only the supervisor, which then stops the children in 
 sends SIGTERM to the whole group, waits, then SIGKILLs the group; a group is gone only when no
 process of it is left (checked with ``killpg(pgid, 0)``), so grandchildren are covered too.
 
+A supervisor that dies without stopping them (SIGKILL, an abort inside a C library) would leave
+them running, in sessions of their own; so on Linux every child also gets SIGTERM from the kernel
+when the supervisor dies (:func:`streamrl.parent_death.die_with_parent`: the signal the stop sends,
+so it stops as gracefully; its own children are its to stop). The signal follows the *thread* that
+started the child: call :meth:`Supervisor.start` and :meth:`Supervisor.check` (which restarts) from
+the one thread that owns the supervisor for its whole life, as ``streamrl dev`` does. Elsewhere
+(macOS) the children of a killed supervisor keep running, as before.
+
 A child that dies (exits non-zero, or exits at all without ``may_exit``) is restarted with a
 :class:`RestartPolicy`, as Kubernetes restarts a pod's container (``restartPolicy: Always`` with its
 crash-loop back-off): after ``backoff_s``, doubling with each restart in the window, at most
@@ -26,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamrl.errors import StreamRLError
+from streamrl.parent_death import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +194,9 @@ class Supervisor:
         self._stopping = False
 
     def start(self, spec: ChildSpec) -> Child:
-        """Start ``spec`` in its own session; stdout and stderr go to ``<log_dir>/<name>.log``.
+        """Start ``spec`` in its own session; stdout and stderr go to ``<log_dir>/<name>.log``. On
+        Linux it gets SIGTERM when the calling thread ends (this process's death included): call it
+        from the thread that owns the supervisor.
 
         Raises:
             ValueError: a child of that name was already started.
@@ -212,6 +223,7 @@ class Supervisor:
                     stdin=subprocess.DEVNULL,
                     env=env,
                     start_new_session=True,
+                    preexec_fn=die_with_parent(),  # SIGTERM if this process dies without stopping it
                 )
             except OSError as exc:
                 raise StreamRLError(f"cannot start {spec.name} ({' '.join(spec.argv)}): {exc}") from exc

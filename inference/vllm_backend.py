@@ -45,6 +45,7 @@ from streamrl.errors import CheckpointError
 from streamrl.inference.errors import InferenceError
 from streamrl.inference.metrics import InferenceMetrics
 from streamrl.inference.reload import require_safetensors
+from streamrl.parent_death import die_with_parent
 from streamrl.schemas.inference_http import (
     CHAT_COMPLETIONS,
     COMPLETIONS,
@@ -211,7 +212,9 @@ class VllmService:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """Launch ``vllm serve`` (unless attaching) and wait until ``/health`` answers.
+        """Launch ``vllm serve`` (unless attaching) and wait until ``/health`` answers. On Linux it
+        gets SIGTERM when the calling thread ends (this server's death included): call it from the
+        thread that serves.
 
         Raises:
             InferenceError: vLLM exited or did not become healthy within ``startup_timeout_s``.
@@ -223,7 +226,11 @@ class VllmService:
             self._log_file = log_path.open("ab")
             log.info("launching: %s (log: %s)", " ".join(argv), log_path)
             self._proc = subprocess.Popen(
-                argv, env={**os.environ, **env}, stdout=self._log_file, stderr=subprocess.STDOUT
+                argv,
+                env={**os.environ, **env},
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent(),  # SIGTERM if this server is killed before its stop
             )
         deadline = time.monotonic() + v.startup_timeout_s
         while time.monotonic() < deadline:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -208,3 +210,41 @@ def test_no_restart_once_stopping(tmp_path: Path) -> None:
 def test_restart_policy_back_off_doubles_up_to_its_bound() -> None:
     p = RestartPolicy(backoff_s=1.0, backoff_max_s=30.0)
     assert [p.delay_s(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_children_of_a_killed_supervisor_get_sigterm(tmp_path: Path) -> None:
+    """A supervisor killed before it could stop anything (SIGKILL, a C-library abort): the kernel
+    sends each child the SIGTERM the stop would have."""
+    out, ready = tmp_path / "stopped.txt", tmp_path / "ready"
+    ready.mkdir()
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from streamrl.dev.supervisor import ChildSpec, Supervisor\n"
+        "sup = Supervisor(Path(sys.argv[1]))\n"
+        "for name in ('a', 'b'):\n"
+        "    sup.start(ChildSpec(name, [sys.executable, '-c', sys.argv[2], name, sys.argv[3], sys.argv[4]]))\n"
+        "time.sleep(60)\n"
+    )
+    owner = subprocess.Popen(
+        [PY, "-c", script, str(tmp_path / "logs"), STOP_ORDER_CHILD, str(ready), str(out)]
+    )
+    pids = []
+    try:
+        pids = [int(_wait_file(ready / name)) for name in ("a", "b")]  # SIGTERM handlers installed
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 20
+        while any(group_alive(pid) for pid in pids):
+            assert time.monotonic() < deadline, "children of the killed supervisor still run"
+            time.sleep(0.05)
+        assert sorted(line.split(":")[0] for line in out.read_text().split()) == ["a", "b"]
+    finally:
+        owner.kill()
+        owner.wait()
+        for pid in pids:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
