@@ -26,8 +26,17 @@ from typing import Any
 from rich.console import Console
 
 from streamrl.config import Settings, flag_overrides, load_settings
+from streamrl.dev.reaper import Reaper
 from streamrl.dev.rundir import deep_merge, free_port, new_run_id, raw_config, run_overrides, write_config
-from streamrl.dev.runner import _child_env, _cli, _report_restart, ensure_model, publish_specs, wait_for_http
+from streamrl.dev.runner import (
+    _child_env,
+    _cli,
+    _reap_broker,
+    _report_restart,
+    ensure_model,
+    publish_specs,
+    wait_for_http,
+)
 from streamrl.dev.supervisor import ChildFailed, ChildSpec, RestartPolicy, Supervisor
 from streamrl.errors import ConfigError, StreamRLError
 from streamrl.schemas.inference_http import HEALTH_PATH
@@ -137,6 +146,8 @@ def _with_pipeline(
             raise ConfigError(f"dev.datasets[{i}].path: {ds.path} does not exist (relative to {Path.cwd()})")
     broker = None
     bootstrap = None
+    # stops the children and the broker if this process is killed (nothing of the stop below runs)
+    reaper = Reaper(run_dir / "logs" / "reaper.log", stop_timeout_s=dev.stop_timeout_s)
     if not os.environ.get("STREAMRL_BOOTSTRAP_SERVERS"):
         from streamrl.broker import LocalKafka
 
@@ -147,7 +158,8 @@ def _with_pipeline(
             if running
             else f"starting the local Kafka broker on {broker.bootstrap} ..."
         )
-        bootstrap, started = broker.start()
+        reap = None if dev.keep_broker else _reap_broker(reaper, broker, private=False)
+        bootstrap, started = broker.start(on_spawn=reap)  # a failed start stops what it spawned
         if not started:
             broker = None  # not ours: leave it running
     try:
@@ -169,6 +181,7 @@ def _with_pipeline(
             tail_lines=dev.log_tail_lines,
             restart=RestartPolicy(**dev.restart.model_dump()),
             on_restart=lambda event: _report_restart(console, event),
+            reaper=reaper,
         )
         try:
             _start_children(settings, config_path, sup, console, publish=not resume)
@@ -184,6 +197,7 @@ def _with_pipeline(
     finally:
         if broker is not None and not dev.keep_broker:
             broker.stop()
+        reaper.close()  # all stopped (an exception above leaves it to stop what is left at exit)
 
 
 def _start_children(

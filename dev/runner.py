@@ -21,9 +21,12 @@ start, the topics, the model) it interrupts at once and the broker that was bein
 stopped; once children run it is a flag the loop acts on; while stopping, a second Ctrl-C is held
 until everything is down (nothing is orphaned by an impatient user).
 
-A ``dev`` that is killed (SIGKILL, an abort in a C library) runs none of this; on Linux the kernel
+A ``dev`` that is killed (SIGKILL, an abort in a C library) runs none of this. On Linux the kernel
 then sends SIGTERM to each child and the model build (:mod:`streamrl.parent_death`; every child is
-started and restarted from the thread that runs :func:`run_dev`, which the signal follows).
+started and restarted from the thread that runs :func:`run_dev`, which the signal follows); and the
+reaper ``dev`` starts first (:mod:`streamrl.dev.reaper`) does the rest of the stop: SIGTERM to every
+child's process group, SIGKILL after ``dev.stop_timeout_s``, then the broker the run started (not
+one it reused, nor one kept with ``dev.keep_broker``).
 """
 
 from __future__ import annotations
@@ -45,12 +48,14 @@ from typing import Any
 
 from rich.console import Console
 
+from streamrl.broker import LocalKafka
 from streamrl.config import Settings, flag_overrides, load_settings
 from streamrl.dev.cpu import CpuMeter
 from streamrl.dev.display import render, status_line
 from streamrl.dev.local_broker import choose_broker, owner_name, stop_broker
 from streamrl.dev.monitor import Monitor
 from streamrl.dev.preflight import preflight
+from streamrl.dev.reaper import Reaper
 from streamrl.dev.report import format_summary, plot_rewards, write_summary
 from streamrl.dev.rundir import (
     TopicsInUseError,
@@ -371,6 +376,8 @@ def run_dev(
     meter = CpuMeter()
     own_pids: dict[str, int | None] = {"dev": os.getpid(), "broker": None}
     outcome, code = "completed", EXIT_OK
+    # stops the children and the broker if this process is killed (nothing of the stop below runs)
+    reaper = Reaper(run_dir / "logs" / "reaper.log", stop_timeout_s=dev.stop_timeout_s)
     with _Signals() as signals:
         try:
             with signals.interruptible():  # nothing started yet but, perhaps, the broker
@@ -385,8 +392,11 @@ def run_dev(
                         console.print(f"using the local Kafka broker already running on {local.bootstrap}")
                     else:
                         console.print(f"starting the local Kafka broker on {local.bootstrap} ...")
-                    # stops what it spawned if interrupted
-                    bootstrap, broker_started = local.start(owner=owner_name(run_id))
+                    # stops what it spawned if interrupted; the reaper stops it if this is killed
+                    bootstrap, broker_started = local.start(
+                        owner=owner_name(run_id),
+                        on_spawn=None if dev.keep_broker else _reap_broker(reaper, local, private_broker),
+                    )
                     stats.mark("broker_ready")
                     broker = local if broker_started else None  # not ours: leave it running
                     over_bootstrap: str | None = bootstrap
@@ -420,6 +430,7 @@ def run_dev(
                     tail_lines=dev.log_tail_lines,
                     restart=RestartPolicy(**dev.restart.model_dump()),
                     on_restart=lambda event: _report_restart(console, event),
+                    reaper=reaper,
                 )
                 own_pids["broker"] = broker.pid() if broker is not None else None
                 monitor = Monitor(settings, stats)
@@ -469,6 +480,7 @@ def run_dev(
                 outcome, code = f"{outcome}; processes left running: {left}", EXIT_LEFTOVERS
             if broker is not None and not dev.keep_broker:
                 stop_broker(broker, private=private_broker)
+            reaper.close()  # all stopped (an exception above leaves it to stop what is left at exit)
     if refused is not None:
         if run_dir_created:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -476,6 +488,14 @@ def run_dev(
     cpu = meter.report(stats.trajectories, stats.version, time.monotonic())
     summary = _finish(stats, settings, run_dir, time.monotonic() - started_at, outcome, console, cpu, sup)
     return DevResult(code, outcome, run_dir, summary)
+
+
+def _reap_broker(reaper: Reaper, local: LocalKafka, private: bool) -> Callable[[int], None]:
+    """``on_spawn`` of the broker's start: the reaper stops the JVM (and deletes a private broker's
+    data) if this process is killed."""
+    return lambda pid: reaper.broker(
+        pid, files=(local.pid_file, local.owner_file), delete=local.data_dir if private else None
+    )
 
 
 def _report_restart(console: Console, event: Restart) -> None:

@@ -10,8 +10,10 @@ them running, in sessions of their own; so on Linux every child also gets SIGTER
 when the supervisor dies (:func:`streamrl.parent_death.die_with_parent`: the signal the stop sends,
 so it stops as gracefully; its own children are its to stop). The signal follows the *thread* that
 started the child: call :meth:`Supervisor.start` and :meth:`Supervisor.check` (which restarts) from
-the one thread that owns the supervisor for its whole life, as ``streamrl dev`` does. Elsewhere
-(macOS) the children of a killed supervisor keep running, as before.
+the one thread that owns the supervisor for its whole life, as ``streamrl dev`` does. A
+:class:`~streamrl.dev.reaper.Reaper` given to the supervisor is told each child's process group, and
+does the rest of the stop when the supervisor's process dies: SIGTERM to the whole group, SIGKILL
+after its own ``stop_timeout_s`` (on macOS too).
 
 A child that dies (exits non-zero, or exits at all without ``may_exit``) is restarted with a
 :class:`RestartPolicy`, as Kubernetes restarts a pod's container (``restartPolicy: Always`` with its
@@ -33,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamrl.dev.reaper import Reaper
 from streamrl.errors import StreamRLError
 from streamrl.parent_death import die_with_parent
 
@@ -167,6 +170,8 @@ class Supervisor:
         tail_lines: log lines quoted by :class:`ChildFailed`.
         restart: how dead children are restarted; None = never (the first death fails the run).
         on_restart: called with each :class:`Restart` when a death is answered with one (reports).
+        reaper: told each child's process group (:class:`~streamrl.dev.reaper.Reaper`), to stop
+            them if this process dies without doing it.
     """
 
     def __init__(
@@ -178,6 +183,7 @@ class Supervisor:
         tail_lines: int = 40,
         restart: RestartPolicy | None = None,
         on_restart: Callable[[Restart], None] | None = None,
+        reaper: Reaper | None = None,
     ) -> None:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +192,7 @@ class Supervisor:
         self.tail_lines = tail_lines
         self.restart = restart
         self.on_restart = on_restart
+        self.reaper = reaper
         self.children: dict[str, Child] = {}
         self.finished: dict[str, int] = {}
         """Children that exited normally (``may_exit`` and code 0): name → code."""
@@ -227,6 +234,8 @@ class Supervisor:
                 )
             except OSError as exc:
                 raise StreamRLError(f"cannot start {spec.name} ({' '.join(spec.argv)}): {exc}") from exc
+        if self.reaper is not None:
+            self.reaper.group(spec.name, proc.pid)
         return Child(spec, proc, log_path, time.monotonic())
 
     def running(self) -> list[str]:

@@ -44,6 +44,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -495,13 +496,22 @@ class LocalKafka:
         except KafkaException:
             return False
 
-    def start(self, timeout_s: float | None = None, *, owner: str | None = None) -> tuple[str, bool]:
+    def start(
+        self,
+        timeout_s: float | None = None,
+        *,
+        owner: str | None = None,
+        on_spawn: Callable[[int], None] | None = None,
+    ) -> tuple[str, bool]:
         """Start the broker (formatting its storage the first time) and wait until it answers.
 
         Args:
-            timeout_s: how long to wait for it to answer (default ``start_timeout_s``).
+            timeout_s: how long to wait for it to answer (default ``start_timeout_s``), in seconds.
             owner: who starts it (e.g. ``streamrl dev run <id>``), recorded with this process's pid
                 in :attr:`owner_file` (:meth:`owner`); None records nothing (a broker meant to stay).
+            on_spawn: called with the JVM's pid as soon as it is spawned, before it answers (not
+                when the broker was already running): ``streamrl dev`` tells its reaper
+                (:mod:`streamrl.dev.reaper`), which stops the broker if ``dev`` is killed.
 
         Returns:
             ``(bootstrap address, started)``: ``started`` is False when it was already running.
@@ -534,6 +544,8 @@ class LocalKafka:
                 start_new_session=True,
             )
         try:
+            if on_spawn is not None:
+                on_spawn(proc.pid)
             self.pid_file.write_text(str(proc.pid))
             self.owner_file.unlink(missing_ok=True)
             if owner is not None:
