@@ -1,6 +1,7 @@
 """``streamrl dev`` as a process: a killed child is restarted and the run completes; a child that
 keeps dying ends the run with its log tail; Ctrl-C (SIGINT) or SIGTERM at any moment, the broker's
-start included, stops everything.
+start included, stops everything; a SIGKILL of dev itself (no stop of its own) still takes its
+children and the broker it started with it.
 
 None leaves a process behind (checked by scanning /proc for the run's config path and the broker's
 data directory).
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.chaos import finish_dev, start_dev
+from streamrl.dev.supervisor import group_alive
+from tests.support.chaos import dev_children, finish_dev, start_dev
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -125,3 +127,76 @@ def test_sigterm_stops_every_child_and_writes_the_summary(
     assert "interrupted (SIGTERM)" in out
     assert json.loads((run_dir / "summary.json").read_text())["outcome"] == "interrupted (SIGTERM)"
     assert processes_mentioning(str(run_dir / "config.yaml")) == []
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("broker", ["started by dev", "reused"])
+def test_a_killed_dev_leaves_no_process_behind(
+    dev_config, processes_mentioning, tmp_path: Path, broker: str
+) -> None:
+    """SIGKILL of dev (as a C-library abort ends it: no stop of its own runs): every child, its
+    process group, the reaper and the broker dev started go anyway; a broker dev found running stays."""
+    from streamrl.broker import LocalKafka
+    from streamrl.config.kafka import LocalBrokerSettings
+    from tests.support.kafka import free_port
+
+    local = {"port": free_port(), "controller_port": free_port(), "heap": "256m"}
+    broker_dir = tmp_path / "kafka"
+    config, env = dev_config(kafka={"local": local}, dev={"broker_data_dir": str(broker_dir)})
+    env.pop("STREAMRL_BOOTSTRAP_SERVERS")  # dev uses the local broker: its own, or the one running
+    kept = LocalKafka(LocalBrokerSettings(**local), data_dir=broker_dir) if broker == "reused" else None
+    if kept is not None:
+        kept.start(timeout_s=120)  # no owner: a broker meant to stay, which dev uses
+    run_config = tmp_path / "runs" / "r" / "config.yaml"
+    groups: set[int] = set()
+    try:
+        proc = start_dev(config, env)
+        stages = {"inference", "trainer", "streams", "worker-0", "sampler"}
+        deadline = time.monotonic() + 240
+        while set(dev_children(run_config)) != stages:
+            assert proc.poll() is None, proc.communicate()[0][-5000:]
+            assert time.monotonic() < deadline, (
+                f"children did not start: {processes_mentioning(str(run_config))}"
+            )
+            time.sleep(0.5)  # polling the process table
+        groups = set(dev_children(run_config).values())  # each child leads its own process group
+        assert processes_mentioning(str(broker_dir)), "no broker runs"
+        proc.kill()
+        out = proc.communicate()[0]
+        killed_at = time.monotonic()
+
+        def left() -> list[str]:
+            return (
+                processes_mentioning(str(run_config))
+                + processes_mentioning(f"streamrl.dev.reaper --parent {proc.pid} ")
+                + (processes_mentioning(str(broker_dir)) if kept is None else [])
+                + [f"process group {g}" for g in sorted(groups) if group_alive(g)]
+            )
+
+        while left() and time.monotonic() - killed_at < 120:
+            time.sleep(0.5)  # polling the process table
+        assert left() == [], f"left running 120 s after dev was killed: {left()}"
+        if kept is not None:
+            assert "using the local Kafka broker already running" in out, out[-5000:]
+            assert kept.answers()  # not dev's to stop
+    finally:  # without the fix: the orphans must not outlive the test
+        for g in groups:
+            _killpg(g)
+        if kept is not None:
+            kept.stop()
+        for line in processes_mentioning(str(broker_dir)):
+            _kill(int(line.split(":")[0]))
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
