@@ -315,7 +315,8 @@ class Supervisor:
         return code
 
     def stop_all(self, order: Sequence[str] | None = None) -> dict[str, int | None]:
-        """Stop every child, one at a time in ``order`` (default: reverse start order): SIGTERM its
+        """Stop every child, one at a time in ``order`` (default: reverse start order; a name in it
+        that was never started is skipped, a started child it lacks is stopped last): SIGTERM its
         process group, wait up to ``stop_timeout_s``, then SIGKILL the group. One at a time, so a
         stage still finishing its work (a worker's last rollouts) still has the stages it calls.
 
@@ -325,7 +326,9 @@ class Supervisor:
         self._stopping = True  # no restart from here on
         for child in self.children.values():
             child.restart_at = None
-        names = list(order) if order is not None else list(reversed(self.children))
+        names = (
+            [n for n in order if n in self.children] if order is not None else list(reversed(self.children))
+        )
         names += [n for n in reversed(self.children) if n not in names]
         codes: dict[str, int | None] = {}
         for name in names:

@@ -248,3 +248,13 @@ def test_children_of_a_killed_supervisor_get_sigterm(tmp_path: Path) -> None:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_stop_all_skips_names_never_started(tmp_path: Path) -> None:
+    """streamrl optimize names "inference" in its order, which a failed or inference-less start never
+    started: a KeyError there stopped nothing and hid the start's own error."""
+    sup = Supervisor(tmp_path, stop_timeout_s=2)
+    sup.start(ChildSpec("worker-0", [PY, "-c", "import time; time.sleep(30)"]))
+    sup.start(ChildSpec("other", [PY, "-c", "import time; time.sleep(30)"]))
+    assert sup.stop_all(["worker-0", "inference"]) == {"worker-0": -15, "other": -15}
+    assert sup.leftovers() == []
