@@ -197,7 +197,7 @@ def _with_pipeline(
     finally:
         if broker is not None and not dev.keep_broker:
             broker.stop()
-        reaper.close()  # all stopped (an exception above leaves it to stop what is left at exit)
+        reaper.close()  # all stopped (an exception from the broker's stop leaves it to the reaper)
 
 
 def _start_children(
