@@ -62,3 +62,17 @@ class StreamsWorker:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.proc = None
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for a child a test will interrupt as a terminal's Ctrl-C would (SIGINT): SIGINT
+    back to its default disposition and unblocked in the child.
+
+    A suite started as a background job of a non-interactive shell (``make test &``) runs with SIGINT
+    ignored (bash does that to such jobs), an ignored signal stays ignored across ``exec``, and Python
+    then installs no ``KeyboardInterrupt`` handler: the child would never see the test's SIGINT (a CI
+    run started that way failed both tests that send one, their children still running 30 s and 60 s
+    later; the xdist worker's ``SigIgn`` had SIGINT).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

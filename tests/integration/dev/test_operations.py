@@ -36,6 +36,7 @@ from streamrl.config import load_settings
 from streamrl.dev.rundir import free_port
 from streamrl.dev.status import PipelineStatus, StatusReader
 from streamrl.kafka import client_config, make_admin
+from tests.support.processes import sigint_default
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -245,6 +246,7 @@ def test_status_once_the_pipeline_stopped(run: Run) -> None:
         [sys.executable, "-m", "streamrl.cli", "status", "-c", str(run.run_dir / "config.yaml"),
          "--watch", "--json", "--interval", "0.5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run.env, cwd=ROOT,
+        preexec_fn=sigint_default,
     )  # fmt: skip
     try:
         readings = [json.loads(watch.stdout.readline()) for _ in range(3)]

@@ -14,6 +14,7 @@ import pytest
 from streamrl.broker import LocalKafka, new_cluster_id
 from streamrl.config.kafka import LocalBrokerSettings
 from tests.support.kafka import free_port
+from tests.support.processes import sigint_default
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,9 @@ def test_ctrl_c_during_the_broker_start_stops_the_broker(tmp_path: Path) -> None
         f"LocalKafka(cfg, data_dir=Path({str(data)!r})).start(timeout_s=120)\n"
         "print('answered', flush=True)\n"
     )
-    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, preexec_fn=sigint_default
+    )
     pid_file = data / "broker.pid"
     deadline = time.monotonic() + 60
     while not pid_file.exists():  # the JVM was spawned: the launcher now waits for it to answer
