@@ -142,7 +142,9 @@ def test_dropped_groups_release_capacity_so_the_sampler_never_stalls(
     ]
     assert sampler.done and len(unread) <= 1, unread
     assert sampler.ledger.released_by_outcome == 16 - 4 * len(unread)
-    assert sampler.ledger.in_flight == (sim.version - sampler.ledger.version) * sim.per_version
+    # in flight: what the trainer's versions did not release yet, and the unread group's 4 samples
+    untrained = (sim.version - sampler.ledger.version) * sim.per_version
+    assert sampler.ledger.in_flight == untrained + 4 * len(unread)
     train = [x for x in sim.samples if x.mode is Mode.train]
     assert sorted((x.rollout_id, x.retry) for x in train if x.retry > 0) == [(f"{order[0]}/0/1", 1)]
 
