@@ -7,12 +7,13 @@ Stages never hand-build a confluent-kafka config; they call :func:`make_producer
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
@@ -23,6 +24,7 @@ from streamrl.errors import BrokerError, DeliveryError
 log = logging.getLogger(__name__)
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+_K = TypeVar("_K")
 
 
 class _RepeatFilter(logging.Filter):
@@ -218,6 +220,8 @@ def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
 def make_admin(settings: Settings, **overrides: Any) -> AdminClient:
     """An admin client for topic management.
 
+    A call answered by a group's coordinator follows :data:`COORDINATOR_REQUEST_TIMEOUT_S`.
+
     Raises:
         BrokerError: a secured cluster refused the login (:func:`verify_login`).
     """
@@ -225,6 +229,48 @@ def make_admin(settings: Settings, **overrides: Any) -> AdminClient:
     conf = client_config(settings)
     conf.update(overrides)
     return AdminClient(_logged(conf))
+
+
+COORDINATOR_REQUEST_TIMEOUT_S = 3600.0
+"""``request_timeout`` of an admin call answered by a group's coordinator (``describe_consumer_groups``,
+``list_consumer_group_offsets``), in seconds: librdkafka's largest, so that librdkafka never times
+such a call out itself; the caller bounds its wait with :func:`coordinator_results`.
+
+When librdkafka times one out before it sent the request (the coordinator down, frozen or still
+being looked up), it still sends the request later, once a coordinator answers, and frees the call's
+state twice: the whole process aborts (``rd_kafka_enq_once_del_source_return: Assertion
+`eonce->refcnt > 0' failed``) or crashes, uncatchable from Python. That is librdkafka issue
+https://github.com/confluentinc/librdkafka/issues/4605, open in 2.16. A call the caller stopped
+waiting for ends safely when its client is dropped (destroying the client fails what it still has
+pending), so a client that gave up on a call must not be used again."""
+
+
+def coordinator_results(
+    futures: Mapping[_K, concurrent.futures.Future[Any]], timeout_s: float
+) -> dict[_K, Any]:
+    """The results of admin calls made with :data:`COORDINATOR_REQUEST_TIMEOUT_S` (e.g. the futures
+    ``describe_consumer_groups`` returns), all waited for together for at most ``timeout_s`` seconds.
+
+    Returns:
+        ``{key: result}``, a failed call's value being its :class:`KafkaException`: the error it
+        failed with, or ``_TIMED_OUT`` when it did not finish within ``timeout_s`` (it is still
+        pending: drop its client, see :data:`COORDINATOR_REQUEST_TIMEOUT_S`).
+    """
+    concurrent.futures.wait(list(futures.values()), timeout=max(0.0, timeout_s))
+    out: dict[_K, Any] = {}
+    for key, future in futures.items():
+        if not future.done():
+            out[key] = KafkaException(
+                KafkaError(
+                    KafkaError._TIMED_OUT, f"no answer from the group coordinator within {timeout_s:.1f} s"
+                )
+            )
+            continue
+        try:
+            out[key] = future.result()
+        except KafkaException as exc:
+            out[key] = exc
+    return out
 
 
 class EventProducer:
