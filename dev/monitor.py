@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from confluent_kafka.admin import OffsetSpec
 
 from streamrl.config import Settings
 from streamrl.dev.stats import RunStats
-from streamrl.kafka import client_config, make_admin
+from streamrl.kafka import COORDINATOR_REQUEST_TIMEOUT_S, client_config, coordinator_results, make_admin
 from streamrl.producers.fence import FENCE_GROUP
 from streamrl.schemas import (
     CheckpointEvent,
@@ -256,7 +256,7 @@ class Monitor:
         if self._consumer is not None:
             self._consumer.close()
         self._consumer = None
-        self._admin = None  # an AdminClient has no close(); dropping it ends its connections
+        self._drop_admin()
 
     # -- lag ------------------------------------------------------------------------------------
     def measure_lag(self, timeout_s: float = 5.0) -> dict[tuple[str, str], int]:
@@ -266,23 +266,29 @@ class Monitor:
         with nothing committed yet (a stage that just started, or one that has not committed since)
         counts from the log start offset: what the group, which starts at the earliest offset, still
         has to read. Groups are those whose id starts with the run's group stem
-        (``settings.group_id("")``); the monitor's own group is left out.
+        (``settings.group_id("")``); the monitor's own group is left out, and so is, for this
+        reading, a group that could not be described (its coordinator is moving or does not answer).
+        Each admin call waits up to ``timeout_s`` seconds.
 
         Returns:
             ``{(group id, topic base name): lag}``. Errors are logged and give ``{}``.
         """
         stem = self.settings.group_id("")
-        admin = self._admin_()
         names = {self.settings.topics.name(b): b for b in DECODED}
         fence = self.settings.group_id(FENCE_GROUP)
         try:
-            groups = self.groups(timeout_s)
+            groups, undescribed = self._groups(timeout_s)
             committed: dict[str, list[TopicPartition]] = {}
             for g in groups:
-                fut = admin.list_consumer_group_offsets(
-                    [ConsumerGroupTopicPartitions(g.group)], request_timeout=timeout_s
+                if g.group in undescribed:
+                    continue
+                futures = self._admin_().list_consumer_group_offsets(
+                    [ConsumerGroupTopicPartitions(g.group)], request_timeout=COORDINATOR_REQUEST_TIMEOUT_S
                 )
-                tps = list(fut[g.group].result().topic_partitions or [])
+                listed = self._coordinator_results(futures, timeout_s)[g.group]
+                if isinstance(listed, KafkaException):
+                    raise listed
+                tps = list(listed.topic_partitions or [])
                 # the broker lists only partitions with a commit; add the assigned ones without one
                 # (not the sampler's fence: it holds a partition it never reads)
                 have = {(tp.topic, tp.partition) for tp in tps}
@@ -313,9 +319,34 @@ class Monitor:
         return lag
 
     def _admin_(self) -> Any:
+        """The monitor's admin client (made at first use, and again after :meth:`_drop_admin`)."""
         if self._admin is None:
             self._admin = make_admin(self.settings)
         return self._admin
+
+    def _drop_admin(self) -> None:
+        """Drop the admin client after one of its calls failed or was given up on; the next call makes
+        a new one.
+
+        Destroying the client ends the coordinator calls it still has pending, which librdkafka would
+        otherwise finish by aborting the process
+        (:data:`~streamrl.kafka.COORDINATOR_REQUEST_TIMEOUT_S`). A new client also looks every group's
+        coordinator and every partition's leader up again: an admin client never does so by itself,
+        so after a coordinator moved (a broker died, stalled or came back) each call would keep going
+        to the old one, and a ``NOT_COORDINATOR`` answer to ``list_consumer_group_offsets`` crashes
+        the process (segfault, https://github.com/confluentinc/librdkafka/issues/5040: an admin
+        client has no consumer group to hand the error to), while a partition's stale leader epoch
+        fails every ``list_offsets`` with ``FENCED_LEADER_EPOCH``.
+        """
+        self._admin = None  # an AdminClient has no close(); the last reference gone destroys it
+
+    def _coordinator_results(self, futures: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
+        """:func:`~streamrl.kafka.coordinator_results`, dropping the client when a call failed or timed
+        out."""
+        results = coordinator_results(futures, timeout_s)
+        if any(isinstance(r, KafkaException) for r in results.values()):
+            self._drop_admin()
+        return results
 
     def _is_pipeline_group(self, group: str) -> bool:
         if group == self.settings.group_id("dev-monitor"):
@@ -324,35 +355,49 @@ class Monitor:
         return group.startswith(self.settings.group_id("")) or group == app_id
 
     def groups(self, timeout_s: float = 5.0) -> list[GroupState]:
-        """The pipeline's consumer groups with their state and member count, sorted by id.
+        """The pipeline's consumer groups with their state and member count, sorted by id; a group
+        that could not be described is ``UNKNOWN`` with no members. Each admin call waits up to
+        ``timeout_s`` seconds.
 
         Raises:
             KafkaException: the cluster cannot be reached.
         """
-        admin = self._admin_()
-        listed = admin.list_consumer_groups(request_timeout=timeout_s).result()
+        return self._groups(timeout_s)[0]
+
+    def _groups(self, timeout_s: float) -> tuple[list[GroupState], set[str]]:
+        """:meth:`groups`, and the ids of the groups that could not be described."""
+        try:
+            listed = self._admin_().list_consumer_groups(request_timeout=timeout_s).result()
+        except KafkaException:
+            self._drop_admin()
+            raise
         ids = sorted(g.group_id for g in listed.valid if self._is_pipeline_group(g.group_id))
         if not ids:
-            return []
-        described = admin.describe_consumer_groups(ids, request_timeout=timeout_s)
-        out = []
+            return [], set()
+        described = self._admin_().describe_consumer_groups(
+            ids, request_timeout=COORDINATOR_REQUEST_TIMEOUT_S
+        )
+        results = self._coordinator_results(described, timeout_s)
+        out: list[GroupState] = []
+        undescribed: set[str] = set()
         for gid in ids:
-            try:
-                d = described[gid].result()
-                state = getattr(d.state, "name", str(d.state))
-                assigned = sorted(
-                    {
-                        (tp.topic, tp.partition)
-                        for m in d.members
-                        if m.assignment is not None
-                        for tp in m.assignment.topic_partitions or []
-                    }
-                )
-                out.append(GroupState(gid, state, len(d.members), tuple(assigned)))
-            except KafkaException as exc:
-                log.warning("monitor: cannot describe group %s: %s", gid, exc)
+            d = results[gid]
+            if isinstance(d, KafkaException):
+                log.warning("monitor: cannot describe group %s: %s", gid, d)
                 out.append(GroupState(gid, "UNKNOWN", 0))
-        return out
+                undescribed.add(gid)
+                continue
+            state = getattr(d.state, "name", str(d.state))
+            assigned = sorted(
+                {
+                    (tp.topic, tp.partition)
+                    for m in d.members
+                    if m.assignment is not None
+                    for tp in m.assignment.topic_partitions or []
+                }
+            )
+            out.append(GroupState(gid, state, len(d.members), tuple(assigned)))
+        return out, undescribed
 
     def _list_offsets(
         self, tps: list[TopicPartition], spec: OffsetSpec, timeout_s: float
@@ -364,7 +409,11 @@ class Monitor:
         futures = self._admin_().list_offsets(
             {TopicPartition(t.topic, t.partition): spec for t in tps}, request_timeout=timeout_s
         )
-        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+        try:
+            return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+        except KafkaException:
+            self._drop_admin()
+            raise
 
     def count_since(
         self, base: str, since_ms: int, timeout_s: float = 10.0, *, topic: str | None = None
@@ -377,7 +426,11 @@ class Monitor:
             KafkaException: the cluster cannot be reached.
         """
         topic = topic or self.settings.topics.name(base)
-        meta = self._admin_().list_topics(topic, timeout=timeout_s).topics.get(topic)
+        try:
+            meta = self._admin_().list_topics(topic, timeout=timeout_s).topics.get(topic)
+        except KafkaException:
+            self._drop_admin()
+            raise
         if meta is None or meta.error is not None:
             return 0
         tps = [TopicPartition(topic, p) for p in meta.partitions]
