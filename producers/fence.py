@@ -31,13 +31,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamrl.config import Settings
 from streamrl.errors import StreamRLError
-from streamrl.kafka import make_admin, make_consumer
+from streamrl.kafka import COORDINATOR_REQUEST_TIMEOUT_S, coordinator_results, make_admin, make_consumer
 
 __all__ = ["FENCE_GROUP", "FenceError", "SamplerFence"]
 
 FENCE_GROUP = "sampler-fence"
 """The fence's consumer group name (``settings.group_id(FENCE_GROUP)``): it holds a partition of
 ``checkpoints`` but reads and commits nothing, so it has no lag."""
+
+HOLDER_TIMEOUT_S = 5.0
+"""How long the error naming who holds the fence waits for the group's description, in seconds."""
 
 
 class FenceError(StreamRLError):
@@ -142,8 +145,14 @@ class SamplerFence:
         """Who holds the fence (client ids and hosts of the group's members), for the error message."""
         try:
             admin = make_admin(self.settings)
-            futures = admin.describe_consumer_groups([self.group], request_timeout=5)
-            desc = futures[self.group].result(timeout=10)
+            # librdkafka never times this call out itself (it could abort the process doing so); a call
+            # still pending when we stop waiting ends with the client, dropped on return
+            futures = admin.describe_consumer_groups(
+                [self.group], request_timeout=COORDINATOR_REQUEST_TIMEOUT_S
+            )
+            desc = coordinator_results(futures, HOLDER_TIMEOUT_S)[self.group]
+            if isinstance(desc, KafkaException):
+                raise desc
         except (KafkaException, Exception) as exc:  # best effort: the message still says what to do
             return f"holder unknown ({exc})"
         others = [m for m in desc.members if m.client_id != self.client_id]
