@@ -1,4 +1,5 @@
-"""Stage processes for the tests: a real streams (Faust) worker as a child process.
+"""Processes for the tests: a real streams (Faust) worker as a child process; a child a test interrupts
+(:func:`sigint_default`); polling until a condition holds (:func:`wait_until`).
 
 Several test folders run the aggregator beside other stages (its own tests, the admission no-stall
 test); this is the one way they start it and wait until it holds its partitions.
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,3 +78,15 @@ def sigint_default() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def wait_until(cond: Callable[[], object], timeout_s: float = 20.0, what: str = "the condition") -> None:
+    """Poll ``cond()`` every 50 ms until it is true.
+
+    Raises:
+        AssertionError: still false after ``timeout_s`` seconds (the message names ``what``).
+    """
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"{what} did not hold within {timeout_s:g} s"
+        time.sleep(0.05)

@@ -14,6 +14,7 @@ import pytest
 
 from streamrl.dev.reaper import Orders, Reaper
 from streamrl.dev.supervisor import ChildSpec, Supervisor, group_alive
+from tests.support.processes import wait_until
 
 PY = sys.executable
 
@@ -47,13 +48,6 @@ BROKER = (
 )
 
 
-def _wait_for(cond, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "not within the limit"
-        time.sleep(0.05)
-
-
 def _kill(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -72,14 +66,14 @@ def test_a_closed_pipe_without_done_stops_the_groups_then_the_broker(tmp_path: P
     pid_file.write_text(str(broker.pid))
     data_dir.mkdir()
     try:
-        _wait_for(lambda: grandchild_file.exists() and grandchild_file.read_text() != "")
-        _wait_for(lambda: broker_out.with_suffix(".ready").exists())
+        wait_until(lambda: grandchild_file.exists() and grandchild_file.read_text() != "")
+        wait_until(lambda: broker_out.with_suffix(".ready").exists())
         reaper.broker(broker.pid, files=[pid_file], delete=data_dir)
         assert reaper.proc is not None and reaper.proc.stdin is not None
         reaper.proc.stdin.close()  # as the death of dev closes it: no "done"
         assert reaper.proc.wait(30) == 0
         assert stage.proc.wait(10) == -signal.SIGKILL  # it ignores SIGTERM
-        _wait_for(lambda: not group_alive(stage.pid))  # its grandchild too (reaped by init)
+        wait_until(lambda: not group_alive(stage.pid))  # its grandchild too (reaped by init)
         assert broker.wait(10) == 0
         assert broker_out.read_text() == "stage gone"  # the broker only after its clients
         assert not pid_file.exists() and not data_dir.exists()

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from streamrl import parent_death
 from streamrl.parent_death import die_with_parent, unsupported_reason
+from tests.support.processes import wait_until
 
 PY = sys.executable
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -28,13 +28,6 @@ CHILD = (
     "out.write_text(str(os.getpid()))\n"
     "time.sleep(60)\n"
 )
-
-
-def _wait_for(cond, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "not within the limit"
-        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
@@ -65,11 +58,11 @@ def test_the_child_of_a_killed_parent_gets_sigterm(tmp_path: Path) -> None:
     parent = subprocess.Popen([PY, "-c", parent_script])
     child = None
     try:
-        _wait_for(lambda: out.exists() and out.read_text().strip() != "")
+        wait_until(lambda: out.exists() and out.read_text().strip() != "")
         child = int(out.read_text())
         parent.kill()  # no stop of its own runs
         parent.wait()
-        _wait_for(lambda: not _alive(child))
+        wait_until(lambda: not _alive(child))
         assert out.with_suffix(".signal").read_text() == "SIGTERM"  # a graceful stop, not a kill
     finally:
         parent.kill()
@@ -88,7 +81,7 @@ def test_the_signal_follows_the_thread_that_started_the_child(tmp_path: Path) ->
 
     def start() -> None:
         procs.append(subprocess.Popen([PY, "-c", CHILD, str(out)], preexec_fn=die_with_parent()))
-        _wait_for(lambda: out.exists() and out.read_text().strip() != "")  # its handler is in place
+        wait_until(lambda: out.exists() and out.read_text().strip() != "")  # its handler is in place
 
     thread = threading.Thread(target=start)
     thread.start()
