@@ -86,6 +86,8 @@ class Reaper:
             return
         self._send({"done": True})
         proc, self.proc = self.proc, None
+        if proc is None:  # it had died: _send reported it and let it go
+            return
         try:
             if proc.stdin is not None:
                 proc.stdin.close()

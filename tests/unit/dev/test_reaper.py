@@ -131,6 +131,18 @@ def test_a_dead_reaper_is_reported_once_and_ignored(tmp_path: Path, caplog) -> N
     )
 
 
+def test_closing_a_reaper_that_died_since_the_last_order_ends_quietly(tmp_path: Path, caplog) -> None:
+    """dev's normal end after its reaper was killed: the 'done' finds the pipe broken (a fresh-user
+    trial's dev crashed there with AttributeError and wrote no summary)."""
+    reaper = Reaper(tmp_path / "reaper.log", stop_timeout_s=1.0)
+    assert reaper.proc is not None
+    reaper.proc.kill()
+    reaper.proc.wait()
+    reaper.close()
+    assert reaper.proc is None
+    assert len([r for r in caplog.records if "the reaper" in r.message]) == 1
+
+
 def test_orders_skip_what_is_not_a_message() -> None:
     orders = Orders()
     for line in [
