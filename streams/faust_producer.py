@@ -16,7 +16,7 @@ right after it recovers a table state older than its committed offsets, and the 
 never applied again. In the groups stage that re-opened a group that had already been batched, and
 its rollouts were batched a second time (``tests/integration/streams/test_streams_restart.py``,
 ``test_sigkill_mid_stream_every_row_exactly_once``, failed once in a CI run; a probe in the worker
-saw 2 commits in 169 whose flush returned before a write put earlier was handed over, in 4 runs of the
+saw 2 commits in 285 whose flush returned before a write put earlier was handed over, in 4 runs of the
 restart tests beside two busy loops). :class:`DrainingProducerBuffer` counts the messages put and handed over, and its flush
 waits until every message put before it is handed over.
 """
