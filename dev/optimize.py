@@ -31,7 +31,6 @@ from streamrl.dev.rundir import deep_merge, free_port, new_run_id, raw_config, r
 from streamrl.dev.runner import (
     _child_env,
     _cli,
-    _reap_broker,
     _report_restart,
     ensure_model,
     publish_specs,
@@ -158,7 +157,7 @@ def _with_pipeline(
             if running
             else f"starting the local Kafka broker on {broker.bootstrap} ..."
         )
-        reap = None if dev.keep_broker else _reap_broker(reaper, broker, private=False)
+        reap = None if dev.keep_broker else reaper.broker_spawned(broker, private=False)
         bootstrap, started = broker.start(on_spawn=reap)  # a failed start stops what it spawned
         if not started:
             broker = None  # not ours: leave it running

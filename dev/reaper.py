@@ -33,7 +33,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the reaper process itself imports the standard library only
+    from streamrl.broker import LocalKafka
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,13 @@ class Reaper:
         and owner files) and delete ``delete`` (a private broker's data directory)."""
         self._send(
             {"broker": pid, "files": [str(f) for f in files], "delete": str(delete) if delete else None}
+        )
+
+    def broker_spawned(self, local: LocalKafka, *, private: bool) -> Callable[[int], None]:
+        """``on_spawn`` for :meth:`streamrl.broker.LocalKafka.start`: :meth:`broker` with ``local``'s
+        pid and owner files, and its data directory when it is a run's ``private`` broker."""
+        return lambda pid: self.broker(
+            pid, files=(local.pid_file, local.owner_file), delete=local.data_dir if private else None
         )
 
     def close(self, timeout_s: float = 5.0) -> None:

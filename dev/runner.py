@@ -48,7 +48,6 @@ from typing import Any
 
 from rich.console import Console
 
-from streamrl.broker import LocalKafka
 from streamrl.config import Settings, flag_overrides, load_settings
 from streamrl.dev.cpu import CpuMeter
 from streamrl.dev.display import render, status_line
@@ -393,10 +392,10 @@ def run_dev(
                     else:
                         console.print(f"starting the local Kafka broker on {local.bootstrap} ...")
                     # stops what it spawned if interrupted; the reaper stops it if this is killed
-                    bootstrap, broker_started = local.start(
-                        owner=owner_name(run_id),
-                        on_spawn=None if dev.keep_broker else _reap_broker(reaper, local, private_broker),
+                    spawned = (
+                        None if dev.keep_broker else reaper.broker_spawned(local, private=private_broker)
                     )
+                    bootstrap, broker_started = local.start(owner=owner_name(run_id), on_spawn=spawned)
                     stats.mark("broker_ready")
                     broker = local if broker_started else None  # not ours: leave it running
                     over_bootstrap: str | None = bootstrap
@@ -488,14 +487,6 @@ def run_dev(
     cpu = meter.report(stats.trajectories, stats.version, time.monotonic())
     summary = _finish(stats, settings, run_dir, time.monotonic() - started_at, outcome, console, cpu, sup)
     return DevResult(code, outcome, run_dir, summary)
-
-
-def _reap_broker(reaper: Reaper, local: LocalKafka, private: bool) -> Callable[[int], None]:
-    """``on_spawn`` of the broker's start: the reaper stops the JVM (and deletes a private broker's
-    data) if this process is killed."""
-    return lambda pid: reaper.broker(
-        pid, files=(local.pid_file, local.owner_file), delete=local.data_dir if private else None
-    )
 
 
 def _report_restart(console: Console, event: Restart) -> None:
